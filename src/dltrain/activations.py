@@ -1,0 +1,188 @@
+"""Activations: each forward beside its backward, in a name-keyed registry.
+
+``forward(z, out)`` writes ``a = f(z)`` into ``out``; ``backward(z, a, grad, out)`` writes
+``dL/dz`` given ``dL/da``. ``out`` may be the same array as an input where noted, so the
+training loop can reuse buffers instead of allocating per step.
+"""
+
+from __future__ import annotations
+
+from .backend import xp
+
+_GELU_C = 0.7978845608028654  # sqrt(2 / pi)
+
+
+class Activation:
+    name = ""
+    default_init = "glorot_uniform"
+    output_only = False
+
+    @staticmethod
+    def forward(z, out):
+        raise NotImplementedError
+
+    @staticmethod
+    def backward(z, a, grad, out):
+        raise NotImplementedError
+
+
+class Linear(Activation):
+    name = "linear"
+
+    @staticmethod
+    def forward(z, out):
+        if out is not z:
+            xp.copyto(out, z)
+        return out
+
+    @staticmethod
+    def backward(z, a, grad, out):
+        if out is not grad:
+            xp.copyto(out, grad)
+        return out
+
+
+class Sigmoid(Activation):
+    name = "sigmoid"
+
+    @staticmethod
+    def forward(z, out):
+        # 0.5 * (1 + tanh(z / 2)) never overflows, unlike 1 / (1 + exp(-z)).
+        xp.multiply(z, 0.5, out=out)
+        xp.tanh(out, out=out)
+        out += 1.0
+        out *= 0.5
+        return out
+
+    @staticmethod
+    def backward(z, a, grad, out):
+        # da/dz = a * (1 - a); out may alias grad.
+        slope = a * (1.0 - a)
+        return xp.multiply(grad, slope, out=out)
+
+
+class Tanh(Activation):
+    name = "tanh"
+
+    @staticmethod
+    def forward(z, out):
+        return xp.tanh(z, out=out)
+
+    @staticmethod
+    def backward(z, a, grad, out):
+        slope = 1.0 - a * a
+        return xp.multiply(grad, slope, out=out)
+
+
+class ReLU(Activation):
+    name = "relu"
+    default_init = "he_normal"
+
+    @staticmethod
+    def forward(z, out):
+        return xp.maximum(z, 0, out=out)
+
+    @staticmethod
+    def backward(z, a, grad, out):
+        # a > 0 exactly where z > 0; reading a lets z's buffer be reused.
+        return xp.multiply(grad, a > 0, out=out)
+
+
+class LeakyReLU(Activation):
+    name = "leaky_relu"
+    default_init = "he_normal"
+    slope = 0.01
+
+    @staticmethod
+    def forward(z, out):
+        negative_part = xp.minimum(z, 0) * LeakyReLU.slope
+        xp.maximum(z, 0, out=out)
+        out += negative_part
+        return out
+
+    @staticmethod
+    def backward(z, a, grad, out):
+        factor = xp.where(z > 0, 1.0, LeakyReLU.slope).astype(grad.dtype, copy=False)
+        return xp.multiply(grad, factor, out=out)
+
+
+class ELU(Activation):
+    name = "elu"
+    default_init = "he_normal"
+
+    @staticmethod
+    def forward(z, out):
+        negative_part = xp.expm1(xp.minimum(z, 0))
+        xp.maximum(z, 0, out=out)
+        out += negative_part
+        return out
+
+    @staticmethod
+    def backward(z, a, grad, out):
+        # For z <= 0, a = exp(z) - 1, so da/dz = a + 1; for z > 0 it is 1.
+        factor = xp.where(z > 0, 1.0, a + 1.0).astype(grad.dtype, copy=False)
+        return xp.multiply(grad, factor, out=out)
+
+
+class GELU(Activation):
+    """GELU, tanh approximation (Hendrycks & Gimpel), as used by GPT-2 and BERT."""
+
+    name = "gelu"
+    default_init = "he_normal"
+
+    @staticmethod
+    def forward(z, out):
+        inner = _GELU_C * (z + 0.044715 * z**3)
+        return xp.multiply(0.5 * z, 1.0 + xp.tanh(inner), out=out)
+
+    @staticmethod
+    def backward(z, a, grad, out):
+        inner = _GELU_C * (z + 0.044715 * z**3)
+        t = xp.tanh(inner)
+        slope = 0.5 * (1.0 + t) + 0.5 * z * (1.0 - t * t) * _GELU_C * (1.0 + 3 * 0.044715 * z * z)
+        return xp.multiply(grad, slope, out=out)
+
+
+class Softplus(Activation):
+    name = "softplus"
+
+    @staticmethod
+    def forward(z, out):
+        # log(1 + e^z) = max(z, 0) + log1p(e^-|z|), finite for any z.
+        tail = xp.log1p(xp.exp(-xp.abs(z)))
+        xp.maximum(z, 0, out=out)
+        out += tail
+        return out
+
+    @staticmethod
+    def backward(z, a, grad, out):
+        slope = Sigmoid.forward(z, xp.empty_like(z))
+        return xp.multiply(grad, slope, out=out)
+
+
+class Softmax(Activation):
+    """Row-wise softmax; a layer-level op, allowed only on the output layer."""
+
+    name = "softmax"
+    output_only = True
+
+    @staticmethod
+    def forward(z, out):
+        xp.subtract(z, z.max(axis=1, keepdims=True), out=out)
+        xp.exp(out, out=out)
+        out /= out.sum(axis=1, keepdims=True)
+        return out
+
+    @staticmethod
+    def backward(z, a, grad, out):
+        # Jacobian-vector product: dz = a * (g - sum(g * a)).
+        dot = (grad * a).sum(axis=1, keepdims=True)
+        xp.subtract(grad, dot, out=out)
+        out *= a
+        return out
+
+
+ACTIVATIONS: dict[str, type[Activation]] = {
+    cls.name: cls for cls in (Linear, Sigmoid, Tanh, ReLU, LeakyReLU, ELU, GELU, Softplus, Softmax)
+}
+HIDDEN_ACTIVATIONS = sorted(name for name, cls in ACTIVATIONS.items() if not cls.output_only)

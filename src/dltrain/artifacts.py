@@ -1,0 +1,160 @@
+"""The run folder: atomic writes, a manifest with checksums, and safe loading.
+
+Files: ``model.npz`` (weights only, loaded with ``allow_pickle=False``), ``model.json``
+(manifest: versions, resolved config, data schema, metrics, SHA-256 of ``model.npz``),
+``config.yaml`` (the resolved config) and ``history.csv`` (one row per epoch).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import os
+import tempfile
+import zipfile
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__
+from .errors import ArtifactError
+
+FORMAT_VERSION = 1
+RUN_FILES = ("model.npz", "model.json", "config.yaml", "history.csv")
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+
+
+def atomic_write(path, data: bytes | str):
+    """Write to a temporary file beside ``path``, fsync it, then rename it over ``path``."""
+    path = Path(path)
+    payload = data.encode("utf-8") if isinstance(data, str) else data
+    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.fchmod(descriptor, 0o666 & ~_UMASK)  # mkstemp's 0600 would hide runs from other users
+        with os.fdopen(descriptor, "wb") as handle:
+            handle.write(payload)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+
+
+def npz_bytes(arrays: dict) -> bytes:
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return buffer.getvalue()
+
+
+def history_csv(history: list) -> str:
+    columns = []
+    for record in history:
+        columns.extend(key for key in record if key not in columns)
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    for record in history:
+        writer.writerow({key: _format_number(value) for key, value in record.items()})
+    return buffer.getvalue()
+
+
+def _format_number(value):
+    return repr(value) if isinstance(value, float) else value
+
+
+def holds_run(directory: Path) -> bool:
+    return any((directory / name).exists() for name in ("model.json", "model.npz", "checkpoint.npz"))
+
+
+def choose_run_dir(name: str, out=None, force=False, runs_root="runs") -> Path:
+    """``--out`` if given (refused when it holds a run, unless forced); else a free ``runs/<name>[-k]``."""
+    if out is not None:
+        directory = Path(out)
+        if directory.exists() and not directory.is_dir():
+            raise ArtifactError(f"{directory}: exists and is not a folder; choose another --out")
+        if holds_run(directory) and not force:
+            raise ArtifactError(f"{directory}: already holds a run; pass --force to overwrite it, "
+                                "or choose another --out")
+        directory.mkdir(parents=True, exist_ok=True)
+        return directory
+    root = Path(runs_root)
+    root.mkdir(parents=True, exist_ok=True)
+    suffix = 1
+    while True:
+        directory = root / (name if suffix == 1 else f"{name}-{suffix}")
+        try:
+            directory.mkdir()
+            return directory
+        except FileExistsError:
+            suffix += 1
+
+
+def save_run(directory, arrays: dict, manifest: dict, config_yaml: str, history: list) -> dict:
+    """Write the run folder's four files atomically; returns the manifest as written."""
+    directory = Path(directory)
+    weights = npz_bytes(arrays)
+    manifest = {
+        "format_version": FORMAT_VERSION,
+        "dltrain_version": __version__,
+        "numpy_version": np.__version__,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        **manifest,
+        "model_sha256": hashlib.sha256(weights).hexdigest(),
+    }
+    # Weights first, manifest last: a manifest on disk always matches the weights beside it.
+    atomic_write(directory / "model.npz", weights)
+    atomic_write(directory / "config.yaml", config_yaml)
+    atomic_write(directory / "history.csv", history_csv(history))
+    atomic_write(directory / "model.json", json.dumps(manifest, indent=2, allow_nan=True) + "\n")
+    return manifest
+
+
+def read_manifest(directory) -> dict:
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise ArtifactError(f"{directory}: run folder not found; give the folder that `dltrain fit` printed")
+    path = directory / "model.json"
+    if not path.exists():
+        raise ArtifactError(f"{path}: missing; {directory} does not hold a finished run")
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ArtifactError(f"{path}: not valid JSON ({error}); the file is damaged, train again") from None
+    if not isinstance(manifest, dict) or "format_version" not in manifest:
+        raise ArtifactError(f"{path}: not a dltrain model manifest")
+    if manifest["format_version"] != FORMAT_VERSION:
+        raise ArtifactError(f"{path}: run format version {manifest['format_version']!r} is not supported by "
+                            f"dltrain {__version__} (format {FORMAT_VERSION}); use a matching dltrain version "
+                            "or train again")
+    for key in ("config", "data", "model_sha256"):
+        if key not in manifest:
+            raise ArtifactError(f"{path}: the manifest lacks {key!r}; the file is damaged, train again")
+    return manifest
+
+
+def read_weights(directory, expected_sha256: str) -> dict:
+    """Load ``model.npz`` after checking its SHA-256 against the manifest; never unpickles."""
+    path = Path(directory) / "model.npz"
+    try:
+        payload = path.read_bytes()
+    except FileNotFoundError:
+        raise ArtifactError(f"{path}: missing; the run folder is incomplete, train again") from None
+    digest = hashlib.sha256(payload).hexdigest()
+    if digest != expected_sha256:
+        raise ArtifactError(f"{path}: checksum mismatch (SHA-256 {digest[:12]}…, manifest says "
+                            f"{str(expected_sha256)[:12]}…); the weights were changed or damaged, train again")
+    try:
+        with np.load(io.BytesIO(payload), allow_pickle=False) as archive:
+            return {key: archive[key] for key in archive.files}
+    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as error:
+        raise ArtifactError(f"{path}: cannot be read as weights ({error}); train again") from None

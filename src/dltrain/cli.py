@@ -1,0 +1,116 @@
+"""The `dltrain` command line: parse arguments, call one workflow function, render the result."""
+
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+from typing import Annotated, List, Optional
+
+import typer
+
+from . import report, workflow
+from .artifacts import atomic_write
+from .config import dump_config
+from .errors import DltrainError
+
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+    help="Train neural networks described in YAML on CSV files.\n\n"
+         "Example: dltrain fit configs/iris.yaml && dltrain eval runs/iris data/iris.csv",
+)
+
+
+def user_errors(command):
+    """Turn dltrain's own errors into one message on stderr and their exit code."""
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except DltrainError as error:
+            report.show_error(str(error))
+            raise typer.Exit(error.exit_code) from None
+    return wrapper
+
+
+ConfigArg = Annotated[Path, typer.Argument(help="YAML config file.", show_default=False)]
+RunArg = Annotated[Path, typer.Argument(help="Run folder written by `dltrain fit`.", show_default=False)]
+DataArg = Annotated[Path, typer.Argument(help="CSV file with a header row.", show_default=False)]
+SetOption = Annotated[Optional[List[str]], typer.Option(
+    "--set", help="Override a config key, e.g. --set train.epochs=20 (repeatable).", show_default=False)]
+
+
+@app.command()
+@user_errors
+def check(config: ConfigArg, overrides: SetOption = None):
+    """Validate a config and its data; print the resolved config and a model summary."""
+    result = workflow.check(config, overrides or [])
+    report.console.print(f"# resolved config ({config})")
+    report.console.print(dump_config(result.config), markup=False, soft_wrap=True)
+    data = result.data
+    parts = [f"train {len(data.train)} rows"]
+    if data.validation is not None:
+        parts.append(f"validation {len(data.validation)} rows")
+    if data.test is not None:
+        parts.append(f"test {len(data.test)} rows")
+    schema = data.schema
+    target = f"classes {', '.join(schema.class_labels)}" if schema.task == "classification" else "numeric target"
+    report.console.print(f"data: {', '.join(parts)}; {len(schema.feature_names)} features; {target}",
+                         markup=False, soft_wrap=True)
+    report.console.print(report.summary_table(result.model.summary()))
+    report.console.print("config OK")
+
+
+@app.command()
+@user_errors
+def fit(
+    config: ConfigArg,
+    out: Annotated[Optional[Path], typer.Option(help="Run folder (default: runs/<name>, or runs/<name>-2 … if taken).")] = None,
+    overrides: SetOption = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite the run already in --out.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", help="Print only the final summary.")] = False,
+):
+    """Train the network a config describes and save a run folder."""
+    reporter = report.TrainingReporter(quiet=quiet)
+
+    def announce(run_dir):
+        if not quiet:
+            report.console.print(f"run folder: {run_dir}", markup=False)
+
+    try:
+        result = workflow.fit(config, overrides or [], out, force, reporter, on_run_dir=announce)
+    finally:
+        reporter.close()
+    report.console.print(report.metrics_table(result.metrics, title=f"{result.config.name}: {result.stop_reason} "
+                                                                     f"after {len(result.history)} epochs"))
+    report.console.print(f"saved {result.run_dir}", markup=False)
+
+
+@app.command(name="eval")
+@user_errors
+def evaluate(run_dir: RunArg, data: DataArg,
+             as_json: Annotated[bool, typer.Option("--json", help="Print one flat JSON object.")] = False):
+    """Loss and metrics of a trained run on a labelled CSV."""
+    metrics = workflow.evaluate_run(run_dir, data)
+    if as_json:
+        report.write_text(json.dumps(metrics) + "\n")
+    else:
+        report.console.print(report.metrics_table({str(data): metrics}))
+
+
+@app.command()
+@user_errors
+def predict(run_dir: RunArg, data: DataArg,
+            out: Annotated[Optional[Path], typer.Option(help="Write the CSV here instead of stdout.")] = None):
+    """Predictions for every row of a CSV: the target column, then prob_<label> per class."""
+    header, rows = workflow.predict_rows(run_dir, data)
+    text = workflow.predictions_csv(header, rows)
+    if out is None:
+        report.write_text(text)
+    else:
+        atomic_write(out, text)
+        report.error_console.print(f"wrote {len(rows)} predictions to {out}", markup=False)
+
+
+def main():
+    app()

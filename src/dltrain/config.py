@@ -1,0 +1,440 @@
+"""The YAML config: pydantic specs, loading with line numbers, and ``--set`` overrides.
+
+Every mistake becomes one ConfigError of the form
+``iris.yaml:7:5: model.layers[0].units: must be > 0 (got -3)``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import typing
+from pathlib import Path
+from typing import Annotated, Any, Literal, Optional, Union
+
+import yaml
+from pydantic import (BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError,
+                      field_validator, model_serializer, model_validator)
+
+from .activations import ACTIVATIONS, HIDDEN_ACTIVATIONS
+from .errors import ConfigError
+from .layers import INITIALIZERS
+from .losses import LOSSES
+
+HiddenActivation = Literal[tuple(HIDDEN_ACTIVATIONS)]
+OutputActivation = Literal[("auto", *sorted(ACTIVATIONS))]
+InitName = Literal[tuple(sorted(INITIALIZERS))]
+LossName = Literal[("auto", *sorted(LOSSES))]
+
+
+class Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataSpec(Spec):
+    train: str
+    target: str
+    features: Optional[list[str]] = None
+    validation: Union[float, str] = 0.2
+    test: Optional[str] = None
+    scale: Literal["standard", "minmax", "none"] = "standard"
+
+    @field_validator("validation", mode="before")
+    @classmethod
+    def _fraction_or_path(cls, value):
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            raise ValueError("must be a fraction between 0 and 1, or a CSV path")
+        if isinstance(value, (int, float)) and not 0 <= value < 1:
+            raise ValueError("must be a fraction >= 0 and < 1, or a CSV path")
+        return value
+
+
+class DenseSpec(Spec):
+    type: Literal["dense"] = "dense"
+    units: int = Field(gt=0)
+    activation: HiddenActivation = "relu"
+    init: Optional[InitName] = None
+
+
+class DropoutSpec(Spec):
+    type: Literal["dropout"]
+    rate: float = Field(ge=0, lt=1)
+
+
+def _layer_kind(value):
+    if isinstance(value, dict):
+        return value.get("type", "dense")
+    return getattr(value, "type", "dense")
+
+
+LayerSpec = Annotated[
+    Union[Annotated[DenseSpec, Tag("dense")], Annotated[DropoutSpec, Tag("dropout")]],
+    Discriminator(_layer_kind, custom_error_type="layer_type",
+                  custom_error_message="type must be 'dense' or 'dropout'"),
+]
+
+
+class OutputSpec(Spec):
+    activation: OutputActivation = "auto"
+    init: Optional[InitName] = None
+
+
+class ModelSpec(Spec):
+    layers: list[LayerSpec] = []
+    output: OutputSpec = OutputSpec()
+
+
+_OPTIMIZER_OPTIONS = {
+    "gd": set(),
+    "sgd": {"momentum", "nesterov"},
+    "adam": {"beta1", "beta2", "eps"},
+    "rmsprop": {"rho", "eps"},
+}
+
+
+class OptimizerSpec(Spec):
+    name: Literal["gd", "sgd", "adam", "rmsprop"] = "adam"
+    lr: float = Field(0.001, gt=0)
+    momentum: float = Field(0.0, ge=0, lt=1)
+    nesterov: bool = False
+    beta1: float = Field(0.9, ge=0, lt=1)
+    beta2: float = Field(0.999, ge=0, lt=1)
+    eps: float = Field(1e-8, gt=0)
+    rho: float = Field(0.9, ge=0, lt=1)
+
+    @model_validator(mode="after")
+    def _options_fit_optimizer(self):
+        specific = set().union(*_OPTIMIZER_OPTIONS.values())
+        unused = sorted((self.model_fields_set & specific) - _OPTIMIZER_OPTIONS[self.name])
+        if unused:
+            raise ValueError(f"{', '.join(unused)} not used by optimizer {self.name!r}; remove it")
+        if self.nesterov and not self.momentum:
+            raise ValueError("nesterov needs momentum > 0")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _only_used_options(self, handler):
+        # Options of other optimizers are left out, so a dumped config validates again.
+        data = handler(self)
+        unused = set().union(*_OPTIMIZER_OPTIONS.values()) - _OPTIMIZER_OPTIONS[self.name]
+        return {key: value for key, value in data.items() if key not in unused}
+
+    def engine_options(self) -> dict:
+        """Keyword arguments for the engine's optimizer constructor."""
+        names = {"lr"} | _OPTIMIZER_OPTIONS[self.name]
+        return {name: getattr(self, name) for name in sorted(names)}
+
+
+class TrainSpec(Spec):
+    epochs: int = Field(100, gt=0)
+    batch_size: int = Field(32, gt=0)
+    shuffle: bool = True
+    tolerance: Optional[float] = Field(None, gt=0)
+
+
+class Config(Spec):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    seed: int = Field(0, ge=0)
+    data: DataSpec
+    task: Literal["auto", "classification", "regression"] = "auto"
+    model: ModelSpec = ModelSpec()
+    loss: LossName = "auto"
+    optimizer: OptimizerSpec = OptimizerSpec()
+    train: TrainSpec = TrainSpec()
+
+    def to_dict(self) -> dict:
+        return self.model_dump(mode="json")
+
+
+# ---------------------------------------------------------------- YAML with positions
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicate keys."""
+
+
+def _construct_mapping(loader, node, deep=False):
+    loader.flatten_mapping(node)
+    seen = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            mark = key_node.start_mark
+            raise ConfigError(
+                f"{loader.source_name}:{mark.line + 1}:{mark.column + 1}: duplicate key {key!r} "
+                f"(first at line {seen[key] + 1}); keep only one")
+        seen[key] = key_node.start_mark.line
+    return yaml.SafeLoader.construct_mapping(loader, node, deep)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def _positions(node, path=(), table=None):
+    """Map every key path (tuple of keys and list indices) to its (line, column), 1-based."""
+    table = {} if table is None else table
+    table[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            key = getattr(key_node, "value", None)
+            _positions(value_node, path + (key,), table)
+            table[path + (key, "__key__")] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            _positions(item, path + (index,), table)
+    return table
+
+
+def parse_yaml(text: str, source_name: str):
+    """Parse YAML text into (data, positions); syntax errors and duplicates become ConfigError."""
+    loader = _StrictLoader(text)
+    loader.source_name = source_name
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None, {}
+        data = loader.construct_document(node)
+    except yaml.MarkedYAMLError as error:
+        mark = error.problem_mark or error.context_mark
+        where = f"{source_name}:{mark.line + 1}:{mark.column + 1}" if mark else source_name
+        raise ConfigError(f"{where}: invalid YAML: {error.problem or error.context}") from None
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{source_name}: invalid YAML: {error}") from None
+    finally:
+        loader.dispose()
+    return data, _positions(node)
+
+
+# ---------------------------------------------------------------- overrides
+
+
+_SET_PATTERN = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*(?:(?:\.[A-Za-z0-9_]+)|\[\d+\])*)\s*=(.*)$", re.S)
+
+
+def parse_override(text: str):
+    """``"model.layers[0].units=64"`` -> (('model', 'layers', 0, 'units'), 64)."""
+    match = _SET_PATTERN.match(text)
+    if not match:
+        raise ConfigError(f"--set {text!r}: expected KEY.PATH=VALUE, e.g. --set train.epochs=20")
+    path = []
+    for part in re.findall(r"[A-Za-z0-9_]+|\[\d+\]", match.group(1)):
+        path.append(int(part[1:-1]) if part.startswith("[") else int(part) if part.isdigit() else part)
+    raw_value = match.group(2).strip()
+    try:
+        value = yaml.load(raw_value, Loader=_StrictLoader) if raw_value else None
+    except (yaml.YAMLError, ConfigError):
+        value = raw_value
+    return tuple(path), value
+
+
+def apply_override(data: dict, path: tuple, value, text: str):
+    """Set ``value`` at ``path`` inside ``data``, creating mappings on the way."""
+    node = data
+    for depth, key in enumerate(path[:-1]):
+        following = path[depth + 1]
+        if isinstance(node, list):
+            if not isinstance(key, int) or key >= len(node):
+                raise ConfigError(f"--set {text}: {_dotted(path[:depth + 1])} does not exist "
+                                  f"(the list has {len(node)} items)")
+            node = node[key]
+            continue
+        if not isinstance(node, dict):
+            raise ConfigError(f"--set {text}: {_dotted(path[:depth])} is not a mapping")
+        if node.get(key) is None:
+            node[key] = [] if isinstance(following, int) else {}
+        node = node[key]
+    last = path[-1]
+    if isinstance(node, list):
+        if not isinstance(last, int) or last > len(node):
+            raise ConfigError(f"--set {text}: {_dotted(path)} does not exist (the list has {len(node)} items)")
+        if last == len(node):
+            node.append(value)
+        else:
+            node[last] = value
+    elif isinstance(node, dict):
+        node[last] = value
+    else:
+        raise ConfigError(f"--set {text}: {_dotted(path[:-1])} is not a mapping")
+
+
+# ---------------------------------------------------------------- error messages
+
+
+def _dotted(path) -> str:
+    text = ""
+    for part in path:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+def _unwrap(annotation):
+    """The spec class or list item type inside Optional/Annotated/list annotations."""
+    origin = typing.get_origin(annotation)
+    if origin is Annotated:
+        return _unwrap(typing.get_args(annotation)[0])
+    if origin is Union:
+        return [_unwrap(arg) for arg in typing.get_args(annotation) if arg is not type(None)]
+    return annotation
+
+
+def _spec_at(path):
+    """The spec class (or classes) that validates the mapping at ``path``."""
+    current = [Config]
+    for part in path:
+        following = []
+        for spec in current:
+            if isinstance(spec, list):
+                following.extend(spec)
+                continue
+            if isinstance(part, int):
+                item_type = typing.get_args(spec)[0] if typing.get_origin(spec) is list else None
+                if item_type is not None:
+                    inner = _unwrap(item_type)
+                    following.extend(inner if isinstance(inner, list) else [inner])
+            elif isinstance(spec, type) and issubclass(spec, BaseModel) and part in spec.model_fields:
+                inner = _unwrap(spec.model_fields[part].annotation)
+                following.extend(inner if isinstance(inner, list) else [inner])
+        current = following
+    return [spec for spec in current if isinstance(spec, type) and issubclass(spec, BaseModel)]
+
+
+def _closest(word, options):
+    matches = difflib.get_close_matches(str(word), [str(option) for option in options], n=1, cutoff=0.6)
+    return f" (did you mean {matches[0]!r}?)" if matches else ""
+
+
+def _clean_location(location, data):
+    """Drop pydantic's union tags and validator names, keeping the keys a user wrote."""
+    path = []
+    node = data
+    for part in location:
+        if isinstance(node, dict) and part in node:
+            path.append(part)
+            node = node[part]
+        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
+            path.append(part)
+            node = node[part]
+        elif not path or isinstance(node, (dict, list)) and not isinstance(part, str) or part == "[key]":
+            continue
+        elif isinstance(node, dict) and not any(isinstance(p, str) and p in node for p in location[len(path):]):
+            # A key pydantic expected that the user left out.
+            if part not in ("dense", "dropout") and not part.startswith(("function-", "float", "str")):
+                path.append(part)
+            break
+    return tuple(path)
+
+
+def _describe(error, path, data) -> str:
+    kind = error["type"]
+    context = error.get("ctx", {}) or {}
+    value = error.get("input")
+    got = f" (got {value!r})" if not isinstance(value, (dict, list)) else ""
+    if kind == "extra_forbidden":
+        specs = _spec_at(path[:-1])
+        fields = sorted({name for spec in specs for name in spec.model_fields})
+        return f"unknown key{_closest(path[-1], fields)}; allowed keys: {', '.join(fields)}"
+    if kind == "missing":
+        return "required key is missing"
+    if kind == "literal_error":
+        options = re.findall(r"'([^']*)'", str(context.get("expected", "")))
+        return f"must be one of {', '.join(options)}{got}{_closest(value, options) if isinstance(value, str) else ''}"
+    if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
+        symbol = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<", "less_than_equal": "<="}[kind]
+        bound = next(iter(context.values()))
+        return f"must be {symbol} {bound}{got}"
+    if kind in ("int_type", "int_parsing", "int_from_float"):
+        return f"must be a whole number{got}"
+    if kind in ("float_type", "float_parsing"):
+        return f"must be a number{got}"
+    if kind in ("bool_type", "bool_parsing"):
+        return f"must be true or false{got}"
+    if kind in ("string_type",):
+        return f"must be text{got}"
+    if kind in ("model_type", "model_attributes_type", "dict_type"):
+        return f"must be a mapping of keys to values{got}"
+    if kind in ("list_type",):
+        return f"must be a list{got}"
+    if kind == "string_pattern_mismatch":
+        return f"must use only letters, digits, '.', '_' and '-'{got}"
+    if kind == "value_error":
+        return f"{error['msg'].removeprefix('Value error, ')}{got if 'got' not in error['msg'] else ''}"
+    if kind == "layer_type":
+        return f"type must be 'dense' or 'dropout'{got}"
+    return f"{error['msg']}{got}"
+
+
+class ConfigSource:
+    """Where a config came from, to point error messages at a file, line and column."""
+
+    def __init__(self, name: str, positions: dict, overrides: dict):
+        self.name = name
+        self.positions = positions
+        self.overrides = overrides  # path tuple -> original --set text
+
+    def where(self, path, key=False) -> str:
+        for override_path, text in self.overrides.items():
+            if path[:len(override_path)] == override_path:
+                return f"--set {text}"
+        probe = tuple(path)
+        while True:
+            position = self.positions.get(probe + ("__key__",)) if key and probe == tuple(path) else None
+            position = position or self.positions.get(probe)
+            if position:
+                return f"{self.name}:{position[0]}:{position[1]}"
+            if not probe:
+                return self.name
+            probe = probe[:-1]
+
+
+def validation_message(error: ValidationError, data, source: ConfigSource) -> str:
+    """One line per problem, most specific first, each naming file:line:col and the key."""
+    lines = []
+    seen = set()
+    for item in error.errors():
+        path = _clean_location(item["loc"], data)
+        if path in seen:
+            continue
+        seen.add(path)
+        where = source.where(path, key=item["type"] == "extra_forbidden")
+        lines.append(f"{where}: {_dotted(path) or '(top level)'}: {_describe(item, path, data)}")
+    return "\n".join(lines)
+
+
+def build_config(data, source: ConfigSource) -> Config:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source.name}: the config must be a mapping of keys to values, "
+                          f"got {type(data).__name__}; see configs/iris.yaml for an example")
+    try:
+        return Config.model_validate(data)
+    except ValidationError as error:
+        raise ConfigError(validation_message(error, data, source)) from None
+
+
+def load_config(path, overrides=()) -> tuple[Config, Path, ConfigSource]:
+    """Read, override and validate a YAML config.
+
+    Returns the config, the folder its data paths are relative to, and its source (for
+    pointing later errors at a line)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(f"{path}: cannot read the config ({error})") from None
+    data, positions = parse_yaml(text, str(path))
+    if data is None:
+        raise ConfigError(f"{path}: the config is empty; see configs/iris.yaml for an example")
+    override_paths = {}
+    for text_item in overrides:
+        key_path, value = parse_override(text_item)
+        if isinstance(data, dict):
+            apply_override(data, key_path, value, text_item)
+        override_paths[key_path] = text_item
+    source = ConfigSource(str(path), positions, override_paths)
+    return build_config(data, source), path.resolve().parent, source
+
+
+def dump_config(config: Config) -> str:
+    """The config as YAML, in field order, loadable again by ``load_config``."""
+    return yaml.safe_dump(config.to_dict(), sort_keys=False, allow_unicode=True)

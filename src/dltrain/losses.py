@@ -1,0 +1,139 @@
+"""Losses on the output layer's logits, with the output activation fused where it pays.
+
+Every loss is a mean over the batch. ``value_and_gradient`` returns the loss and writes
+dL/dlogits into ``out``. The fused gradients (softmax + cross-entropy, sigmoid + binary
+cross-entropy, identity + MSE) all reduce to ``(y_hat - y) * scale``; that is derived here
+and nowhere else. Optional per-sample weights multiply each row's loss.
+"""
+
+from __future__ import annotations
+
+from .activations import ACTIVATIONS
+from .backend import xp
+
+
+def _row_weights(sample_weight, n):
+    if sample_weight is None:
+        return None
+    return sample_weight.reshape(n, 1)
+
+
+class Loss:
+    name = ""
+    required_activation: str | None = None
+
+    def __init__(self, output_activation: str):
+        self.output_activation = ACTIVATIONS[output_activation]
+
+    def predict(self, logits):
+        """The network's output (probabilities or values) for these logits."""
+        return self.output_activation.forward(logits, xp.empty_like(logits))
+
+    def value(self, logits, targets, sample_weight=None) -> float:
+        raise NotImplementedError
+
+    def value_and_gradient(self, logits, targets, out, sample_weight=None) -> float:
+        raise NotImplementedError
+
+
+class CrossEntropy(Loss):
+    """Softmax cross-entropy on integer class targets, via log-sum-exp."""
+
+    name = "cross_entropy"
+    required_activation = "softmax"
+
+    def _row_losses(self, logits, targets):
+        shifted = logits - logits.max(axis=1, keepdims=True)
+        log_norm = xp.log(xp.exp(shifted).sum(axis=1))
+        picked = xp.take_along_axis(shifted, targets.reshape(-1, 1), axis=1)[:, 0]
+        return log_norm - picked, shifted, log_norm
+
+    def value(self, logits, targets, sample_weight=None):
+        row_losses, _, _ = self._row_losses(logits, targets)
+        if sample_weight is not None:
+            row_losses = row_losses * sample_weight
+        return float(row_losses.mean(dtype=xp.float64))
+
+    def value_and_gradient(self, logits, targets, out, sample_weight=None):
+        n = logits.shape[0]
+        row_losses, shifted, log_norm = self._row_losses(logits, targets)
+        # softmax = exp(shifted - log_norm); gradient = (softmax - onehot) / n.
+        xp.subtract(shifted, log_norm.reshape(-1, 1), out=out)
+        xp.exp(out, out=out)
+        out[xp.arange(n), targets] -= 1.0
+        weights = _row_weights(sample_weight, n)
+        if weights is not None:
+            out *= weights
+            row_losses = row_losses * sample_weight
+        out *= 1.0 / n
+        return float(row_losses.mean(dtype=xp.float64))
+
+
+class BinaryCrossEntropy(Loss):
+    """Sigmoid binary cross-entropy on 0/1 targets, computed from logits so it never hits log(0)."""
+
+    name = "binary_cross_entropy"
+    required_activation = "sigmoid"
+
+    @staticmethod
+    def _elementwise(logits, targets):
+        return xp.maximum(logits, 0) - logits * targets + xp.log1p(xp.exp(-xp.abs(logits)))
+
+    def value(self, logits, targets, sample_weight=None):
+        losses = self._elementwise(logits, targets)
+        weights = _row_weights(sample_weight, logits.shape[0])
+        if weights is not None:
+            losses = losses * weights
+        return float(losses.mean(dtype=xp.float64))
+
+    def value_and_gradient(self, logits, targets, out, sample_weight=None):
+        loss = self.value(logits, targets, sample_weight)
+        self.output_activation.forward(logits, out)
+        out -= targets
+        weights = _row_weights(sample_weight, logits.shape[0])
+        if weights is not None:
+            out *= weights
+        out *= 1.0 / logits.size
+        return loss
+
+
+class MeanSquaredError(Loss):
+    """Mean of squared errors over all outputs; any output activation (fused when linear)."""
+
+    name = "mse"
+
+    def value(self, logits, targets, sample_weight=None):
+        squared = (self.predict(logits) - targets) ** 2
+        weights = _row_weights(sample_weight, logits.shape[0])
+        if weights is not None:
+            squared = squared * weights
+        return float(squared.mean(dtype=xp.float64))
+
+    def value_and_gradient(self, logits, targets, out, sample_weight=None):
+        predictions = self.output_activation.forward(logits, out)
+        predictions -= targets  # out now holds y_hat - y
+        squared = predictions * predictions
+        weights = _row_weights(sample_weight, logits.shape[0])
+        if weights is not None:
+            squared *= weights
+            out *= weights
+        loss = float(squared.mean(dtype=xp.float64))
+        out *= 2.0 / logits.size
+        if self.output_activation.name != "linear":
+            activated = self.predict(logits)
+            self.output_activation.backward(logits, activated, out, out=out)
+        return loss
+
+
+LOSSES: dict[str, type[Loss]] = {cls.name: cls for cls in (MeanSquaredError, CrossEntropy, BinaryCrossEntropy)}
+
+
+def make_loss(name: str, output_activation: str) -> Loss:
+    """Build a loss by name for a network whose output layer uses ``output_activation``."""
+    loss_class = LOSSES[name]
+    if loss_class.required_activation not in (None, output_activation):
+        raise ValueError(
+            f"loss {name!r} needs output activation {loss_class.required_activation!r}, "
+            f"got {output_activation!r}"
+        )
+    return loss_class(output_activation)

@@ -1,0 +1,115 @@
+"""A Sequential network built from plain layer specs: forward, backward, parameters."""
+
+from __future__ import annotations
+
+from .activations import ACTIVATIONS
+from .backend import DEFAULT_DTYPE, xp
+from .layers import ActivationLayer, Dense, Dropout
+
+
+class Sequential:
+    """Hidden layers in order, then a dense output layer whose activation is applied by the loss.
+
+    ``forward`` returns the output layer's logits; ``predict`` applies the output activation.
+    Parameters and gradients are two dicts with the same keys (``"0.W"``, ``"0.b"``, ...).
+    """
+
+    def __init__(self, layers, n_inputs, output_activation, dtype=DEFAULT_DTYPE):
+        self.layers = layers
+        self.n_inputs = n_inputs
+        self.output_activation = output_activation
+        self.dtype = dtype
+        self.params = {}
+        self.grads = {}
+        for index, layer in enumerate(layers):
+            for key in layer.params:
+                self.params[f"{index}.{key}"] = layer.params[key]
+                self.grads[f"{index}.{key}"] = layer.grads[key]
+
+    @classmethod
+    def build(cls, n_inputs, hidden, n_outputs, output_activation, *, init_rng, dropout_rng=None,
+              output_init=None, dtype=DEFAULT_DTYPE):
+        """Build from hidden layer specs: ``{"type": "dense", "units", "activation", "init"}``
+        or ``{"type": "dropout", "rate"}``."""
+        layers = []
+        units = n_inputs
+        for spec in hidden:
+            if spec["type"] == "dropout":
+                layers.append(Dropout(spec["rate"], dropout_rng))
+                continue
+            activation = spec["activation"]
+            init = spec.get("init") or ACTIVATIONS[activation].default_init
+            layers.append(Dense(units, spec["units"], init, init_rng, dtype))
+            layers.append(ActivationLayer(activation))
+            units = spec["units"]
+        init = output_init or ACTIVATIONS[output_activation].default_init
+        layers.append(Dense(units, n_outputs, init, init_rng, dtype))
+        return cls(layers, n_inputs, output_activation, dtype)
+
+    @property
+    def n_outputs(self):
+        return self.layers[-1].units
+
+    def forward(self, x, training=False):
+        for layer in self.layers:
+            x = layer.forward(x, training)
+        return x
+
+    def backward(self, grad):
+        """Back-propagate dL/dlogits, filling ``self.grads``."""
+        last = len(self.layers) - 1
+        for index in range(last, -1, -1):
+            grad = self.layers[index].backward(grad, need_input_grad=index > 0)
+
+    def predict(self, x, batch_size=4096):
+        """Output activations (probabilities or values) for ``x``, in batches to bound memory."""
+        activation = ACTIVATIONS[self.output_activation]
+        outputs = xp.empty((x.shape[0], self.n_outputs), dtype=self.dtype)
+        for start in range(0, x.shape[0], batch_size):
+            logits = self.forward(xp.asarray(x[start:start + batch_size], dtype=self.dtype))
+            activation.forward(logits, outputs[start:start + batch_size])
+        return outputs
+
+    def logits(self, x, batch_size=4096):
+        """Output-layer logits for ``x``, in batches."""
+        outputs = xp.empty((x.shape[0], self.n_outputs), dtype=self.dtype)
+        for start in range(0, x.shape[0], batch_size):
+            outputs[start:start + batch_size] = self.forward(
+                xp.asarray(x[start:start + batch_size], dtype=self.dtype))
+        return outputs
+
+    def summary(self):
+        """Rows of (layer, output shape, parameter count) for display."""
+        rows = [("input", f"(None, {self.n_inputs})", 0)]
+        units = self.n_inputs
+        for index, layer in enumerate(self.layers):
+            units = layer.output_units(units)
+            count = sum(int(p.size) for p in layer.params.values())
+            if isinstance(layer, Dense):
+                name = f"dense_{index}"
+            elif isinstance(layer, ActivationLayer):
+                name = f"{layer.activation.name}_{index}"
+            else:
+                name = f"dropout_{index} (rate {layer.rate:g})"
+            rows.append((name, f"(None, {units})", count))
+        rows.append((f"{self.output_activation} (output)", f"(None, {units})", 0))
+        return rows
+
+    def parameter_count(self):
+        return sum(int(p.size) for p in self.params.values())
+
+    def state(self):
+        """A copy of every parameter, keyed like ``params``."""
+        return {key: value.copy() for key, value in self.params.items()}
+
+    def load_state(self, arrays):
+        """Copy saved parameters in place; keys and shapes must match exactly."""
+        if set(arrays) != set(self.params):
+            missing = sorted(set(self.params) - set(arrays))
+            extra = sorted(set(arrays) - set(self.params))
+            raise KeyError(f"parameter names differ (missing {missing}, unexpected {extra})")
+        for key, target in self.params.items():
+            source = arrays[key]
+            if source.shape != target.shape:
+                raise ValueError(f"parameter {key} has shape {source.shape}, expected {target.shape}")
+            xp.copyto(target, source)

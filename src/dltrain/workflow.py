@@ -1,0 +1,285 @@
+"""The commands' work, one function each: config -> data -> model -> training -> run folder.
+
+Nothing here prints; the CLI renders what these functions return.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from pydantic import ValidationError
+
+from .artifacts import RUN_FILES, choose_run_dir, read_manifest, read_weights, save_run
+from .config import Config, ConfigSource, dump_config, load_config
+from .data import CsvTable, DataSchema, Split, infer_task, read_features, stratified_split
+from .errors import ArtifactError, ConfigError, DataError
+from .losses import make_loss
+from .metrics import evaluate, predicted_classes
+from .model import Sequential
+from .optimizers import make_optimizer
+from .train import Callbacks, TrainOptions, train
+
+_OUTPUT_FOR_LOSS = {"cross_entropy": "softmax", "binary_cross_entropy": "sigmoid", "mse": "linear"}
+
+
+@dataclass
+class PreparedData:
+    config: Config
+    schema: DataSchema
+    train: Split
+    validation: Split | None
+    test: Split | None
+
+
+@dataclass
+class Seeds:
+    """Independent random streams, all derived from the config's one seed."""
+
+    split: np.random.Generator
+    init: np.random.Generator
+    shuffle: np.random.Generator
+    dropout: np.random.Generator
+
+    @classmethod
+    def from_seed(cls, seed: int) -> "Seeds":
+        return cls(*(np.random.default_rng(child) for child in np.random.SeedSequence(seed).spawn(4)))
+
+
+def _resolve(config: Config, source: ConfigSource, task: str, n_classes: int) -> Config:
+    """Fill in every ``auto`` from the data, rejecting combinations that cannot train."""
+    def fail(path, message):
+        return ConfigError(f"{source.where(path)}: {'.'.join(path)}: {message}")
+
+    loss = config.loss
+    if loss == "auto":
+        loss = "mse" if task == "regression" else "binary_cross_entropy" if n_classes == 2 else "cross_entropy"
+    if task == "regression" and loss != "mse":
+        raise fail(("loss",), f"{loss} needs a classification target; use mse for regression")
+    if task == "classification" and loss == "mse":
+        raise fail(("loss",), "mse is for regression; use cross_entropy or binary_cross_entropy for classes")
+    if loss == "binary_cross_entropy" and n_classes != 2:
+        raise fail(("loss",), f"binary_cross_entropy needs exactly 2 classes, the target has {n_classes}; "
+                   "use cross_entropy")
+    activation = config.model.output.activation
+    if activation == "auto":
+        activation = _OUTPUT_FOR_LOSS[loss]
+    required = _OUTPUT_FOR_LOSS[loss] if loss != "mse" else None
+    if required and activation != required:
+        raise fail(("model", "output", "activation"), f"{loss} needs a {required} output (got {activation!r})")
+    if loss == "mse" and activation == "softmax":
+        raise fail(("model", "output", "activation"), "softmax is for classes; use linear for regression")
+    output = config.model.output.model_copy(update={"activation": activation})
+    model = config.model.model_copy(update={"output": output})
+    return config.model_copy(update={"task": task, "loss": loss, "model": model})
+
+
+def _data_path(base_dir: Path, value: str) -> Path:
+    path = Path(value)
+    return path if path.is_absolute() else base_dir / path
+
+
+def prepare_data(config: Config, source: ConfigSource, base_dir: Path, seeds: Seeds) -> PreparedData:
+    """Read the CSVs, resolve ``auto`` settings, split, fit scaling on train only, encode targets."""
+    spec = config.data
+    train_path = _data_path(base_dir, spec.train)
+    table = CsvTable.open(train_path)
+    table.index(spec.target, "target")
+    feature_names = spec.features if spec.features is not None else [c for c in table.header if c != spec.target]
+    if spec.target in feature_names:
+        raise ConfigError(f"{source.where(('data', 'features'))}: data.features: lists the target "
+                          f"{spec.target!r}; remove it from the features")
+    if not feature_names:
+        raise ConfigError(f"{source.where(('data',))}: data: no feature columns; {train_path} has only "
+                          f"the target {spec.target!r}")
+    raw_target = table.text(spec.target, "target")
+    features = table.numeric(feature_names)
+    task = infer_task(raw_target) if config.task == "auto" else config.task
+    n_classes = len(np.unique(raw_target)) if task == "classification" else 0
+    if task == "classification" and n_classes < 2:
+        raise DataError(f"{train_path}: target {spec.target!r} has only one class "
+                        f"({raw_target[0]!r}); a classifier needs at least two")
+    config = _resolve(config, source, task, n_classes)
+
+    validation_table = None
+    if isinstance(spec.validation, str):
+        validation_table = CsvTable.open(_data_path(base_dir, spec.validation))
+        train_rows, validation_rows = np.arange(len(raw_target)), None
+    else:
+        labels = raw_target if task == "classification" else None
+        train_rows, validation_rows = stratified_split(labels, len(raw_target), spec.validation, seeds.split)
+    train_features = features[train_rows]
+    schema = DataSchema.fit(train_features, raw_target[train_rows], feature_names, spec.target, task, spec.scale)
+    schema.binary = config.loss == "binary_cross_entropy"
+    if task == "classification" and len(schema.class_labels) < 2:
+        raise DataError(f"{train_path}: the training split has only one class; lower data.validation")
+    train = Split(schema.transform(train_features), schema.encode_target(raw_target[train_rows], train_path))
+
+    validation = None
+    if validation_table is not None:
+        validation = Split(*read_features(validation_table.path, schema, with_target=True))
+    elif validation_rows is not None and len(validation_rows):
+        validation = Split(schema.transform(features[validation_rows]),
+                           schema.encode_target(raw_target[validation_rows], train_path))
+    test = None
+    if spec.test is not None:
+        test = Split(*read_features(_data_path(base_dir, spec.test), schema, with_target=True))
+    return PreparedData(config, schema, train, validation, test)
+
+
+def build_model(config: Config, schema: DataSchema, seeds: Seeds | None = None) -> Sequential:
+    seeds = seeds or Seeds.from_seed(config.seed)
+    hidden = [layer.model_dump() for layer in config.model.layers]
+    return Sequential.build(len(schema.feature_names), hidden, schema.n_outputs, config.model.output.activation,
+                            init_rng=seeds.init, dropout_rng=seeds.dropout, output_init=config.model.output.init)
+
+
+def _relocate_paths(config: Config, base_dir: Path, run_dir: Path) -> Config:
+    """Rewrite data paths relative to the run folder, so its config.yaml trains again as it is."""
+    def moved(value):
+        if value is None:
+            return None
+        return os.path.relpath(_data_path(base_dir, value).resolve(), run_dir.resolve())
+
+    spec = config.data
+    validation = moved(spec.validation) if isinstance(spec.validation, str) else spec.validation
+    data = spec.model_copy(update={"train": moved(spec.train), "test": moved(spec.test), "validation": validation})
+    return config.model_copy(update={"data": data})
+
+
+@dataclass
+class CheckResult:
+    config: Config
+    model: Sequential
+    data: PreparedData
+
+
+def check(config_path, overrides=()) -> CheckResult:
+    """Validate config and data and build the model, without training."""
+    config, base_dir, source = load_config(config_path, overrides)
+    seeds = Seeds.from_seed(config.seed)
+    data = prepare_data(config, source, base_dir, seeds)
+    return CheckResult(data.config, build_model(data.config, data.schema, seeds), data)
+
+
+@dataclass
+class FitResult:
+    run_dir: Path
+    config: Config
+    history: list
+    stop_reason: str
+    metrics: dict
+
+
+def _split_metrics(model, loss, data: PreparedData) -> dict:
+    task = data.config.task
+    metrics = {"train": evaluate(model, loss, data.train.features, data.train.targets, task)}
+    if data.validation is not None:
+        metrics["validation"] = evaluate(model, loss, data.validation.features, data.validation.targets, task)
+    if data.test is not None:
+        metrics["test"] = evaluate(model, loss, data.test.features, data.test.targets, task)
+    return metrics
+
+
+def fit(config_path, overrides=(), out=None, force=False, callbacks: Callbacks | None = None,
+        on_run_dir=None) -> FitResult:
+    """Train from a config file and save the run folder; returns where and how it went."""
+    config, base_dir, source = load_config(config_path, overrides)
+    seeds = Seeds.from_seed(config.seed)
+    data = prepare_data(config, source, base_dir, seeds)
+    config = data.config
+    run_dir = choose_run_dir(config.name, out, force)
+    if force:
+        for name in RUN_FILES:
+            (run_dir / name).unlink(missing_ok=True)
+    if on_run_dir:
+        on_run_dir(run_dir)
+    model = build_model(config, data.schema, seeds)
+    loss = make_loss(config.loss, config.model.output.activation)
+    optimizer = make_optimizer(config.optimizer.name, model.params, model.grads,
+                               **config.optimizer.engine_options())
+    options = TrainOptions(config.train.epochs, config.train.batch_size, config.train.shuffle,
+                           config.train.tolerance, full_batch=config.optimizer.name == "gd")
+    result = train(model, loss, optimizer, data.train, data.validation, options, config.task,
+                   seeds.shuffle, callbacks)
+    metrics = _split_metrics(model, loss, data)
+    config = _relocate_paths(config, base_dir, run_dir)
+    manifest = {
+        "config": config.to_dict(),
+        "data": data.schema.to_dict(),
+        "metrics": metrics,
+        "training": {"epochs_done": result.epochs_done, "stop_reason": result.stop_reason},
+    }
+    save_run(run_dir, model.state(), manifest, dump_config(config), result.history)
+    return FitResult(run_dir, config, result.history, result.stop_reason, metrics)
+
+
+@dataclass
+class LoadedRun:
+    run_dir: Path
+    config: Config
+    schema: DataSchema
+    model: Sequential
+    manifest: dict
+
+    @property
+    def loss(self):
+        return make_loss(self.config.loss, self.config.model.output.activation)
+
+
+def load_run(run_dir) -> LoadedRun:
+    """Rebuild a trained model from its run folder alone, checking the weights' checksum."""
+    run_dir = Path(run_dir)
+    manifest = read_manifest(run_dir)
+    try:
+        config = Config.model_validate(manifest["config"])
+        schema = DataSchema.from_dict(manifest["data"])
+    except ValidationError as error:
+        first = error.errors()[0]
+        raise ArtifactError(f"{run_dir / 'model.json'}: the stored config is invalid at "
+                            f"{'.'.join(map(str, first['loc']))} ({first['msg']}); train again") from None
+    except (ValueError, KeyError, TypeError) as error:
+        raise ArtifactError(f"{run_dir / 'model.json'}: the stored data schema is invalid "
+                            f"({error!r}); train again") from None
+    arrays = read_weights(run_dir, manifest["model_sha256"])
+    model = build_model(config, schema)
+    try:
+        model.load_state(arrays)
+    except (KeyError, ValueError) as error:
+        raise ArtifactError(f"{run_dir / 'model.npz'}: does not fit the stored model ({error}); "
+                            "train again") from None
+    return LoadedRun(run_dir, config, schema, model, manifest)
+
+
+def evaluate_run(run_dir, data_path) -> dict:
+    """Loss and metrics of a saved run on a labelled CSV."""
+    run = load_run(run_dir)
+    features, targets = read_features(data_path, run.schema, with_target=True)
+    return evaluate(run.model, run.loss, features, targets, run.schema.task)
+
+
+def predict_rows(run_dir, data_path) -> tuple[list[str], list[list]]:
+    """Header and rows of predictions: the target's predicted label or value, then prob_<label>."""
+    run = load_run(run_dir)
+    features, _ = read_features(data_path, run.schema, with_target=False)
+    outputs = run.model.predict(features)
+    schema = run.schema
+    if schema.task == "regression":
+        return [schema.target], [[repr(float(value))] for value in outputs[:, 0]]
+    probabilities = np.column_stack([1.0 - outputs[:, 0], outputs[:, 0]]) if schema.binary else outputs
+    labels = np.asarray(schema.class_labels, dtype=object)[predicted_classes(outputs)]
+    header = [schema.target] + [f"prob_{label}" for label in schema.class_labels]
+    rows = [[label] + [f"{p:.6g}" for p in row] for label, row in zip(labels, probabilities.tolist())]
+    return header, rows
+
+
+def predictions_csv(header, rows) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    return buffer.getvalue()
