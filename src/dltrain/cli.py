@@ -81,8 +81,9 @@ def fit(
         result = workflow.fit(config, overrides or [], out, force, reporter, on_run_dir=announce)
     finally:
         reporter.close()
-    report.console.print(report.metrics_table(result.metrics, title=f"{result.config.name}: {result.stop_reason} "
-                                                                     f"after {len(result.history)} epochs"))
+    report.console.print(f"{result.config.name}: trained {len(result.history)} epochs "
+                         f"(stopped: {result.stop_reason})", markup=False)
+    report.console.print(report.metrics_table(result.metrics))
     report.console.print(f"saved {result.run_dir}", markup=False)
 
 

@@ -168,6 +168,11 @@ def _construct_mapping(loader, node, deep=False):
 
 
 _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+# YAML 1.1 reads 1e-3 (no dot) as text; users mean a number, as in YAML 1.2.
+_StrictLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"))
 
 
 def _positions(node, path=(), table=None):
@@ -277,15 +282,13 @@ def _unwrap(annotation):
     return annotation
 
 
-def _spec_at(path):
-    """The spec class (or classes) that validates the mapping at ``path``."""
+def _spec_at(path, data):
+    """The spec class that validates the mapping at ``path`` (a layer's by its ``type``)."""
     current = [Config]
+    node = data
     for part in path:
         following = []
         for spec in current:
-            if isinstance(spec, list):
-                following.extend(spec)
-                continue
             if isinstance(part, int):
                 item_type = typing.get_args(spec)[0] if typing.get_origin(spec) is list else None
                 if item_type is not None:
@@ -294,6 +297,12 @@ def _spec_at(path):
             elif isinstance(spec, type) and issubclass(spec, BaseModel) and part in spec.model_fields:
                 inner = _unwrap(spec.model_fields[part].annotation)
                 following.extend(inner if isinstance(inner, list) else [inner])
+        node = node[part] if isinstance(node, (dict, list)) else None
+        if len(following) > 1 and isinstance(node, dict):
+            kind = _layer_kind(node)
+            following = [spec for spec in following if isinstance(spec, type) and issubclass(spec, BaseModel)
+                         and "type" in spec.model_fields
+                         and kind in typing.get_args(spec.model_fields["type"].annotation)] or following
         current = following
     return [spec for spec in current if isinstance(spec, type) and issubclass(spec, BaseModel)]
 
@@ -330,7 +339,7 @@ def _describe(error, path, data) -> str:
     value = error.get("input")
     got = f" (got {value!r})" if not isinstance(value, (dict, list)) else ""
     if kind == "extra_forbidden":
-        specs = _spec_at(path[:-1])
+        specs = _spec_at(path[:-1], data)
         fields = sorted({name for spec in specs for name in spec.model_fields})
         return f"unknown key{_closest(path[-1], fields)}; allowed keys: {', '.join(fields)}"
     if kind == "missing":
@@ -359,7 +368,8 @@ def _describe(error, path, data) -> str:
     if kind == "value_error":
         return f"{error['msg'].removeprefix('Value error, ')}{got if 'got' not in error['msg'] else ''}"
     if kind == "layer_type":
-        return f"type must be 'dense' or 'dropout'{got}"
+        given = value.get("type") if isinstance(value, dict) else value
+        return f"type must be 'dense' or 'dropout' (got {given!r}){_closest(given, ['dense', 'dropout'])}"
     return f"{error['msg']}{got}"
 
 
@@ -432,7 +442,7 @@ def load_config(path, overrides=()) -> tuple[Config, Path, ConfigSource]:
             apply_override(data, key_path, value, text_item)
         override_paths[key_path] = text_item
     source = ConfigSource(str(path), positions, override_paths)
-    return build_config(data, source), path.resolve().parent, source
+    return build_config(data, source), path.parent, source
 
 
 def dump_config(config: Config) -> str:

@@ -79,8 +79,9 @@ def _resolve(config: Config, source: ConfigSource, task: str, n_classes: int) ->
 
 
 def _data_path(base_dir: Path, value: str) -> Path:
+    """A data path from the config, relative to the config's folder (kept short for messages)."""
     path = Path(value)
-    return path if path.is_absolute() else base_dir / path
+    return path if path.is_absolute() else Path(os.path.normpath(base_dir / path))
 
 
 def prepare_data(config: Config, source: ConfigSource, base_dir: Path, seeds: Seeds) -> PreparedData:

@@ -1,0 +1,196 @@
+"""The command line as a user meets it: exit codes, messages, files, output formats."""
+
+import csv
+import io
+import json
+import shutil
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from dltrain.cli import app
+
+runner = CliRunner()
+
+
+def run(*args):
+    return runner.invoke(app, [str(arg) for arg in args])
+
+
+@pytest.fixture
+def project(tmp_path, root):
+    """A folder with the iris CSV and a small, fast config."""
+    shutil.copy(root / "data" / "iris.csv", tmp_path / "iris.csv")
+    (tmp_path / "iris.yaml").write_text(
+        "name: iris\nseed: 0\ndata: {train: iris.csv, target: species, validation: 0.2}\n"
+        "model:\n  layers:\n    - {units: 8, activation: relu}\n"
+        "optimizer: {name: adam, lr: 0.02}\ntrain: {epochs: 20, batch_size: 16}\n")
+    return tmp_path
+
+
+@pytest.fixture
+def trained(project):
+    result = run("fit", project / "iris.yaml", "--out", project / "run", "--quiet")
+    assert result.exit_code == 0, result.output
+    return project / "run"
+
+
+def test_fit_writes_the_run_folder(trained):
+    assert sorted(path.name for path in trained.iterdir()) == ["config.yaml", "history.csv", "model.json", "model.npz"]
+    manifest = json.loads((trained / "model.json").read_text())
+    assert manifest["data"]["class_labels"] == ["setosa", "versicolor", "virginica"]
+    assert manifest["data"]["feature_names"] == ["sepal_length", "sepal_width", "petal_length", "petal_width"]
+    assert set(manifest["data"]["scaler"]) == {"method", "offset", "divisor"}
+    assert manifest["config"]["loss"] == "cross_entropy"
+    assert manifest["config"]["model"]["output"]["activation"] == "softmax"
+    assert len(manifest["model_sha256"]) == 64
+    for key in ("format_version", "dltrain_version", "numpy_version", "metrics"):
+        assert key in manifest
+    history = list(csv.DictReader(io.StringIO((trained / "history.csv").read_text())))
+    assert len(history) == 20
+    assert list(history[0]) == ["epoch", "loss", "accuracy", "val_loss", "val_accuracy", "seconds"]
+
+
+def test_fit_prints_one_line_per_epoch_when_not_a_terminal(project):
+    result = run("fit", project / "iris.yaml", "--out", project / "run", "--set", "train.epochs=3")
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.output.splitlines() if line.startswith("epoch ")]
+    assert [line.split()[1] for line in lines] == ["1/3", "2/3", "3/3"]
+    assert "val_accuracy" in lines[0]
+    assert "validation" in result.output  # the summary table
+
+
+def test_quiet_prints_only_the_summary(project):
+    result = run("fit", project / "iris.yaml", "--out", project / "run", "--quiet")
+    assert "epoch 1/" not in result.output
+    assert "accuracy" in result.output
+
+
+def test_default_run_folder_moves_on_when_taken(project, monkeypatch):
+    monkeypatch.chdir(project)
+    for expected in ("iris", "iris-2", "iris-3"):
+        result = run("fit", "iris.yaml", "--quiet", "--set", "train.epochs=1")
+        assert result.exit_code == 0, result.output
+        assert (project / "runs" / expected / "model.json").exists()
+        assert f"runs/{expected}" in result.output
+
+
+def test_explicit_out_is_not_overwritten_without_force(project, trained):
+    before = (trained / "model.npz").read_bytes()
+    result = run("fit", project / "iris.yaml", "--out", trained, "--set", "seed=5")
+    assert result.exit_code == 2
+    assert "already holds a run; pass --force" in result.output
+    assert (trained / "model.npz").read_bytes() == before
+    result = run("fit", project / "iris.yaml", "--out", trained, "--set", "seed=5", "--force", "--quiet")
+    assert result.exit_code == 0
+    assert (trained / "model.npz").read_bytes() != before
+
+
+def test_eval_table_and_json(project, trained):
+    result = run("eval", trained, project / "iris.csv", "--json")
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(result.output)
+    assert set(metrics) == {"loss", "accuracy"}
+    assert metrics["accuracy"] > 0.85
+    table = run("eval", trained, project / "iris.csv")
+    assert table.exit_code == 0 and "accuracy" in table.output and "loss" in table.output
+
+
+def test_predict_rows_in_order_with_probabilities(project, trained, tmp_path):
+    source = list(csv.DictReader(open(project / "iris.csv")))
+    result = run("predict", trained, project / "iris.csv")
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader(io.StringIO(result.output)))
+    assert len(rows) == len(source)
+    assert list(rows[0]) == ["species", "prob_setosa", "prob_versicolor", "prob_virginica"]
+    probabilities = np.array([[float(row[k]) for k in list(row)[1:]] for row in rows])
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-4)
+    agreement = np.mean([p["species"] == s["species"] for p, s in zip(rows, source)])
+    assert agreement > 0.85
+    out = tmp_path / "predictions.csv"
+    assert run("predict", trained, project / "iris.csv", "--out", out).exit_code == 0
+    assert out.read_text() == result.output
+
+
+def test_predict_without_target_and_with_extra_columns(project, trained):
+    lines = (project / "iris.csv").read_text().splitlines()
+    reordered = ["note,petal_width,petal_length,sepal_width,sepal_length"]
+    for line in lines[1:6]:
+        a, b, c, d, _ = line.split(",")
+        reordered.append(f"hello,{d},{c},{b},{a}")
+    (project / "unlabelled.csv").write_text("\n".join(reordered) + "\n")
+    result = run("predict", trained, project / "unlabelled.csv")
+    assert result.exit_code == 0, result.output
+    expected = run("predict", trained, project / "iris.csv").output.splitlines()[:6]
+    assert result.output.splitlines() == expected
+
+
+def test_predict_missing_feature_column_is_named(project, trained):
+    (project / "partial.csv").write_text("sepal_length,sepal_width,petal_length\n5.1,3.5,1.4\n")
+    result = run("predict", trained, project / "partial.csv")
+    assert result.exit_code == 2
+    assert "feature column 'petal_width' not found" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_bad_cell_names_file_line_column_and_value(project):
+    text = (project / "iris.csv").read_text().splitlines()
+    text[4] = "4.6,3.1,oops,0.2,setosa"
+    text[7] = "5.0,3.4,1.5,,setosa"
+    (project / "iris.csv").write_text("\n".join(text) + "\n")
+    result = run("fit", project / "iris.yaml", "--out", project / "run")
+    assert result.exit_code == 2
+    assert "iris.csv:5: column 'petal_length' has 'oops', which is not a number" in result.output
+    (project / "iris.csv").write_text("\n".join(text[:4] + text[5:]) + "\n")
+    result = run("fit", project / "iris.yaml", "--out", project / "run")
+    assert result.exit_code == 2
+    assert "iris.csv:7: column 'petal_width' is empty (a missing value)" in result.output
+
+
+def test_bad_config_exits_2_with_one_message(project):
+    (project / "bad.yaml").write_text("name: iris\ndata: {train: iris.csv, target: species}\n"
+                                      "model:\n  layers:\n    - {units: -3}\n")
+    result = run("check", project / "bad.yaml")
+    assert result.exit_code == 2
+    assert "bad.yaml:5:15: model.layers[0].units: must be > 0 (got -3)" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_check_prints_resolved_config_and_summary(project):
+    result = run("check", project / "iris.yaml")
+    assert result.exit_code == 0, result.output
+    assert "loss: cross_entropy" in result.output
+    assert "activation: softmax" in result.output
+    assert "dense_0" in result.output and "(None, 8)" in result.output
+    assert "67" in result.output  # 4*8+8 + 8*3+3 parameters
+    assert "config OK" in result.output
+
+
+def test_eval_refuses_tampered_weights(project, trained):
+    payload = bytearray((trained / "model.npz").read_bytes())
+    payload[-20] ^= 0xFF
+    (trained / "model.npz").write_bytes(bytes(payload))
+    result = run("eval", trained, project / "iris.csv")
+    assert result.exit_code == 2
+    assert "checksum mismatch" in result.output
+
+
+def test_eval_on_a_folder_without_a_run(project):
+    result = run("eval", project, project / "iris.csv")
+    assert result.exit_code == 2
+    assert "does not hold a finished run" in result.output
+
+
+def test_eval_unknown_class_label(project, trained):
+    (project / "odd.csv").write_text("sepal_length,sepal_width,petal_length,petal_width,species\n"
+                                     "5.1,3.5,1.4,0.2,setosa\n5.0,3.0,1.0,0.1,rosa\n")
+    result = run("eval", trained, project / "odd.csv")
+    assert result.exit_code == 2
+    assert "odd.csv:3: target 'species' has class 'rosa', which training never saw" in result.output
+
+
+def test_unknown_option_is_a_usage_error(project):
+    result = run("fit", project / "iris.yaml", "--epochs", "3")
+    assert result.exit_code == 2
+    assert "No such option" in result.output

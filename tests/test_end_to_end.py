@@ -1,0 +1,53 @@
+"""Every shipped config trains to a stated quality; gd reaches the least-squares optimum."""
+
+import numpy as np
+import pytest
+
+from dltrain import workflow
+from dltrain.data import CsvTable
+
+QUALITY = {
+    # config: (split, metric, threshold, higher is better)
+    "iris": ("validation", "accuracy", 0.9, True),
+    "breast_cancer": ("validation", "accuracy", 0.95, True),
+    "digits": ("validation", "accuracy", 0.95, True),
+    "diabetes": ("validation", "r2", 0.3, True),
+}
+
+
+@pytest.mark.parametrize("name", sorted(QUALITY))
+def test_shipped_config_reaches_its_quality(name, root, tmp_path):
+    split, metric, threshold, _ = QUALITY[name]
+    result = workflow.fit(root / "configs" / f"{name}.yaml", out=tmp_path / "run")
+    assert result.metrics[split][metric] >= threshold
+    evaluated = workflow.evaluate_run(tmp_path / "run", root / "data" / f"{name}.csv")
+    assert np.isfinite(evaluated["loss"])
+
+
+def test_every_shipped_config_has_a_quality_bar(root):
+    shipped = {path.stem for path in (root / "configs").glob("*.yaml")} - {"fashion_mnist"}
+    assert shipped == set(QUALITY)
+
+
+def test_linear_model_with_gd_reaches_the_least_squares_optimum(root, tmp_path):
+    overrides = ["model.layers=[]", "loss=mse", "optimizer={name: gd, lr: 0.2}", "data.validation=0",
+                 "train.epochs=3000", "train.tolerance=null"]
+    result = workflow.fit(root / "configs" / "diabetes.yaml", overrides, out=tmp_path / "run")
+    run = workflow.load_run(tmp_path / "run")
+    table = CsvTable.open(root / "data" / "diabetes.csv")
+    features = run.schema.transform(table.numeric(run.schema.feature_names)).astype(np.float64)
+    target = table.numeric(["progression"]).astype(np.float64)
+    design = np.column_stack([features, np.ones(len(features))])
+    solution, *_ = np.linalg.lstsq(design, target, rcond=None)
+    optimum = float(np.mean((design @ solution - target) ** 2))
+    trained = result.metrics["train"]["mse"]
+    assert trained >= optimum * (1 - 1e-6)
+    assert trained <= optimum * 1.001
+
+
+def test_same_seed_gives_bit_identical_models(root, tmp_path):
+    for folder in ("a", "b"):
+        workflow.fit(root / "configs" / "iris.yaml", ["train.epochs=5"], out=tmp_path / folder)
+    assert (tmp_path / "a" / "model.npz").read_bytes() == (tmp_path / "b" / "model.npz").read_bytes()
+    workflow.fit(root / "configs" / "iris.yaml", ["train.epochs=5", "seed=1"], out=tmp_path / "c")
+    assert (tmp_path / "a" / "model.npz").read_bytes() != (tmp_path / "c" / "model.npz").read_bytes()

@@ -1,0 +1,75 @@
+"""One hand-computed step (or two, where state matters) for every optimizer."""
+
+import math
+
+import numpy as np
+import pytest
+
+from dltrain.optimizers import OPTIMIZERS, make_optimizer
+
+
+def _problem():
+    params = {"0.W": np.array([[1.0, -2.0]], dtype=np.float32), "0.b": np.array([0.5], dtype=np.float32)}
+    grads = {"0.W": np.array([[0.1, -0.4]], dtype=np.float32), "0.b": np.array([2.0], dtype=np.float32)}
+    return params, grads
+
+
+def test_gd_and_sgd_take_a_plain_step():
+    for name in ("gd", "sgd"):
+        params, grads = _problem()
+        make_optimizer(name, params, grads, lr=0.5).step()
+        np.testing.assert_allclose(params["0.W"], [[0.95, -1.8]], rtol=1e-6)
+        np.testing.assert_allclose(params["0.b"], [-0.5], rtol=1e-6)
+
+
+def test_sgd_momentum_accumulates_velocity():
+    params, grads = _problem()
+    optimizer = make_optimizer("sgd", params, grads, lr=0.1, momentum=0.9)
+    optimizer.step()  # v = g; p = 1 - 0.1 * 0.1
+    optimizer.step()  # v = 0.9 g + g = 1.9 g; p -= 0.1 * 1.9 * 0.1
+    assert params["0.W"][0, 0] == pytest.approx(1.0 - 0.01 - 0.019, rel=1e-6)
+
+
+def test_sgd_nesterov_looks_ahead():
+    params, grads = _problem()
+    optimizer = make_optimizer("sgd", params, grads, lr=0.1, momentum=0.9, nesterov=True)
+    optimizer.step()  # v = g; step = g + 0.9 v = 1.9 g
+    assert params["0.W"][0, 0] == pytest.approx(1.0 - 0.1 * 1.9 * 0.1, rel=1e-6)
+    optimizer.step()  # v = 1.9 g; step = g + 0.9 * 1.9 g = 2.71 g
+    assert params["0.W"][0, 0] == pytest.approx(1.0 - 0.019 - 0.1 * 2.71 * 0.1, rel=1e-6)
+
+
+def test_adam_first_step_moves_each_weight_by_lr_in_the_gradient_direction():
+    params, grads = _problem()
+    make_optimizer("adam", params, grads, lr=0.01).step()
+    # m_hat = g and v_hat = g^2 after one step, so the update is lr * g / (|g| + eps).
+    np.testing.assert_allclose(params["0.W"], [[0.99, -1.99]], rtol=1e-6)
+    np.testing.assert_allclose(params["0.b"], [0.49], rtol=1e-6)
+
+
+def test_adam_second_step_matches_the_formula():
+    params, grads = _problem()
+    optimizer = make_optimizer("adam", params, grads, lr=0.01, beta1=0.9, beta2=0.999, eps=1e-8)
+    optimizer.step()
+    grads["0.b"][:] = -1.0
+    optimizer.step()
+    m = 0.9 * (0.1 * 2.0) + 0.1 * -1.0
+    v = 0.999 * (0.001 * 4.0) + 0.001 * 1.0
+    m_hat, v_hat = m / (1 - 0.9 ** 2), v / (1 - 0.999 ** 2)
+    assert params["0.b"][0] == pytest.approx(0.49 - 0.01 * m_hat / (math.sqrt(v_hat) + 1e-8), rel=1e-5)
+
+
+def test_rmsprop_step():
+    params, grads = _problem()
+    make_optimizer("rmsprop", params, grads, lr=0.01, rho=0.9, eps=1e-8).step()
+    # s = 0.1 g^2, step = lr * g / sqrt(0.1 g^2) = lr * sign(g) / sqrt(0.1)
+    assert params["0.W"][0, 0] == pytest.approx(1.0 - 0.01 / math.sqrt(0.1), rel=1e-5)
+    assert params["0.W"][0, 1] == pytest.approx(-2.0 + 0.01 / math.sqrt(0.1), rel=1e-5)
+
+
+def test_every_registered_optimizer_is_tested_and_keeps_float32():
+    assert set(OPTIMIZERS) == {"gd", "sgd", "adam", "rmsprop"}
+    for name in OPTIMIZERS:
+        params, grads = _problem()
+        make_optimizer(name, params, grads, lr=0.1).step()
+        assert all(value.dtype == np.float32 for value in params.values())
