@@ -37,7 +37,8 @@ def trained(project):
 
 
 def test_fit_writes_the_run_folder(trained):
-    assert sorted(path.name for path in trained.iterdir()) == ["config.yaml", "history.csv", "model.json", "model.npz"]
+    assert sorted(path.name for path in trained.iterdir()) == [
+        "checkpoint.npz", "config.yaml", "history.csv", "model.json", "model.npz"]
     manifest = json.loads((trained / "model.json").read_text())
     assert manifest["data"]["class_labels"] == ["setosa", "versicolor", "virginica"]
     assert manifest["data"]["feature_names"] == ["sepal_length", "sepal_width", "petal_length", "petal_width"]
@@ -49,7 +50,7 @@ def test_fit_writes_the_run_folder(trained):
         assert key in manifest
     history = list(csv.DictReader(io.StringIO((trained / "history.csv").read_text())))
     assert len(history) == 20
-    assert list(history[0]) == ["epoch", "loss", "accuracy", "val_loss", "val_accuracy", "seconds"]
+    assert list(history[0]) == ["epoch", "lr", "loss", "accuracy", "val_loss", "val_accuracy", "seconds"]
 
 
 def test_fit_prints_one_line_per_epoch_when_not_a_terminal(project):
@@ -91,10 +92,20 @@ def test_eval_table_and_json(project, trained):
     result = run("eval", trained, project / "iris.csv", "--json")
     assert result.exit_code == 0, result.output
     metrics = json.loads(result.output)
-    assert set(metrics) == {"loss", "accuracy"}
+    assert {"loss", "accuracy", "balanced_accuracy", "precision_macro", "recall_macro", "f1_macro"} <= set(metrics)
     assert metrics["accuracy"] > 0.85
+    labels = ["setosa", "versicolor", "virginica"]
+    assert metrics["class_labels"] == labels
+    assert set(metrics["precision"]) == set(metrics["recall"]) == set(metrics["f1"]) == set(labels)
+    assert metrics["support"] == {"setosa": 50, "versicolor": 50, "virginica": 50}
+    matrix = metrics["confusion_matrix"]
+    assert [sum(row) for row in matrix] == [50, 50, 50]
+    assert sum(matrix[i][i] for i in range(3)) / 150 == pytest.approx(metrics["accuracy"])
+    assert "roc_auc" not in metrics  # three classes
     table = run("eval", trained, project / "iris.csv")
-    assert table.exit_code == 0 and "accuracy" in table.output and "loss" in table.output
+    assert table.exit_code == 0
+    for text in ("accuracy", "loss", "per class", "confusion matrix", "versicolor"):
+        assert text in table.output
 
 
 def test_predict_rows_in_order_with_probabilities(project, trained, tmp_path):

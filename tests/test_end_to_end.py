@@ -20,7 +20,7 @@ def test_shipped_config_reaches_its_quality(name, root, tmp_path):
     split, metric, threshold, _ = QUALITY[name]
     result = workflow.fit(root / "configs" / f"{name}.yaml", out=tmp_path / "run")
     assert result.metrics[split][metric] >= threshold
-    evaluated = workflow.evaluate_run(tmp_path / "run", root / "data" / f"{name}.csv")
+    evaluated, _ = workflow.evaluate_run(tmp_path / "run", root / "data" / f"{name}.csv")
     assert np.isfinite(evaluated["loss"])
 
 

@@ -7,12 +7,15 @@ Files: ``model.npz`` (weights only, loaded with ``allow_pickle=False``), ``model
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import io
 import json
 import os
+import signal
 import tempfile
+import threading
 import zipfile
 from datetime import datetime, timezone
 from pathlib import Path
@@ -24,6 +27,7 @@ from .errors import ArtifactError
 
 FORMAT_VERSION = 1
 RUN_FILES = ("model.npz", "model.json", "config.yaml", "history.csv")
+CHECKPOINT = "checkpoint.npz"
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)
 
@@ -51,9 +55,30 @@ def atomic_write(path, data: bytes | str):
 
 
 def npz_bytes(arrays: dict) -> bytes:
+    """An .npz archive with a fixed timestamp, so equal arrays give equal bytes (and checksums)."""
     buffer = io.BytesIO()
-    np.savez(buffer, **arrays)
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_STORED) as archive:
+        for name in sorted(arrays):
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            with archive.open(info, "w", force_zip64=True) as handle:
+                np.lib.format.write_array(handle, np.asanyarray(arrays[name]), allow_pickle=False)
     return buffer.getvalue()
+
+
+@contextlib.contextmanager
+def deferred_interrupts():
+    """Hold Ctrl-C until the block is done, so a group of files is never left half-updated."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received = []
+    previous = signal.signal(signal.SIGINT, lambda number, frame: received.append(number))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if received:
+            raise KeyboardInterrupt
 
 
 def history_csv(history: list) -> str:
@@ -111,12 +136,37 @@ def save_run(directory, arrays: dict, manifest: dict, config_yaml: str, history:
         **manifest,
         "model_sha256": hashlib.sha256(weights).hexdigest(),
     }
-    # Weights first, manifest last: a manifest on disk always matches the weights beside it.
-    atomic_write(directory / "model.npz", weights)
-    atomic_write(directory / "config.yaml", config_yaml)
-    atomic_write(directory / "history.csv", history_csv(history))
-    atomic_write(directory / "model.json", json.dumps(manifest, indent=2, allow_nan=True) + "\n")
+    with deferred_interrupts():
+        atomic_write(directory / "model.npz", weights)
+        atomic_write(directory / "config.yaml", config_yaml)
+        atomic_write(directory / "history.csv", history_csv(history))
+        atomic_write(directory / "model.json", json.dumps(manifest, indent=2, allow_nan=True) + "\n")
     return manifest
+
+
+def save_checkpoint(directory, meta: dict, arrays: dict):
+    """One file holding the training state: arrays, plus the metadata as a JSON text array."""
+    payload = dict(arrays)
+    payload["meta.json"] = np.array(json.dumps(meta, allow_nan=True))
+    with deferred_interrupts():
+        atomic_write(Path(directory) / CHECKPOINT, npz_bytes(payload))
+
+
+def read_checkpoint(directory):
+    """(metadata, arrays) of a run folder's checkpoint; ArtifactError when absent or damaged."""
+    path = Path(directory) / CHECKPOINT
+    if not path.exists():
+        raise ArtifactError(f"{path}: no checkpoint to resume from; train without --resume first")
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = {key: archive[key] for key in archive.files}
+        meta = json.loads(str(arrays.pop("meta.json")))
+    except (ValueError, OSError, KeyError, zipfile.BadZipFile, EOFError, json.JSONDecodeError) as error:
+        raise ArtifactError(f"{path}: the checkpoint is damaged ({error}); train again without --resume") from None
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise ArtifactError(f"{path}: checkpoint format {meta.get('format_version')!r} is not supported by "
+                            f"dltrain {__version__}; train again without --resume")
+    return meta, arrays
 
 
 def read_manifest(directory) -> dict:

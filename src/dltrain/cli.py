@@ -30,6 +30,9 @@ def user_errors(command):
         except DltrainError as error:
             report.show_error(str(error))
             raise typer.Exit(error.exit_code) from None
+        except KeyboardInterrupt:
+            report.show_error("interrupted")
+            raise typer.Exit(130) from None
     return wrapper
 
 
@@ -69,8 +72,11 @@ def fit(
     overrides: SetOption = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite the run already in --out.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", help="Print only the final summary.")] = False,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the checkpoint in --out up to train.epochs.")] = False,
 ):
-    """Train the network a config describes and save a run folder."""
+    """Train the network a config describes and save a run folder.
+
+    Ctrl-C saves the last finished epoch; continue with --out DIR --resume."""
     reporter = report.TrainingReporter(quiet=quiet)
 
     def announce(run_dir):
@@ -78,12 +84,12 @@ def fit(
             report.console.print(f"run folder: {run_dir}", markup=False)
 
     try:
-        result = workflow.fit(config, overrides or [], out, force, reporter, on_run_dir=announce)
+        result = workflow.fit(config, overrides or [], out, force, reporter, on_run_dir=announce, resume=resume)
     finally:
         reporter.close()
-    report.console.print(f"{result.config.name}: trained {len(result.history)} epochs "
-                         f"(stopped: {result.stop_reason})", markup=False)
-    report.console.print(report.metrics_table(result.metrics))
+    for line in report.fit_summary(result):
+        report.console.print(line, markup=False)
+    report.console.print(report.metrics_table(result.metrics, columns=["loss", *result.config.train.metrics]))
     report.console.print(f"saved {result.run_dir}", markup=False)
 
 
@@ -91,12 +97,22 @@ def fit(
 @user_errors
 def evaluate(run_dir: RunArg, data: DataArg,
              as_json: Annotated[bool, typer.Option("--json", help="Print one flat JSON object.")] = False):
-    """Loss and metrics of a trained run on a labelled CSV."""
-    metrics = workflow.evaluate_run(run_dir, data)
+    """Loss and metrics of a trained run on a labelled CSV (per class and a confusion matrix for classes)."""
+    metrics, labels = workflow.evaluate_run(run_dir, data)
+    per_class = metrics.pop("per_class", None)
+    matrix = metrics.pop("confusion_matrix", None)
     if as_json:
+        if per_class is not None:
+            for name, values in per_class.items():
+                metrics[name] = {label: (int(v) if name == "support" else float(v)) for label, v in zip(labels, values)}
+            metrics["confusion_matrix"] = matrix.tolist()
+            metrics["class_labels"] = labels
         report.write_text(json.dumps(metrics) + "\n")
-    else:
-        report.console.print(report.metrics_table({str(data): metrics}))
+        return
+    report.console.print(report.scalar_table(metrics, title=str(data)))
+    if per_class is not None:
+        report.console.print(report.per_class_table(labels, per_class))
+        report.console.print(report.confusion_table(labels, matrix))
 
 
 @app.command()

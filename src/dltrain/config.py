@@ -18,8 +18,10 @@ from pydantic import (BaseModel, ConfigDict, Discriminator, Field, Tag, Validati
 
 from .activations import ACTIVATIONS, HIDDEN_ACTIVATIONS
 from .errors import ConfigError
+from .data import canonical_label
 from .layers import INITIALIZERS
 from .losses import LOSSES
+from .metrics import CLASSIFICATION_METRICS, REGRESSION_METRICS
 
 HiddenActivation = Literal[tuple(HIDDEN_ACTIVATIONS)]
 OutputActivation = Literal[("auto", *sorted(ACTIVATIONS))]
@@ -92,9 +94,55 @@ _OPTIMIZER_OPTIONS = {
 }
 
 
+_SCHEDULE_OPTIONS = {
+    "constant": set(),
+    "step": {"every", "factor"},
+    "exponential": {"gamma"},
+    "cosine": {"min_lr"},
+    "plateau": {"monitor", "factor", "patience"},
+}
+
+
+class ScheduleSpec(Spec):
+    name: Literal["constant", "step", "exponential", "cosine", "plateau"] = "constant"
+    warmup_epochs: int = Field(0, ge=0)
+    every: int = Field(10, gt=0)
+    factor: float = Field(0.1, gt=0, lt=1)
+    gamma: float = Field(0.95, gt=0, le=1)
+    min_lr: float = Field(0.0, ge=0)
+    monitor: str = "val_loss"
+    patience: int = Field(5, gt=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _name_alone(cls, value):
+        return {"name": value} if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _options_fit_schedule(self):
+        specific = set().union(*_SCHEDULE_OPTIONS.values())
+        unused = sorted((self.model_fields_set & specific) - _SCHEDULE_OPTIONS[self.name])
+        if unused:
+            raise ValueError(f"{', '.join(unused)} not used by schedule {self.name!r}; remove it")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _only_used_options(self, handler):
+        data = handler(self)
+        unused = set().union(*_SCHEDULE_OPTIONS.values()) - _SCHEDULE_OPTIONS[self.name]
+        return {key: value for key, value in data.items() if key not in unused}
+
+    def engine_options(self) -> dict:
+        names = {"warmup_epochs"} | _SCHEDULE_OPTIONS[self.name]
+        return {name: getattr(self, name) for name in sorted(names)}
+
+
 class OptimizerSpec(Spec):
     name: Literal["gd", "sgd", "adam", "rmsprop"] = "adam"
     lr: float = Field(0.001, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    clip_norm: Optional[float] = Field(None, gt=0)
+    schedule: ScheduleSpec = ScheduleSpec()
     momentum: float = Field(0.0, ge=0, lt=1)
     nesterov: bool = False
     beta1: float = Field(0.9, ge=0, lt=1)
@@ -121,8 +169,18 @@ class OptimizerSpec(Spec):
 
     def engine_options(self) -> dict:
         """Keyword arguments for the engine's optimizer constructor."""
-        names = {"lr"} | _OPTIMIZER_OPTIONS[self.name]
+        names = {"lr", "weight_decay", "clip_norm"} | _OPTIMIZER_OPTIONS[self.name]
         return {name: getattr(self, name) for name in sorted(names)}
+
+
+class EarlyStoppingSpec(Spec):
+    monitor: str = "val_loss"
+    patience: int = Field(10, gt=0)
+    min_delta: float = Field(0.0, ge=0)
+    restore_best: bool = True
+
+
+MetricName = Literal[tuple(CLASSIFICATION_METRICS) + tuple(REGRESSION_METRICS)]
 
 
 class TrainSpec(Spec):
@@ -130,6 +188,19 @@ class TrainSpec(Spec):
     batch_size: int = Field(32, gt=0)
     shuffle: bool = True
     tolerance: Optional[float] = Field(None, gt=0)
+    early_stopping: Optional[EarlyStoppingSpec] = None
+    metrics: Optional[list[MetricName]] = None        # default: accuracy, or mse/rmse/mae/r2
+    class_weight: Union[Literal["balanced"], dict[Union[str, int, float], float], None] = None
+
+    @field_validator("class_weight")
+    @classmethod
+    def _weights_positive(cls, value):
+        if isinstance(value, dict):
+            for label, weight in value.items():
+                if not weight > 0:
+                    raise ValueError(f"the weight of class {label!r} must be > 0 (got {weight!r})")
+            return {canonical_label(str(label)): weight for label, weight in value.items()}
+        return value
 
 
 class Config(Spec):

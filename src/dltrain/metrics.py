@@ -1,11 +1,24 @@
-"""Metric functions on model outputs, and ``evaluate`` for a whole split."""
+"""Metric functions on model outputs, ``evaluate`` for a whole split, and per-epoch scalars.
+
+Classification metrics are computed from a confusion matrix, so the training loop can build
+them on the fly from the predictions it already made, without a second pass.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 
-CLASSIFICATION_METRICS = ("accuracy",)
-REGRESSION_METRICS = ("mse", "rmse", "mae", "r2")
+# Scalar metrics that can be logged per epoch, and whether larger is better.
+CLASSIFICATION_METRICS = {"accuracy": True, "balanced_accuracy": True, "precision_macro": True,
+                          "recall_macro": True, "f1_macro": True, "roc_auc": True}
+REGRESSION_METRICS = {"mse": False, "rmse": False, "mae": False, "r2": True}
+DEFAULT_METRICS = {"classification": ["accuracy"], "regression": ["mse", "rmse", "mae", "r2"]}
+
+
+def higher_is_better(name: str) -> bool:
+    """Direction of a logged value: ``val_accuracy`` up, ``loss`` and ``val_mse`` down."""
+    base = name.removeprefix("val_")
+    return CLASSIFICATION_METRICS.get(base, REGRESSION_METRICS.get(base, False))
 
 
 def predicted_classes(outputs: np.ndarray) -> np.ndarray:
@@ -20,8 +33,60 @@ def class_indices(targets: np.ndarray) -> np.ndarray:
     return targets.reshape(-1).astype(np.int64) if targets.ndim == 2 else targets
 
 
-def accuracy(true_classes, predicted) -> float:
-    return float(np.mean(true_classes == predicted)) if len(true_classes) else float("nan")
+def confusion_matrix(true_classes, predicted, n_classes: int) -> np.ndarray:
+    """Rows: true class; columns: predicted class."""
+    return np.bincount(true_classes * n_classes + predicted, minlength=n_classes * n_classes).reshape(
+        n_classes, n_classes)
+
+
+def _safe_ratio(numerator, denominator):
+    numerator = np.asarray(numerator, dtype=np.float64)
+    denominator = np.asarray(denominator, dtype=np.float64)
+    return np.divide(numerator, denominator, out=np.zeros_like(numerator), where=denominator > 0)
+
+
+def per_class_scores(matrix: np.ndarray) -> dict:
+    """Precision, recall, F1 and support per class (0 where undefined, as scikit-learn does)."""
+    true_positive = np.diag(matrix).astype(np.float64)
+    precision = _safe_ratio(true_positive, matrix.sum(axis=0))
+    recall = _safe_ratio(true_positive, matrix.sum(axis=1))
+    f1 = _safe_ratio(2 * precision * recall, precision + recall)
+    return {"precision": precision, "recall": recall, "f1": f1, "support": matrix.sum(axis=1)}
+
+
+def roc_auc(true_classes, positive_scores) -> float:
+    """Area under the ROC curve for two classes (Mann-Whitney U, ties counted half)."""
+    positives = true_classes == 1
+    n_positive, n_negative = int(positives.sum()), int((~positives).sum())
+    if n_positive == 0 or n_negative == 0:
+        return float("nan")
+    order = np.argsort(positive_scores, kind="mergesort")
+    sorted_scores = positive_scores[order]
+    ranks = np.empty(len(order), dtype=np.float64)
+    ranks[order] = np.arange(1, len(order) + 1)
+    # Average the ranks of tied scores.
+    unique, first, counts = np.unique(sorted_scores, return_index=True, return_counts=True)
+    for start, count in zip(first[counts > 1], counts[counts > 1]):
+        ranks[order[start:start + count]] = start + (count + 1) / 2
+    rank_sum = ranks[positives].sum()
+    return float((rank_sum - n_positive * (n_positive + 1) / 2) / (n_positive * n_negative))
+
+
+def classification_scalars(matrix: np.ndarray, true_classes=None, positive_scores=None) -> dict:
+    """Every scalar classification metric from a confusion matrix (and scores, for ROC AUC)."""
+    total = matrix.sum()
+    scores = per_class_scores(matrix)
+    present = scores["support"] > 0
+    results = {
+        "accuracy": float(np.trace(matrix) / total) if total else float("nan"),
+        "balanced_accuracy": float(scores["recall"][present].mean()) if present.any() else float("nan"),
+        "precision_macro": float(scores["precision"].mean()),
+        "recall_macro": float(scores["recall"].mean()),
+        "f1_macro": float(scores["f1"].mean()),
+    }
+    if matrix.shape[0] == 2 and positive_scores is not None:
+        results["roc_auc"] = roc_auc(true_classes, positive_scores)
+    return results
 
 
 def regression_metrics(targets: np.ndarray, outputs: np.ndarray) -> dict:
@@ -37,13 +102,29 @@ def regression_metrics(targets: np.ndarray, outputs: np.ndarray) -> dict:
     }
 
 
-def evaluate(model, loss, features, targets, task: str) -> dict:
-    """Loss and metrics of ``model`` on one split, as a flat dict of lowercase names."""
+def positive_scores(outputs: np.ndarray):
+    """The probability of the second class, for ROC AUC; None unless there are two classes."""
+    if outputs.shape[1] == 1:
+        return outputs[:, 0]
+    return outputs[:, 1] if outputs.shape[1] == 2 else None
+
+
+def evaluate(model, loss, features, targets, task: str, detailed: bool = False) -> dict:
+    """Loss and scalar metrics of ``model`` on one split, as a flat dict of lowercase names.
+
+    With ``detailed``, classification adds the confusion matrix and per-class scores (as
+    arrays in class-index order; the caller attaches labels)."""
     logits = model.logits(features)
     results = {"loss": loss.value(logits, targets)}
     outputs = loss.predict(logits)
-    if task == "classification":
-        results["accuracy"] = accuracy(class_indices(targets), predicted_classes(outputs))
-    else:
+    if task != "classification":
         results.update(regression_metrics(targets, outputs))
+        return results
+    n_classes = max(2, outputs.shape[1])
+    true_classes = class_indices(targets)
+    matrix = confusion_matrix(true_classes, predicted_classes(outputs), n_classes)
+    results.update(classification_scalars(matrix, true_classes, positive_scores(outputs)))
+    if detailed:
+        results["per_class"] = per_class_scores(matrix)
+        results["confusion_matrix"] = matrix
     return results

@@ -21,6 +21,7 @@ class Optimizer:
         self.weight_decay = weight_decay
         self.clip_norm = clip_norm
         self.step_count = 0
+        self._gradient_norm = None
         self.slots = {}  # name -> {param key -> array}
         self._scratch = {key: xp.empty_like(value) for key, value in params.items()}
 
@@ -35,7 +36,7 @@ class Optimizer:
 
     def _prepare_gradients(self, coupled_decay=True):
         if self.clip_norm is not None:
-            norm = self.gradient_norm()
+            norm = self._gradient_norm if self._gradient_norm is not None else self.gradient_norm()
             if norm > self.clip_norm:
                 scale = self.clip_norm / (norm + 1e-12)
                 for grad in self.grads.values():
@@ -45,9 +46,12 @@ class Optimizer:
                 if key.endswith(".W"):
                     grad += self.weight_decay * self.params[key]
 
-    def step(self, lr=None):
-        """One update of every parameter from its gradient, at ``lr`` (default: ``self.lr``)."""
+    def step(self, lr=None, gradient_norm=None):
+        """One update of every parameter from its gradient, at ``lr`` (default: ``self.lr``).
+
+        ``gradient_norm``, when the caller has already computed it, saves clipping a pass."""
         self.step_count += 1
+        self._gradient_norm = gradient_norm
         self._update(self.lr if lr is None else lr)
 
     def _update(self, lr):

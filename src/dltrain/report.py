@@ -38,8 +38,10 @@ class TrainingReporter(Callbacks):
         self.console = out or console
         self.progress = None
 
-    def on_train_begin(self, epochs, batches_per_epoch):
+    def on_train_begin(self, epochs, batches_per_epoch, start_epoch=0):
         self.epochs, self.batches = epochs, batches_per_epoch
+        if start_epoch and not self.quiet:
+            self.console.print(f"resuming after epoch {start_epoch} of {epochs}", markup=False)
         if self.quiet or not self.console.is_terminal:
             return
         self.progress = Progress(
@@ -69,17 +71,77 @@ class TrainingReporter(Callbacks):
             self.progress = None
 
 
-def metrics_table(metrics_by_split: dict, title: str | None = None) -> Table:
-    """Rows: splits (train, validation, test); columns: metrics."""
-    names = []
-    for values in metrics_by_split.values():
-        names.extend(name for name in values if name not in names)
+def metrics_table(metrics_by_split: dict, title: str | None = None, columns=None) -> Table:
+    """Rows: splits (train, validation, test); columns: metrics (all, or those named)."""
+    names = list(columns or [])
+    if not names:
+        for values in metrics_by_split.values():
+            names.extend(name for name in values if name not in names)
     table = Table(title=title)
     table.add_column("split")
     for name in names:
         table.add_column(name, justify="right")
     for split, values in metrics_by_split.items():
         table.add_row(split, *(format_value(values.get(name, "")) for name in names))
+    return table
+
+
+_SPARKS = "▁▂▃▄▅▆▇█"
+
+
+def sparkline(values, width=40) -> str:
+    """A one-line trend: values resampled to at most ``width`` characters."""
+    values = [value for value in values if value is not None and math.isfinite(value)]
+    if not values:
+        return ""
+    if len(values) > width:
+        values = [values[int(index * len(values) / width)] for index in range(width - 1)] + [values[-1]]
+    low, high = min(values), max(values)
+    span = (high - low) or 1.0
+    return "".join(_SPARKS[min(7, int((value - low) / span * 7 + 0.5))] for value in values)
+
+
+def fit_summary(result) -> list[str]:
+    """Lines after training: epochs, why it stopped, the best epoch and the loss trend."""
+    lines = [f"{result.config.name}: trained {len(result.history)} epochs (stopped: {result.stop_reason})"]
+    if result.best_epoch:
+        best = result.history[result.best_epoch - 1].get(result.monitor)
+        lines.append(f"best epoch {result.best_epoch} ({result.monitor} {format_value(best)})")
+    trend_key = "val_loss" if any("val_loss" in record for record in result.history) else "loss"
+    trend = sparkline([record.get(trend_key) for record in result.history])
+    if len(result.history) > 1 and trend:
+        first, last = result.history[0][trend_key], result.history[-1][trend_key]
+        lines.append(f"{trend_key} {format_value(first)} {trend} {format_value(last)}")
+    return lines
+
+
+def scalar_table(metrics: dict, title: str) -> Table:
+    """One metric a row: stays readable however many metrics there are."""
+    table = Table(title=title)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for name, value in metrics.items():
+        table.add_row(name, format_value(value))
+    return table
+
+
+def per_class_table(labels, per_class) -> Table:
+    table = Table(title="per class")
+    for column in ("class", "precision", "recall", "f1", "support"):
+        table.add_column(column, justify="left" if column == "class" else "right")
+    for index, label in enumerate(labels):
+        table.add_row(label, *(format_value(float(per_class[name][index])) for name in ("precision", "recall", "f1")),
+                      str(int(per_class["support"][index])))
+    return table
+
+
+def confusion_table(labels, matrix) -> Table:
+    table = Table(title="confusion matrix")
+    table.add_column("true \\ predicted")
+    for label in labels:
+        table.add_column(label, justify="right")
+    for label, row in zip(labels, matrix):
+        table.add_row(label, *(str(int(count)) for count in row))
     return table
 
 

@@ -1,4 +1,9 @@
-"""The training loop: epochs, shuffled mini-batches, validation, stopping, callbacks to report."""
+"""The training loop: epochs, shuffled mini-batches, schedules, validation, early stopping.
+
+All state the loop needs to continue exactly where it stopped (weights, optimizer moments,
+random generators, history, schedule and early-stopping state) is exposed by
+``Trainer.state`` and restored by ``Trainer.load_state``.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +14,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .errors import TrainingDiverged
-from .metrics import evaluate
+from .metrics import (class_indices, classification_scalars, confusion_matrix, evaluate, higher_is_better,
+                      regression_metrics)
 
 
 @dataclass
@@ -19,19 +25,29 @@ class TrainOptions:
     shuffle: bool = True
     tolerance: float | None = None
     full_batch: bool = False  # gradient descent: every step sees the whole training set
+    metrics: tuple = ("accuracy",)
+
+
+@dataclass
+class EarlyStopping:
+    monitor: str = "val_loss"
+    patience: int = 10
+    min_delta: float = 0.0
+    restore_best: bool = True
 
 
 @dataclass
 class TrainResult:
     history: list = field(default_factory=list)
     stop_reason: str = "epochs done"
-    epochs_done: int = 0
+    best_epoch: int = 0
+    monitor: str = "loss"
 
 
 class Callbacks:
     """Hooks the loop calls; the default does nothing. The CLI's reporter overrides them."""
 
-    def on_train_begin(self, epochs: int, batches_per_epoch: int):
+    def on_train_begin(self, epochs: int, batches_per_epoch: int, start_epoch: int = 0):
         pass
 
     def on_epoch_begin(self, epoch: int):
@@ -45,95 +61,247 @@ class Callbacks:
 
 
 class BatchIterator:
-    """Shuffled mini-batches gathered into buffers that are allocated once and reused."""
+    """Shuffled mini-batches gathered into buffers that are allocated once and reused.
 
-    def __init__(self, features, targets, batch_size, shuffle, rng):
-        self.features, self.targets = features, targets
-        self.batch_size = min(batch_size, len(features))
+    Yields ``(rows, features, targets, weights)``; ``rows`` index the training set."""
+
+    def __init__(self, features, targets, weights, batch_size, shuffle, rng):
+        self.arrays = [array for array in (features, targets, weights) if array is not None]
+        self.has_weights = weights is not None
+        self.n = len(features)
+        self.batch_size = min(batch_size, self.n)
         self.shuffle, self.rng = shuffle, rng
         self._buffers = {}
 
     def __len__(self):
-        return math.ceil(len(self.features) / self.batch_size)
+        return math.ceil(self.n / self.batch_size)
 
     def _buffers_for(self, size):
         if size not in self._buffers:
-            self._buffers[size] = (
-                np.empty((size,) + self.features.shape[1:], dtype=self.features.dtype),
-                np.empty((size,) + self.targets.shape[1:], dtype=self.targets.dtype),
-            )
+            self._buffers[size] = [np.empty((size,) + array.shape[1:], dtype=array.dtype) for array in self.arrays]
         return self._buffers[size]
 
+    def _batch(self, rows, gathered):
+        features, targets = gathered[0], gathered[1]
+        return rows, features, targets, gathered[2] if self.has_weights else None
+
     def __iter__(self):
-        n = len(self.features)
-        if not self.shuffle and self.batch_size == n:
-            yield self.features, self.targets
+        if not self.shuffle and self.batch_size == self.n:
+            yield self._batch(slice(None), self.arrays)
             return
-        order = self.rng.permutation(n) if self.shuffle else np.arange(n)
-        for start in range(0, n, self.batch_size):
-            indices = order[start:start + self.batch_size]
-            batch_features, batch_targets = self._buffers_for(len(indices))
-            np.take(self.features, indices, axis=0, out=batch_features)
-            np.take(self.targets, indices, axis=0, out=batch_targets)
-            yield batch_features, batch_targets
+        order = self.rng.permutation(self.n) if self.shuffle else np.arange(self.n)
+        for start in range(0, self.n, self.batch_size):
+            rows = order[start:start + self.batch_size]
+            buffers = self._buffers_for(len(rows))
+            for array, buffer in zip(self.arrays, buffers):
+                np.take(array, rows, axis=0, out=buffer)
+            yield self._batch(rows, buffers)
 
 
-def _running_correct(outputs_or_logits, targets):
-    if outputs_or_logits.shape[1] == 1:
-        return int(np.count_nonzero((outputs_or_logits[:, 0] >= 0) == (targets[:, 0] >= 0.5)))
-    return int(np.count_nonzero(outputs_or_logits.argmax(axis=1) == targets))
+class EpochPredictions:
+    """The predictions made while training, kept per row, for metrics without a second pass."""
+
+    def __init__(self, targets, task, n_outputs, n_classes):
+        self.task, self.targets, self.n_classes = task, targets, n_classes
+        n = len(targets)
+        if task == "classification":
+            self.classes = np.zeros(n, dtype=np.int64)
+            self.scores = np.zeros(n, dtype=np.float32) if n_classes == 2 else None
+            self.true_classes = class_indices(targets)
+        else:
+            self.outputs = np.zeros((n, n_outputs), dtype=np.float32)
+
+    def record(self, rows, logits, loss):
+        if self.task != "classification":
+            self.outputs[rows] = loss.predict(logits)
+        elif logits.shape[1] == 1:
+            self.classes[rows] = logits[:, 0] >= 0  # sigmoid(z) >= 0.5 exactly when z >= 0
+            self.scores[rows] = logits[:, 0]  # ROC AUC needs only the order of the scores
+        else:
+            self.classes[rows] = logits.argmax(axis=1)
+            if self.scores is not None:
+                self.scores[rows] = logits[:, 1] - logits[:, 0]
+
+    def metrics(self):
+        if self.task != "classification":
+            return regression_metrics(self.targets, self.outputs)
+        matrix = confusion_matrix(self.true_classes, self.classes, self.n_classes)
+        return classification_scalars(matrix, self.true_classes, self.scores)
 
 
-def train(model, loss, optimizer, train_split, validation_split, options: TrainOptions, task: str,
-          shuffle_rng, callbacks: Callbacks | None = None) -> TrainResult:
-    """Train ``model`` in place and return the per-epoch history and why training stopped."""
-    callbacks = callbacks or Callbacks()
-    batch_size = len(train_split) if options.full_batch else options.batch_size
-    batches = BatchIterator(train_split.features, train_split.targets, batch_size,
-                            options.shuffle and not options.full_batch, shuffle_rng)
-    report_every = max(1, len(batches) // 100)
-    gradient = {}
-    result = TrainResult()
-    previous_loss = math.inf
-    callbacks.on_train_begin(options.epochs, len(batches))
-    for epoch in range(1, options.epochs + 1):
-        callbacks.on_epoch_begin(epoch)
-        started = time.perf_counter()
-        loss_sum, seen, correct = 0.0, 0, 0
-        for batch, (batch_features, batch_targets) in enumerate(batches, start=1):
-            logits = model.forward(batch_features, training=True)
-            grad = gradient.get(logits.shape)
-            if grad is None:
-                grad = gradient[logits.shape] = np.empty_like(logits)
-            batch_loss = loss.value_and_gradient(logits, batch_targets, out=grad)
-            if not math.isfinite(batch_loss):
+def _finite(value):
+    return value is not None and math.isfinite(value)
+
+
+class Trainer:
+    """Trains a model in place, one epoch at a time, from any saved state."""
+
+    def __init__(self, model, loss, optimizer, train_split, validation_split, options: TrainOptions, task: str,
+                 *, shuffle_rng, dropout_rng=None, schedule=None, early_stopping: EarlyStopping | None = None,
+                 sample_weight=None, n_classes=0, callbacks: Callbacks | None = None, on_epoch_saved=None):
+        self.model, self.loss, self.optimizer = model, loss, optimizer
+        self.train_split, self.validation_split = train_split, validation_split
+        self.options, self.task = options, task
+        self.shuffle_rng, self.dropout_rng = shuffle_rng, dropout_rng
+        self.schedule, self.early_stopping = schedule, early_stopping
+        self.callbacks = callbacks or Callbacks()
+        self.on_epoch_saved = on_epoch_saved
+        batch_size = len(train_split) if options.full_batch else options.batch_size
+        self.batches = BatchIterator(train_split.features, train_split.targets, sample_weight, batch_size,
+                                     options.shuffle and not options.full_batch, shuffle_rng)
+        self.predictions = EpochPredictions(train_split.targets, task, model.n_outputs, n_classes)
+        has_validation = validation_split is not None and len(validation_split) > 0
+        self.validation = validation_split if has_validation else None
+        self.monitor = early_stopping.monitor if early_stopping else ("val_loss" if has_validation else "loss")
+        self.epoch = 0
+        self.history = []
+        self.best_value = None
+        self.best_epoch = 0
+        self.wait = 0
+        self.best_params = None
+        self.stop_reason = "epochs done"
+        self._gradients = {}
+
+    # ------------------------------------------------------------------ one epoch
+
+    def _gradient_buffer(self, logits):
+        buffer = self._gradients.get(logits.shape)
+        if buffer is None:
+            buffer = self._gradients[logits.shape] = np.empty_like(logits)
+        return buffer
+
+    def _train_epoch(self, epoch, lr):
+        report_every = max(1, len(self.batches) // 100)
+        loss_sum, seen = 0.0, 0
+        for batch, (rows, features, targets, weights) in enumerate(self.batches, start=1):
+            logits = self.model.forward(features, training=True)
+            grad = self._gradient_buffer(logits)
+            batch_loss = self.loss.value_and_gradient(logits, targets, out=grad, sample_weight=weights)
+            self.model.backward(grad)
+            norm = self.optimizer.gradient_norm()
+            if not (math.isfinite(batch_loss) and math.isfinite(norm)):
+                what = "loss" if not math.isfinite(batch_loss) else "gradient norm"
+                value = batch_loss if what == "loss" else norm
                 raise TrainingDiverged(
-                    f"training diverged: the loss became {batch_loss} at epoch {epoch}, batch {batch}; "
-                    "lower optimizer.lr (or set optimizer.clip_norm) and train again")
-            if task == "classification":
-                correct += _running_correct(logits, batch_targets)
-            model.backward(grad)
-            optimizer.step()
-            size = len(batch_features)
+                    f"training diverged: the {what} became {value} at epoch {epoch}, batch {batch}; "
+                    "lower optimizer.lr or set optimizer.clip_norm (e.g. 1.0), then train again")
+            self.predictions.record(rows, logits, self.loss)
+            self.optimizer.step(lr, gradient_norm=norm)
+            size = len(features)
             loss_sum += batch_loss * size
             seen += size
             if batch % report_every == 0:
-                callbacks.on_batch_end(epoch, batch, loss_sum / seen)
-        record = {"epoch": epoch, "loss": loss_sum / seen}
-        if task == "classification":
-            record["accuracy"] = correct / seen
-        else:
-            record.update({key: value for key, value in evaluate(
-                model, loss, train_split.features, train_split.targets, task).items() if key != "loss"})
-        if validation_split is not None and len(validation_split):
-            scores = evaluate(model, loss, validation_split.features, validation_split.targets, task)
-            record.update({f"val_{key}": value for key, value in scores.items()})
+                self.callbacks.on_batch_end(epoch, batch, loss_sum / seen)
+        return loss_sum / seen
+
+    def _record(self, epoch, lr, train_loss, started):
+        record = {"epoch": epoch, "lr": lr, "loss": train_loss}
+        logged = self.options.metrics
+        train_scores = self.predictions.metrics()
+        record.update({name: train_scores[name] for name in logged if name in train_scores})
+        if self.validation is not None:
+            scores = evaluate(self.model, self.loss, self.validation.features, self.validation.targets, self.task)
+            record["val_loss"] = scores["loss"]
+            record.update({f"val_{name}": scores[name] for name in logged if name in scores})
         record["seconds"] = time.perf_counter() - started
-        result.history.append(record)
-        result.epochs_done = epoch
-        callbacks.on_epoch_end(epoch, record)
-        if options.tolerance is not None and previous_loss - record["loss"] < options.tolerance:
-            result.stop_reason = "converged"
-            break
-        previous_loss = record["loss"]
-    return result
+        return record
+
+    def _track_best(self, epoch, record):
+        value = record.get(self.monitor)
+        if not _finite(value):
+            return
+        min_delta = self.early_stopping.min_delta if self.early_stopping else 0.0
+        if self.best_value is None:
+            improved = True
+        elif higher_is_better(self.monitor):
+            improved = value > self.best_value + min_delta
+        else:
+            improved = value < self.best_value - min_delta
+        if improved:
+            self.best_value, self.best_epoch, self.wait = value, epoch, 0
+            if self.early_stopping and self.early_stopping.restore_best:
+                self.best_params = self.model.state()
+        else:
+            self.wait += 1
+
+    # ------------------------------------------------------------------ the loop
+
+    def run(self) -> TrainResult:
+        """Train from the current epoch up to ``options.epochs``, or until a stopping rule fires."""
+        options = self.options
+        self.callbacks.on_train_begin(options.epochs, len(self.batches), self.epoch)
+        for epoch in range(self.epoch + 1, options.epochs + 1):
+            self.callbacks.on_epoch_begin(epoch)
+            started = time.perf_counter()
+            lr = self.schedule.lr(epoch) if self.schedule else self.optimizer.lr
+            train_loss = self._train_epoch(epoch, lr)
+            record = self._record(epoch, lr, train_loss, started)
+            previous_loss = self.history[-1]["loss"] if self.history else math.inf
+            self.history.append(record)
+            self.epoch = epoch
+            self._track_best(epoch, record)
+            if self.schedule:
+                self.schedule.observe(epoch, record)
+            if self.early_stopping and self.wait >= self.early_stopping.patience:
+                self.stop_reason = (f"early stop: no {self.monitor} improvement for "
+                                    f"{self.early_stopping.patience} epochs")
+            elif options.tolerance is not None and previous_loss - train_loss < options.tolerance:
+                self.stop_reason = f"converged: loss improved by less than {options.tolerance:g}"
+            elif epoch == options.epochs:
+                self.stop_reason = "epochs done"
+            else:
+                self.stop_reason = "running"
+            if self.on_epoch_saved:
+                self.on_epoch_saved(self)
+            self.callbacks.on_epoch_end(epoch, record)
+            if self.stop_reason != "running":
+                break
+        if self.stop_reason == "running":
+            self.stop_reason = "epochs done"
+        return self.finish()
+
+    def finish(self) -> TrainResult:
+        """Restore the best weights when asked, and summarise."""
+        if self.early_stopping and self.early_stopping.restore_best and self.best_params is not None:
+            self.model.load_state(self.best_params)
+        return TrainResult(self.history, self.stop_reason, self.best_epoch, self.monitor)
+
+    # ------------------------------------------------------------------ exact resume
+
+    def state(self):
+        """(metadata, arrays): everything needed to continue this run bit for bit."""
+        optimizer_state = self.optimizer.state()
+        arrays = {f"param/{key}": value for key, value in self.model.params.items()}
+        arrays.update({f"optimizer/{key}": value for key, value in optimizer_state["arrays"].items()})
+        if self.best_params is not None:
+            arrays.update({f"best/{key}": value for key, value in self.best_params.items()})
+        meta = {
+            "epoch": self.epoch,
+            "history": self.history,
+            "stop_reason": self.stop_reason,
+            "optimizer_steps": optimizer_state["step_count"],
+            "shuffle_rng": self.shuffle_rng.bit_generator.state,
+            "dropout_rng": self.dropout_rng.bit_generator.state if self.dropout_rng is not None else None,
+            "schedule": self.schedule.state() if self.schedule else None,
+            "best": {"value": self.best_value, "epoch": self.best_epoch, "wait": self.wait},
+        }
+        return meta, arrays
+
+    def load_state(self, meta, arrays):
+        def group(prefix):
+            return {key[len(prefix):]: value for key, value in arrays.items() if key.startswith(prefix)}
+
+        self.model.load_state(group("param/"))
+        self.optimizer.load_state({"step_count": meta["optimizer_steps"], "arrays": group("optimizer/")})
+        best = group("best/")
+        self.best_params = best or None
+        self.epoch = meta["epoch"]
+        self.history = meta["history"]
+        self.stop_reason = meta["stop_reason"]
+        self.shuffle_rng.bit_generator.state = meta["shuffle_rng"]
+        if self.dropout_rng is not None and meta["dropout_rng"] is not None:
+            self.dropout_rng.bit_generator.state = meta["dropout_rng"]
+        if self.schedule and meta["schedule"] is not None:
+            self.schedule.load_state(meta["schedule"])
+        self.best_value, self.best_epoch, self.wait = (meta["best"]["value"], meta["best"]["epoch"],
+                                                       meta["best"]["wait"])

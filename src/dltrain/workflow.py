@@ -6,7 +6,9 @@ Nothing here prints; the CLI renders what these functions return.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,15 +16,18 @@ from pathlib import Path
 import numpy as np
 from pydantic import ValidationError
 
-from .artifacts import RUN_FILES, choose_run_dir, read_manifest, read_weights, save_run
-from .config import Config, ConfigSource, dump_config, load_config
+from .artifacts import (CHECKPOINT, FORMAT_VERSION, RUN_FILES, choose_run_dir, read_checkpoint, read_manifest,
+                        read_weights, save_checkpoint, save_run)
+from .config import Config, ConfigSource, _closest, dump_config, load_config
 from .data import CsvTable, DataSchema, Split, infer_task, read_features, stratified_split
-from .errors import ArtifactError, ConfigError, DataError
+from .errors import ArtifactError, ConfigError, DataError, DltrainError, TrainingDiverged
 from .losses import make_loss
-from .metrics import evaluate, predicted_classes
+from .metrics import (CLASSIFICATION_METRICS, DEFAULT_METRICS, REGRESSION_METRICS, class_indices, evaluate,
+                      higher_is_better, predicted_classes)
 from .model import Sequential
 from .optimizers import make_optimizer
-from .train import Callbacks, TrainOptions, train
+from .schedules import make_schedule
+from .train import Callbacks, EarlyStopping, Trainer, TrainOptions
 
 _OUTPUT_FOR_LOSS = {"cross_entropy": "softmax", "binary_cross_entropy": "sigmoid", "mse": "linear"}
 
@@ -174,6 +179,15 @@ class FitResult:
     history: list
     stop_reason: str
     metrics: dict
+    best_epoch: int = 0
+    monitor: str = "loss"
+    resumed_from: int = 0
+
+
+class TrainingInterrupted(DltrainError):
+    """Ctrl-C during fit: the last finished epoch is saved; exit code 130 as for SIGINT."""
+
+    exit_code = 130
 
 
 def _split_metrics(model, loss, data: PreparedData) -> dict:
@@ -186,37 +200,198 @@ def _split_metrics(model, loss, data: PreparedData) -> dict:
     return metrics
 
 
+def _logged_names(config: Config, has_validation: bool) -> list[str]:
+    names = ["loss", *config.train.metrics]
+    return names + [f"val_{name}" for name in names] if has_validation else names
+
+
+def check_training_options(config: Config, source: ConfigSource, data: PreparedData) -> Config:
+    """Fill in the logged metrics and check monitors and class weights against the data."""
+    task = config.task
+    n_classes = len(data.schema.class_labels)
+    choices = CLASSIFICATION_METRICS if task == "classification" else REGRESSION_METRICS
+    metrics = config.train.metrics if config.train.metrics is not None else DEFAULT_METRICS[task]
+    for index, name in enumerate(metrics):
+        if name not in choices:
+            raise ConfigError(f"{source.where(('train', 'metrics', index))}: train.metrics[{index}]: {name} is not "
+                              f"a {task} metric; choose from {', '.join(choices)}")
+        if name == "roc_auc" and n_classes != 2:
+            raise ConfigError(f"{source.where(('train', 'metrics', index))}: train.metrics[{index}]: roc_auc needs "
+                              f"two classes, the target has {n_classes}")
+    config = config.model_copy(update={"train": config.train.model_copy(update={"metrics": list(metrics)})})
+    logged = _logged_names(config, data.validation is not None)
+    monitors = [(("train", "early_stopping", "monitor"), config.train.early_stopping)]
+    if config.optimizer.schedule.name == "plateau":
+        monitors.append((("optimizer", "schedule", "monitor"), config.optimizer.schedule))
+    for path, spec in monitors:
+        if spec is not None and spec.monitor not in logged:
+            hint = " (there is no validation data: set data.validation)" if spec.monitor.startswith("val_") else ""
+            raise ConfigError(f"{source.where(path)}: {'.'.join(path)}: {spec.monitor!r} is not logged{hint}"
+                              f"{_closest(spec.monitor, logged)}; logged values: {', '.join(logged)}")
+    weights = config.train.class_weight
+    if isinstance(weights, dict):
+        unknown = sorted(set(weights) - set(data.schema.class_labels))
+        if task != "classification" or unknown:
+            raise ConfigError(f"{source.where(('train', 'class_weight'))}: train.class_weight: "
+                              + (f"unknown class {unknown[0]!r}; classes are {', '.join(data.schema.class_labels)}"
+                                 if task == "classification" else "only for classification"))
+    elif weights == "balanced" and task != "classification":
+        raise ConfigError(f"{source.where(('train', 'class_weight'))}: train.class_weight: only for classification")
+    return config
+
+
+def sample_weights(config: Config, schema: DataSchema, targets) -> np.ndarray | None:
+    """Per-row training weights from ``train.class_weight`` (balanced: n / (classes * count))."""
+    weights = config.train.class_weight
+    if weights is None:
+        return None
+    classes = class_indices(targets)
+    if weights == "balanced":
+        counts = np.bincount(classes, minlength=len(schema.class_labels)).astype(np.float64)
+        per_class = np.divide(len(classes), len(counts) * counts, out=np.zeros_like(counts), where=counts > 0)
+    else:
+        per_class = np.array([weights.get(label, 1.0) for label in schema.class_labels])
+    return per_class[classes].astype(np.float32)
+
+
+def _comparable(config: Config, base_dir: Path) -> dict:
+    """The config as a flat {dotted key: value} with absolute data paths, to compare runs."""
+    flat = {}
+
+    def walk(prefix, value):
+        if isinstance(value, dict):
+            for key, item in value.items():
+                walk(f"{prefix}.{key}" if prefix else key, item)
+        else:
+            flat[prefix] = value
+
+    walk("", config.to_dict())
+    for key in ("data.train", "data.test", "data.validation"):
+        if isinstance(flat.get(key), str):
+            flat[key] = str(_data_path(base_dir, flat[key]).resolve())
+    return flat
+
+
+_RESUMABLE_CHANGES = ("train.epochs", "train.early_stopping")
+
+
+def _refuse_changed_config(stored: dict, current: dict, run_dir: Path):
+    keys = sorted(set(stored) | set(current))
+    differing = [key for key in keys if not key.startswith(_RESUMABLE_CHANGES) and stored.get(key) != current.get(key)]
+    if differing:
+        details = "; ".join(f"{key}: {stored.get(key)!r} -> {current.get(key)!r}" for key in differing)
+        raise ConfigError(f"cannot resume {run_dir}: the config differs from the checkpoint in {details}. "
+                          "Only train.epochs and train.early_stopping may change; train into a new --out instead")
+
+
+class _Checkpointer:
+    """Writes the checkpoint after every epoch."""
+
+    def __init__(self, run_dir: Path, comparable: dict):
+        self.run_dir, self.comparable = run_dir, comparable
+
+    def __call__(self, trainer: Trainer):
+        meta, arrays = trainer.state()
+        meta.update({"format_version": FORMAT_VERSION, "config": self.comparable,
+                     "config_sha256": hashlib.sha256(json.dumps(self.comparable, sort_keys=True).encode()).hexdigest()})
+        save_checkpoint(self.run_dir, meta, arrays)
+
+
+def _save_model(run_dir, model, loss, data: PreparedData, config: Config, base_dir: Path, history, stop_reason,
+                best_epoch, monitor):
+    metrics = _split_metrics(model, loss, data)
+    stored = _relocate_paths(config, base_dir, run_dir)
+    manifest = {
+        "config": stored.to_dict(),
+        "data": data.schema.to_dict(),
+        "metrics": metrics,
+        "training": {"epochs_done": len(history), "stop_reason": stop_reason, "best_epoch": best_epoch,
+                     "monitor": monitor},
+    }
+    save_run(run_dir, model.state(), manifest, dump_config(stored), history)
+    return metrics
+
+
+def _save_from_checkpoint(run_dir, model, loss, data, config, base_dir, stop_reason):
+    """After Ctrl-C or divergence: the run's model becomes the last finished epoch's."""
+    try:
+        meta, arrays = read_checkpoint(run_dir)
+    except ArtifactError:
+        return 0
+    model.load_state({key[len("param/"):]: value for key, value in arrays.items() if key.startswith("param/")})
+    _save_model(run_dir, model, loss, data, config, base_dir, meta["history"], stop_reason,
+                meta["best"]["epoch"], "")
+    return meta["epoch"]
+
+
 def fit(config_path, overrides=(), out=None, force=False, callbacks: Callbacks | None = None,
-        on_run_dir=None) -> FitResult:
-    """Train from a config file and save the run folder; returns where and how it went."""
+        on_run_dir=None, resume=False) -> FitResult:
+    """Train from a config file and save the run folder; returns where and how it went.
+
+    With ``resume``, continue the checkpoint in ``out`` up to ``train.epochs``, bit for bit
+    as if training had never stopped."""
     config, base_dir, source = load_config(config_path, overrides)
     seeds = Seeds.from_seed(config.seed)
     data = prepare_data(config, source, base_dir, seeds)
-    config = data.config
-    run_dir = choose_run_dir(config.name, out, force)
-    if force:
-        for name in RUN_FILES:
-            (run_dir / name).unlink(missing_ok=True)
+    config = check_training_options(data.config, source, data)
+    comparable = _comparable(config, base_dir)
+    if resume:
+        if out is None:
+            raise ConfigError("--resume needs --out DIR: the run folder to continue")
+        run_dir = Path(out)
+        checkpoint = read_checkpoint(run_dir)
+        _refuse_changed_config(checkpoint[0]["config"], comparable, run_dir)
+        if checkpoint[0]["epoch"] >= config.train.epochs:
+            raise ConfigError(f"{run_dir}: already trained {checkpoint[0]['epoch']} epochs; to continue, raise "
+                              f"train.epochs (e.g. --set train.epochs={checkpoint[0]['epoch'] * 2})")
+    else:
+        run_dir = choose_run_dir(config.name, out, force)
+        if force:
+            for name in RUN_FILES + (CHECKPOINT,):
+                (run_dir / name).unlink(missing_ok=True)
     if on_run_dir:
         on_run_dir(run_dir)
     model = build_model(config, data.schema, seeds)
     loss = make_loss(config.loss, config.model.output.activation)
     optimizer = make_optimizer(config.optimizer.name, model.params, model.grads,
                                **config.optimizer.engine_options())
+    schedule_spec = config.optimizer.schedule
+    schedule = make_schedule(schedule_spec.name, config.optimizer.lr, config.train.epochs,
+                             **schedule_spec.engine_options())
+    if schedule_spec.name == "plateau":
+        schedule.higher_is_better = higher_is_better(schedule_spec.monitor)
+    stopping = None
+    if config.train.early_stopping is not None:
+        stopping = EarlyStopping(**config.train.early_stopping.model_dump())
     options = TrainOptions(config.train.epochs, config.train.batch_size, config.train.shuffle,
-                           config.train.tolerance, full_batch=config.optimizer.name == "gd")
-    result = train(model, loss, optimizer, data.train, data.validation, options, config.task,
-                   seeds.shuffle, callbacks)
-    metrics = _split_metrics(model, loss, data)
-    config = _relocate_paths(config, base_dir, run_dir)
-    manifest = {
-        "config": config.to_dict(),
-        "data": data.schema.to_dict(),
-        "metrics": metrics,
-        "training": {"epochs_done": result.epochs_done, "stop_reason": result.stop_reason},
-    }
-    save_run(run_dir, model.state(), manifest, dump_config(config), result.history)
-    return FitResult(run_dir, config, result.history, result.stop_reason, metrics)
+                           config.train.tolerance, full_batch=config.optimizer.name == "gd",
+                           metrics=tuple(config.train.metrics))
+    trainer = Trainer(model, loss, optimizer, data.train, data.validation, options, config.task,
+                      shuffle_rng=seeds.shuffle, dropout_rng=seeds.dropout, schedule=schedule,
+                      early_stopping=stopping, sample_weight=sample_weights(config, data.schema, data.train.targets),
+                      n_classes=len(data.schema.class_labels), callbacks=callbacks,
+                      on_epoch_saved=_Checkpointer(run_dir, comparable))
+    if resume:
+        trainer.load_state(*checkpoint)
+    resumed_from = trainer.epoch
+    try:
+        result = trainer.run()
+    except KeyboardInterrupt:
+        epoch = _save_from_checkpoint(run_dir, model, loss, data, config, base_dir, "interrupted")
+        if not epoch:
+            raise TrainingInterrupted("interrupted before the first epoch finished; nothing was saved") from None
+        raise TrainingInterrupted(
+            f"interrupted: {run_dir} holds the model after epoch {epoch}; resume with: "
+            f"dltrain fit {config_path} --out {run_dir} --resume") from None
+    except TrainingDiverged as error:
+        epoch = _save_from_checkpoint(run_dir, model, loss, data, config, base_dir, "diverged")
+        if epoch:
+            error.args = (f"{error.args[0]}. {run_dir} holds the model after epoch {epoch}, the last good one",)
+        raise
+    metrics = _save_model(run_dir, model, loss, data, config, base_dir, result.history, result.stop_reason,
+                          result.best_epoch, result.monitor)
+    return FitResult(run_dir, config, result.history, result.stop_reason, metrics, result.best_epoch,
+                     result.monitor, resumed_from)
 
 
 @dataclass
@@ -256,11 +431,11 @@ def load_run(run_dir) -> LoadedRun:
     return LoadedRun(run_dir, config, schema, model, manifest)
 
 
-def evaluate_run(run_dir, data_path) -> dict:
-    """Loss and metrics of a saved run on a labelled CSV."""
+def evaluate_run(run_dir, data_path) -> tuple[dict, list[str]]:
+    """Loss and every metric of a saved run on a labelled CSV, with the class labels in index order."""
     run = load_run(run_dir)
     features, targets = read_features(data_path, run.schema, with_target=True)
-    return evaluate(run.model, run.loss, features, targets, run.schema.task)
+    return evaluate(run.model, run.loss, features, targets, run.schema.task, detailed=True), run.schema.class_labels
 
 
 def predict_rows(run_dir, data_path) -> tuple[list[str], list[list]]:
