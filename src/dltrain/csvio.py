@@ -1,0 +1,434 @@
+"""CSV text to column arrays: dialect detection, a block-wise NumPy fast path, a csv-module fallback.
+
+The body is read in blocks of whole records. A block of plain numbers is parsed by
+``numpy.loadtxt`` (NumPy's C parser; integers first, which it parses several times faster
+than floats). A block that loadtxt refuses (text, empty cells, a ragged row, quotes around a
+delimiter) is parsed by the csv module instead, which knows every line number and names the
+exact cell at fault. Numeric columns land in one float32 matrix allocated once from the line
+count, so loading needs that matrix plus one block of memory.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import io
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .errors import DataError
+
+DELIMITERS = (",", ";", "\t", "|")
+DELIMITER_NAMES = {",": "','", ";": "';'", "\t": "tab", "|": "'|'"}
+# Cells that mean "no value", as spreadsheets and pandas write them (compared after stripping).
+MISSING_TOKENS = frozenset({"", "NA", "N/A", "n/a", "#N/A", "NaN", "nan", "-nan", "-NaN", "NULL", "null",
+                            "None", "<NA>"})
+BLOCK_CHARS = 1 << 22
+_SAMPLE_CHARS = 1 << 16
+_SAMPLE_ROWS = 50
+
+
+class _Restart(Exception):
+    """Columns thought numeric turned out to hold text; read again with them as text."""
+
+    def __init__(self, names):
+        super().__init__(names)
+        self.names = names
+
+
+def is_missing(cell: str) -> bool:
+    return cell.strip() in MISSING_TOKENS
+
+
+@dataclass
+class Columns:
+    """The requested columns of one CSV: numbers in a float32 matrix, targets in float64, text as str."""
+
+    path: Path
+    lines: np.ndarray                 # the line number where each row starts
+    numeric_names: list[str]
+    matrix: np.ndarray                # float32 (rows, len(numeric_names)); NaN marks a missing cell
+    wide: dict = field(default_factory=dict)    # name -> float64 column (targets keep full precision)
+    text: dict = field(default_factory=dict)    # name -> str column, stripped; "" marks a missing cell
+    integral: bool = False            # every numeric cell was parsed as an integer
+
+    @property
+    def n_rows(self) -> int:
+        return int(self.lines.shape[0])
+
+    def numbers(self, name: str) -> np.ndarray:
+        """A numeric column (a view into the matrix, or a float64 target column)."""
+        if name in self.wide:
+            return self.wide[name]
+        return self.matrix[:, self.numeric_names.index(name)]
+
+    def kind(self, name: str) -> str:
+        return "text" if name in self.text else "numeric"
+
+    def line(self, row: int) -> int:
+        return int(self.lines[row])
+
+    def take(self, rows: np.ndarray) -> "Columns":
+        """A copy holding only ``rows``."""
+        return Columns(self.path, self.lines[rows], list(self.numeric_names), self.matrix[rows],
+                       {name: values[rows] for name, values in self.wide.items()},
+                       {name: values[rows] for name, values in self.text.items()}, self.integral)
+
+
+def _codec(encoding: str) -> str:
+    try:
+        name = codecs.lookup(encoding).name
+    except LookupError:
+        raise DataError(f"unknown text encoding {encoding!r}; use e.g. utf-8, latin-1 or cp1252") from None
+    return "utf-8-sig" if name in ("utf-8", "utf-8-sig") else name
+
+
+class CsvFile:
+    """A CSV file's header and dialect, read before its body is parsed."""
+
+    def __init__(self, path: Path, header: list[str], delimiter: str, detected: bool, encoding: str,
+                 decimal: str, header_lines: int):
+        self.path = path
+        self.header = header
+        self.delimiter = delimiter
+        self.detected = detected
+        self.encoding = encoding
+        self.decimal = decimal
+        self.header_lines = header_lines
+
+    @classmethod
+    def open(cls, path, delimiter: str | None = None, encoding: str = "utf-8", decimal: str = ".") -> "CsvFile":
+        """Read the header, detecting the delimiter among , ; tab | unless one is given."""
+        path = Path(path)
+        codec = _codec(encoding)
+        sample = _read_sample(path, codec)
+        if not sample.strip():
+            raise DataError(f"{path}: the file is empty; a header row of column names is needed")
+        detected = delimiter is None
+        if detected:
+            delimiter = detect_delimiter(sample)
+        reader = csv.reader(io.StringIO(sample), delimiter=delimiter)
+        try:
+            header = next(reader)
+            while not "".join(header).strip():
+                header = next(reader)
+        except StopIteration:
+            raise DataError(f"{path}: the file is empty; a header row of column names is needed") from None
+        except csv.Error as error:
+            raise DataError(f"{path}:{reader.line_num}: cannot read the header ({error})") from None
+        header = [name.strip() or f"column_{index}" for index, name in enumerate(header, start=1)]
+        positions = {}
+        for index, name in enumerate(header, start=1):
+            positions.setdefault(name, []).append(index)
+        duplicates = [f"{name!r} (columns {' and '.join(map(str, places))})"
+                      for name, places in positions.items() if len(places) > 1]
+        if duplicates:
+            raise DataError(f"{path}:{reader.line_num}: duplicated column name {', '.join(duplicates)}; "
+                            "give every column a distinct name")
+        return cls(path, header, delimiter, detected, codec, decimal, reader.line_num)
+
+    # ------------------------------------------------------------ reading
+
+    def index(self, column: str, role: str = "feature") -> int:
+        if column not in self.header:
+            raise DataError(f"{self.path}:1: {role} column {column!r} not found; "
+                            f"columns are {', '.join(self.header)}")
+        return self.header.index(column)
+
+    def read(self, numeric=(), wide=(), text=(), fixed: dict | None = None) -> Columns:
+        """Read the named columns: ``numeric`` into float32, ``wide`` into float64, ``text`` as str.
+
+        A numeric or wide column that holds text becomes a text column, unless it is in
+        ``fixed`` (name -> what to tell the user), where text is a DataError naming the cell."""
+        numeric, wide, text = list(numeric), list(wide), list(text)
+        fixed = fixed or {}
+        for name in numeric + wide + text:
+            self.index(name)
+        while True:
+            try:
+                return self._read_once(numeric, wide, text, fixed)
+            except _Restart as restart:
+                numeric = [name for name in numeric if name not in restart.names]
+                wide = [name for name in wide if name not in restart.names]
+                text = text + [name for name in restart.names if name not in text]
+
+    def _read_once(self, numeric, wide, text, fixed) -> Columns:
+        capacity = count_lines(self.path)
+        matrix = np.empty((capacity, len(numeric)), dtype=np.float32)
+        wide_values = np.empty((capacity, len(wide)), dtype=np.float64)
+        lines = np.empty(capacity, dtype=np.int64)
+        text_blocks = {name: [] for name in text}
+        usecols = [self.header.index(name) for name in numeric + wide]
+        # Where each requested column lands in a block parsed by NumPy (every column, in file
+        # order, when all are requested; else in usecols order): a slice when contiguous.
+        fast_order = usecols if len(usecols) == len(self.header) else list(range(len(usecols)))
+        fast_numeric = _as_slice(fast_order[:len(numeric)])
+        fast_wide = _as_slice(fast_order[len(numeric):])
+        integer = True
+        integral = True
+        rows = 0
+        text_indices = [self.header.index(name) for name in text]
+        for first_line, block, breaks in self._blocks():
+            fast = self._parse_fast(block, breaks, usecols, text_indices, integer)
+            if fast is not None:
+                parsed, text_values = fast
+                if parsed.dtype.kind == "f":
+                    integer = integral = False
+                count = parsed.shape[0]
+                block_lines = np.arange(first_line, first_line + count)
+                block_numeric, block_wide = parsed[:, fast_numeric], parsed[:, fast_wide]
+                text_cells = dict(zip(text, text_values))
+            else:
+                parsed, block_lines, text_cells, block_integral = self._parse_records(
+                    block, first_line, numeric + wide, text, fixed)
+                integral = integral and block_integral
+                count = parsed.shape[0]
+                block_numeric, block_wide = parsed[:, :len(numeric)], parsed[:, len(numeric):]
+            if rows + count > capacity:  # only if the line count was wrong; never expected
+                capacity = 2 * (rows + count)
+                matrix = _grow(matrix, capacity)
+                wide_values = _grow(wide_values, capacity)
+                lines = _grow(lines, capacity)
+            matrix[rows:rows + count] = block_numeric
+            wide_values[rows:rows + count] = block_wide
+            lines[rows:rows + count] = block_lines
+            for name, cells in text_cells.items():
+                text_blocks[name].append(cells)
+            rows += count
+        if rows == 0:
+            raise DataError(f"{self.path}: the file has a header but no data rows")
+        text_columns = {name: np.concatenate(blocks) for name, blocks in text_blocks.items()}
+        return Columns(self.path, lines[:rows], list(numeric), matrix[:rows],
+                       {name: wide_values[:rows, index] for index, name in enumerate(wide)},
+                       text_columns, integral)
+
+    def _blocks(self):
+        """(first line number, text, line breaks in it) of consecutive blocks of whole records."""
+        try:
+            with self.path.open(encoding=self.encoding, newline=None) as handle:
+                for _ in range(self.header_lines):
+                    handle.readline()
+                line = self.header_lines + 1
+                while True:
+                    block = handle.read(BLOCK_CHARS)
+                    if not block:
+                        return
+                    if not block.endswith("\n"):
+                        block += handle.readline()
+                    if '"' in block:
+                        while block.count('"') % 2:  # a quoted field runs on past the block's end
+                            more = handle.readline()
+                            if not more:
+                                break
+                            block += more
+                    breaks = block.count("\n")
+                    yield line, block, breaks
+                    line += breaks
+        except UnicodeDecodeError:
+            raise _decode_error(self.path, self.encoding) from None
+        except OSError as error:
+            raise DataError(f"{self.path}: cannot read ({error.strerror or error})") from None
+
+    def _parse_fast(self, block: str, breaks: int, usecols, text_indices, integer: bool):
+        """(numbers, text columns) of a block by NumPy's C parser, or None when it needs the csv module."""
+        if self.decimal != "." or block.isspace() or "\n\n" in block or block.startswith("\n"):
+            return None  # blank lines would shift the line numbers
+        width = len(self.header)
+        n_rows = breaks + (not block.endswith("\n"))
+        every_column = len(usecols) == width
+        if not every_column:
+            # loadtxt does not notice extra fields outside usecols: check the field counts here.
+            if '"' in block or any(line.count(self.delimiter) != width - 1 for line in block.splitlines()):
+                return None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            numbers = self._numbers(block, usecols, every_column, integer) if usecols else np.empty((n_rows, 0))
+            if numbers is None or numbers.shape[0] != n_rows:
+                return None  # a quoted line break: only the csv module knows each row's line
+            if not text_indices:
+                return numbers, []
+            try:  # no quotes here (checked above), so splitting on the delimiter is the csv module's answer
+                cells = np.loadtxt(io.StringIO(block), delimiter=self.delimiter, dtype=str, usecols=text_indices,
+                                   ndmin=2, comments=None, quotechar=None)
+            except ValueError:
+                return None
+        if cells.shape[0] != n_rows:
+            return None
+        return numbers, [_missing_as_empty(np.char.strip(cells[:, index])) for index in range(len(text_indices))]
+
+    def _numbers(self, block: str, usecols, every_column: bool, integer: bool):
+        for dtype in ((np.int32, np.float64) if integer else (np.float64,)):
+            try:
+                values = np.loadtxt(io.StringIO(block), delimiter=self.delimiter, dtype=dtype,
+                                    usecols=None if every_column else usecols, ndmin=2, quotechar='"',
+                                    comments=None)
+            except (ValueError, OverflowError):
+                continue
+            if every_column and values.shape[1] != len(self.header):
+                return None
+            return values
+        return None
+
+    def _parse_records(self, block: str, first_line: int, numeric_names, text_names, fixed):
+        """The block by the csv module: numbers (float64), line numbers, text cells, integral flag."""
+        reader = csv.reader(io.StringIO(block), delimiter=self.delimiter)
+        records, lines = [], []
+        width = len(self.header)
+        previous = 0
+        try:
+            for record in reader:
+                line = first_line + previous
+                previous = reader.line_num
+                if not record or not "".join(record).strip():
+                    continue
+                if len(record) != width:
+                    hint = (f" (the delimiter {DELIMITER_NAMES[self.delimiter]} was detected; set "
+                            "data.delimiter if that is wrong)") if self.detected else ""
+                    raise DataError(f"{self.path}:{line}: row has {len(record)} fields but the header has "
+                                    f"{width}; fix the row or its quoting{hint}")
+                records.append(record)
+                lines.append(line)
+        except csv.Error as error:
+            raise DataError(f"{self.path}:{first_line + previous}: cannot parse the row ({error}); "
+                            "check its quoting") from None
+        columns = list(zip(*records)) if records else [()] * width
+        values = np.empty((len(records), len(numeric_names)), dtype=np.float64)
+        integral = True
+        discovered = []
+        for position, name in enumerate(numeric_names):
+            cells = columns[self.header.index(name)]
+            numbers, bad = to_numbers(cells, self.decimal)
+            if bad is not None:
+                if name in fixed:
+                    raise DataError(f"{self.path}:{lines[bad]}: column {name!r} has {cells[bad].strip()!r}, "
+                                    f"which is not a number; {fixed[name]}")
+                discovered.append(name)
+                continue
+            values[:, position] = numbers
+            if integral:
+                finite = numbers[np.isfinite(numbers)]
+                integral = bool(np.all(finite == np.round(finite)))
+        if discovered:
+            raise _Restart(discovered)
+        text_cells = {name: to_text(columns[self.header.index(name)]) for name in text_names}
+        return values, np.asarray(lines, dtype=np.int64), text_cells, integral
+
+
+def _as_slice(positions: list):
+    """A slice for ascending consecutive positions (a view, no copy), else the list itself."""
+    if positions and positions == list(range(positions[0], positions[0] + len(positions))):
+        return slice(positions[0], positions[0] + len(positions))
+    return positions if positions else slice(0, 0)
+
+
+def _grow(array: np.ndarray, capacity: int) -> np.ndarray:
+    grown = np.empty((capacity,) + array.shape[1:], dtype=array.dtype)
+    grown[:array.shape[0]] = array
+    return grown
+
+
+def to_numbers(cells, decimal: str = "."):
+    """(float64 values with NaN for missing cells, index of the first non-number or None)."""
+    if decimal == ".":
+        try:
+            return np.array(cells, dtype=np.float64).reshape(-1), None
+        except ValueError:
+            pass
+    values = np.empty(len(cells), dtype=np.float64)
+    for index, cell in enumerate(cells):
+        cell = cell.strip()
+        if cell in MISSING_TOKENS:
+            values[index] = np.nan
+            continue
+        if decimal != ".":
+            if "." in cell:
+                return values, index
+            cell = cell.replace(decimal, ".")
+        try:
+            values[index] = float(cell)
+        except ValueError:
+            return values, index
+    return values, None
+
+
+def to_text(cells) -> np.ndarray:
+    """Stripped cells as a str array, with every missing-value token as ""."""
+    stripped = [cell.strip() for cell in cells]
+    return np.array(["" if cell in MISSING_TOKENS else cell for cell in stripped], dtype=str).reshape(-1)
+
+
+def _missing_as_empty(cells: np.ndarray) -> np.ndarray:
+    cells = cells.reshape(-1)
+    cells[np.isin(cells, list(MISSING_TOKENS))] = ""
+    return cells
+
+
+def count_lines(path: Path) -> int:
+    """An upper bound on the number of records: line breaks of any style, plus one."""
+    counts = {b"\n": 0, b"\r": 0}
+    try:
+        for separator in counts:  # \r only for old Mac files, which have no \n at all
+            with path.open("rb") as handle:
+                while chunk := handle.read(1 << 22):
+                    counts[separator] += chunk.count(separator)
+            if counts[separator]:
+                break
+    except OSError as error:
+        raise DataError(f"{path}: cannot read ({error.strerror or error})") from None
+    return max(counts.values()) + 1
+
+
+def _read_sample(path: Path, codec: str) -> str:
+    """The start of the file as text: whole lines, enough to see the header and the dialect."""
+    try:
+        if path.is_dir():
+            raise DataError(f"{path}: is a folder, not a CSV file")
+        with path.open(encoding=codec, newline=None) as handle:
+            sample = handle.read(_SAMPLE_CHARS)
+            if len(sample) == _SAMPLE_CHARS and not sample.endswith("\n"):
+                sample += handle.readline()
+            return sample
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found") from None
+    except UnicodeDecodeError:
+        raise _decode_error(path, codec) from None
+    except OSError as error:
+        raise DataError(f"{path}: cannot read ({error.strerror or error})") from None
+
+
+def _decode_error(path: Path, codec: str) -> DataError:
+    """Name the first line that is not valid text in ``codec``."""
+    decoder = codecs.getincrementaldecoder(codec)()
+    with path.open("rb") as handle:
+        for line_number, raw in enumerate(handle, start=1):
+            try:
+                decoder.decode(raw)
+            except UnicodeDecodeError as error:
+                shown = codec.replace("-sig", "")
+                return DataError(f"{path}:{line_number}: not {shown} text (byte {raw[error.start]:#04x} at "
+                                 f"column {error.start + 1}); save the file as UTF-8, or set data.encoding "
+                                 "(e.g. latin-1 or cp1252)")
+    return DataError(f"{path}: not {codec} text; save the file as UTF-8 or set data.encoding")
+
+
+def detect_delimiter(sample: str) -> str:
+    """The delimiter among , ; tab | that splits the sample's rows into equal numbers of fields."""
+    rows_text = sample.splitlines()[:_SAMPLE_ROWS + 1]
+    best, best_score = ",", (False, 1)
+    for delimiter in DELIMITERS:
+        try:
+            rows = [row for row in csv.reader(rows_text, delimiter=delimiter) if "".join(row).strip()]
+        except csv.Error:
+            continue
+        if not rows or len(rows[0]) < 2:
+            continue
+        width = len(rows[0])
+        # The last sampled row may be cut short or hold a quoted line break; it does not vote.
+        consistent = all(len(row) == width for row in rows[1:-1] or rows[1:])
+        score = (consistent, width)
+        if score > best_score:
+            best, best_score = delimiter, score
+    return best

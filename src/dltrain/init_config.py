@@ -1,0 +1,265 @@
+"""``dltrain init``: look at a CSV and write a commented starter config that trains as written.
+
+Every decision is visible in the YAML: the detected delimiter, each column's type, the columns
+left out and why (IDs, dates, free text, constants), how empty cells are filled, the task and
+a network sized to the data.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .artifacts import atomic_write
+from .config import ConfigSource, build_config, parse_yaml
+from .csvio import DELIMITER_NAMES, CsvFile
+from .data import BOOLEAN_WORDS, MAX_CATEGORIES, _mostly_numbers, infer_task, target_labels
+from .errors import ConfigError, DataError
+
+MAX_LISTED_COLUMNS = 40     # wider files list only the columns that need a setting
+MAX_STARTER_CATEGORIES = 200
+TARGET_UPDATES = 3000       # epochs are chosen to give about this many optimizer steps
+_ID_NAME = re.compile(r"(^|[_\W])(id|uuid|guid|key|index)$|^(id|uuid|guid|key|index)($|[_\W])", re.I)
+_DATE = re.compile(r"^\d{4}-\d{1,2}-\d{1,2}([ T]\d{1,2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})?)?$"
+                   r"|^\d{1,2}[/.]\d{1,2}[/.]\d{2,4}$")
+_PLAIN = re.compile(r"^[A-Za-z_./][A-Za-z0-9_./-]*$")
+_YAML_WORDS = {"y", "n", "yes", "no", "on", "off", "true", "false", "null", "none", "~"}
+
+
+def yaml_scalar(value) -> str:
+    """A YAML scalar: plain when unambiguous, else a double-quoted (JSON) string."""
+    if isinstance(value, bool) or value is None:
+        return json.dumps(value)
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if _PLAIN.match(value) and value.lower() not in _YAML_WORDS:
+        return value
+    return json.dumps(value, ensure_ascii=False)
+
+
+@dataclass
+class ColumnReport:
+    name: str
+    kind: str                     # numeric | categorical | boolean
+    empty: int
+    rows: int
+    distinct: int
+    excluded: str | None = None   # why the column is left out
+    settings: dict = field(default_factory=dict)
+    note: str = ""
+
+
+@dataclass
+class StarterConfig:
+    text: str
+    features: list[str]
+    excluded: dict
+    task: str
+    n_inputs: int
+    classes: list[str]
+
+
+def _commented(code: str, comment: str, width: int = 31) -> str:
+    return f"{code:<{width}} # {comment}" if comment else code
+
+
+def _share(count: int, total: int) -> str:
+    return f"{count} empty cell{'s' if count != 1 else ''} ({100 * count / total:.0f}%)"
+
+
+def _describe_text(name: str, values: np.ndarray, columns) -> ColumnReport:
+    present = values[values != ""]
+    unique = np.unique(present)
+    report = ColumnReport(name, "categorical", int(values.size - present.size), int(values.size), int(unique.size))
+    if present.size == 0:
+        report.excluded = "every cell is empty"
+        return report
+    mostly = _mostly_numbers(values)
+    if mostly is not None:
+        row, numbers, total = mostly
+        report.excluded = (f"mostly numbers ({numbers} of {total}), but line {columns.line(row)} has "
+                           f"{str(values[row])!r}: fix such cells, then include it")
+        return report
+    words = {word.lower() for word in unique.tolist()}
+    if words <= set(BOOLEAN_WORDS):
+        report.kind = "boolean"
+        report.note = "/".join(sorted(words))
+        return report
+    dates = sum(bool(_DATE.match(word)) for word in unique[:1000].tolist())
+    if dates >= 0.9 * min(unique.size, 1000):
+        report.excluded = "dates: derive numeric columns from them (e.g. month, weekday) to use them"
+    elif unique.size > 20 and np.mean([" " in word for word in unique[:1000].tolist()]) > 0.5:
+        report.excluded = f"free text: {unique.size} distinct values in {present.size} rows"
+    elif unique.size == present.size and present.size >= 10:
+        report.excluded = f"ID-like: all {present.size} values are different"
+    elif unique.size > MAX_STARTER_CATEGORIES or (unique.size > 20 and unique.size > 0.5 * present.size):
+        report.excluded = f"free text: {unique.size} distinct values in {present.size} rows"
+    elif unique.size == 1:
+        report.excluded = f"constant: every row holds {str(unique[0])!r}"
+    else:
+        shown = ", ".join(unique[:6].tolist()) + (", …" if unique.size > 6 else "")
+        report.note = f"{unique.size} values: {shown}"
+    return report
+
+
+def _describe_numbers(name: str, values: np.ndarray) -> ColumnReport:
+    empty = np.isnan(values)
+    present = values[~empty]
+    unique = np.unique(present)
+    report = ColumnReport(name, "numeric", int(empty.sum()), int(values.size), int(unique.size))
+    if present.size == 0:
+        report.excluded = "every cell is empty"
+    elif unique.size == 1:
+        report.excluded = f"constant: every row holds {float(unique[0]):g}"
+    elif np.isinf(present).any():
+        report.excluded = "holds infinite values: fix them to use it"
+    else:
+        integral = bool(np.all(present == np.round(present)))
+        consecutive = integral and unique.size == present.size and unique[-1] - unique[0] == unique.size - 1
+        if integral and unique.size == present.size and present.size >= 10 and (consecutive or _ID_NAME.search(name)):
+            report.excluded = f"ID-like: all {present.size} values are different whole numbers"
+        else:
+            report.note = f"{float(present.min()):g} to {float(present.max()):g}"
+    return report
+
+
+def starter_config(data_path, target: str, out_path, encoding: str = "utf-8") -> StarterConfig:
+    """The YAML text of a starter config for ``data_path`` predicting ``target``, to be saved at ``out_path``."""
+    data_path, out_path = Path(data_path), Path(out_path)
+    table = CsvFile.open(data_path, encoding=encoding)
+    table.index(target, "target")
+    others = [name for name in table.header if name != target]
+    if not others:
+        raise DataError(f"{data_path}:1: the file has only the target column {target!r}; features are needed")
+    columns = table.read(numeric=others, wide=[target])
+    rows = columns.n_rows
+
+    reports = []
+    for name in others:
+        if name in columns.text:
+            reports.append(_describe_text(name, columns.text[name], columns))
+        else:
+            reports.append(_describe_numbers(name, columns.numbers(name)))
+    for report in reports:
+        if report.excluded is None and report.empty:
+            report.settings["missing"] = "median" if report.kind == "numeric" else "mode"
+            report.note = f"{_share(report.empty, rows)}; {report.note}".rstrip("; ")
+    features = [report for report in reports if report.excluded is None]
+    if not features:
+        reasons = "; ".join(f"{report.name}: {report.excluded}" for report in reports)
+        raise DataError(f"{data_path}: no column is usable as a feature ({reasons})")
+
+    # The target: rows without it are skipped; its values decide the task.
+    raw = columns.text[target] if target in columns.text else columns.numbers(target)
+    target_empty = (raw == "") if raw.dtype.kind == "U" else np.isnan(raw)
+    present = raw[~target_empty]
+    if present.size == 0:
+        raise DataError(f"{data_path}: the target column {target!r} is empty in every row")
+    task = infer_task(present)
+    classes = []
+    if task == "classification":
+        classes = sorted(set(target_labels(present).tolist()))
+        if len(classes) < 2:
+            raise DataError(f"{data_path}: the target {target!r} has only one value ({classes[0]!r}); "
+                            "there is nothing to learn")
+        if len(classes) > MAX_CATEGORIES:
+            raise DataError(f"{data_path}: the target {target!r} has {len(classes)} distinct text values; "
+                            "choose a column with classes to predict, or a numeric one")
+        task_note = (f"{len(classes)} classes: {', '.join(classes[:8])}{', …' if len(classes) > 8 else ''}"
+                     + ("; one sigmoid output" if len(classes) == 2 else ""))
+    else:
+        task_note = f"{target} is numeric ({np.unique(present).size} distinct values)"
+
+    n_inputs = sum(report.distinct if report.kind == "categorical" else 1 for report in features)
+    kept_rows = int(present.size)
+    train_rows = max(1, int(kept_rows * 0.8))
+    batch_size = 32 if train_rows < 10_000 else 128
+    batches = math.ceil(train_rows / batch_size)
+    epochs = int(min(200, max(10, math.ceil(TARGET_UPDATES / batches))))
+    units = 16 if n_inputs <= 8 else 32 if n_inputs <= 64 else 64 if n_inputs <= 256 else 128
+    learning_rate = 0.01 if train_rows < 5_000 else 0.001
+    layers = [units, units] if train_rows >= 5_000 else [units]
+
+    relative = os.path.relpath(data_path.resolve(), out_path.resolve().parent)
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", data_path.stem).strip("-._") or "model"
+    name = name if name[0].isalnum() else f"run-{name}"
+    lines = [
+        f"# Starter config written by `dltrain init {data_path.name} --target {target}`.",
+        f"# {rows} rows, {len(table.header)} columns. Train it with: dltrain fit {out_path.name}",
+        f"name: {yaml_scalar(name)}",
+        "seed: 0",
+        "data:",
+        _commented(f"  train: {yaml_scalar(relative)}", "relative to this file"),
+        f"  target: {yaml_scalar(target)}",
+        _commented(f"  delimiter: {json.dumps(table.delimiter)}", f"detected: {DELIMITER_NAMES[table.delimiter]}"),
+    ]
+    if table.encoding.replace("-sig", "") != "utf-8":
+        lines.append(f"  encoding: {yaml_scalar(encoding)}")
+    excluded = {report.name: report.excluded for report in reports if report.excluded}
+    if excluded:
+        lines.append(_commented("  exclude:", "never used as features"))
+        lines.extend(_commented(f"    - {yaml_scalar(column)}", reason) for column, reason in excluded.items())
+    lines += [
+        _commented("  validation: 0.2", "fraction held out" + (", stratified by class" if classes else "")),
+        _commented("  scale: standard", "numeric columns; statistics from the training split only"),
+        _commented("  missing: error", "an empty cell in a column without its own policy stops training"),
+    ]
+    listed = [report for report in features
+              if len(features) <= MAX_LISTED_COLUMNS or report.settings or report.kind != "numeric"]
+    target_setting = {"missing": "drop"} if target_empty.any() else {}
+    if listed or target_setting:
+        entries = []
+        for report in listed:
+            settings = {"type": report.kind, **report.settings}
+            body = ", ".join(f"{key}: {value}" for key, value in settings.items())
+            entries.append((f"    {yaml_scalar(report.name)}: {{{body}}}", report.note))
+        if target_setting:
+            entries.append((f"    {yaml_scalar(target)}: {{missing: drop}}",
+                            f"the target: {_share(int(target_empty.sum()), rows)}; those rows are skipped"))
+        width = max(31, *(len(code) for code, _ in entries))
+        lines.append("  columns:")
+        lines.extend(_commented(code, note, width) for code, note in entries)
+    unlisted = len(features) - len(listed)
+    if unlisted:
+        which = "other " if listed else ""
+        lines.append(f"  # the {which}{unlisted} feature columns are numeric with no empty cells")
+    lines += [
+        _commented(f"task: {task}", task_note),
+        "model:",
+        _commented("  layers:", f"{n_inputs} inputs after one-hot encoding"),
+        *[f"    - {{units: {width}, activation: relu}}" for width in layers],
+        _commented("  output: {activation: auto}", "softmax, sigmoid or linear, from the task"),
+        f"optimizer: {{name: adam, lr: {learning_rate}}}",
+        "train:",
+        _commented(f"  epochs: {epochs}", f"{epochs * batches} updates of {batch_size} rows"),
+        f"  batch_size: {batch_size}",
+        "",
+    ]
+    text = "\n".join(lines)
+    return StarterConfig(text, [report.name for report in features], excluded, task, n_inputs, classes)
+
+
+def write_starter_config(data_path, target: str, out_path, force: bool = False,
+                         encoding: str = "utf-8") -> StarterConfig:
+    """Write the starter config to ``out_path`` (refusing to overwrite unless ``force``)."""
+    out_path = Path(out_path)
+    if out_path.exists() and not force:
+        raise ConfigError(f"{out_path}: already exists; pass --force to overwrite it, or choose another --out")
+    if out_path.is_dir():
+        raise ConfigError(f"{out_path}: is a folder; give --out a file name such as config.yaml")
+    if not out_path.parent.is_dir():
+        raise ConfigError(f"{out_path.parent}: folder not found; create it or choose another --out")
+    starter = starter_config(data_path, target, out_path, encoding)
+    data, positions = parse_yaml(starter.text, str(out_path))
+    build_config(data, ConfigSource(str(out_path), positions, {}))  # a config that does not load is our bug
+    try:
+        atomic_write(out_path, starter.text)
+    except OSError as error:
+        raise ConfigError(f"{out_path}: cannot write ({error.strerror or error})") from None
+    return starter

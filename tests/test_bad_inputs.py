@@ -1,0 +1,76 @@
+"""Every mistake in tests/bad_inputs/ exits 2 with a message naming it, and never a traceback."""
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from dltrain import workflow
+from dltrain.cli import app
+
+CORPUS = Path(__file__).parent / "bad_inputs"
+CASES = sorted(path.parent for path in CORPUS.glob("*/case.yaml"))
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("base")
+    shutil.copytree(CORPUS / "_base", folder, dirs_exist_ok=True)
+    workflow.fit(folder / "base.yaml", out=folder / "run")
+    return folder / "run"
+
+
+def _edit(folder: Path, step: dict):
+    if "truncate" in step:
+        path = folder / step["truncate"]
+        path.write_bytes(path.read_bytes()[:step["keep"]])
+    elif "flip_byte" in step:
+        path = folder / step["flip_byte"]
+        payload = bytearray(path.read_bytes())
+        payload[step["at"]] ^= 0xFF
+        path.write_bytes(bytes(payload))
+    elif "delete" in step:
+        (folder / step["delete"]).unlink()
+    elif "write" in step:
+        (folder / step["write"]).write_text(step["text"])
+    elif "json" in step:
+        path = folder / step["json"]
+        document = json.loads(path.read_text())
+        node = document
+        for key in step["key"][:-1]:
+            node = node[key]
+        node[step["key"][-1]] = step["value"]
+        path.write_text(json.dumps(document))
+    elif "sha" in step:
+        run_dir = folder / step["sha"]
+        manifest = json.loads((run_dir / "model.json").read_text())
+        manifest["model_sha256"] = hashlib.sha256((run_dir / "model.npz").read_bytes()).hexdigest()
+        (run_dir / "model.json").write_text(json.dumps(manifest))
+    else:
+        raise ValueError(f"unknown edit step {step}")
+
+
+def test_the_corpus_is_large_enough():
+    assert len(CASES) >= 30
+
+
+@pytest.mark.parametrize("case", CASES, ids=[case.name for case in CASES])
+def test_bad_input_exits_2_with_its_message(case, tmp_path, trained_run, monkeypatch):
+    spec = yaml.safe_load((case / "case.yaml").read_text())
+    work = tmp_path / case.name
+    shutil.copytree(case, work)
+    if spec.get("run"):
+        shutil.copytree(trained_run, work / "run")
+    for step in spec.get("edit", []):
+        _edit(work, step)
+    monkeypatch.chdir(work)
+    result = runner.invoke(app, spec["args"])
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+    assert result.exit_code == spec.get("exit", 2), result.output
+    assert spec["expect"] in result.output, result.output
+    assert "Traceback" not in result.output

@@ -1,0 +1,139 @@
+"""The parsed-data cache: hits skip parsing, any change to the file or the options misses."""
+
+import os
+
+import numpy as np
+import pytest
+
+from dltrain import datacache, workflow
+from dltrain.csvio import CsvFile
+
+
+@pytest.fixture
+def cache_everything(monkeypatch):
+    monkeypatch.setattr(datacache, "MIN_BYTES", 0)
+    monkeypatch.delenv(datacache.CACHE_ENV, raising=False)
+
+
+@pytest.fixture
+def parses(monkeypatch):
+    """Counts how often a CSV body is really parsed."""
+    calls = []
+    original = CsvFile.read
+
+    def counting(self, *args, **kwargs):
+        calls.append(self.path.name)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(CsvFile, "read", counting)
+    return calls
+
+
+def make_csv(path, rows=200, seed=0):
+    rng = np.random.default_rng(seed)
+    lines = ["a,b,colour,label"]
+    for index in range(rows):
+        lines.append(f"{rng.integers(0, 255)},{rng.normal():.4f},{['red', 'blue'][index % 2]},{index % 3}")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+REQUEST = {"numeric": ["a", "b"], "wide": ["label"], "text": ["colour"], "fixed": {}}
+
+
+def test_a_second_read_comes_from_the_cache_and_is_identical(tmp_path, cache_everything, parses):
+    path = make_csv(tmp_path / "d.csv")
+    first = datacache.read_columns(CsvFile.open(path), REQUEST, tmp_path / "cache")
+    second = datacache.read_columns(CsvFile.open(path), REQUEST, tmp_path / "cache")
+    assert parses == ["d.csv"]
+    np.testing.assert_array_equal(first.matrix, second.matrix)
+    assert second.matrix.dtype == np.float32
+    np.testing.assert_array_equal(first.wide["label"], second.wide["label"])
+    assert second.text["colour"].tolist() == first.text["colour"].tolist()
+    np.testing.assert_array_equal(first.lines, second.lines)
+    entries = sorted(path.name for path in (tmp_path / "cache").iterdir())
+    assert len(entries) == 2 and entries[0].endswith(".json") and entries[1].endswith(".npz")
+    with np.load(tmp_path / "cache" / entries[1], allow_pickle=False) as archive:  # plain arrays only
+        assert all(archive[name].dtype != object for name in archive.files)
+
+
+def test_integer_data_is_stored_compactly(tmp_path, cache_everything):
+    path = tmp_path / "ints.csv"
+    path.write_text("a,b\n" + "\n".join(f"{i % 256},{(i * 7) % 256}" for i in range(100)) + "\n")
+    request = {"numeric": ["a", "b"]}
+    datacache.read_columns(CsvFile.open(path), request, tmp_path / "cache")
+    archive_path = next((tmp_path / "cache").glob("*.npz"))
+    with np.load(archive_path, allow_pickle=False) as archive:
+        assert archive["matrix"].dtype == np.uint8
+    cached = datacache.read_columns(CsvFile.open(path), request, tmp_path / "cache")
+    assert cached.matrix.dtype == np.float32 and cached.matrix[:, 1].tolist() == [(i * 7) % 256 for i in range(100)]
+
+
+def test_changed_content_of_the_same_size_and_time_misses(tmp_path, cache_everything, parses):
+    path = make_csv(tmp_path / "d.csv")
+    datacache.read_columns(CsvFile.open(path), REQUEST, tmp_path / "cache")
+    status = path.stat()
+    text = path.read_text()
+    path.write_text(text.replace("red", "rod", 1))  # same size
+    os.utime(path, ns=(status.st_atime_ns, status.st_mtime_ns))  # same modification time
+    columns = datacache.read_columns(CsvFile.open(path), REQUEST, tmp_path / "cache")
+    assert parses == ["d.csv", "d.csv"]
+    assert columns.text["colour"][0] == "rod"
+
+
+def test_other_options_use_another_entry(tmp_path, cache_everything, parses):
+    path = make_csv(tmp_path / "d.csv")
+    datacache.read_columns(CsvFile.open(path), REQUEST, tmp_path / "cache")
+    datacache.read_columns(CsvFile.open(path), {**REQUEST, "numeric": ["a"]}, tmp_path / "cache")
+    datacache.read_columns(CsvFile.open(path, delimiter=";"), {"text": ["a,b,colour,label"]}, tmp_path / "cache")
+    assert len(parses) == 3
+    datacache.read_columns(CsvFile.open(path), REQUEST, tmp_path / "cache")
+    assert len(parses) == 3  # the first entry is still there
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "delete_arrays", "bad_meta"])
+def test_a_damaged_entry_is_ignored_and_replaced(tmp_path, cache_everything, parses, damage):
+    path = make_csv(tmp_path / "d.csv")
+    expected = datacache.read_columns(CsvFile.open(path), REQUEST, tmp_path / "cache")
+    arrays = next((tmp_path / "cache").glob("*.npz"))
+    meta = next((tmp_path / "cache").glob("*.json"))
+    if damage == "truncate":
+        arrays.write_bytes(arrays.read_bytes()[:200])
+    elif damage == "garbage":
+        arrays.write_bytes(b"PK\x03\x04" + os.urandom(500))
+    elif damage == "delete_arrays":
+        arrays.unlink()
+    else:
+        meta.write_text("{not json")
+    columns = datacache.read_columns(CsvFile.open(path), REQUEST, tmp_path / "cache")
+    np.testing.assert_array_equal(columns.matrix, expected.matrix)
+    assert len(parses) == 2
+    datacache.read_columns(CsvFile.open(path), REQUEST, tmp_path / "cache")
+    assert len(parses) == 2  # replaced by a good entry
+
+
+def test_fit_uses_the_cache_beside_the_config_and_it_can_be_turned_off(tmp_path, cache_everything, parses,
+                                                                          monkeypatch):
+    make_csv(tmp_path / "d.csv")
+    (tmp_path / "c.yaml").write_text("name: c\ndata: {train: d.csv, target: label}\ntrain: {epochs: 1}\n")
+    first = workflow.check(tmp_path / "c.yaml")
+    second = workflow.check(tmp_path / "c.yaml")
+    assert parses == ["d.csv"]
+    assert (tmp_path / ".dltrain-cache").is_dir()
+    np.testing.assert_array_equal(first.data.train.features, second.data.train.features)
+    workflow.check(tmp_path / "c.yaml", ["data.cache=false"])
+    assert parses == ["d.csv", "d.csv"]
+    monkeypatch.setenv(datacache.CACHE_ENV, str(tmp_path / "elsewhere"))
+    workflow.check(tmp_path / "c.yaml")
+    assert len(list((tmp_path / "elsewhere").glob("*.npz"))) == 1
+
+
+def test_small_files_and_unwritable_folders_skip_the_cache(tmp_path, monkeypatch, parses):
+    path = make_csv(tmp_path / "d.csv")
+    monkeypatch.setattr(datacache, "MIN_BYTES", 10**9)
+    datacache.read_columns(CsvFile.open(path), REQUEST, tmp_path / "cache")
+    assert not (tmp_path / "cache").exists()
+    monkeypatch.setattr(datacache, "MIN_BYTES", 0)
+    (tmp_path / "blocked").write_text("a file where the cache folder should be")
+    columns = datacache.read_columns(CsvFile.open(path), REQUEST, tmp_path / "blocked" / "cache")
+    assert columns.n_rows == 200

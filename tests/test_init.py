@@ -1,0 +1,107 @@
+"""`dltrain init`: a commented starter config that trains as written."""
+
+import numpy as np
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from dltrain.cli import app
+
+runner = CliRunner()
+
+
+def run(*args):
+    return runner.invoke(app, [str(arg) for arg in args])
+
+
+@pytest.fixture
+def messy_csv(tmp_path):
+    """Semicolons, a BOM, CRLF, an ID, dates, free text, empty cells, a boolean and a categorical column."""
+    rng = np.random.default_rng(0)
+    lines = ["customer_id;signup_date;income;region;member;note;constant;monthly_spend"]
+    for index in range(160):
+        region = ["north", "south", "east", "west"][index % 4]
+        income = 30000 + rng.random() * 40000
+        spend = income / 1000 + {"north": 5, "south": -5, "east": 0, "west": 8}[region] + rng.normal()
+        cells = [f"C{index:05d}", f"2021-{index % 12 + 1:02d}-{index % 28 + 1:02d}",
+                 "" if index % 9 == 4 else f"{income:.2f}", "" if index % 13 == 6 else region,
+                 "yes" if index % 3 else "no", f'"free words about customer {index}; nothing more"', "1",
+                 "" if index % 31 == 10 else f"{spend:.3f}"]
+        lines.append(";".join(cells))
+    path = tmp_path / "data" / "customers.csv"
+    path.parent.mkdir()
+    path.write_bytes(("\ufeff" + "\r\n".join(lines) + "\r\n\r\n").encode("utf-8"))
+    return path
+
+
+def test_init_writes_a_commented_config_that_trains_as_written(tmp_path, messy_csv, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "configs").mkdir()
+    result = run("init", messy_csv, "--target", "monthly_spend", "--out", "configs/spend.yaml")
+    assert result.exit_code == 0, result.output
+    assert "wrote configs/spend.yaml: 3 feature columns (6 inputs), 4 excluded; task regression" in result.output
+    text = (tmp_path / "configs" / "spend.yaml").read_text()
+    assert "train: ../data/customers.csv" in text  # relative to the config itself
+    assert 'delimiter: ";"' in text and "# detected: ';'" in text
+    assert "- customer_id               # ID-like: all 160 values are different" in text
+    assert "- signup_date               # dates:" in text
+    assert "- note                      # free text: 160 distinct values" in text
+    assert "- constant                  # constant: every row holds 1" in text
+    assert "income: {type: numeric, missing: median}   # 18 empty cells (11%)" in text
+    assert ("region: {type: categorical, missing: mode} # 12 empty cells (8%); 4 values: east, north, south, "
+            "west") in text
+    assert "member: {type: boolean}" in text
+    assert "monthly_spend: {missing: drop}" in text and "those rows are skipped" in text
+    assert "task: regression" in text
+    config = yaml.safe_load(text)
+    assert config["data"]["exclude"] == ["customer_id", "signup_date", "note", "constant"]
+    # It trains as written, from another working directory.
+    monkeypatch.chdir(messy_csv.parent)
+    fitted = run("fit", tmp_path / "configs" / "spend.yaml", "--out", tmp_path / "run", "--quiet")
+    assert fitted.exit_code == 0, fitted.output
+    assert "validation" in fitted.output
+    evaluated = run("eval", tmp_path / "run", messy_csv, "--json")
+    assert evaluated.exit_code == 0, evaluated.output
+
+
+def test_init_on_a_classification_target(tmp_path, root, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = run("init", root / "data" / "iris.csv", "--target", "species")
+    assert result.exit_code == 0, result.output
+    text = (tmp_path / "iris.yaml").read_text()
+    assert "task: classification            # 3 classes: setosa, versicolor, virginica" in text
+    assert "fraction held out, stratified by class" in text
+    assert "exclude" not in text
+    fitted = run("fit", "iris.yaml", "--out", "run", "--quiet", "--set", "train.epochs=40")
+    assert fitted.exit_code == 0, fitted.output
+
+
+def test_init_lists_only_columns_that_need_a_setting_in_wide_files(tmp_path):
+    header = ",".join(f"p{index}" for index in range(60)) + ",label"
+    rows = [",".join(str((row * 7 + column) % 255) for column in range(60)) + f",{row % 2}" for row in range(40)]
+    (tmp_path / "wide.csv").write_text(header + "\n" + "\n".join(rows) + "\n")
+    result = run("init", tmp_path / "wide.csv", "--target", "label", "--out", tmp_path / "wide.yaml")
+    assert result.exit_code == 0, result.output
+    text = (tmp_path / "wide.yaml").read_text()
+    assert "p3:" not in text and "# the 60 feature columns are numeric with no empty cells" in text
+    assert "one sigmoid output" in text
+
+
+def test_init_refuses_to_overwrite_and_names_mistakes(tmp_path, messy_csv):
+    out = tmp_path / "c.yaml"
+    out.write_text("mine\n")
+    result = run("init", messy_csv, "--target", "monthly_spend", "--out", out)
+    assert result.exit_code == 2 and "already exists; pass --force" in result.output
+    assert out.read_text() == "mine\n"
+    assert run("init", messy_csv, "--target", "monthly_spend", "--out", out, "--force").exit_code == 0
+    result = run("init", messy_csv, "--target", "spend", "--out", tmp_path / "d.yaml")
+    assert result.exit_code == 2
+    assert "target column 'spend' not found; columns are customer_id, signup_date" in result.output
+    result = run("init", tmp_path / "none.csv", "--target", "y", "--out", tmp_path / "e.yaml")
+    assert result.exit_code == 2 and "none.csv: file not found" in result.output
+    result = run("init", messy_csv)
+    assert result.exit_code == 2 and "Missing option '--target'" in result.output
+    (tmp_path / "one.csv").write_text("x,y\n1,a\n2,a\n")
+    result = run("init", tmp_path / "one.csv", "--target", "y", "--out", tmp_path / "f.yaml")
+    assert result.exit_code == 2 and "has only one value ('a'); there is nothing to learn" in result.output
+    assert "Traceback" not in result.output
