@@ -32,8 +32,11 @@ _UMASK = os.umask(0o022)
 os.umask(_UMASK)
 
 
-def atomic_write(path, data: bytes | str):
-    """Write to a temporary file beside ``path``, fsync it, then rename it over ``path``."""
+def atomic_write(path, data: bytes | str, durable: bool = True):
+    """Write to a temporary file beside ``path``, fsync it, then rename it over ``path``.
+
+    A reader sees the old file or the new one, never a mix. ``durable=False`` skips the
+    fsyncs: still safe against a crash of this process, not against losing power."""
     path = Path(path)
     payload = data.encode("utf-8") if isinstance(data, str) else data
     descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -42,16 +45,36 @@ def atomic_write(path, data: bytes | str):
         with os.fdopen(descriptor, "wb") as handle:
             handle.write(payload)
             handle.flush()
-            os.fsync(handle.fileno())
+            if durable:
+                os.fsync(handle.fileno())
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+    if not durable:
+        return
     directory = os.open(path.parent, os.O_RDONLY)
     try:
         os.fsync(directory)
     finally:
         os.close(directory)
+
+
+@contextlib.contextmanager
+def atomic_file(path):
+    """A binary handle for streaming a large file; like ``atomic_write``, it appears whole or not at all."""
+    path = Path(path)
+    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.fchmod(descriptor, 0o666 & ~_UMASK)
+        with os.fdopen(descriptor, "wb") as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
 
 
 def npz_bytes(arrays: dict) -> bytes:
@@ -144,12 +167,12 @@ def save_run(directory, arrays: dict, manifest: dict, config_yaml: str, history:
     return manifest
 
 
-def save_checkpoint(directory, meta: dict, arrays: dict):
+def save_checkpoint(directory, meta: dict, arrays: dict, durable: bool = True):
     """One file holding the training state: arrays, plus the metadata as a JSON text array."""
     payload = dict(arrays)
     payload["meta.json"] = np.array(json.dumps(meta, allow_nan=True))
     with deferred_interrupts():
-        atomic_write(Path(directory) / CHECKPOINT, npz_bytes(payload))
+        atomic_write(Path(directory) / CHECKPOINT, npz_bytes(payload), durable)
 
 
 def read_checkpoint(directory):

@@ -45,6 +45,32 @@ SetOption = Annotated[Optional[List[str]], typer.Option(
 
 @app.command()
 @user_errors
+def init(
+    data: DataArg,
+    target: Annotated[str, typer.Option("--target", help="The column to predict.", show_default=False)],
+    out: Annotated[Optional[Path], typer.Option(help="Config file to write (default: <DATA name>.yaml here).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite --out if it exists.")] = False,
+    encoding: Annotated[str, typer.Option(help="Text encoding of the CSV, e.g. latin-1.")] = "utf-8",
+):
+    """Write a commented starter config for a CSV: column types, exclusions, missing values, network.
+
+    Example: dltrain init customers.csv --target churn --out churn.yaml && dltrain fit churn.yaml
+    """
+    from .init_config import write_starter_config
+
+    out = out if out is not None else Path(f"{data.stem}.yaml")
+    starter = write_starter_config(data, target, out, force, encoding)
+    classes = f" ({len(starter.classes)} classes)" if starter.classes else ""
+    report.console.print(f"wrote {out}: {len(starter.features)} feature columns ({starter.n_inputs} inputs), "
+                         f"{len(starter.excluded)} excluded; task {starter.task}{classes}", markup=False,
+                         soft_wrap=True)
+    for column, reason in starter.excluded.items():
+        report.console.print(f"  excluded {column}: {reason}", markup=False, soft_wrap=True)
+    report.console.print(f"next: dltrain fit {out}", markup=False)
+
+
+@app.command()
+@user_errors
 def check(config: ConfigArg, overrides: SetOption = None):
     """Validate a config and its data; print the resolved config and a model summary."""
     result = workflow.check(config, overrides or [])
@@ -127,6 +153,17 @@ def predict(run_dir: RunArg, data: DataArg,
     else:
         atomic_write(out, text)
         report.error_console.print(f"wrote {len(rows)} predictions to {out}", markup=False)
+
+
+@app.command()
+@user_errors
+def plot(run_dir: RunArg,
+         out: Annotated[Optional[Path], typer.Option(help="PNG file (default: RUN_DIR/curves.png).")] = None):
+    """Draw training and validation curves per epoch, with the best epoch marked (needs dltrain[plot])."""
+    from .plot import plot_curves
+
+    path = plot_curves(run_dir, out)
+    report.console.print(f"wrote {path}", markup=False)
 
 
 def main():

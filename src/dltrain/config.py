@@ -6,6 +6,7 @@ Every mistake becomes one ConfigError of the form
 
 from __future__ import annotations
 
+import codecs
 import difflib
 import re
 import typing
@@ -33,13 +34,69 @@ class Spec(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+MissingPolicy = Literal["error", "drop", "mean", "median", "mode", "constant"]
+_DELIMITER_ALIASES = {"tab": "\t", "\\t": "\t", "comma": ",", "semicolon": ";", "pipe": "|"}
+
+
+def _fill_value(value):
+    if value is not None and not isinstance(value, (bool, int, float, str)):
+        raise ValueError("must be a number, text, or true/false")
+    return value
+
+
+def _column_names(value, what):
+    if not isinstance(value, list):
+        return value
+    duplicates = sorted({name for name in value if value.count(name) > 1}, key=str)
+    if duplicates:
+        raise ValueError(f"lists {duplicates[0]!r} twice; {what}")
+    return value
+
+
+class ColumnSpec(Spec):
+    """One column's settings under ``data.columns``."""
+
+    type: Optional[Literal["numeric", "categorical", "boolean"]] = None   # None: inferred from the cells
+    missing: Optional[MissingPolicy] = None                              # None: data.missing
+    fill: Optional[Union[bool, float, str]] = None                       # the value for missing: constant
+    unknown: Literal["error", "ignore"] = "error"                        # categorical: an unseen value
+
+    @field_validator("fill", mode="before")
+    @classmethod
+    def _scalar_fill(cls, value):
+        return _fill_value(value)
+
+    @model_validator(mode="after")
+    def _fill_goes_with_constant(self):
+        if self.missing == "constant" and self.fill is None:
+            raise ValueError("missing: constant needs fill, e.g. fill: 0")
+        if self.fill is not None and self.missing != "constant":
+            raise ValueError("fill is used only with missing: constant")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _only_settings_given(self, handler):
+        # A dumped column lists what it sets, e.g. {missing: median}, and still loads back equal.
+        data = handler(self)
+        return {key: value for key, value in data.items()
+                if value is not None and not (key == "unknown" and value == "error")}
+
+
 class DataSpec(Spec):
     train: str
-    target: str
+    target: Union[str, list[str]]
     features: Optional[list[str]] = None
+    exclude: list[str] = []
     validation: Union[float, str] = 0.2
     test: Optional[str] = None
     scale: Literal["standard", "minmax", "none"] = "standard"
+    delimiter: Optional[Literal[",", ";", "\t", "|"]] = None           # None: detected in each file
+    decimal: Literal[".", ","] = "."
+    encoding: str = "utf-8"
+    missing: MissingPolicy = "error"
+    fill: Optional[Union[bool, float, str]] = None
+    columns: dict[str, ColumnSpec] = {}
+    cache: bool = True
 
     @field_validator("validation", mode="before")
     @classmethod
@@ -49,6 +106,54 @@ class DataSpec(Spec):
         if isinstance(value, (int, float)) and not 0 <= value < 1:
             raise ValueError("must be a fraction >= 0 and < 1, or a CSV path")
         return value
+
+    @field_validator("target", mode="before")
+    @classmethod
+    def _column_or_columns(cls, value):
+        if isinstance(value, list):
+            if not value or not all(isinstance(name, str) and name for name in value):
+                raise ValueError("must be a column name, or a non-empty list of numeric column names")
+            return _column_names(value, "name each target once")
+        if not isinstance(value, str) or not value:
+            raise ValueError("must be a column name, or a list of numeric column names")
+        return value
+
+    @field_validator("features", "exclude", mode="after")
+    @classmethod
+    def _distinct(cls, value):
+        return _column_names(value, "name each column once")
+
+    @field_validator("delimiter", mode="before")
+    @classmethod
+    def _delimiter_alias(cls, value):
+        value = _DELIMITER_ALIASES.get(value, value) if isinstance(value, str) else value
+        if value not in (None, ",", ";", "\t", "|"):
+            raise ValueError("must be ',', ';', tab (\"\\t\") or '|', or null to detect it")
+        return value
+
+    @field_validator("encoding", mode="after")
+    @classmethod
+    def _known_encoding(cls, value):
+        try:
+            codecs.lookup(value)
+        except LookupError:
+            raise ValueError(f"unknown text encoding {value!r}; use e.g. utf-8, latin-1 or cp1252") from None
+        return value
+
+    @field_validator("fill", mode="before")
+    @classmethod
+    def _scalar_fill(cls, value):
+        return _fill_value(value)
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        if self.missing == "constant" and self.fill is None:
+            raise ValueError("missing: constant needs fill, e.g. fill: 0")
+        if self.fill is not None and self.missing != "constant":
+            raise ValueError("fill is used only with missing: constant")
+        if self.delimiter is not None and self.delimiter == self.decimal:
+            raise ValueError("delimiter and decimal are both ','; a decimal comma needs delimiter ';'")
+        return self
 
 
 class DenseSpec(Spec):
@@ -261,9 +366,21 @@ def _positions(node, path=(), table=None):
     return table
 
 
+def _unreadable(error, text: str, source_name: str) -> ConfigError:
+    """A character YAML does not allow (a control character, say), with its line and column."""
+    before = text[:error.position]
+    line, column = before.count("\n") + 1, error.position - (before.rfind("\n") + 1) + 1
+    character = f"U+{error.character:04X}" if isinstance(error.character, int) else repr(error.character)
+    return ConfigError(f"{source_name}:{line}:{column}: invalid YAML: character {character} is not allowed "
+                       "in a YAML file; remove it")
+
+
 def parse_yaml(text: str, source_name: str):
     """Parse YAML text into (data, positions); syntax errors and duplicates become ConfigError."""
-    loader = _StrictLoader(text)
+    try:
+        loader = _StrictLoader(text)
+    except yaml.reader.ReaderError as error:
+        raise _unreadable(error, text, source_name) from None
     loader.source_name = source_name
     try:
         node = loader.get_single_node()
@@ -274,6 +391,8 @@ def parse_yaml(text: str, source_name: str):
         mark = error.problem_mark or error.context_mark
         where = f"{source_name}:{mark.line + 1}:{mark.column + 1}" if mark else source_name
         raise ConfigError(f"{where}: invalid YAML: {error.problem or error.context}") from None
+    except yaml.reader.ReaderError as error:
+        raise _unreadable(error, text, source_name) from None
     except yaml.YAMLError as error:
         raise ConfigError(f"{source_name}: invalid YAML: {error}") from None
     finally:
@@ -367,6 +486,9 @@ def _spec_at(path, data):
                     following.extend(inner if isinstance(inner, list) else [inner])
             elif isinstance(spec, type) and issubclass(spec, BaseModel) and part in spec.model_fields:
                 inner = _unwrap(spec.model_fields[part].annotation)
+                following.extend(inner if isinstance(inner, list) else [inner])
+            elif typing.get_origin(spec) is dict:  # a name-keyed mapping such as data.columns
+                inner = _unwrap(typing.get_args(spec)[1])
                 following.extend(inner if isinstance(inner, list) else [inner])
         node = node[part] if isinstance(node, (dict, list)) else None
         if len(following) > 1 and isinstance(node, dict):

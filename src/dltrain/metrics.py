@@ -90,15 +90,17 @@ def classification_scalars(matrix: np.ndarray, true_classes=None, positive_score
 
 
 def regression_metrics(targets: np.ndarray, outputs: np.ndarray) -> dict:
+    """MSE, RMSE, MAE and R² per output column, averaged over the outputs (multi-output regression)."""
     errors = outputs.astype(np.float64) - targets
-    mse = float(np.mean(errors ** 2))
-    total = float(np.sum((targets - targets.mean(axis=0)) ** 2, dtype=np.float64))
-    residual = float(np.sum(errors ** 2))
+    squared = np.mean(errors ** 2, axis=0)
+    total = np.sum((targets - targets.mean(axis=0, dtype=np.float64)) ** 2, axis=0, dtype=np.float64)
+    residual = np.sum(errors ** 2, axis=0)
+    unexplained = np.divide(residual, total, out=np.full_like(total, np.nan), where=total > 0)
     return {
-        "mse": mse,
-        "rmse": float(np.sqrt(mse)),
+        "mse": float(np.mean(squared)),
+        "rmse": float(np.mean(np.sqrt(squared))),
         "mae": float(np.mean(np.abs(errors))),
-        "r2": 1.0 - residual / total if total > 0 else float("nan"),
+        "r2": float(np.mean(1.0 - unexplained)),
     }
 
 

@@ -19,6 +19,8 @@ def format_value(value) -> str:
     if isinstance(value, float):
         if math.isnan(value):
             return "nan"
+        if value != 0 and abs(value) < 1e-3:
+            return f"{value:.3e}"
         return f"{value:.4f}" if abs(value) < 1e5 else f"{value:.4g}"
     return str(value)
 

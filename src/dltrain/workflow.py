@@ -9,7 +9,9 @@ import csv
 import hashlib
 import io
 import json
+import math
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,13 +21,16 @@ from pydantic import ValidationError
 from .artifacts import (CHECKPOINT, FORMAT_VERSION, RUN_FILES, choose_run_dir, read_checkpoint, read_manifest,
                         read_weights, save_checkpoint, save_run)
 from .config import Config, ConfigSource, _closest, dump_config, load_config
-from .data import CsvTable, DataSchema, Split, infer_task, read_features, stratified_split
+from . import datacache
+from .csvio import CsvFile
+from .data import (ColumnOptions, DataPlan, DataSchema, Split, checked_rows, column_encodings, infer_task,
+                   plan_data, read_features, stratified_split, target_labels)
 from .errors import ArtifactError, ConfigError, DataError, DltrainError, TrainingDiverged
 from .losses import make_loss
 from .metrics import (CLASSIFICATION_METRICS, DEFAULT_METRICS, REGRESSION_METRICS, class_indices, evaluate,
                       higher_is_better, predicted_classes)
 from .model import Sequential
-from .optimizers import make_optimizer
+from .optimizers import make_model_optimizer
 from .schedules import make_schedule
 from .train import Callbacks, EarlyStopping, Trainer, TrainOptions
 
@@ -89,48 +94,63 @@ def _data_path(base_dir: Path, value: str) -> Path:
     return path if path.is_absolute() else Path(os.path.normpath(base_dir / path))
 
 
+def _data_plan(spec, table: CsvFile, source: ConfigSource) -> DataPlan:
+    options = {name: ColumnOptions(column.type, column.missing, column.fill, column.unknown)
+               for name, column in spec.columns.items()}
+    return plan_data(table, spec.target, spec.features, spec.exclude, options, spec.missing, spec.fill,
+                     source.where)
+
+
 def prepare_data(config: Config, source: ConfigSource, base_dir: Path, seeds: Seeds) -> PreparedData:
-    """Read the CSVs, resolve ``auto`` settings, split, fit scaling on train only, encode targets."""
+    """Read the CSVs, type the columns, resolve ``auto`` settings, split, fit preprocessing on train only."""
     spec = config.data
-    train_path = _data_path(base_dir, spec.train)
-    table = CsvTable.open(train_path)
-    table.index(spec.target, "target")
-    feature_names = spec.features if spec.features is not None else [c for c in table.header if c != spec.target]
-    if spec.target in feature_names:
-        raise ConfigError(f"{source.where(('data', 'features'))}: data.features: lists the target "
-                          f"{spec.target!r}; remove it from the features")
-    if not feature_names:
-        raise ConfigError(f"{source.where(('data',))}: data: no feature columns; {train_path} has only "
-                          f"the target {spec.target!r}")
-    raw_target = table.text(spec.target, "target")
-    features = table.numeric(feature_names)
-    task = infer_task(raw_target) if config.task == "auto" else config.task
-    n_classes = len(np.unique(raw_target)) if task == "classification" else 0
+    table = CsvFile.open(_data_path(base_dir, spec.train), spec.delimiter, spec.encoding, spec.decimal)
+    plan = _data_plan(spec, table, source)
+    multi_output = len(plan.targets) > 1
+    if multi_output and config.task == "classification":
+        raise ConfigError(f"{source.where(('task',))}: task: several targets mean multi-output regression; "
+                          "use task: regression (or auto), or give one target")
+    target_policies = {plan.target_policy(name) for name in plan.targets}
+    if len(target_policies) > 1:
+        raise ConfigError(f"{source.where(('data', 'columns'))}: data.columns: give every target the same "
+                          "missing policy (error or drop)")
+    target_missing = target_policies.pop()
+    cache = datacache.cache_folder(base_dir) if spec.cache else None
+    columns = datacache.read_columns(table, plan.request(config.task), cache)
+    encodings = column_encodings(columns, plan)
+    rows = checked_rows(columns, encodings, plan.targets, target_missing, "train")
+    rows = np.arange(columns.n_rows) if rows is None else rows
+
+    target = plan.targets[0]
+    raw_target = (columns.text[target] if target in columns.text else columns.numbers(target))[rows]
+    task = "regression" if multi_output else infer_task(raw_target) if config.task == "auto" else config.task
+    labels = target_labels(raw_target) if task == "classification" else None
+    n_classes = len(np.unique(labels)) if labels is not None else 0
     if task == "classification" and n_classes < 2:
-        raise DataError(f"{train_path}: target {spec.target!r} has only one class "
-                        f"({raw_target[0]!r}); a classifier needs at least two")
+        raise DataError(f"{table.path}: target {target!r} has only one class "
+                        f"({str(labels[0])!r}); a classifier needs at least two")
     config = _resolve(config, source, task, n_classes)
 
-    validation_table = None
     if isinstance(spec.validation, str):
-        validation_table = CsvTable.open(_data_path(base_dir, spec.validation))
-        train_rows, validation_rows = np.arange(len(raw_target)), None
+        train_rows, validation_rows = rows, None
     else:
-        labels = raw_target if task == "classification" else None
-        train_rows, validation_rows = stratified_split(labels, len(raw_target), spec.validation, seeds.split)
-    train_features = features[train_rows]
-    schema = DataSchema.fit(train_features, raw_target[train_rows], feature_names, spec.target, task, spec.scale)
+        train_positions, validation_positions = stratified_split(labels, len(rows), spec.validation, seeds.split)
+        train_rows, validation_rows = rows[train_positions], rows[validation_positions]
+        if labels is not None and len(np.unique(labels[train_positions])) < 2:
+            raise DataError(f"{table.path}: the training split has only one class; lower data.validation")
+    csv_options = {"delimiter": spec.delimiter, "decimal": spec.decimal, "encoding": spec.encoding}
+    schema = DataSchema.fit(columns, encodings, train_rows, rows, plan.targets, task, spec.scale,
+                            target_missing, csv_options)
     schema.binary = config.loss == "binary_cross_entropy"
-    if task == "classification" and len(schema.class_labels) < 2:
-        raise DataError(f"{train_path}: the training split has only one class; lower data.validation")
-    train = Split(schema.transform(train_features), schema.encode_target(raw_target[train_rows], train_path))
-
     validation = None
-    if validation_table is not None:
-        validation = Split(*read_features(validation_table.path, schema, with_target=True))
+    if isinstance(spec.validation, str):
+        validation = Split(*read_features(_data_path(base_dir, spec.validation), schema, with_target=True))
     elif validation_rows is not None and len(validation_rows):
-        validation = Split(schema.transform(features[validation_rows]),
-                           schema.encode_target(raw_target[validation_rows], train_path))
+        validation = Split(schema.encode_features(columns, validation_rows),
+                           schema.encode_target(columns, validation_rows))
+    # Last, as it may reuse the parsed matrix in place instead of copying the training rows.
+    train_targets = schema.encode_target(columns, train_rows)
+    train = Split(schema.encode_features(columns, train_rows, in_place=True), train_targets)
     test = None
     if spec.test is not None:
         test = Split(*read_features(_data_path(base_dir, spec.test), schema, with_target=True))
@@ -140,7 +160,7 @@ def prepare_data(config: Config, source: ConfigSource, base_dir: Path, seeds: Se
 def build_model(config: Config, schema: DataSchema, seeds: Seeds | None = None) -> Sequential:
     seeds = seeds or Seeds.from_seed(config.seed)
     hidden = [layer.model_dump() for layer in config.model.layers]
-    return Sequential.build(len(schema.feature_names), hidden, schema.n_outputs, config.model.output.activation,
+    return Sequential.build(schema.n_inputs, hidden, schema.n_outputs, config.model.output.activation,
                             init_rng=seeds.init, dropout_rng=seeds.dropout, output_init=config.model.output.init)
 
 
@@ -169,7 +189,8 @@ def check(config_path, overrides=()) -> CheckResult:
     config, base_dir, source = load_config(config_path, overrides)
     seeds = Seeds.from_seed(config.seed)
     data = prepare_data(config, source, base_dir, seeds)
-    return CheckResult(data.config, build_model(data.config, data.schema, seeds), data)
+    config = check_training_options(data.config, source, data)
+    return CheckResult(config, build_model(config, data.schema, seeds), data)
 
 
 @dataclass
@@ -225,7 +246,8 @@ def check_training_options(config: Config, source: ConfigSource, data: PreparedD
         monitors.append((("optimizer", "schedule", "monitor"), config.optimizer.schedule))
     for path, spec in monitors:
         if spec is not None and spec.monitor not in logged:
-            hint = " (there is no validation data: set data.validation)" if spec.monitor.startswith("val_") else ""
+            no_validation = data.validation is None and spec.monitor.startswith("val_")
+            hint = " (there is no validation data: set data.validation)" if no_validation else ""
             raise ConfigError(f"{source.where(path)}: {'.'.join(path)}: {spec.monitor!r} is not logged{hint}"
                               f"{_closest(spec.monitor, logged)}; logged values: {', '.join(logged)}")
     weights = config.train.class_weight
@@ -285,16 +307,26 @@ def _refuse_changed_config(stored: dict, current: dict, run_dir: Path):
 
 
 class _Checkpointer:
-    """Writes the checkpoint after every epoch."""
+    """Writes the checkpoint after every epoch (atomically), flushing it to disk every few seconds.
+
+    fsync costs tens of milliseconds here, more than an epoch of a small model; renaming
+    alone already protects the checkpoint from a crash or Ctrl-C of this process."""
+
+    SYNC_SECONDS = 5.0
 
     def __init__(self, run_dir: Path, comparable: dict):
         self.run_dir, self.comparable = run_dir, comparable
+        self.config_sha256 = hashlib.sha256(json.dumps(comparable, sort_keys=True).encode()).hexdigest()
+        self.last_sync = -math.inf
 
     def __call__(self, trainer: Trainer):
         meta, arrays = trainer.state()
         meta.update({"format_version": FORMAT_VERSION, "config": self.comparable,
-                     "config_sha256": hashlib.sha256(json.dumps(self.comparable, sort_keys=True).encode()).hexdigest()})
-        save_checkpoint(self.run_dir, meta, arrays)
+                     "config_sha256": self.config_sha256})
+        durable = time.monotonic() - self.last_sync >= self.SYNC_SECONDS or trainer.stop_reason != "running"
+        save_checkpoint(self.run_dir, meta, arrays, durable)
+        if durable:
+            self.last_sync = time.monotonic()
 
 
 def _save_model(run_dir, model, loss, data: PreparedData, config: Config, base_dir: Path, history, stop_reason,
@@ -319,8 +351,9 @@ def _save_from_checkpoint(run_dir, model, loss, data, config, base_dir, stop_rea
     except ArtifactError:
         return 0
     model.load_state({key[len("param/"):]: value for key, value in arrays.items() if key.startswith("param/")})
-    _save_model(run_dir, model, loss, data, config, base_dir, meta["history"], stop_reason,
-                meta["best"]["epoch"], "")
+    columns = meta["history_columns"]
+    history = [dict(zip(columns, row)) for row in arrays["history"].tolist()]
+    _save_model(run_dir, model, loss, data, config, base_dir, history, stop_reason, meta["best"]["epoch"], "")
     return meta["epoch"]
 
 
@@ -353,8 +386,7 @@ def fit(config_path, overrides=(), out=None, force=False, callbacks: Callbacks |
         on_run_dir(run_dir)
     model = build_model(config, data.schema, seeds)
     loss = make_loss(config.loss, config.model.output.activation)
-    optimizer = make_optimizer(config.optimizer.name, model.params, model.grads,
-                               **config.optimizer.engine_options())
+    optimizer = make_model_optimizer(config.optimizer.name, model, **config.optimizer.engine_options())
     schedule_spec = config.optimizer.schedule
     schedule = make_schedule(schedule_spec.name, config.optimizer.lr, config.train.epochs,
                              **schedule_spec.engine_options())
@@ -444,8 +476,8 @@ def predict_rows(run_dir, data_path) -> tuple[list[str], list[list]]:
     features, _ = read_features(data_path, run.schema, with_target=False)
     outputs = run.model.predict(features)
     schema = run.schema
-    if schema.task == "regression":
-        return [schema.target], [[repr(float(value))] for value in outputs[:, 0]]
+    if schema.task == "regression":  # one column per target
+        return schema.targets, [[repr(float(value)) for value in row] for row in outputs.tolist()]
     probabilities = np.column_stack([1.0 - outputs[:, 0], outputs[:, 0]]) if schema.binary else outputs
     labels = np.asarray(schema.class_labels, dtype=object)[predicted_classes(outputs)]
     header = [schema.target] + [f"prob_{label}" for label in schema.class_labels]

@@ -1,0 +1,56 @@
+"""Learning curves from a run folder's history.csv, drawn with matplotlib (optional extra)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from pathlib import Path
+
+from .artifacts import atomic_write, read_manifest
+from .errors import ArtifactError, DltrainError
+
+
+def read_history(run_dir) -> list[dict]:
+    path = Path(run_dir) / "history.csv"
+    if not path.exists():
+        raise ArtifactError(f"{path}: missing; {run_dir} does not hold a finished run")
+    rows = list(csv.DictReader(io.StringIO(path.read_text(encoding="utf-8"))))
+    if not rows:
+        raise ArtifactError(f"{path}: has no epochs to plot")
+    return [{key: float(value) for key, value in row.items() if value not in ("", None)} for row in rows]
+
+
+def plot_curves(run_dir, out=None) -> Path:
+    """Write a PNG of loss and every logged metric per epoch, train beside validation, best epoch marked."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise DltrainError("plotting needs matplotlib: pip install 'dltrain[plot]'") from None
+    run_dir = Path(run_dir)
+    manifest = read_manifest(run_dir)
+    history = read_history(run_dir)
+    best_epoch = manifest.get("training", {}).get("best_epoch") or 0
+    names = [key for key in history[0] if key not in ("epoch", "lr", "seconds") and not key.startswith("val_")]
+    epochs = [row["epoch"] for row in history]
+    figure, axes = plt.subplots(len(names), 1, figsize=(7, 2.8 * len(names)), sharex=True, squeeze=False)
+    for axis, name in zip(axes[:, 0], names):
+        axis.plot(epochs, [row.get(name, math.nan) for row in history], label=f"train {name}")
+        if f"val_{name}" in history[0]:
+            axis.plot(epochs, [row.get(f"val_{name}", math.nan) for row in history], label=f"validation {name}")
+        if best_epoch:
+            axis.axvline(best_epoch, color="grey", linestyle="--", linewidth=1, label=f"best epoch {best_epoch}")
+        axis.set_ylabel(name)
+        axis.grid(alpha=0.3)
+        axis.legend(loc="best", fontsize="small")
+    axes[-1, 0].set_xlabel("epoch")
+    figure.suptitle(f"{manifest['config'].get('name', run_dir.name)}: learning curves")
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100)
+    plt.close(figure)
+    out = Path(out) if out is not None else run_dir / "curves.png"
+    atomic_write(out, buffer.getvalue())
+    return out
