@@ -84,9 +84,11 @@ def main(argv: list[str] | None = None) -> int:
 
     start = time.perf_counter()
     df = pd.read_csv(args.data)
-    X = df.drop(columns=["label"]).to_numpy(dtype=np.float32)
-    X /= np.float32(255.0)
-    y = df["label"].to_numpy(dtype=np.int64)
+    # pandas >= 3 hands out read-only views (copy-on-write), and to_numpy() of a
+    # DataFrame is column-major: build a new, writable, row-major array so that
+    # gathering a batch of rows is a contiguous copy.
+    X = np.ascontiguousarray(df.drop(columns=["label"]).to_numpy(dtype=np.float32)) / np.float32(255.0)
+    y = np.array(df["label"], dtype=np.int64)
     del df
     trainer = TorchTrainer([X.shape[1], 128, 10], args.batch_size, args.lr, args.seed)
     for epoch in range(1, args.epochs + 1):

@@ -19,12 +19,24 @@ class Sequential:
         self.n_inputs = n_inputs
         self.output_activation = output_activation
         self.dtype = dtype
+        # All parameters live in one contiguous array (and all gradients in another); the
+        # per-layer arrays are views into them. Optimizers then update everything in a
+        # dozen vectorised passes per step instead of a dozen per parameter array.
+        size = sum(value.size for layer in layers for value in layer.params.values())
+        self.flat_params = xp.empty(size, dtype=dtype)
+        self.flat_grads = xp.zeros(size, dtype=dtype)
         self.params = {}
         self.grads = {}
+        offset = 0
         for index, layer in enumerate(layers):
-            for key in layer.params:
+            for key, value in list(layer.params.items()):
+                view = self.flat_params[offset:offset + value.size].reshape(value.shape)
+                view[...] = value
+                layer.params[key] = view
+                layer.grads[key] = self.flat_grads[offset:offset + value.size].reshape(value.shape)
                 self.params[f"{index}.{key}"] = layer.params[key]
                 self.grads[f"{index}.{key}"] = layer.grads[key]
+                offset += value.size
 
     @classmethod
     def build(cls, n_inputs, hidden, n_outputs, output_activation, *, init_rng, dropout_rng=None,
@@ -94,6 +106,15 @@ class Sequential:
             rows.append((name, f"(None, {units})", count))
         rows.append((f"{self.output_activation} (output)", f"(None, {units})", 0))
         return rows
+
+    def largest_product(self, batch_size: int) -> int:
+        """Multiply-adds of the largest matrix product in a training step at this batch size."""
+        return max(batch_size * layer.params["W"].shape[0] * layer.params["W"].shape[1]
+                   for layer in self.layers if isinstance(layer, Dense))
+
+    def decayed(self):
+        """(weight, gradient) pairs that weight decay applies to: weight matrices, not biases."""
+        return [(self.params[key], self.grads[key]) for key in self.params if key.endswith(".W")]
 
     def parameter_count(self):
         return sum(int(p.size) for p in self.params.values())

@@ -14,9 +14,12 @@ from .backend import xp
 class Optimizer:
     name = ""
 
-    def __init__(self, params, grads, lr=0.01, weight_decay=0.0, clip_norm=None):
+    def __init__(self, params, grads, lr=0.01, weight_decay=0.0, clip_norm=None, decayed=None):
         self.params = params
         self.grads = grads
+        # (weight, gradient) pairs to decay; by default the entries named like "<layer>.W".
+        self.decayed = decayed if decayed is not None else [
+            (params[key], grads[key]) for key in params if key.endswith(".W")]
         self.lr = lr
         self.weight_decay = weight_decay
         self.clip_norm = clip_norm
@@ -42,9 +45,8 @@ class Optimizer:
                 for grad in self.grads.values():
                     grad *= scale
         if coupled_decay and self.weight_decay:
-            for key, grad in self.grads.items():
-                if key.endswith(".W"):
-                    grad += self.weight_decay * self.params[key]
+            for weight, grad in self.decayed:
+                grad += self.weight_decay * weight
 
     def step(self, lr=None, gradient_norm=None):
         """One update of every parameter from its gradient, at ``lr`` (default: ``self.lr``).
@@ -117,25 +119,29 @@ class Adam(Optimizer):
 
     def _update(self, lr):
         self._prepare_gradients(coupled_decay=False)
+        if self.weight_decay:
+            for weight, _ in self.decayed:
+                weight *= 1.0 - lr * self.weight_decay
         first, second = self._slot("m"), self._slot("v")
         correction1 = 1.0 - self.beta1 ** self.step_count
         root_correction2 = math.sqrt(1.0 - self.beta2 ** self.step_count)
+        # lr * m_hat / (sqrt(v_hat) + eps), rearranged so each step is one in-place pass:
+        # (lr * rc2 / c1) * m / (sqrt(v) + eps * rc2).
+        step_size = lr * root_correction2 / correction1
+        scaled_eps = self.eps * root_correction2
         for key, param in self.params.items():
             grad, m, v, scratch = self.grads[key], first[key], second[key], self._scratch[key]
-            if self.weight_decay and key.endswith(".W"):
-                param *= 1.0 - lr * self.weight_decay
+            m -= grad                      # m = beta1 * m + (1 - beta1) * g
             m *= self.beta1
-            xp.multiply(grad, 1.0 - self.beta1, out=scratch)
-            m += scratch
-            v *= self.beta2
+            m += grad
             xp.multiply(grad, grad, out=scratch)
-            scratch *= 1.0 - self.beta2
+            v -= scratch                   # v = beta2 * v + (1 - beta2) * g^2
+            v *= self.beta2
             v += scratch
             xp.sqrt(v, out=scratch)
-            scratch *= 1.0 / root_correction2
-            scratch += self.eps
+            scratch += scaled_eps
             xp.divide(m, scratch, out=scratch)
-            scratch *= lr / correction1
+            scratch *= step_size
             param -= scratch
 
 
@@ -170,5 +176,11 @@ OPTIMIZERS: dict[str, type[Optimizer]] = {
 
 
 def make_optimizer(name, params, grads, **options) -> Optimizer:
-    """Build an optimizer by name over a model's ``params``/``grads`` dicts."""
+    """Build an optimizer by name over ``params``/``grads`` dicts with the same keys."""
     return OPTIMIZERS[name](params, grads, **options)
+
+
+def make_model_optimizer(name, model, **options) -> Optimizer:
+    """An optimizer over a model's flat parameter and gradient arrays (one vectorised update)."""
+    return OPTIMIZERS[name]({"all": model.flat_params}, {"all": model.flat_grads}, decayed=model.decayed(),
+                            **options)

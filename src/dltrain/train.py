@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .backend import blas_threads, threads_for
 from .errors import TrainingDiverged
 from .metrics import (class_indices, classification_scalars, confusion_matrix, evaluate, higher_is_better,
                       regression_metrics)
@@ -94,7 +95,9 @@ class BatchIterator:
             rows = order[start:start + self.batch_size]
             buffers = self._buffers_for(len(rows))
             for array, buffer in zip(self.arrays, buffers):
-                np.take(array, rows, axis=0, out=buffer)
+                # mode="clip": with the default "raise", take() first gathers into a temporary
+                # of the batch's size; the rows here are always in range.
+                np.take(array, rows, axis=0, out=buffer, mode="clip")
             yield self._batch(rows, buffers)
 
 
@@ -150,6 +153,7 @@ class Trainer:
         self.batches = BatchIterator(train_split.features, train_split.targets, sample_weight, batch_size,
                                      options.shuffle and not options.full_batch, shuffle_rng)
         self.predictions = EpochPredictions(train_split.targets, task, model.n_outputs, n_classes)
+        self.blas_threads = threads_for(model.largest_product(self.batches.batch_size))
         has_validation = validation_split is not None and len(validation_split) > 0
         self.validation = validation_split if has_validation else None
         self.monitor = early_stopping.monitor if early_stopping else ("val_loss" if has_validation else "loss")
@@ -161,6 +165,7 @@ class Trainer:
         self.best_params = None
         self.stop_reason = "epochs done"
         self._gradients = {}
+        self._history_values, self._history_rows = None, 0  # see _history_matrix
 
     # ------------------------------------------------------------------ one epoch
 
@@ -170,7 +175,12 @@ class Trainer:
             buffer = self._gradients[logits.shape] = np.empty_like(logits)
         return buffer
 
-    def _train_epoch(self, epoch, lr):
+    def train_epoch(self, epoch, lr, max_batches=None):
+        """One pass over the training set (or its first ``max_batches`` batches); the mean loss."""
+        with blas_threads(self.blas_threads):
+            return self._train_batches(epoch, lr, max_batches)
+
+    def _train_batches(self, epoch, lr, max_batches):
         report_every = max(1, len(self.batches) // 100)
         loss_sum, seen = 0.0, 0
         for batch, (rows, features, targets, weights) in enumerate(self.batches, start=1):
@@ -192,6 +202,8 @@ class Trainer:
             seen += size
             if batch % report_every == 0:
                 self.callbacks.on_batch_end(epoch, batch, loss_sum / seen)
+            if batch == max_batches:
+                break
         return loss_sum / seen
 
     def _record(self, epoch, lr, train_loss, started):
@@ -234,7 +246,7 @@ class Trainer:
             self.callbacks.on_epoch_begin(epoch)
             started = time.perf_counter()
             lr = self.schedule.lr(epoch) if self.schedule else self.optimizer.lr
-            train_loss = self._train_epoch(epoch, lr)
+            train_loss = self.train_epoch(epoch, lr)
             record = self._record(epoch, lr, train_loss, started)
             previous_loss = self.history[-1]["loss"] if self.history else math.inf
             self.history.append(record)
@@ -275,9 +287,11 @@ class Trainer:
         arrays.update({f"optimizer/{key}": value for key, value in optimizer_state["arrays"].items()})
         if self.best_params is not None:
             arrays.update({f"best/{key}": value for key, value in self.best_params.items()})
+        columns = list(self.history[0]) if self.history else []
+        arrays["history"] = self._history_matrix(columns)
         meta = {
             "epoch": self.epoch,
-            "history": self.history,
+            "history_columns": columns,
             "stop_reason": self.stop_reason,
             "optimizer_steps": optimizer_state["step_count"],
             "shuffle_rng": self.shuffle_rng.bit_generator.state,
@@ -286,6 +300,20 @@ class Trainer:
             "best": {"value": self.best_value, "epoch": self.best_epoch, "wait": self.wait},
         }
         return meta, arrays
+
+    def _history_matrix(self, columns):
+        """History as a float64 matrix, grown in place: a checkpoint per epoch stays cheap
+        even after thousands of epochs (serialising a list of dicts each time would not)."""
+        rows = len(self.history)
+        if self._history_values is None or len(self._history_values) < rows:
+            grown = np.empty((max(64, 2 * rows), len(columns)))
+            if self._history_values is not None:
+                grown[:self._history_rows] = self._history_values[:self._history_rows]
+            self._history_values = grown
+        for index in range(self._history_rows, rows):
+            self._history_values[index] = [self.history[index][name] for name in columns]
+        self._history_rows = rows
+        return self._history_values[:rows]
 
     def load_state(self, meta, arrays):
         def group(prefix):
@@ -296,7 +324,10 @@ class Trainer:
         best = group("best/")
         self.best_params = best or None
         self.epoch = meta["epoch"]
-        self.history = meta["history"]
+        columns = meta["history_columns"]
+        self.history = [{name: (int(value) if name == "epoch" else float(value)) for name, value in zip(columns, row)}
+                        for row in arrays["history"].tolist()]
+        self._history_values, self._history_rows = None, 0
         self.stop_reason = meta["stop_reason"]
         self.shuffle_rng.bit_generator.state = meta["shuffle_rng"]
         if self.dropout_rng is not None and meta["dropout_rng"] is not None:

@@ -1,0 +1,97 @@
+"""Guards for the optimised training step (not timings): no allocation churn, float32, same numbers."""
+
+import tracemalloc
+
+import numpy as np
+import pytest
+
+from dltrain.backend import threads_for
+from dltrain.data import Split
+from dltrain.losses import make_loss
+from dltrain.model import Sequential
+from dltrain.optimizers import make_model_optimizer
+from dltrain.train import Trainer, TrainOptions
+
+
+def _trainer(batch_size=32, rows=512, optimizer="adam"):
+    rng = np.random.default_rng(0)
+    features = rng.random((rows, 784), dtype=np.float32)
+    targets = rng.integers(0, 10, size=rows)
+    model = Sequential.build(784, [{"type": "dense", "units": 128, "activation": "relu"}], 10, "softmax",
+                             init_rng=np.random.default_rng(1))
+    loss = make_loss("cross_entropy", "softmax")
+    trainer = Trainer(model, loss, make_model_optimizer(optimizer, model, lr=0.001), Split(features, targets), None,
+                      TrainOptions(epochs=1, batch_size=batch_size), "classification",
+                      shuffle_rng=np.random.default_rng(2), n_classes=10)
+    return trainer, features, targets
+
+
+def test_training_steps_allocate_no_new_large_arrays():
+    trainer, _, _ = _trainer()
+    trainer.train_epoch(1, 0.001, max_batches=2)  # first steps allocate the reused buffers
+    tracemalloc.start()
+    try:
+        before = tracemalloc.take_snapshot()
+        trainer.train_epoch(2, 0.001, max_batches=10)
+        after = tracemalloc.take_snapshot()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    # A batch of inputs is 32*784*4 = 100 KB and the weights 400 KB: nothing that size may be
+    # allocated per step, even temporarily.
+    assert peak < 64 * 1024
+    grown = sum(stat.size_diff for stat in after.compare_to(before, "filename") if stat.size_diff > 0)
+    assert grown < 64 * 1024
+
+
+def test_parameters_gradients_and_optimizer_state_stay_float32():
+    trainer, _, _ = _trainer()
+    trainer.train_epoch(1, 0.001, max_batches=3)
+    assert trainer.model.flat_params.dtype == np.float32
+    assert all(value.dtype == np.float32 for value in trainer.model.params.values())
+    assert all(value.dtype == np.float32 for value in trainer.model.grads.values())
+    assert all(value.dtype == np.float32 for value in trainer.optimizer.state()["arrays"].values())
+
+
+def _reference_step(weights, features, targets, lr, moments, step):
+    """The textbook step, written plainly in float64: forward, fused gradient, backward, Adam."""
+    W1, b1, W2, b2 = weights
+    hidden = np.maximum(features @ W1 + b1, 0)
+    logits = hidden @ W2 + b2
+    probabilities = np.exp(logits - logits.max(axis=1, keepdims=True))
+    probabilities /= probabilities.sum(axis=1, keepdims=True)
+    delta = probabilities.copy()
+    delta[np.arange(len(targets)), targets] -= 1
+    delta /= len(targets)
+    grads = [None, None, hidden.T @ delta, delta.sum(axis=0)]
+    back = (delta @ W2.T) * (hidden > 0)
+    grads[0], grads[1] = features.T @ back, back.sum(axis=0)
+    updated = []
+    for index, (param, grad) in enumerate(zip(weights, grads)):
+        m, v = moments[index]
+        m = 0.9 * m + 0.1 * grad
+        v = 0.999 * v + 0.001 * grad * grad
+        moments[index] = (m, v)
+        m_hat, v_hat = m / (1 - 0.9 ** step), v / (1 - 0.999 ** step)
+        updated.append(param - lr * m_hat / (np.sqrt(v_hat) + 1e-8))
+    return updated
+
+
+def test_optimised_steps_match_the_plain_reference():
+    trainer, features, targets = _trainer(batch_size=512, rows=512)
+    trainer.batches.shuffle = False
+    params = trainer.model.params
+    weights = [params[key].astype(np.float64) for key in ("0.W", "0.b", "2.W", "2.b")]
+    moments = [(np.zeros_like(w), np.zeros_like(w)) for w in weights]
+    for step in range(1, 4):
+        trainer.train_epoch(step, 0.001)
+        weights = _reference_step(weights, features.astype(np.float64), targets, 0.001, moments, step)
+    for key, expected in zip(("0.W", "0.b", "2.W", "2.b"), weights):
+        np.testing.assert_allclose(params[key], expected, rtol=2e-4, atol=2e-6)
+
+
+@pytest.mark.parametrize("macs,cores,expected", [(32 * 784 * 128, 2, 1), (256 * 784 * 128, 2, 2),
+                                                 (32 * 784 * 128, 16, 1), (256 * 784 * 512, 16, 16),
+                                                 (128 * 784 * 128, 16, 3)])
+def test_blas_threads_grow_with_the_problem_never_past_the_cores(macs, cores, expected):
+    assert threads_for(macs, cores) == expected
