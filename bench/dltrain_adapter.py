@@ -38,7 +38,9 @@ ENGINE_LABEL = "dltrain engine (Trainer, Sequential, fused softmax/cross-entropy
 class _EngineTrainer:
     """The engine's own training loop, exactly as `dltrain fit` runs it, one epoch per call."""
 
-    def __init__(self, layer_sizes: list[int], batch_size: int, lr: float, seed: int) -> None:
+    def __init__(self, layer_sizes: list[int], batch_size: int, lr: float, seed: int,
+                 blas_threads: int | None = None) -> None:
+        self.blas_threads = blas_threads
         self.layer_sizes = [int(size) for size in layer_sizes]
         self.batch_size, self.lr, self.seed = int(batch_size), float(lr), seed
         self.trainer = None
@@ -57,7 +59,8 @@ class _EngineTrainer:
         optimizer = make_model_optimizer("adam", model, lr=self.lr)
         return Trainer(model, make_loss("cross_entropy", "softmax"), optimizer, Split(X, y), None,
                        TrainOptions(epochs=1, batch_size=self.batch_size), "classification",
-                       shuffle_rng=np.random.default_rng(self.seed), n_classes=self.layer_sizes[-1])
+                       shuffle_rng=np.random.default_rng(self.seed), n_classes=self.layer_sizes[-1],
+                       blas_threads=self.blas_threads)
 
     def train_epoch(self, X: np.ndarray, y: np.ndarray, max_batches: int | None = None) -> float:
         if self.trainer is None:
@@ -66,9 +69,20 @@ class _EngineTrainer:
         return self.trainer.train_epoch(self.epoch, self.lr, max_batches)
 
 
-def make_engine_trainer(layer_sizes: list[int], batch_size: int, lr: float, seed: int) -> object:
-    """A trainer for a dense ReLU/softmax net with Adam; see the module docstring for the contract."""
-    return _EngineTrainer(layer_sizes, batch_size, lr, seed)
+def make_engine_trainer(layer_sizes: list[int], batch_size: int, lr: float, seed: int,
+                        blas_threads: int | None = None) -> object:
+    """A trainer for a dense ReLU/softmax net with Adam; see the module docstring for the contract.
+
+    ``blas_threads`` None lets the engine choose per problem size, as `dltrain fit` does."""
+    return _EngineTrainer(layer_sizes, batch_size, lr, seed, blas_threads)
+
+
+def engine_thread_choice(layer_sizes: list[int], batch_size: int) -> int:
+    """How many BLAS threads the engine picks on its own for this network and batch size."""
+    from dltrain.backend import threads_for
+
+    largest = max(batch_size * fan_in * fan_out for fan_in, fan_out in zip(layer_sizes[:-1], layer_sizes[1:]))
+    return threads_for(largest)
 
 
 def load_csv(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
@@ -76,9 +90,10 @@ def load_csv(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     from dltrain.data import CsvTable
 
     table = CsvTable.open(path)
-    features = [name for name in table.header if name != "label"]
-    X = table.numeric(features)
-    y = table.numeric(["label"])[:, 0].astype(np.int64)
+    matrix = table.numeric(table.header)  # one parse of the whole file, as `dltrain fit` does
+    label = table.header.index("label")
+    y = matrix[:, label].astype(np.int64)
+    X = np.delete(matrix, label, axis=1)
     return X, y
 
 

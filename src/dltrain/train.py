@@ -141,7 +141,8 @@ class Trainer:
 
     def __init__(self, model, loss, optimizer, train_split, validation_split, options: TrainOptions, task: str,
                  *, shuffle_rng, dropout_rng=None, schedule=None, early_stopping: EarlyStopping | None = None,
-                 sample_weight=None, n_classes=0, callbacks: Callbacks | None = None, on_epoch_saved=None):
+                 sample_weight=None, n_classes=0, callbacks: Callbacks | None = None, on_epoch_saved=None,
+                 blas_threads: int | None = None):
         self.model, self.loss, self.optimizer = model, loss, optimizer
         self.train_split, self.validation_split = train_split, validation_split
         self.options, self.task = options, task
@@ -153,7 +154,8 @@ class Trainer:
         self.batches = BatchIterator(train_split.features, train_split.targets, sample_weight, batch_size,
                                      options.shuffle and not options.full_batch, shuffle_rng)
         self.predictions = EpochPredictions(train_split.targets, task, model.n_outputs, n_classes)
-        self.blas_threads = threads_for(model.largest_product(self.batches.batch_size))
+        # None: as many BLAS threads as the step's largest product can use (see backend.threads_for).
+        self.blas_threads = blas_threads or threads_for(model.largest_product(self.batches.batch_size))
         has_validation = validation_split is not None and len(validation_split) > 0
         self.validation = validation_split if has_validation else None
         self.monitor = early_stopping.monitor if early_stopping else ("val_loss" if has_validation else "loss")
