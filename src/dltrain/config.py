@@ -38,6 +38,14 @@ MissingPolicy = Literal["error", "drop", "mean", "median", "mode", "constant"]
 _DELIMITER_ALIASES = {"tab": "\t", "\\t": "\t", "comma": ",", "semicolon": ";", "pipe": "|"}
 
 
+def _check_fill(missing, fill):
+    """``fill`` belongs with ``missing: constant``, and that policy needs it."""
+    if missing == "constant" and fill is None:
+        raise ValueError("missing: constant needs fill, e.g. fill: 0")
+    if fill is not None and missing != "constant":
+        raise ValueError("fill is used only with missing: constant")
+
+
 def _fill_value(value):
     if value is not None and not isinstance(value, (bool, int, float, str)):
         raise ValueError("must be a number, text, or true/false")
@@ -68,10 +76,7 @@ class ColumnSpec(Spec):
 
     @model_validator(mode="after")
     def _fill_goes_with_constant(self):
-        if self.missing == "constant" and self.fill is None:
-            raise ValueError("missing: constant needs fill, e.g. fill: 0")
-        if self.fill is not None and self.missing != "constant":
-            raise ValueError("fill is used only with missing: constant")
+        _check_fill(self.missing, self.fill)
         return self
 
     @model_serializer(mode="wrap")
@@ -147,10 +152,7 @@ class DataSpec(Spec):
 
     @model_validator(mode="after")
     def _consistent(self):
-        if self.missing == "constant" and self.fill is None:
-            raise ValueError("missing: constant needs fill, e.g. fill: 0")
-        if self.fill is not None and self.missing != "constant":
-            raise ValueError("fill is used only with missing: constant")
+        _check_fill(self.missing, self.fill)
         if self.delimiter is not None and self.delimiter == self.decimal:
             raise ValueError("delimiter and decimal are both ','; a decimal comma needs delimiter ';'")
         return self
@@ -199,6 +201,18 @@ _OPTIMIZER_OPTIONS = {
 }
 
 
+def _refuse_unused_options(spec, options_by_name: dict, kind: str):
+    """Options given that belong to another ``name`` (momentum for adam, say) are an error."""
+    unused = sorted((spec.model_fields_set & set().union(*options_by_name.values())) - options_by_name[spec.name])
+    if unused:
+        raise ValueError(f"{', '.join(unused)} not used by {kind} {spec.name!r}; remove it")
+
+
+def _drop_unused_options(data: dict, options_by_name: dict, name: str) -> dict:
+    unused = set().union(*options_by_name.values()) - options_by_name[name]
+    return {key: value for key, value in data.items() if key not in unused}
+
+
 _SCHEDULE_OPTIONS = {
     "constant": set(),
     "step": {"every", "factor"},
@@ -225,17 +239,12 @@ class ScheduleSpec(Spec):
 
     @model_validator(mode="after")
     def _options_fit_schedule(self):
-        specific = set().union(*_SCHEDULE_OPTIONS.values())
-        unused = sorted((self.model_fields_set & specific) - _SCHEDULE_OPTIONS[self.name])
-        if unused:
-            raise ValueError(f"{', '.join(unused)} not used by schedule {self.name!r}; remove it")
+        _refuse_unused_options(self, _SCHEDULE_OPTIONS, "schedule")
         return self
 
     @model_serializer(mode="wrap")
     def _only_used_options(self, handler):
-        data = handler(self)
-        unused = set().union(*_SCHEDULE_OPTIONS.values()) - _SCHEDULE_OPTIONS[self.name]
-        return {key: value for key, value in data.items() if key not in unused}
+        return _drop_unused_options(handler(self), _SCHEDULE_OPTIONS, self.name)
 
     def engine_options(self) -> dict:
         names = {"warmup_epochs"} | _SCHEDULE_OPTIONS[self.name]
@@ -257,10 +266,7 @@ class OptimizerSpec(Spec):
 
     @model_validator(mode="after")
     def _options_fit_optimizer(self):
-        specific = set().union(*_OPTIMIZER_OPTIONS.values())
-        unused = sorted((self.model_fields_set & specific) - _OPTIMIZER_OPTIONS[self.name])
-        if unused:
-            raise ValueError(f"{', '.join(unused)} not used by optimizer {self.name!r}; remove it")
+        _refuse_unused_options(self, _OPTIMIZER_OPTIONS, "optimizer")
         if self.nesterov and not self.momentum:
             raise ValueError("nesterov needs momentum > 0")
         return self
@@ -268,9 +274,7 @@ class OptimizerSpec(Spec):
     @model_serializer(mode="wrap")
     def _only_used_options(self, handler):
         # Options of other optimizers are left out, so a dumped config validates again.
-        data = handler(self)
-        unused = set().union(*_OPTIMIZER_OPTIONS.values()) - _OPTIMIZER_OPTIONS[self.name]
-        return {key: value for key, value in data.items() if key not in unused}
+        return _drop_unused_options(handler(self), _OPTIMIZER_OPTIONS, self.name)
 
     def engine_options(self) -> dict:
         """Keyword arguments for the engine's optimizer constructor."""
