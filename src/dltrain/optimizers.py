@@ -76,9 +76,12 @@ class Optimizer:
             return
         # NumPy releases the GIL inside these element-wise loops, so two threads use two cores.
         pending = [_worker_pool().submit(self._update_one, key, constants) for key in keys[1:]]
-        self._update_one(keys[0], constants)
-        for future in pending:
-            future.result()
+        try:
+            self._update_one(keys[0], constants)
+        finally:
+            # Even on Ctrl-C: never return while the other thread still writes parameters.
+            for future in pending:
+                future.result()
 
     def _begin_step(self, lr):
         """Prepare gradients and return whatever every array's update needs this step."""

@@ -132,6 +132,13 @@ class EpochPredictions:
         return classification_scalars(matrix, self.true_classes, self.scores)
 
 
+def history_from_checkpoint(meta, arrays) -> list[dict]:
+    """The per-epoch records stored in a checkpoint as a matrix, as dicts again."""
+    columns = meta["history_columns"]
+    return [{name: (int(value) if name == "epoch" else float(value)) for name, value in zip(columns, row)}
+            for row in arrays["history"].tolist()]
+
+
 def _finite(value):
     return value is not None and math.isfinite(value)
 
@@ -326,9 +333,7 @@ class Trainer:
         best = group("best/")
         self.best_params = best or None
         self.epoch = meta["epoch"]
-        columns = meta["history_columns"]
-        self.history = [{name: (int(value) if name == "epoch" else float(value)) for name, value in zip(columns, row)}
-                        for row in arrays["history"].tolist()]
+        self.history = history_from_checkpoint(meta, arrays)
         self._history_values, self._history_rows = None, 0
         self.stop_reason = meta["stop_reason"]
         self.shuffle_rng.bit_generator.state = meta["shuffle_rng"]

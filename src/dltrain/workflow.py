@@ -32,7 +32,7 @@ from .metrics import (CLASSIFICATION_METRICS, DEFAULT_METRICS, REGRESSION_METRIC
 from .model import Sequential
 from .optimizers import make_model_optimizer
 from .schedules import make_schedule
-from .train import Callbacks, EarlyStopping, Trainer, TrainOptions
+from .train import Callbacks, EarlyStopping, Trainer, TrainOptions, history_from_checkpoint
 
 _OUTPUT_FOR_LOSS = {"cross_entropy": "softmax", "binary_cross_entropy": "sigmoid", "mse": "linear"}
 
@@ -344,16 +344,16 @@ def _save_model(run_dir, model, loss, data: PreparedData, config: Config, base_d
     return metrics
 
 
-def _save_from_checkpoint(run_dir, model, loss, data, config, base_dir, stop_reason):
+def _save_from_checkpoint(run_dir, trainer: Trainer, data, config, base_dir, stop_reason):
     """After Ctrl-C or divergence: the run's model becomes the last finished epoch's."""
     try:
         meta, arrays = read_checkpoint(run_dir)
     except ArtifactError:
         return 0
+    model = trainer.model
     model.load_state({key[len("param/"):]: value for key, value in arrays.items() if key.startswith("param/")})
-    columns = meta["history_columns"]
-    history = [dict(zip(columns, row)) for row in arrays["history"].tolist()]
-    _save_model(run_dir, model, loss, data, config, base_dir, history, stop_reason, meta["best"]["epoch"], "")
+    _save_model(run_dir, model, trainer.loss, data, config, base_dir, history_from_checkpoint(meta, arrays),
+                stop_reason, meta["best"]["epoch"], trainer.monitor)
     return meta["epoch"]
 
 
@@ -409,14 +409,14 @@ def fit(config_path, overrides=(), out=None, force=False, callbacks: Callbacks |
     try:
         result = trainer.run()
     except KeyboardInterrupt:
-        epoch = _save_from_checkpoint(run_dir, model, loss, data, config, base_dir, "interrupted")
+        epoch = _save_from_checkpoint(run_dir, trainer, data, config, base_dir, "interrupted")
         if not epoch:
             raise TrainingInterrupted("interrupted before the first epoch finished; nothing was saved") from None
         raise TrainingInterrupted(
             f"interrupted: {run_dir} holds the model after epoch {epoch}; resume with: "
             f"dltrain fit {config_path} --out {run_dir} --resume") from None
     except TrainingDiverged as error:
-        epoch = _save_from_checkpoint(run_dir, model, loss, data, config, base_dir, "diverged")
+        epoch = _save_from_checkpoint(run_dir, trainer, data, config, base_dir, "diverged")
         if epoch:
             error.args = (f"{error.args[0]}. {run_dir} holds the model after epoch {epoch}, the last good one",)
         raise
