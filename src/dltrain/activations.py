@@ -47,11 +47,10 @@ class Sigmoid(Activation):
 
     @staticmethod
     def forward(z, out):
-        # 0.5 * (1 + tanh(z / 2)) never overflows, unlike 1 / (1 + exp(-z)).
-        xp.multiply(z, 0.5, out=out)
-        xp.tanh(out, out=out)
-        out += 1.0
-        out *= 0.5
+        # exp(-|z|) never overflows, and e / (1 + e) keeps small probabilities exact in
+        # float32 (1e-9 stays 1e-9; 0.5 * (1 + tanh(z / 2)) rounds it to 0).
+        small = xp.exp(-xp.abs(z))
+        xp.divide(xp.where(z >= 0, 1.0, small), 1.0 + small, out=out, casting="same_kind")
         return out
 
     @staticmethod

@@ -32,6 +32,14 @@ _UMASK = os.umask(0o022)
 os.umask(_UMASK)
 
 
+def check_writable(path: Path):
+    """A clear error, before any writing, when ``path`` cannot become a file."""
+    if path.is_dir():
+        raise ArtifactError(f"{path}: is a folder; give a file name to write to")
+    if not path.parent.is_dir():
+        raise ArtifactError(f"{path.parent}: folder not found; create it first or write elsewhere")
+
+
 def atomic_write(path, data: bytes | str, durable: bool = True):
     """Write to a temporary file beside ``path``, fsync it, then rename it over ``path``.
 
@@ -39,7 +47,11 @@ def atomic_write(path, data: bytes | str, durable: bool = True):
     fsyncs: still safe against a crash of this process, not against losing power."""
     path = Path(path)
     payload = data.encode("utf-8") if isinstance(data, str) else data
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    check_writable(path)
+    try:
+        descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as error:
+        raise ArtifactError(f"{path}: cannot write here ({error.strerror}); choose another place") from None
     try:
         os.fchmod(descriptor, 0o666 & ~_UMASK)  # mkstemp's 0600 would hide runs from other users
         with os.fdopen(descriptor, "wb") as handle:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 from pathlib import Path
 from typing import Annotated, List, Optional
 
@@ -119,6 +120,17 @@ def fit(
     report.console.print(f"saved {result.run_dir}", markup=False)
 
 
+def _json_safe(value):
+    """NaN (e.g. ROC AUC when one class is absent) becomes null: bare NaN is not JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _json_safe(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_json_safe(item) for item in value]
+    return value
+
+
 @app.command(name="eval")
 @user_errors
 def evaluate(run_dir: RunArg, data: DataArg,
@@ -133,7 +145,7 @@ def evaluate(run_dir: RunArg, data: DataArg,
                 metrics[name] = {label: (int(v) if name == "support" else float(v)) for label, v in zip(labels, values)}
             metrics["confusion_matrix"] = matrix.tolist()
             metrics["class_labels"] = labels
-        report.write_text(json.dumps(metrics) + "\n")
+        report.write_text(json.dumps(_json_safe(metrics)) + "\n")
         return
     report.console.print(report.scalar_table(metrics, title=str(data)))
     if per_class is not None:

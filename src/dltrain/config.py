@@ -253,7 +253,7 @@ class ScheduleSpec(Spec):
 
 class OptimizerSpec(Spec):
     name: Literal["gd", "sgd", "adam", "rmsprop"] = "adam"
-    lr: float = Field(0.001, gt=0)
+    lr: float = Field(0.001, gt=0, allow_inf_nan=False)
     weight_decay: float = Field(0.0, ge=0)
     clip_norm: Optional[float] = Field(None, gt=0)
     schedule: ScheduleSpec = ScheduleSpec()
@@ -267,6 +267,8 @@ class OptimizerSpec(Spec):
     @model_validator(mode="after")
     def _options_fit_optimizer(self):
         _refuse_unused_options(self, _OPTIMIZER_OPTIONS, "optimizer")
+        if self.schedule.name == "cosine" and self.schedule.min_lr >= self.lr:
+            raise ValueError(f"schedule.min_lr ({self.schedule.min_lr:g}) must be below lr ({self.lr:g})")
         if self.nesterov and not self.momentum:
             raise ValueError("nesterov needs momentum > 0")
         return self
@@ -321,6 +323,14 @@ class Config(Spec):
     loss: LossName = "auto"
     optimizer: OptimizerSpec = OptimizerSpec()
     train: TrainSpec = TrainSpec()
+
+    @model_validator(mode="after")
+    def _warmup_fits(self):
+        warmup = self.optimizer.schedule.warmup_epochs
+        if warmup >= self.train.epochs:
+            raise ValueError(f"optimizer.schedule.warmup_epochs ({warmup}) must be below train.epochs "
+                             f"({self.train.epochs}), or the learning rate never reaches optimizer.lr")
+        return self
 
     def to_dict(self) -> dict:
         return self.model_dump(mode="json")
@@ -550,6 +560,8 @@ def _describe(error, path, data) -> str:
         return f"must be {symbol} {bound}{got}"
     if kind in ("int_type", "int_parsing", "int_from_float"):
         return f"must be a whole number{got}"
+    if kind == "finite_number":
+        return f"must be a finite number{got}"
     if kind in ("float_type", "float_parsing"):
         return f"must be a number{got}"
     if kind in ("bool_type", "bool_parsing"):

@@ -76,18 +76,18 @@ class Sequential:
     def predict(self, x, batch_size=4096):
         """Output activations (probabilities or values) for ``x``, in batches to bound memory."""
         activation = ACTIVATIONS[self.output_activation]
-        outputs = xp.empty((x.shape[0], self.n_outputs), dtype=self.dtype)
-        for start in range(0, x.shape[0], batch_size):
-            logits = self.forward(xp.asarray(x[start:start + batch_size], dtype=self.dtype))
-            activation.forward(logits, outputs[start:start + batch_size])
-        return outputs
+        outputs = self.logits(x, batch_size)
+        with xp.errstate(over="ignore", invalid="ignore"):
+            return activation.forward(outputs, outputs)
 
     def logits(self, x, batch_size=4096):
-        """Output-layer logits for ``x``, in batches."""
+        """Output-layer logits for ``x``, in batches. Weights that overflowed give inf or nan
+        (shown as such in metrics) rather than a stream of NumPy warnings."""
         outputs = xp.empty((x.shape[0], self.n_outputs), dtype=self.dtype)
-        for start in range(0, x.shape[0], batch_size):
-            outputs[start:start + batch_size] = self.forward(
-                xp.asarray(x[start:start + batch_size], dtype=self.dtype))
+        with xp.errstate(over="ignore", invalid="ignore"):
+            for start in range(0, x.shape[0], batch_size):
+                outputs[start:start + batch_size] = self.forward(
+                    xp.asarray(x[start:start + batch_size], dtype=self.dtype))
         return outputs
 
     def summary(self):

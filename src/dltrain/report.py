@@ -7,9 +7,21 @@ import sys
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-from rich.table import Table
+from rich.table import Table as RichTable
+from rich.text import Text
 
 from .train import Callbacks
+
+class Table(RichTable):
+    """A rich table whose cells and headers are plain text: a class label such as "[b]" or
+    "[/]" is shown as written, never read as markup."""
+
+    def add_column(self, header="", *args, **kwargs):
+        super().add_column(Text(str(header)), *args, **kwargs)
+
+    def add_row(self, *cells, **kwargs):
+        super().add_row(*(Text(cell) if isinstance(cell, str) else cell for cell in cells), **kwargs)
+
 
 console = Console(highlight=False)
 error_console = Console(stderr=True, highlight=False)

@@ -186,7 +186,9 @@ class Trainer:
 
     def train_epoch(self, epoch, lr, max_batches=None):
         """One pass over the training set (or its first ``max_batches`` batches); the mean loss."""
-        with blas_threads(self.blas_threads):
+        # Overflow is caught as a non-finite loss or gradient norm and reported once, as
+        # divergence; NumPy's own warnings would only bury that message.
+        with blas_threads(self.blas_threads), np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             return self._train_batches(epoch, lr, max_batches)
 
     def _train_batches(self, epoch, lr, max_batches):

@@ -453,6 +453,10 @@ def load_run(run_dir) -> LoadedRun:
     except (ValueError, KeyError, TypeError) as error:
         raise ArtifactError(f"{run_dir / 'model.json'}: the stored data schema is invalid "
                             f"({error!r}); train again") from None
+    if schema.task == "classification" and (len(schema.class_labels) < 2
+                                            or (schema.binary and len(schema.class_labels) != 2)):
+        raise ArtifactError(f"{run_dir / 'model.json'}: the stored class labels {schema.class_labels} do not fit "
+                            "the model; the file was changed, train again")
     arrays = read_weights(run_dir, manifest["model_sha256"])
     model = build_model(config, schema)
     try:
