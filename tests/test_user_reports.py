@@ -68,3 +68,19 @@ def test_learning_rates_that_cannot_work_are_refused(tmp_path, override, message
     with pytest.raises(ConfigError) as caught:
         load_config(tmp_path / "c.yaml", [override])
     assert message in str(caught.value)
+
+
+def test_init_detects_decimal_commas_and_quotes_values_in_comments(tmp_path):
+    lines = ["x;note;label"]
+    for i in range(40):
+        note = "a" if i % 2 else '"b, c"'
+        lines.append(f"{i % 7},{i % 3}5;{note};{'hi' if i % 7 > 3 else 'lo'}")
+    (tmp_path / "d.csv").write_text("\n".join(lines) + "\n")
+    result = run("init", tmp_path / "d.csv", "--target", "label", "--out", tmp_path / "d.yaml")
+    assert result.exit_code == 0, result.output
+    config = (tmp_path / "d.yaml").read_text()
+    assert 'decimal: ","' in config
+    assert "x: {type: numeric}" in config
+    assert '"b, c"' in config  # a value holding a comma stays one value in the comment
+    fitted = run("fit", tmp_path / "d.yaml", "--out", tmp_path / "run", "--quiet")
+    assert fitted.exit_code == 0, fitted.output

@@ -103,9 +103,23 @@ def _describe_text(name: str, values: np.ndarray, columns) -> ColumnReport:
     elif unique.size == 1:
         report.excluded = f"constant: every row holds {str(unique[0])!r}"
     else:
-        shown = ", ".join(unique[:6].tolist()) + (", …" if unique.size > 6 else "")
+        # Quoted and escaped: a value may hold a comma or a line break.
+        shown = ", ".join(json.dumps(value, ensure_ascii=False) for value in unique[:6].tolist())
+        shown += ", …" if unique.size > 6 else ""
         report.note = f"{unique.size} values: {shown}"
     return report
+
+
+_DECIMAL_COMMA = re.compile(r"^[-+]?\d*,\d+$")
+
+
+def _uses_decimal_commas(columns) -> bool:
+    """Whether some text column holds (nearly) only numbers written with a decimal comma."""
+    for values in columns.text.values():
+        present = values[values != ""][:1000].tolist()
+        if present and sum(bool(_DECIMAL_COMMA.match(value)) for value in present) >= 0.9 * len(present):
+            return True
+    return False
 
 
 def _describe_numbers(name: str, values: np.ndarray) -> ColumnReport:
@@ -138,6 +152,10 @@ def starter_config(data_path, target: str, out_path, encoding: str = "utf-8") ->
     if not others:
         raise DataError(f"{data_path}:1: the file has only the target column {target!r}; features are needed")
     columns = table.read(numeric=others, wide=[target])
+    if table.delimiter != "," and _uses_decimal_commas(columns):
+        # 3,14 in a ;-separated file: read it again as numbers rather than excluding it as text.
+        table = CsvFile.open(data_path, encoding=encoding, delimiter=table.delimiter, decimal=",")
+        columns = table.read(numeric=others, wide=[target])
     rows = columns.n_rows
 
     reports = []
@@ -199,6 +217,8 @@ def starter_config(data_path, target: str, out_path, encoding: str = "utf-8") ->
         f"  target: {yaml_scalar(target)}",
         _commented(f"  delimiter: {json.dumps(table.delimiter)}", f"detected: {DELIMITER_NAMES[table.delimiter]}"),
     ]
+    if table.decimal != ".":
+        lines.append(_commented(f"  decimal: {json.dumps(table.decimal)}", "detected: numbers like 3,14"))
     if table.encoding.replace("-sig", "") != "utf-8":
         lines.append(f"  encoding: {yaml_scalar(encoding)}")
     excluded = {report.name: report.excluded for report in reports if report.excluded}
