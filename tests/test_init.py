@@ -48,8 +48,8 @@ def test_init_writes_a_commented_config_that_trains_as_written(tmp_path, messy_c
     assert "- note                      # free text: 160 distinct values" in text
     assert "- constant                  # constant: every row holds 1" in text
     assert "income: {type: numeric, missing: median}   # 18 empty cells (11%)" in text
-    assert ("region: {type: categorical, missing: mode} # 12 empty cells (8%); 4 values: east, north, south, "
-            "west") in text
+    assert ('region: {type: categorical, missing: mode} # 12 empty cells (8%); 4 values: "east", "north", '
+            '"south", "west"') in text
     assert "member: {type: boolean}" in text
     assert "monthly_spend: {missing: drop}" in text and "those rows are skipped" in text
     assert "task: regression" in text
