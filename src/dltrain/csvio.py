@@ -134,9 +134,19 @@ class CsvFile:
 
     def index(self, column: str, role: str = "feature") -> int:
         if column not in self.header:
-            raise DataError(f"{self.path}:1: {role} column {column!r} not found; "
-                            f"columns are {', '.join(self.header)}")
+            raise self.column_not_found(column, role)
         return self.header.index(column)
+
+    def column_not_found(self, column: str, role: str) -> DataError:
+        """The error for a missing column; says so when the header was split on the wrong delimiter."""
+        hint = ""
+        if len(self.header) == 1:
+            others = [name for mark, name in DELIMITER_NAMES.items() if mark != self.delimiter and mark in self.header[0]]
+            if others:
+                hint = (f" (the header was read as one column with delimiter {DELIMITER_NAMES[self.delimiter]}, "
+                        f"but the file looks {others[0]}-separated)")
+        return DataError(f"{self.path}:1: {role} column {column!r} not found{hint}; "
+                         f"columns are {', '.join(self.header)}")
 
     def read(self, numeric=(), wide=(), text=(), fixed: dict | None = None) -> Columns:
         """Read the named columns: ``numeric`` into float32, ``wide`` into float64, ``text`` as str.

@@ -160,7 +160,7 @@ def plan_data(table: CsvFile, target, features, exclude, columns: dict, missing:
 
     for name in targets:
         if name not in header:
-            raise DataError(f"{table.path}:1: target column {name!r} not found; columns are {', '.join(header)}")
+            raise table.column_not_found(name, "target")
     for index, name in enumerate(exclude):
         if name not in header:
             raise unknown_column(("data", "exclude", index), name)
@@ -169,8 +169,7 @@ def plan_data(table: CsvFile, target, features, exclude, columns: dict, missing:
     if features is not None:
         for index, name in enumerate(features):
             if name not in header:
-                raise DataError(f"{table.path}:1: feature column {name!r} not found; "
-                                f"columns are {', '.join(header)}")
+                raise table.column_not_found(name, "feature")
             if name in targets:
                 raise fail(("data", "features"), f"lists the target {name!r}; remove it from the features")
             if name in exclude:
