@@ -295,38 +295,51 @@ def time_trainer(trainer, batch, X, y, max_batches, runs) -> tuple[float, bool]:
     return med * scale, scale != 1.0
 
 
+def time_trainers_side_by_side(trainers: dict, batch, X, y, max_batches, runs) -> tuple[dict, bool]:
+    """Median seconds per (full, or scaled-to-full) epoch for each trainer, timed in turn
+    (A B A B ...) so that a machine drifting in speed slows every side alike."""
+    n = X.shape[0]
+    rows = n if max_batches is None else min(n, max_batches * batch)
+    scale = n / rows
+    times = {name: [] for name in trainers}
+    for name, trainer in trainers.items():  # warm-up
+        trainer.train_epoch(X, y, max_batches)
+    for _ in range(runs):
+        for name, trainer in trainers.items():
+            gc.collect()
+            t0 = time.perf_counter()
+            loss = trainer.train_epoch(X, y, max_batches)
+            times[name].append(time.perf_counter() - t0)
+            if not np.isfinite(loss):
+                raise RuntimeError(f"{name}: training loss is {loss}")
+    return {name: statistics.median(values) * scale for name, values in times.items()}, scale != 1.0
+
+
 def section_engine(report, X, y, args, torch_ref, sklearn_nn, peaks):
     """Sections 1 and 2. Returns nothing; adds rows."""
     n = X.shape[0]
     engine_times: dict[tuple[str, int], float] = {}
+    torch_times: dict[tuple[str, int], float] = {}
     scaled_any = False
+    if "engine" not in args.sections:  # only the GFLOP/s rows were asked for
+        torch_ref = sklearn_nn = None
     for sizes, batch in ENGINE_CASES:
         key = (model_name(sizes), batch)
         try:
-            trainer = adapter.make_engine_trainer(list(sizes), batch, LR, args.seed)
-            t, scaled = time_trainer(trainer, batch, X, y, args.max_batches, args.runs)
-            engine_times[key] = t
+            trainers = {"dltrain": adapter.make_engine_trainer(list(sizes), batch, LR, args.seed)}
+            if torch_ref is not None:
+                trainers["PyTorch"] = torch_ref.TorchTrainer(list(sizes), batch, LR, args.seed)
+            medians, scaled = time_trainers_side_by_side(trainers, batch, X, y, args.max_batches, args.runs)
+            engine_times[key] = medians["dltrain"]
             scaled_any |= scaled
-            log("engine", f"dltrain {key[0]} batch {batch}: {fmt_s(t)} / epoch")
+            log("engine", f"dltrain {key[0]} batch {batch}: {fmt_s(medians['dltrain'])} / epoch")
+            if "PyTorch" in medians:
+                torch_times[key] = medians["PyTorch"]
+                log("engine", f"PyTorch {key[0]} batch {batch}: {fmt_s(medians['PyTorch'])} / epoch")
         except Exception as exc:
             report.notes.append(f"engine {key[0]} batch {batch} failed: {type(exc).__name__}: {exc}")
-            log("engine", f"dltrain {key[0]} batch {batch} FAILED: {exc}")
+            log("engine", f"{key[0]} batch {batch} FAILED: {exc}")
             traceback.print_exc()
-
-    if "engine" not in args.sections:  # only the GFLOP/s rows were asked for
-        torch_ref = sklearn_nn = None
-    torch_times: dict[tuple[str, int], float] = {}
-    if torch_ref is not None:
-        for sizes, batch in ENGINE_CASES:
-            key = (model_name(sizes), batch)
-            try:
-                trainer = torch_ref.TorchTrainer(list(sizes), batch, LR, args.seed)
-                t, _ = time_trainer(trainer, batch, X, y, args.max_batches, args.runs)
-            except Exception as exc:
-                report.notes.append(f"PyTorch {key[0]} batch {batch} failed: {type(exc).__name__}: {exc}")
-                continue
-            torch_times[key] = t
-            log("engine", f"PyTorch {key[0]} batch {batch}: {fmt_s(t)} / epoch")
 
     sk_times: dict[tuple[str, int], float] = {}
     if sklearn_nn is not None:
