@@ -514,7 +514,8 @@ def _spec_at(path, data):
     return [spec for spec in current if isinstance(spec, type) and issubclass(spec, BaseModel)]
 
 
-def _closest(word, options):
+def closest_match(word, options):
+    """The hint " (did you mean ...?)" naming the option nearest to ``word``; "" when none is close."""
     matches = difflib.get_close_matches(str(word), [str(option) for option in options], n=1, cutoff=0.6)
     return f" (did you mean {matches[0]!r}?)" if matches else ""
 
@@ -548,12 +549,12 @@ def _describe(error, path, data) -> str:
     if kind == "extra_forbidden":
         specs = _spec_at(path[:-1], data)
         fields = sorted({name for spec in specs for name in spec.model_fields})
-        return f"unknown key{_closest(path[-1], fields)}; allowed keys: {', '.join(fields)}"
+        return f"unknown key{closest_match(path[-1], fields)}; allowed keys: {', '.join(fields)}"
     if kind == "missing":
         return "required key is missing"
     if kind == "literal_error":
         options = re.findall(r"'([^']*)'", str(context.get("expected", "")))
-        return f"must be one of {', '.join(options)}{got}{_closest(value, options) if isinstance(value, str) else ''}"
+        return f"must be one of {', '.join(options)}{got}{closest_match(value, options) if isinstance(value, str) else ''}"
     if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
         symbol = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<", "less_than_equal": "<="}[kind]
         bound = next(iter(context.values()))
@@ -578,7 +579,7 @@ def _describe(error, path, data) -> str:
         return f"{error['msg'].removeprefix('Value error, ')}{got if 'got' not in error['msg'] else ''}"
     if kind == "layer_type":
         given = value.get("type") if isinstance(value, dict) else value
-        return f"type must be 'dense' or 'dropout' (got {given!r}){_closest(given, ['dense', 'dropout'])}"
+        return f"type must be 'dense' or 'dropout' (got {given!r}){closest_match(given, ['dense', 'dropout'])}"
     return f"{error['msg']}{got}"
 
 

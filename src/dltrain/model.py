@@ -116,9 +116,6 @@ class Sequential:
         """(weight, gradient) pairs that weight decay applies to: weight matrices, not biases."""
         return [(self.params[key], self.grads[key]) for key in self.params if key.endswith(".W")]
 
-    def parameter_count(self):
-        return sum(int(p.size) for p in self.params.values())
-
     def state(self):
         """A copy of every parameter, keyed like ``params``."""
         return {key: value.copy() for key, value in self.params.items()}

@@ -151,7 +151,6 @@ class Trainer:
                  sample_weight=None, n_classes=0, callbacks: Callbacks | None = None, on_epoch_saved=None,
                  blas_threads: int | None = None):
         self.model, self.loss, self.optimizer = model, loss, optimizer
-        self.train_split, self.validation_split = train_split, validation_split
         self.options, self.task = options, task
         self.shuffle_rng, self.dropout_rng = shuffle_rng, dropout_rng
         self.schedule, self.early_stopping = schedule, early_stopping

@@ -20,7 +20,7 @@ from pydantic import ValidationError
 
 from .artifacts import (CHECKPOINT, FORMAT_VERSION, RUN_FILES, choose_run_dir, read_checkpoint, read_manifest,
                         read_weights, save_checkpoint, save_run)
-from .config import Config, ConfigSource, _closest, dump_config, load_config
+from .config import Config, ConfigSource, closest_match, dump_config, load_config
 from . import datacache
 from .csvio import CsvFile
 from .data import (ColumnOptions, DataPlan, DataSchema, Split, checked_rows, column_encodings, infer_task,
@@ -249,7 +249,7 @@ def check_training_options(config: Config, source: ConfigSource, data: PreparedD
             no_validation = data.validation is None and spec.monitor.startswith("val_")
             hint = " (there is no validation data: set data.validation)" if no_validation else ""
             raise ConfigError(f"{source.where(path)}: {'.'.join(path)}: {spec.monitor!r} is not logged{hint}"
-                              f"{_closest(spec.monitor, logged)}; logged values: {', '.join(logged)}")
+                              f"{closest_match(spec.monitor, logged)}; logged values: {', '.join(logged)}")
     weights = config.train.class_weight
     if isinstance(weights, dict):
         unknown = sorted(set(weights) - set(data.schema.class_labels))
