@@ -147,3 +147,16 @@ def test_binary_cross_entropy_finite_for_huge_logits():
 def test_loss_refuses_an_output_activation_it_cannot_fuse():
     with pytest.raises(ValueError, match="softmax"):
         make_loss("cross_entropy", "sigmoid")
+
+
+def test_relu_forward_is_exactly_max_z_0():
+    # The forward pass computes (z + |z|) / 2 for speed; it must equal max(z, 0) exactly,
+    # for signed zeros, subnormals and values up to half the float32 range.
+    tiny, huge = np.finfo(np.float32).smallest_subnormal, np.finfo(np.float32).max / 2
+    z = np.concatenate([RNG.normal(size=1000) * 10.0 ** RNG.integers(-30, 30, size=1000),
+                        [0.0, -0.0, tiny, -tiny, huge, -huge, 1.0, -1.0]]).astype(np.float32)
+    out = ACTIVATIONS["relu"].forward(z, np.empty_like(z))
+    assert np.array_equal(out, np.maximum(z, np.float32(0)))
+    assert not np.signbit(out).any()  # no -0.0 either
+    in_place = z.copy()
+    assert np.array_equal(ACTIVATIONS["relu"].forward(in_place, in_place), out)

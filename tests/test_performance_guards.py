@@ -95,3 +95,29 @@ def test_optimised_steps_match_the_plain_reference():
                                                  (128 * 784 * 128, 16, 3)])
 def test_blas_threads_grow_with_the_problem_never_past_the_cores(macs, cores, expected):
     assert threads_for(macs, cores) == expected
+
+
+@pytest.mark.parametrize("name", ["adam", "sgd", "rmsprop"])
+def test_updates_in_pieces_equal_whole_array_updates_and_measure_the_norm(monkeypatch, name):
+    from dltrain import optimizers
+
+    def run(piece):
+        monkeypatch.setattr(optimizers, "PIECE", piece)
+        rng = np.random.default_rng(3)
+        params = {"a": rng.normal(size=(30, 41)).astype(np.float32), "b": rng.normal(size=777).astype(np.float32)}
+        grads = {key: np.empty_like(value) for key, value in params.items()}
+        optimizer = optimizers.make_optimizer(name, params, grads, lr=0.01)
+        norms = []
+        for _ in range(3):
+            for grad in grads.values():
+                grad[...] = rng.normal(size=grad.shape)
+            expected = optimizer.gradient_norm()
+            norms.append((optimizer.step(), expected))
+        return params, norms
+
+    whole, whole_norms = run(10**9)
+    pieces, piece_norms = run(100)  # 13 pieces of "a", 8 of "b"
+    for key in whole:
+        assert np.array_equal(whole[key], pieces[key])
+    for measured, expected in whole_norms + piece_norms:
+        assert measured == pytest.approx(expected, rel=1e-6)

@@ -26,6 +26,8 @@ from . import __version__
 from .errors import ArtifactError
 
 FORMAT_VERSION = 1
+# Checkpoints change more often than run folders: 2 stores Adam's moments as decayed sums.
+CHECKPOINT_FORMAT_VERSION = 2
 RUN_FILES = ("model.npz", "model.json", "config.yaml", "history.csv")
 CHECKPOINT = "checkpoint.npz"
 _UMASK = os.umask(0o022)
@@ -198,7 +200,7 @@ def read_checkpoint(directory):
         meta = json.loads(str(arrays.pop("meta.json")))
     except (ValueError, OSError, KeyError, zipfile.BadZipFile, EOFError, json.JSONDecodeError) as error:
         raise ArtifactError(f"{path}: the checkpoint is damaged ({error}); train again without --resume") from None
-    if meta.get("format_version") != FORMAT_VERSION:
+    if meta.get("format_version") != CHECKPOINT_FORMAT_VERSION:
         raise ArtifactError(f"{path}: checkpoint format {meta.get('format_version')!r} is not supported by "
                             f"dltrain {__version__}; train again without --resume")
     return meta, arrays

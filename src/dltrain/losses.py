@@ -24,6 +24,7 @@ class Loss:
 
     def __init__(self, output_activation: str):
         self.output_activation = ACTIVATIONS[output_activation]
+        self._buffers = {}
 
     def predict(self, logits):
         """The network's output (probabilities or values) for these logits."""
@@ -54,19 +55,45 @@ class CrossEntropy(Loss):
             row_losses = row_losses * sample_weight
         return float(row_losses.mean(dtype=xp.float64))
 
+    def _scratch(self, n, k, dtype):
+        """Per-batch-size work arrays, allocated once: the row maxima, sums and losses, the
+        flat index of each row's target, and the column of ones that sums rows with BLAS."""
+        scratch = self._buffers.get((n, k, dtype))
+        if scratch is None:
+            scratch = self._buffers[(n, k, dtype)] = (
+                xp.empty(n, dtype), xp.empty(n, dtype), xp.empty(n, dtype), xp.empty(n, xp.intp),
+                xp.arange(n, dtype=xp.intp) * k, xp.ones(k, dtype))
+        return scratch
+
     def value_and_gradient(self, logits, targets, out, sample_weight=None):
-        n = logits.shape[0]
-        row_losses, shifted, log_norm = self._row_losses(logits, targets)
-        # softmax = exp(shifted - log_norm); gradient = (softmax - onehot) / n.
-        xp.subtract(shifted, log_norm.reshape(-1, 1), out=out)
+        # The same quantities as _row_losses, in a dozen calls on preallocated arrays: this
+        # runs once per training step, where temporaries and axis-1 sums of short rows cost
+        # more than the arithmetic.
+        n, k = logits.shape
+        row_max, row_sum, row_loss, flat_index, row_starts, ones = self._scratch(n, k, logits.dtype)
+        xp.maximum.reduce(logits, axis=1, out=row_max)
+        xp.subtract(logits, row_max.reshape(-1, 1), out=out)
         xp.exp(out, out=out)
-        out[xp.arange(n), targets] -= 1.0
-        weights = _row_weights(sample_weight, n)
-        if weights is not None:
-            out *= weights
-            row_losses = row_losses * sample_weight
+        xp.matmul(out, ones, out=row_sum)
+        xp.add(row_starts, targets, out=flat_index)
+        # Row loss: log(sum(exp(z - max))) - (z_target - max).
+        xp.take(logits.reshape(-1), flat_index, out=row_loss)
+        row_loss -= row_max
+        xp.log(row_sum, out=row_max)
+        xp.subtract(row_max, row_loss, out=row_loss)
+        # Gradient: (softmax - onehot) * weight / n, with softmax = exp(z - max) / sum.
+        xp.reciprocal(row_sum, out=row_sum)
+        if sample_weight is not None:
+            row_sum *= sample_weight
+            out *= row_sum.reshape(-1, 1)
+            flat = out.reshape(-1)
+            flat[flat_index] -= sample_weight
+            row_loss *= sample_weight
+        else:
+            out *= row_sum.reshape(-1, 1)
+            out.reshape(-1)[flat_index] -= 1.0
         out *= 1.0 / n
-        return float(row_losses.mean(dtype=xp.float64))
+        return float(row_loss.sum(dtype=xp.float64)) / n
 
 
 class BinaryCrossEntropy(Loss):

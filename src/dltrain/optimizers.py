@@ -2,8 +2,9 @@
 
 Every optimizer supports ``weight_decay`` (L2 added to the gradient; decoupled, AdamW-style,
 for adam) on weight matrices only, and ``clip_norm`` (global gradient-norm clipping).
-Each optimizer writes its update for one array (``_update_one``); the base class runs it
-over every array, on two threads when the arrays are large enough for that to pay.
+Each optimizer writes its update for one piece of one array (``_update_piece``); the base
+class cuts arrays into cache-sized pieces, measures the gradient norm on the way, and runs
+the arrays on two threads when they are large enough for that to pay.
 """
 
 from __future__ import annotations
@@ -16,6 +17,11 @@ from .backend import available_cores, xp
 # Below this many parameters a second thread costs more than it saves (about 50 µs per
 # step to hand over work; measured: 100k parameters gained nothing, 670k ran 2.2x faster).
 PARALLEL_MIN_PARAMETERS = 400_000
+# Elements per piece: an update makes about ten passes over its arrays, so each piece's
+# parameters, gradient, moments and scratch (5 x 256 KiB) should stay in cache between
+# passes. Whole arrays of the 784-512-512-10 network (2.7 MB each) did not: its Adam step
+# read them from memory ten times (measured 2.3 ms a step against 1.9 ms in pieces).
+PIECE = 65_536
 _pool = None
 
 
@@ -26,9 +32,15 @@ def _worker_pool():
     return _pool
 
 
+def _flat(array):
+    """A 1-D view of ``array`` (None when it is not contiguous, so a reshape would copy)."""
+    return array.reshape(-1) if array.flags.c_contiguous else None
+
+
 class Optimizer:
     name = ""
     slot_names: tuple = ()
+    decoupled_decay = False  # True: weight decay acts on the weights, the gradients stay as computed
 
     def __init__(self, params, grads, lr=0.01, weight_decay=0.0, clip_norm=None, decayed=None):
         self.params = params
@@ -41,54 +53,82 @@ class Optimizer:
         self.clip_norm = clip_norm
         self.step_count = 0
         self._gradient_norm = None
-        self._scratch = {key: xp.empty_like(value) for key, value in params.items()}
         self.slots = {name: {key: xp.zeros_like(value) for key, value in params.items()}
                       for name in self.slot_names}
+        self._pieces = {key: self._cut(key) for key in params}
         size = sum(value.size for value in params.values())
         self.parallel = len(params) > 1 and size >= PARALLEL_MIN_PARAMETERS and available_cores() > 1
+
+    def _cut(self, key):
+        """(param, grad, slots, scratch) views for each piece of one array, made once."""
+        arrays = [self.params[key], self.grads[key]] + [self.slots[name][key] for name in self.slot_names]
+        flats = [_flat(array) for array in arrays]
+        if any(flat is None for flat in flats) or arrays[0].size <= PIECE:
+            scratch = xp.empty_like(arrays[0])
+            return [(arrays[0], arrays[1], dict(zip(self.slot_names, arrays[2:])), scratch)]
+        scratch = xp.empty(PIECE, dtype=arrays[0].dtype)
+        pieces = []
+        for start in range(0, arrays[0].size, PIECE):
+            views = [flat[start:start + PIECE] for flat in flats]
+            pieces.append((views[0], views[1], dict(zip(self.slot_names, views[2:])), scratch[:views[0].size]))
+        return pieces
 
     def gradient_norm(self) -> float:
         """Global L2 norm of all gradients."""
         return math.sqrt(sum(float(xp.vdot(g, g)) for g in self.grads.values()))
 
-    def _prepare_gradients(self, coupled_decay=True):
+    def _prepare_gradients(self):
         if self.clip_norm is not None:
             norm = self._gradient_norm if self._gradient_norm is not None else self.gradient_norm()
             if norm > self.clip_norm:
                 scale = self.clip_norm / (norm + 1e-12)
                 for grad in self.grads.values():
                     grad *= scale
-        if coupled_decay and self.weight_decay:
+        if self.weight_decay and not self.decoupled_decay:
             for weight, grad in self.decayed:
                 grad += self.weight_decay * weight
 
-    def step(self, lr=None, gradient_norm=None):
+    def step(self, lr=None, gradient_norm=None) -> float:
         """One update of every parameter from its gradient, at ``lr`` (default: ``self.lr``).
 
-        ``gradient_norm``, when the caller has already computed it, saves clipping a pass."""
+        Returns the global gradient norm before clipping: ``gradient_norm`` when the caller
+        has already computed it, else measured piece by piece during the update, while each
+        piece is in cache (a separate pass cost a tenth of the step for large networks)."""
         self.step_count += 1
+        changes_gradients = self.clip_norm is not None or (self.weight_decay and not self.decoupled_decay)
+        if gradient_norm is None and changes_gradients:
+            gradient_norm = self.gradient_norm()
         self._gradient_norm = gradient_norm
         constants = self._begin_step(self.lr if lr is None else lr)
+        measure = gradient_norm is None
         keys = list(self.params)
         if not self.parallel:
-            for key in keys:
-                self._update_one(key, constants)
-            return
-        # NumPy releases the GIL inside these element-wise loops, so two threads use two cores.
-        pending = [_worker_pool().submit(self._update_one, key, constants) for key in keys[1:]]
-        try:
-            self._update_one(keys[0], constants)
-        finally:
-            # Even on Ctrl-C: never return while the other thread still writes parameters.
-            for future in pending:
-                future.result()
+            squares = sum(self._update_one(key, constants, measure) for key in keys)
+        else:
+            # NumPy releases the GIL inside these element-wise loops, so two threads use two cores.
+            pending = [_worker_pool().submit(self._update_one, key, constants, measure) for key in keys[1:]]
+            try:
+                squares = self._update_one(keys[0], constants, measure)
+            finally:
+                # Even on Ctrl-C: never return while the other thread still writes parameters.
+                squares += sum(future.result() for future in pending)
+        return math.sqrt(squares) if measure else gradient_norm
+
+    def _update_one(self, key, constants, measure=False) -> float:
+        """Update one array piece by piece; the sum of its squared gradients when ``measure``."""
+        squares = 0.0
+        for param, grad, slots, scratch in self._pieces[key]:
+            if measure:
+                squares += float(xp.vdot(grad, grad))
+            self._update_piece(param, grad, slots, scratch, constants)
+        return squares
 
     def _begin_step(self, lr):
-        """Prepare gradients and return whatever every array's update needs this step."""
+        """Prepare gradients and return whatever every piece's update needs this step."""
         self._prepare_gradients()
         return lr
 
-    def _update_one(self, key, constants):
+    def _update_piece(self, param, grad, slots, scratch, constants):
         raise NotImplementedError
 
     def state(self):
@@ -114,13 +154,12 @@ class SGD(Optimizer):
         self.momentum = momentum
         self.nesterov = nesterov
 
-    def _update_one(self, key, lr):
-        param, grad, scratch = self.params[key], self.grads[key], self._scratch[key]
+    def _update_piece(self, param, grad, slots, scratch, lr):
         if not self.momentum:
             xp.multiply(grad, lr, out=scratch)
             param -= scratch
             return
-        v = self.slots["velocity"][key]
+        v = slots["velocity"]
         v *= self.momentum
         v += grad
         if self.nesterov:
@@ -139,40 +178,44 @@ class GradientDescent(SGD):
 
 
 class Adam(Optimizer):
-    """Adam (Kingma & Ba) with PyTorch's bias correction; weight decay is decoupled (AdamW)."""
+    """Adam (Kingma & Ba) with PyTorch's bias correction; weight decay is decoupled (AdamW).
+
+    The moments are kept as decayed sums, ``m_sum = m / (1 - beta1)`` and ``v_sum =
+    v / (1 - beta2)``: updating a sum takes two passes (``s = beta * s + g``) where the
+    average takes three, and the constant factors fold into the step size."""
 
     name = "adam"
-    slot_names = ("m", "v")
+    slot_names = ("m_sum", "v_sum")
+    decoupled_decay = True
 
     def __init__(self, params, grads, lr=0.001, beta1=0.9, beta2=0.999, eps=1e-8, **common):
         super().__init__(params, grads, lr, **common)
         self.beta1, self.beta2, self.eps = beta1, beta2, eps
 
     def _begin_step(self, lr):
-        self._prepare_gradients(coupled_decay=False)
+        self._prepare_gradients()
         if self.weight_decay:
             for weight, _ in self.decayed:
                 weight *= 1.0 - lr * self.weight_decay
         correction1 = 1.0 - self.beta1 ** self.step_count
-        root_correction2 = math.sqrt(1.0 - self.beta2 ** self.step_count)
-        # lr * m_hat / (sqrt(v_hat) + eps), rearranged so each step is one in-place pass:
-        # (lr * rc2 / c1) * m / (sqrt(v) + eps * rc2).
-        return lr * root_correction2 / correction1, self.eps * root_correction2
+        correction2 = 1.0 - self.beta2 ** self.step_count
+        # lr * m_hat / (sqrt(v_hat) + eps) with m_hat = (1 - beta1) * m_sum / c1 and
+        # v_hat = (1 - beta2) * v_sum / c2 is step_size * m_sum / (sqrt(v_sum) + eps * r),
+        # r = sqrt(c2 / (1 - beta2)): one in-place pass each.
+        r = math.sqrt(correction2 / (1.0 - self.beta2))
+        return lr * (1.0 - self.beta1) * r / correction1, self.eps * r
 
-    def _update_one(self, key, constants):
+    def _update_piece(self, param, grad, slots, scratch, constants):
         step_size, scaled_eps = constants
-        grad, scratch, param = self.grads[key], self._scratch[key], self.params[key]
-        m, v = self.slots["m"][key], self.slots["v"][key]
-        m -= grad                      # m = beta1 * m + (1 - beta1) * g
-        m *= self.beta1
-        m += grad
+        m_sum, v_sum = slots["m_sum"], slots["v_sum"]
+        m_sum *= self.beta1
+        m_sum += grad
         xp.multiply(grad, grad, out=scratch)
-        v -= scratch                   # v = beta2 * v + (1 - beta2) * g^2
-        v *= self.beta2
-        v += scratch
-        xp.sqrt(v, out=scratch)
+        v_sum *= self.beta2
+        v_sum += scratch
+        xp.sqrt(v_sum, out=scratch)
         scratch += scaled_eps
-        xp.divide(m, scratch, out=scratch)
+        xp.divide(m_sum, scratch, out=scratch)
         scratch *= step_size
         param -= scratch
 
@@ -187,9 +230,8 @@ class RMSprop(Optimizer):
         super().__init__(params, grads, lr, **common)
         self.rho, self.eps = rho, eps
 
-    def _update_one(self, key, lr):
-        grad, scratch, param = self.grads[key], self._scratch[key], self.params[key]
-        s = self.slots["mean_square"][key]
+    def _update_piece(self, param, grad, slots, scratch, lr):
+        s = slots["mean_square"]
         s *= self.rho
         xp.multiply(grad, grad, out=scratch)
         scratch *= 1.0 - self.rho

@@ -197,16 +197,16 @@ class Trainer:
             logits = self.model.forward(features, training=True)
             grad = self._gradient_buffer(logits)
             batch_loss = self.loss.value_and_gradient(logits, targets, out=grad, sample_weight=weights)
+            if not math.isfinite(batch_loss):
+                self._diverged("loss", batch_loss, epoch, batch)
             self.model.backward(grad)
-            norm = self.optimizer.gradient_norm()
-            if not (math.isfinite(batch_loss) and math.isfinite(norm)):
-                what = "loss" if not math.isfinite(batch_loss) else "gradient norm"
-                value = batch_loss if what == "loss" else norm
-                raise TrainingDiverged(
-                    f"training diverged: the {what} became {value} at epoch {epoch}, batch {batch}; "
-                    "lower optimizer.lr or set optimizer.clip_norm (e.g. 1.0), then train again")
             self.predictions.record(rows, logits, self.loss)
-            self.optimizer.step(lr, gradient_norm=norm)
+            # The norm is measured during the update, while each piece is in cache. A
+            # non-finite one has already spoiled the weights in memory; the run is then
+            # saved from the last epoch's checkpoint, never from these weights.
+            norm = self.optimizer.step(lr)
+            if not math.isfinite(norm):
+                self._diverged("gradient norm", norm, epoch, batch)
             size = len(features)
             loss_sum += batch_loss * size
             seen += size
@@ -215,6 +215,12 @@ class Trainer:
             if batch == max_batches:
                 break
         return loss_sum / seen
+
+    @staticmethod
+    def _diverged(what, value, epoch, batch):
+        raise TrainingDiverged(
+            f"training diverged: the {what} became {value} at epoch {epoch}, batch {batch}; "
+            "lower optimizer.lr or set optimizer.clip_norm (e.g. 1.0), then train again")
 
     def _record(self, epoch, lr, train_loss, started):
         record = {"epoch": epoch, "lr": lr, "loss": train_loss}

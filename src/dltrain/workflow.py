@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 from pydantic import ValidationError
 
-from .artifacts import (CHECKPOINT, FORMAT_VERSION, RUN_FILES, choose_run_dir, read_checkpoint, read_manifest,
-                        read_weights, save_checkpoint, save_run)
+from .artifacts import (CHECKPOINT, CHECKPOINT_FORMAT_VERSION, RUN_FILES, choose_run_dir, read_checkpoint,
+                        read_manifest, read_weights, save_checkpoint, save_run)
 from .config import Config, ConfigSource, closest_match, dump_config, load_config
 from . import datacache
 from .csvio import CsvFile
@@ -321,7 +321,7 @@ class _Checkpointer:
 
     def __call__(self, trainer: Trainer):
         meta, arrays = trainer.state()
-        meta.update({"format_version": FORMAT_VERSION, "config": self.comparable,
+        meta.update({"format_version": CHECKPOINT_FORMAT_VERSION, "config": self.comparable,
                      "config_sha256": self.config_sha256})
         durable = time.monotonic() - self.last_sync >= self.SYNC_SECONDS or trainer.stop_reason != "running"
         save_checkpoint(self.run_dir, meta, arrays, durable)
