@@ -315,11 +315,56 @@ def time_trainers_side_by_side(trainers: dict, batch, X, y, max_batches, runs) -
     return {name: statistics.median(values) * scale for name, values in times.items()}, scale != 1.0
 
 
+class ProductsOnly:
+    """The matrix products of one training step and nothing else, per batch of an epoch.
+
+    Forward ``x @ W`` for every layer, ``x.T @ delta`` for every weight gradient and
+    ``delta @ W.T`` for every input gradient but the first, on preallocated float32 arrays
+    with the BLAS threads the engine would pick. No gathering, activations, loss or
+    optimizer: its epoch time is a floor for any engine that leaves its products to NumPy
+    and OpenBLAS, so ``floor / PyTorch`` is the best ratio such an engine can reach here."""
+
+    def __init__(self, layer_sizes: list[int], batch_size: int) -> None:
+        rng = np.random.default_rng(0)
+        self.batch_size = batch_size
+        self.threads = adapter.engine_thread_choice(layer_sizes, batch_size)
+        self.weights = [rng.standard_normal((a, b), dtype=np.float32) * 0.01
+                        for a, b in zip(layer_sizes[:-1], layer_sizes[1:])]
+        self.grads = [np.empty_like(w) for w in self.weights]
+        self.buffers: dict[int, tuple[list, list]] = {}
+
+    def _arrays(self, rows: int):
+        if rows not in self.buffers:
+            rng = np.random.default_rng(1)
+            acts = [rng.random((rows, w.shape[0]), dtype=np.float32) for w in self.weights]
+            deltas = [rng.random((rows, w.shape[1]), dtype=np.float32) for w in self.weights]
+            self.buffers[rows] = (acts, deltas, [np.empty((rows, w.shape[1]), np.float32) for w in self.weights])
+        return self.buffers[rows]
+
+    def train_epoch(self, X, y, max_batches=None) -> float:
+        from threadpoolctl import threadpool_limits
+
+        n = X.shape[0]
+        with threadpool_limits(self.threads, user_api="blas"):
+            for k, start in enumerate(range(0, n, self.batch_size)):
+                if max_batches is not None and k >= max_batches:
+                    break
+                acts, deltas, outs = self._arrays(min(self.batch_size, n - start))
+                for w, a, out in zip(self.weights, acts, outs):
+                    np.matmul(a, w, out=out)
+                for i in range(len(self.weights) - 1, -1, -1):
+                    np.matmul(acts[i].T, deltas[i], out=self.grads[i])
+                    if i > 0:
+                        np.matmul(deltas[i], self.weights[i].T, out=acts[i])
+        return 0.0
+
+
 def section_engine(report, X, y, args, torch_ref, sklearn_nn, peaks):
     """Sections 1 and 2. Returns nothing; adds rows."""
     n = X.shape[0]
     engine_times: dict[tuple[str, int], float] = {}
     torch_times: dict[tuple[str, int], float] = {}
+    floor_times: dict[tuple[str, int], float] = {}
     scaled_any = False
     if "engine" not in args.sections:  # only the GFLOP/s rows were asked for
         torch_ref = sklearn_nn = None
@@ -329,6 +374,8 @@ def section_engine(report, X, y, args, torch_ref, sklearn_nn, peaks):
             trainers = {"dltrain": adapter.make_engine_trainer(list(sizes), batch, LR, args.seed)}
             if torch_ref is not None:
                 trainers["PyTorch"] = torch_ref.TorchTrainer(list(sizes), batch, LR, args.seed)
+                if batch == 256:
+                    trainers["products"] = ProductsOnly(list(sizes), batch)
             medians, scaled = time_trainers_side_by_side(trainers, batch, X, y, args.max_batches, args.runs)
             engine_times[key] = medians["dltrain"]
             scaled_any |= scaled
@@ -336,6 +383,9 @@ def section_engine(report, X, y, args, torch_ref, sklearn_nn, peaks):
             if "PyTorch" in medians:
                 torch_times[key] = medians["PyTorch"]
                 log("engine", f"PyTorch {key[0]} batch {batch}: {fmt_s(medians['PyTorch'])} / epoch")
+            if "products" in medians:
+                floor_times[key] = medians["products"]
+                log("engine", f"products only {key[0]} batch {batch}: {fmt_s(medians['products'])} / epoch")
         except Exception as exc:
             report.notes.append(f"engine {key[0]} batch {batch} failed: {type(exc).__name__}: {exc}")
             log("engine", f"{key[0]} batch {batch} FAILED: {exc}")
@@ -377,6 +427,10 @@ def section_engine(report, X, y, args, torch_ref, sklearn_nn, peaks):
             ratio = ours / ref if ours is not None and ref is not None else None
             report.add("1 engine", f"{label} vs PyTorch", fmt_s(ours), fmt_s(ref), fmt_ratio(ratio),
                        f"≤ {target}×", None if ratio is None else ratio <= target)
+            floor = floor_times.get(key)
+            if floor is not None and ref is not None:
+                report.add("1 engine", f"floor: that step's matrix products alone (NumPy), {key[0]}, "
+                           f"batch {batch}, vs PyTorch", fmt_s(floor), fmt_s(ref), fmt_ratio(floor / ref))
         if sklearn_nn is not None:
             ref = sk_times.get(key)
             ratio = ours / ref if ours is not None and ref is not None else None
@@ -822,7 +876,10 @@ def render_markdown(report, table, args, command, started, threadpoolctl, torch,
         "Every framework reshuffles each epoch and walks consecutive batches. PyTorch: `torch.nn.Sequential`, "
         "`torch.optim.Adam`, `CrossEntropyLoss`, float32 (the loop in `bench/torch_reference.py`). "
         "scikit-learn: `MLPClassifier(solver='adam', alpha=0)`, one `partial_fit` call per epoch, float32 input. "
-        "Median of the timed runs after one warm-up epoch.",
+        "Median of the timed runs after one warm-up epoch. The *floor* rows (batch 256) time only the "
+        "matrix products of each step (NumPy, the engine's BLAS threads, no gather, activations, loss or "
+        "optimizer), in turn with the other two: no engine that leaves its products to NumPy can beat "
+        "that ratio on this machine.",
         f"2. **flops**: training FLOPs per sample are counted as 2·m·n·k per matrix product, three products per "
         "layer (forward, gradient w.r.t. the weights, gradient w.r.t. the input) except two for the first "
         f"layer; the peak is the median of {PEAK_MATMUL_REPEATS} NumPy float32 products "
