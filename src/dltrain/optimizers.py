@@ -14,8 +14,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 from .backend import available_cores, xp
 
-# Below this many parameters a second thread costs more than it saves (about 50 µs per
-# step to hand over work; measured: 100k parameters gained nothing, 670k ran 2.2x faster).
+# Below this many parameters a second thread costs more than it saves (35-100 µs per step
+# to hand over work here). Measured alone, 670k parameters updated 1.5x faster on two
+# threads; inside a training step on this 2-core machine the gain disappears (the update
+# is then bound by memory), and for 100k parameters two threads were 8% slower a step.
 PARALLEL_MIN_PARAMETERS = 400_000
 # Elements per piece: an update makes about ten passes over its arrays, so each piece's
 # parameters, gradient, moments and scratch (5 x 256 KiB) should stay in cache between
