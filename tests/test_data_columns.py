@@ -148,7 +148,8 @@ def test_unknown_categories_at_predict_time(tmp_path):
     result = runner.invoke(app, ["predict", str(tmp_path / "strict"), str(tmp_path / "new.csv")])
     assert result.exit_code == 2
     assert ("new.csv:3: column 'region' has 'atlantis', which training never saw; known values: east, north, "
-            "south (set data.columns.region.unknown: ignore") in result.output
+            "south (to encode unseen values as all zeros, set data.columns.region.unknown: ignore in the config "
+            "and train again)") in " ".join(result.output.split())
     config = project(tmp_path, customers(), "  columns:\n    region: {unknown: ignore}\n")
     workflow.fit(config, out=tmp_path / "lenient", overrides=["train.epochs=1"])
     run = workflow.load_run(tmp_path / "lenient")

@@ -472,8 +472,8 @@ class DataSchema:
             shown = ", ".join(column.categories[:_KNOWN_SHOWN])
             shown += " …" if len(column.categories) > _KNOWN_SHOWN else ""
             raise DataError(f"{columns.path}:{columns.line(row)}: column {column.name!r} has {str(values[bad])!r}, "
-                            f"which training never saw; known values: {shown} (set data.columns.{column.name}.unknown: "
-                            "ignore to encode unseen values as all zeros)")
+                            f"which training never saw; known values: {shown} (to encode unseen values as all zeros, "
+                            f"set data.columns.{column.name}.unknown: ignore in the config and train again)")
         hit = np.flatnonzero(known)
         out[hit, order[positions[hit]]] = 1.0
 
