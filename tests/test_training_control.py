@@ -292,3 +292,12 @@ def test_plot_writes_a_png_that_is_not_blank(tmp_path, root):
     assert pixels.shape[0] > 300 and pixels.shape[1] > 400
     assert pixels[..., :3].std() > 0.05  # lines and text, not one flat colour
     assert len(np.unique(pixels[..., :3].reshape(-1, 3), axis=0)) > 20
+    # The suffix picks the format; a suffix that names no image format is refused.
+    for suffix, magic in ((".svg", b"<?xml"), (".pdf", b"%PDF")):
+        result = runner.invoke(app, ["plot", str(tmp_path / "run"), "--out", str(tmp_path / f"curves{suffix}")])
+        assert result.exit_code == 0, result.output
+        assert (tmp_path / f"curves{suffix}").read_bytes().startswith(magic)
+    result = runner.invoke(app, ["plot", str(tmp_path / "run"), "--out", str(tmp_path / "curves.txt")])
+    assert result.exit_code == 2
+    assert "end --out with .png, .svg or .pdf" in " ".join(result.output.split())
+    assert not (tmp_path / "curves.txt").exists()

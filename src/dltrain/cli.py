@@ -170,7 +170,7 @@ def predict(run_dir: RunArg, data: DataArg,
 @app.command()
 @user_errors
 def plot(run_dir: RunArg,
-         out: Annotated[Optional[Path], typer.Option(help="PNG file (default: RUN_DIR/curves.png).")] = None):
+         out: Annotated[Optional[Path], typer.Option(help="Image file, .png, .svg or .pdf (default: RUN_DIR/curves.png).")] = None):
     """Draw training and validation curves per epoch, with the best epoch marked (needs dltrain[plot])."""
     from .plot import plot_curves
 

@@ -21,15 +21,25 @@ def read_history(run_dir) -> list[dict]:
     return [{key: float(value) for key, value in row.items() if value not in ("", None)} for row in rows]
 
 
+# The file's suffix picks its format; anything else would write an image its name misdescribes.
+FORMATS = {".png": "png", ".svg": "svg", ".pdf": "pdf"}
+
+
 def plot_curves(run_dir, out=None) -> Path:
-    """Write a PNG of loss and every logged metric per epoch, train beside validation, best epoch marked."""
+    """Write a PNG (or SVG or PDF, by ``out``'s suffix) of loss and every logged metric per epoch,
+    train beside validation, best epoch marked."""
+    run_dir = Path(run_dir)
+    out = Path(out) if out is not None else run_dir / "curves.png"
+    image_format = FORMATS.get(out.suffix.lower())
+    if image_format is None:
+        raise DltrainError(f"{out}: cannot tell the image format from {out.suffix or 'a name without a suffix'!r}; "
+                           "end --out with .png, .svg or .pdf")
     try:
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
         raise DltrainError("plotting needs matplotlib: pip install 'dltrain[plot]'") from None
-    run_dir = Path(run_dir)
     manifest = read_manifest(run_dir)
     history = read_history(run_dir)
     best_epoch = manifest.get("training", {}).get("best_epoch") or 0
@@ -49,8 +59,7 @@ def plot_curves(run_dir, out=None) -> Path:
     figure.suptitle(f"{manifest['config'].get('name', run_dir.name)}: learning curves")
     figure.tight_layout()
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=100)
+    figure.savefig(buffer, format=image_format, dpi=100)
     plt.close(figure)
-    out = Path(out) if out is not None else run_dir / "curves.png"
     atomic_write(out, buffer.getvalue())
     return out
