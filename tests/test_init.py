@@ -105,3 +105,18 @@ def test_init_refuses_to_overwrite_and_names_mistakes(tmp_path, messy_csv):
     result = run("init", tmp_path / "one.csv", "--target", "y", "--out", tmp_path / "f.yaml")
     assert result.exit_code == 2 and "has only one value ('a'); there is nothing to learn" in result.output
     assert "Traceback" not in result.output
+
+
+def test_init_warns_when_the_target_looks_like_a_row_identifier(tmp_path, messy_csv):
+    out = tmp_path / "ids.yaml"
+    result = run("init", messy_csv, "--target", "customer_id", "--out", out)
+    assert result.exit_code == 0, result.output
+    warning = "the target 'customer_id' looks like a row identifier (all 160 values are different)"
+    assert f"warning: {warning}" in " ".join(result.output.split())
+    assert f"# warning: {warning}" in out.read_text(encoding="utf-8")
+    (tmp_path / "numbered.csv").write_text("row,x\n" + "".join(f"{i},{i % 7}\n" for i in range(1, 41)))
+    result = run("init", tmp_path / "numbered.csv", "--target", "row", "--out", tmp_path / "rows.yaml")
+    assert result.exit_code == 0 and "looks like a row identifier" in result.output
+    # An ordinary target gets no warning.
+    result = run("init", messy_csv, "--target", "monthly_spend", "--out", tmp_path / "spend.yaml")
+    assert result.exit_code == 0 and "warning" not in result.output

@@ -67,6 +67,8 @@ def init(
                          soft_wrap=True)
     for column, reason in starter.excluded.items():
         report.console.print(f"  excluded {column}: {reason}", markup=False, soft_wrap=True)
+    for warning in starter.warnings:
+        report.console.print(f"warning: {warning}", markup=False, soft_wrap=True)
     report.console.print(f"next: dltrain fit {out}", markup=False)
 
 

@@ -63,6 +63,7 @@ class StarterConfig:
     task: str
     n_inputs: int
     classes: list[str]
+    warnings: list[str] = field(default_factory=list)
 
 
 def _commented(code: str, comment: str, width: int = 31) -> str:
@@ -179,6 +180,14 @@ def starter_config(data_path, target: str, out_path, encoding: str = "utf-8") ->
     present = raw[~target_empty]
     if present.size == 0:
         raise DataError(f"{data_path}: the target column {target!r} is empty in every row")
+    # A target that would be excluded as a feature for looking like a row identifier is
+    # almost surely the wrong column: say so rather than write a config that cannot learn.
+    described = (_describe_text(target, present, columns) if present.dtype.kind == "U"
+                 else _describe_numbers(target, present))
+    warnings = []
+    if (described.excluded or "").startswith("ID-like"):
+        warnings.append(f"the target {target!r} looks like a row identifier ({described.excluded[len('ID-like: '):]}); "
+                        "a model cannot learn to predict it: check --target")
     task = infer_task(present)
     classes = []
     if task == "classification":
@@ -210,6 +219,7 @@ def starter_config(data_path, target: str, out_path, encoding: str = "utf-8") ->
     lines = [
         f"# Starter config written by `dltrain init {data_path.name} --target {target}`.",
         f"# {rows} rows, {len(table.header)} columns. Train it with: dltrain fit {out_path.name}",
+        *[f"# warning: {warning}" for warning in warnings],
         f"name: {yaml_scalar(name)}",
         "seed: 0",
         "data:",
@@ -262,7 +272,7 @@ def starter_config(data_path, target: str, out_path, encoding: str = "utf-8") ->
         "",
     ]
     text = "\n".join(lines)
-    return StarterConfig(text, [report.name for report in features], excluded, task, n_inputs, classes)
+    return StarterConfig(text, [report.name for report in features], excluded, task, n_inputs, classes, warnings)
 
 
 def write_starter_config(data_path, target: str, out_path, force: bool = False,
