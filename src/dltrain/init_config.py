@@ -187,7 +187,7 @@ def starter_config(data_path, target: str, out_path, encoding: str = "utf-8") ->
     warnings = []
     if (described.excluded or "").startswith("ID-like"):
         warnings.append(f"the target {target!r} looks like a row identifier ({described.excluded[len('ID-like: '):]}); "
-                        "a model cannot learn to predict it: check --target")
+                        "predicting it is rarely meaningful: check --target")
     task = infer_task(present)
     classes = []
     if task == "classification":
