@@ -2,9 +2,9 @@
 
 Every optimizer supports ``weight_decay`` (L2 added to the gradient; decoupled, AdamW-style,
 for adam) on weight matrices only, and ``clip_norm`` (global gradient-norm clipping).
-Each optimizer writes its update for one piece of one array (``_update_piece``); the base
-class cuts arrays into cache-sized pieces, measures the gradient norm on the way, and runs
-the arrays on two threads when they are large enough for that to pay.
+Each optimizer writes its update for one array (``_update_array``); the base class runs it
+over every array, measuring the gradient norm on the way, on two threads when the arrays
+are large enough for that to pay.
 """
 
 from __future__ import annotations
@@ -19,11 +19,6 @@ from .backend import available_cores, xp
 # threads; inside a training step on this 2-core machine the gain disappears (the update
 # is then bound by memory), and for 100k parameters two threads were 8% slower a step.
 PARALLEL_MIN_PARAMETERS = 400_000
-# Elements per piece: an update makes about ten passes over its arrays, so each piece's
-# parameters, gradient, moments and scratch (5 x 256 KiB) should stay in cache between
-# passes. Whole arrays of the 784-512-512-10 network (2.7 MB each) did not: its Adam step
-# read them from memory ten times (measured 2.3 ms a step against 1.9 ms in pieces).
-PIECE = 65_536
 _pool = None
 
 
@@ -32,11 +27,6 @@ def _worker_pool():
     if _pool is None:
         _pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dltrain-optimizer")
     return _pool
-
-
-def _flat(array):
-    """A 1-D view of ``array`` (None when it is not contiguous, so a reshape would copy)."""
-    return array.reshape(-1) if array.flags.c_contiguous else None
 
 
 class Optimizer:
@@ -55,25 +45,11 @@ class Optimizer:
         self.clip_norm = clip_norm
         self.step_count = 0
         self._gradient_norm = None
+        self._scratch = {key: xp.empty_like(value) for key, value in params.items()}
         self.slots = {name: {key: xp.zeros_like(value) for key, value in params.items()}
                       for name in self.slot_names}
-        self._pieces = {key: self._cut(key) for key in params}
         size = sum(value.size for value in params.values())
         self.parallel = len(params) > 1 and size >= PARALLEL_MIN_PARAMETERS and available_cores() > 1
-
-    def _cut(self, key):
-        """(param, grad, slots, scratch) views for each piece of one array, made once."""
-        arrays = [self.params[key], self.grads[key]] + [self.slots[name][key] for name in self.slot_names]
-        flats = [_flat(array) for array in arrays]
-        if any(flat is None for flat in flats) or arrays[0].size <= PIECE:
-            scratch = xp.empty_like(arrays[0])
-            return [(arrays[0], arrays[1], dict(zip(self.slot_names, arrays[2:])), scratch)]
-        scratch = xp.empty(PIECE, dtype=arrays[0].dtype)
-        pieces = []
-        for start in range(0, arrays[0].size, PIECE):
-            views = [flat[start:start + PIECE] for flat in flats]
-            pieces.append((views[0], views[1], dict(zip(self.slot_names, views[2:])), scratch[:views[0].size]))
-        return pieces
 
     def gradient_norm(self) -> float:
         """Global L2 norm of all gradients."""
@@ -94,8 +70,8 @@ class Optimizer:
         """One update of every parameter from its gradient, at ``lr`` (default: ``self.lr``).
 
         Returns the global gradient norm before clipping: ``gradient_norm`` when the caller
-        has already computed it, else measured piece by piece during the update, while each
-        piece is in cache (a separate pass cost a tenth of the step for large networks)."""
+        has already computed it, else measured array by array just before each update reads
+        the gradient, which saves the separate pass over all gradients."""
         self.step_count += 1
         changes_gradients = self.clip_norm is not None or (self.weight_decay and not self.decoupled_decay)
         if gradient_norm is None and changes_gradients:
@@ -117,20 +93,19 @@ class Optimizer:
         return math.sqrt(squares) if measure else gradient_norm
 
     def _update_one(self, key, constants, measure=False) -> float:
-        """Update one array piece by piece; the sum of its squared gradients when ``measure``."""
-        squares = 0.0
-        for param, grad, slots, scratch in self._pieces[key]:
-            if measure:
-                squares += float(xp.vdot(grad, grad))
-            self._update_piece(param, grad, slots, scratch, constants)
+        """Update one array; the sum of its squared gradients when ``measure``, else 0."""
+        param, grad = self.params[key], self.grads[key]
+        squares = float(xp.vdot(grad, grad)) if measure else 0.0
+        slots = {name: values[key] for name, values in self.slots.items()}
+        self._update_array(param, grad, slots, self._scratch[key], constants)
         return squares
 
     def _begin_step(self, lr):
-        """Prepare gradients and return whatever every piece's update needs this step."""
+        """Prepare gradients and return whatever every array's update needs this step."""
         self._prepare_gradients()
         return lr
 
-    def _update_piece(self, param, grad, slots, scratch, constants):
+    def _update_array(self, param, grad, slots, scratch, constants):
         raise NotImplementedError
 
     def state(self):
@@ -156,7 +131,7 @@ class SGD(Optimizer):
         self.momentum = momentum
         self.nesterov = nesterov
 
-    def _update_piece(self, param, grad, slots, scratch, lr):
+    def _update_array(self, param, grad, slots, scratch, lr):
         if not self.momentum:
             xp.multiply(grad, lr, out=scratch)
             param -= scratch
@@ -207,7 +182,7 @@ class Adam(Optimizer):
         r = math.sqrt(correction2 / (1.0 - self.beta2))
         return lr * (1.0 - self.beta1) * r / correction1, self.eps * r
 
-    def _update_piece(self, param, grad, slots, scratch, constants):
+    def _update_array(self, param, grad, slots, scratch, constants):
         step_size, scaled_eps = constants
         m_sum, v_sum = slots["m_sum"], slots["v_sum"]
         m_sum *= self.beta1
@@ -232,7 +207,7 @@ class RMSprop(Optimizer):
         super().__init__(params, grads, lr, **common)
         self.rho, self.eps = rho, eps
 
-    def _update_piece(self, param, grad, slots, scratch, lr):
+    def _update_array(self, param, grad, slots, scratch, lr):
         s = slots["mean_square"]
         s *= self.rho
         xp.multiply(grad, grad, out=scratch)
