@@ -43,51 +43,51 @@ class CrossEntropy(Loss):
     name = "cross_entropy"
     required_activation = "softmax"
 
-    def _row_losses(self, logits, targets):
-        shifted = logits - logits.max(axis=1, keepdims=True)
-        log_norm = xp.log(xp.exp(shifted).sum(axis=1))
-        picked = xp.take_along_axis(shifted, targets.reshape(-1, 1), axis=1)[:, 0]
-        return log_norm - picked, shifted, log_norm
-
-    def value(self, logits, targets, sample_weight=None):
-        row_losses, _, _ = self._row_losses(logits, targets)
-        if sample_weight is not None:
-            row_losses = row_losses * sample_weight
-        return float(row_losses.mean(dtype=xp.float64))
-
-    def _scratch(self, n, k, dtype):
-        """Per-batch-size work arrays, allocated once: the row maxima, sums and losses, the
-        flat index of each row's target, and the column of ones that sums rows with BLAS."""
-        scratch = self._buffers.get((n, k, dtype))
-        if scratch is None:
-            scratch = self._buffers[(n, k, dtype)] = (
-                xp.empty(n, dtype), xp.empty(n, dtype), xp.empty(n, dtype), xp.empty(n, xp.intp),
+    @staticmethod
+    def _work_arrays(n, k, dtype):
+        """The row maxima, sums and losses, the flat index of each row's target, each row's
+        start in the flattened logits, and the column of ones that sums rows with BLAS."""
+        return (xp.empty(n, dtype), xp.empty(n, dtype), xp.empty(n, dtype), xp.empty(n, xp.intp),
                 xp.arange(n, dtype=xp.intp) * k, xp.ones(k, dtype))
-        return scratch
 
-    def value_and_gradient(self, logits, targets, out, sample_weight=None):
-        # The same quantities as _row_losses, in a dozen calls on preallocated arrays: this
-        # runs once per training step, where temporaries and axis-1 sums of short rows cost
-        # more than the arithmetic.
-        n, k = logits.shape
-        row_max, row_sum, row_loss, flat_index, row_starts, ones = self._scratch(n, k, logits.dtype)
+    @staticmethod
+    def _rows(logits, targets, out, work):
+        """Each row's loss, log(sum(exp(z - max))) - (z_target - max), via log-sum-exp; leaves
+        exp(z - max) in ``out``. Returns (row losses, row sums, flat target indices)."""
+        row_max, row_sum, row_loss, flat_index, row_starts, ones = work
         xp.maximum.reduce(logits, axis=1, out=row_max)
         xp.subtract(logits, row_max.reshape(-1, 1), out=out)
         xp.exp(out, out=out)
         xp.matmul(out, ones, out=row_sum)
         xp.add(row_starts, targets, out=flat_index)
-        # Row loss: log(sum(exp(z - max))) - (z_target - max).
         xp.take(logits.reshape(-1), flat_index, out=row_loss)
         row_loss -= row_max
         xp.log(row_sum, out=row_max)
         xp.subtract(row_max, row_loss, out=row_loss)
+        return row_loss, row_sum, flat_index
+
+    def value(self, logits, targets, sample_weight=None):
+        n, k = logits.shape
+        row_loss, _, _ = self._rows(logits, targets, xp.empty_like(logits), self._work_arrays(n, k, logits.dtype))
+        if sample_weight is not None:
+            row_loss *= sample_weight
+        return float(row_loss.sum(dtype=xp.float64)) / n
+
+    def value_and_gradient(self, logits, targets, out, sample_weight=None):
+        # Once per training step: the work arrays are kept per batch shape, and the whole
+        # step is a dozen calls without temporaries (axis-1 sums of short rows and
+        # temporaries cost more than the arithmetic here).
+        n, k = logits.shape
+        work = self._buffers.get((n, k, logits.dtype))
+        if work is None:
+            work = self._buffers[(n, k, logits.dtype)] = self._work_arrays(n, k, logits.dtype)
+        row_loss, row_sum, flat_index = self._rows(logits, targets, out, work)
         # Gradient: (softmax - onehot) * weight / n, with softmax = exp(z - max) / sum.
         xp.reciprocal(row_sum, out=row_sum)
         if sample_weight is not None:
             row_sum *= sample_weight
             out *= row_sum.reshape(-1, 1)
-            flat = out.reshape(-1)
-            flat[flat_index] -= sample_weight
+            out.reshape(-1)[flat_index] -= sample_weight
             row_loss *= sample_weight
         else:
             out *= row_sum.reshape(-1, 1)
