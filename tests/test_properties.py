@@ -5,7 +5,7 @@ import string
 import numpy as np
 import pytest
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from dltrain import workflow
@@ -96,6 +96,7 @@ def _read_or_error(path, request):
 
 @FAST
 @given(text=csv_texts(), as_text=st.booleans())
+@example(text="a\n;\r\t", as_text=False)  # a one-column file ending in a line of only a tab
 def test_numpy_and_the_csv_module_read_any_csv_alike(tmp_path, text, as_text):
     path = tmp_path / "any.csv"
     path.write_bytes(text.encode("utf-8"))

@@ -267,7 +267,10 @@ class CsvFile:
                 return None
         if cells.shape[0] != n_rows:
             return None
-        return numbers, [_missing_as_empty(np.char.strip(cells[:, index])) for index in range(len(text_indices))]
+        stripped = [np.char.strip(cells[:, index]) for index in range(len(text_indices))]
+        if width == 1 and (stripped[0] == "").any():
+            return None  # a line of spaces or tabs: blank to the csv module, which skips it
+        return numbers, [_missing_as_empty(column) for column in stripped]
 
     def _numbers(self, block: str, usecols, every_column: bool, integer: bool):
         for dtype in ((np.int32, np.float64) if integer else (np.float64,)):
