@@ -358,11 +358,19 @@ def _construct_mapping(loader, node, deep=False):
 
 
 _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
-# YAML 1.1 reads 1e-3 (no dot) as text; users mean a number, as in YAML 1.2.
-_StrictLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
-    list("-+0123456789"))
+
+
+class _Dumper(yaml.SafeDumper):
+    """SafeDumper that quotes every string the loader would read as a number."""
+
+
+# YAML 1.1 reads 1e-3 (no dot) as text; users mean a number, as in YAML 1.2. The dumper
+# knows the same rule, so a name like "0E0" is written quoted and reads back as text.
+for _yaml_class in (_StrictLoader, _Dumper):
+    _yaml_class.add_implicit_resolver(
+        "tag:yaml.org,2002:float",
+        re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+        list("-+0123456789"))
 
 
 def _positions(node, path=(), table=None):
@@ -657,4 +665,4 @@ def load_config(path, overrides=()) -> tuple[Config, Path, ConfigSource]:
 
 def dump_config(config: Config) -> str:
     """The config as YAML, in field order, loadable again by ``load_config``."""
-    return yaml.safe_dump(config.to_dict(), sort_keys=False, allow_unicode=True)
+    return yaml.dump(config.to_dict(), Dumper=_Dumper, sort_keys=False, allow_unicode=True)
