@@ -44,7 +44,6 @@ class Optimizer:
         self.weight_decay = weight_decay
         self.clip_norm = clip_norm
         self.step_count = 0
-        self._gradient_norm = None
         self._scratch = {key: xp.empty_like(value) for key, value in params.items()}
         self.slots = {name: {key: xp.zeros_like(value) for key, value in params.items()}
                       for name in self.slot_names}
@@ -55,29 +54,27 @@ class Optimizer:
         """Global L2 norm of all gradients."""
         return math.sqrt(sum(float(xp.vdot(g, g)) for g in self.grads.values()))
 
-    def _prepare_gradients(self):
-        if self.clip_norm is not None:
-            norm = self._gradient_norm if self._gradient_norm is not None else self.gradient_norm()
-            if norm > self.clip_norm:
-                scale = self.clip_norm / (norm + 1e-12)
-                for grad in self.grads.values():
-                    grad *= scale
+    def _prepare_gradients(self, norm):
+        """Clip and (coupled) decay the gradients; ``norm`` is their norm, known whenever
+        either applies."""
+        if self.clip_norm is not None and norm > self.clip_norm:
+            scale = self.clip_norm / (norm + 1e-12)
+            for grad in self.grads.values():
+                grad *= scale
         if self.weight_decay and not self.decoupled_decay:
             for weight, grad in self.decayed:
                 grad += self.weight_decay * weight
 
-    def step(self, lr=None, gradient_norm=None) -> float:
+    def step(self, lr=None) -> float:
         """One update of every parameter from its gradient, at ``lr`` (default: ``self.lr``).
 
-        Returns the global gradient norm before clipping: ``gradient_norm`` when the caller
-        has already computed it, else measured array by array just before each update reads
-        the gradient, which saves the separate pass over all gradients."""
+        Returns the global gradient norm before clipping. It takes a pass of its own only when
+        clipping or coupled decay must change the gradients first; otherwise it is measured
+        array by array just before each update reads the gradient."""
         self.step_count += 1
         changes_gradients = self.clip_norm is not None or (self.weight_decay and not self.decoupled_decay)
-        if gradient_norm is None and changes_gradients:
-            gradient_norm = self.gradient_norm()
-        self._gradient_norm = gradient_norm
-        constants = self._begin_step(self.lr if lr is None else lr)
+        gradient_norm = self.gradient_norm() if changes_gradients else None
+        constants = self._begin_step(self.lr if lr is None else lr, gradient_norm)
         measure = gradient_norm is None
         keys = list(self.params)
         if not self.parallel:
@@ -100,9 +97,9 @@ class Optimizer:
         self._update_array(param, grad, slots, self._scratch[key], constants)
         return squares
 
-    def _begin_step(self, lr):
+    def _begin_step(self, lr, gradient_norm):
         """Prepare gradients and return whatever every array's update needs this step."""
-        self._prepare_gradients()
+        self._prepare_gradients(gradient_norm)
         return lr
 
     def _update_array(self, param, grad, slots, scratch, constants):
@@ -169,8 +166,8 @@ class Adam(Optimizer):
         super().__init__(params, grads, lr, **common)
         self.beta1, self.beta2, self.eps = beta1, beta2, eps
 
-    def _begin_step(self, lr):
-        self._prepare_gradients()
+    def _begin_step(self, lr, gradient_norm):
+        self._prepare_gradients(gradient_norm)
         if self.weight_decay:
             for weight, _ in self.decayed:
                 weight *= 1.0 - lr * self.weight_decay
