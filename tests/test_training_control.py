@@ -62,7 +62,8 @@ def test_resume_refuses_a_changed_config_and_names_the_keys(tmp_path, root):
     message = str(caught.value)
     assert "optimizer.lr: 0.003 -> 0.01" in message
     assert "model.layers" in message and "train.epochs" not in message.split("Only")[0]
-    with pytest.raises(ConfigError, match="already trained 2 epochs"):
+    with pytest.raises(ConfigError, match=r"already finished \(all 2 epochs done\); the model is untouched. "
+                                          r"To train on anyway: .* --resume --set train.epochs=4"):
         workflow.fit(config, out=tmp_path / "run", resume=True)
     # epochs and early stopping may change
     result = workflow.fit(config, ["train.epochs=3", "train.early_stopping={patience: 5}"], out=tmp_path / "run",

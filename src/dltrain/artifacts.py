@@ -1,19 +1,32 @@
-"""The run folder: atomic writes, a manifest with checksums, and safe loading.
+"""The run folder: committed as one unit, locked while a fit writes it, loaded safely.
 
 Files: ``model.npz`` (weights only, loaded with ``allow_pickle=False``), ``model.json``
 (manifest: versions, resolved config, data schema, metrics, SHA-256 of ``model.npz``),
-``config.yaml`` (the resolved config) and ``history.csv`` (one row per epoch).
+``config.yaml`` (the resolved config), ``history.csv`` (one row per epoch) and
+``checkpoint.npz`` (the training state, for ``--resume``).
+
+A run is committed as one unit: the new files are written and fsynced in a staging folder
+beside the run folder, which then trades places with the run folder in one
+``renameat2(RENAME_EXCHANGE)``. At every instant the path holds the complete old run or the
+complete new one, and a reader that opens the folder once (``read_run``) never mixes them.
+While training, only ``checkpoint.npz`` changes, itself replaced atomically.
 """
 
 from __future__ import annotations
 
 import contextlib
 import csv
+import ctypes
+import errno
+import fcntl
 import hashlib
 import io
 import json
 import os
+import shlex
+import shutil
 import signal
+import sys
 import tempfile
 import threading
 import zipfile
@@ -23,15 +36,67 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
-from .errors import ArtifactError
+from .errors import ArtifactError, DltrainError, Interrupted, StorageError
 
 FORMAT_VERSION = 1
 # Checkpoints change more often than run folders: 2 stores Adam's moments as decayed sums.
 CHECKPOINT_FORMAT_VERSION = 2
 RUN_FILES = ("model.npz", "model.json", "config.yaml", "history.csv")
 CHECKPOINT = "checkpoint.npz"
+# The checkpoint of a --force replacement, kept apart until the new run is committed.
+PENDING_CHECKPOINT = ".checkpoint-pending.npz"
+LOCK = ".lock"
+# Files made from a run by other commands (plot, export): they belong to the run folder.
+DERIVED_FILES = ("curves.png", "curves.svg", "curves.pdf", "model.onnx")
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)
+_INTERRUPTS = tuple(number for number in (signal.SIGINT, getattr(signal, "SIGTERM", None),
+                                          getattr(signal, "SIGHUP", None)) if number is not None)
+
+
+# ---------------------------------------------------------------------- disk errors
+
+_USER_FIXES = {
+    errno.EACCES: "permission denied; choose a place you can write to",
+    errno.EPERM: "permission denied; choose a place you can write to",
+    errno.EROFS: "the file system is read-only; choose another place",
+    errno.ENOTDIR: "a part of the path is a file, not a folder; choose another place",
+    errno.ENAMETOOLONG: "the name is too long; choose a shorter one",
+    errno.EISDIR: "is a folder; give a file name",
+    errno.ENOENT: "the folder does not exist; create it first or choose another place",
+    errno.EEXIST: "already exists; choose another name",
+}
+_DISK_FIXES = {
+    errno.ENOSPC: "no space left on the device; free some space",
+    errno.EDQUOT: "the disk quota is used up; free some space",
+    errno.EFBIG: "the file size limit was reached (see `ulimit -f`); raise it",
+    errno.EIO: "an input/output error; check the disk",
+}
+
+
+def disk_error(error: OSError, path) -> DltrainError:
+    """One readable error for a failed write: what went wrong at which path, and the fix.
+
+    A full disk or a size limit is not the user's typing (exit 1); a path that cannot be
+    written is (exit 2)."""
+    if error.errno in _DISK_FIXES:
+        return StorageError(f"{path}: cannot write: {_DISK_FIXES[error.errno]}")
+    if error.errno in _USER_FIXES:
+        return ArtifactError(f"{path}: cannot write: {_USER_FIXES[error.errno]}")
+    return StorageError(f"{path}: cannot write ({error.strerror or error})")
+
+
+def write_all(handle, payload: bytes):
+    """Every byte a run folder or checkpoint gets goes through here (fault-injection tests patch it)."""
+    handle.write(payload)
+
+
+def _fsync_folder(path: Path):
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
 
 
 def check_writable(path: Path):
@@ -42,53 +107,39 @@ def check_writable(path: Path):
         raise ArtifactError(f"{path.parent}: folder not found; create it first or write elsewhere")
 
 
-def atomic_write(path, data: bytes | str, durable: bool = True):
-    """Write to a temporary file beside ``path``, fsync it, then rename it over ``path``.
+@contextlib.contextmanager
+def atomic_file(path, durable: bool = True):
+    """A binary handle whose file appears at ``path`` whole, or not at all.
 
-    A reader sees the old file or the new one, never a mix. ``durable=False`` skips the
-    fsyncs: still safe against a crash of this process, not against losing power."""
+    Written to a temporary file beside ``path``, fsynced, then renamed over it. ``durable=False``
+    skips the fsyncs: still safe against a crash of this process, not against losing power.
+    Disk errors become one readable DltrainError; the old file at ``path`` stays as it was."""
     path = Path(path)
-    payload = data.encode("utf-8") if isinstance(data, str) else data
     check_writable(path)
+    temporary = None
     try:
         descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as error:
-        raise ArtifactError(f"{path}: cannot write here ({error.strerror}); choose another place") from None
-    try:
         os.fchmod(descriptor, 0o666 & ~_UMASK)  # mkstemp's 0600 would hide runs from other users
         with os.fdopen(descriptor, "wb") as handle:
-            handle.write(payload)
+            yield handle
             handle.flush()
             if durable:
                 os.fsync(handle.fileno())
         os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    if not durable:
-        return
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
+        temporary = None
+        if durable:
+            _fsync_folder(path.parent)
+    except OSError as error:
+        raise disk_error(error, path) from None
     finally:
-        os.close(directory)
+        if temporary is not None:
+            Path(temporary).unlink(missing_ok=True)
 
 
-@contextlib.contextmanager
-def atomic_file(path):
-    """A binary handle for streaming a large file; like ``atomic_write``, it appears whole or not at all."""
-    path = Path(path)
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(descriptor, 0o666 & ~_UMASK)
-        with os.fdopen(descriptor, "wb") as handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+def atomic_write(path, data: bytes | str, durable: bool = True):
+    """Replace ``path`` with ``data`` atomically (see ``atomic_file``)."""
+    with atomic_file(path, durable) as handle:
+        write_all(handle, data.encode("utf-8") if isinstance(data, str) else data)
 
 
 def npz_bytes(arrays: dict) -> bytes:
@@ -104,18 +155,21 @@ def npz_bytes(arrays: dict) -> bytes:
 
 @contextlib.contextmanager
 def deferred_interrupts():
-    """Hold Ctrl-C until the block is done, so a group of files is never left half-updated."""
+    """Hold Ctrl-C, SIGTERM and SIGHUP until the block is done, so a group of files is never
+    left half-updated; the first signal received is raised afterwards."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     received = []
-    previous = signal.signal(signal.SIGINT, lambda number, frame: received.append(number))
+    previous = {number: signal.signal(number, lambda number, frame: received.append(number))
+                for number in _INTERRUPTS}
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for number, handler in previous.items():
+            signal.signal(number, handler)
         if received:
-            raise KeyboardInterrupt
+            raise Interrupted(received[0])
 
 
 def history_csv(history: list) -> str:
@@ -134,36 +188,186 @@ def _format_number(value):
     return repr(value) if isinstance(value, float) else value
 
 
+# ---------------------------------------------------------------------- what a folder holds
+
+def _ours(name: str) -> bool:
+    """Hidden files dltrain itself leaves in a run folder: the lock, a pending checkpoint, temporaries."""
+    return name in (LOCK, PENDING_CHECKPOINT) or (name.startswith(".") and name.endswith(".tmp"))
+
+
 def holds_run(directory: Path) -> bool:
-    return any((directory / name).exists() for name in ("model.json", "model.npz", "checkpoint.npz"))
+    return any((Path(directory) / name).exists() for name in ("model.json", "model.npz", CHECKPOINT))
 
 
-def choose_run_dir(name: str, out=None, force=False, runs_root="runs") -> Path:
-    """``--out`` if given (refused when it holds a run, unless forced); else a free ``runs/<name>[-k]``."""
-    if out is not None:
-        directory = Path(out)
-        if directory.exists() and not directory.is_dir():
-            raise ArtifactError(f"{directory}: exists and is not a folder; choose another --out")
-        if holds_run(directory) and not force:
-            raise ArtifactError(f"{directory}: already holds a run; pass --force to overwrite it, "
-                                "or choose another --out")
-        directory.mkdir(parents=True, exist_ok=True)
-        return directory
-    root = Path(runs_root)
-    root.mkdir(parents=True, exist_ok=True)
-    suffix = 1
-    while True:
-        directory = root / (name if suffix == 1 else f"{name}-{suffix}")
-        try:
-            directory.mkdir()
-            return directory
-        except FileExistsError:
-            suffix += 1
-
-
-def save_run(directory, arrays: dict, manifest: dict, config_yaml: str, history: list) -> dict:
-    """Write the run folder's four files atomically; returns the manifest as written."""
+def foreign_entries(directory: Path) -> list[str]:
+    """Names in ``directory`` that are not part of a dltrain run (a user's config, data, notes)."""
     directory = Path(directory)
+    entries = sorted(os.listdir(directory))
+    run_like = any(name in entries for name in ("model.json", "model.npz", CHECKPOINT))
+    allowed = set(RUN_FILES + (CHECKPOINT,) + DERIVED_FILES) if run_like else set()
+    return [name for name in entries
+            if not _ours(name) and not (name in allowed and (directory / name).is_file())]
+
+
+def resume_command(config, out, overrides=()) -> str:
+    """The command that continues a run, as a shell reads it: config, --out, --resume and every --set."""
+    argv = ["dltrain", "fit", str(config), "--out", str(out), "--resume"]
+    for override in overrides:
+        argv += ["--set", override]
+    return shlex.join(argv)
+
+
+def shown_path(path) -> str:
+    """A stored absolute path as the user would type it from here: relative below the current folder."""
+    relative = os.path.relpath(path)
+    return path if relative.startswith("..") else relative
+
+
+# ---------------------------------------------------------------------- the lock
+
+class RunLock:
+    """An advisory lock on a run folder (``flock`` on its ``.lock`` file), held for a whole fit.
+
+    The kernel drops the lock when its holder dies, so a lock left by a killed process is
+    taken over at once; the file only names the last holder for the message."""
+
+    def __init__(self, directory):
+        self.directory = Path(directory)
+        self._held = {}  # path of a lock file -> its descriptor
+
+    def acquire(self):
+        path = self.directory / LOCK
+        try:
+            while True:
+                descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o666 & ~_UMASK)
+                try:
+                    fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    holder = os.read(descriptor, 64).decode("ascii", "replace").strip() or "unknown"
+                    os.close(descriptor)
+                    raise ArtifactError(f"{self.directory}: in use by another dltrain fit (process {holder}); "
+                                        "wait for it to finish, or choose another --out") from None
+                # The file may have been replaced (a commit) or removed between open and flock.
+                try:
+                    current = os.stat(path).st_ino
+                except FileNotFoundError:
+                    current = None
+                if current == os.fstat(descriptor).st_ino:
+                    break
+                os.close(descriptor)
+            os.ftruncate(descriptor, 0)
+            os.write(descriptor, f"{os.getpid()}\n".encode("ascii"))
+        except OSError as error:
+            raise disk_error(error, path) from None
+        self._held[path] = descriptor
+        _remove_stale_staging(self.directory)
+        (self.directory / PENDING_CHECKPOINT).unlink(missing_ok=True)
+        return self
+
+    def adopt(self, folder: Path):
+        """Hold the lock file of a staging folder too: after the exchange it is the run folder's."""
+        path = Path(folder) / LOCK
+        descriptor = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o666 & ~_UMASK)
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.write(descriptor, f"{os.getpid()}\n".encode("ascii"))
+        self._held[path] = descriptor
+
+    def release(self):
+        path = self.directory / LOCK
+        for descriptor in self._held.values():
+            with contextlib.suppress(OSError):
+                if os.stat(path).st_ino == os.fstat(descriptor).st_ino:
+                    os.unlink(path)  # while still holding it: a waiter then sees another inode and retries
+            os.close(descriptor)
+        self._held.clear()
+
+    def __enter__(self):
+        return self.acquire()
+
+    def __exit__(self, *exc_info):
+        self.release()
+
+
+# ---------------------------------------------------------------------- committing a run
+
+def _staging_prefix(directory: Path) -> str:
+    return f".{directory.name}.staging-"
+
+
+def _remove_stale_staging(directory: Path):
+    """Staging folders left by a killed commit (only the lock holder commits, so all are stale)."""
+    with contextlib.suppress(OSError):
+        for entry in directory.parent.iterdir():
+            if entry.name.startswith(_staging_prefix(directory)):
+                shutil.rmtree(entry, ignore_errors=True)
+
+
+_RENAME_EXCHANGE = 2
+_libc = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
+
+
+def _exchange(first: Path, second: Path) -> bool:
+    """Swap two folders in one atomic step (Linux renameat2); False where the system cannot."""
+    renameat2 = getattr(_libc, "renameat2", None)
+    if renameat2 is None:
+        return False
+    at_cwd = -100
+    if renameat2(at_cwd, os.fsencode(first), at_cwd, os.fsencode(second), _RENAME_EXCHANGE) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP):
+        return False
+    raise OSError(code, os.strerror(code), str(second))
+
+
+def _write_new(path: Path, payload: bytes):
+    with open(path, "xb") as handle:
+        write_all(handle, payload)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def commit_run(directory, files: dict, lock: RunLock, carry: dict | None = None):
+    """Make ``directory`` hold exactly ``files`` ({name: bytes}) plus ``carry`` ({name: existing
+    path}, hard-linked), all at once: written and fsynced in a staging folder, then exchanged.
+
+    On any failure, or a signal before the exchange, ``directory`` is left exactly as it was."""
+    directory = Path(directory)
+    staging = directory.parent / f"{_staging_prefix(directory)}{os.getpid()}"
+    with deferred_interrupts():
+        current = staging
+        try:
+            shutil.rmtree(staging, ignore_errors=True)
+            staging.mkdir()
+            for name, payload in files.items():
+                current = directory / name
+                _write_new(staging / name, payload)
+            for name, source in (carry or {}).items():
+                current = directory / name
+                try:
+                    os.link(source, staging / name)
+                except OSError:
+                    shutil.copyfile(source, staging / name)
+            current = staging
+            lock.adopt(staging)
+            _fsync_folder(staging)
+            current = directory
+            if not _exchange(staging, directory):
+                # No atomic exchange here: move the old run aside, then the new one in.
+                previous = directory.parent / f"{_staging_prefix(directory)}previous-{os.getpid()}"
+                os.rename(directory, previous)
+                os.rename(staging, directory)
+                os.rename(previous, staging)
+            _fsync_folder(directory.parent)
+        except OSError as error:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise disk_error(error, current) from None
+    shutil.rmtree(staging, ignore_errors=True)  # the old run, now at the staging path
+
+
+def save_run(directory, arrays: dict, manifest: dict, config_yaml: str, history: list, lock: RunLock,
+             carry: dict | None = None) -> dict:
+    """Commit the run folder's four files (and ``carry``) as one unit; returns the manifest as written."""
     weights = npz_bytes(arrays)
     manifest = {
         "format_version": FORMAT_VERSION,
@@ -173,20 +377,35 @@ def save_run(directory, arrays: dict, manifest: dict, config_yaml: str, history:
         **manifest,
         "model_sha256": hashlib.sha256(weights).hexdigest(),
     }
-    with deferred_interrupts():
-        atomic_write(directory / "model.npz", weights)
-        atomic_write(directory / "config.yaml", config_yaml)
-        atomic_write(directory / "history.csv", history_csv(history))
-        atomic_write(directory / "model.json", json.dumps(manifest, indent=2, allow_nan=True) + "\n")
+    files = {"model.npz": weights, "config.yaml": config_yaml.encode("utf-8"),
+             "history.csv": history_csv(history).encode("utf-8"),
+             "model.json": (json.dumps(manifest, indent=2, allow_nan=True) + "\n").encode("utf-8")}
+    commit_run(directory, files, lock, carry)
     return manifest
 
 
-def save_checkpoint(directory, meta: dict, arrays: dict, durable: bool = True):
+# ---------------------------------------------------------------------- checkpoints
+
+def save_checkpoint(path, meta: dict, arrays: dict, durable: bool = True):
     """One file holding the training state: arrays, plus the metadata as a JSON text array."""
     payload = dict(arrays)
     payload["meta.json"] = np.array(json.dumps(meta, allow_nan=True))
     with deferred_interrupts():
-        atomic_write(Path(directory) / CHECKPOINT, npz_bytes(payload), durable)
+        atomic_write(path, npz_bytes(payload), durable)
+
+
+def _load_checkpoint(path: Path, only_meta: bool = False):
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            meta = json.loads(str(archive["meta.json"]))
+            arrays = {} if only_meta else {key: archive[key] for key in archive.files if key != "meta.json"}
+    except (ValueError, OSError, KeyError, zipfile.BadZipFile, EOFError, json.JSONDecodeError) as error:
+        raise ArtifactError(f"{path}: the checkpoint is damaged ({error}); train again without --resume") from None
+    if not isinstance(meta, dict) or meta.get("format_version") != CHECKPOINT_FORMAT_VERSION:
+        version = meta.get("format_version") if isinstance(meta, dict) else None
+        raise ArtifactError(f"{path}: checkpoint format {version!r} is not supported by "
+                            f"dltrain {__version__}; train again without --resume")
+    return meta, arrays
 
 
 def read_checkpoint(directory):
@@ -194,27 +413,31 @@ def read_checkpoint(directory):
     path = Path(directory) / CHECKPOINT
     if not path.exists():
         raise ArtifactError(f"{path}: no checkpoint to resume from; train without --resume first")
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            arrays = {key: archive[key] for key in archive.files}
-        meta = json.loads(str(arrays.pop("meta.json")))
-    except (ValueError, OSError, KeyError, zipfile.BadZipFile, EOFError, json.JSONDecodeError) as error:
-        raise ArtifactError(f"{path}: the checkpoint is damaged ({error}); train again without --resume") from None
-    if meta.get("format_version") != CHECKPOINT_FORMAT_VERSION:
-        raise ArtifactError(f"{path}: checkpoint format {meta.get('format_version')!r} is not supported by "
-                            f"dltrain {__version__}; train again without --resume")
-    return meta, arrays
+    return _load_checkpoint(path)
 
 
-def read_manifest(directory) -> dict:
-    directory = Path(directory)
-    if not directory.is_dir():
-        raise ArtifactError(f"{directory}: run folder not found; give the folder that `dltrain fit` printed")
-    path = directory / "model.json"
-    if not path.exists():
-        raise ArtifactError(f"{path}: missing; {directory} does not hold a finished run")
+def unfinished_message(directory: Path) -> str | None:
+    """For a folder holding only a checkpoint: what it is and the exact command that continues it."""
+    path = Path(directory) / CHECKPOINT
+    if not path.is_file():
+        return None
     try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
+        meta, _ = _load_checkpoint(path, only_meta=True)
+        resume = meta["resume"]
+        command = resume_command(shown_path(resume["config"]), directory, resume["overrides"])
+        epochs = f"epoch {meta['epoch']} of {resume['epochs']}"
+    except (DltrainError, KeyError, TypeError):
+        return (f"{directory} holds no finished model, only a training checkpoint; "
+                "continue it with `dltrain fit CONFIG --out " + shlex.quote(str(directory)) + " --resume`")
+    return (f"{directory} holds no finished model, only a training checkpoint (after {epochs}): the fit "
+            f"was stopped before it saved a model. Continue it with: {command}")
+
+
+# ---------------------------------------------------------------------- reading a run
+
+def _parse_manifest(path: Path, payload: bytes) -> dict:
+    try:
+        manifest = json.loads(payload.decode("utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise ArtifactError(f"{path}: not valid JSON ({error}); the file is damaged, train again") from None
     if not isinstance(manifest, dict) or "format_version" not in manifest:
@@ -229,13 +452,7 @@ def read_manifest(directory) -> dict:
     return manifest
 
 
-def read_weights(directory, expected_sha256: str) -> dict:
-    """Load ``model.npz`` after checking its SHA-256 against the manifest; never unpickles."""
-    path = Path(directory) / "model.npz"
-    try:
-        payload = path.read_bytes()
-    except FileNotFoundError:
-        raise ArtifactError(f"{path}: missing; the run folder is incomplete, train again") from None
+def _parse_weights(path: Path, payload: bytes, expected_sha256) -> dict:
     digest = hashlib.sha256(payload).hexdigest()
     if digest != expected_sha256:
         raise ArtifactError(f"{path}: checksum mismatch (SHA-256 {digest[:12]}…, manifest says "
@@ -245,3 +462,169 @@ def read_weights(directory, expected_sha256: str) -> dict:
             return {key: archive[key] for key in archive.files}
     except (ValueError, OSError, zipfile.BadZipFile, EOFError) as error:
         raise ArtifactError(f"{path}: cannot be read as weights ({error}); train again") from None
+
+
+def _open_folder(directory: Path) -> int:
+    try:
+        return os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    except (FileNotFoundError, NotADirectoryError):
+        raise ArtifactError(f"{directory}: run folder not found; give the folder that `dltrain fit` printed") from None
+    except OSError as error:
+        raise ArtifactError(f"{directory}: cannot open the run folder ({error.strerror})") from None
+
+
+def _read_at(folder: int, directory: Path, name: str) -> bytes:
+    """A run file's bytes, opened relative to the folder's descriptor."""
+    descriptor = os.open(name, os.O_RDONLY, dir_fd=folder)
+    with os.fdopen(descriptor, "rb") as handle:
+        return handle.read()
+
+
+def _missing(directory: Path, name: str) -> ArtifactError:
+    if name == "model.json":
+        unfinished = unfinished_message(directory)
+        return ArtifactError(unfinished or f"{directory / name}: missing; {directory} does not hold a finished run")
+    return ArtifactError(f"{directory / name}: missing; the run folder is incomplete, train again")
+
+
+def _read_files(directory: Path, names) -> dict:
+    """The named files of a run folder, all from the same committed run.
+
+    They are read through one open descriptor on the folder; a commit that exchanges the
+    folder meanwhile (and removes the old run) shows as a vanished file, and the read starts over."""
+    for _attempt in range(5):
+        folder = _open_folder(directory)
+        try:
+            payloads = {}
+            for name in names:
+                try:
+                    payloads[name] = _read_at(folder, directory, name)
+                except FileNotFoundError:
+                    payloads = None
+                    if os.fstat(folder).st_ino == _inode(directory):
+                        raise _missing(directory, name) from None
+                    break  # the folder was exchanged under us: read the new one
+                except IsADirectoryError:
+                    raise ArtifactError(f"{directory / name}: is a folder, not a file; train again") from None
+                except OSError as error:
+                    raise ArtifactError(f"{directory / name}: cannot be read ({error.strerror})") from None
+            if payloads is not None:
+                return payloads
+        finally:
+            os.close(folder)
+    raise ArtifactError(f"{directory}: changed while it was read (a fit is saving into it); try again")
+
+
+def _inode(path: Path):
+    try:
+        return os.stat(path).st_ino
+    except OSError:
+        return None
+
+
+def read_manifest(directory) -> dict:
+    """The manifest of a finished run (``model.json``), checked for format and required keys."""
+    directory = Path(directory)
+    payload = _read_files(directory, ["model.json"])["model.json"]
+    return _parse_manifest(directory / "model.json", payload)
+
+
+def read_run(directory) -> tuple[dict, dict]:
+    """(manifest, weights) of a finished run, from one commit; the weights' SHA-256 is checked."""
+    directory = Path(directory)
+    payloads = _read_files(directory, ["model.json", "model.npz"])
+    manifest = _parse_manifest(directory / "model.json", payloads["model.json"])
+    return manifest, _parse_weights(directory / "model.npz", payloads["model.npz"], manifest["model_sha256"])
+
+
+# ---------------------------------------------------------------------- choosing and claiming a folder
+
+class RunTarget:
+    """The folder a fit writes, locked for the fit's whole life.
+
+    ``created``: this fit made it (and removes it again when nothing gets saved).
+    ``replacing``: it holds a run that ``--force`` replaces; that run stays, untouched, until
+    the new one is committed, and the new training's checkpoint is kept apart meanwhile."""
+
+    def __init__(self, directory: Path, created: bool, replacing: bool):
+        self.directory, self.created, self.replacing = Path(directory), created, replacing
+        self.lock = RunLock(directory)
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.directory / (PENDING_CHECKPOINT if self.replacing else CHECKPOINT)
+
+    def release(self):
+        """Drop the lock. A replacement's checkpoint that was not committed goes (a committed
+        one lives on as ``checkpoint.npz``); a folder this fit created and left without a run goes."""
+        if self.replacing:
+            self.checkpoint.unlink(missing_ok=True)
+        if self.created and not holds_run(self.directory):
+            shutil.rmtree(self.directory, ignore_errors=True)  # while locked: nobody else is inside
+        self.lock.release()
+
+
+def _refuse_foreign(directory: Path, inputs):
+    for path in inputs:
+        if Path(path).resolve().is_relative_to(directory.resolve()):
+            raise ArtifactError(f"{path} is inside --out {directory}: saving the run would replace or remove it. "
+                                "Choose another --out, or move the file out of that folder")
+    foreign = foreign_entries(directory)
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+        raise ArtifactError(f"{directory}: holds files that are not part of a dltrain run ({shown}); a run "
+                            "folder is replaced as a whole, so choose a new or empty --out")
+
+
+def claim_run_dir(name: str, out=None, force=False, resume=False, inputs=(), runs_root="runs") -> RunTarget:
+    """Pick and lock the run folder: ``--out`` (checked), else a free ``runs/<name>[-k]``."""
+    if out is None:
+        return _claim_numbered(name, Path(runs_root))
+    directory = Path(out)
+    if directory.exists() and not directory.is_dir():
+        raise ArtifactError(f"{directory}: exists and is not a folder; choose another --out")
+    if resume and not (directory / CHECKPOINT).is_file():
+        raise ArtifactError(f"{directory / CHECKPOINT}: no checkpoint to resume from; train without --resume first")
+    created = not directory.exists()
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise disk_error(error, directory) from None
+    target = RunTarget(directory, created, replacing=False)
+    target.lock.acquire()
+    try:
+        _refuse_foreign(directory, inputs)
+        if not resume and holds_run(directory):
+            if not force:
+                unfinished = None if (directory / "model.json").exists() else unfinished_message(directory)
+                raise ArtifactError(f"{unfinished}. Or pass --force to replace it" if unfinished else
+                                    f"{directory}: already holds a run; pass --force to overwrite it (the old run "
+                                    "stays until the new one is saved), or choose another --out")
+            target.replacing = True
+            target.checkpoint.unlink(missing_ok=True)
+    except BaseException:
+        target.release()
+        raise
+    return target
+
+
+def _claim_numbered(name: str, root: Path) -> RunTarget:
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise disk_error(error, root) from None
+    if not root.is_dir():
+        raise ArtifactError(f"{root}: exists and is not a folder; move it, or give --out")
+    suffix = 1
+    while True:
+        directory = root / (name if suffix == 1 else f"{name}-{suffix}")
+        try:
+            directory.mkdir()
+        except FileExistsError:
+            suffix += 1
+            continue
+        except OSError as error:
+            raise disk_error(error, directory) from None
+        target = RunTarget(directory, created=True, replacing=False)
+        target.lock.acquire()
+        return target

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import math
+import signal
 from pathlib import Path
 from typing import Annotated, List, Optional
 
@@ -13,7 +15,7 @@ import typer
 from . import report, workflow
 from .artifacts import atomic_write
 from .config import dump_config
-from .errors import DltrainError
+from .errors import DltrainError, Interrupted, signal_of
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -31,10 +33,25 @@ def user_errors(command):
         except DltrainError as error:
             report.show_error(str(error))
             raise typer.Exit(error.exit_code) from None
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as interrupt:
             report.show_error("interrupted")
-            raise typer.Exit(130) from None
+            raise typer.Exit(128 + signal_of(interrupt)) from None
     return wrapper
+
+
+@contextlib.contextmanager
+def termination_as_interrupt():
+    """SIGTERM (kill, systemd, Docker, batch schedulers) and SIGHUP stop a fit the way Ctrl-C does."""
+    def interrupt(number, frame):
+        raise Interrupted(number)
+
+    numbers = [number for number in (getattr(signal, "SIGTERM", None), getattr(signal, "SIGHUP", None)) if number]
+    previous = {number: signal.signal(number, interrupt) for number in numbers}
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
 
 
 ConfigArg = Annotated[Path, typer.Argument(help="YAML config file.", show_default=False)]
@@ -105,7 +122,8 @@ def fit(
 ):
     """Train the network a config describes and save a run folder.
 
-    Ctrl-C saves the last finished epoch; continue with --out DIR --resume."""
+    Ctrl-C (or SIGTERM) saves the last finished epoch and prints the command that resumes it
+    (--out DIR --resume). With --force the old run stays until the new one is saved."""
     reporter = report.TrainingReporter(quiet=quiet)
 
     def announce(run_dir):
@@ -113,7 +131,8 @@ def fit(
             report.console.print(f"run folder: {run_dir}", markup=False)
 
     try:
-        result = workflow.fit(config, overrides or [], out, force, reporter, on_run_dir=announce, resume=resume)
+        with termination_as_interrupt():
+            result = workflow.fit(config, overrides or [], out, force, reporter, on_run_dir=announce, resume=resume)
     finally:
         reporter.close()
     for line in report.fit_summary(result):
@@ -160,6 +179,8 @@ def evaluate(run_dir: RunArg, data: DataArg,
 def predict(run_dir: RunArg, data: DataArg,
             out: Annotated[Optional[Path], typer.Option(help="Write the CSV here instead of stdout.")] = None):
     """Predictions for every row of a CSV: the target column, then prob_<label> per class."""
+    if out is not None:
+        workflow.refuse_overwriting_inputs(out, [data], run_dir)
     header, rows = workflow.predict_rows(run_dir, data)
     text = workflow.predictions_csv(header, rows)
     if out is None:
@@ -181,4 +202,7 @@ def plot(run_dir: RunArg,
 
 
 def main():
+    if hasattr(signal, "SIGXFSZ"):
+        # Past `ulimit -f` a write then fails with EFBIG, reported in words, instead of killing us.
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     app()

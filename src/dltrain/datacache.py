@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from .artifacts import atomic_file, atomic_write
+from .errors import DltrainError
 from .csvio import MISSING_TOKENS, Columns, CsvFile
 
 CACHE_FORMAT = 1
@@ -111,8 +112,8 @@ def _load(entry: Path, table: CsvFile, options: dict, fingerprint: list) -> Colu
                 or any(values.shape != (n_rows,) or values.dtype.kind != "U" for values in text_columns.values())):
             return None
         return Columns(table.path, lines, list(numeric), matrix, wide_columns, text_columns, bool(meta["integral"]))
-    except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile, EOFError):
-        return None
+    except (OSError, DltrainError, ValueError, KeyError, TypeError, zipfile.BadZipFile, EOFError):
+        return None  # a damaged, foreign or unwritable entry only costs a parse
 
 
 def _paths(entry: Path) -> tuple[Path, Path]:
@@ -152,5 +153,5 @@ def _store(entry: Path, columns: Columns, options: dict, digest: str, fingerprin
         with atomic_file(arrays_path) as handle:
             np.savez(handle, **arrays)
         _write_meta(meta_path, meta)
-    except OSError:
+    except (OSError, DltrainError):
         pass  # a read-only or full disk only costs the next fit a parse

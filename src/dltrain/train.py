@@ -264,21 +264,12 @@ class Trainer:
             lr = self.schedule.lr(epoch) if self.schedule else self.optimizer.lr
             train_loss = self.train_epoch(epoch, lr)
             record = self._record(epoch, lr, train_loss, started)
-            previous_loss = self.history[-1]["loss"] if self.history else math.inf
             self.history.append(record)
             self.epoch = epoch
             self._track_best(epoch, record)
             if self.schedule:
                 self.schedule.observe(epoch, record)
-            if self.early_stopping and self.wait >= self.early_stopping.patience:
-                self.stop_reason = (f"early stop: no {self.monitor} improvement for "
-                                    f"{self.early_stopping.patience} epochs")
-            elif options.tolerance is not None and previous_loss - train_loss < options.tolerance:
-                self.stop_reason = f"converged: loss improved by less than {options.tolerance:g}"
-            elif epoch == options.epochs:
-                self.stop_reason = "epochs done"
-            else:
-                self.stop_reason = "running"
+            self.stop_reason = self.stopping_reason()
             if self.on_epoch_saved:
                 self.on_epoch_saved(self)
             self.callbacks.on_epoch_end(epoch, record)
@@ -287,6 +278,23 @@ class Trainer:
         if self.stop_reason == "running":
             self.stop_reason = "epochs done"
         return self.finish()
+
+    def stopping_reason(self) -> str:
+        """Why training stops after the current epoch under the current options, or "running".
+
+        One rule for the loop and for a resume: a run that stopped on its own stays stopped
+        unless the options that stopped it changed."""
+        options = self.options
+        if not self.history:
+            return "running" if options.epochs > 0 else "epochs done"
+        if self.early_stopping and self.wait >= self.early_stopping.patience:
+            return f"early stop: no {self.monitor} improvement for {self.early_stopping.patience} epochs"
+        previous_loss = self.history[-2]["loss"] if len(self.history) > 1 else math.inf
+        if options.tolerance is not None and previous_loss - self.history[-1]["loss"] < options.tolerance:
+            return f"converged: loss improved by less than {options.tolerance:g}"
+        if self.epoch >= options.epochs:
+            return "epochs done"
+        return "running"
 
     def finish(self) -> TrainResult:
         """Restore the best weights when asked, and summarise."""

@@ -18,14 +18,15 @@ from pathlib import Path
 import numpy as np
 from pydantic import ValidationError
 
-from .artifacts import (CHECKPOINT, CHECKPOINT_FORMAT_VERSION, RUN_FILES, choose_run_dir, read_checkpoint,
-                        read_manifest, read_weights, save_checkpoint, save_run)
+from .artifacts import (CHECKPOINT, CHECKPOINT_FORMAT_VERSION, RunTarget, claim_run_dir, read_checkpoint,
+                        holds_run, read_manifest, read_run, resume_command, save_checkpoint, save_run)
 from .config import Config, ConfigSource, closest_match, dump_config, load_config
 from . import datacache
 from .csvio import CsvFile
 from .data import (ColumnOptions, DataPlan, DataSchema, Split, checked_rows, column_encodings, infer_task,
                    plan_data, read_features, stratified_split, target_labels)
-from .errors import ArtifactError, ConfigError, DataError, DltrainError, TrainingDiverged
+from .errors import (ArtifactError, ConfigError, DataError, DltrainError, TrainingDiverged, TrainingInterrupted,
+                     signal_of)
 from .losses import make_loss
 from .metrics import (CLASSIFICATION_METRICS, DEFAULT_METRICS, REGRESSION_METRICS, class_indices, evaluate,
                       higher_is_better, predicted_classes)
@@ -205,12 +206,6 @@ class FitResult:
     resumed_from: int = 0
 
 
-class TrainingInterrupted(DltrainError):
-    """Ctrl-C during fit: the last finished epoch is saved; exit code 130 as for SIGINT."""
-
-    exit_code = 130
-
-
 def _split_metrics(model, loss, data: PreparedData) -> dict:
     task = data.config.task
     metrics = {"train": evaluate(model, loss, data.train.features, data.train.targets, task)}
@@ -294,7 +289,7 @@ def _comparable(config: Config, base_dir: Path) -> dict:
     return flat
 
 
-_RESUMABLE_CHANGES = ("train.epochs", "train.early_stopping")
+_RESUMABLE_CHANGES = ("train.epochs", "train.early_stopping", "train.tolerance")
 
 
 def _refuse_changed_config(stored: dict, current: dict, run_dir: Path):
@@ -303,7 +298,69 @@ def _refuse_changed_config(stored: dict, current: dict, run_dir: Path):
     if differing:
         details = "; ".join(f"{key}: {stored.get(key)!r} -> {current.get(key)!r}" for key in differing)
         raise ConfigError(f"cannot resume {run_dir}: the config differs from the checkpoint in {details}. "
-                          "Only train.epochs and train.early_stopping may change; train into a new --out instead")
+                          "Only train.epochs, train.early_stopping and train.tolerance may change; "
+                          "train into a new --out instead")
+
+
+def _data_files(config: Config, base_dir: Path) -> dict:
+    """The files training reads, by config key: the training CSV, and the validation CSV if one is given."""
+    files = {"data.train": _data_path(base_dir, config.data.train)}
+    if isinstance(config.data.validation, str):
+        files["data.validation"] = _data_path(base_dir, config.data.validation)
+    return files
+
+
+def _data_hashes(config: Config, base_dir: Path) -> dict:
+    """SHA-256 of each training input, so a resume can tell that the data changed."""
+    return {key: datacache.file_sha256(path) for key, path in _data_files(config, base_dir).items()
+            if path.is_file()}
+
+
+def _refuse_changed_data(meta: dict, config: Config, base_dir: Path, run_dir: Path):
+    files = _data_files(config, base_dir)
+    for key, digest in (meta.get("data_sha256") or {}).items():
+        path = files.get(key)
+        if path is None or not path.is_file() or datacache.file_sha256(path) != digest:
+            shown = path if path is not None else key
+            raise DataError(f"{shown}: {key} changed since the checkpoint in {run_dir} was written; resuming on "
+                            "other data would not continue the same training. Train into a new --out instead")
+
+
+def _input_paths(config_path, config: Config, base_dir: Path) -> list[Path]:
+    paths = [Path(config_path), *_data_files(config, base_dir).values()]
+    return paths + ([_data_path(base_dir, config.data.test)] if config.data.test else [])
+
+
+@dataclass
+class _Session:
+    """One fit: what it was asked, what it trains on, and the folder it holds."""
+
+    config_path: Path
+    overrides: list
+    config: Config
+    base_dir: Path
+    data: PreparedData
+    target: RunTarget
+
+    def resume_command(self, overrides=None) -> str:
+        return resume_command(self.config_path, self.target.directory,
+                              self.overrides if overrides is None else overrides)
+
+    def save(self, model, loss, history, stop_reason, best_epoch, monitor) -> dict:
+        """Evaluate the model on every split and commit the run folder, checkpoint included."""
+        metrics = _split_metrics(model, loss, self.data)
+        stored = _relocate_paths(self.config, self.base_dir, self.target.directory)
+        manifest = {
+            "config": stored.to_dict(),
+            "data": self.data.schema.to_dict(),
+            "metrics": metrics,
+            "training": {"epochs_done": len(history), "stop_reason": stop_reason, "best_epoch": best_epoch,
+                         "monitor": monitor},
+        }
+        checkpoint = self.target.checkpoint
+        carry = {CHECKPOINT: checkpoint} if checkpoint.exists() else None
+        save_run(self.target.directory, model.state(), manifest, dump_config(stored), history, self.target.lock, carry)
+        return metrics
 
 
 class _Checkpointer:
@@ -314,76 +371,28 @@ class _Checkpointer:
 
     SYNC_SECONDS = 5.0
 
-    def __init__(self, run_dir: Path, comparable: dict):
-        self.run_dir, self.comparable = run_dir, comparable
-        self.config_sha256 = hashlib.sha256(json.dumps(comparable, sort_keys=True).encode()).hexdigest()
+    def __init__(self, session: _Session, comparable: dict):
+        self.path = session.target.checkpoint
+        self.extra = {
+            "format_version": CHECKPOINT_FORMAT_VERSION, "config": comparable,
+            "config_sha256": hashlib.sha256(json.dumps(comparable, sort_keys=True).encode()).hexdigest(),
+            "data_sha256": _data_hashes(session.config, session.base_dir),
+            "resume": {"config": str(Path(session.config_path).resolve()), "overrides": list(session.overrides),
+                       "epochs": session.config.train.epochs},
+        }
         self.last_sync = -math.inf
 
     def __call__(self, trainer: Trainer):
         meta, arrays = trainer.state()
-        meta.update({"format_version": CHECKPOINT_FORMAT_VERSION, "config": self.comparable,
-                     "config_sha256": self.config_sha256})
+        meta.update(self.extra)
         durable = time.monotonic() - self.last_sync >= self.SYNC_SECONDS or trainer.stop_reason != "running"
-        save_checkpoint(self.run_dir, meta, arrays, durable)
+        save_checkpoint(self.path, meta, arrays, durable)
         if durable:
             self.last_sync = time.monotonic()
 
 
-def _save_model(run_dir, model, loss, data: PreparedData, config: Config, base_dir: Path, history, stop_reason,
-                best_epoch, monitor):
-    metrics = _split_metrics(model, loss, data)
-    stored = _relocate_paths(config, base_dir, run_dir)
-    manifest = {
-        "config": stored.to_dict(),
-        "data": data.schema.to_dict(),
-        "metrics": metrics,
-        "training": {"epochs_done": len(history), "stop_reason": stop_reason, "best_epoch": best_epoch,
-                     "monitor": monitor},
-    }
-    save_run(run_dir, model.state(), manifest, dump_config(stored), history)
-    return metrics
-
-
-def _save_from_checkpoint(run_dir, trainer: Trainer, data, config, base_dir, stop_reason):
-    """After Ctrl-C or divergence: the run's model becomes the last finished epoch's."""
-    try:
-        meta, arrays = read_checkpoint(run_dir)
-    except ArtifactError:
-        return 0
-    model = trainer.model
-    model.load_state({key[len("param/"):]: value for key, value in arrays.items() if key.startswith("param/")})
-    _save_model(run_dir, model, trainer.loss, data, config, base_dir, history_from_checkpoint(meta, arrays),
-                stop_reason, meta["best"]["epoch"], trainer.monitor)
-    return meta["epoch"]
-
-
-def fit(config_path, overrides=(), out=None, force=False, callbacks: Callbacks | None = None,
-        on_run_dir=None, resume=False) -> FitResult:
-    """Train from a config file and save the run folder; returns where and how it went.
-
-    With ``resume``, continue the checkpoint in ``out`` up to ``train.epochs``, bit for bit
-    as if training had never stopped."""
-    config, base_dir, source = load_config(config_path, overrides)
-    seeds = Seeds.from_seed(config.seed)
-    data = prepare_data(config, source, base_dir, seeds)
-    config = check_training_options(data.config, source, data)
-    comparable = _comparable(config, base_dir)
-    if resume:
-        if out is None:
-            raise ConfigError("--resume needs --out DIR: the run folder to continue")
-        run_dir = Path(out)
-        checkpoint = read_checkpoint(run_dir)
-        _refuse_changed_config(checkpoint[0]["config"], comparable, run_dir)
-        if checkpoint[0]["epoch"] >= config.train.epochs:
-            raise ConfigError(f"{run_dir}: already trained {checkpoint[0]['epoch']} epochs; to continue, raise "
-                              f"train.epochs (e.g. --set train.epochs={checkpoint[0]['epoch'] * 2})")
-    else:
-        run_dir = choose_run_dir(config.name, out, force)
-        if force:
-            for name in RUN_FILES + (CHECKPOINT,):
-                (run_dir / name).unlink(missing_ok=True)
-    if on_run_dir:
-        on_run_dir(run_dir)
+def _make_trainer(session: _Session, seeds: Seeds, comparable: dict, callbacks) -> Trainer:
+    config, data = session.config, session.data
     model = build_model(config, data.schema, seeds)
     loss = make_loss(config.loss, config.model.output.activation)
     optimizer = make_model_optimizer(config.optimizer.name, model, **config.optimizer.engine_options())
@@ -398,32 +407,152 @@ def fit(config_path, overrides=(), out=None, force=False, callbacks: Callbacks |
     options = TrainOptions(config.train.epochs, config.train.batch_size, config.train.shuffle,
                            config.train.tolerance, full_batch=config.optimizer.name == "gd",
                            metrics=tuple(config.train.metrics))
-    trainer = Trainer(model, loss, optimizer, data.train, data.validation, options, config.task,
-                      shuffle_rng=seeds.shuffle, dropout_rng=seeds.dropout, schedule=schedule,
-                      early_stopping=stopping, sample_weight=sample_weights(config, data.schema, data.train.targets),
-                      n_classes=len(data.schema.class_labels), callbacks=callbacks,
-                      on_epoch_saved=_Checkpointer(run_dir, comparable))
-    if resume:
-        trainer.load_state(*checkpoint)
-    resumed_from = trainer.epoch
+    return Trainer(model, loss, optimizer, data.train, data.validation, options, config.task,
+                   shuffle_rng=seeds.shuffle, dropout_rng=seeds.dropout, schedule=schedule,
+                   early_stopping=stopping, sample_weight=sample_weights(config, data.schema, data.train.targets),
+                   n_classes=len(data.schema.class_labels), callbacks=callbacks,
+                   on_epoch_saved=_Checkpointer(session, comparable))
+
+
+def _save_from_checkpoint(session: _Session, trainer: Trainer, stop_reason: str) -> int:
+    """After Ctrl-C or divergence: the run's model becomes the last finished epoch's (0: none yet)."""
+    if session.target.replacing or not session.target.checkpoint.exists():
+        return 0
+    meta, arrays = read_checkpoint(session.target.directory)
+    model = trainer.model
+    model.load_state({key[len("param/"):]: value for key, value in arrays.items() if key.startswith("param/")})
+    session.save(model, trainer.loss, history_from_checkpoint(meta, arrays), stop_reason, meta["best"]["epoch"],
+                 trainer.monitor)
+    return meta["epoch"]
+
+
+def _interrupted(session: _Session, trainer: Trainer, number: int) -> TrainingInterrupted:
+    """Ctrl-C, SIGTERM or SIGHUP while training: keep what is finished, say how to go on."""
+    directory = session.target.directory
+    if session.target.replacing:
+        return TrainingInterrupted(f"interrupted: {directory} still holds the previous run, unchanged; the new "
+                                   "training was discarded", number)
     try:
-        result = trainer.run()
+        epoch = _save_from_checkpoint(session, trainer, "interrupted")
     except KeyboardInterrupt:
-        epoch = _save_from_checkpoint(run_dir, trainer, data, config, base_dir, "interrupted")
-        if not epoch:
-            raise TrainingInterrupted("interrupted before the first epoch finished; nothing was saved") from None
-        raise TrainingInterrupted(
-            f"interrupted: {run_dir} holds the model after epoch {epoch}; resume with: "
-            f"dltrain fit {config_path} --out {run_dir} --resume") from None
-    except TrainingDiverged as error:
-        epoch = _save_from_checkpoint(run_dir, trainer, data, config, base_dir, "diverged")
-        if epoch:
-            error.args = (f"{error.args[0]}. {run_dir} holds the model after epoch {epoch}, the last good one",)
-        raise
-    metrics = _save_model(run_dir, model, loss, data, config, base_dir, result.history, result.stop_reason,
-                          result.best_epoch, result.monitor)
-    return FitResult(run_dir, config, result.history, result.stop_reason, metrics, result.best_epoch,
-                     result.monitor, resumed_from)
+        return TrainingInterrupted(f"interrupted again while saving; {directory} holds the training checkpoint; "
+                                   f"resume with: {session.resume_command()}", number)
+    if not epoch:
+        return TrainingInterrupted("interrupted before the first epoch finished; nothing was saved", number)
+    return TrainingInterrupted(f"interrupted: {directory} holds the model after epoch {epoch}; resume with: "
+                               f"{session.resume_command()}", number)
+
+
+def _diverged(session: _Session, trainer: Trainer, error: TrainingDiverged):
+    directory = session.target.directory
+    if session.target.replacing:
+        error.args = (f"{error.args[0]}. {directory} still holds the previous run, unchanged",)
+        return
+    epoch = _save_from_checkpoint(session, trainer, "diverged")
+    where = f"{directory} holds the model after epoch {epoch}, the last good one" if epoch else "nothing was saved"
+    error.args = (f"{error.args[0]}. {where}",)
+
+
+def _not_saved(session: _Session, what: str) -> str:
+    """Where things stand when the final save did not happen."""
+    if session.target.replacing:
+        return f"{what}: {session.target.directory} still holds the previous run, unchanged"
+    return (f"{what}: training finished but the model was not saved; {session.target.directory} holds its "
+            f"checkpoint. Save the model with: {session.resume_command()}")
+
+
+def _already_finished(session: _Session, trainer: Trainer, reason: str) -> ConfigError:
+    """Resuming a run that stopped on its own: refused, with the change that would train on."""
+    epoch, config = trainer.epoch, session.config
+    if reason.startswith("early stop"):
+        patience = config.train.early_stopping.patience
+        key, value = "train.early_stopping.patience", patience + max(10, patience)
+    elif reason.startswith("converged"):
+        key, value = "train.tolerance", "null"
+    else:
+        key, value = "train.epochs", epoch * 2
+    overrides = [item for item in session.overrides if not item.startswith(f"{key}=")] + [f"{key}={value}"]
+    if key != "train.epochs" and epoch >= config.train.epochs:
+        overrides = [item for item in overrides if not item.startswith("train.epochs=")] + [
+            f"train.epochs={epoch * 2}"]
+    how = f"all {epoch} epochs done" if reason == "epochs done" else f"{reason.split(':')[0]} at epoch {epoch}"
+    return ConfigError(f"{session.target.directory}: already finished ({how}); "
+                       "the model is untouched. To train on anyway: " + session.resume_command(overrides))
+
+
+def _committed(directory: Path, trainer: Trainer) -> bool:
+    """Whether the folder's saved model is the one the checkpoint's training ended with."""
+    try:
+        return read_manifest(directory)["training"]["epochs_done"] == trainer.epoch
+    except (ArtifactError, KeyError, TypeError):
+        return False
+
+
+def _train_and_save(session: _Session, trainer: Trainer, resume: bool) -> FitResult:
+    resumed_from = trainer.epoch
+    finished = trainer.stopping_reason() if resume else "running"
+    if finished != "running":
+        if _committed(session.target.directory, trainer):
+            raise _already_finished(session, trainer, finished)
+        result = trainer.finish()  # the training ended before its model was saved: save it now
+    else:
+        try:
+            result = trainer.run()
+        except KeyboardInterrupt as interrupt:
+            raise _interrupted(session, trainer, signal_of(interrupt)) from None
+        except TrainingDiverged as error:
+            _diverged(session, trainer, error)
+            raise
+        except DltrainError as error:  # the checkpoint could not be written (full disk, ...)
+            raise type(error)(f"{error}. Training stopped at epoch {trainer.epoch}; "
+                              + ("the previous run is unchanged" if session.target.replacing else
+                                 f"continue later with: {session.resume_command()}")) from None
+    try:
+        metrics = session.save(trainer.model, trainer.loss, result.history, result.stop_reason,
+                               result.best_epoch, result.monitor)
+    except KeyboardInterrupt as interrupt:
+        raise TrainingInterrupted(_not_saved(session, "interrupted while saving"), signal_of(interrupt)) from None
+    except DltrainError as error:
+        raise type(error)(_not_saved(session, str(error))) from None
+    return FitResult(session.target.directory, session.config, result.history, result.stop_reason, metrics,
+                     result.best_epoch, result.monitor, resumed_from)
+
+
+def fit(config_path, overrides=(), out=None, force=False, callbacks: Callbacks | None = None,
+        on_run_dir=None, resume=False) -> FitResult:
+    """Train from a config file and commit the run folder; returns where and how it went.
+
+    With ``resume``, continue the checkpoint in ``out`` up to ``train.epochs``, bit for bit
+    as if training had never stopped."""
+    overrides = list(overrides)
+    config, base_dir, source = load_config(config_path, overrides)
+    if resume and out is None:
+        raise ConfigError("--resume needs --out DIR: the run folder to continue")
+    inputs = _input_paths(config_path, config, base_dir)
+    target = claim_run_dir(config.name, out, force, resume, inputs) if out is not None else None
+    try:
+        checkpoint = read_checkpoint(target.directory) if resume else None
+        if checkpoint:
+            _refuse_changed_data(checkpoint[0], config, base_dir, target.directory)
+        seeds = Seeds.from_seed(config.seed)
+        data = prepare_data(config, source, base_dir, seeds)
+        config = check_training_options(data.config, source, data)
+        comparable = _comparable(config, base_dir)
+        if checkpoint:
+            _refuse_changed_config(checkpoint[0]["config"], comparable, target.directory)
+        if target is None:
+            target = claim_run_dir(config.name, inputs=inputs)
+        if on_run_dir:
+            on_run_dir(target.directory)
+        session = _Session(Path(config_path), overrides, config, base_dir, data, target)
+        trainer = _make_trainer(session, seeds, comparable, callbacks)
+        if checkpoint:
+            trainer.load_state(*checkpoint)
+        return _train_and_save(session, trainer, resume)
+    finally:
+        if target is not None:
+            target.release()
+
 
 
 @dataclass
@@ -442,7 +571,7 @@ class LoadedRun:
 def load_run(run_dir) -> LoadedRun:
     """Rebuild a trained model from its run folder alone, checking the weights' checksum."""
     run_dir = Path(run_dir)
-    manifest = read_manifest(run_dir)
+    manifest, arrays = read_run(run_dir)
     try:
         config = Config.model_validate(manifest["config"])
         schema = DataSchema.from_dict(manifest["data"])
@@ -457,7 +586,6 @@ def load_run(run_dir) -> LoadedRun:
                                             or (schema.binary and len(schema.class_labels) != 2)):
         raise ArtifactError(f"{run_dir / 'model.json'}: the stored class labels {schema.class_labels} do not fit "
                             "the model; the file was changed, train again")
-    arrays = read_weights(run_dir, manifest["model_sha256"])
     model = build_model(config, schema)
     try:
         model.load_state(arrays)
@@ -495,3 +623,16 @@ def predictions_csv(header, rows) -> str:
     writer.writerow(header)
     writer.writerows(rows)
     return buffer.getvalue()
+
+
+def refuse_overwriting_inputs(out, inputs, run_dir):
+    """An output file must not be one of the command's inputs, nor a file inside a run folder."""
+    out = Path(out)
+    for path in inputs:
+        if out.exists() and Path(path).exists() and os.path.samefile(out, path):
+            raise ArtifactError(f"--out {out} is the input {path}; writing there would replace the data. "
+                                "Give another file name")
+    parent = out.parent.resolve()
+    if parent == Path(run_dir).resolve() or holds_run(parent):
+        raise ArtifactError(f"--out {out} is inside a run folder ({out.parent}); writing there could break the run. "
+                            "Write the predictions elsewhere")
