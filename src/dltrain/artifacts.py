@@ -234,6 +234,7 @@ class RunLock:
     def __init__(self, directory):
         self.directory = Path(directory)
         self._held = {}  # path of a lock file -> its descriptor
+        self.commits = 0  # runs committed under this lock (a signal may arrive just after one)
 
     def acquire(self):
         path = self.directory / LOCK
@@ -359,6 +360,7 @@ def commit_run(directory, files: dict, lock: RunLock, carry: dict | None = None)
                 os.rename(staging, directory)
                 os.rename(previous, staging)
             _fsync_folder(directory.parent)
+            lock.commits += 1
         except OSError as error:
             shutil.rmtree(staging, ignore_errors=True)
             raise disk_error(error, current) from None
@@ -578,9 +580,14 @@ def _refuse_foreign(directory: Path, inputs):
 
 def claim_run_dir(name: str, out=None, force=False, resume=False, inputs=(), runs_root="runs") -> RunTarget:
     """Pick and lock the run folder: ``--out`` (checked), else a free ``runs/<name>[-k]``."""
-    if out is None:
-        return _claim_numbered(name, Path(runs_root))
-    directory = Path(out)
+    path = Path(runs_root if out is None else out)
+    try:
+        return _claim_numbered(name, path) if out is None else _claim_out(path, force, resume, inputs)
+    except OSError as error:  # a name too long, a path through a file, ... met while looking
+        raise disk_error(error, path) from None
+
+
+def _claim_out(directory: Path, force: bool, resume: bool, inputs) -> RunTarget:
     if directory.exists() and not directory.is_dir():
         raise ArtifactError(f"{directory}: exists and is not a folder; choose another --out")
     if resume and not (directory / CHECKPOINT).is_file():
@@ -609,12 +616,12 @@ def claim_run_dir(name: str, out=None, force=False, resume=False, inputs=(), run
 
 
 def _claim_numbered(name: str, root: Path) -> RunTarget:
+    if root.exists() and not root.is_dir():
+        raise ArtifactError(f"{root}: exists and is not a folder; move it, or give --out")
     try:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise disk_error(error, root) from None
-    if not root.is_dir():
-        raise ArtifactError(f"{root}: exists and is not a folder; move it, or give --out")
     suffix = 1
     while True:
         directory = root / (name if suffix == 1 else f"{name}-{suffix}")

@@ -511,6 +511,9 @@ def _train_and_save(session: _Session, trainer: Trainer, resume: bool) -> FitRes
         metrics = session.save(trainer.model, trainer.loss, result.history, result.stop_reason,
                                result.best_epoch, result.monitor)
     except KeyboardInterrupt as interrupt:
+        if session.target.lock.commits:  # the signal came while the commit finished
+            raise TrainingInterrupted(f"interrupted after saving: {session.target.directory} holds the finished run",
+                                      signal_of(interrupt)) from None
         raise TrainingInterrupted(_not_saved(session, "interrupted while saving"), signal_of(interrupt)) from None
     except DltrainError as error:
         raise type(error)(_not_saved(session, str(error))) from None

@@ -1,0 +1,69 @@
+"""Runs `dltrain` with one fault injected, for tests/test_faults.py (not a test module itself).
+
+The fault comes from the environment, DLTRAIN_FAULT=KIND:ARGS:
+  kill-write:N          SIGKILL ourselves at the Nth write of a run or checkpoint file
+  signal-write:SIG:N    send ourselves SIG (a number) at the Nth write
+  signal-phase:SIG:P    send ourselves SIG when phase P starts: data, epoch2, evaluate
+  kill-exchange:WHEN    SIGKILL just before or after the run folder's exchange (before, after)
+"""
+
+import os
+import signal
+import sys
+
+from dltrain import artifacts, train, workflow
+from dltrain.cli import main
+
+kind, *args = os.environ["DLTRAIN_FAULT"].split(":")
+writes = [0]
+write_all = artifacts.write_all
+
+
+def counted_write(handle, payload):
+    writes[0] += 1
+    if kind == "kill-write" and writes[0] == int(args[0]):
+        handle.write(payload[: len(payload) // 2])  # half a file, then the process is gone
+        handle.flush()
+        os.kill(os.getpid(), signal.SIGKILL)
+    if kind == "signal-write" and writes[0] == int(args[1]):
+        os.kill(os.getpid(), int(args[0]))
+    write_all(handle, payload)
+
+
+artifacts.write_all = counted_write
+
+if kind == "kill-exchange":
+    exchange = artifacts._exchange
+
+    def killed_exchange(first, second):
+        if args[0] == "before":
+            os.kill(os.getpid(), signal.SIGKILL)
+        done = exchange(first, second)
+        os.kill(os.getpid(), signal.SIGKILL)
+        return done
+
+    artifacts._exchange = killed_exchange
+
+if kind == "signal-phase":
+    number, phase = int(args[0]), args[1]
+
+    def at_phase(function, name):
+        def wrapped(*positional, **keywords):
+            if name == phase:
+                os.kill(os.getpid(), number)
+            return function(*positional, **keywords)
+        return wrapped
+
+    workflow.prepare_data = at_phase(workflow.prepare_data, "data")
+    workflow._split_metrics = at_phase(workflow._split_metrics, "evaluate")
+    train_epoch = train.Trainer.train_epoch
+
+    def epoch_hook(self, epoch, lr, max_batches=None):
+        if phase == f"epoch{epoch}":
+            os.kill(os.getpid(), number)
+        return train_epoch(self, epoch, lr, max_batches)
+
+    train.Trainer.train_epoch = epoch_hook
+
+sys.argv = ["dltrain", *sys.argv[1:]]
+main()
