@@ -405,3 +405,34 @@ def test_disk_errors_name_the_path_and_the_fix():
         error = artifacts.disk_error(OSError(code, os.strerror(code)), path)
         assert str(error).startswith(f"{path}: cannot write: ") and words in str(error)
         assert error.exit_code == exit_code
+
+
+def test_a_reader_never_mixes_two_commits(project):
+    """eval/predict read the folder while fits commit into it: every read is one whole run."""
+    import threading
+
+    folder = project / "alternating"
+    shutil.copytree(project / "reference-1", folder)
+    runs = [{name: (project / f"reference-{seed}" / name).read_bytes() for name in artifacts.RUN_FILES}
+            for seed in (1, 2)]
+    lock = artifacts.RunLock(folder).acquire()
+    failures, done = [], threading.Event()
+
+    def read():
+        while not done.is_set():
+            try:
+                artifacts.read_run(folder)
+            except Exception as error:  # noqa: BLE001 - any failure is the finding
+                failures.append(error)
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    try:
+        for index in range(60):
+            artifacts.commit_run(folder, runs[index % 2], lock)
+    finally:
+        done.set()
+        reader.join()
+        lock.release()
+    assert failures == []
+    assert (folder / "model.npz").read_bytes() == runs[1]["model.npz"]

@@ -504,9 +504,10 @@ def _train_and_save(session: _Session, trainer: Trainer, resume: bool) -> FitRes
             _diverged(session, trainer, error)
             raise
         except DltrainError as error:  # the checkpoint could not be written (full disk, ...)
-            raise type(error)(f"{error}. Training stopped at epoch {trainer.epoch}; "
+            raise type(error)(f"{error}. Training stopped; "
                               + ("the previous run is unchanged" if session.target.replacing else
-                                 f"continue later with: {session.resume_command()}")) from None
+                                 "continue later from the last saved epoch with: "
+                                 f"{session.resume_command()}")) from None
     try:
         metrics = session.save(trainer.model, trainer.loss, result.history, result.stop_reason,
                                result.best_epoch, result.monitor)
