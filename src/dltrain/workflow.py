@@ -310,23 +310,21 @@ def _data_files(config: Config, base_dir: Path) -> dict:
     return files
 
 
-def _data_hashes(config: Config, base_dir: Path) -> dict:
-    """SHA-256 of each training input, so a resume can tell that the data changed."""
-    return {key: datacache.file_sha256(path) for key, path in _data_files(config, base_dir).items()
-            if path.is_file()}
+def _data_hashes(files: dict) -> dict:
+    """SHA-256 of each training input (regular files only), so a resume can tell that the data changed."""
+    return {key: datacache.file_sha256(path) for key, path in files.items() if path.is_file()}
 
 
-def _refuse_changed_data(meta: dict, config: Config, base_dir: Path, run_dir: Path):
-    files = _data_files(config, base_dir)
+def _refuse_changed_data(meta: dict, hashes: dict, files: dict, run_dir: Path):
     for key, digest in (meta.get("data_sha256") or {}).items():
-        path = files.get(key)
-        if path is None or not path.is_file() or datacache.file_sha256(path) != digest:
-            shown = path if path is not None else key
-            raise DataError(f"{shown}: {key} changed since the checkpoint in {run_dir} was written; resuming on "
-                            "other data would not continue the same training. Train into a new --out instead")
+        if hashes.get(key) != digest:
+            raise DataError(f"{files.get(key, key)}: {key} changed since the checkpoint in {run_dir} was written; "
+                            "resuming on other data would not continue the same training. Train into a new --out "
+                            "instead")
 
 
 def _input_paths(config_path, config: Config, base_dir: Path) -> list[Path]:
+    """Every file a fit reads: none of them may live inside the run folder it replaces."""
     paths = [Path(config_path), *_data_files(config, base_dir).values()]
     return paths + ([_data_path(base_dir, config.data.test)] if config.data.test else [])
 
@@ -341,6 +339,7 @@ class _Session:
     base_dir: Path
     data: PreparedData
     target: RunTarget
+    data_sha256: dict
 
     def resume_command(self, overrides=None) -> str:
         return resume_command(self.config_path, self.target.directory,
@@ -376,7 +375,7 @@ class _Checkpointer:
         self.extra = {
             "format_version": CHECKPOINT_FORMAT_VERSION, "config": comparable,
             "config_sha256": hashlib.sha256(json.dumps(comparable, sort_keys=True).encode()).hexdigest(),
-            "data_sha256": _data_hashes(session.config, session.base_dir),
+            "data_sha256": session.data_sha256,
             "resume": {"config": str(Path(session.config_path).resolve()), "overrides": list(session.overrides),
                        "epochs": session.config.train.epochs},
         }
@@ -535,9 +534,11 @@ def fit(config_path, overrides=(), out=None, force=False, callbacks: Callbacks |
     inputs = _input_paths(config_path, config, base_dir)
     target = claim_run_dir(config.name, out, force, resume, inputs) if out is not None else None
     try:
+        files = _data_files(config, base_dir)
+        hashes = _data_hashes(files)
         checkpoint = read_checkpoint(target.directory) if resume else None
         if checkpoint:
-            _refuse_changed_data(checkpoint[0], config, base_dir, target.directory)
+            _refuse_changed_data(checkpoint[0], hashes, files, target.directory)
         seeds = Seeds.from_seed(config.seed)
         data = prepare_data(config, source, base_dir, seeds)
         config = check_training_options(data.config, source, data)
@@ -548,7 +549,7 @@ def fit(config_path, overrides=(), out=None, force=False, callbacks: Callbacks |
             target = claim_run_dir(config.name, inputs=inputs)
         if on_run_dir:
             on_run_dir(target.directory)
-        session = _Session(Path(config_path), overrides, config, base_dir, data, target)
+        session = _Session(Path(config_path), overrides, config, base_dir, data, target, hashes)
         trainer = _make_trainer(session, seeds, comparable, callbacks)
         if checkpoint:
             trainer.load_state(*checkpoint)
