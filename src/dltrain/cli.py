@@ -192,6 +192,31 @@ def predict(run_dir: RunArg, data: DataArg,
 
 @app.command()
 @user_errors
+def export(
+    run_dir: RunArg,
+    out: Annotated[Optional[Path], typer.Option(help="ONNX file to write (default: RUN_DIR/model.onnx).")] = None,
+    format: Annotated[str, typer.Option("--format", help="File format; onnx is the one there is.")] = "onnx",
+    opset: Annotated[Optional[int], typer.Option(help="ONNX opset (default: the lowest that holds every operator used).",
+                                                 show_default=False)] = None,
+    inputs: Annotated[str, typer.Option("--inputs", help="columns: one input per CSV column; features: one [N, F] "
+                                        "float tensor (models without categorical columns).")] = "columns",
+    force: Annotated[bool, typer.Option("--force", help="Overwrite --out if it exists.")] = False,
+):
+    """Export a trained run as one ONNX model, from raw CSV columns to labels and probabilities (needs dltrain[onnx]).
+
+    The graph holds the fills, one-hot encoding, scaling and network; it is checked against
+    dltrain predict before it is written. Example: dltrain export runs/iris --out iris.onnx
+    """
+    from .export import export_run
+
+    result = export_run(run_dir, out, format, opset, force, inputs)
+    report.console.print(f"wrote {result.path} ({result.model_bytes:,} bytes, ONNX opset {result.opset}): inputs "
+                         f"{', '.join(result.inputs)}; outputs {', '.join(result.outputs)}; equal to dltrain predict "
+                         f"on {result.verified_rows} verification rows", markup=False, soft_wrap=True)
+
+
+@app.command()
+@user_errors
 def plot(run_dir: RunArg,
          out: Annotated[Optional[Path], typer.Option(help="Image file, .png, .svg or .pdf (default: RUN_DIR/curves.png).")] = None):
     """Draw training and validation curves per epoch, with the best epoch marked (needs dltrain[plot])."""

@@ -1,0 +1,532 @@
+"""A run folder as one ONNX model: raw columns in, labels and probabilities (or predictions) out.
+
+The graph holds the whole pipeline that ``dltrain predict`` runs after reading a CSV: the
+stored missing-value fills, the one-hot encoding with the training vocabulary, the scaling,
+the network with its output activation, and the class labels. docs/export.md is the contract.
+Before a file is written, onnxruntime runs it on verification rows made from the stored
+schema, and its outputs must equal those of ``dltrain predict`` on the same rows.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__
+from .artifacts import atomic_write, check_writable
+from .data import DataSchema
+from .errors import ArtifactError, DltrainError
+from .activations import LeakyReLU
+from .layers import ActivationLayer, Dense, Dropout
+
+INSTALL_HINT = "pip install 'dltrain[onnx]'"
+FORMATS = ("onnx",)
+INPUT_FORMS = ("columns", "features")
+OUTPUT_NAMES = {"classification": ("label", "probabilities"), "regression": ("prediction",)}
+ML_DOMAIN = "ai.onnx.ml"
+PROBABILITY_TOLERANCE = 1e-5  # absolute, on probabilities in [0, 1]
+VALUE_TOLERANCE = 1e-5        # relative (and absolute near zero), on regression predictions
+_NAME_PREFIX = "dltrain/"     # internal tensor names; a CSV column named like this is refused
+
+# The first opset (per domain) in which each operator exists with the inputs, attributes and
+# element types used here; the model's opset is the largest entry among the operators it uses.
+OPERATOR_SINCE = {
+    ("", "Add"): 7, ("", "Sub"): 7, ("", "Mul"): 7, ("", "Div"): 7, ("", "MatMul"): 1,
+    ("", "Concat"): 4, ("", "Cast"): 6, ("", "Reshape"): 5, ("", "Gather"): 1, ("", "ArgMax"): 1,
+    ("", "Where"): 9, ("", "IsNaN"): 9, ("", "Not"): 1, ("", "Greater"): 7, ("", "Less"): 9,
+    ("", "Equal"): 11,  # 11: float and int64 operands
+    ("", "Relu"): 6, ("", "LeakyRelu"): 6, ("", "Elu"): 6, ("", "Tanh"): 6, ("", "Sigmoid"): 6,
+    ("", "Softplus"): 1, ("", "Softmax"): 1, ("", "Erf"): 9, ("", "Identity"): 1,
+    (ML_DOMAIN, "LabelEncoder"): 2,  # 2: keys_strings / values_int64s
+}
+
+
+class ExportMismatch(DltrainError):
+    """The exported graph disagrees with ``dltrain predict``; nothing is written (exit code 1)."""
+
+    exit_code = 1
+
+
+def _onnx_modules():
+    """(onnx, onnxruntime), or one message with the pip command when the extra is missing."""
+    try:
+        import onnx
+        import onnxruntime
+    except ImportError as error:
+        raise DltrainError(f"dltrain export needs the onnx extra ({error.name} is not installed); "
+                           f"install it with: {INSTALL_HINT}") from None
+    return onnx, onnxruntime
+
+
+class GraphBuilder:
+    """Nodes, constants and the operators they use, named uniquely; knows nothing of dltrain."""
+
+    def __init__(self, onnx):
+        self.onnx = onnx
+        self.nodes, self.initializers = [], []
+        self.operators: set = set()
+        self._count = 0
+
+    def name(self, hint: str) -> str:
+        self._count += 1
+        return f"{_NAME_PREFIX}{hint}_{self._count}"
+
+    def constant(self, hint: str, array) -> str:
+        name = self.name(hint)
+        array = np.asarray(array)
+        if array.dtype.kind in "UO":
+            tensor = self.onnx.helper.make_tensor(name, self.onnx.TensorProto.STRING, array.shape,
+                                                  [str(value).encode("utf-8") for value in array.reshape(-1)])
+        else:
+            tensor = self.onnx.numpy_helper.from_array(array, name)
+        self.initializers.append(tensor)
+        return name
+
+    def node(self, op: str, inputs: list, output: str | None = None, domain: str = "", **attributes) -> str:
+        if (domain, op) not in OPERATOR_SINCE:
+            raise KeyError(f"operator {op} has no OPERATOR_SINCE entry")
+        output = output or self.name(op.lower())
+        self.nodes.append(self.onnx.helper.make_node(op, inputs, [output], domain=domain, **attributes))
+        self.operators.add((domain, op))
+        return output
+
+    def required_opsets(self) -> dict:
+        """{domain: lowest opset holding every operator used}."""
+        needed = {"": 1}
+        for domain, op in self.operators:
+            needed[domain] = max(needed.get(domain, 1), OPERATOR_SINCE[(domain, op)])
+        return needed
+
+
+# ---------------------------------------------------------------- the network's pieces
+
+
+def _gelu_tanh(graph: GraphBuilder, z: str) -> str:
+    """0.5 z (1 + tanh(sqrt(2/pi) (z + 0.044715 z^3))), the engine's formula term by term."""
+    cube = graph.node("Mul", [graph.node("Mul", [z, z]), z])
+    inner = graph.node("Add", [z, graph.node("Mul", [cube, graph.constant("gelu_k", np.float32(0.044715))])])
+    inner = graph.node("Mul", [inner, graph.constant("gelu_c", np.float32(0.7978845608028654))])
+    one_plus = graph.node("Add", [graph.node("Tanh", [inner]), graph.constant("one", np.float32(1.0))])
+    return graph.node("Mul", [graph.node("Mul", [z, graph.constant("half", np.float32(0.5))]), one_plus])
+
+
+def _gelu_erf(graph: GraphBuilder, z: str) -> str:
+    """0.5 z (1 + erf(z / sqrt 2)), the exact form."""
+    scaled = graph.node("Div", [z, graph.constant("sqrt2", np.float32(math.sqrt(2.0)))])
+    one_plus = graph.node("Add", [graph.node("Erf", [scaled]), graph.constant("one", np.float32(1.0))])
+    return graph.node("Mul", [graph.node("Mul", [z, graph.constant("half", np.float32(0.5))]), one_plus])
+
+
+# One entry per engine activation (activations.ACTIVATIONS); a test checks each against the
+# engine's forward. _gelu_erf is ready for a `gelu` that becomes the exact form.
+ACTIVATION_EXPORTS = {
+    "linear": lambda graph, z: z,
+    "relu": lambda graph, z: graph.node("Relu", [z]),
+    "leaky_relu": lambda graph, z: graph.node("LeakyRelu", [z], alpha=LeakyReLU.slope),
+    "elu": lambda graph, z: graph.node("Elu", [z], alpha=1.0),
+    "gelu": _gelu_tanh,
+    "gelu_tanh": _gelu_tanh,
+    "tanh": lambda graph, z: graph.node("Tanh", [z]),
+    "sigmoid": lambda graph, z: graph.node("Sigmoid", [z]),
+    "softplus": lambda graph, z: graph.node("Softplus", [z]),
+    "softmax": lambda graph, z: graph.node("Softmax", [z], axis=1),
+}
+
+
+def _inverse_standard(graph: GraphBuilder, values: str, statistics: dict) -> str:
+    divisor = np.asarray(statistics["divisor"], dtype=np.float32).reshape(1, -1)
+    offset = np.asarray(statistics["offset"], dtype=np.float32).reshape(1, -1)
+    scaled = graph.node("Mul", [values, graph.constant("target_divisor", divisor)])
+    return graph.node("Add", [scaled, graph.constant("target_offset", offset)])
+
+
+# Regression targets scaled for training are scaled back with the stored statistics
+# (values * divisor + offset); "none" means predictions come out as they are.
+TARGET_INVERSES = {"none": None, "standard": _inverse_standard, "minmax": _inverse_standard}
+
+
+# ---------------------------------------------------------------- what is exported
+
+
+@dataclass
+class ExportResult:
+    path: Path
+    opset: int
+    input_form: str
+    inputs: list
+    outputs: list
+    verified_rows: int
+    model_bytes: int
+
+
+def _unsupported(run_dir: Path, what: str) -> DltrainError:
+    return DltrainError(f"{run_dir}: {what} cannot be expressed in ONNX by this dltrain version; "
+                        "nothing was written")
+
+
+def _target_scaling(run_dir: Path, manifest: dict):
+    """(method, statistics) of a regression target's scaling, or None when targets are not scaled."""
+    data = manifest.get("data", {})
+    scaler = data.get("target_scaler")
+    configured = (manifest.get("config", {}).get("data", {}) or {}).get("target_scale", "none")
+    if scaler is None:
+        if configured not in (None, "none"):
+            raise _unsupported(run_dir, f"data.target_scale: {configured} (no target statistics found in "
+                                        "model.json)")
+        return None
+    method = scaler.get("method", "standard") if isinstance(scaler, dict) else None
+    if method not in TARGET_INVERSES:
+        raise _unsupported(run_dir, f"the target scaling {method!r}")
+    return None if TARGET_INVERSES[method] is None else (method, scaler)
+
+
+def _integer_labels(labels: list[str]) -> bool:
+    return all(re.fullmatch(r"-?\d+", label) for label in labels) and all(abs(int(v)) < 2**62 for v in labels)
+
+
+def _invalid_label(labels: list[str]):
+    """The label of a row the model cannot predict: '' for text labels, an integer no class has."""
+    if not _integer_labels(labels):
+        return ""
+    values = [int(label) for label in labels]
+    return -1 if -1 not in values else min(values) - 1
+
+
+def build_model(run, input_form: str = "columns", opset: int | None = None):
+    """The ONNX ModelProto of a loaded run; a DltrainError names what cannot be exported."""
+    onnx, _ = _onnx_modules()
+    run_dir, schema, manifest = run.run_dir, run.schema, run.manifest
+    if input_form not in INPUT_FORMS:
+        raise DltrainError(f"--inputs {input_form}: choose {' or '.join(INPUT_FORMS)}")
+    outputs = OUTPUT_NAMES[schema.task]
+    for column in schema.columns:
+        if column.name in outputs or column.name.startswith(_NAME_PREFIX):
+            raise _unsupported(run_dir, f"feature column {column.name!r} (the name of an output or of an internal "
+                                        "tensor); rename the column and train again")
+        if column.type not in ("numeric", "boolean", "categorical"):
+            raise _unsupported(run_dir, f"column {column.name!r} of type {column.type!r}")
+    if input_form == "features":
+        text = [column.name for column in schema.columns if column.type == "categorical"]
+        if text:
+            raise DltrainError(f"--inputs features: the model has categorical columns ({', '.join(text)}), which "
+                               "need string inputs; use --inputs columns")
+    if schema.scale not in ("standard", "minmax", "none"):
+        raise _unsupported(run_dir, f"the feature scaling {schema.scale!r}")
+    target_scaling = _target_scaling(run_dir, manifest) if schema.task == "regression" else None
+    graph = GraphBuilder(onnx)
+    float_type, string_type = onnx.TensorProto.FLOAT, onnx.TensorProto.STRING
+    graph_inputs = []
+
+    # Numeric and boolean columns become one float block, categorical ones one-hot blocks; the
+    # first dense layer's rows are permuted to match, so no column is moved inside the graph.
+    float_columns = [(index, column) for index, column in enumerate(schema.columns) if column.type != "categorical"]
+    starts = np.cumsum([0] + [column.width for column in schema.columns])
+    order, blocks, bad = [], [], []
+    if float_columns:
+        if input_form == "features":
+            graph_inputs.append(onnx.helper.make_tensor_value_info("features", float_type, ["N", len(float_columns)]))
+            block = "features"
+        else:
+            names = []
+            for _, column in float_columns:
+                graph_inputs.append(onnx.helper.make_tensor_value_info(column.name, float_type, ["N", 1]))
+                names.append(column.name)
+            block = graph.node("Concat", names, axis=1) if len(names) > 1 else names[0]
+        fills = np.array([np.nan if column.fill is None else float(column.fill) for _, column in float_columns],
+                         dtype=np.float32).reshape(1, -1)
+        if not np.all(np.isnan(fills)):
+            block = graph.node("Where", [graph.node("IsNaN", [block]), graph.constant("fills", fills), block])
+        # A cell predict would refuse (missing without a fill, inf, a boolean other than 0/1)
+        # makes check non-zero or NaN: x - x is NaN exactly for NaN and inf.
+        check = graph.node("Sub", [block, block])
+        is_boolean = np.array([column.type == "boolean" for _, column in float_columns], dtype=np.float32)
+        if is_boolean.any():
+            off_one = graph.node("Mul", [block, graph.node("Sub", [block, graph.constant("one", np.float32(1.0))])])
+            masked = graph.node("Mul", [off_one, graph.constant("boolean_mask", is_boolean.reshape(1, -1))])
+            check = graph.node("Add", [check, masked])
+        bad.append((graph.node("Not", [graph.node("Equal", [check, graph.constant("zero", np.float32(0.0))])]),
+                    len(float_columns)))
+        blocks.append(block)
+        order.extend(int(starts[index]) for index, _ in float_columns)
+    for index, column in enumerate(schema.columns):
+        if column.type != "categorical":
+            continue
+        graph_inputs.append(onnx.helper.make_tensor_value_info(column.name, string_type, ["N", 1]))
+        categories = list(column.categories)
+        # "" is a missing cell: the fill's category, else a row predict refuses (-2); an unseen
+        # value is all zeros under unknown: ignore (-1), else refused as well (-2).
+        missing_code = categories.index(str(column.fill)) if column.fill is not None else -2
+        codes = graph.node("LabelEncoder", [column.name], domain=ML_DOMAIN, keys_strings=categories + [""],
+                           values_int64s=list(range(len(categories))) + [missing_code],
+                           default_int64=-1 if column.unknown == "ignore" else -2)
+        positions = graph.constant("categories", np.arange(len(categories), dtype=np.int64).reshape(1, -1))
+        blocks.append(graph.node("Cast", [graph.node("Equal", [codes, positions])], to=float_type))
+        bad.append((graph.node("Less", [codes, graph.constant("minus_one", np.array(-1, dtype=np.int64))]), 1))
+        order.extend(range(int(starts[index]), int(starts[index + 1])))
+    x = graph.node("Concat", blocks, axis=1) if len(blocks) > 1 else blocks[0]
+    order = np.asarray(order)
+    if not (np.all(schema.offset == 0) and np.all(schema.divisor == 1)):
+        x = graph.node("Sub", [x, graph.constant("offset", schema.offset[order].reshape(1, -1))])
+        x = graph.node("Div", [x, graph.constant("divisor", schema.divisor[order].reshape(1, -1))])
+    flags = [graph.node("Cast", [flag], to=float_type) for flag, _ in bad]
+    flags = graph.node("Concat", flags, axis=1) if len(flags) > 1 else flags[0]
+    width = sum(count for _, count in bad)
+    bad_count = graph.node("MatMul", [flags, graph.constant("ones", np.ones((width, 1), dtype=np.float32))])
+    invalid = graph.node("Greater", [bad_count, graph.constant("zero", np.float32(0.0))])
+
+    first_dense = True
+    for position, layer in enumerate(run.model.layers):
+        if isinstance(layer, Dense):
+            weights = np.asarray(layer.params["W"], dtype=np.float32)
+            if first_dense:
+                weights, first_dense = weights[order], False
+            x = graph.node("MatMul", [x, graph.constant(f"W{position}", weights)])
+            x = graph.node("Add", [x, graph.constant(f"b{position}", np.asarray(layer.params["b"], np.float32))])
+        elif isinstance(layer, ActivationLayer):
+            name = layer.activation.name
+            if name not in ACTIVATION_EXPORTS:
+                raise _unsupported(run_dir, f"the activation {name!r}")
+            x = ACTIVATION_EXPORTS[name](graph, x)
+        elif isinstance(layer, Dropout):
+            continue  # identity at inference
+        else:
+            raise _unsupported(run_dir, f"the layer {type(layer).__name__} (layer {position})")
+    output_activation = run.model.output_activation
+    if output_activation not in ACTIVATION_EXPORTS:
+        raise _unsupported(run_dir, f"the output activation {output_activation!r}")
+    x = ACTIVATION_EXPORTS[output_activation](graph, x)
+    nan = graph.constant("nan", np.float32(np.nan))
+
+    graph_outputs = []
+    metadata = {"dltrain_version": __version__, "model_sha256": manifest["model_sha256"],
+                "task": schema.task, "input_form": input_form,
+                "feature_names": json.dumps(schema.feature_names),
+                "feature_kinds": json.dumps([column.type for column in schema.columns]),
+                "class_labels": json.dumps(schema.class_labels), "target_names": json.dumps(schema.targets)}
+    if schema.task == "regression":
+        if target_scaling is not None:
+            x = TARGET_INVERSES[target_scaling[0]](graph, x, target_scaling[1])
+        graph.node("Where", [invalid, nan, x], output="prediction")
+        graph_outputs.append(onnx.helper.make_tensor_value_info("prediction", float_type, ["N", len(schema.targets)]))
+    else:
+        labels = schema.class_labels
+        integer = _integer_labels(labels)
+        sentinel = _invalid_label(labels)
+        label_values = (np.array([int(label) for label in labels], dtype=np.int64) if integer
+                        else np.array(labels, dtype=object))
+        if schema.binary:
+            # predict's rule: class 1 when p >= 0.5; probabilities are (1 - p, p).
+            below = graph.node("Less", [x, graph.constant("half", np.float32(0.5))])
+            index = graph.node("Cast", [graph.node("Not", [below])], to=onnx.TensorProto.INT64)
+            one_minus = graph.node("Sub", [graph.constant("one", np.float32(1.0)), x])
+            probabilities = graph.node("Concat", [one_minus, x], axis=1)
+        else:
+            index = graph.node("ArgMax", [x], axis=1, keepdims=1)
+            probabilities = x
+        flat = graph.constant("flat", np.array([-1], dtype=np.int64))
+        label = graph.node("Gather", [graph.constant("class_labels", label_values),
+                                      graph.node("Reshape", [index, flat])], axis=0)
+        sentinel_value = (np.array(sentinel, dtype=np.int64) if integer else np.array(sentinel, dtype=object))
+        graph.node("Where", [graph.node("Reshape", [invalid, flat]), graph.constant("invalid_label", sentinel_value),
+                             label], output="label")
+        graph.node("Where", [invalid, nan, probabilities], output="probabilities")
+        label_type = onnx.TensorProto.INT64 if integer else string_type
+        graph_outputs.append(onnx.helper.make_tensor_value_info("label", label_type, ["N"]))
+        graph_outputs.append(onnx.helper.make_tensor_value_info("probabilities", float_type,
+                                                                ["N", len(labels)]))
+        metadata["label_type"] = "int64" if integer else "string"
+        metadata["invalid_label"] = json.dumps(sentinel)
+
+    required = graph.required_opsets()
+    newest = onnx.defs.onnx_opset_version()
+    if opset is None:
+        opset = required[""]
+    elif opset < required[""]:
+        needing = sorted(op for domain, op in graph.operators if domain == "" and OPERATOR_SINCE[(domain, op)] > opset)
+        raise DltrainError(f"--opset {opset}: this model needs opset {required['']} or later (for "
+                           f"{', '.join(needing)}); give --opset {required['']} or leave --opset out")
+    if opset > newest:
+        raise DltrainError(f"--opset {opset}: the installed onnx {onnx.__version__} knows opsets up to {newest}; "
+                           f"give --opset {newest} or lower, or upgrade onnx")
+    imports = [onnx.helper.make_opsetid("", opset)]
+    imports += [onnx.helper.make_opsetid(domain, version) for domain, version in sorted(required.items()) if domain]
+    body = onnx.helper.make_graph(graph.nodes, f"dltrain {manifest['config'].get('name', run_dir.name)}",
+                                  graph_inputs, graph_outputs, graph.initializers)
+    model = onnx.helper.make_model(body, opset_imports=imports, producer_name="dltrain",
+                                   producer_version=__version__,
+                                   doc_string=f"dltrain run {run_dir.name}: raw CSV columns in, "
+                                              f"{' and '.join(outputs)} out; see docs/export.md")
+    model.ir_version = onnx.helper.find_min_ir_version_for(list(imports))
+    onnx.helper.set_model_props(model, metadata)
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+# ---------------------------------------------------------------- verification
+
+
+def verification_rows(schema: DataSchema, seed: int = 0) -> dict:
+    """Raw column values that exercise every stored preprocessing step: {column: values}.
+
+    Made from the manifest alone (no training CSV needed): numbers spread over the training
+    statistics, every category, 0/1 for booleans, and empty cells where a fill exists."""
+    columns = schema.columns
+    widest = max([len(column.categories) for column in columns if column.type == "categorical"] + [0])
+    n_rows = max(16, widest + 2)
+    rng = np.random.default_rng(seed)
+    starts = np.cumsum([0] + [column.width for column in columns])
+    values = {}
+    for index, column in enumerate(columns):
+        # Empty cells in rows staggered by column, so no line is all empty: the CSV reader
+        # skips such a line as blank (and a one-column file keeps its cells).
+        missing = (np.arange(n_rows) + index) % 4 == 1
+        if column.fill is None or len(columns) == 1:
+            missing[:] = False
+        if column.type == "numeric":
+            offset, divisor = float(schema.offset[starts[index]]), float(schema.divisor[starts[index]])
+            if schema.scale == "none" and isinstance(column.fill, (int, float)):
+                offset = float(column.fill)
+            spread = rng.normal(0.0, 1.5, n_rows) if schema.scale != "minmax" else rng.uniform(-0.2, 1.2, n_rows)
+            numbers = (offset + divisor * spread).astype(np.float32)
+            numbers[missing] = np.nan
+            values[column.name] = numbers
+        elif column.type == "boolean":
+            numbers = (np.arange(n_rows) % 2).astype(np.float32)
+            numbers[missing] = np.nan
+            values[column.name] = numbers
+        else:
+            categories = list(column.categories)
+            cells = np.array([categories[(row + index) % len(categories)] for row in range(n_rows)], dtype=object)
+            cells[missing] = ""
+            if column.unknown == "ignore":
+                unseen = "unseen"
+                while unseen in categories:
+                    unseen += "_"
+                cells[n_rows - 1] = unseen
+            values[column.name] = cells
+    return values
+
+
+def _cell_text(value, kind: str, decimal: str) -> str:
+    if kind == "categorical":
+        return str(value)
+    if np.isnan(value):
+        return ""
+    if kind == "boolean":
+        return "true" if value else "false"
+    text = repr(float(value))
+    return text.replace(".", ",") if decimal == "," else text
+
+
+def _predict_with_dltrain(run_dir: Path, schema: DataSchema, values: dict, folder: Path):
+    """``dltrain predict``'s header and rows for the verification values, via a CSV like a user's."""
+    from .workflow import predict_rows
+
+    delimiter = schema.delimiter or (";" if schema.decimal == "," else ",")
+    path = folder / "verification.csv"
+    n_rows = len(next(iter(values.values())))
+    with open(path, "w", encoding=schema.encoding, newline="") as handle:
+        writer = csv.writer(handle, delimiter=delimiter, lineterminator="\n")
+        writer.writerow(schema.feature_names)
+        for row in range(n_rows):
+            writer.writerow([_cell_text(values[column.name][row], column.type, schema.decimal)
+                             for column in schema.columns])
+    return predict_rows(run_dir, path)
+
+
+def onnx_inputs(schema: DataSchema, values: dict, input_form: str) -> dict:
+    """The feed for an onnxruntime session of an exported model, from raw column values."""
+    if input_form == "features":
+        return {"features": np.column_stack([np.asarray(values[name], dtype=np.float32)
+                                             for name in schema.feature_names])}
+    feed = {}
+    for column in schema.columns:
+        if column.type == "categorical":
+            feed[column.name] = np.asarray(values[column.name], dtype=object).reshape(-1, 1)
+        else:
+            feed[column.name] = np.asarray(values[column.name], dtype=np.float32).reshape(-1, 1)
+    return feed
+
+
+def _describe_row(schema: DataSchema, values: dict, row: int) -> str:
+    cells = [f"{name}={values[name][row]!r}" for name in schema.feature_names[:6]]
+    more = " …" if len(schema.feature_names) > 6 else ""
+    return ", ".join(cells) + more
+
+
+def verify(run, model_bytes: bytes, input_form: str) -> int:
+    """Run the exported graph and ``dltrain predict`` on the verification rows; ExportMismatch if they differ."""
+    _, onnxruntime = _onnx_modules()
+    schema = run.schema
+    values = verification_rows(schema)
+    try:
+        session = onnxruntime.InferenceSession(model_bytes, providers=["CPUExecutionProvider"])
+        results = session.run(None, onnx_inputs(schema, values, input_form))
+    except Exception as error:  # onnxruntime raises its own exception types for a model it cannot run
+        raise ExportMismatch(f"{run.run_dir}: onnxruntime {onnxruntime.__version__} cannot run the exported "
+                             f"model ({str(error).splitlines()[0]}); nothing was written") from None
+    outputs = dict(zip([output.name for output in session.get_outputs()], results))
+    with tempfile.TemporaryDirectory(prefix="dltrain-export-") as folder:
+        header, rows = _predict_with_dltrain(run.run_dir, schema, values, Path(folder))
+    if len(rows) != len(next(iter(values.values()))):
+        raise ExportMismatch(f"{run.run_dir}: dltrain predict gave {len(rows)} rows for "
+                             f"{len(next(iter(values.values())))} verification rows; nothing was written. "
+                             "This is a dltrain bug; please report it")
+    for row, expected in enumerate(rows):
+        problem = None
+        if schema.task == "regression":
+            want = np.array([float(value) for value in expected])
+            got = outputs["prediction"][row].astype(np.float64)
+            if not np.allclose(got, want, rtol=VALUE_TOLERANCE, atol=VALUE_TOLERANCE):
+                problem = f"prediction {got.tolist()} against dltrain predict's {want.tolist()}"
+        else:
+            want = np.array([float(value) for value in expected[1:]])
+            got = outputs["probabilities"][row].astype(np.float64)
+            label = str(outputs["label"][row])
+            if not np.allclose(got, want, rtol=0, atol=PROBABILITY_TOLERANCE):
+                problem = f"probabilities {got.tolist()} against dltrain predict's {want.tolist()}"
+            elif label != expected[0] and not _near_tie(want):
+                problem = f"label {label!r} against dltrain predict's {expected[0]!r}"
+        if problem:
+            raise ExportMismatch(f"{run.run_dir}: the exported graph disagrees with dltrain predict on verification "
+                                 f"row {row} ({_describe_row(schema, values, row)}): {problem}; nothing was written. "
+                                 "This is a dltrain bug; please report it")
+    return len(rows)
+
+
+def _near_tie(probabilities: np.ndarray) -> bool:
+    """The two largest probabilities (or p and 0.5) too close for a label to be decided reliably."""
+    top = np.sort(probabilities)[-2:]
+    return len(top) == 2 and top[1] - top[0] <= 2 * PROBABILITY_TOLERANCE
+
+
+# ---------------------------------------------------------------- the command
+
+
+def export_run(run_dir, out=None, format: str = "onnx", opset: int | None = None, force: bool = False,
+               input_form: str = "columns") -> ExportResult:
+    """Export a run folder as one ONNX file, verified against ``dltrain predict`` before it is written."""
+    from .workflow import load_run
+
+    run_dir = Path(run_dir)
+    if format not in FORMATS:
+        raise DltrainError(f"--format {format}: not supported; choose {', '.join(FORMATS)}")
+    _onnx_modules()
+    run = load_run(run_dir)
+    out = Path(out) if out is not None else run_dir / "model.onnx"
+    check_writable(out)
+    if out.exists() and not force:
+        raise ArtifactError(f"{out}: already exists; pass --force to overwrite it, or choose another --out")
+    model = build_model(run, input_form, opset)
+    payload = model.SerializeToString()
+    verified = verify(run, payload, input_form)
+    atomic_write(out, payload)
+    return ExportResult(out, model.opset_import[0].version, input_form, [item.name for item in model.graph.input],
+                        [item.name for item in model.graph.output], verified, len(payload))
