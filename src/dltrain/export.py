@@ -40,10 +40,10 @@ _NAME_PREFIX = "dltrain/"     # internal tensor names; a CSV column named like t
 OPERATOR_SINCE = {
     ("", "Add"): 7, ("", "Sub"): 7, ("", "Mul"): 7, ("", "Div"): 7, ("", "MatMul"): 1,
     ("", "Concat"): 4, ("", "Cast"): 6, ("", "Reshape"): 5, ("", "Gather"): 1, ("", "ArgMax"): 1,
-    ("", "Where"): 9, ("", "IsNaN"): 9, ("", "Not"): 1, ("", "Greater"): 7, ("", "Less"): 9,
+    ("", "Where"): 9, ("", "IsNaN"): 9, ("", "Not"): 1, ("", "Or"): 7, ("", "Abs"): 6, ("", "Greater"): 7, ("", "Less"): 9,
     ("", "Equal"): 11,  # 11: float and int64 operands
     ("", "Relu"): 6, ("", "LeakyRelu"): 6, ("", "Elu"): 6, ("", "Tanh"): 6, ("", "Sigmoid"): 6,
-    ("", "Softplus"): 1, ("", "Softmax"): 1, ("", "Erf"): 9, ("", "Identity"): 1,
+    ("", "Softplus"): 1, ("", "Softmax"): 1, ("", "Erf"): 9, ("", "Identity"): 1, ("", "Transpose"): 1,
     (ML_DOMAIN, "LabelEncoder"): 2,  # 2: keys_strings / values_int64s
 }
 
@@ -238,21 +238,31 @@ def build_model(run, input_form: str = "columns", opset: int | None = None):
             for _, column in float_columns:
                 graph_inputs.append(onnx.helper.make_tensor_value_info(column.name, float_type, ["N", 1]))
                 names.append(column.name)
-            block = graph.node("Concat", names, axis=1) if len(names) > 1 else names[0]
+            if len(names) > 1:
+                # Stacked end to end and transposed: one copy per column, where a Concat
+                # along axis 1 of [N, 1] tensors moves one number at a time.
+                stacked = graph.node("Concat", names, axis=0)
+                shape = graph.constant("shape", np.array([len(names), -1], dtype=np.int64))
+                block = graph.node("Transpose", [graph.node("Reshape", [stacked, shape])], perm=[1, 0])
+            else:
+                block = names[0]
         fills = np.array([np.nan if column.fill is None else float(column.fill) for _, column in float_columns],
                          dtype=np.float32).reshape(1, -1)
         if not np.all(np.isnan(fills)):
             block = graph.node("Where", [graph.node("IsNaN", [block]), graph.constant("fills", fills), block])
         # A cell predict would refuse (missing without a fill, inf, a boolean other than 0/1)
-        # makes check non-zero or NaN: x - x is NaN exactly for NaN and inf.
+        # makes its row's sum of checks non-zero or NaN: x - x is NaN exactly for NaN and inf,
+        # and |x (x - 1)| is positive for a boolean input other than 0 and 1.
         check = graph.node("Sub", [block, block])
         is_boolean = np.array([column.type == "boolean" for _, column in float_columns], dtype=np.float32)
         if is_boolean.any():
             off_one = graph.node("Mul", [block, graph.node("Sub", [block, graph.constant("one", np.float32(1.0))])])
-            masked = graph.node("Mul", [off_one, graph.constant("boolean_mask", is_boolean.reshape(1, -1))])
+            masked = graph.node("Mul", [graph.node("Abs", [off_one]),
+                                        graph.constant("boolean_mask", is_boolean.reshape(1, -1))])
             check = graph.node("Add", [check, masked])
-        bad.append((graph.node("Not", [graph.node("Equal", [check, graph.constant("zero", np.float32(0.0))])]),
-                    len(float_columns)))
+        ones = graph.constant("ones", np.ones((len(float_columns), 1), dtype=np.float32))
+        row_check = graph.node("MatMul", [check, ones])
+        bad.append(graph.node("Not", [graph.node("Equal", [row_check, graph.constant("zero", np.float32(0.0))])]))
         blocks.append(block)
         order.extend(int(starts[index]) for index, _ in float_columns)
     for index, column in enumerate(schema.columns):
@@ -268,18 +278,19 @@ def build_model(run, input_form: str = "columns", opset: int | None = None):
                            default_int64=-1 if column.unknown == "ignore" else -2)
         positions = graph.constant("categories", np.arange(len(categories), dtype=np.int64).reshape(1, -1))
         blocks.append(graph.node("Cast", [graph.node("Equal", [codes, positions])], to=float_type))
-        bad.append((graph.node("Less", [codes, graph.constant("minus_one", np.array(-1, dtype=np.int64))]), 1))
+        bad.append(graph.node("Less", [codes, graph.constant("minus_one", np.array(-1, dtype=np.int64))]))
         order.extend(range(int(starts[index]), int(starts[index + 1])))
     x = graph.node("Concat", blocks, axis=1) if len(blocks) > 1 else blocks[0]
     order = np.asarray(order)
     if not (np.all(schema.offset == 0) and np.all(schema.divisor == 1)):
         x = graph.node("Sub", [x, graph.constant("offset", schema.offset[order].reshape(1, -1))])
         x = graph.node("Div", [x, graph.constant("divisor", schema.divisor[order].reshape(1, -1))])
-    flags = [graph.node("Cast", [flag], to=float_type) for flag, _ in bad]
-    flags = graph.node("Concat", flags, axis=1) if len(flags) > 1 else flags[0]
-    width = sum(count for _, count in bad)
-    bad_count = graph.node("MatMul", [flags, graph.constant("ones", np.ones((width, 1), dtype=np.float32))])
-    invalid = graph.node("Greater", [bad_count, graph.constant("zero", np.float32(0.0))])
+    invalid = bad[0]
+    for flag in bad[1:]:
+        invalid = graph.node("Or", [invalid, flag])
+    # NaN for a row predict would refuse, else 0: added to the outputs, cheaper than a Where on them.
+    nan_or_zero = graph.node("Where", [invalid, graph.constant("nan", np.float32(np.nan)),
+                                       graph.constant("zero", np.float32(0.0))])
 
     first_dense = True
     for position, layer in enumerate(run.model.layers):
@@ -302,7 +313,6 @@ def build_model(run, input_form: str = "columns", opset: int | None = None):
     if output_activation not in ACTIVATION_EXPORTS:
         raise _unsupported(run_dir, f"the output activation {output_activation!r}")
     x = ACTIVATION_EXPORTS[output_activation](graph, x)
-    nan = graph.constant("nan", np.float32(np.nan))
 
     graph_outputs = []
     metadata = {"dltrain_version": __version__, "model_sha256": manifest["model_sha256"],
@@ -313,7 +323,7 @@ def build_model(run, input_form: str = "columns", opset: int | None = None):
     if schema.task == "regression":
         if target_scaling is not None:
             x = TARGET_INVERSES[target_scaling[0]](graph, x, target_scaling[1])
-        graph.node("Where", [invalid, nan, x], output="prediction")
+        graph.node("Add", [x, nan_or_zero], output="prediction")
         graph_outputs.append(onnx.helper.make_tensor_value_info("prediction", float_type, ["N", len(schema.targets)]))
     else:
         labels = schema.class_labels
@@ -336,7 +346,7 @@ def build_model(run, input_form: str = "columns", opset: int | None = None):
         sentinel_value = (np.array(sentinel, dtype=np.int64) if integer else np.array(sentinel, dtype=object))
         graph.node("Where", [graph.node("Reshape", [invalid, flat]), graph.constant("invalid_label", sentinel_value),
                              label], output="label")
-        graph.node("Where", [invalid, nan, probabilities], output="probabilities")
+        graph.node("Add", [probabilities, nan_or_zero], output="probabilities")
         label_type = onnx.TensorProto.INT64 if integer else string_type
         graph_outputs.append(onnx.helper.make_tensor_value_info("label", label_type, ["N"]))
         graph_outputs.append(onnx.helper.make_tensor_value_info("probabilities", float_type,
