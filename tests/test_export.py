@@ -183,6 +183,7 @@ def test_categorical_columns_and_missing_cells_equal_predict(shop_run, tmp_path)
     outputs = assert_matches_predict(shop_run / "run", model_path, new)
     assert np.all(np.isfinite(outputs["probabilities"]))
     session = session_for(model_path)
+    assert [item.name for item in session.get_inputs()] == schema.feature_names
     types = {item.name: item.type for item in session.get_inputs()}
     assert types == {"income": "tensor(float)", "age": "tensor(float)", "region": "tensor(string)",
                      "plan": "tensor(string)", "member": "tensor(float)"}
@@ -207,7 +208,8 @@ def test_unknown_error_and_unfilled_cells_give_nan_rows_where_predict_refuses(tm
     session = session_for(tmp_path / "run" / "model.onnx")
     rows = tmp_path / "rows.csv"
     rows.write_text("income,age,region,plan,member\n50,30,north,basic,yes\n50,30,central,basic,yes\n"
-                    ",30,north,basic,yes\n50,30,,basic,yes\n50,30,north,basic,\n50,30,north,basic,maybe\n")
+                    ",30,north,basic,yes\n50,30,,basic,yes\n50,30,north,basic,\n50,30,north,basic,maybe\n"
+                    "50,inf,north,basic,yes\n")
     cells = list(csv.DictReader(rows.open()))
     feed = {}
     for item in session.get_inputs():
@@ -221,12 +223,26 @@ def test_unknown_error_and_unfilled_cells_give_nan_rows_where_predict_refuses(tm
     labels, probabilities = session.run(["label", "probabilities"], feed)
     assert np.all(np.isfinite(probabilities[0])) and labels[0] != ""
     assert np.all(np.isnan(probabilities[1:])), probabilities
-    assert list(labels[1:]) == [""] * 5
+    assert list(labels[1:]) == [""] * 6
     meta = {prop.key: prop.value for prop in onnx.load(str(tmp_path / "run" / "model.onnx")).metadata_props}
     assert json.loads(meta["invalid_label"]) == ""
     (tmp_path / "one.csv").write_text("income,age,region,plan,member\n50,30,central,basic,yes\n")
     refused = run("predict", tmp_path / "run", tmp_path / "one.csv")
     assert refused.exit_code == 2 and "training never saw" in refused.output
+
+
+@pytest.mark.parametrize("overrides", [["data.scale=none"], ["data.scale=minmax"], ["data.features=[region, plan]"],
+                                       ["data.features=[member]"], ["data.features=[age, member]"]])
+def test_other_scalings_and_column_mixes_export_and_equal_predict(overrides, tmp_path):
+    features = re.findall(r"\w+", overrides[0].split("=")[1]) if "features" in overrides[0] else None
+    lines = [line for line in SHOP_COLUMNS.splitlines()[1:] if features is None or line.split(":")[0].strip() in features]
+    workflow.fit(shop_project(tmp_path, columns="  columns:\n" + "\n".join(lines) + "\n"), overrides,
+                 out=tmp_path / "run")
+    result = run("export", tmp_path / "run")
+    assert result.exit_code == 0, result.output
+    new = tmp_path / "new.csv"
+    new.write_text(shop_csv(40, 5, unseen=True))
+    assert_matches_predict(tmp_path / "run", tmp_path / "run" / "model.onnx", new)
 
 
 def test_unknown_ignore_encodes_an_unseen_category_as_all_zeros(shop_run):

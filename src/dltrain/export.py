@@ -199,10 +199,9 @@ def _invalid_label(labels: list[str]):
     return -1 if -1 not in values else min(values) - 1
 
 
-def build_model(run, input_form: str = "columns", opset: int | None = None):
-    """The ONNX ModelProto of a loaded run; a DltrainError names what cannot be exported."""
-    onnx, _ = _onnx_modules()
-    run_dir, schema, manifest = run.run_dir, run.schema, run.manifest
+def _check_exportable(run, input_form: str):
+    """Refuse, by name, what the graph cannot hold or the chosen input form cannot take."""
+    run_dir, schema = run.run_dir, run.schema
     if input_form not in INPUT_FORMS:
         raise DltrainError(f"--inputs {input_form}: choose {' or '.join(INPUT_FORMS)}")
     outputs = OUTPUT_NAMES[schema.task]
@@ -219,25 +218,35 @@ def build_model(run, input_form: str = "columns", opset: int | None = None):
                                "need string inputs; use --inputs columns")
     if schema.scale not in ("standard", "minmax", "none"):
         raise _unsupported(run_dir, f"the feature scaling {schema.scale!r}")
-    target_scaling = _target_scaling(run_dir, manifest) if schema.task == "regression" else None
-    graph = GraphBuilder(onnx)
-    float_type, string_type = onnx.TensorProto.FLOAT, onnx.TensorProto.STRING
-    graph_inputs = []
+    for position, layer in enumerate(run.model.layers):
+        if isinstance(layer, ActivationLayer) and layer.activation.name not in ACTIVATION_EXPORTS:
+            raise _unsupported(run_dir, f"the activation {layer.activation.name!r}")
+        if not isinstance(layer, (Dense, ActivationLayer, Dropout)):
+            raise _unsupported(run_dir, f"the layer {type(layer).__name__} (layer {position})")
+    if run.model.output_activation not in ACTIVATION_EXPORTS:
+        raise _unsupported(run_dir, f"the output activation {run.model.output_activation!r}")
 
-    # Numeric and boolean columns become one float block, categorical ones one-hot blocks; the
-    # first dense layer's rows are permuted to match, so no column is moved inside the graph.
+
+def _model_input(graph: GraphBuilder, schema: DataSchema, input_form: str):
+    """(graph inputs, model input tensor, row-refused flag [N, 1], order of the model inputs).
+
+    Numeric and boolean columns become one float block, categorical ones one-hot blocks;
+    ``order`` maps the block's columns to the stored input positions, and the first dense
+    layer's rows are permuted to match, so no column is moved inside the graph."""
+    onnx = graph.onnx
+    float_type, string_type = onnx.TensorProto.FLOAT, onnx.TensorProto.STRING
+    inputs = {}
     float_columns = [(index, column) for index, column in enumerate(schema.columns) if column.type != "categorical"]
     starts = np.cumsum([0] + [column.width for column in schema.columns])
     order, blocks, bad = [], [], []
     if float_columns:
         if input_form == "features":
-            graph_inputs.append(onnx.helper.make_tensor_value_info("features", float_type, ["N", len(float_columns)]))
+            inputs["features"] = onnx.helper.make_tensor_value_info("features", float_type, ["N", len(float_columns)])
             block = "features"
         else:
-            names = []
-            for _, column in float_columns:
-                graph_inputs.append(onnx.helper.make_tensor_value_info(column.name, float_type, ["N", 1]))
-                names.append(column.name)
+            names = [column.name for _, column in float_columns]
+            for name in names:
+                inputs[name] = onnx.helper.make_tensor_value_info(name, float_type, ["N", 1])
             if len(names) > 1:
                 # Stacked end to end and transposed: one copy per column, where a Concat
                 # along axis 1 of [N, 1] tensors moves one number at a time.
@@ -268,7 +277,7 @@ def build_model(run, input_form: str = "columns", opset: int | None = None):
     for index, column in enumerate(schema.columns):
         if column.type != "categorical":
             continue
-        graph_inputs.append(onnx.helper.make_tensor_value_info(column.name, string_type, ["N", 1]))
+        inputs[column.name] = onnx.helper.make_tensor_value_info(column.name, string_type, ["N", 1])
         categories = list(column.categories)
         # "" is a missing cell: the fill's category, else a row predict refuses (-2); an unseen
         # value is all zeros under unknown: ignore (-1), else refused as well (-2).
@@ -285,15 +294,18 @@ def build_model(run, input_form: str = "columns", opset: int | None = None):
     if not (np.all(schema.offset == 0) and np.all(schema.divisor == 1)):
         x = graph.node("Sub", [x, graph.constant("offset", schema.offset[order].reshape(1, -1))])
         x = graph.node("Div", [x, graph.constant("divisor", schema.divisor[order].reshape(1, -1))])
-    invalid = bad[0]
+    refused = bad[0]
     for flag in bad[1:]:
-        invalid = graph.node("Or", [invalid, flag])
-    # NaN for a row predict would refuse, else 0: added to the outputs, cheaper than a Where on them.
-    nan_or_zero = graph.node("Where", [invalid, graph.constant("nan", np.float32(np.nan)),
-                                       graph.constant("zero", np.float32(0.0))])
+        refused = graph.node("Or", [refused, flag])
+    graph_inputs = [inputs["features"]] if input_form == "features" else [inputs[name] for name in
+                                                                          schema.feature_names]
+    return graph_inputs, x, refused, order
 
+
+def _network(graph: GraphBuilder, model, x: str, order: np.ndarray) -> str:
+    """Dense layers and activations as the engine runs them at inference (dropout is the identity)."""
     first_dense = True
-    for position, layer in enumerate(run.model.layers):
+    for position, layer in enumerate(model.layers):
         if isinstance(layer, Dense):
             weights = np.asarray(layer.params["W"], dtype=np.float32)
             if first_dense:
@@ -301,58 +313,59 @@ def build_model(run, input_form: str = "columns", opset: int | None = None):
             x = graph.node("MatMul", [x, graph.constant(f"W{position}", weights)])
             x = graph.node("Add", [x, graph.constant(f"b{position}", np.asarray(layer.params["b"], np.float32))])
         elif isinstance(layer, ActivationLayer):
-            name = layer.activation.name
-            if name not in ACTIVATION_EXPORTS:
-                raise _unsupported(run_dir, f"the activation {name!r}")
-            x = ACTIVATION_EXPORTS[name](graph, x)
-        elif isinstance(layer, Dropout):
-            continue  # identity at inference
-        else:
-            raise _unsupported(run_dir, f"the layer {type(layer).__name__} (layer {position})")
-    output_activation = run.model.output_activation
-    if output_activation not in ACTIVATION_EXPORTS:
-        raise _unsupported(run_dir, f"the output activation {output_activation!r}")
-    x = ACTIVATION_EXPORTS[output_activation](graph, x)
+            x = ACTIVATION_EXPORTS[layer.activation.name](graph, x)
+    return ACTIVATION_EXPORTS[model.output_activation](graph, x)
 
-    graph_outputs = []
-    metadata = {"dltrain_version": __version__, "model_sha256": manifest["model_sha256"],
-                "task": schema.task, "input_form": input_form,
-                "feature_names": json.dumps(schema.feature_names),
-                "feature_kinds": json.dumps([column.type for column in schema.columns]),
-                "class_labels": json.dumps(schema.class_labels), "target_names": json.dumps(schema.targets)}
+
+def _outputs(graph: GraphBuilder, schema: DataSchema, x: str, refused: str, target_scaling) -> tuple[list, dict]:
+    """label and probabilities, or prediction, with NaN (and the invalid label) for refused rows."""
+    onnx = graph.onnx
+    float_type = onnx.TensorProto.FLOAT
+    # NaN for a row predict would refuse, else 0: added to the outputs, cheaper than a Where on them.
+    nan_or_zero = graph.node("Where", [refused, graph.constant("nan", np.float32(np.nan)),
+                                       graph.constant("zero", np.float32(0.0))])
     if schema.task == "regression":
         if target_scaling is not None:
             x = TARGET_INVERSES[target_scaling[0]](graph, x, target_scaling[1])
         graph.node("Add", [x, nan_or_zero], output="prediction")
-        graph_outputs.append(onnx.helper.make_tensor_value_info("prediction", float_type, ["N", len(schema.targets)]))
+        return [onnx.helper.make_tensor_value_info("prediction", float_type, ["N", len(schema.targets)])], {}
+    labels = schema.class_labels
+    integer = _integer_labels(labels)
+    sentinel = _invalid_label(labels)
+    label_values = (np.array([int(label) for label in labels], dtype=np.int64) if integer
+                    else np.array(labels, dtype=object))
+    if schema.binary:
+        # predict's rule: class 1 when p >= 0.5; probabilities are (1 - p, p).
+        below = graph.node("Less", [x, graph.constant("half", np.float32(0.5))])
+        index = graph.node("Cast", [graph.node("Not", [below])], to=onnx.TensorProto.INT64)
+        one_minus = graph.node("Sub", [graph.constant("one", np.float32(1.0)), x])
+        probabilities = graph.node("Concat", [one_minus, x], axis=1)
     else:
-        labels = schema.class_labels
-        integer = _integer_labels(labels)
-        sentinel = _invalid_label(labels)
-        label_values = (np.array([int(label) for label in labels], dtype=np.int64) if integer
-                        else np.array(labels, dtype=object))
-        if schema.binary:
-            # predict's rule: class 1 when p >= 0.5; probabilities are (1 - p, p).
-            below = graph.node("Less", [x, graph.constant("half", np.float32(0.5))])
-            index = graph.node("Cast", [graph.node("Not", [below])], to=onnx.TensorProto.INT64)
-            one_minus = graph.node("Sub", [graph.constant("one", np.float32(1.0)), x])
-            probabilities = graph.node("Concat", [one_minus, x], axis=1)
-        else:
-            index = graph.node("ArgMax", [x], axis=1, keepdims=1)
-            probabilities = x
-        flat = graph.constant("flat", np.array([-1], dtype=np.int64))
-        label = graph.node("Gather", [graph.constant("class_labels", label_values),
-                                      graph.node("Reshape", [index, flat])], axis=0)
-        sentinel_value = (np.array(sentinel, dtype=np.int64) if integer else np.array(sentinel, dtype=object))
-        graph.node("Where", [graph.node("Reshape", [invalid, flat]), graph.constant("invalid_label", sentinel_value),
-                             label], output="label")
-        graph.node("Add", [probabilities, nan_or_zero], output="probabilities")
-        label_type = onnx.TensorProto.INT64 if integer else string_type
-        graph_outputs.append(onnx.helper.make_tensor_value_info("label", label_type, ["N"]))
-        graph_outputs.append(onnx.helper.make_tensor_value_info("probabilities", float_type,
-                                                                ["N", len(labels)]))
-        metadata["label_type"] = "int64" if integer else "string"
-        metadata["invalid_label"] = json.dumps(sentinel)
+        index = graph.node("ArgMax", [x], axis=1, keepdims=1)
+        probabilities = x
+    flat = graph.constant("flat", np.array([-1], dtype=np.int64))
+    label = graph.node("Gather", [graph.constant("class_labels", label_values),
+                                  graph.node("Reshape", [index, flat])], axis=0)
+    sentinel_value = np.array(sentinel, dtype=np.int64) if integer else np.array(sentinel, dtype=object)
+    graph.node("Where", [graph.node("Reshape", [refused, flat]), graph.constant("invalid_label", sentinel_value),
+                         label], output="label")
+    graph.node("Add", [probabilities, nan_or_zero], output="probabilities")
+    label_type = onnx.TensorProto.INT64 if integer else onnx.TensorProto.STRING
+    outputs = [onnx.helper.make_tensor_value_info("label", label_type, ["N"]),
+               onnx.helper.make_tensor_value_info("probabilities", float_type, ["N", len(labels)])]
+    return outputs, {"label_type": "int64" if integer else "string", "invalid_label": json.dumps(sentinel)}
+
+
+def build_model(run, input_form: str = "columns", opset: int | None = None):
+    """The ONNX ModelProto of a loaded run; a DltrainError names what cannot be exported."""
+    onnx, _ = _onnx_modules()
+    run_dir, schema, manifest = run.run_dir, run.schema, run.manifest
+    _check_exportable(run, input_form)
+    target_scaling = _target_scaling(run_dir, manifest) if schema.task == "regression" else None
+    graph = GraphBuilder(onnx)
+    graph_inputs, x, refused, order = _model_input(graph, schema, input_form)
+    x = _network(graph, run.model, x, order)
+    graph_outputs, output_metadata = _outputs(graph, schema, x, refused, target_scaling)
 
     required = graph.required_opsets()
     newest = onnx.defs.onnx_opset_version()
@@ -367,13 +380,20 @@ def build_model(run, input_form: str = "columns", opset: int | None = None):
                            f"give --opset {newest} or lower, or upgrade onnx")
     imports = [onnx.helper.make_opsetid("", opset)]
     imports += [onnx.helper.make_opsetid(domain, version) for domain, version in sorted(required.items()) if domain]
+    outputs = " and ".join(output.name for output in graph_outputs)
     body = onnx.helper.make_graph(graph.nodes, f"dltrain {manifest['config'].get('name', run_dir.name)}",
                                   graph_inputs, graph_outputs, graph.initializers)
     model = onnx.helper.make_model(body, opset_imports=imports, producer_name="dltrain",
                                    producer_version=__version__,
-                                   doc_string=f"dltrain run {run_dir.name}: raw CSV columns in, "
-                                              f"{' and '.join(outputs)} out; see docs/export.md")
+                                   doc_string=f"dltrain run {run_dir.name}: raw CSV columns in, {outputs} out; "
+                                              "see docs/export.md")
     model.ir_version = onnx.helper.find_min_ir_version_for(list(imports))
+    metadata = {"dltrain_version": __version__, "model_sha256": manifest["model_sha256"],
+                "task": schema.task, "input_form": input_form,
+                "feature_names": json.dumps(schema.feature_names),
+                "feature_kinds": json.dumps([column.type for column in schema.columns]),
+                "class_labels": json.dumps(schema.class_labels), "target_names": json.dumps(schema.targets),
+                **output_metadata}
     onnx.helper.set_model_props(model, metadata)
     onnx.checker.check_model(model, full_check=True)
     return model
