@@ -243,6 +243,7 @@ def test_other_scalings_and_column_mixes_export_and_equal_predict(overrides, tmp
     new = tmp_path / "new.csv"
     new.write_text(shop_csv(40, 5, unseen=True))
     assert_matches_predict(tmp_path / "run", tmp_path / "run" / "model.onnx", new)
+    assert_lowest_opset(onnx.load(str(tmp_path / "run" / "model.onnx")))
 
 
 def test_unknown_ignore_encodes_an_unseen_category_as_all_zeros(shop_run):
@@ -342,18 +343,23 @@ def test_target_scaling_statistics_are_inverted_in_the_graph(shipped_runs):
 # ---------------------------------------------------------------- opset and metadata
 
 
+def assert_lowest_opset(model):
+    """The model passes the full check at its opset and fails it one opset lower."""
+    onnx.checker.check_model(model, full_check=True)
+    opset = model.opset_import[0].version
+    assert opset == max(export.OPERATOR_SINCE[("", node.op_type)] for node in model.graph.node if node.domain == "")
+    lower = onnx.ModelProto()
+    lower.CopyFrom(model)
+    lower.opset_import[0].version = opset - 1
+    with pytest.raises((onnx.checker.ValidationError, onnx.shape_inference.InferenceError)):
+        onnx.checker.check_model(lower, full_check=True)
+
+
 def test_opset_is_the_lowest_holding_every_operator_and_metadata_is_complete(shipped_runs, shop_run, tmp_path):
     for run_dir in (shipped_runs["breast_cancer"], shop_run / "run"):
         loaded = workflow.load_run(run_dir)
         model = export.build_model(loaded)
-        opset = model.opset_import[0].version
-        assert opset == max(export.OPERATOR_SINCE[("", node.op_type)] for node in model.graph.node
-                            if node.domain == "")
-        lower = onnx.ModelProto()
-        lower.CopyFrom(model)
-        lower.opset_import[0].version = opset - 1
-        with pytest.raises((onnx.checker.ValidationError, onnx.shape_inference.InferenceError)):
-            onnx.checker.check_model(lower, full_check=True)
+        assert_lowest_opset(model)
         meta = {prop.key: prop.value for prop in model.metadata_props}
         assert meta["model_sha256"] == loaded.manifest["model_sha256"]
         assert meta["dltrain_version"] == export.__version__

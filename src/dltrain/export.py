@@ -41,7 +41,7 @@ OPERATOR_SINCE = {
     ("", "Add"): 7, ("", "Sub"): 7, ("", "Mul"): 7, ("", "Div"): 7, ("", "MatMul"): 1,
     ("", "Concat"): 4, ("", "Cast"): 6, ("", "Reshape"): 5, ("", "Gather"): 1, ("", "ArgMax"): 1,
     ("", "Where"): 9, ("", "IsNaN"): 9, ("", "Not"): 1, ("", "Or"): 7, ("", "Abs"): 6, ("", "Greater"): 7, ("", "Less"): 9,
-    ("", "Equal"): 11,  # 11: float and int64 operands
+    ("", "Equal"): 7,  # 7: int64 operands (floats only from 11)
     ("", "Relu"): 6, ("", "LeakyRelu"): 6, ("", "Elu"): 6, ("", "Tanh"): 6, ("", "Sigmoid"): 6,
     ("", "Softplus"): 1, ("", "Softmax"): 1, ("", "Erf"): 9, ("", "Identity"): 1, ("", "Transpose"): 1,
     (ML_DOMAIN, "LabelEncoder"): 2,  # 2: keys_strings / values_int64s
@@ -260,7 +260,7 @@ def _model_input(graph: GraphBuilder, schema: DataSchema, input_form: str):
         if not np.all(np.isnan(fills)):
             block = graph.node("Where", [graph.node("IsNaN", [block]), graph.constant("fills", fills), block])
         # A cell predict would refuse (missing without a fill, inf, a boolean other than 0/1)
-        # makes its row's sum of checks non-zero or NaN: x - x is NaN exactly for NaN and inf,
+        # makes its row's sum of checks NaN or positive: x - x is NaN exactly for NaN and inf,
         # and |x (x - 1)| is positive for a boolean input other than 0 and 1.
         check = graph.node("Sub", [block, block])
         is_boolean = np.array([column.type == "boolean" for _, column in float_columns], dtype=np.float32)
@@ -271,7 +271,8 @@ def _model_input(graph: GraphBuilder, schema: DataSchema, input_form: str):
             check = graph.node("Add", [check, masked])
         ones = graph.constant("ones", np.ones((len(float_columns), 1), dtype=np.float32))
         row_check = graph.node("MatMul", [check, ones])
-        bad.append(graph.node("Not", [graph.node("Equal", [row_check, graph.constant("zero", np.float32(0.0))])]))
+        positive = graph.node("Greater", [row_check, graph.constant("zero", np.float32(0.0))])
+        bad.append(graph.node("Or", [graph.node("IsNaN", [row_check]), positive]))
         blocks.append(block)
         order.extend(int(starts[index]) for index, _ in float_columns)
     for index, column in enumerate(schema.columns):
