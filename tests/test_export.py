@@ -235,7 +235,8 @@ def test_unknown_error_and_unfilled_cells_give_nan_rows_where_predict_refuses(tm
                                        ["data.features=[member]"], ["data.features=[age, member]"]])
 def test_other_scalings_and_column_mixes_export_and_equal_predict(overrides, tmp_path):
     features = re.findall(r"\w+", overrides[0].split("=")[1]) if "features" in overrides[0] else None
-    lines = [line for line in SHOP_COLUMNS.splitlines()[1:] if features is None or line.split(":")[0].strip() in features]
+    lines = [line for line in SHOP_COLUMNS.splitlines()[1:]
+             if features is None or line.split(":")[0].strip() in features]
     workflow.fit(shop_project(tmp_path, columns="  columns:\n" + "\n".join(lines) + "\n"), overrides,
                  out=tmp_path / "run")
     result = run("export", tmp_path / "run")

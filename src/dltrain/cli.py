@@ -196,8 +196,8 @@ def export(
     run_dir: RunArg,
     out: Annotated[Optional[Path], typer.Option(help="ONNX file to write (default: RUN_DIR/model.onnx).")] = None,
     format: Annotated[str, typer.Option("--format", help="File format; onnx is the one there is.")] = "onnx",
-    opset: Annotated[Optional[int], typer.Option(help="ONNX opset (default: the lowest that holds every operator used).",
-                                                 show_default=False)] = None,
+    opset: Annotated[Optional[int], typer.Option(
+        help="ONNX opset (default: the lowest that holds every operator used).", show_default=False)] = None,
     inputs: Annotated[str, typer.Option("--inputs", help="columns: one input per CSV column; features: one [N, F] "
                                         "float tensor (models without categorical columns).")] = "columns",
     force: Annotated[bool, typer.Option("--force", help="Overwrite --out if it exists.")] = False,

@@ -40,7 +40,8 @@ _NAME_PREFIX = "dltrain/"     # internal tensor names; a CSV column named like t
 OPERATOR_SINCE = {
     ("", "Add"): 7, ("", "Sub"): 7, ("", "Mul"): 7, ("", "Div"): 7, ("", "MatMul"): 1,
     ("", "Concat"): 4, ("", "Cast"): 6, ("", "Reshape"): 5, ("", "Gather"): 1, ("", "ArgMax"): 1,
-    ("", "Where"): 9, ("", "IsNaN"): 9, ("", "Not"): 1, ("", "Or"): 7, ("", "Abs"): 6, ("", "Greater"): 7, ("", "Less"): 9,
+    ("", "Where"): 9, ("", "IsNaN"): 9, ("", "Not"): 1, ("", "Or"): 7, ("", "Abs"): 6, ("", "Greater"): 7,
+    ("", "Less"): 9,  # 9: int64 operands
     ("", "Equal"): 7,  # 7: int64 operands (floats only from 11)
     ("", "Relu"): 6, ("", "LeakyRelu"): 6, ("", "Elu"): 6, ("", "Tanh"): 6, ("", "Sigmoid"): 6,
     ("", "Softplus"): 1, ("", "Softmax"): 1, ("", "Erf"): 9, ("", "Identity"): 1, ("", "Transpose"): 1,
