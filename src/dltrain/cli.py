@@ -202,10 +202,11 @@ def export(
                                         "float tensor (models without categorical columns).")] = "columns",
     force: Annotated[bool, typer.Option("--force", help="Overwrite --out if it exists.")] = False,
 ):
-    """Export a trained run as one ONNX model, from raw CSV columns to labels and probabilities (needs dltrain[onnx]).
+    """Export a trained run as one ONNX model: raw CSV columns in, labels and probabilities out (needs the onnx extra).
 
-    The graph holds the fills, one-hot encoding, scaling and network; it is checked against
-    dltrain predict before it is written. Example: dltrain export runs/iris --out iris.onnx
+    Fills, one-hot encoding, scaling and network are in the graph, checked against predict before it is written.
+
+    Example: dltrain export runs/iris --out iris.onnx
     """
     from .export import export_run
 
