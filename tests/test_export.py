@@ -201,6 +201,18 @@ def test_regression_with_categorical_columns_equals_predict(tmp_path):
     assert_matches_predict(tmp_path / "run", tmp_path / "run" / "model.onnx", new)
 
 
+def test_multi_output_regression_gives_one_prediction_column_per_target(tmp_path):
+    text = shop_csv(120, 6, blanks=False)
+    workflow.fit(shop_project(tmp_path, columns="", target="[income, age]", text=text), out=tmp_path / "run")
+    assert run("export", tmp_path / "run").exit_code == 0
+    new = tmp_path / "new.csv"
+    new.write_text(shop_csv(30, 7, blanks=False))
+    outputs = assert_matches_predict(tmp_path / "run", tmp_path / "run" / "model.onnx", new)
+    assert outputs["prediction"].shape == (30, 2)
+    meta = {prop.key: prop.value for prop in onnx.load(str(tmp_path / "run" / "model.onnx")).metadata_props}
+    assert json.loads(meta["target_names"]) == ["income", "age"] and meta["task"] == "regression"
+
+
 def test_unknown_error_and_unfilled_cells_give_nan_rows_where_predict_refuses(tmp_path):
     config = shop_project(tmp_path, columns="", text=shop_csv(120, 0, blanks=False))
     workflow.fit(config, out=tmp_path / "run")
