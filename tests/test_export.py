@@ -413,6 +413,11 @@ def test_an_existing_out_is_refused_unless_forced(shipped_runs, tmp_path):
     forced = run("export", shipped_runs["iris"], "--out", target, "--force")
     assert forced.exit_code == 0, forced.output
     onnx.checker.check_model(onnx.load(str(target)))
+    weights = shipped_runs["iris"] / "model.npz"
+    before = weights.read_bytes()
+    own = run("export", shipped_runs["iris"], "--out", weights, "--force")
+    assert own.exit_code == 2 and "is a file of the run folder" in own.output
+    assert weights.read_bytes() == before
 
 
 def test_a_missing_onnx_extra_is_one_message_with_the_pip_command(shipped_runs, tmp_path, monkeypatch):

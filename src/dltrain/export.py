@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
-from .artifacts import atomic_write, check_writable
+from .artifacts import CHECKPOINT, LOCK, PENDING_CHECKPOINT, RUN_FILES, atomic_write, check_writable, holds_run
 from .data import DataSchema
 from .errors import ArtifactError, DltrainError
 from .activations import LeakyReLU
@@ -527,6 +527,11 @@ def verify(run, model_bytes: bytes, input_form: str) -> int:
             elif label != expected[0] and not _near_tie(want):
                 problem = f"label {label!r} against dltrain predict's {expected[0]!r}"
         if problem:
+            from .workflow import load_run
+
+            if load_run(run.run_dir).manifest["model_sha256"] != run.manifest["model_sha256"]:
+                raise ArtifactError(f"{run.run_dir}: the run was replaced while it was being exported (a fit "
+                                    "--force?); nothing was written; run dltrain export again")
             raise ExportMismatch(f"{run.run_dir}: the exported graph disagrees with dltrain predict on verification "
                                  f"row {row} ({_describe_row(schema, values, row)}): {problem}; nothing was written. "
                                  "This is a dltrain bug; please report it")
@@ -554,6 +559,9 @@ def export_run(run_dir, out=None, format: str = "onnx", opset: int | None = None
     run = load_run(run_dir)
     out = Path(out) if out is not None else run_dir / "model.onnx"
     check_writable(out)
+    if out.name in RUN_FILES + (CHECKPOINT, PENDING_CHECKPOINT, LOCK) and holds_run(out.parent):
+        raise ArtifactError(f"--out {out} is a file of the run folder {out.parent}; writing there would break "
+                            "the run. Give another file name, such as model.onnx")
     if out.exists() and not force:
         raise ArtifactError(f"{out}: already exists; pass --force to overwrite it, or choose another --out")
     model = build_model(run, input_form, opset)
