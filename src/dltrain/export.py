@@ -212,6 +212,10 @@ def _check_exportable(run, input_form: str):
                                         "tensor); rename the column and train again")
         if column.type not in ("numeric", "boolean", "categorical"):
             raise _unsupported(run_dir, f"column {column.name!r} of type {column.type!r}")
+        if column.type == "categorical" and column.fill is not None and str(column.fill) not in column.categories:
+            raise ArtifactError(f"{run_dir / 'model.json'}: column {column.name!r} fills empty cells with "
+                                f"{column.fill!r}, which is not among its categories; the file was changed, "
+                                "train again")
     if input_form == "features":
         text = [column.name for column in schema.columns if column.type == "categorical"]
         if text:
