@@ -20,11 +20,12 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
+from .activations import LeakyReLU
 from .artifacts import CHECKPOINT, LOCK, PENDING_CHECKPOINT, RUN_FILES, atomic_write, check_writable, holds_run
 from .data import DataSchema
 from .errors import ArtifactError, DltrainError
-from .activations import LeakyReLU
 from .layers import ActivationLayer, Dense, Dropout
+from .workflow import load_run, predict_rows
 
 INSTALL_HINT = "pip install 'dltrain[onnx]'"
 FORMATS = ("onnx",)
@@ -463,8 +464,6 @@ def _cell_text(value, kind: str, decimal: str) -> str:
 
 def _predict_with_dltrain(run_dir: Path, schema: DataSchema, values: dict, folder: Path):
     """``dltrain predict``'s header and rows for the verification values, via a CSV like a user's."""
-    from .workflow import predict_rows
-
     delimiter = schema.delimiter or (";" if schema.decimal == "," else ",")
     path = folder / "verification.csv"
     n_rows = len(next(iter(values.values())))
@@ -492,7 +491,8 @@ def onnx_inputs(schema: DataSchema, values: dict, input_form: str) -> dict:
 
 
 def _describe_row(schema: DataSchema, values: dict, row: int) -> str:
-    cells = [f"{name}={values[name][row]!r}" for name in schema.feature_names[:6]]
+    cells = [f"{column.name}={_cell_text(values[column.name][row], column.type, '.')!r}"
+             for column in schema.columns[:6]]
     more = " …" if len(schema.feature_names) > 6 else ""
     return ", ".join(cells) + more
 
@@ -506,8 +506,9 @@ def verify(run, model_bytes: bytes, input_form: str) -> int:
         session = onnxruntime.InferenceSession(model_bytes, providers=["CPUExecutionProvider"])
         results = session.run(None, onnx_inputs(schema, values, input_form))
     except Exception as error:  # onnxruntime raises its own exception types for a model it cannot run
-        raise ExportMismatch(f"{run.run_dir}: onnxruntime {onnxruntime.__version__} cannot run the exported "
-                             f"model ({str(error).splitlines()[0]}); nothing was written") from None
+        raise DltrainError(f"{run.run_dir}: onnxruntime {onnxruntime.__version__} cannot run the exported model "
+                           f"({str(error).splitlines()[0]}); nothing was written. Give a lower --opset (or none), "
+                           "or upgrade onnxruntime") from None
     outputs = dict(zip([output.name for output in session.get_outputs()], results))
     with tempfile.TemporaryDirectory(prefix="dltrain-export-") as folder:
         header, rows = _predict_with_dltrain(run.run_dir, schema, values, Path(folder))
@@ -531,8 +532,6 @@ def verify(run, model_bytes: bytes, input_form: str) -> int:
             elif label != expected[0] and not _near_tie(want):
                 problem = f"label {label!r} against dltrain predict's {expected[0]!r}"
         if problem:
-            from .workflow import load_run
-
             if load_run(run.run_dir).manifest["model_sha256"] != run.manifest["model_sha256"]:
                 raise ArtifactError(f"{run.run_dir}: the run was replaced while it was being exported (a fit "
                                     "--force?); nothing was written; run dltrain export again")
@@ -554,8 +553,6 @@ def _near_tie(probabilities: np.ndarray) -> bool:
 def export_run(run_dir, out=None, format: str = "onnx", opset: int | None = None, force: bool = False,
                input_form: str = "columns") -> ExportResult:
     """Export a run folder as one ONNX file, verified against ``dltrain predict`` before it is written."""
-    from .workflow import load_run
-
     run_dir = Path(run_dir)
     if format not in FORMATS:
         raise DltrainError(f"--format {format}: not supported; choose {', '.join(FORMATS)}")
