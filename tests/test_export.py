@@ -328,6 +328,23 @@ def test_every_engine_activation_has_an_export_equal_to_its_forward():
         np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6, err_msg=name)
 
 
+def test_the_exact_gelu_entry_is_ready_for_an_erf_gelu():
+    import math
+
+    graph = export.GraphBuilder(onnx)
+    export._gelu_erf(graph, "z")
+    graph.nodes[-1].output[0] = "a"
+    model = onnx.helper.make_model(
+        onnx.helper.make_graph(graph.nodes, "gelu", [onnx.helper.make_tensor_value_info("z", 1, [None])],
+                               [onnx.helper.make_tensor_value_info("a", 1, [None])], graph.initializers),
+        opset_imports=[onnx.helper.make_opsetid("", 9)])
+    model.ir_version = 4
+    z = np.linspace(-8, 8, 161).astype(np.float32)
+    got = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"z": z})[0]
+    expected = [0.5 * value * (1 + math.erf(value / math.sqrt(2))) for value in z.astype(np.float64)]
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+
+
 def test_a_network_with_every_hidden_activation_and_dropout_exports(tmp_path, root):
     hidden = ", ".join(f"{{units: 6, activation: {name}}}" for name in sorted(ACTIVATIONS) if name != "softmax")
     config = shop_project(tmp_path, layers=f"[{hidden}, {{type: dropout, rate: 0.3}}, {{units: 5}}]")
