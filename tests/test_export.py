@@ -255,8 +255,15 @@ def test_other_scalings_and_column_mixes_export_and_equal_predict(overrides, tmp
     assert result.exit_code == 0, result.output
     new = tmp_path / "new.csv"
     new.write_text(shop_csv(40, 5, unseen=True))
-    assert_matches_predict(tmp_path / "run", tmp_path / "run" / "model.onnx", new)
+    outputs = assert_matches_predict(tmp_path / "run", tmp_path / "run" / "model.onnx", new)
     assert_lowest_opset(onnx.load(str(tmp_path / "run" / "model.onnx")))
+    schema = workflow.load_run(tmp_path / "run").schema
+    if all(column.type != "categorical" for column in schema.columns):  # booleans go in the features tensor too
+        assert run("export", tmp_path / "run", "--inputs", "features", "--out", tmp_path / "f.onnx").exit_code == 0
+        columns = raw_inputs(session_for(tmp_path / "run" / "model.onnx"), new)
+        features = np.column_stack([columns[name] for name in schema.feature_names])
+        probabilities = session_for(tmp_path / "f.onnx").run(["probabilities"], {"features": features})[0]
+        np.testing.assert_array_equal(probabilities, outputs["probabilities"])
 
 
 def test_unknown_ignore_encodes_an_unseen_category_as_all_zeros(shop_run):
