@@ -76,31 +76,44 @@ def classification_scalars(matrix: np.ndarray, true_classes=None, positive_score
     """Every scalar classification metric from a confusion matrix (and scores, for ROC AUC)."""
     total = matrix.sum()
     scores = per_class_scores(matrix)
-    present = scores["support"] > 0
+    # As scikit-learn: macro averages run over the labels seen in the truth or the predictions
+    # (a class absent from both says nothing), balanced accuracy over the classes in the truth.
+    in_truth = scores["support"] > 0
+    seen = in_truth | (matrix.sum(axis=0) > 0)
     results = {
         "accuracy": float(np.trace(matrix) / total) if total else float("nan"),
-        "balanced_accuracy": float(scores["recall"][present].mean()) if present.any() else float("nan"),
-        "precision_macro": float(scores["precision"].mean()),
-        "recall_macro": float(scores["recall"].mean()),
-        "f1_macro": float(scores["f1"].mean()),
+        "balanced_accuracy": float(scores["recall"][in_truth].mean()) if in_truth.any() else float("nan"),
+        "precision_macro": float(scores["precision"][seen].mean()) if seen.any() else float("nan"),
+        "recall_macro": float(scores["recall"][seen].mean()) if seen.any() else float("nan"),
+        "f1_macro": float(scores["f1"][seen].mean()) if seen.any() else float("nan"),
     }
     if matrix.shape[0] == 2 and positive_scores is not None:
         results["roc_auc"] = roc_auc(true_classes, positive_scores)
     return results
 
 
-def regression_metrics(targets: np.ndarray, outputs: np.ndarray) -> dict:
-    """MSE, RMSE, MAE and R² per output column, averaged over the outputs (multi-output regression)."""
+def regression_metrics(targets: np.ndarray, outputs: np.ndarray, target_divisor=None) -> dict:
+    """MSE, RMSE, MAE and R² per output column, averaged over the outputs (multi-output regression).
+
+    ``target_divisor``: the per-column scale the targets were divided by in training; errors
+    are multiplied back, so every figure is in the target's own units (R² is scale-free)."""
     errors = outputs.astype(np.float64) - targets
+    if target_divisor is not None:
+        errors = errors * np.asarray(target_divisor, dtype=np.float64)
     squared = np.mean(errors ** 2, axis=0)
     total = np.sum((targets - targets.mean(axis=0, dtype=np.float64)) ** 2, axis=0, dtype=np.float64)
     residual = np.sum(errors ** 2, axis=0)
-    unexplained = np.divide(residual, total, out=np.full_like(total, np.nan), where=total > 0)
+    if target_divisor is not None:
+        total = total * np.asarray(target_divisor, dtype=np.float64) ** 2
+    # As scikit-learn's r2_score: a constant target scores 1.0 when predicted exactly, else
+    # 0.0; fewer than two rows leave R² undefined (NaN).
+    r2 = np.where(residual == 0, 1.0, 0.0)
+    r2 = np.where(total > 0, 1.0 - np.divide(residual, total, out=np.zeros_like(total), where=total > 0), r2)
     return {
         "mse": float(np.mean(squared)),
         "rmse": float(np.mean(np.sqrt(squared))),
         "mae": float(np.mean(np.abs(errors))),
-        "r2": float(np.mean(1.0 - unexplained)),
+        "r2": float(np.mean(r2)) if len(targets) >= 2 else float("nan"),
     }
 
 
@@ -111,7 +124,7 @@ def positive_scores(outputs: np.ndarray):
     return outputs[:, 1] if outputs.shape[1] == 2 else None
 
 
-def evaluate(model, loss, features, targets, task: str, detailed: bool = False) -> dict:
+def evaluate(model, loss, features, targets, task: str, detailed: bool = False, target_divisor=None) -> dict:
     """Loss and scalar metrics of ``model`` on one split, as a flat dict of lowercase names.
 
     With ``detailed``, classification adds the confusion matrix and per-class scores (as
@@ -120,7 +133,7 @@ def evaluate(model, loss, features, targets, task: str, detailed: bool = False) 
     results = {"loss": loss.value(logits, targets)}
     outputs = loss.predict(logits)
     if task != "classification":
-        results.update(regression_metrics(targets, outputs))
+        results.update(regression_metrics(targets, outputs, target_divisor))
         return results
     n_classes = max(2, outputs.shape[1])
     true_classes = class_indices(targets)

@@ -1,0 +1,50 @@
+"""Metrics agree with scikit-learn's definitions (expected values computed by hand)."""
+
+import numpy as np
+import pytest
+
+from dltrain.metrics import classification_scalars, confusion_matrix, regression_metrics
+
+
+def test_macro_averages_skip_classes_absent_from_truth_and_predictions():
+    # Ten classes known to the model, only 0..3 appear (a digits split without 4..9).
+    truth = np.array([0, 1, 2, 3, 3])
+    predicted = np.array([0, 1, 2, 3, 0])
+    scalars = classification_scalars(confusion_matrix(truth, predicted, 10))
+    # precision: 0 -> 1/2, 1, 2, 3 -> 1; recall: 3 -> 1/2, others 1; f1: 0 -> 2/3, 3 -> 2/3.
+    assert scalars["precision_macro"] == pytest.approx((0.5 + 3) / 4)
+    assert scalars["recall_macro"] == pytest.approx((3 + 0.5) / 4)
+    assert scalars["f1_macro"] == pytest.approx((2 / 3 + 1 + 1 + 2 / 3) / 4)
+    assert scalars["balanced_accuracy"] == pytest.approx(0.875)
+
+
+def test_a_predicted_class_absent_from_the_truth_counts_in_macro_but_not_in_balanced_accuracy():
+    truth = np.array([0, 0, 1])
+    predicted = np.array([0, 2, 1])
+    scalars = classification_scalars(confusion_matrix(truth, predicted, 3))
+    assert scalars["precision_macro"] == pytest.approx((1 + 1 + 0) / 3)
+    assert scalars["recall_macro"] == pytest.approx((0.5 + 1 + 0) / 3)
+    assert scalars["f1_macro"] == pytest.approx((2 / 3 + 1 + 0) / 3)
+    assert scalars["balanced_accuracy"] == pytest.approx((0.5 + 1) / 2)
+
+
+def test_r2_of_a_constant_target_is_one_when_exact_else_zero():
+    constant = np.full((3, 1), 3.0)
+    assert regression_metrics(constant, constant)["r2"] == 1.0
+    assert regression_metrics(constant, constant + 1)["r2"] == 0.0
+    assert np.isnan(regression_metrics(constant[:1], constant[:1])["r2"])
+    # Per output, then averaged: a constant column that is missed scores 0.
+    targets = np.array([[1.0, 5.0], [2.0, 5.0], [3.0, 5.0]])
+    outputs = np.array([[1.0, 4.0], [2.0, 4.0], [5.0, 4.0]])
+    assert regression_metrics(targets, outputs)["r2"] == pytest.approx(((1 - 4 / 2) + 0.0) / 2)
+
+
+def test_regression_metrics_undo_the_target_scale():
+    targets = np.array([[1.0, 10.0], [2.0, 30.0], [3.0, 20.0]])
+    outputs = np.array([[1.5, 12.0], [2.0, 26.0], [2.0, 20.0]])
+    divisor = np.array([2.0, 10.0])
+    scaled = regression_metrics(targets / divisor, outputs / divisor, divisor)
+    plain = regression_metrics(targets, outputs)
+    for name in ("mse", "rmse", "mae", "r2"):
+        assert scaled[name] == pytest.approx(plain[name])
+    assert plain["mae"] == pytest.approx((0.5 + 0 + 1 + 2 + 4 + 0) / 6)
