@@ -134,7 +134,10 @@ def test_tolerance_stops_when_converged(tmp_path, root):
     ("constant", {}, {1: 0.1, 50: 0.1}),
     ("step", {"every": 10, "factor": 0.5}, {1: 0.1, 10: 0.1, 11: 0.05, 21: 0.025}),
     ("exponential", {"gamma": 0.9}, {1: 0.1, 2: 0.09, 4: 0.0729}),
-    ("cosine", {"min_lr": 0.0}, {1: 0.1, 50: 0.05 * (1 + np.cos(np.pi * 49 / 99)), 100: 0.0}),
+    # PyTorch's CosineAnnealingLR(T_max=100): the last epoch still learns.
+    ("cosine", {"min_lr": 0.0}, {1: 0.1, 50: 0.05 * (1 + np.cos(np.pi * 49 / 100)),
+                                 100: 0.05 * (1 + np.cos(np.pi * 99 / 100))}),
+    ("cosine", {"min_lr": 0.01, "warmup_epochs": 2}, {3: 0.1, 12: 0.01 + 0.045 * (1 + np.cos(np.pi * 9 / 98))}),
     ("step", {"every": 10, "factor": 0.5, "warmup_epochs": 4}, {1: 0.02, 4: 0.08, 5: 0.1, 15: 0.05}),
 ])
 def test_schedule_rates_at_given_epochs(name, options, expected):

@@ -63,7 +63,10 @@ class Exponential(Schedule):
 
 
 class Cosine(Schedule):
-    """Cosine decay from the base rate to ``min_lr`` over the epochs after warm-up."""
+    """Cosine decay from the base rate towards ``min_lr`` over the epochs after warm-up.
+
+    As PyTorch's CosineAnnealingLR with ``T_max`` = those epochs: the first uses the base
+    rate and ``min_lr`` would come one epoch after the last, so no epoch trains at ``min_lr``."""
 
     name = "cosine"
 
@@ -72,7 +75,7 @@ class Cosine(Schedule):
         self.min_lr = min_lr
 
     def _after_warmup(self, step):
-        span = max(1, self.epochs - self.warmup_epochs - 1)
+        span = max(1, self.epochs - self.warmup_epochs)
         progress = min(step, span) / span
         return self.min_lr + (self.base_lr - self.min_lr) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
