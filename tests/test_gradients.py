@@ -102,7 +102,8 @@ def test_dropout_gradient_uses_the_same_mask_and_is_identity_at_inference():
                                               ("mse", "linear")])
 def test_whole_network_gradient(loss_name, output):
     hidden = [{"type": "dense", "units": 6, "activation": "tanh"},
-              {"type": "dense", "units": 5, "activation": "gelu"}]
+              {"type": "dense", "units": 5, "activation": "gelu"},
+              {"type": "dense", "units": 4, "activation": "gelu_tanh"}]
     k = 1 if output == "sigmoid" else 3
     model = Sequential.build(4, hidden, k, output, init_rng=np.random.default_rng(1), dtype=np.float64)
     loss = make_loss(loss_name, output)

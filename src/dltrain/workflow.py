@@ -355,6 +355,7 @@ class _Session:
             "metrics": metrics,
             "training": {"epochs_done": len(history), "stop_reason": stop_reason, "best_epoch": best_epoch,
                          "monitor": monitor},
+            "gelu": "exact",  # run folders without it meant the tanh form by gelu (see _upgrade_config)
         }
         checkpoint = self.target.checkpoint
         carry = {CHECKPOINT: checkpoint} if checkpoint.exists() else None
@@ -573,12 +574,23 @@ class LoadedRun:
         return make_loss(self.config.loss, self.config.model.output.activation)
 
 
+def _upgrade_config(manifest: dict):
+    """A stored config in the words of this version, so older run folders predict as before."""
+    config = manifest["config"]
+    if manifest.get("gelu") != "exact" and isinstance(config, dict):
+        layers = config.get("model", {}).get("layers", []) if isinstance(config.get("model"), dict) else []
+        for layer in layers if isinstance(layers, list) else []:
+            if isinstance(layer, dict) and layer.get("activation") == "gelu":
+                layer["activation"] = "gelu_tanh"
+    return config
+
+
 def load_run(run_dir) -> LoadedRun:
     """Rebuild a trained model from its run folder alone, checking the weights' checksum."""
     run_dir = Path(run_dir)
     manifest, arrays = read_run(run_dir)
     try:
-        config = Config.model_validate(manifest["config"])
+        config = Config.model_validate(_upgrade_config(manifest))
         schema = DataSchema.from_dict(manifest["data"])
     except ValidationError as error:
         first = error.errors()[0]
