@@ -107,3 +107,57 @@ def test_a_run_saved_when_gelu_meant_the_tanh_form_predicts_as_before(tmp_path, 
     manifest["gelu"] = "exact"
     (out / "model.json").write_text(json.dumps(manifest))
     assert workflow.predict_rows(out, data) != before
+
+
+# ---------------------------------------------------------------- regression targets scaled
+
+
+def _minimal_regression(tmp_path, root, extra=""):
+    path = tmp_path / "minimal.yaml"
+    path.write_text(f"data: {{train: {root / 'data' / 'diabetes.csv'}, target: progression{extra}}}\n"
+                    "model: {layers: [{units: 16}]}\ntrain: {epochs: 50}\n")
+    return path
+
+
+def test_a_minimal_regression_config_learns_because_targets_are_scaled(tmp_path, root):
+    result = workflow.fit(_minimal_regression(tmp_path, root), out=tmp_path / "run")
+    validation = result.metrics["validation"]
+    assert validation["r2"] > 0.1  # -3.0 with data.target_scale: none
+    # Reported metrics are in the target's units: MSE is the scaled loss times the variance.
+    manifest = json.loads((tmp_path / "run" / "model.json").read_text())
+    scaler = manifest["data"]["target_scaler"]
+    assert scaler["method"] == "standard" and 100 < scaler["offset"][0] < 200 and 50 < scaler["divisor"][0] < 100
+    assert validation["mse"] == pytest.approx(validation["loss"] * scaler["divisor"][0] ** 2, rel=1e-4)
+    assert result.history[-1]["val_mse"] == pytest.approx(validation["mse"], rel=1e-4)
+    evaluated, _ = workflow.evaluate_run(tmp_path / "run", root / "data" / "diabetes.csv")
+    assert 1000 < evaluated["mse"] < 6000
+    header, rows = workflow.predict_rows(tmp_path / "run", root / "data" / "diabetes.csv")
+    predicted = np.array([float(row[0]) for row in rows])
+    assert header == ["progression"] and 100 < predicted.mean() < 200
+
+
+def test_target_scale_none_and_a_run_saved_before_target_scaling(tmp_path, root):
+    config = _minimal_regression(tmp_path, root, ", target_scale: none")
+    workflow.fit(config, ["train.epochs=2"], out=tmp_path / "run")
+    before = workflow.predict_rows(tmp_path / "run", root / "data" / "diabetes.csv")
+    manifest_path = tmp_path / "run" / "model.json"
+    manifest = json.loads(manifest_path.read_text())
+    assert manifest["data"]["target_scaler"] == {"method": "none", "offset": None, "divisor": None}
+    del manifest["data"]["target_scaler"], manifest["config"]["data"]["target_scale"]
+    manifest_path.write_text(json.dumps(manifest))
+    run = workflow.load_run(tmp_path / "run")
+    assert run.config.data.target_scale == "none" and run.schema.target_divisor is None
+    assert workflow.predict_rows(tmp_path / "run", root / "data" / "diabetes.csv") == before
+
+
+def test_multi_target_regression_scales_each_target(tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=200)
+    lines = ["x,weight,waist"] + [f"{v:.4f},{180 + 20 * v:.3f},{0.01 * v + 35:.5f}" for v in x]
+    (tmp_path / "body.csv").write_text("\n".join(lines) + "\n")
+    (tmp_path / "body.yaml").write_text("data: {train: body.csv, target: [weight, waist]}\n"
+                                        "model: {layers: [{units: 8}]}\noptimizer: {lr: 0.01}\ntrain: {epochs: 60}\n")
+    result = workflow.fit(tmp_path / "body.yaml", out=tmp_path / "run")
+    assert result.metrics["validation"]["r2"] > 0.9
+    divisor = json.loads((tmp_path / "run" / "model.json").read_text())["data"]["target_scaler"]["divisor"]
+    assert divisor[0] == pytest.approx(20, rel=0.2) and divisor[1] == pytest.approx(0.01, rel=0.2)

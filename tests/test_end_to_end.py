@@ -31,7 +31,7 @@ def test_every_shipped_config_has_a_quality_bar(root):
 
 def test_linear_model_with_gd_reaches_the_least_squares_optimum(root, tmp_path):
     overrides = ["model.layers=[]", "loss=mse", "optimizer={name: gd, lr: 0.2}", "data.validation=0",
-                 "train.epochs=3000", "train.tolerance=null"]
+                 "train.epochs=3000", "train.tolerance=null", "train.early_stopping=null"]
     result = workflow.fit(root / "configs" / "diabetes.yaml", overrides, out=tmp_path / "run")
     run = workflow.load_run(tmp_path / "run")
     table = CsvTable.open(root / "data" / "diabetes.csv")

@@ -196,7 +196,8 @@ def test_balanced_class_weights(tmp_path, root):
 
 
 def test_divergence_stops_with_a_message_and_keeps_the_last_good_epoch(tmp_path, root):
-    overrides = ["model.layers=[]", "optimizer={name: gd, lr: 0.3}", "train.epochs=400", "data.validation=0"]
+    overrides = ["model.layers=[]", "optimizer={name: gd, lr: 0.3}", "train.epochs=400", "data.validation=0",
+                 "train.early_stopping=null", "data.target_scale=none"]
     with pytest.raises(TrainingDiverged) as caught:
         workflow.fit(root / "configs" / "diabetes.yaml", overrides, out=tmp_path / "run")
     message = str(caught.value)
@@ -213,7 +214,8 @@ def test_divergence_stops_with_a_message_and_keeps_the_last_good_epoch(tmp_path,
 def test_divergence_exit_code_through_the_cli(tmp_path, root):
     result = runner.invoke(app, ["fit", str(root / "configs" / "diabetes.yaml"), "--out", str(tmp_path / "run"),
                                  "--quiet", "--set", "optimizer={name: gd, lr: 0.3}", "--set", "model.layers=[]",
-                                 "--set", "train.epochs=400"])
+                                 "--set", "train.epochs=400", "--set", "data.target_scale=none",
+                                 "--set", "train.early_stopping=null"])
     assert result.exit_code == 3
     assert "training diverged" in result.output and "Traceback" not in result.output
 

@@ -95,6 +95,7 @@ class DataSpec(Spec):
     validation: Union[float, str] = 0.2
     test: Optional[str] = None
     scale: Literal["standard", "minmax", "none"] = "standard"
+    target_scale: Literal["standard", "none"] = "standard"            # regression targets only
     delimiter: Optional[Literal[",", ";", "\t", "|"]] = None           # None: detected in each file
     decimal: Literal[".", ","] = "."
     encoding: str = "utf-8"
@@ -653,6 +654,9 @@ def load_config(path, overrides=()) -> tuple[Config, Path, ConfigSource]:
     data, positions = parse_yaml(text, str(path))
     if data is None:
         raise ConfigError(f"{path}: the config is empty; see configs/iris.yaml for an example")
+    if isinstance(data, dict) and "name" not in data:
+        # The run's name defaults to the config file's, in the characters a name allows.
+        data["name"] = re.sub(r"[^A-Za-z0-9._-]", "-", path.stem).lstrip("._-") or "run"
     override_paths = {}
     for text_item in overrides:
         key_path, value = parse_override(text_item)

@@ -323,6 +323,9 @@ class DataSchema:
     delimiter: str | None = None                      # None: detected in each file
     decimal: str = "."
     encoding: str = "utf-8"
+    target_scale: str = "none"                        # regression: standard trains on (y - offset) / divisor
+    target_offset: np.ndarray | None = None
+    target_divisor: np.ndarray | None = None
 
     def __post_init__(self):
         if not self.columns:
@@ -352,7 +355,8 @@ class DataSchema:
 
     @classmethod
     def fit(cls, columns: Columns, encodings: list, train_rows: np.ndarray, all_rows: np.ndarray, targets,
-            task: str, scale: str, target_missing: str = "error", csv_options: dict | None = None) -> "DataSchema":
+            task: str, scale: str, target_missing: str = "error", csv_options: dict | None = None,
+            target_scale: str = "none") -> "DataSchema":
         """Fit fills and scaling on ``train_rows``; categories and class labels on ``all_rows``."""
         fitted = [_fit_column(columns, encoding, train_rows, all_rows) for encoding in encodings]
         labels = []
@@ -365,7 +369,23 @@ class DataSchema:
                      task, scale, np.zeros(width, dtype=np.float32), np.ones(width, dtype=np.float32), labels,
                      columns=fitted, target_missing=target_missing, **(csv_options or {}))
         schema._fit_scaling(columns, train_rows)
+        if task == "regression" and target_scale == "standard":
+            schema._fit_target_scaling(columns, train_rows)
         return schema
+
+    def _fit_target_scaling(self, columns: Columns, train_rows: np.ndarray):
+        """Mean and standard deviation of each regression target on the training rows."""
+        values = np.column_stack([columns.numbers(name)[train_rows] for name in self.targets]).astype(np.float64)
+        offset = values.mean(axis=0)
+        divisor = values.std(axis=0)
+        divisor[~(divisor > 0) | ~np.isfinite(divisor)] = 1.0  # a constant target is only shifted
+        self.target_scale, self.target_offset, self.target_divisor = "standard", offset, divisor
+
+    def unscale_targets(self, outputs: np.ndarray) -> np.ndarray:
+        """Model outputs in the target's own units (the inverse of the target scaling)."""
+        if self.target_divisor is None:
+            return outputs
+        return outputs * self.target_divisor + self.target_offset
 
     def _fit_scaling(self, columns: Columns, train_rows: np.ndarray):
         """Statistics of the numeric inputs on the training rows; one-hot and 0/1 inputs stay as they are.
@@ -480,8 +500,11 @@ class DataSchema:
     def encode_target(self, columns: Columns, rows: np.ndarray | None = None) -> np.ndarray:
         """Class indices (int64), a 0/1 column (binary) or float32 values, one column per target."""
         if self.task == "regression":
-            values = np.column_stack([columns.numbers(name) for name in self.targets]).astype(np.float32)
-            return values if rows is None else values[rows]
+            values = np.column_stack([columns.numbers(name) for name in self.targets])
+            values = values if rows is None else values[rows]
+            if self.target_divisor is not None:
+                return ((values - self.target_offset) / self.target_divisor).astype(np.float32)
+            return values.astype(np.float32, copy=False)
         name = self.targets[0]
         raw = columns.text[name] if name in columns.text else columns.numbers(name)
         raw = raw if rows is None else raw[rows]
@@ -533,6 +556,9 @@ class DataSchema:
             "columns": [column.to_dict() for column in self.columns],
             "target_missing": self.target_missing,
             "csv": {"delimiter": self.delimiter, "decimal": self.decimal, "encoding": self.encoding},
+            "target_scaler": {"method": self.target_scale,
+                              "offset": None if self.target_offset is None else self.target_offset.tolist(),
+                              "divisor": None if self.target_divisor is None else self.target_divisor.tolist()},
         }
 
     @classmethod
@@ -566,6 +592,18 @@ class DataSchema:
             raise ValueError(f"unknown delimiter {schema.delimiter!r} or decimal mark {schema.decimal!r}")
         if schema.target_missing not in ("error", "drop"):
             raise ValueError(f"unknown target_missing {schema.target_missing!r}")
+        target_scaler = data.get("target_scaler") or {"method": "none"}  # none: saved before targets were scaled
+        if target_scaler["method"] == "standard":
+            offset = np.asarray(target_scaler["offset"], dtype=np.float64)
+            divisor = np.asarray(target_scaler["divisor"], dtype=np.float64)
+            if schema.task != "regression" or offset.shape != (len(schema.targets),) or divisor.shape != offset.shape:
+                raise ValueError(f"the target scaler has {offset.size} offsets and {divisor.size} divisors "
+                                 f"for {len(schema.targets)} regression targets")
+            if not (np.all(np.isfinite(offset)) and np.all(np.isfinite(divisor)) and np.all(divisor > 0)):
+                raise ValueError("the target scaler holds non-finite values or a divisor <= 0")
+            schema.target_scale, schema.target_offset, schema.target_divisor = "standard", offset, divisor
+        elif target_scaler["method"] != "none":
+            raise ValueError(f"unknown target scaling {target_scaler['method']!r}")
         return schema
 
 

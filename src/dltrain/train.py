@@ -104,8 +104,9 @@ class BatchIterator:
 class EpochPredictions:
     """The predictions made while training, kept per row, for metrics without a second pass."""
 
-    def __init__(self, targets, task, n_outputs, n_classes):
+    def __init__(self, targets, task, n_outputs, n_classes, target_divisor=None):
         self.task, self.targets, self.n_classes = task, targets, n_classes
+        self.target_divisor = target_divisor
         n = len(targets)
         if task == "classification":
             self.classes = np.zeros(n, dtype=np.int64)
@@ -127,7 +128,7 @@ class EpochPredictions:
 
     def metrics(self):
         if self.task != "classification":
-            return regression_metrics(self.targets, self.outputs)
+            return regression_metrics(self.targets, self.outputs, self.target_divisor)
         matrix = confusion_matrix(self.true_classes, self.classes, self.n_classes)
         return classification_scalars(matrix, self.true_classes, self.scores)
 
@@ -148,8 +149,8 @@ class Trainer:
 
     def __init__(self, model, loss, optimizer, train_split, validation_split, options: TrainOptions, task: str,
                  *, shuffle_rng, dropout_rng=None, schedule=None, early_stopping: EarlyStopping | None = None,
-                 sample_weight=None, n_classes=0, callbacks: Callbacks | None = None, on_epoch_saved=None,
-                 blas_threads: int | None = None):
+                 sample_weight=None, n_classes=0, target_divisor=None, callbacks: Callbacks | None = None,
+                 on_epoch_saved=None, blas_threads: int | None = None):
         self.model, self.loss, self.optimizer = model, loss, optimizer
         self.options, self.task = options, task
         self.shuffle_rng, self.dropout_rng = shuffle_rng, dropout_rng
@@ -159,7 +160,9 @@ class Trainer:
         batch_size = len(train_split) if options.full_batch else options.batch_size
         self.batches = BatchIterator(train_split.features, train_split.targets, sample_weight, batch_size,
                                      options.shuffle and not options.full_batch, shuffle_rng)
-        self.predictions = EpochPredictions(train_split.targets, task, model.n_outputs, n_classes)
+        # Regression metrics are reported in the target's units, whatever scale training uses.
+        self.target_divisor = target_divisor
+        self.predictions = EpochPredictions(train_split.targets, task, model.n_outputs, n_classes, target_divisor)
         # None: as many BLAS threads as the step's largest product can use (see backend.threads_for).
         self.blas_threads = blas_threads or threads_for(model.largest_product(self.batches.batch_size))
         has_validation = validation_split is not None and len(validation_split) > 0
@@ -228,7 +231,8 @@ class Trainer:
         train_scores = self.predictions.metrics()
         record.update({name: train_scores[name] for name in logged if name in train_scores})
         if self.validation is not None:
-            scores = evaluate(self.model, self.loss, self.validation.features, self.validation.targets, self.task)
+            scores = evaluate(self.model, self.loss, self.validation.features, self.validation.targets, self.task,
+                              target_divisor=self.target_divisor)
             record["val_loss"] = scores["loss"]
             record.update({f"val_{name}": scores[name] for name in logged if name in scores})
         record["seconds"] = time.perf_counter() - started

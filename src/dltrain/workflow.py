@@ -141,7 +141,7 @@ def prepare_data(config: Config, source: ConfigSource, base_dir: Path, seeds: Se
             raise DataError(f"{table.path}: the training split has only one class; lower data.validation")
     csv_options = {"delimiter": spec.delimiter, "decimal": spec.decimal, "encoding": spec.encoding}
     schema = DataSchema.fit(columns, encodings, train_rows, rows, plan.targets, task, spec.scale,
-                            target_missing, csv_options)
+                            target_missing, csv_options, spec.target_scale)
     schema.binary = config.loss == "binary_cross_entropy"
     validation = None
     if isinstance(spec.validation, str):
@@ -207,12 +207,11 @@ class FitResult:
 
 
 def _split_metrics(model, loss, data: PreparedData) -> dict:
-    task = data.config.task
-    metrics = {"train": evaluate(model, loss, data.train.features, data.train.targets, task)}
-    if data.validation is not None:
-        metrics["validation"] = evaluate(model, loss, data.validation.features, data.validation.targets, task)
-    if data.test is not None:
-        metrics["test"] = evaluate(model, loss, data.test.features, data.test.targets, task)
+    task, divisor = data.config.task, data.schema.target_divisor
+    metrics = {"train": evaluate(model, loss, data.train.features, data.train.targets, task, target_divisor=divisor)}
+    for name, split in (("validation", data.validation), ("test", data.test)):
+        if split is not None:
+            metrics[name] = evaluate(model, loss, split.features, split.targets, task, target_divisor=divisor)
     return metrics
 
 
@@ -410,8 +409,8 @@ def _make_trainer(session: _Session, seeds: Seeds, comparable: dict, callbacks) 
     return Trainer(model, loss, optimizer, data.train, data.validation, options, config.task,
                    shuffle_rng=seeds.shuffle, dropout_rng=seeds.dropout, schedule=schedule,
                    early_stopping=stopping, sample_weight=sample_weights(config, data.schema, data.train.targets),
-                   n_classes=len(data.schema.class_labels), callbacks=callbacks,
-                   on_epoch_saved=_Checkpointer(session, comparable))
+                   n_classes=len(data.schema.class_labels), target_divisor=data.schema.target_divisor,
+                   callbacks=callbacks, on_epoch_saved=_Checkpointer(session, comparable))
 
 
 def _save_from_checkpoint(session: _Session, trainer: Trainer, stop_reason: str) -> int:
@@ -582,6 +581,10 @@ def _upgrade_config(manifest: dict):
         for layer in layers if isinstance(layers, list) else []:
             if isinstance(layer, dict) and layer.get("activation") == "gelu":
                 layer["activation"] = "gelu_tanh"
+    data = manifest.get("data")
+    if isinstance(data, dict) and "target_scaler" not in data and isinstance(config, dict) \
+            and isinstance(config.get("data"), dict):
+        config["data"].setdefault("target_scale", "none")  # saved before targets were scaled
     return config
 
 
@@ -616,7 +619,8 @@ def evaluate_run(run_dir, data_path) -> tuple[dict, list[str]]:
     """Loss and every metric of a saved run on a labelled CSV, with the class labels in index order."""
     run = load_run(run_dir)
     features, targets = read_features(data_path, run.schema, with_target=True)
-    return evaluate(run.model, run.loss, features, targets, run.schema.task, detailed=True), run.schema.class_labels
+    return (evaluate(run.model, run.loss, features, targets, run.schema.task, detailed=True,
+                     target_divisor=run.schema.target_divisor), run.schema.class_labels)
 
 
 def predict_rows(run_dir, data_path) -> tuple[list[str], list[list]]:
@@ -626,7 +630,8 @@ def predict_rows(run_dir, data_path) -> tuple[list[str], list[list]]:
     outputs = run.model.predict(features)
     schema = run.schema
     if schema.task == "regression":  # one column per target
-        return schema.targets, [[repr(float(value)) for value in row] for row in outputs.tolist()]
+        values = schema.unscale_targets(outputs.astype(np.float64))
+        return schema.targets, [[repr(float(value)) for value in row] for row in values.tolist()]
     probabilities = np.column_stack([1.0 - outputs[:, 0], outputs[:, 0]]) if schema.binary else outputs
     labels = np.asarray(schema.class_labels, dtype=object)[predicted_classes(outputs)]
     header = [schema.target] + [f"prob_{label}" for label in schema.class_labels]
