@@ -161,3 +161,32 @@ def test_multi_target_regression_scales_each_target(tmp_path):
     assert result.metrics["validation"]["r2"] > 0.9
     divisor = json.loads((tmp_path / "run" / "model.json").read_text())["data"]["target_scaler"]["divisor"]
     assert divisor[0] == pytest.approx(20, rel=0.2) and divisor[1] == pytest.approx(0.01, rel=0.2)
+
+
+# ---------------------------------------------------------------- task guess and splits
+
+
+def test_few_rows_per_integer_value_make_a_regression_not_16_classes(tmp_path):
+    from dltrain.data import infer_task
+    assert infer_task(np.array([float(v % 16) for v in range(20)])) == "regression"
+    assert infer_task(np.array([float(v % 3) for v in range(20)])) == "classification"
+    assert infer_task(np.array([0.0, 1.0, 1.0])) == "classification"  # two values: always classes
+    assert infer_task(np.array(["a", "b", "c"])) == "classification"  # text cannot be a quantity
+    lines = ["x,score"] + [f"{v * 0.1:.1f},{(v * 7) % 16}" for v in range(20)]
+    (tmp_path / "scores.csv").write_text("\n".join(lines) + "\n")
+    (tmp_path / "scores.yaml").write_text("data: {train: scores.csv, target: score}\n")
+    assert workflow.check(tmp_path / "scores.yaml").config.task == "regression"
+
+
+def test_a_class_with_one_row_or_an_empty_validation_split_is_a_clear_message(tmp_path):
+    lines = ["x,kind"] + [f"{v},{'rare' if v == 0 else 'common' if v % 2 else 'usual'}" for v in range(30)]
+    (tmp_path / "kinds.csv").write_text("\n".join(lines) + "\n")
+    (tmp_path / "kinds.yaml").write_text("data: {train: kinds.csv, target: kind}\n")
+    with pytest.raises(DltrainError, match="class 'rare' has only 1 row; a stratified validation split needs"):
+        workflow.check(tmp_path / "kinds.yaml")
+    workflow.check(tmp_path / "kinds.yaml", ["data.validation=0"])  # no split, no problem
+    (tmp_path / "pairs.csv").write_text("x,kind\n1,a\n2,a\n3,b\n4,b\n5,c\n6,c\n")
+    (tmp_path / "pairs.yaml").write_text("data: {train: pairs.csv, target: kind, validation: 0.2}\n")
+    result = runner.invoke(app, ["check", str(tmp_path / "pairs.yaml")])
+    assert result.exit_code == 2
+    assert "pairs.yaml:1:52: data.validation: 0.2 of 6 rows leaves no validation rows" in result.output

@@ -18,7 +18,8 @@ import numpy as np
 from .csvio import DELIMITERS, Columns, CsvFile
 from .errors import ConfigError, DataError
 
-MAX_AUTO_CLASSES = 20  # an integer target with at most this many values is taken as classes
+MAX_AUTO_CLASSES = 20  # an integer target with at most this many values is taken as classes,
+MIN_ROWS_PER_CLASS = 5  # if it has on average this many rows per value (else it is a count or a score)
 MAX_CATEGORIES = 1000  # one-hot columns beyond this are almost surely an ID or free text
 MISSING_POLICIES = ("error", "drop", "mean", "median", "mode", "constant")
 COLUMN_TYPES = ("numeric", "categorical", "boolean")
@@ -63,7 +64,11 @@ def target_labels(values: np.ndarray) -> np.ndarray:
 
 
 def infer_task(values: np.ndarray) -> str:
-    """'classification' for text or few distinct integers, else 'regression'."""
+    """'classification' for text, or for few distinct integers each with enough rows; else 'regression'.
+
+    16 distinct integers in 20 rows are a quantity, not 16 classes: a classifier could not
+    even hold out one row of each."""
+    n_rows = values.size
     if values.dtype.kind != "f":
         try:
             values = np.unique(values).astype(np.float64)
@@ -71,7 +76,9 @@ def infer_task(values: np.ndarray) -> str:
             return "classification"
     values = values[~np.isnan(values)]
     integral = np.all(np.isfinite(values)) and np.all(values == np.round(values))
-    return "classification" if integral and np.unique(values).size <= MAX_AUTO_CLASSES else "regression"
+    distinct = np.unique(values).size
+    enough_rows = distinct <= 2 or n_rows >= MIN_ROWS_PER_CLASS * distinct
+    return "classification" if integral and distinct <= MAX_AUTO_CLASSES and enough_rows else "regression"
 
 
 # ---------------------------------------------------------------- what the config asks for

@@ -135,7 +135,21 @@ def prepare_data(config: Config, source: ConfigSource, base_dir: Path, seeds: Se
     if isinstance(spec.validation, str):
         train_rows, validation_rows = rows, None
     else:
+        if labels is not None and spec.validation > 0:
+            classes, counts = np.unique(labels, return_counts=True)
+            if counts.min() < 2:
+                rare = str(classes[counts.argmin()])
+                raise DataError(
+                    f"{table.path}: target {target!r}: class {rare!r} has only 1 row; a stratified validation "
+                    "split needs at least 2 rows per class. Add rows of it or remove it"
+                    + (", set task: regression if the target is a quantity" if config.task == "auto" else "")
+                    + ", or give data.validation a CSV file")
         train_positions, validation_positions = stratified_split(labels, len(rows), spec.validation, seeds.split)
+        if spec.validation > 0 and len(validation_positions) == 0:
+            raise ConfigError(
+                f"{source.where(('data', 'validation'))}: data.validation: {spec.validation:g} of {len(rows)} rows "
+                f"leaves no validation rows{' once each class is split' if labels is not None else ''}; "
+                "raise it, give a CSV file, or set 0 to train without validation")
         train_rows, validation_rows = rows[train_positions], rows[validation_positions]
         if labels is not None and len(np.unique(labels[train_positions])) < 2:
             raise DataError(f"{table.path}: the training split has only one class; lower data.validation")
