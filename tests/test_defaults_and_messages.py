@@ -190,3 +190,40 @@ def test_a_class_with_one_row_or_an_empty_validation_split_is_a_clear_message(tm
     result = runner.invoke(app, ["check", str(tmp_path / "pairs.yaml")])
     assert result.exit_code == 2
     assert "pairs.yaml:1:52: data.validation: 0.2 of 6 rows leaves no validation rows" in result.output
+
+
+# ---------------------------------------------------------------- init's early stopping, fit's warning
+
+
+@pytest.mark.parametrize("data,patience", [("iris", 20), ("digits", 6)])
+def test_init_writes_early_stopping_with_a_patience_sized_to_the_data(tmp_path, root, data, patience):
+    target = {"iris": "species", "digits": "digit"}[data]
+    result = runner.invoke(app, ["init", str(root / "data" / f"{data}.csv"), "--target", target,
+                                 "--out", str(tmp_path / "c.yaml")])
+    assert result.exit_code == 0, result.output
+    config = workflow.check(tmp_path / "c.yaml").config
+    stopping = config.train.early_stopping
+    assert stopping.restore_best is True and stopping.monitor == "val_loss" and stopping.patience == patience
+
+
+def _summary(history, monitor, stopping):
+    from types import SimpleNamespace
+    from dltrain.report import fit_summary
+    config = SimpleNamespace(name="x", train=SimpleNamespace(early_stopping=stopping))
+    best = min(range(len(history)), key=lambda index: history[index][monitor]) + 1
+    result = SimpleNamespace(config=config, history=history, stop_reason="epochs done", best_epoch=best,
+                             monitor=monitor)
+    return "\n".join(fit_summary(result))
+
+
+def test_fit_summary_warns_when_the_saved_epoch_is_far_worse_than_the_best():
+    from types import SimpleNamespace
+    history = [{"epoch": e, "loss": 1.0, "val_loss": v} for e, v in enumerate([1.0, 0.5, 0.52, 0.9], start=1)]
+    summary = _summary(history, "val_loss", None)
+    assert ("warning: the saved model is epoch 4's (val_loss 0.9000), far worse than epoch 2's; "
+            "set train.early_stopping: {monitor: val_loss, restore_best: true} to keep the best epoch") in summary
+    off = SimpleNamespace(restore_best=False)
+    assert "set train.early_stopping.restore_best: true" in _summary(history, "val_loss", off)
+    assert "warning" not in _summary(history, "val_loss", SimpleNamespace(restore_best=True))
+    close = [{"epoch": e, "loss": 1.0, "val_loss": v} for e, v in enumerate([1.0, 0.5, 0.52], start=1)]
+    assert "warning" not in _summary(close, "val_loss", None)  # 4% worse is noise, not far worse

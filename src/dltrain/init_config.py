@@ -209,6 +209,8 @@ def starter_config(data_path, target: str, out_path, encoding: str = "utf-8") ->
     batch_size = 32 if train_rows < 10_000 else 128
     batches = math.ceil(train_rows / batch_size)
     epochs = int(min(200, max(10, math.ceil(TARGET_UPDATES / batches))))
+    # About a tenth of the epochs: small data (many short, noisy epochs) waits longer.
+    patience = int(min(20, max(5, epochs // 10)))
     units = 16 if n_inputs <= 8 else 32 if n_inputs <= 64 else 64 if n_inputs <= 256 else 128
     learning_rate = 0.01 if train_rows < 5_000 else 0.001
     layers = [units, units] if train_rows >= 5_000 else [units]
@@ -269,6 +271,8 @@ def starter_config(data_path, target: str, out_path, encoding: str = "utf-8") ->
         "train:",
         _commented(f"  epochs: {epochs}", f"{epochs * batches} updates of {batch_size} rows"),
         f"  batch_size: {batch_size}",
+        _commented(f"  early_stopping: {{monitor: val_loss, patience: {patience}, restore_best: true}}",
+                   "stop when val_loss stalls; keep the best epoch"),
         "",
     ]
     text = "\n".join(lines)

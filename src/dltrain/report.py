@@ -10,6 +10,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table as RichTable
 from rich.text import Text
 
+from .metrics import higher_is_better
 from .train import Callbacks
 
 class Table(RichTable):
@@ -121,12 +122,31 @@ def fit_summary(result) -> list[str]:
     if result.best_epoch:
         best = result.history[result.best_epoch - 1].get(result.monitor)
         lines.append(f"best epoch {result.best_epoch} ({result.monitor} {format_value(best)})")
+        lines += _saved_epoch_warning(result, best)
     trend_key = "val_loss" if any("val_loss" in record for record in result.history) else "loss"
     trend = sparkline([record.get(trend_key) for record in result.history])
     if len(result.history) > 1 and trend:
         first, last = result.history[0][trend_key], result.history[-1][trend_key]
         lines.append(f"{trend_key} {format_value(first)} {trend} {format_value(last)}")
     return lines
+
+
+def _saved_epoch_warning(result, best) -> list[str]:
+    """A line when the saved (last) epoch is far worse than the best one: restore_best is off."""
+    stopping = result.config.train.early_stopping
+    last_epoch = len(result.history)
+    if (stopping is not None and stopping.restore_best) or result.best_epoch == last_epoch:
+        return []
+    last = result.history[-1].get(result.monitor)
+    if last is None or best is None or not math.isfinite(best):
+        return []
+    gap = (best - last) if higher_is_better(result.monitor) else (last - best)
+    if not math.isfinite(last) or gap > 0.1 * max(abs(best), 1e-12):
+        setting = ("train.early_stopping.restore_best: true" if stopping is not None
+                   else f"train.early_stopping: {{monitor: {result.monitor}, restore_best: true}}")
+        return [f"warning: the saved model is epoch {last_epoch}'s ({result.monitor} {format_value(last)}), far "
+                f"worse than epoch {result.best_epoch}'s; set {setting} to keep the best epoch"]
+    return []
 
 
 def scalar_table(metrics: dict, title: str) -> Table:
