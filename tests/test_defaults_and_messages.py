@@ -227,3 +227,30 @@ def test_fit_summary_warns_when_the_saved_epoch_is_far_worse_than_the_best():
     assert "warning" not in _summary(history, "val_loss", SimpleNamespace(restore_best=True))
     close = [{"epoch": e, "loss": 1.0, "val_loss": v} for e, v in enumerate([1.0, 0.5, 0.52], start=1)]
     assert "warning" not in _summary(close, "val_loss", None)  # 4% worse is noise, not far worse
+
+
+# ---------------------------------------------------------------- init with several targets
+
+
+def test_init_with_two_targets_writes_multi_target_regression(tmp_path):
+    rng = np.random.default_rng(1)
+    lines = ["chins,situps,weight,waist"] + [
+        f"{rng.integers(1, 20)},{rng.integers(50, 250)},{rng.normal(180, 20):.1f},{rng.normal(35, 3):.1f}"
+        for _ in range(40)]
+    lines[5] = "3,100,,34.0"  # one weight is missing: that row is skipped
+    (tmp_path / "body.csv").write_text("\n".join(lines) + "\n")
+    result = runner.invoke(app, ["init", str(tmp_path / "body.csv"), "--target", "weight", "--target", "waist",
+                                 "--out", str(tmp_path / "body.yaml")])
+    assert result.exit_code == 0, result.output
+    text = (tmp_path / "body.yaml").read_text()
+    assert "  target: [weight, waist]" in text and "multi-target regression" in text
+    assert "weight: {missing: drop}" in text
+    config = workflow.check(tmp_path / "body.yaml").config
+    assert config.data.target == ["weight", "waist"] and config.task == "regression"
+    (tmp_path / "mixed.csv").write_text("x,y,kind\n" + "".join(f"{v},{v * 2},k{v % 2}\n" for v in range(20)))
+    mixed = runner.invoke(app, ["init", str(tmp_path / "mixed.csv"), "--target", "y", "--target", "kind",
+                                "--out", str(tmp_path / "mixed.yaml")])
+    assert mixed.exit_code == 2
+    assert "several --target columns mean multi-target regression, but 'kind' holds text" in mixed.output
+    twice = runner.invoke(app, ["init", str(tmp_path / "mixed.csv"), "--target", "y", "--target", "y"])
+    assert twice.exit_code == 2 and "--target y is given twice" in twice.output

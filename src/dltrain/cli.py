@@ -65,7 +65,9 @@ SetOption = Annotated[Optional[List[str]], typer.Option(
 @user_errors
 def init(
     data: DataArg,
-    target: Annotated[str, typer.Option("--target", help="The column to predict.", show_default=False)],
+    target: Annotated[List[str], typer.Option(
+        "--target", help="The column to predict; repeat it for multi-target regression (numeric columns).",
+        show_default=False)],
     out: Annotated[Optional[Path], typer.Option(help="Config file to write (default: <DATA name>.yaml here).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite --out if it exists.")] = False,
     encoding: Annotated[str, typer.Option(help="Text encoding of the CSV, e.g. latin-1.")] = "utf-8",
@@ -77,7 +79,7 @@ def init(
     from .init_config import write_starter_config
 
     out = out if out is not None else Path(f"{data.stem}.yaml")
-    starter = write_starter_config(data, target, out, force, encoding)
+    starter = write_starter_config(data, target[0] if len(target) == 1 else target, out, force, encoding)
     classes = f" ({len(starter.classes)} classes)" if starter.classes else ""
     report.console.print(f"wrote {out}: {len(starter.features)} feature columns ({starter.n_inputs} inputs), "
                          f"{len(starter.excluded)} excluded; task {starter.task}{classes}", markup=False,

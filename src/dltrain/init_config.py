@@ -144,20 +144,42 @@ def _describe_numbers(name: str, values: np.ndarray) -> ColumnReport:
     return report
 
 
-def starter_config(data_path, target: str, out_path, encoding: str = "utf-8") -> StarterConfig:
-    """The YAML text of a starter config for ``data_path`` predicting ``target``, to be saved at ``out_path``."""
+def _multi_target_rows(data_path, targets: list, columns) -> np.ndarray:
+    """Rows where every target has a value; each target must be numeric (multi-target regression)."""
+    filled = np.ones(columns.n_rows, dtype=bool)
+    for name in targets:
+        if name in columns.text:
+            values = columns.text[name]
+            example = next((value for value in values.tolist() if value != ""), "")
+            raise DataError(f"{data_path}: several --target columns mean multi-target regression, but {name!r} "
+                            f"holds text (e.g. {example!r}); give one --target to predict classes")
+        filled &= ~np.isnan(columns.numbers(name))
+    return filled
+
+
+def starter_config(data_path, target, out_path, encoding: str = "utf-8") -> StarterConfig:
+    """The YAML text of a starter config for ``data_path`` predicting ``target`` (a column, or a list of
+    numeric columns for multi-target regression), to be saved at ``out_path``."""
     data_path, out_path = Path(data_path), Path(out_path)
+    targets = [target] if isinstance(target, str) else list(target)
+    repeated = sorted({name for name in targets if targets.count(name) > 1})
+    if repeated:
+        raise ConfigError(f"--target {repeated[0]} is given twice; name each target once")
+    target = targets[0]
     table = CsvFile.open(data_path, encoding=encoding)
-    table.index(target, "target")
-    others = [name for name in table.header if name != target]
+    for name in targets:
+        table.index(name, "target")
+    others = [name for name in table.header if name not in targets]
     if not others:
-        raise DataError(f"{data_path}:1: the file has only the target column {target!r}; features are needed")
-    columns = table.read(numeric=others, wide=[target])
+        raise DataError(f"{data_path}:1: the file has only the target column{'s' if len(targets) > 1 else ''} "
+                        f"{', '.join(map(repr, targets))}; features are needed")
+    columns = table.read(numeric=others, wide=targets)
     if table.delimiter != "," and _uses_decimal_commas(columns):
         # 3,14 in a ;-separated file: read it again as numbers rather than excluding it as text.
         table = CsvFile.open(data_path, encoding=encoding, delimiter=table.delimiter, decimal=",")
-        columns = table.read(numeric=others, wide=[target])
+        columns = table.read(numeric=others, wide=targets)
     rows = columns.n_rows
+    all_targets_filled = _multi_target_rows(data_path, targets, columns) if len(targets) > 1 else None
 
     reports = []
     for name in others:
@@ -177,6 +199,8 @@ def starter_config(data_path, target: str, out_path, encoding: str = "utf-8") ->
     # The target: rows without it are skipped; its values decide the task.
     raw = columns.text[target] if target in columns.text else columns.numbers(target)
     target_empty = (raw == "") if raw.dtype.kind == "U" else np.isnan(raw)
+    if all_targets_filled is not None:
+        target_empty = ~all_targets_filled
     present = raw[~target_empty]
     if present.size == 0:
         raise DataError(f"{data_path}: the target column {target!r} is empty in every row")
@@ -188,7 +212,7 @@ def starter_config(data_path, target: str, out_path, encoding: str = "utf-8") ->
     if (described.excluded or "").startswith("ID-like"):
         warnings.append(f"the target {target!r} looks like a row identifier ({described.excluded[len('ID-like: '):]}); "
                         "predicting it is rarely meaningful: check --target")
-    task = infer_task(present)
+    task = infer_task(present) if len(targets) == 1 else "regression"
     classes = []
     if task == "classification":
         classes = sorted(set(target_labels(present).tolist()))
@@ -200,6 +224,8 @@ def starter_config(data_path, target: str, out_path, encoding: str = "utf-8") ->
                             "choose a column with classes to predict, or a numeric one")
         task_note = (f"{len(classes)} classes: {', '.join(classes[:8])}{', …' if len(classes) > 8 else ''}"
                      + ("; one sigmoid output" if len(classes) == 2 else ""))
+    elif len(targets) > 1:
+        task_note = f"multi-target regression: one linear output per target ({', '.join(targets)})"
     else:
         task_note = f"{target} is numeric ({np.unique(present).size} distinct values)"
 
@@ -219,14 +245,15 @@ def starter_config(data_path, target: str, out_path, encoding: str = "utf-8") ->
     name = re.sub(r"[^A-Za-z0-9._-]+", "-", data_path.stem).strip("-._") or "model"
     name = name if name[0].isalnum() else f"run-{name}"
     lines = [
-        f"# Starter config written by `dltrain init {data_path.name} --target {target}`.",
+        f"# Starter config written by `dltrain init {data_path.name} {' '.join(f'--target {name}' for name in targets)}`.",
         f"# {rows} rows, {len(table.header)} columns. Train it with: dltrain fit {out_path.name}",
         *[f"# warning: {warning}" for warning in warnings],
         f"name: {yaml_scalar(name)}",
         "seed: 0",
         "data:",
         _commented(f"  train: {yaml_scalar(relative)}", "relative to this file"),
-        f"  target: {yaml_scalar(target)}",
+        f"  target: {yaml_scalar(target)}" if len(targets) == 1
+        else f"  target: [{', '.join(yaml_scalar(name) for name in targets)}]",
         _commented(f"  delimiter: {json.dumps(table.delimiter)}", f"detected: {DELIMITER_NAMES[table.delimiter]}"),
     ]
     if table.decimal != ".":
@@ -245,15 +272,18 @@ def starter_config(data_path, target: str, out_path, encoding: str = "utf-8") ->
     listed = [report for report in features
               if len(features) <= MAX_LISTED_COLUMNS or report.settings or report.kind != "numeric"]
     target_setting = {"missing": "drop"} if target_empty.any() else {}
+    # Every target shares one policy: a row missing any of them is skipped.
+    empty_targets = targets if target_empty.any() else []
     if listed or target_setting:
         entries = []
         for report in listed:
             settings = {"type": report.kind, **report.settings}
             body = ", ".join(f"{key}: {value}" for key, value in settings.items())
             entries.append((f"    {yaml_scalar(report.name)}: {{{body}}}", report.note))
-        if target_setting:
-            entries.append((f"    {yaml_scalar(target)}: {{missing: drop}}",
-                            f"the target: {_share(int(target_empty.sum()), rows)}; those rows are skipped"))
+        for name in empty_targets:
+            empty = columns.text[name] == "" if name in columns.text else np.isnan(columns.numbers(name))
+            entries.append((f"    {yaml_scalar(name)}: {{missing: drop}}",
+                            f"the target: {_share(int(empty.sum()), rows)}; those rows are skipped"))
         width = max(31, *(len(code) for code, _ in entries))
         lines.append("  columns:")
         lines.extend(_commented(code, note, width) for code, note in entries)
@@ -279,7 +309,7 @@ def starter_config(data_path, target: str, out_path, encoding: str = "utf-8") ->
     return StarterConfig(text, [report.name for report in features], excluded, task, n_inputs, classes, warnings)
 
 
-def write_starter_config(data_path, target: str, out_path, force: bool = False,
+def write_starter_config(data_path, target, out_path, force: bool = False,
                          encoding: str = "utf-8") -> StarterConfig:
     """Write the starter config to ``out_path`` (refusing to overwrite unless ``force``)."""
     out_path = Path(out_path)
