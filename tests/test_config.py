@@ -62,7 +62,7 @@ def test_every_problem_is_reported_once(tmp_path):
 
 def test_missing_required_key(tmp_path):
     message = _error(tmp_path, "name: demo\ndata:\n  train: data.csv\n")
-    assert "data.target: required key is missing" in message
+    assert "data.target: required key 'target' is missing; add a line such as `target: label`" in message
     assert ":3:3:" in message  # points into the data mapping
 
 

@@ -254,3 +254,16 @@ def test_init_with_two_targets_writes_multi_target_regression(tmp_path):
     assert "several --target columns mean multi-target regression, but 'kind' holds text" in mixed.output
     twice = runner.invoke(app, ["init", str(tmp_path / "mixed.csv"), "--target", "y", "--target", "y"])
     assert twice.exit_code == 2 and "--target y is given twice" in twice.output
+
+
+# ---------------------------------------------------------------- name and missing keys
+
+
+def test_name_defaults_to_the_config_files_stem(tmp_path, root, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "my churn model.yaml").write_text(
+        f"data: {{train: {root / 'data' / 'iris.csv'}, target: species}}\ntrain: {{epochs: 1}}\n")
+    result = runner.invoke(app, ["fit", "my churn model.yaml", "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "runs" / "my-churn-model" / "model.json").exists()
+    assert workflow.check(tmp_path / "my churn model.yaml", ["name=other"]).config.name == "other"

@@ -615,11 +615,36 @@ class ConfigSource:
             probe = probe[:-1]
 
 
+# One example line per required key, shown when it is missing (list indices left out).
+_EXAMPLE_LINES = {
+    ("name",): ("name: my-model", ""),
+    ("data",): ("data: {train: data.csv, target: label}", ""),
+    ("data", "train"): ("train: data.csv", " under data: (relative to the config's folder)"),
+    ("data", "target"): ("target: label", " under data: (the column to predict)"),
+    ("model", "layers", "units"): ("- {units: 16, activation: relu}", ""),
+    ("model", "layers", "rate"): ("- {type: dropout, rate: 0.2}", ""),
+}
+
+
+def _missing_key(item, data):
+    """The path of a missing key (pydantic's location ends with it) and an example line."""
+    path = _clean_location(item["loc"][:-1], data) + (item["loc"][-1],)
+    example, note = _EXAMPLE_LINES.get(tuple(part for part in path if not isinstance(part, int)),
+                                       (f"{path[-1]}: ...", ""))
+    return path, f"required key {path[-1]!r} is missing; add a line such as `{example}`{note}"
+
+
 def validation_message(error: ValidationError, data, source: ConfigSource) -> str:
     """One line per problem, most specific first, each naming file:line:col and the key."""
     lines = []
     seen = set()
     for item in error.errors():
+        if item["type"] == "missing" and item["loc"] and isinstance(item["loc"][-1], str):
+            path, message = _missing_key(item, data)
+            if path not in seen:
+                seen.add(path)
+                lines.append(f"{source.where(path)}: {_dotted(path)}: {message}")
+            continue
         path = _clean_location(item["loc"], data)
         if path in seen:
             continue
