@@ -267,3 +267,27 @@ def test_name_defaults_to_the_config_files_stem(tmp_path, root, monkeypatch):
     assert result.exit_code == 0, result.output
     assert (tmp_path / "runs" / "my-churn-model" / "model.json").exists()
     assert workflow.check(tmp_path / "my churn model.yaml", ["name=other"]).config.name == "other"
+
+
+# ---------------------------------------------------------------- did you mean
+
+
+def test_did_you_mean_prefers_the_same_word_in_another_case():
+    from dltrain.config import closest_match
+    from dltrain.errors import did_you_mean
+    assert closest_match is did_you_mean  # one function for keys, values and columns
+    activations = ["elu", "gelu", "gelu_tanh", "leaky_relu", "linear", "relu", "sigmoid", "softplus", "tanh"]
+    assert did_you_mean("Relu", activations) == " (did you mean 'relu'?)"  # was 'elu'
+    assert did_you_mean("churned", ["Churned", "churn_date", "tenure"]) == " (did you mean 'Churned'?)"
+    assert did_you_mean("Activaton", ["activation", "init"]) == " (did you mean 'activation'?)"
+    assert did_you_mean("xyz", ["activation", "init"]) == ""
+    assert did_you_mean("relu", ["relu"]) == ""
+
+
+def test_a_column_in_the_wrong_case_is_suggested_in_every_column_message(tmp_path):
+    (tmp_path / "c.csv").write_text("Tenure,Plan,Churned\n" + "".join(f"{v},p{v % 2},{v % 2}\n" for v in range(20)))
+    (tmp_path / "c.yaml").write_text("data: {train: c.csv, target: Churned, exclude: [plan]}\n")
+    with pytest.raises(DltrainError, match=r"column 'plan' is not in .*c.csv \(did you mean 'Plan'\?\)"):
+        workflow.check(tmp_path / "c.yaml")
+    result = runner.invoke(app, ["init", str(tmp_path / "c.csv"), "--target", "churned"])
+    assert result.exit_code == 2 and "(did you mean 'Churned'?)" in result.output

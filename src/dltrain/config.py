@@ -7,7 +7,6 @@ Every mistake becomes one ConfigError of the form
 from __future__ import annotations
 
 import codecs
-import difflib
 import re
 import typing
 from pathlib import Path
@@ -18,7 +17,7 @@ from pydantic import (BaseModel, ConfigDict, Discriminator, Field, Tag, Validati
                       field_validator, model_serializer, model_validator)
 
 from .activations import ACTIVATIONS, HIDDEN_ACTIVATIONS
-from .errors import ConfigError
+from .errors import ConfigError, did_you_mean
 from .data import canonical_label
 from .layers import INITIALIZERS
 from .losses import LOSSES
@@ -523,10 +522,7 @@ def _spec_at(path, data):
     return [spec for spec in current if isinstance(spec, type) and issubclass(spec, BaseModel)]
 
 
-def closest_match(word, options):
-    """The hint " (did you mean ...?)" naming the option nearest to ``word``; "" when none is close."""
-    matches = difflib.get_close_matches(str(word), [str(option) for option in options], n=1, cutoff=0.6)
-    return f" (did you mean {matches[0]!r}?)" if matches else ""
+closest_match = did_you_mean  # one rule for keys, values and columns (errors.did_you_mean)
 
 
 def _clean_location(location, data):

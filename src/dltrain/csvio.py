@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import DataError
+from .errors import DataError, did_you_mean
 
 DELIMITERS = (",", ";", "\t", "|")
 DELIMITER_NAMES = {",": "','", ";": "';'", "\t": "tab", "|": "'|'"}
@@ -145,7 +145,7 @@ class CsvFile:
             if others:
                 hint = (f" (the header was read as one column with delimiter {DELIMITER_NAMES[self.delimiter]}, "
                         f"but the file looks {others[0]}-separated)")
-        return DataError(f"{self.path}:1: {role} column {column!r} not found{hint}; "
+        return DataError(f"{self.path}:1: {role} column {column!r} not found{hint or did_you_mean(column, self.header)}; "
                          f"columns are {', '.join(self.header)}")
 
     def read(self, numeric=(), wide=(), text=(), fixed: dict | None = None) -> Columns:

@@ -7,7 +7,6 @@ time. Parsing the CSV text itself is csvio.py's job.
 
 from __future__ import annotations
 
-import difflib
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +15,7 @@ from typing import Callable
 import numpy as np
 
 from .csvio import DELIMITERS, Columns, CsvFile
-from .errors import ConfigError, DataError
+from .errors import ConfigError, DataError, did_you_mean
 
 MAX_AUTO_CLASSES = 20  # an integer target with at most this many values is taken as classes,
 MIN_ROWS_PER_CLASS = 5  # if it has on average this many rows per value (else it is a count or a score)
@@ -160,9 +159,8 @@ def plan_data(table: CsvFile, target, features, exclude, columns: dict, missing:
         return ConfigError(f"{place}: {_dotted(path)}: {message}")
 
     def unknown_column(path, name):
-        close = difflib.get_close_matches(name, header, n=1, cutoff=0.6)
-        suggestion = f" (did you mean {close[0]!r}?)" if close else ""
-        return fail(path, f"column {name!r} is not in {table.path}{suggestion}; columns are {', '.join(header)}",
+        return fail(path, f"column {name!r} is not in {table.path}{did_you_mean(name, header)}; "
+                    f"columns are {', '.join(header)}",
                     key=path[1] == "columns")
 
     for name in targets:

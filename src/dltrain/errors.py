@@ -1,6 +1,9 @@
 """Errors a user can cause. The CLI turns each into one readable message and an exit code."""
 
+import difflib
 import signal
+
+_MAX_FUZZY_OPTIONS = 5000  # difflib compares with every option; a huge header gets only the case match
 
 
 class DltrainError(Exception):
@@ -51,3 +54,26 @@ class TrainingInterrupted(DltrainError):
     def __init__(self, message: str, signal_number: int = signal.SIGINT):
         super().__init__(message)
         self.exit_code = 128 + int(signal_number)
+
+
+def did_you_mean(word, options) -> str:
+    """" (did you mean 'X'?)" for the option nearest ``word``, or "" when none is close.
+
+    The same word in another case wins (``Relu`` -> ``relu``, ``churned`` -> ``Churned``);
+    otherwise the closest spelling, compared case-blind. Serves config keys, values and
+    column names alike."""
+    word = str(word)
+    options = [str(option) for option in options]
+    if word in options:
+        return ""
+    folded = word.casefold()
+    for option in options:
+        if option.casefold() == folded and option != word:
+            return f" (did you mean {option!r}?)"
+    if len(options) > _MAX_FUZZY_OPTIONS:
+        return ""
+    by_folded = {}
+    for option in options:
+        by_folded.setdefault(option.casefold(), option)
+    matches = difflib.get_close_matches(folded, list(by_folded), n=1, cutoff=0.6)
+    return f" (did you mean {by_folded[matches[0]]!r}?)" if matches else ""
