@@ -110,8 +110,10 @@ def test_set_overrides_any_key_with_the_same_validation(tmp_path):
     assert config.optimizer.name == "sgd"
     with pytest.raises(ConfigError, match=r"^--set train.epochs=-1: train.epochs: must be > 0 \(got -1\)$"):
         load_config(path, ["train.epochs=-1"])
-    with pytest.raises(ConfigError, match="expected KEY.PATH=VALUE"):
+    with pytest.raises(ConfigError, match="no value; write --set train.epochs=VALUE"):
         load_config(path, ["train.epochs"])
+    with pytest.raises(ConfigError, match="expected KEY.PATH=VALUE"):
+        load_config(path, ["=3"])
     with pytest.raises(ConfigError, match=r"model.layers\[5\] does not exist"):
         load_config(path, ["model.layers[5].units=3"])
 

@@ -91,10 +91,25 @@ def init(
     report.console.print(f"next: dltrain fit {out}", markup=False)
 
 
-@app.command()
+def _refuse_extra_arguments(ctx: typer.Context, overrides):
+    """A word after --set KEY (``--set train.epochs 50``) is its value written with a space."""
+    if not ctx.args:
+        return
+    extra = ctx.args[0]
+    keys = [text for text in overrides or [] if "=" not in text]
+    if keys:
+        raise DltrainError(f"--set {keys[0]} {extra}: write --set {keys[0]}={extra} (KEY=VALUE, no space)")
+    raise DltrainError(f"unexpected argument {extra!r}; see dltrain {ctx.command.name} --help")
+
+
+_EXTRA_ARGUMENTS = {"allow_extra_args": True}
+
+
+@app.command(context_settings=_EXTRA_ARGUMENTS)
 @user_errors
-def check(config: ConfigArg, overrides: SetOption = None):
+def check(ctx: typer.Context, config: ConfigArg, overrides: SetOption = None):
     """Validate a config and its data; print the resolved config and a model summary."""
+    _refuse_extra_arguments(ctx, overrides)
     result = workflow.check(config, overrides or [])
     report.console.print(f"# resolved config ({config})")
     report.console.print(dump_config(result.config), markup=False, soft_wrap=True)
@@ -112,9 +127,10 @@ def check(config: ConfigArg, overrides: SetOption = None):
     report.console.print("config OK")
 
 
-@app.command()
+@app.command(context_settings=_EXTRA_ARGUMENTS)
 @user_errors
 def fit(
+    ctx: typer.Context,
     config: ConfigArg,
     out: Annotated[Optional[Path], typer.Option(help="Run folder (default: runs/<name>, or runs/<name>-2 … if taken).")] = None,
     overrides: SetOption = None,
@@ -126,6 +142,7 @@ def fit(
 
     Ctrl-C (or SIGTERM) saves the last finished epoch and prints the command that resumes it
     (--out DIR --resume). With --force the old run stays until the new one is saved."""
+    _refuse_extra_arguments(ctx, overrides)
     reporter = report.TrainingReporter(quiet=quiet)
 
     def announce(run_dir):

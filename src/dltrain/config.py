@@ -431,6 +431,9 @@ _SET_PATTERN = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*(?:(?:\.[A-Za-z0-9_]+)|\[
 def parse_override(text: str):
     """``"model.layers[0].units=64"`` -> (('model', 'layers', 0, 'units'), 64)."""
     match = _SET_PATTERN.match(text)
+    if not match and "=" not in text and re.fullmatch(r"\s*[A-Za-z_][\w.\[\]]*\s*", text):
+        raise ConfigError(f"--set {text}: no value; write --set {text.strip()}=VALUE (with '=', no space), "
+                          f"e.g. --set train.epochs=50")
     if not match:
         raise ConfigError(f"--set {text!r}: expected KEY.PATH=VALUE, e.g. --set train.epochs=20")
     path = []
@@ -598,7 +601,9 @@ class ConfigSource:
 
     def where(self, path, key=False) -> str:
         for override_path, text in self.overrides.items():
-            if path[:len(override_path)] == override_path:
+            # At or below the key a --set wrote, or a key it created on the way (--set trian.epochs=5).
+            if tuple(path[:len(override_path)]) == override_path or (
+                    path and tuple(override_path[:len(path)]) == tuple(path) and tuple(path) not in self.positions):
                 return f"--set {text}"
         probe = tuple(path)
         while True:
@@ -666,10 +671,16 @@ def load_config(path, overrides=()) -> tuple[Config, Path, ConfigSource]:
     Returns the config, the folder its data paths are relative to, and its source (for
     pointing later errors at a line)."""
     path = Path(path)
+    if path.suffix.lower() in (".csv", ".tsv"):
+        raise ConfigError(f"{path}: this is a CSV file, not a config; `dltrain init {path} --target COL` "
+                          "writes a config for it")
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ConfigError(f"{path}: config file not found") from None
+        siblings = []
+        if path.parent.is_dir():
+            siblings = [item.name for item in path.parent.iterdir() if item.suffix.lower() in (".yaml", ".yml")]
+        raise ConfigError(f"{path}: config file not found{did_you_mean(path.name, siblings)}") from None
     except (OSError, UnicodeDecodeError) as error:
         raise ConfigError(f"{path}: cannot read the config ({error})") from None
     data, positions = parse_yaml(text, str(path))

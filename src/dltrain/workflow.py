@@ -26,7 +26,7 @@ from .csvio import CsvFile
 from .data import (ColumnOptions, DataPlan, DataSchema, Split, checked_rows, column_encodings, infer_task,
                    plan_data, read_features, stratified_split, target_labels)
 from .errors import (ArtifactError, ConfigError, DataError, DltrainError, TrainingDiverged, TrainingInterrupted,
-                     signal_of)
+                     did_you_mean, signal_of)
 from .losses import make_loss
 from .metrics import (CLASSIFICATION_METRICS, DEFAULT_METRICS, REGRESSION_METRICS, class_indices, evaluate,
                       higher_is_better, predicted_classes)
@@ -95,6 +95,17 @@ def _data_path(base_dir: Path, value: str) -> Path:
     return path if path.is_absolute() else Path(os.path.normpath(base_dir / path))
 
 
+def _config_data_path(base_dir: Path, value: str, key: str, source: ConfigSource) -> Path:
+    """A data path from the config that exists; if not, say where relative paths start."""
+    path = _data_path(base_dir, value)
+    if not path.exists() and not Path(value).is_absolute():
+        siblings = [item.name for item in path.parent.iterdir()] if path.parent.is_dir() else []
+        raise DataError(f"{source.where(('data', key))}: data.{key}: {path}: file not found"
+                        f"{did_you_mean(path.name, siblings)}; paths in a config are relative to the config's "
+                        f"folder ({base_dir.as_posix() if str(base_dir) else '.'}), not to where dltrain runs")
+    return path
+
+
 def _data_plan(spec, table: CsvFile, source: ConfigSource) -> DataPlan:
     options = {name: ColumnOptions(column.type, column.missing, column.fill, column.unknown)
                for name, column in spec.columns.items()}
@@ -105,7 +116,8 @@ def _data_plan(spec, table: CsvFile, source: ConfigSource) -> DataPlan:
 def prepare_data(config: Config, source: ConfigSource, base_dir: Path, seeds: Seeds) -> PreparedData:
     """Read the CSVs, type the columns, resolve ``auto`` settings, split, fit preprocessing on train only."""
     spec = config.data
-    table = CsvFile.open(_data_path(base_dir, spec.train), spec.delimiter, spec.encoding, spec.decimal)
+    table = CsvFile.open(_config_data_path(base_dir, spec.train, "train", source), spec.delimiter, spec.encoding,
+                         spec.decimal)
     plan = _data_plan(spec, table, source)
     multi_output = len(plan.targets) > 1
     if multi_output and config.task == "classification":
@@ -159,7 +171,8 @@ def prepare_data(config: Config, source: ConfigSource, base_dir: Path, seeds: Se
     schema.binary = config.loss == "binary_cross_entropy"
     validation = None
     if isinstance(spec.validation, str):
-        validation = Split(*read_features(_data_path(base_dir, spec.validation), schema, with_target=True))
+        validation = Split(*read_features(_config_data_path(base_dir, spec.validation, "validation", source), schema,
+                                          with_target=True))
     elif validation_rows is not None and len(validation_rows):
         validation = Split(schema.encode_features(columns, validation_rows),
                            schema.encode_target(columns, validation_rows))
@@ -168,7 +181,8 @@ def prepare_data(config: Config, source: ConfigSource, base_dir: Path, seeds: Se
     train = Split(schema.encode_features(columns, train_rows, in_place=True), train_targets)
     test = None
     if spec.test is not None:
-        test = Split(*read_features(_data_path(base_dir, spec.test), schema, with_target=True))
+        test = Split(*read_features(_config_data_path(base_dir, spec.test, "test", source), schema,
+                                    with_target=True))
     return PreparedData(config, schema, train, validation, test)
 
 
@@ -629,8 +643,20 @@ def load_run(run_dir) -> LoadedRun:
     return LoadedRun(run_dir, config, schema, model, manifest)
 
 
+def _check_argument_order(command: str, run_dir, data_path):
+    """``dltrain predict data.csv runs/x``: the two arguments are swapped; say so."""
+    run_dir, data_path = Path(run_dir), Path(data_path)
+    if run_dir.is_file():
+        if data_path.is_dir():
+            raise ArtifactError(f"the arguments are swapped: {run_dir} is a file and {data_path} a folder; "
+                                f"write: dltrain {command} {data_path} {run_dir}")
+        raise ArtifactError(f"{run_dir}: is a file, not a run folder; the run folder comes first: "
+                            f"dltrain {command} RUN_DIR DATA.csv")
+
+
 def evaluate_run(run_dir, data_path) -> tuple[dict, list[str]]:
     """Loss and every metric of a saved run on a labelled CSV, with the class labels in index order."""
+    _check_argument_order("eval", run_dir, data_path)
     run = load_run(run_dir)
     features, targets = read_features(data_path, run.schema, with_target=True)
     return (evaluate(run.model, run.loss, features, targets, run.schema.task, detailed=True,
@@ -639,6 +665,7 @@ def evaluate_run(run_dir, data_path) -> tuple[dict, list[str]]:
 
 def predict_rows(run_dir, data_path) -> tuple[list[str], list[list]]:
     """Header and rows of predictions: the target's predicted label or value, then prob_<label>."""
+    _check_argument_order("predict", run_dir, data_path)
     run = load_run(run_dir)
     features, _ = read_features(data_path, run.schema, with_target=False)
     outputs = run.model.predict(features)
