@@ -291,3 +291,20 @@ def test_a_column_in_the_wrong_case_is_suggested_in_every_column_message(tmp_pat
         workflow.check(tmp_path / "c.yaml")
     result = runner.invoke(app, ["init", str(tmp_path / "c.csv"), "--target", "churned"])
     assert result.exit_code == 2 and "(did you mean 'Churned'?)" in result.output
+
+
+# ---------------------------------------------------------------- output off a terminal
+
+
+def test_log_lines_are_not_wrapped_at_80_columns_off_a_terminal(tmp_path, root):
+    import os
+    import subprocess
+    import sys
+    environment = {key: value for key, value in os.environ.items() if key not in ("COLUMNS", "LINES")}
+    completed = subprocess.run(
+        [sys.executable, "-m", "dltrain", "fit", str(root / "configs" / "diabetes.yaml"), "--out",
+         str(tmp_path / "run"), "--set", "train.epochs=2"], capture_output=True, text=True, timeout=120,
+        env=environment)
+    assert completed.returncode == 0, completed.stderr
+    epoch_lines = [line for line in completed.stdout.splitlines() if line.startswith("epoch 1/2")]
+    assert len(epoch_lines) == 1 and len(epoch_lines[0]) > 100 and "val_r2" in epoch_lines[0]

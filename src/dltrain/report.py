@@ -24,8 +24,19 @@ class Table(RichTable):
         super().add_row(*(Text(cell) if isinstance(cell, str) else cell for cell in cells), **kwargs)
 
 
-console = Console(highlight=False)
-error_console = Console(stderr=True, highlight=False)
+_UNWRAPPED_WIDTH = 10_000  # off a terminal: a log line or a table is never broken at 80 columns
+
+
+def _console(stderr: bool = False) -> Console:
+    """A console that wraps to the terminal's width on a terminal, and never wraps elsewhere."""
+    stream = sys.stderr if stderr else sys.stdout
+    on_terminal = hasattr(stream, "isatty") and stream.isatty()
+    return Console(stderr=stderr, highlight=False, soft_wrap=not on_terminal,
+                   width=None if on_terminal else _UNWRAPPED_WIDTH)
+
+
+console = _console()
+error_console = _console(stderr=True)
 
 
 def format_value(value) -> str:
