@@ -301,10 +301,12 @@ def test_log_lines_are_not_wrapped_at_80_columns_off_a_terminal(tmp_path, root):
     import subprocess
     import sys
     environment = {key: value for key, value in os.environ.items() if key not in ("COLUMNS", "LINES")}
+    out = tmp_path / ("run-with-a-long-name-" + "x" * 80)
     completed = subprocess.run(
         [sys.executable, "-m", "dltrain", "fit", str(root / "configs" / "diabetes.yaml"), "--out",
-         str(tmp_path / "run"), "--set", "train.epochs=2"], capture_output=True, text=True, timeout=120,
-        env=environment)
+         str(out), "--set", "train.epochs=2"], capture_output=True, text=True, timeout=120, env=environment)
     assert completed.returncode == 0, completed.stderr
-    epoch_lines = [line for line in completed.stdout.splitlines() if line.startswith("epoch 1/2")]
+    lines = completed.stdout.splitlines()
+    epoch_lines = [line for line in lines if line.startswith("epoch 1/2")]
     assert len(epoch_lines) == 1 and len(epoch_lines[0]) > 100 and "val_r2" in epoch_lines[0]
+    assert f"run folder: {out}" in lines and f"saved {out}" in lines
