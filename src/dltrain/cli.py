@@ -12,16 +12,30 @@ from typing import Annotated, List, Optional
 
 import typer
 
-from . import report, workflow
+from . import __version__, report, workflow
 from .artifacts import atomic_write
 from .config import dump_config
 from .errors import DltrainError, Interrupted, signal_of
 
 app = typer.Typer(
-    add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+    add_completion=True, no_args_is_help=True, pretty_exceptions_enable=False,
     help="Train neural networks described in YAML on CSV files.\n\n"
          "Example: dltrain fit configs/iris.yaml && dltrain eval runs/iris data/iris.csv",
 )
+
+
+def _show_version(value: bool):
+    if value:
+        report.write_text(f"dltrain {__version__}\n")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    version: Annotated[Optional[bool], typer.Option(
+        "--version", callback=_show_version, is_eager=True, help="Print dltrain's version and exit.")] = None,
+):
+    """Train neural networks described in YAML on CSV files."""
 
 
 def user_errors(command):
@@ -174,7 +188,8 @@ def _json_safe(value):
 @app.command(name="eval")
 @user_errors
 def evaluate(run_dir: RunArg, data: DataArg,
-             as_json: Annotated[bool, typer.Option("--json", help="Print one flat JSON object.")] = False):
+             as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object: the metrics, then per class "
+                                            "scores and the confusion matrix as nested objects and lists.")] = False):
     """Loss and metrics of a trained run on a labelled CSV (per class and a confusion matrix for classes)."""
     metrics, labels = workflow.evaluate_run(run_dir, data)
     per_class = metrics.pop("per_class", None)
@@ -237,9 +252,21 @@ def export(
 
 @app.command()
 @user_errors
+def schema():
+    """Print the config's JSON Schema, for editor completion and validation.
+
+    Example: dltrain schema > dltrain.schema.json, then start a config with the line
+    # yaml-language-server: $schema=dltrain.schema.json"""
+    from .config import json_schema
+
+    report.write_text(json.dumps(json_schema(), indent=2) + "\n")
+
+
+@app.command()
+@user_errors
 def plot(run_dir: RunArg,
          out: Annotated[Optional[Path], typer.Option(help="Image file, .png, .svg or .pdf (default: RUN_DIR/curves.png).")] = None):
-    """Draw training and validation curves per epoch, with the best epoch marked (needs dltrain[plot])."""
+    """Draw training and validation curves per epoch, with the best epoch marked (needs dltrain\\[plot])."""
     from .plot import plot_curves
 
     path = plot_curves(run_dir, out)

@@ -315,7 +315,8 @@ class TrainSpec(Spec):
 
 
 class Config(Spec):
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    # load_config fills in the config file's stem; "run" only for configs built in code.
+    name: str = Field("run", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
     seed: int = Field(0, ge=0)
     data: DataSpec
     task: Literal["auto", "classification", "regression"] = "auto"
@@ -697,6 +698,14 @@ def load_config(path, overrides=()) -> tuple[Config, Path, ConfigSource]:
         override_paths[key_path] = text_item
     source = ConfigSource(str(path), positions, override_paths)
     return build_config(data, source), path.parent, source
+
+
+def json_schema() -> dict:
+    """The config's JSON Schema, from the pydantic models (for editors: yaml-language-server)."""
+    schema = Config.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "dltrain config"
+    return schema
 
 
 def dump_config(config: Config) -> str:

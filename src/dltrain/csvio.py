@@ -412,6 +412,9 @@ def _read_sample(path: Path, codec: str) -> str:
         raise DataError(f"{path}: cannot read ({error.strerror or error})") from None
 
 
+ENCODING_HINT = "set data.encoding"  # init says --encoding instead (init_config.py)
+
+
 def _decode_error(path: Path, codec: str) -> DataError:
     """Name the first line that is not valid text in ``codec``."""
     decoder = codecs.getincrementaldecoder(codec)()
@@ -422,9 +425,9 @@ def _decode_error(path: Path, codec: str) -> DataError:
             except UnicodeDecodeError as error:
                 shown = codec.replace("-sig", "")
                 return DataError(f"{path}:{line_number}: not {shown} text (byte {raw[error.start]:#04x} at "
-                                 f"column {error.start + 1}); save the file as UTF-8, or set data.encoding "
+                                 f"column {error.start + 1}); save the file as UTF-8, or {ENCODING_HINT} "
                                  "(e.g. latin-1 or cp1252)")
-    return DataError(f"{path}: not {codec} text; save the file as UTF-8 or set data.encoding")
+    return DataError(f"{path}: not {codec} text; save the file as UTF-8 or {ENCODING_HINT}")
 
 
 def detect_delimiter(sample: str) -> str:

@@ -18,7 +18,7 @@ import numpy as np
 
 from .artifacts import atomic_write
 from .config import ConfigSource, build_config, parse_yaml
-from .csvio import DELIMITER_NAMES, CsvFile
+from .csvio import DELIMITER_NAMES, ENCODING_HINT, CsvFile
 from .data import BOOLEAN_WORDS, MAX_CATEGORIES, _mostly_numbers, infer_task, target_labels
 from .errors import ConfigError, DataError
 
@@ -309,6 +309,14 @@ def starter_config(data_path, target, out_path, encoding: str = "utf-8") -> Star
     return StarterConfig(text, [report.name for report in features], excluded, task, n_inputs, classes, warnings)
 
 
+def _init_words(error: DataError) -> DataError:
+    """A CSV error in init's words: init has --encoding where a config has data.encoding."""
+    message = str(error)
+    if ENCODING_HINT in message:
+        return DataError(message.replace(ENCODING_HINT, "pass --encoding to dltrain init"))
+    return error
+
+
 def write_starter_config(data_path, target, out_path, force: bool = False,
                          encoding: str = "utf-8") -> StarterConfig:
     """Write the starter config to ``out_path`` (refusing to overwrite unless ``force``)."""
@@ -319,7 +327,10 @@ def write_starter_config(data_path, target, out_path, force: bool = False,
         raise ConfigError(f"{out_path}: is a folder; give --out a file name such as config.yaml")
     if not out_path.parent.is_dir():
         raise ConfigError(f"{out_path.parent}: folder not found; create it or choose another --out")
-    starter = starter_config(data_path, target, out_path, encoding)
+    try:
+        starter = starter_config(data_path, target, out_path, encoding)
+    except DataError as error:
+        raise _init_words(error) from None
     data, positions = parse_yaml(starter.text, str(out_path))
     build_config(data, ConfigSource(str(out_path), positions, {}))  # a config that does not load is our bug
     try:
