@@ -310,3 +310,33 @@ def test_log_lines_are_not_wrapped_at_80_columns_off_a_terminal(tmp_path, root):
     epoch_lines = [line for line in lines if line.startswith("epoch 1/2")]
     assert len(epoch_lines) == 1 and len(epoch_lines[0]) > 100 and "val_r2" in epoch_lines[0]
     assert f"run folder: {out}" in lines and f"saved {out}" in lines
+
+
+# ---------------------------------------------------------------- predict --keep, one number format
+
+
+def test_predict_keeps_id_columns_and_writes_one_number_format(tmp_path):
+    from dltrain.workflow import format_number
+    assert [format_number(v) for v in (0.5, 1.0, 0.0, 217.77785, 1 / 3, 2.5566e-11, 1e20)] == [
+        "0.5", "1", "0", "217.77785", "0.33333334", "2.5566e-11", "1e+20"]
+    lines = ["customer_id,tenure,plan,churned"] + [
+        f"C{index:04d},{index % 17},{'pro' if index % 3 else 'basic'},{'yes' if index % 17 > 8 else 'no'}"
+        for index in range(60)]
+    (tmp_path / "c.csv").write_text("\n".join(lines) + "\n")
+    (tmp_path / "c.yaml").write_text("data: {train: c.csv, target: churned, exclude: [customer_id]}\n"
+                                     "train: {epochs: 3}\n")
+    workflow.fit(tmp_path / "c.yaml", out=tmp_path / "run")
+    result = runner.invoke(app, ["predict", str(tmp_path / "run"), str(tmp_path / "c.csv"), "--keep", "customer_id",
+                                 "--keep", "plan"])
+    assert result.exit_code == 0, result.output
+    out = result.output.splitlines()
+    assert out[0] == "customer_id,plan,churned,prob_no,prob_yes"
+    assert out[1].startswith("C0000,basic,") and out[60].startswith("C0059,pro,") and len(out) == 61
+    for line in out[1:]:
+        probabilities = line.split(",")[3:]
+        assert all(text == format_number(float(text)) for text in probabilities)
+        assert sum(map(float, probabilities)) == pytest.approx(1.0, abs=1e-6)
+    clash = runner.invoke(app, ["predict", str(tmp_path / "run"), str(tmp_path / "c.csv"), "--keep", "churned"])
+    assert clash.exit_code == 2 and "--keep churned: the predictions have a column of that name" in clash.output
+    missing = runner.invoke(app, ["predict", str(tmp_path / "run"), str(tmp_path / "c.csv"), "--keep", "Customer_ID"])
+    assert missing.exit_code == 2 and "(did you mean 'customer_id'?)" in missing.output

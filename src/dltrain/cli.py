@@ -211,11 +211,16 @@ def evaluate(run_dir: RunArg, data: DataArg,
 @app.command()
 @user_errors
 def predict(run_dir: RunArg, data: DataArg,
-            out: Annotated[Optional[Path], typer.Option(help="Write the CSV here instead of stdout.")] = None):
-    """Predictions for every row of a CSV: the target column, then prob_<label> per class."""
+            out: Annotated[Optional[Path], typer.Option(help="Write the CSV here instead of stdout.")] = None,
+            keep: Annotated[Optional[List[str]], typer.Option(
+                "--keep", help="Copy this input column (e.g. an ID) into the output, first (repeatable).",
+                show_default=False)] = None):
+    """Predictions for every row of a CSV: the target column, then prob_<label> per class.
+
+    Example: dltrain predict runs/churn customers.csv --keep customer_id --out predictions.csv"""
     if out is not None:
         workflow.refuse_overwriting_inputs(out, [data], run_dir)
-    header, rows = workflow.predict_rows(run_dir, data)
+    header, rows = workflow.predict_rows(run_dir, data, keep or [])
     text = workflow.predictions_csv(header, rows)
     if out is None:
         report.write_text(text)

@@ -663,20 +663,51 @@ def evaluate_run(run_dir, data_path) -> tuple[dict, list[str]]:
                      target_divisor=run.schema.target_divisor), run.schema.class_labels)
 
 
-def predict_rows(run_dir, data_path) -> tuple[list[str], list[list]]:
-    """Header and rows of predictions: the target's predicted label or value, then prob_<label>."""
+def format_number(value) -> str:
+    """The shortest text that reads back as the same float32, the model's precision: 0.5,
+    151.25, 2.55662e-11. One format for predicted values and probabilities alike."""
+    single = np.float32(value)
+    if single == 0 or 1e-4 <= abs(single) < 1e16 or not np.isfinite(single):
+        return np.format_float_positional(single, unique=True, trim="-")
+    return np.format_float_scientific(single, unique=True, trim="-")
+
+
+def _kept_columns(data_path, schema: DataSchema, keep) -> list[np.ndarray]:
+    """The ``--keep`` columns of the CSV, as written, to pass through beside the predictions."""
+    if not keep:
+        return []
+    table = schema.open(data_path)
+    for name in keep:
+        table.index(name, "--keep")
+    columns = table.read(text=list(keep))
+    return [columns.text[name] for name in keep]
+
+
+def predict_rows(run_dir, data_path, keep=()) -> tuple[list[str], list[list]]:
+    """Header and rows of predictions: the ``keep`` columns as given, then the target's predicted
+    label or value, then prob_<label> per class."""
     _check_argument_order("predict", run_dir, data_path)
     run = load_run(run_dir)
-    features, _ = read_features(data_path, run.schema, with_target=False)
-    outputs = run.model.predict(features)
     schema = run.schema
+    keep = list(dict.fromkeys(keep))
+    kept = _kept_columns(data_path, schema, keep)
+    features, _ = read_features(data_path, schema, with_target=False)
+    outputs = run.model.predict(features)
     if schema.task == "regression":  # one column per target
         values = schema.unscale_targets(outputs.astype(np.float64))
-        return schema.targets, [[repr(float(value)) for value in row] for row in values.tolist()]
-    probabilities = np.column_stack([1.0 - outputs[:, 0], outputs[:, 0]]) if schema.binary else outputs
-    labels = np.asarray(schema.class_labels, dtype=object)[predicted_classes(outputs)]
-    header = [schema.target] + [f"prob_{label}" for label in schema.class_labels]
-    rows = [[label] + [f"{p:.6g}" for p in row] for label, row in zip(labels, probabilities.tolist())]
+        header, rows = list(schema.targets), [[format_number(value) for value in row] for row in values.tolist()]
+    else:
+        probabilities = np.column_stack([1.0 - outputs[:, 0], outputs[:, 0]]) if schema.binary else outputs
+        labels = np.asarray(schema.class_labels, dtype=object)[predicted_classes(outputs)]
+        header = [schema.target] + [f"prob_{label}" for label in schema.class_labels]
+        rows = [[label] + [format_number(p) for p in row] for label, row in zip(labels, probabilities.tolist())]
+    clashes = [name for name in keep if name in header]
+    if clashes:
+        raise ConfigError(f"--keep {clashes[0]}: the predictions have a column of that name already; "
+                          f"keep other columns, or rename {clashes[0]!r} in a copy of the CSV")
+    if kept:
+        header = keep + header
+        rows = [[column[index] for column in kept] + row for index, row in enumerate(rows)]
     return header, rows
 
 
