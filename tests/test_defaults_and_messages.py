@@ -310,6 +310,14 @@ def test_log_lines_are_not_wrapped_at_80_columns_off_a_terminal(tmp_path, root):
     epoch_lines = [line for line in lines if line.startswith("epoch 1/2")]
     assert len(epoch_lines) == 1 and len(epoch_lines[0]) > 100 and "val_r2" in epoch_lines[0]
     assert f"run folder: {out}" in lines and f"saved {out}" in lines
+    # model.json records how the run was made.
+    from datetime import datetime
+    run = json.loads((out / "model.json").read_text())["run"]
+    assert run["command"] == ["dltrain", "fit", str(root / "configs" / "diabetes.yaml"), "--out", str(out),
+                              "--set", "train.epochs=2"]
+    started, ended = datetime.fromisoformat(run["started"]), datetime.fromisoformat(run["ended"])
+    assert started <= ended and started.tzinfo is not None
+    assert 0 < run["seconds"] < 120 and run["seconds"] <= (ended - started).total_seconds() + 1
 
 
 # ---------------------------------------------------------------- predict --keep, one number format

@@ -7,6 +7,7 @@ import functools
 import json
 import math
 import signal
+import sys
 from pathlib import Path
 from typing import Annotated, List, Optional
 
@@ -165,7 +166,8 @@ def fit(
 
     try:
         with termination_as_interrupt():
-            result = workflow.fit(config, overrides or [], out, force, reporter, on_run_dir=announce, resume=resume)
+            result = workflow.fit(config, overrides or [], out, force, reporter, on_run_dir=announce, resume=resume,
+                                  command_line=["dltrain", *sys.argv[1:]])
     finally:
         reporter.close()
     for line in report.fit_summary(result):

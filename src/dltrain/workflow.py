@@ -13,6 +13,7 @@ import math
 import os
 import time
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -357,6 +358,24 @@ def _input_paths(config_path, config: Config, base_dir: Path) -> list[Path]:
 
 
 @dataclass
+class RunRecord:
+    """How the run was made, for model.json: the command line, start and end time, duration."""
+
+    command: list | None
+    started: datetime
+    clock: float
+
+    @classmethod
+    def start(cls, command=None) -> "RunRecord":
+        return cls(list(command) if command else None, datetime.now(timezone.utc), time.monotonic())
+
+    def to_dict(self) -> dict:
+        return {"command": self.command, "started": self.started.isoformat(timespec="seconds"),
+                "ended": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "seconds": round(time.monotonic() - self.clock, 3)}
+
+
+@dataclass
 class _Session:
     """One fit: what it was asked, what it trains on, and the folder it holds."""
 
@@ -367,6 +386,7 @@ class _Session:
     data: PreparedData
     target: RunTarget
     data_sha256: dict
+    record: RunRecord | None = None
 
     def resume_command(self, overrides=None) -> str:
         return resume_command(self.config_path, self.target.directory,
@@ -383,6 +403,7 @@ class _Session:
             "training": {"epochs_done": len(history), "stop_reason": stop_reason, "best_epoch": best_epoch,
                          "monitor": monitor},
             "gelu": "exact",  # run folders without it meant the tanh form by gelu (see _upgrade_config)
+            "run": (self.record or RunRecord.start()).to_dict(),
         }
         checkpoint = self.target.checkpoint
         carry = {CHECKPOINT: checkpoint} if checkpoint.exists() else None
@@ -550,11 +571,12 @@ def _train_and_save(session: _Session, trainer: Trainer, resume: bool) -> FitRes
 
 
 def fit(config_path, overrides=(), out=None, force=False, callbacks: Callbacks | None = None,
-        on_run_dir=None, resume=False) -> FitResult:
+        on_run_dir=None, resume=False, command_line=None) -> FitResult:
     """Train from a config file and commit the run folder; returns where and how it went.
 
     With ``resume``, continue the checkpoint in ``out`` up to ``train.epochs``, bit for bit
-    as if training had never stopped."""
+    as if training had never stopped. ``command_line`` is recorded in model.json."""
+    record = RunRecord.start(command_line)
     overrides = list(overrides)
     config, base_dir, source = load_config(config_path, overrides)
     if resume and out is None:
@@ -577,7 +599,7 @@ def fit(config_path, overrides=(), out=None, force=False, callbacks: Callbacks |
             target = claim_run_dir(config.name, inputs=inputs)
         if on_run_dir:
             on_run_dir(target.directory)
-        session = _Session(Path(config_path), overrides, config, base_dir, data, target, hashes)
+        session = _Session(Path(config_path), overrides, config, base_dir, data, target, hashes, record)
         trainer = _make_trainer(session, seeds, comparable, callbacks)
         if checkpoint:
             trainer.load_state(*checkpoint)
