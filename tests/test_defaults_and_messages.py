@@ -348,3 +348,23 @@ def test_predict_keeps_id_columns_and_writes_one_number_format(tmp_path):
     assert clash.exit_code == 2 and "--keep churned: the predictions have a column of that name" in clash.output
     missing = runner.invoke(app, ["predict", str(tmp_path / "run"), str(tmp_path / "c.csv"), "--keep", "Customer_ID"])
     assert missing.exit_code == 2 and "(did you mean 'customer_id'?)" in missing.output
+
+
+# ---------------------------------------------------------------- the peers' conveniences
+
+
+def test_version_schema_and_completion(root):
+    from dltrain import __version__
+    version = runner.invoke(app, ["--version"])
+    assert version.exit_code == 0 and version.output == f"dltrain {__version__}\n"
+    schema = runner.invoke(app, ["schema"])
+    assert schema.exit_code == 0
+    document = json.loads(schema.output)
+    assert document["required"] == ["data"]
+    assert document["$defs"]["DataSpec"]["properties"]["target_scale"]["enum"] == ["standard", "none"]
+    assert "gelu_tanh" in json.dumps(document["$defs"]["DenseSpec"])
+    # The shipped copy the configs point at is the current one.
+    assert json.loads((root / "configs" / "dltrain.schema.json").read_text()) == document
+    for config in (root / "configs").glob("*.yaml"):
+        assert config.read_text().startswith("# yaml-language-server: $schema=dltrain.schema.json\n"), config
+    assert "--install-completion" in runner.invoke(app, ["--help"]).output
