@@ -368,3 +368,14 @@ def test_version_schema_and_completion(root):
     for config in (root / "configs").glob("*.yaml"):
         assert config.read_text().startswith("# yaml-language-server: $schema=dltrain.schema.json\n"), config
     assert "--install-completion" in runner.invoke(app, ["--help"]).output
+
+
+def test_help_texts_say_what_the_commands_do():
+    plot_help = runner.invoke(app, ["plot", "--help"]).output
+    assert "dltrain[plot]" in " ".join(plot_help.split())  # rich once took [plot] for markup
+    eval_help = " ".join(runner.invoke(app, ["eval", "--help"]).output.split())
+    assert "flat" not in eval_help and "nested" in eval_help
+    predict_help = " ".join(runner.invoke(app, ["predict", "--help"]).output.split())
+    assert "--keep" in predict_help
+    init_help = " ".join(runner.invoke(app, ["init", "--help"]).output.split())
+    assert "multi-target regression" in init_help
