@@ -59,6 +59,8 @@ def engine_outputs(run_dir, csv_path):
     loaded = workflow.load_run(run_dir)
     features, _ = read_features(csv_path, loaded.schema, with_target=False)
     outputs = loaded.model.predict(features)
+    if loaded.schema.task == "regression":  # in the target's units, as predict writes them
+        outputs = loaded.schema.unscale_targets(outputs.astype(np.float64))
     if loaded.schema.binary:
         outputs = np.column_stack([1.0 - outputs[:, 0], outputs[:, 0]])
     return outputs, workflow.predict_rows(run_dir, csv_path)

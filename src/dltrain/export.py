@@ -127,13 +127,13 @@ def _gelu_erf(graph: GraphBuilder, z: str) -> str:
 
 
 # One entry per engine activation (activations.ACTIVATIONS); a test checks each against the
-# engine's forward. _gelu_erf is ready for a `gelu` that becomes the exact form.
+# engine's forward. Run folders saved when `gelu` meant the tanh form load it as gelu_tanh.
 ACTIVATION_EXPORTS = {
     "linear": lambda graph, z: z,
     "relu": lambda graph, z: graph.node("Relu", [z]),
     "leaky_relu": lambda graph, z: graph.node("LeakyRelu", [z], alpha=LeakyReLU.slope),
     "elu": lambda graph, z: graph.node("Elu", [z], alpha=1.0),
-    "gelu": _gelu_tanh,
+    "gelu": _gelu_erf,
     "gelu_tanh": _gelu_tanh,
     "tanh": lambda graph, z: graph.node("Tanh", [z]),
     "sigmoid": lambda graph, z: graph.node("Sigmoid", [z]),
