@@ -1,5 +1,9 @@
 """Shared test helpers: float64 central-difference gradients and small synthetic problems."""
 
+import contextlib
+import os
+import resource
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -30,3 +34,31 @@ def assert_close(actual, expected, rtol=1e-5, atol=1e-7):
 @pytest.fixture
 def root():
     return ROOT
+
+
+class Overrun(Exception):
+    """A bounded block ran past its time limit."""
+
+
+@contextlib.contextmanager
+def bounded(seconds: float = 30, memory: int = 2 << 30):
+    """Run a block with a wall-clock limit and at most ``memory`` more bytes of address space.
+
+    A hang then fails the test (Overrun) and a memory blow-up fails it (MemoryError) instead
+    of stalling or killing the whole CI run. The limits are set on this process and restored."""
+    def overrun(number, frame):
+        raise Overrun(f"ran past {seconds} s")
+
+    previous_handler = signal.signal(signal.SIGALRM, overrun)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    with open("/proc/self/statm") as handle:
+        used = int(handle.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+    limit = used + memory if hard == resource.RLIM_INFINITY else min(hard, used + memory)
+    resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous_handler)

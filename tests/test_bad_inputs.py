@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -11,6 +12,8 @@ from typer.testing import CliRunner
 
 from dltrain import workflow
 from dltrain.cli import app
+
+from conftest import bounded
 
 CORPUS = Path(__file__).parent / "bad_inputs"
 CASES = sorted(path.parent for path in CORPUS.glob("*/case.yaml"))
@@ -46,6 +49,23 @@ def _edit(folder: Path, step: dict):
             node = node[key]
         node[step["key"][-1]] = step["value"]
         path.write_text(json.dumps(document))
+    elif "fifo" in step:
+        path = folder / step["fifo"]
+        path.unlink(missing_ok=True)
+        os.mkfifo(path)
+    elif "symlink" in step:
+        path = folder / step["symlink"]
+        path.unlink(missing_ok=True)
+        path.symlink_to(step["to"])
+    elif "mkdir" in step:
+        path = folder / step["mkdir"]
+        if path.is_file():
+            path.unlink()
+        path.mkdir(parents=True, exist_ok=True)
+    elif "copy" in step:
+        shutil.copyfile(folder / step["copy"], folder / step["to"])
+    elif "chmod" in step:
+        (folder / step["chmod"]).chmod(int(str(step["mode"]), 8))
     elif "sha" in step:
         run_dir = folder / step["sha"]
         manifest = json.loads((run_dir / "model.json").read_text())
@@ -69,7 +89,10 @@ def test_bad_input_exits_2_with_its_message(case, tmp_path, trained_run, monkeyp
     for step in spec.get("edit", []):
         _edit(work, step)
     monkeypatch.chdir(work)
-    result = runner.invoke(app, spec["args"])
+    if spec.get("unprivileged") and os.geteuid() == 0:
+        pytest.skip("permissions do not bind root")
+    with bounded(seconds=spec.get("seconds", 30)):
+        result = runner.invoke(app, spec["args"])
     assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
     assert result.exit_code == spec.get("exit", 2), result.output
     assert spec["expect"] in result.output, result.output

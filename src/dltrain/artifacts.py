@@ -37,6 +37,7 @@ import numpy as np
 
 from . import __version__
 from .errors import ArtifactError, DltrainError, Interrupted, StorageError
+from .files import MANIFEST_LIMIT, available_memory, check_npz, read_regular
 
 FORMAT_VERSION = 1
 # Checkpoints change more often than run folders: 2 stores Adam's moments as decayed sums.
@@ -397,8 +398,11 @@ def save_checkpoint(path, meta: dict, arrays: dict, durable: bool = True):
 
 
 def _load_checkpoint(path: Path, only_meta: bool = False):
+    payload = read_regular(path, ArtifactError, kind="checkpoint file", limit=available_memory(),
+                           not_found=f"{path}: no checkpoint to resume from; train without --resume first")
     try:
-        with np.load(path, allow_pickle=False) as archive:
+        check_npz(io.BytesIO(payload))  # a forged .npy header must not make np.load allocate terabytes
+        with np.load(io.BytesIO(payload), allow_pickle=False) as archive:
             meta = json.loads(str(archive["meta.json"]))
             arrays = {} if only_meta else {key: archive[key] for key in archive.files if key != "meta.json"}
     except (ValueError, OSError, KeyError, zipfile.BadZipFile, EOFError, json.JSONDecodeError) as error:
@@ -415,7 +419,43 @@ def read_checkpoint(directory):
     path = Path(directory) / CHECKPOINT
     if not path.exists():
         raise ArtifactError(f"{path}: no checkpoint to resume from; train without --resume first")
-    return _load_checkpoint(path)
+    meta, arrays = _load_checkpoint(path)
+    problem = _checkpoint_problem(meta, arrays)
+    if problem:
+        raise ArtifactError(f"{path}: the checkpoint is inconsistent ({problem}); train again without --resume")
+    return meta, arrays
+
+
+def _is_count(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _checkpoint_problem(meta: dict, arrays: dict) -> str | None:
+    """What does not fit together in a checkpoint that unpacked fine, or None."""
+    kinds = {"epoch": _is_count, "optimizer_steps": _is_count, "stop_reason": lambda v: isinstance(v, str),
+             "history_columns": lambda v: isinstance(v, list) and all(isinstance(name, str) for name in v),
+             "shuffle_rng": lambda v: isinstance(v, dict), "dropout_rng": lambda v: v is None or isinstance(v, dict),
+             "schedule": lambda v: v is None or isinstance(v, dict), "config": lambda v: isinstance(v, dict),
+             "best": lambda v: isinstance(v, dict) and _is_count(v.get("epoch")) and _is_count(v.get("wait"))
+             and (v.get("value") is None or isinstance(v.get("value"), (int, float)) and not isinstance(v.get("value"), bool))}
+    for key, fits in kinds.items():
+        if key not in meta:
+            return f"{key!r} is missing"
+        if not fits(meta[key]):
+            return f"{key!r} has the wrong type or value ({str(meta[key])[:60]})"
+    history = arrays.get("history")
+    if history is None or history.ndim != 2 or history.shape != (meta["epoch"], len(meta["history_columns"])):
+        shape = None if history is None else history.shape
+        return (f"the history has shape {shape}, but {meta['epoch']} epochs of "
+                f"{len(meta['history_columns'])} columns were recorded")
+    if meta["best"]["epoch"] > meta["epoch"]:
+        return f"the best epoch {meta['best']['epoch']} comes after the last epoch {meta['epoch']}"
+    for key, values in arrays.items():
+        if values.dtype.kind != "f":
+            return f"array {key!r} holds {values.dtype} values, not numbers"
+        if key.startswith(("param/", "best/")) and not np.all(np.isfinite(values)):
+            return f"array {key!r} holds NaN or infinite values"
+    return None
 
 
 def unfinished_message(directory: Path) -> str | None:
@@ -460,10 +500,18 @@ def _parse_weights(path: Path, payload: bytes, expected_sha256) -> dict:
         raise ArtifactError(f"{path}: checksum mismatch (SHA-256 {digest[:12]}…, manifest says "
                             f"{str(expected_sha256)[:12]}…); the weights were changed or damaged, train again")
     try:
+        check_npz(io.BytesIO(payload))
         with np.load(io.BytesIO(payload), allow_pickle=False) as archive:
-            return {key: archive[key] for key in archive.files}
+            arrays = {key: archive[key] for key in archive.files}
     except (ValueError, OSError, zipfile.BadZipFile, EOFError) as error:
         raise ArtifactError(f"{path}: cannot be read as weights ({error}); train again") from None
+    for key, values in arrays.items():
+        # A model with NaN weights predicts NaN for every row; refuse it rather than answer nonsense.
+        if values.dtype.kind != "f" or not np.all(np.isfinite(values)):
+            raise ArtifactError(f"{path}: parameter {key!r} holds "
+                                f"{'NaN or infinite values' if values.dtype.kind == 'f' else values.dtype}"
+                                "; the model cannot predict, train again")
+    return arrays
 
 
 def _open_folder(directory: Path) -> int:
@@ -475,11 +523,15 @@ def _open_folder(directory: Path) -> int:
         raise ArtifactError(f"{directory}: cannot open the run folder ({error.strerror})") from None
 
 
+_RUN_FILE_KINDS = {"model.json": "model manifest", "model.npz": "weights file"}
+
+
 def _read_at(folder: int, directory: Path, name: str) -> bytes:
-    """A run file's bytes, opened relative to the folder's descriptor."""
-    descriptor = os.open(name, os.O_RDONLY, dir_fd=folder)
-    with os.fdopen(descriptor, "rb") as handle:
-        return handle.read()
+    """A run file's bytes, opened relative to the folder's descriptor: a regular file of bounded size
+    (a symlink to /dev/zero or a FIFO planted in a run folder is refused, not read forever)."""
+    limit = available_memory() if name.endswith(".npz") else MANIFEST_LIMIT
+    return read_regular(name, ArtifactError, kind=_RUN_FILE_KINDS.get(name, "run file"), limit=limit,
+                        dir_fd=folder, shown=directory / name)
 
 
 def _missing(directory: Path, name: str) -> ArtifactError:

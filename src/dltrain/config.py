@@ -7,6 +7,7 @@ Every mistake becomes one ConfigError of the form
 from __future__ import annotations
 
 import codecs
+import os
 import re
 import typing
 from pathlib import Path
@@ -19,6 +20,7 @@ from pydantic import (BaseModel, ConfigDict, Discriminator, Field, Tag, Validati
 from .activations import ACTIVATIONS, HIDDEN_ACTIVATIONS
 from .errors import ConfigError, did_you_mean
 from .data import canonical_label
+from .files import CONFIG_LIMIT, read_regular
 from .layers import INITIALIZERS
 from .losses import LOSSES
 from .metrics import CLASSIFICATION_METRICS, REGRESSION_METRICS
@@ -675,15 +677,18 @@ def load_config(path, overrides=()) -> tuple[Config, Path, ConfigSource]:
     if path.suffix.lower() in (".csv", ".tsv"):
         raise ConfigError(f"{path}: this is a CSV file, not a config; `dltrain init {path} --target COL` "
                           "writes a config for it")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
+    if not os.path.lexists(path):  # never raises, unlike Path.exists on a name too long
         siblings = []
         if path.parent.is_dir():
             siblings = [item.name for item in path.parent.iterdir() if item.suffix.lower() in (".yaml", ".yml")]
-        raise ConfigError(f"{path}: config file not found{did_you_mean(path.name, siblings)}") from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise ConfigError(f"{path}: cannot read the config ({error})") from None
+        raise ConfigError(f"{path}: config file not found{did_you_mean(path.name, siblings)}")
+    payload = read_regular(path, ConfigError, kind="config file", limit=CONFIG_LIMIT)
+    try:
+        text = payload.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = payload[:error.start].count(b"\n") + 1
+        raise ConfigError(f"{path}:{line}: not UTF-8 text (byte {payload[error.start]:#04x}); save the config "
+                          "as UTF-8") from None
     data, positions = parse_yaml(text, str(path))
     if data is None:
         raise ConfigError(f"{path}: the config is empty; see configs/iris.yaml for an example")

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import DataError, did_you_mean
+from .files import open_regular
 
 DELIMITERS = (",", ";", "\t", "|")
 DELIMITER_NAMES = {",": "','", ";": "';'", "\t": "tab", "|": "'|'"}
@@ -218,7 +219,8 @@ class CsvFile:
     def _blocks(self):
         """(first line number, text, line breaks in it) of consecutive blocks of whole records."""
         try:
-            with self.path.open(encoding=self.encoding, newline=None) as handle:
+            with open_regular(self.path, DataError, kind="CSV file", text=True, encoding=self.encoding,
+                              newline=None) as handle:
                 for _ in range(self.header_lines):
                     handle.readline()
                 line = self.header_lines + 1
@@ -384,7 +386,7 @@ def count_lines(path: Path) -> int:
     counts = {b"\n": 0, b"\r": 0}
     try:
         for separator in counts:  # \r only for old Mac files, which have no \n at all
-            with path.open("rb") as handle:
+            with open_regular(path, DataError, kind="CSV file") as handle:
                 while chunk := handle.read(1 << 22):
                     counts[separator] += chunk.count(separator)
             if counts[separator]:
@@ -397,15 +399,12 @@ def count_lines(path: Path) -> int:
 def _read_sample(path: Path, codec: str) -> str:
     """The start of the file as text: whole lines, enough to see the header and the dialect."""
     try:
-        if path.is_dir():
-            raise DataError(f"{path}: is a folder, not a CSV file")
-        with path.open(encoding=codec, newline=None) as handle:
+        with open_regular(path, DataError, kind="CSV file", not_found=f"{path}: file not found", text=True,
+                          encoding=codec, newline=None) as handle:
             sample = handle.read(_SAMPLE_CHARS)
             if len(sample) == _SAMPLE_CHARS and not sample.endswith("\n"):
                 sample += handle.readline()
             return sample
-    except FileNotFoundError:
-        raise DataError(f"{path}: file not found") from None
     except UnicodeDecodeError:
         raise _decode_error(path, codec) from None
     except OSError as error:
@@ -418,7 +417,7 @@ ENCODING_HINT = "set data.encoding"  # init says --encoding instead (init_config
 def _decode_error(path: Path, codec: str) -> DataError:
     """Name the first line that is not valid text in ``codec``."""
     decoder = codecs.getincrementaldecoder(codec)()
-    with path.open("rb") as handle:
+    with open_regular(path, DataError, kind="CSV file") as handle:
         for line_number, raw in enumerate(handle, start=1):
             try:
                 decoder.decode(raw)

@@ -24,6 +24,7 @@ import numpy as np
 
 from .artifacts import atomic_file, atomic_write
 from .errors import DltrainError
+from .files import MANIFEST_LIMIT, check_npz, open_regular, read_regular
 from .csvio import MISSING_TOKENS, Columns, CsvFile
 
 CACHE_FORMAT = 1
@@ -41,7 +42,7 @@ def cache_folder(base_dir: Path) -> Path:
 
 def file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
-    with path.open("rb") as handle:
+    with open_regular(path, OSError) as handle:
         while chunk := handle.read(1 << 22):
             digest.update(chunk)
     return digest.hexdigest()
@@ -89,7 +90,7 @@ def read_columns(table: CsvFile, request: dict, folder: Path | None) -> Columns:
 def _load(entry: Path, table: CsvFile, options: dict, fingerprint: list) -> Columns | None:
     meta_path, arrays_path = _paths(entry)
     try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        meta = json.loads(read_regular(meta_path, OSError, limit=MANIFEST_LIMIT).decode("utf-8"))
         if meta.get("options") != options:
             return None
         trusted = (meta.get("fingerprint") == fingerprint
@@ -99,7 +100,10 @@ def _load(entry: Path, table: CsvFile, options: dict, fingerprint: list) -> Colu
                 return None
             meta.update(fingerprint=fingerprint, hashed_at=time.time_ns())
             _write_meta(meta_path, meta)
-        with np.load(arrays_path, allow_pickle=False) as archive:
+        with open_regular(arrays_path, OSError) as handle:
+            check_npz(handle)  # a forged header must not make np.load allocate terabytes
+            handle.seek(0)
+            archive = np.load(handle, allow_pickle=False)
             numeric, wide, text = meta["numeric"], meta["wide"], meta["text"]
             lines = archive["lines"].astype(np.int64)
             stored = archive["matrix"]
@@ -112,7 +116,7 @@ def _load(entry: Path, table: CsvFile, options: dict, fingerprint: list) -> Colu
                 or any(values.shape != (n_rows,) or values.dtype.kind != "U" for values in text_columns.values())):
             return None
         return Columns(table.path, lines, list(numeric), matrix, wide_columns, text_columns, bool(meta["integral"]))
-    except (OSError, DltrainError, ValueError, KeyError, TypeError, zipfile.BadZipFile, EOFError):
+    except (OSError, DltrainError, ValueError, KeyError, TypeError, AttributeError, zipfile.BadZipFile, EOFError):
         return None  # a damaged, foreign or unwritable entry only costs a parse
 
 

@@ -9,16 +9,40 @@ from pathlib import Path
 
 from .artifacts import atomic_write, read_manifest
 from .errors import ArtifactError, DltrainError
+from .files import MANIFEST_LIMIT, read_regular
 
 
 def read_history(run_dir) -> list[dict]:
     path = Path(run_dir) / "history.csv"
-    if not path.exists():
-        raise ArtifactError(f"{path}: missing; {run_dir} does not hold a finished run")
-    rows = list(csv.DictReader(io.StringIO(path.read_text(encoding="utf-8"))))
+    payload = read_regular(path, ArtifactError, kind="history file", limit=MANIFEST_LIMIT,
+                           not_found=f"{path}: missing; {run_dir} does not hold a finished run")
+    try:
+        reader = csv.DictReader(io.StringIO(payload.decode("utf-8")))
+        rows = list(reader)
+    except (UnicodeDecodeError, csv.Error) as error:
+        raise ArtifactError(f"{path}: cannot be read as a history ({error}); the file is damaged") from None
     if not rows:
         raise ArtifactError(f"{path}: has no epochs to plot")
-    return [{key: float(value) for key, value in row.items() if value not in ("", None)} for row in rows]
+    if "epoch" not in (reader.fieldnames or []):
+        raise ArtifactError(f"{path}: has no epoch column; the file is damaged, train again")
+    history = []
+    for line, row in enumerate(rows, start=2):
+        record = {}
+        for key, value in row.items():
+            if key is None or value is None:
+                raise ArtifactError(f"{path}:{line}: the row has more or fewer fields than the header; "
+                                    "the file is damaged, train again")
+            if value == "":
+                continue
+            try:
+                record[key] = float(value)
+            except ValueError:
+                raise ArtifactError(f"{path}:{line}: column {key!r} has {value!r}, which is not a number; "
+                                    "the file is damaged, train again") from None
+        if "epoch" not in record:
+            raise ArtifactError(f"{path}:{line}: the epoch is empty; the file is damaged, train again")
+        history.append(record)
+    return history
 
 
 # The file's suffix picks its format; anything else would write an image its name misdescribes.

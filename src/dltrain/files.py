@@ -1,0 +1,158 @@
+"""Reading user-given files safely: regular files only, bounded sizes, bounded .npy headers.
+
+Every input dltrain reads (configs, CSVs, run folder files, cache entries) is opened here, so
+a device such as ``/dev/zero``, a FIFO that never ends, a socket, or a symlink to one of them
+is refused before a byte is read, and a small text file cannot grow into gigabytes of memory.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import stat
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from .errors import DltrainError
+
+MiB = 1 << 20
+CONFIG_LIMIT = 16 * MiB          # a YAML config, or a --set value
+MANIFEST_LIMIT = 256 * MiB       # model.json, config.yaml, history.csv of a run folder
+
+_KINDS = {stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device", stat.S_IFIFO: "a FIFO (named pipe)",
+          stat.S_IFSOCK: "a socket", stat.S_IFDIR: "a folder"}
+
+
+def human_bytes(count: float) -> str:
+    """A byte count as people write it: 512 B, 3.2 MB, 16.0 TB."""
+    for unit in ("B", "kB", "MB", "GB", "TB", "PB"):
+        if abs(count) < 1000 or unit == "PB":
+            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+        count /= 1000
+    return f"{count:.1f} PB"
+
+
+_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+
+
+def open_regular(path, error=DltrainError, *, kind: str = "file", not_found: str | None = None,
+                 limit: int | None = None, text: bool = False, encoding: str | None = None,
+                 newline: str | None = None, dir_fd: int | None = None, shown=None):
+    """Open ``path`` for reading if it is a regular file (after symlinks) no larger than ``limit``.
+
+    Anything else is ``error`` naming the path: missing, a folder, a device, a FIFO, a socket,
+    unreadable, or too large. The file is opened without blocking, so a FIFO is refused
+    instead of waiting for a writer forever. With ``dir_fd``, ``path`` is relative to that
+    folder descriptor, ``shown`` is the path for messages, and a missing file raises
+    FileNotFoundError itself (the caller knows what a missing file means there)."""
+    shown = Path(shown if shown is not None else path)
+    try:
+        descriptor = os.open(path, _FLAGS, dir_fd=dir_fd) if dir_fd is not None else os.open(path, _FLAGS)
+    except FileNotFoundError:
+        if dir_fd is not None:
+            raise
+        raise error(not_found or f"{shown}: {kind} not found") from None
+    except IsADirectoryError:
+        raise error(f"{shown}: is a folder, not a {kind}") from None
+    except OSError as problem:
+        raise error(f"{shown}: cannot read ({problem.strerror or problem}); check the path and its "
+                    "permissions") from None
+    try:
+        status = os.fstat(descriptor)
+        if stat.S_ISDIR(status.st_mode):
+            raise error(f"{shown}: is a folder, not a {kind}")
+        if not stat.S_ISREG(status.st_mode):
+            what = _KINDS.get(stat.S_IFMT(status.st_mode), "not a regular file")
+            raise error(f"{shown}: is {what}, not a regular file; dltrain reads only regular files, "
+                        f"give a {kind}")
+        if limit is not None and status.st_size > limit:
+            raise error(f"{shown}: is {human_bytes(status.st_size)}, more than a {kind} may be "
+                        f"({human_bytes(limit)}); check that this is the right file")
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(descriptor, True)
+        handle = os.fdopen(descriptor, "rb")
+    except BaseException:
+        os.close(descriptor)
+        raise
+    if text:
+        return io.TextIOWrapper(handle, encoding=encoding, newline=newline)
+    return handle
+
+
+def read_regular(path, error=DltrainError, *, kind: str = "file", not_found: str | None = None,
+                 limit: int | None = None, dir_fd: int | None = None, shown=None) -> bytes:
+    """The whole content of a regular file, never more than ``limit`` bytes (a file that grows is cut off)."""
+    shown = Path(shown if shown is not None else path)
+    with open_regular(path, error, kind=kind, not_found=not_found, limit=limit, dir_fd=dir_fd,
+                      shown=shown) as handle:
+        chunks, total = [], 0
+        try:
+            # In pieces: read(limit + 1) would reserve the whole limit up front.
+            while chunk := handle.read(1 << 24):
+                chunks.append(chunk)
+                total += len(chunk)
+                if limit is not None and total > limit:
+                    raise error(f"{shown}: is more than a {kind} may be ({human_bytes(limit)}); check that this "
+                                "is the right file")
+        except OSError as problem:
+            raise error(f"{shown}: cannot read ({problem.strerror or problem})") from None
+    return b"".join(chunks)
+
+
+def available_memory() -> int:
+    """Bytes this process may still allocate: the system's available memory, within RLIMIT_AS."""
+    available = None
+    try:
+        with open("/proc/meminfo", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    available = int(line.split()[1]) * 1024
+                    break
+    except (OSError, ValueError, IndexError):
+        pass
+    if available is None:
+        try:
+            available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (ValueError, OSError, AttributeError):
+            available = 1 << 62
+    try:
+        import resource
+        soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+        if soft != resource.RLIM_INFINITY:
+            with open("/proc/self/statm", encoding="ascii") as handle:
+                used = int(handle.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+            available = min(available, max(0, soft - used))
+    except (ImportError, OSError, ValueError, IndexError):
+        pass
+    return available
+
+
+def check_npz(source):
+    """Raise ValueError when an .npz's .npy headers claim more data than the archive holds.
+
+    ``np.load`` allocates the shape a header claims before reading any data, so a crafted
+    header of 10⁶×10⁶ would ask for terabytes. Our archives store their members
+    uncompressed; each member must hold exactly its header's shape of data."""
+    total = 0
+    with zipfile.ZipFile(source) as archive:
+        for info in archive.infolist():
+            if info.compress_type != zipfile.ZIP_STORED or info.file_size != info.compress_size:
+                raise ValueError(f"member {info.filename!r} is compressed, and dltrain writes its files uncompressed")
+            total += info.file_size
+            with archive.open(info) as member:
+                version = np.lib.format.read_magic(member)
+                if version == (1, 0):
+                    shape, _, dtype = np.lib.format.read_array_header_1_0(member)
+                else:
+                    shape, _, dtype = np.lib.format.read_array_header_2_0(member)
+                header_size = member.tell()
+            claimed = int(np.prod(shape, dtype=object)) * dtype.itemsize
+            if claimed != info.file_size - header_size:
+                raise ValueError(f"member {info.filename!r} claims shape {tuple(shape)} ({human_bytes(claimed)}) "
+                                 f"but holds {human_bytes(info.file_size - header_size)} of data")
+    memory = available_memory()
+    if total > memory:
+        raise ValueError(f"its arrays need {human_bytes(total)}, more than the {human_bytes(memory)} of memory "
+                         "available")
