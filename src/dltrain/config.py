@@ -7,6 +7,7 @@ Every mistake becomes one ConfigError of the form
 from __future__ import annotations
 
 import codecs
+import math
 import os
 import re
 import typing
@@ -32,7 +33,8 @@ LossName = Literal[("auto", *sorted(LOSSES))]
 
 
 class Spec(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # inf and NaN are never a sensible setting (weight_decay: .inf would only "diverge" later).
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 MissingPolicy = Literal["error", "drop", "mean", "median", "mode", "constant"]
@@ -50,6 +52,8 @@ def _check_fill(missing, fill):
 def _fill_value(value):
     if value is not None and not isinstance(value, (bool, int, float, str)):
         raise ValueError("must be a number, text, or true/false")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError("must be a finite number, text, or true/false")
     return value
 
 
@@ -342,14 +346,86 @@ class Config(Spec):
 # ---------------------------------------------------------------- YAML with positions
 
 
+MAX_DEPTH = 50               # nesting levels; a config needs about 5
+MAX_EXPANDED = 1_000_000     # values after expanding aliases; an "alias bomb" asks for billions
+
+
 class _StrictLoader(yaml.SafeLoader):
-    """SafeLoader that refuses duplicate keys."""
+    """SafeLoader that refuses duplicate keys, non-scalar keys, deep nesting and alias bombs."""
+
+    def __init__(self, stream, source_name="<config>"):
+        super().__init__(stream)
+        self.source_name = source_name
+        self.depth = 0
+        self.aliases = []   # (mark, node) of every alias, to point at the one that expands most
+
+    def compose_node(self, parent, index):
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent):
+            node = super().compose_node(parent, index)
+            self.aliases.append((event.start_mark, node))
+            return node
+        self.depth += 1
+        try:
+            if self.depth > MAX_DEPTH:
+                raise ConfigError(f"{_at(self.source_name, event.start_mark)}: invalid YAML: nested more than "
+                                  f"{MAX_DEPTH} levels deep; a config needs only a few")
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+
+
+def _at(source_name: str, mark) -> str:
+    return f"{source_name}:{mark.line + 1}:{mark.column + 1}"
+
+
+def _check_expansion(loader: _StrictLoader, root):
+    """Refuse aliases that refer to themselves, or expand past MAX_EXPANDED values or MAX_DEPTH levels.
+
+    Sizes are computed once per node (aliases share nodes), so even a billion-value bomb
+    is measured in a few steps."""
+    if not loader.aliases:
+        return
+    size, height = {}, {}
+    state = {}
+    stack = [(root, False)]
+    while stack:
+        node, done = stack.pop()
+        key = id(node)
+        children = ([item for pair in node.value for item in pair] if isinstance(node, yaml.MappingNode)
+                    else node.value if isinstance(node, yaml.SequenceNode) else [])
+        if done:
+            size[key] = 1 + sum(size[id(child)] for child in children)
+            height[key] = 1 + max((height[id(child)] for child in children), default=0)
+            state[key] = "done"
+            continue
+        if state.get(key) == "done":
+            continue
+        state[key] = "open"
+        stack.append((node, True))
+        for child in children:
+            if state.get(id(child)) == "open":
+                mark = next((mark for mark, target in loader.aliases if target is child), child.start_mark)
+                raise ConfigError(f"{_at(loader.source_name, mark)}: invalid YAML: the alias refers to a value "
+                                  "that contains it; write the value out instead")
+            if state.get(id(child)) != "done":
+                stack.append((child, False))
+    if size[id(root)] > MAX_EXPANDED or height[id(root)] > MAX_DEPTH:
+        mark, _ = max(loader.aliases, key=lambda alias: (size[id(alias[1])], height[id(alias[1])]))
+        what = (f"more than {MAX_EXPANDED:,} values" if size[id(root)] > MAX_EXPANDED
+                else f"more than {MAX_DEPTH} levels deep")
+        raise ConfigError(f"{_at(loader.source_name, mark)}: invalid YAML: the aliases expand to {what}; "
+                          "write the values out, or use fewer aliases")
 
 
 def _construct_mapping(loader, node, deep=False):
     loader.flatten_mapping(node)
     seen = {}
     for key_node, _ in node.value:
+        if not isinstance(key_node, yaml.ScalarNode):
+            kind = "a list" if isinstance(key_node, yaml.SequenceNode) else "a mapping"
+            raise ConfigError(f"{_at(loader.source_name, key_node.start_mark)}: invalid YAML: a key is {kind}; "
+                              "keys must be plain names such as epochs")
         key = loader.construct_object(key_node, deep=deep)
         if key in seen:
             mark = key_node.start_mark
@@ -391,35 +467,39 @@ def _positions(node, path=(), table=None):
     return table
 
 
+class _YamlSyntaxError(ConfigError):
+    """Text that is not YAML at all (as opposed to YAML the loader refuses)."""
+
+
 def _unreadable(error, text: str, source_name: str) -> ConfigError:
     """A character YAML does not allow (a control character, say), with its line and column."""
     before = text[:error.position]
     line, column = before.count("\n") + 1, error.position - (before.rfind("\n") + 1) + 1
     character = f"U+{error.character:04X}" if isinstance(error.character, int) else repr(error.character)
-    return ConfigError(f"{source_name}:{line}:{column}: invalid YAML: character {character} is not allowed "
+    return _YamlSyntaxError(f"{source_name}:{line}:{column}: invalid YAML: character {character} is not allowed "
                        "in a YAML file; remove it")
 
 
 def parse_yaml(text: str, source_name: str):
     """Parse YAML text into (data, positions); syntax errors and duplicates become ConfigError."""
     try:
-        loader = _StrictLoader(text)
+        loader = _StrictLoader(text, source_name)
     except yaml.reader.ReaderError as error:
         raise _unreadable(error, text, source_name) from None
-    loader.source_name = source_name
     try:
         node = loader.get_single_node()
         if node is None:
             return None, {}
+        _check_expansion(loader, node)
         data = loader.construct_document(node)
     except yaml.MarkedYAMLError as error:
         mark = error.problem_mark or error.context_mark
         where = f"{source_name}:{mark.line + 1}:{mark.column + 1}" if mark else source_name
-        raise ConfigError(f"{where}: invalid YAML: {error.problem or error.context}") from None
+        raise _YamlSyntaxError(f"{where}: invalid YAML: {error.problem or error.context}") from None
     except yaml.reader.ReaderError as error:
         raise _unreadable(error, text, source_name) from None
     except yaml.YAMLError as error:
-        raise ConfigError(f"{source_name}: invalid YAML: {error}") from None
+        raise _YamlSyntaxError(f"{source_name}: invalid YAML: {error}") from None
     finally:
         loader.dispose()
     return data, _positions(node)
@@ -443,10 +523,12 @@ def parse_override(text: str):
     for part in re.findall(r"[A-Za-z0-9_]+|\[\d+\]", match.group(1)):
         path.append(int(part[1:-1]) if part.startswith("[") else int(part) if part.isdigit() else part)
     raw_value = match.group(2).strip()
-    try:
-        value = yaml.load(raw_value, Loader=_StrictLoader) if raw_value else None
-    except (yaml.YAMLError, ConfigError):
-        value = raw_value
+    value = None
+    if raw_value:
+        try:
+            value, _ = parse_yaml(raw_value, f"--set {text}")
+        except _YamlSyntaxError:
+            value = raw_value  # not YAML: taken as text, e.g. --set data.train=a:b.csv
     return tuple(path), value
 
 
