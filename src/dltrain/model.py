@@ -58,6 +58,20 @@ class Sequential:
         layers.append(Dense(units, n_outputs, init, init_rng, dtype))
         return cls(layers, n_inputs, output_activation, dtype)
 
+    @staticmethod
+    def dense_shapes(n_inputs, hidden, n_outputs):
+        """(index in ``hidden`` or None for the output layer, fan_in, fan_out) of every dense layer,
+        known before anything is allocated."""
+        shapes = []
+        units = n_inputs
+        for index, spec in enumerate(hidden):
+            if spec["type"] == "dropout":
+                continue
+            shapes.append((index, units, spec["units"]))
+            units = spec["units"]
+        shapes.append((None, units, n_outputs))
+        return shapes
+
     @property
     def n_outputs(self):
         return self.layers[-1].units

@@ -28,6 +28,7 @@ from .data import (ColumnOptions, DataPlan, DataSchema, Split, checked_rows, col
                    plan_data, read_features, stratified_split, target_labels)
 from .errors import (ArtifactError, ConfigError, DataError, DltrainError, TrainingDiverged, TrainingInterrupted,
                      did_you_mean, signal_of)
+from .files import available_memory, human_bytes
 from .losses import make_loss
 from .metrics import (CLASSIFICATION_METRICS, DEFAULT_METRICS, REGRESSION_METRICS, class_indices, evaluate,
                       higher_is_better, predicted_classes)
@@ -187,7 +188,47 @@ def prepare_data(config: Config, source: ConfigSource, base_dir: Path, seeds: Se
     return PreparedData(config, schema, train, validation, test)
 
 
-def build_model(config: Config, schema: DataSchema, seeds: Seeds | None = None) -> Sequential:
+# Bytes per parameter while training: the float32 weight, its gradient, two optimizer moments,
+# and the float64 draw the initializer makes before it is copied in.
+_BYTES_PER_PARAMETER = 4 * 4 + 8
+_TRAIN_BYTES_PER_UNIT = 4 * 4   # per row of a batch: a layer's output, activation, and their gradients
+_PREDICT_BYTES_PER_UNIT = 4 * 2  # per row of a prediction batch: output and activation
+_PREDICT_ROWS = 4096             # Sequential.logits' batch
+
+
+def check_model_memory(config: Config, schema: DataSchema, where) -> None:
+    """Refuse a model whose parameters (and one batch of activations) exceed the available memory.
+
+    Estimated from the layer sizes before anything is allocated, so ``units: 1000000000000``
+    is a message naming the layer instead of a MemoryError."""
+    hidden = [layer.model_dump() for layer in config.model.layers]
+    shapes = Sequential.dense_shapes(schema.n_inputs, hidden, schema.n_outputs)
+    per_unit = config.train.batch_size * _TRAIN_BYTES_PER_UNIT + _PREDICT_ROWS * _PREDICT_BYTES_PER_UNIT
+    sizes = [(index, fan_in, fan_out, (fan_in + 1) * fan_out * _BYTES_PER_PARAMETER + fan_out * per_unit)
+             for index, fan_in, fan_out in shapes]
+    needed = sum(size for *_, size in sizes)
+    available = available_memory()
+    if needed <= available:
+        return
+    index, fan_in, fan_out, size = max(sizes, key=lambda item: item[3])
+    if index is None:
+        path, layer = ("model", "output"), f"the output layer ({fan_in} inputs x {fan_out} outputs)"
+    else:
+        path, layer = ("model", "layers", index, "units"), f"dense layer {index} ({fan_in} inputs x {fan_out} units)"
+    raise ConfigError(f"{where(path)}: {_dotted_path(path)}: {layer} needs {human_bytes(size)} "
+                      f"({(fan_in + 1) * fan_out:,} parameters with their gradients and optimizer state, and a "
+                      "batch of activations); the "
+                      f"whole model needs {human_bytes(needed)}, more than the {human_bytes(available)} of memory "
+                      "available; use fewer units")
+
+
+def _dotted_path(path) -> str:
+    return "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in path).lstrip(".")
+
+
+def build_model(config: Config, schema: DataSchema, seeds: Seeds | None = None, where=None) -> Sequential:
+    """The network a config describes, for a fitted schema; refused when it cannot fit in memory."""
+    check_model_memory(config, schema, where or (lambda path: "config"))
     seeds = seeds or Seeds.from_seed(config.seed)
     hidden = [layer.model_dump() for layer in config.model.layers]
     return Sequential.build(schema.n_inputs, hidden, schema.n_outputs, config.model.output.activation,
@@ -220,7 +261,7 @@ def check(config_path, overrides=()) -> CheckResult:
     seeds = Seeds.from_seed(config.seed)
     data = prepare_data(config, source, base_dir, seeds)
     config = check_training_options(data.config, source, data)
-    return CheckResult(config, build_model(config, data.schema, seeds), data)
+    return CheckResult(config, build_model(config, data.schema, seeds, source.where), data)
 
 
 @dataclass
@@ -570,6 +611,29 @@ def _train_and_save(session: _Session, trainer: Trainer, resume: bool) -> FitRes
                      result.best_epoch, result.monitor, resumed_from)
 
 
+def _restore(trainer: Trainer, checkpoint, run_dir: Path):
+    """Load a checkpoint into the trainer; arrays that do not fit this model are an ArtifactError."""
+    meta, arrays = checkpoint
+    expected = {f"param/{key}" for key in trainer.model.params}
+    expected |= {f"optimizer/{key}" for key in trainer.optimizer.state()["arrays"]}
+    given = {key for key in arrays if not key.startswith("best/")} - {"history"}
+    best = {key[len("best/"):] for key in arrays if key.startswith("best/")}
+    problem = None
+    if given != expected:
+        problem = (f"arrays missing {sorted(expected - given)[:3]}, unexpected {sorted(given - expected)[:3]}")
+    elif best and (best != set(trainer.model.params) or any(
+            arrays[f"best/{key}"].shape != value.shape for key, value in trainer.model.params.items())):
+        problem = "the best epoch's parameters do not match the model"
+    if problem is None:
+        try:
+            trainer.load_state(meta, arrays)
+        except (KeyError, ValueError, TypeError, IndexError, AttributeError) as error:
+            problem = str(error) or type(error).__name__
+    if problem is not None:
+        raise ArtifactError(f"{Path(run_dir) / CHECKPOINT}: the checkpoint does not fit this model ({problem}); "
+                            "train again without --resume")
+
+
 def fit(config_path, overrides=(), out=None, force=False, callbacks: Callbacks | None = None,
         on_run_dir=None, resume=False, command_line=None) -> FitResult:
     """Train from a config file and commit the run folder; returns where and how it went.
@@ -592,6 +656,7 @@ def fit(config_path, overrides=(), out=None, force=False, callbacks: Callbacks |
         seeds = Seeds.from_seed(config.seed)
         data = prepare_data(config, source, base_dir, seeds)
         config = check_training_options(data.config, source, data)
+        check_model_memory(config, data.schema, source.where)  # before a run folder is made for it
         comparable = _comparable(config, base_dir)
         if checkpoint:
             _refuse_changed_config(checkpoint[0]["config"], comparable, target.directory)
@@ -602,7 +667,7 @@ def fit(config_path, overrides=(), out=None, force=False, callbacks: Callbacks |
         session = _Session(Path(config_path), overrides, config, base_dir, data, target, hashes, record)
         trainer = _make_trainer(session, seeds, comparable, callbacks)
         if checkpoint:
-            trainer.load_state(*checkpoint)
+            _restore(trainer, checkpoint, target.directory)
         return _train_and_save(session, trainer, resume)
     finally:
         if target is not None:
@@ -656,7 +721,10 @@ def load_run(run_dir) -> LoadedRun:
                                             or (schema.binary and len(schema.class_labels) != 2)):
         raise ArtifactError(f"{run_dir / 'model.json'}: the stored class labels {schema.class_labels} do not fit "
                             "the model; the file was changed, train again")
-    model = build_model(config, schema)
+    try:
+        model = build_model(config, schema, where=lambda path: f"{run_dir / 'model.json'}")
+    except ConfigError as error:
+        raise ArtifactError(str(error)) from None
     try:
         model.load_state(arrays)
     except (KeyError, ValueError) as error:

@@ -1,0 +1,273 @@
+"""Inputs built to hurt: endless files, forged headers, inconsistent checkpoints, huge models.
+
+Each case runs under a time and memory bound (conftest.bounded), so a hang or a blow-up
+fails the test instead of the test run, and must end in exit 2 with one message."""
+
+import hashlib
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from dltrain import workflow
+from dltrain.artifacts import npz_bytes
+from dltrain.cli import app
+
+from conftest import Overrun, bounded
+
+CORPUS = Path(__file__).parent / "bad_inputs"
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("trained")
+    shutil.copytree(CORPUS / "_base", folder, dirs_exist_ok=True)
+    workflow.fit(folder / "base.yaml", out=folder / "run")
+    return folder
+
+
+@pytest.fixture
+def work(trained, tmp_path, monkeypatch):
+    shutil.copytree(trained, tmp_path / "w")
+    monkeypatch.chdir(tmp_path / "w")
+    return tmp_path / "w"
+
+
+def invoke(args, seconds=30):
+    with bounded(seconds=seconds):
+        result = runner.invoke(app, [str(arg) for arg in args])
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+    assert "Traceback" not in result.output
+    return result
+
+
+def expect_error(args, *parts, seconds=30):
+    result = invoke(args, seconds)
+    assert result.exit_code == 2, result.output
+    for part in parts:
+        assert part in result.output, result.output
+    return result
+
+
+# ---------------------------------------------------------------- the bounds themselves
+
+
+def test_bounded_turns_a_hang_into_a_failure():
+    with pytest.raises(Overrun):
+        with bounded(seconds=0.2):
+            while True:
+                pass
+
+
+def test_bounded_turns_a_memory_blow_up_into_a_failure():
+    with pytest.raises(MemoryError):
+        with bounded(memory=256 << 20):
+            np.ones(1 << 30, dtype=np.uint8)
+
+
+# ---------------------------------------------------------------- run folder files
+
+
+def _rewrite_weights(run: Path, arrays: dict):
+    payload = npz_bytes(arrays)
+    (run / "model.npz").write_bytes(payload)
+    manifest = json.loads((run / "model.json").read_text())
+    manifest["model_sha256"] = hashlib.sha256(payload).hexdigest()
+    (run / "model.json").write_text(json.dumps(manifest))
+
+
+def _weights(run: Path) -> dict:
+    with np.load(run / "model.npz") as archive:
+        return {key: archive[key] for key in archive.files}
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf])
+def test_non_finite_weights_are_refused_at_load(work, value):
+    arrays = _weights(work / "run")
+    arrays["0.W"][0, 0] = value
+    _rewrite_weights(work / "run", arrays)
+    expect_error(["predict", "run", "base.csv"], "model.npz: parameter '0.W' holds NaN or infinite values")
+
+
+def _forged_npz(shape) -> bytes:
+    """An .npz whose one member's header claims ``shape`` but holds 16 bytes."""
+    header = io.BytesIO()
+    np.lib.format.write_array_header_2_0(header, {"descr": "<f4", "fortran_order": False, "shape": shape})
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_STORED) as archive:
+        archive.writestr("0.W.npy", np.lib.format.MAGIC_PREFIX + b"\x02\x00" + header.getvalue()[8:] + bytes(16))
+    return buffer.getvalue()
+
+
+def test_a_forged_npy_header_in_the_weights_is_refused(work):
+    run = work / "run"
+    payload = _forged_npz((10 ** 6, 10 ** 6))
+    (run / "model.npz").write_bytes(payload)
+    manifest = json.loads((run / "model.json").read_text())
+    manifest["model_sha256"] = hashlib.sha256(payload).hexdigest()
+    (run / "model.json").write_text(json.dumps(manifest))
+    expect_error(["predict", "run", "base.csv"], "model.npz: cannot be read as weights",
+                 "claims shape (1000000, 1000000)")
+
+
+def test_a_forged_npy_header_in_the_checkpoint_is_refused(work):
+    (work / "run" / "checkpoint.npz").write_bytes(_forged_npz((10 ** 6, 10 ** 6)))
+    expect_error(["fit", "base.yaml", "--out", "run", "--resume", "--set", "train.epochs=4", "--quiet"],
+                 "checkpoint.npz: the checkpoint is damaged", "claims shape (1000000, 1000000)")
+
+
+def test_a_forged_npy_header_in_the_cache_is_ignored(tmp_path, monkeypatch):
+    from dltrain import datacache
+    from dltrain.csvio import CsvFile
+    monkeypatch.setattr(datacache, "MIN_BYTES", 0)
+    data = tmp_path / "d.csv"
+    data.write_text("a,b\n" + "".join(f"{i},{i * 2}\n" for i in range(50)))
+    table = CsvFile.open(data)
+    request = {"numeric": ["a"], "wide": ["b"]}
+    datacache.read_columns(table, request, tmp_path / "cache")
+    [entry] = list((tmp_path / "cache").glob("*.npz"))
+    entry.write_bytes(_forged_npz((10 ** 6, 10 ** 6)))
+    with bounded():
+        columns = datacache.read_columns(table, request, tmp_path / "cache")
+    assert columns.n_rows == 50
+
+
+def _edit_checkpoint(run: Path, meta_edit=None, array_edit=None):
+    with np.load(run / "checkpoint.npz") as archive:
+        arrays = {key: archive[key] for key in archive.files}
+    meta = json.loads(str(arrays.pop("meta.json")))
+    meta["config"]["data.train"] = str((run.parent / "base.csv").resolve())  # the copy's own data
+    if meta_edit:
+        meta_edit(meta)
+    if array_edit:
+        array_edit(arrays)
+    arrays["meta.json"] = np.array(json.dumps(meta))
+    (run / "checkpoint.npz").write_bytes(npz_bytes(arrays))
+
+
+def _set(key, value):
+    def edit(meta):
+        meta[key] = value
+    return edit
+
+
+def _pop(name):
+    def edit(arrays):
+        arrays.pop(name)
+    return edit
+
+
+def _reshape(name, shape):
+    def edit(arrays):
+        arrays[name] = np.zeros(shape, dtype=np.float32)
+    return edit
+
+
+def _add(name, value):
+    def edit(arrays):
+        arrays[name] = value
+    return edit
+
+
+INCONSISTENT_CHECKPOINTS = {
+    "epoch_as_text": (_set("epoch", "two"), None, "'epoch' has the wrong type"),
+    "negative_steps": (_set("optimizer_steps", -1), None, "'optimizer_steps' has the wrong type"),
+    "history_too_short": (_set("epoch", 1), None, "the history has shape (2, 7), but 1 epochs"),
+    "best_after_last": (lambda meta: meta["best"].update(epoch=9), None, "the best epoch 9 comes after"),
+    "rng_state_garbage": (_set("shuffle_rng", {"bit_generator": "MT19937"}), None, "does not fit this model"),
+    "param_missing": (None, _pop("param/0.W"), "arrays missing ['param/0.W']"),
+    "param_wrong_shape": (None, _reshape("param/0.W", (7, 4)), "parameter 0.W has shape (7, 4)"),
+    "moment_wrong_shape": (None, _reshape("optimizer/m_sum/part0", (3,)), "does not fit this model"),
+    "best_wrong_shape": (None, _add("best/0.W", np.zeros((2, 2), dtype=np.float32)), "best epoch's parameters"),
+    "nan_param": (None, _add("param/0.b", np.full(4, np.nan, dtype=np.float32)), "holds NaN or infinite"),
+    "meta_not_mapping": (lambda meta: meta.clear() or meta.update(format_version=2), None, "'epoch' is missing"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(INCONSISTENT_CHECKPOINTS))
+def test_an_inconsistent_checkpoint_is_refused_on_resume(work, name):
+    meta_edit, array_edit, message = INCONSISTENT_CHECKPOINTS[name]
+    _edit_checkpoint(work / "run", meta_edit, array_edit)
+    expect_error(["fit", "base.yaml", "--out", "run", "--resume", "--set", "train.epochs=4", "--quiet"],
+                 "checkpoint.npz", message)
+
+
+# ---------------------------------------------------------------- model size
+
+
+@pytest.mark.parametrize("command", ["check", "fit"])
+def test_a_model_beyond_memory_is_refused_naming_the_layer(work, command):
+    args = [command, "base.yaml", "--set", "model.layers=[{units: 8}, {units: 1000000000000}]"]
+    if command == "fit":
+        args += ["--out", "big", "--quiet"]
+    expect_error(args, "model.layers[1].units: dense layer 1 (8 inputs x 1000000000000 units) needs",
+                 "of memory available; use fewer units")
+    assert not (work / "big").exists()
+
+
+# ---------------------------------------------------------------- files that are not regular files
+
+
+ENDLESS_ROLES = {
+    "train": lambda path: ["fit", "base.yaml", "--set", f"data.train={path}", "--quiet", "--out", "o"],
+    "validation": lambda path: ["fit", "base.yaml", "--set", f"data.validation={path}", "--quiet", "--out", "o"],
+    "test": lambda path: ["fit", "base.yaml", "--set", f"data.test={path}", "--quiet", "--out", "o"],
+    "config": lambda path: ["check", path],
+    "predict": lambda path: ["predict", "run", path],
+    "eval": lambda path: ["eval", "run", path],
+    "init": lambda path: ["init", path, "--target", "label", "--out", "new.yaml"],
+}
+
+
+@pytest.mark.parametrize("role", sorted(ENDLESS_ROLES))
+@pytest.mark.parametrize("source", ["dev_zero", "fifo"])
+def test_an_endless_input_is_refused(work, role, source):
+    if source == "dev_zero":
+        path = "/dev/zero"
+    else:
+        path = str(work / "pipe.csv")
+        os.mkfifo(path)
+    expect_error(ENDLESS_ROLES[role](path), path, "not a regular file", seconds=20)
+
+
+@pytest.mark.parametrize("name", ["model.json", "model.npz", "history.csv"])
+def test_a_run_file_linked_to_an_endless_file_is_refused(work, name):
+    run = work / "run"
+    (run / name).unlink()
+    (run / name).symlink_to("/dev/zero")
+    args = ["plot", "run", "--out", "c.png"] if name == "history.csv" else ["predict", "run", "base.csv"]
+    expect_error(args, f"{name}: is a character device, not a regular file", seconds=20)
+
+
+def test_a_checkpoint_linked_to_a_fifo_is_refused(work):
+    checkpoint = work / "run" / "checkpoint.npz"
+    checkpoint.unlink()
+    os.mkfifo(checkpoint)
+    expect_error(["fit", "base.yaml", "--out", "run", "--resume", "--set", "train.epochs=4", "--quiet"],
+                 "checkpoint.npz: is a FIFO (named pipe), not a regular file", seconds=20)
+
+
+def test_an_oversized_config_is_refused_before_it_is_read(work):
+    with open("big.yaml", "wb") as handle:
+        handle.truncate(64 << 20)  # sparse: 64 MiB of NUL bytes, no disk used
+    expect_error(["check", "big.yaml"], "big.yaml: is 67.1 MB, more than a config file may be (16.8 MB)")
+
+
+def test_the_cli_survives_an_endless_config_in_a_fresh_process(tmp_path):
+    """The same bound from the outside: a real process, a real rlimit, a real timeout."""
+    code = ("import resource, sys; resource.setrlimit(resource.RLIMIT_AS, (4 << 30, resource.RLIM_INFINITY)); "
+            "from dltrain.cli import main; sys.argv = ['dltrain', 'check', '/dev/zero']; main()")
+    process = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                             cwd=tmp_path)
+    assert process.returncode == 2, process.stderr
+    assert "/dev/zero: is a character device, not a regular file" in process.stderr
+    assert "Traceback" not in process.stderr
