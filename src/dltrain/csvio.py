@@ -40,6 +40,12 @@ class _Restart(Exception):
         self.names = names
 
 
+def listed(names, limit: int = 30) -> str:
+    """Names for a message, at most ``limit`` of them: a header may have a million."""
+    shown = ", ".join(names[:limit])
+    return shown if len(names) <= limit else f"{shown}, … ({len(names)} in all)"
+
+
 def is_missing(cell: str) -> bool:
     return cell.strip() in MISSING_TOKENS
 
@@ -64,7 +70,18 @@ class Columns:
         """A numeric column (a view into the matrix, or a float64 target column)."""
         if name in self.wide:
             return self.wide[name]
-        return self.matrix[:, self.numeric_names.index(name)]
+        return self.matrix[:, self.numeric_position(name)]
+
+    def __post_init__(self):
+        # Lookups by name go through a dict: a file may have a million columns.
+        self._positions = dict(zip(self.numeric_names, range(len(self.numeric_names))))
+
+    def numeric_position(self, name: str) -> int:
+        """The matrix column of a numeric column."""
+        return self._positions[name]
+
+    def is_numeric(self, name: str) -> bool:
+        return name in self._positions
 
     def kind(self, name: str) -> str:
         return "text" if name in self.text else "numeric"
@@ -99,6 +116,7 @@ class CsvFile:
         self.encoding = encoding
         self.decimal = decimal
         self.header_lines = header_lines
+        self.positions = dict(zip(header, range(len(header))))  # names are distinct
 
     @classmethod
     def open(cls, path, delimiter: str | None = None, encoding: str = "utf-8", decimal: str = ".") -> "CsvFile":
@@ -120,12 +138,16 @@ class CsvFile:
             raise DataError(f"{path}: the file is empty; a header row of column names is needed") from None
         except csv.Error as error:
             raise DataError(f"{path}:{reader.line_num}: cannot read the header ({error})") from None
-        header = [name.strip() or f"column_{index}" for index, name in enumerate(header, start=1)]
-        positions = {}
-        for index, name in enumerate(header, start=1):
-            positions.setdefault(name, []).append(index)
-        duplicates = [f"{name!r} (columns {' and '.join(map(str, places))})"
-                      for name, places in positions.items() if len(places) > 1]
+        header = [name.strip() for name in header]
+        if not all(header):
+            header = [name or f"column_{index}" for index, name in enumerate(header, start=1)]
+        duplicates = []
+        if len(set(header)) != len(header):
+            positions = {}
+            for index, name in enumerate(header, start=1):
+                positions.setdefault(name, []).append(index)
+            duplicates = [f"{name!r} (columns {' and '.join(map(str, places))})"
+                          for name, places in positions.items() if len(places) > 1]
         if duplicates:
             raise DataError(f"{path}:{reader.line_num}: duplicated column name {', '.join(duplicates)}; "
                             "give every column a distinct name")
@@ -134,9 +156,10 @@ class CsvFile:
     # ------------------------------------------------------------ reading
 
     def index(self, column: str, role: str = "feature") -> int:
-        if column not in self.header:
+        position = self.positions.get(column)
+        if position is None:
             raise self.column_not_found(column, role)
-        return self.header.index(column)
+        return position
 
     def column_not_found(self, column: str, role: str) -> DataError:
         """The error for a missing column; says so when the header was split on the wrong delimiter."""
@@ -147,7 +170,7 @@ class CsvFile:
                 hint = (f" (the header was read as one column with delimiter {DELIMITER_NAMES[self.delimiter]}, "
                         f"but the file looks {others[0]}-separated)")
         return DataError(f"{self.path}:1: {role} column {column!r} not found{hint or did_you_mean(column, self.header)}; "
-                         f"columns are {', '.join(self.header)}")
+                         f"columns are {listed(self.header)}")
 
     def read(self, numeric=(), wide=(), text=(), fixed: dict | None = None) -> Columns:
         """Read the named columns: ``numeric`` into float32, ``wide`` into float64, ``text`` as str.
@@ -156,15 +179,18 @@ class CsvFile:
         ``fixed`` (name -> what to tell the user), where text is a DataError naming the cell."""
         numeric, wide, text = list(numeric), list(wide), list(text)
         fixed = fixed or {}
-        for name in numeric + wide + text:
-            self.index(name)
+        unknown = set(numeric).union(wide, text).difference(self.positions)
+        if unknown:
+            self.index(next(name for name in numeric + wide + text if name in unknown))
         while True:
             try:
                 return self._read_once(numeric, wide, text, fixed)
             except _Restart as restart:
-                numeric = [name for name in numeric if name not in restart.names]
-                wide = [name for name in wide if name not in restart.names]
-                text = text + [name for name in restart.names if name not in text]
+                moved = set(restart.names)
+                numeric = [name for name in numeric if name not in moved]
+                wide = [name for name in wide if name not in moved]
+                already = set(text)
+                text = text + [name for name in restart.names if name not in already]
 
     def _read_once(self, numeric, wide, text, fixed) -> Columns:
         capacity = count_lines(self.path)
@@ -172,7 +198,7 @@ class CsvFile:
         wide_values = np.empty((capacity, len(wide)), dtype=np.float64)
         lines = np.empty(capacity, dtype=np.int64)
         text_blocks = {name: [] for name in text}
-        usecols = [self.header.index(name) for name in numeric + wide]
+        usecols = [self.positions[name] for name in numeric + wide]
         # Where each requested column lands in a block parsed by NumPy (every column, in file
         # order, when all are requested; else in usecols order): a slice when contiguous.
         fast_order = usecols if len(usecols) == len(self.header) else list(range(len(usecols)))
@@ -181,7 +207,7 @@ class CsvFile:
         integer = True
         integral = True
         rows = 0
-        text_indices = [self.header.index(name) for name in text]
+        text_indices = [self.positions[name] for name in text]
         for first_line, block, breaks in self._blocks():
             fast = self._parse_fast(block, breaks, usecols, text_indices, integer)
             if fast is not None:
@@ -314,7 +340,7 @@ class CsvFile:
         integral = True
         discovered = []
         for position, name in enumerate(numeric_names):
-            cells = columns[self.header.index(name)]
+            cells = columns[self.positions[name]]
             numbers, bad = to_numbers(cells, self.decimal)
             if bad is not None:
                 if name in fixed:
@@ -328,7 +354,7 @@ class CsvFile:
                 integral = bool(np.all(finite == np.round(finite)))
         if discovered:
             raise _Restart(discovered)
-        text_cells = {name: to_text(columns[self.header.index(name)]) for name in text_names}
+        text_cells = {name: to_text(columns[self.positions[name]]) for name in text_names}
         return values, np.asarray(lines, dtype=np.int64), text_cells, integral
 
 

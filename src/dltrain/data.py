@@ -14,7 +14,7 @@ from typing import Callable
 
 import numpy as np
 
-from .csvio import DELIMITERS, Columns, CsvFile
+from .csvio import DELIMITERS, Columns, CsvFile, listed
 from .errors import ConfigError, DataError, did_you_mean
 
 MAX_AUTO_CLASSES = 20  # an integer target with at most this many values is taken as classes,
@@ -101,6 +101,9 @@ class ColumnOptions:
     unknown: str = "error"
 
 
+_NO_OPTIONS = ColumnOptions()  # shared, never changed: most of a wide file's columns have no settings
+
+
 @dataclass
 class DataPlan:
     """Which columns are features and targets, and how each is to be treated."""
@@ -114,7 +117,7 @@ class DataPlan:
     where: Callable = field(default=lambda path: "config")
 
     def option(self, name: str) -> ColumnOptions:
-        return self.options.get(name) or ColumnOptions()
+        return self.options.get(name) or _NO_OPTIONS
 
     def policy(self, name: str) -> tuple[str, object, tuple]:
         """(missing policy, fill, config path it came from) for one column."""
@@ -152,7 +155,9 @@ def plan_data(table: CsvFile, target, features, exclude, columns: dict, missing:
               where: Callable) -> DataPlan:
     """Check the column names a config uses against the CSV header and build the plan."""
     header = table.header
+    known = table.positions  # membership tests by dict: a file may have 10⁶ columns
     targets = [target] if isinstance(target, str) else list(target)
+    excluded = set(exclude)
 
     def fail(path, message, key=False):
         place = where(path, key=True) if key else where(path)
@@ -160,37 +165,38 @@ def plan_data(table: CsvFile, target, features, exclude, columns: dict, missing:
 
     def unknown_column(path, name):
         return fail(path, f"column {name!r} is not in {table.path}{did_you_mean(name, header)}; "
-                    f"columns are {', '.join(header)}",
+                    f"columns are {listed(header)}",
                     key=path[1] == "columns")
 
     for name in targets:
-        if name not in header:
+        if name not in known:
             raise table.column_not_found(name, "target")
     for index, name in enumerate(exclude):
-        if name not in header:
+        if name not in known:
             raise unknown_column(("data", "exclude", index), name)
         if name in targets:
             raise fail(("data", "exclude", index), f"excludes the target {name!r}; remove it from data.exclude")
     if features is not None:
         for index, name in enumerate(features):
-            if name not in header:
+            if name not in known:
                 raise table.column_not_found(name, "feature")
             if name in targets:
                 raise fail(("data", "features"), f"lists the target {name!r}; remove it from the features")
-            if name in exclude:
+            if name in excluded:
                 raise fail(("data", "features"), f"lists {name!r}, which data.exclude excludes; keep one of them")
         feature_names = list(features)
     else:
-        feature_names = [name for name in header if name not in targets and name not in exclude]
+        feature_names = [name for name in header if name not in excluded and name not in targets]
     if not feature_names:
         raise fail(("data",), f"no feature columns; {table.path} has only the target and excluded columns")
     options = {}
+    features_set = set(feature_names)
     for name, spec in columns.items():
-        if name not in header:
+        if name not in known:
             raise unknown_column(("data", "columns", name), name)
-        if name in exclude:
+        if name in excluded:
             raise fail(("data", "columns", name), f"{name!r} is excluded by data.exclude; remove one of them")
-        if name not in targets and name not in feature_names:
+        if name not in targets and name not in features_set:
             raise fail(("data", "columns", name), f"{name!r} is not a feature (data.features leaves it out)")
         if name in targets:
             if spec.type is not None:
@@ -259,7 +265,7 @@ def _missing_mask(columns: Columns, name: str) -> np.ndarray:
 
 def _suspect_numeric(columns: Columns, names) -> set:
     """Numeric columns that may hold NaN or inf: one float64 sum per column finds them all."""
-    positions = [columns.numeric_names.index(name) for name in names if name in columns.numeric_names]
+    positions = [columns.numeric_position(name) for name in names if columns.is_numeric(name)]
     suspects = {name for name in names if name in columns.wide}
     if positions:
         with np.errstate(all="ignore"):
@@ -403,7 +409,7 @@ class DataSchema:
         if not numeric:
             return
         inputs = np.array([start for start, _ in numeric])
-        positions = [columns.numeric_names.index(column.name) for _, column in numeric]
+        positions = [columns.numeric_position(column.name) for _, column in numeric]
         fills = np.array([np.nan if column.fill is None else column.fill for _, column in numeric], dtype=np.float32)
         every_column = positions == list(range(columns.matrix.shape[1]))
         any_fill = bool(np.any(~np.isnan(fills)))
@@ -630,6 +636,8 @@ def _fit_column(columns: Columns, encoding: ColumnEncoding, train_rows: np.ndarr
     name = encoding.name
     fill = encoding.fill
     if encoding.type == "numeric":
+        if encoding.missing not in ("mean", "median", "mode"):
+            return encoding  # nothing to fit (most columns of a wide file)
         if encoding.missing in ("mean", "median", "mode"):
             values = columns.numbers(name)[train_rows]
             present = values[~np.isnan(values)].astype(np.float64)
