@@ -108,7 +108,7 @@ class CsvFile:
     """A CSV file's header and dialect, read before its body is parsed."""
 
     def __init__(self, path: Path, header: list[str], delimiter: str, detected: bool, encoding: str,
-                 decimal: str, header_lines: int):
+                 decimal: str, header_lines: int, cr_lines: bool = False):
         self.path = path
         self.header = header
         self.delimiter = delimiter
@@ -116,6 +116,7 @@ class CsvFile:
         self.encoding = encoding
         self.decimal = decimal
         self.header_lines = header_lines
+        self.cr_lines = cr_lines  # lines end in a lone \r (old Mac files); else \r inside a line is a space
         self.positions = dict(zip(header, range(len(header))))  # names are distinct
 
     @classmethod
@@ -124,6 +125,8 @@ class CsvFile:
         path = Path(path)
         codec = _codec(encoding)
         sample = _read_sample(path, codec)
+        cr_lines = "\r" in sample and "\n" not in sample
+        sample = _normalized(sample, cr_lines)
         if not sample.strip():
             raise DataError(f"{path}: the file is empty; a header row of column names is needed")
         detected = delimiter is None
@@ -151,7 +154,7 @@ class CsvFile:
         if duplicates:
             raise DataError(f"{path}:{reader.line_num}: duplicated column name {', '.join(duplicates)}; "
                             "give every column a distinct name")
-        return cls(path, header, delimiter, detected, codec, decimal, reader.line_num)
+        return cls(path, header, delimiter, detected, codec, decimal, reader.line_num, cr_lines)
 
     # ------------------------------------------------------------ reading
 
@@ -246,22 +249,15 @@ class CsvFile:
         """(first line number, text, line breaks in it) of consecutive blocks of whole records."""
         try:
             with open_regular(self.path, DataError, kind="CSV file", text=True, encoding=self.encoding,
-                              newline=None) as handle:
-                for _ in range(self.header_lines):
-                    handle.readline()
-                line = self.header_lines + 1
-                while True:
-                    block = handle.read(BLOCK_CHARS)
+                              newline="") as handle:
+                skip, line = self.header_lines, 1
+                for block in self._chunks(handle):
+                    while skip and block:
+                        block = block[block.find("\n") + 1:] if "\n" in block else ""
+                        skip -= 1
+                        line += 1
                     if not block:
-                        return
-                    if not block.endswith("\n"):
-                        block += handle.readline()
-                    if '"' in block:
-                        while block.count('"') % 2:  # a quoted field runs on past the block's end
-                            more = handle.readline()
-                            if not more:
-                                break
-                            block += more
+                        continue
                     breaks = block.count("\n")
                     yield line, block, breaks
                     line += breaks
@@ -269,6 +265,31 @@ class CsvFile:
             raise _decode_error(self.path, self.encoding) from None
         except OSError as error:
             raise DataError(f"{self.path}: cannot read ({error.strerror or error})") from None
+
+    def _chunks(self, handle):
+        """The file's text in blocks of whole lines, line breaks made \\n (see ``_normalized``)."""
+        end = "\r" if self.cr_lines else "\n"
+
+        def complete(block):
+            while not block.endswith(end):
+                more = handle.readline()
+                if not more:
+                    break
+                block += more
+            return block
+
+        while True:
+            block = handle.read(BLOCK_CHARS)
+            if not block:
+                return
+            block = complete(block)
+            if '"' in block:
+                while block.count('"') % 2:  # a quoted field runs on past the block's end
+                    more = handle.readline()
+                    if not more:
+                        break
+                    block = complete(block + more)
+            yield _normalized(block, self.cr_lines)
 
     def _parse_fast(self, block: str, breaks: int, usecols, text_indices, integer: bool):
         """(numbers, text columns) of a block by NumPy's C parser, or None when it needs the csv module."""
@@ -422,14 +443,26 @@ def count_lines(path: Path) -> int:
     return max(counts.values()) + 1
 
 
+def _normalized(text: str, cr_lines: bool) -> str:
+    """Line breaks as \\n. A lone \\r ends a line only in a file without \\n (old Mac files);
+    elsewhere it is a stray character inside a line, read as a space, so line numbers and
+    field counts stay those an editor shows."""
+    if "\r" not in text:
+        return text
+    return text.replace("\r\n", "\n").replace("\r", "\n" if cr_lines else " ")
+
+
 def _read_sample(path: Path, codec: str) -> str:
     """The start of the file as text: whole lines, enough to see the header and the dialect."""
     try:
         with open_regular(path, DataError, kind="CSV file", not_found=f"{path}: file not found", text=True,
-                          encoding=codec, newline=None) as handle:
+                          encoding=codec, newline="") as handle:
             sample = handle.read(_SAMPLE_CHARS)
-            if len(sample) == _SAMPLE_CHARS and not sample.endswith("\n"):
-                sample += handle.readline()
+            while len(sample) >= _SAMPLE_CHARS and not sample.endswith(("\n", "\r")):
+                more = handle.readline()
+                if not more:
+                    break
+                sample += more
             return sample
     except UnicodeDecodeError:
         raise _decode_error(path, codec) from None
