@@ -295,6 +295,8 @@ class CsvFile:
         """(numbers, text columns) of a block by NumPy's C parser, or None when it needs the csv module."""
         if self.decimal != "." or block.isspace() or "\n\n" in block or block.startswith("\n"):
             return None  # blank lines would shift the line numbers
+        if "\x00" in block:
+            return None  # NumPy would drop it silently; the csv module names the cell
         width = len(self.header)
         n_rows = breaks + (not block.endswith("\n"))
         every_column = len(usecols) == width
@@ -334,6 +336,15 @@ class CsvFile:
             return values
         return None
 
+    def _refuse_nul(self, records, lines, names):
+        """A NUL byte in a used cell is an error: NumPy's strings would drop it, and '1.5\\x00'
+        would pass for the number 1.5 in one place and text in another."""
+        for position in sorted(self.positions[name] for name in names):
+            for record, line in zip(records, lines):
+                if "\x00" in record[position]:
+                    raise DataError(f"{self.path}:{line}: column {self.header[position]!r} has a NUL byte (\\x00) in "
+                                    f"{record[position]!r}; the file looks damaged or binary: fix the cell")
+
     def _parse_records(self, block: str, first_line: int, numeric_names, text_names, fixed):
         """The block by the csv module: numbers (float64), line numbers, text cells, integral flag."""
         reader = csv.reader(io.StringIO(block), delimiter=self.delimiter)
@@ -356,6 +367,8 @@ class CsvFile:
         except csv.Error as error:
             raise DataError(f"{self.path}:{first_line + previous}: cannot parse the row ({error}); "
                             "check its quoting") from None
+        if "\x00" in block:
+            self._refuse_nul(records, lines, numeric_names + text_names)
         columns = list(zip(*records)) if records else [()] * width
         values = np.empty((len(records), len(numeric_names)), dtype=np.float64)
         integral = True

@@ -297,7 +297,7 @@ def _boolean_values(values: np.ndarray) -> tuple[np.ndarray, int | None]:
 
 
 def _mostly_numbers(values: np.ndarray):
-    """(first non-number index, numbers, non-missing) when at least half the cells are numbers."""
+    """(indices of the non-numbers, numbers, non-missing) when at least half the cells are numbers."""
     unique, inverse, counts = np.unique(values, return_inverse=True, return_counts=True)
     numeric = np.zeros(unique.size, dtype=bool)
     for index, word in enumerate(unique):
@@ -309,8 +309,8 @@ def _mostly_numbers(values: np.ndarray):
     present = unique != ""
     n_numbers, n_present = int(counts[numeric].sum()), int(counts[present].sum())
     if n_present and n_numbers * 2 >= n_present and n_numbers < n_present:
-        first = int(np.flatnonzero((present & ~numeric)[inverse.reshape(-1)])[0])
-        return first, n_numbers, n_present
+        bad = np.flatnonzero((present & ~numeric)[inverse.reshape(-1)])
+        return bad, n_numbers, n_present
     return None
 
 
@@ -762,10 +762,17 @@ def column_encodings(columns: Columns, plan: DataPlan) -> list:
             if kind is None:
                 mostly = _mostly_numbers(values)
                 if mostly is not None:
-                    row, numbers, present = mostly
+                    bad, numbers, present = mostly
+                    row = int(bad[0])
+                    others = ""
+                    if bad.size > 1:
+                        shown = ", ".join(f"{columns.line(int(index))} ({str(values[index])!r})" for index in bad[1:6])
+                        others = (f", nor are {bad.size - 1} more cell{'s' if bad.size > 2 else ''} (line "
+                                  f"{shown}{', …' if bad.size > 6 else ''})")
                     raise DataError(f"{columns.path}:{columns.line(row)}: column {name!r} has {str(values[row])!r}, "
-                                    f"which is not a number, though {numbers} of its {present} values are; fix the "
-                                    f"cell, or set data.columns.{name}.type: categorical to treat the column as text")
+                                    f"which is not a number{others}, though {numbers} of its {present} values are; "
+                                    f"fix the cell{'s' if bad.size > 1 else ''}, or set data.columns.{name}.type: "
+                                    "categorical to treat the column as text")
                 present = np.unique(values)
                 words = {word.lower() for word in present.tolist()} - {""}
                 kind = "boolean" if words and words <= set(BOOLEAN_WORDS) else "categorical"

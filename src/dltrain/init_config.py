@@ -83,7 +83,8 @@ def _describe_text(name: str, values: np.ndarray, columns) -> ColumnReport:
         return report
     mostly = _mostly_numbers(values)
     if mostly is not None:
-        row, numbers, total = mostly
+        bad, numbers, total = mostly
+        row = int(bad[0])
         report.excluded = (f"mostly numbers ({numbers} of {total}), but line {columns.line(row)} has "
                            f"{str(values[row])!r}: fix such cells, then include it")
         return report
