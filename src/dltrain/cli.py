@@ -72,6 +72,10 @@ def termination_as_interrupt():
 ConfigArg = Annotated[Path, typer.Argument(help="YAML config file.", show_default=False)]
 RunArg = Annotated[Path, typer.Argument(help="Run folder written by `dltrain fit`.", show_default=False)]
 DataArg = Annotated[Path, typer.Argument(help="CSV file with a header row.", show_default=False)]
+DelimiterOption = Annotated[Optional[str], typer.Option(
+    help="The CSV's delimiter: , ; tab or | (default: detected in the file).", show_default=False)]
+EncodingOption = Annotated[Optional[str], typer.Option(
+    help="The CSV's text encoding, e.g. latin-1 (default: UTF-8, with or without a BOM).", show_default=False)]
 SetOption = Annotated[Optional[List[str]], typer.Option(
     "--set", help="Override a config key, e.g. --set train.epochs=20 (repeatable).", show_default=False)]
 
@@ -191,9 +195,10 @@ def _json_safe(value):
 @user_errors
 def evaluate(run_dir: RunArg, data: DataArg,
              as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object: the metrics, then per class "
-                                            "scores and the confusion matrix as nested objects and lists.")] = False):
+                                            "scores and the confusion matrix as nested objects and lists.")] = False,
+             delimiter: DelimiterOption = None, encoding: EncodingOption = None):
     """Loss and metrics of a trained run on a labelled CSV (per class and a confusion matrix for classes)."""
-    metrics, labels = workflow.evaluate_run(run_dir, data)
+    metrics, labels = workflow.evaluate_run(run_dir, data, workflow.csv_dialect(delimiter, encoding))
     per_class = metrics.pop("per_class", None)
     matrix = metrics.pop("confusion_matrix", None)
     if as_json:
@@ -216,13 +221,14 @@ def predict(run_dir: RunArg, data: DataArg,
             out: Annotated[Optional[Path], typer.Option(help="Write the CSV here instead of stdout.")] = None,
             keep: Annotated[Optional[List[str]], typer.Option(
                 "--keep", help="Copy this input column (e.g. an ID) into the output, first (repeatable).",
-                show_default=False)] = None):
+                show_default=False)] = None,
+            delimiter: DelimiterOption = None, encoding: EncodingOption = None):
     """Predictions for every row of a CSV: the target column, then prob_<label> per class.
 
     Example: dltrain predict runs/churn customers.csv --keep customer_id --out predictions.csv"""
     if out is not None:
         workflow.refuse_overwriting_inputs(out, [data], run_dir)
-    header, rows = workflow.predict_rows(run_dir, data, keep or [])
+    header, rows = workflow.predict_rows(run_dir, data, keep or [], workflow.csv_dialect(delimiter, encoding))
     text = workflow.predictions_csv(header, rows)
     if out is None:
         report.write_text(text)

@@ -38,7 +38,7 @@ class Spec(BaseModel):
 
 
 MissingPolicy = Literal["error", "drop", "mean", "median", "mode", "constant"]
-_DELIMITER_ALIASES = {"tab": "\t", "\\t": "\t", "comma": ",", "semicolon": ";", "pipe": "|"}
+DELIMITER_ALIASES = {"tab": "\t", "\\t": "\t", "comma": ",", "semicolon": ";", "pipe": "|"}
 
 
 def _check_fill(missing, fill):
@@ -137,7 +137,7 @@ class DataSpec(Spec):
     @field_validator("delimiter", mode="before")
     @classmethod
     def _delimiter_alias(cls, value):
-        value = _DELIMITER_ALIASES.get(value, value) if isinstance(value, str) else value
+        value = DELIMITER_ALIASES.get(value, value) if isinstance(value, str) else value
         if value not in (None, ",", ";", "\t", "|"):
             raise ValueError("must be ',', ';', tab (\"\\t\") or '|', or null to detect it")
         return value

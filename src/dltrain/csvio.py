@@ -28,6 +28,7 @@ DELIMITER_NAMES = {",": "','", ";": "';'", "\t": "tab", "|": "'|'"}
 MISSING_TOKENS = frozenset({"", "NA", "N/A", "n/a", "#N/A", "NaN", "nan", "-nan", "-NaN", "NULL", "null",
                             "None", "<NA>"})
 BLOCK_CHARS = 1 << 22
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 _SAMPLE_CHARS = 1 << 16
 _SAMPLE_ROWS = 50
 
@@ -232,6 +233,8 @@ class CsvFile:
                 matrix = _grow(matrix, capacity)
                 wide_values = _grow(wide_values, capacity)
                 lines = _grow(lines, capacity)
+            self._refuse_beyond_float32(block_numeric, block_lines, numeric)
+            self._refuse_beyond_float32(block_wide, block_lines, wide)
             matrix[rows:rows + count] = block_numeric
             wide_values[rows:rows + count] = block_wide
             lines[rows:rows + count] = block_lines
@@ -335,6 +338,22 @@ class CsvFile:
                 return None
             return values
         return None
+
+    def _refuse_beyond_float32(self, values: np.ndarray, lines: np.ndarray, names: list):
+        """Finite numbers that float32 (what the model computes in) cannot hold are an error naming the cell."""
+        if values.dtype.kind != "f" or not values.size:
+            return
+        with np.errstate(invalid="ignore"):
+            beyond = np.abs(values) > FLOAT32_MAX
+        if not beyond.any():
+            return
+        beyond &= np.isfinite(values)  # inf itself is reported later as a non-finite value
+        hits = np.argwhere(beyond)
+        if hits.size:
+            row, column = (int(index) for index in hits[0])
+            raise DataError(f"{self.path}:{int(lines[row])}: column {names[column]!r} has {values[row, column]:g}, "
+                            f"beyond the range of float32 (±{FLOAT32_MAX:.3g}) that models compute in; rescale "
+                            "the column, e.g. change its unit")
 
     def _refuse_nul(self, records, lines, names):
         """A NUL byte in a used cell is an error: NumPy's strings would drop it, and '1.5\\x00'

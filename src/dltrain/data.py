@@ -533,8 +533,18 @@ class DataSchema:
 
     # ------------------------------------------------------------ reading a CSV like training did
 
-    def open(self, path) -> CsvFile:
-        return CsvFile.open(path, self.delimiter, self.encoding, self.decimal)
+    def open(self, path, dialect: dict | None = None) -> CsvFile:
+        """Open a CSV as training did (the config's delimiter and encoding), or with ``dialect``.
+
+        ``dialect`` ({"delimiter", "encoding"}, None values meaning detect and UTF-8) is for
+        files from elsewhere, at eval and predict: the dialect belongs to each file, not to the
+        model. The decimal mark stays the model's, unless the file is comma-separated."""
+        if dialect is None:
+            return CsvFile.open(path, self.delimiter, self.encoding, self.decimal)
+        table = CsvFile.open(path, dialect.get("delimiter"), dialect.get("encoding") or "utf-8", self.decimal)
+        if table.delimiter == ",":
+            table.decimal = "."
+        return table
 
     def read_columns(self, table: CsvFile, with_target: bool) -> Columns:
         numeric = [column.name for column in self.columns if column.type == "numeric"]
@@ -827,12 +837,13 @@ class Split:
         return self.features.shape[0]
 
 
-def read_features(path, schema: DataSchema, *, with_target: bool):
+def read_features(path, schema: DataSchema, *, with_target: bool, dialect: dict | None = None):
     """Read a CSV for eval or predict: scaled features, and encoded targets when asked.
 
     Labelled data is treated like training data (rows under ``missing: drop`` are skipped);
-    predictions never skip a row, so an empty cell there is an error unless it can be filled."""
-    table = schema.open(path)
+    predictions never skip a row, so an empty cell there is an error unless it can be filled.
+    ``dialect``: see ``DataSchema.open`` (None: the config's, for its validation and test files)."""
+    table = schema.open(path, dialect)
     columns = schema.read_columns(table, with_target)
     rows = schema.usable_rows(columns, labelled=with_target)
     features = schema.encode_features(columns, rows)

@@ -21,9 +21,9 @@ from pydantic import ValidationError
 
 from .artifacts import (CHECKPOINT, CHECKPOINT_FORMAT_VERSION, RunTarget, claim_run_dir, read_checkpoint,
                         holds_run, read_manifest, read_run, resume_command, save_checkpoint, save_run)
-from .config import Config, ConfigSource, closest_match, dump_config, load_config
+from .config import DELIMITER_ALIASES, Config, ConfigSource, closest_match, dump_config, load_config
 from . import datacache
-from .csvio import CsvFile
+from .csvio import DELIMITERS, CsvFile
 from .data import (ColumnOptions, DataPlan, DataSchema, Split, checked_rows, column_encodings, infer_task,
                    plan_data, read_features, stratified_split, target_labels)
 from .errors import (ArtifactError, ConfigError, DataError, DltrainError, TrainingDiverged, TrainingInterrupted,
@@ -744,11 +744,22 @@ def _check_argument_order(command: str, run_dir, data_path):
                             f"dltrain {command} RUN_DIR DATA.csv")
 
 
-def evaluate_run(run_dir, data_path) -> tuple[dict, list[str]]:
-    """Loss and every metric of a saved run on a labelled CSV, with the class labels in index order."""
+def csv_dialect(delimiter: str | None = None, encoding: str | None = None) -> dict:
+    """The ``--delimiter``/``--encoding`` of eval and predict, checked (None: detect, and UTF-8)."""
+    if delimiter is not None:
+        delimiter = DELIMITER_ALIASES.get(delimiter, delimiter)
+        if delimiter not in DELIMITERS:
+            raise ConfigError(f"--delimiter {delimiter!r}: use one of , ; tab |, or leave it out to detect it")
+    return {"delimiter": delimiter, "encoding": encoding}
+
+
+def evaluate_run(run_dir, data_path, dialect: dict | None = None) -> tuple[dict, list[str]]:
+    """Loss and every metric of a saved run on a labelled CSV, with the class labels in index order.
+
+    ``dialect``: the CSV's delimiter and encoding (see ``csv_dialect``); detected by default."""
     _check_argument_order("eval", run_dir, data_path)
     run = load_run(run_dir)
-    features, targets = read_features(data_path, run.schema, with_target=True)
+    features, targets = read_features(data_path, run.schema, with_target=True, dialect=dialect or csv_dialect())
     return (evaluate(run.model, run.loss, features, targets, run.schema.task, detailed=True,
                      target_divisor=run.schema.target_divisor), run.schema.class_labels)
 
@@ -762,26 +773,27 @@ def format_number(value) -> str:
     return np.format_float_scientific(single, unique=True, trim="-")
 
 
-def _kept_columns(data_path, schema: DataSchema, keep) -> list[np.ndarray]:
+def _kept_columns(data_path, schema: DataSchema, keep, dialect: dict) -> list[np.ndarray]:
     """The ``--keep`` columns of the CSV, as written, to pass through beside the predictions."""
     if not keep:
         return []
-    table = schema.open(data_path)
+    table = schema.open(data_path, dialect)
     for name in keep:
         table.index(name, "--keep")
     columns = table.read(text=list(keep))
     return [columns.text[name] for name in keep]
 
 
-def predict_rows(run_dir, data_path, keep=()) -> tuple[list[str], list[list]]:
+def predict_rows(run_dir, data_path, keep=(), dialect: dict | None = None) -> tuple[list[str], list[list]]:
     """Header and rows of predictions: the ``keep`` columns as given, then the target's predicted
-    label or value, then prob_<label> per class."""
+    label or value, then prob_<label> per class. ``dialect``: see ``csv_dialect`` (default: detected)."""
+    dialect = dialect or csv_dialect()
     _check_argument_order("predict", run_dir, data_path)
     run = load_run(run_dir)
     schema = run.schema
     keep = list(dict.fromkeys(keep))
-    kept = _kept_columns(data_path, schema, keep)
-    features, _ = read_features(data_path, schema, with_target=False)
+    kept = _kept_columns(data_path, schema, keep, dialect)
+    features, _ = read_features(data_path, schema, with_target=False, dialect=dialect)
     outputs = run.model.predict(features)
     if schema.task == "regression":  # one column per target
         values = schema.unscale_targets(outputs.astype(np.float64))
