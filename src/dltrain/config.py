@@ -322,7 +322,8 @@ class TrainSpec(Spec):
 
 class Config(Spec):
     # load_config fills in the config file's stem; "run" only for configs built in code.
-    name: str = Field("run", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    # At most 200 characters: it names a folder, and a file name has at most 255 bytes.
+    name: str = Field("run", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", max_length=200)
     seed: int = Field(0, ge=0)
     data: DataSpec
     task: Literal["auto", "classification", "regression"] = "auto"
@@ -666,6 +667,8 @@ def _describe(error, path, data) -> str:
         return f"must be a mapping of keys to values{got}"
     if kind in ("list_type",):
         return f"must be a list{got}"
+    if kind == "string_too_long":
+        return f"must be at most {context.get('max_length')} characters (got {len(value)})"
     if kind == "string_pattern_mismatch":
         return f"must use only letters, digits, '.', '_' and '-'{got}"
     if kind == "value_error":

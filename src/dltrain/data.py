@@ -254,6 +254,12 @@ class ColumnEncoding:
             raise ValueError(f"column {encoding.name!r}: missing {encoding.missing} without a fill value")
         if encoding.type == "categorical" and not encoding.categories:
             raise ValueError(f"column {encoding.name!r}: a categorical column without categories")
+        fill = encoding.fill
+        fits = {"numeric": lambda: isinstance(fill, (int, float)) and not isinstance(fill, bool) and math.isfinite(fill),
+                "boolean": lambda: isinstance(fill, bool),
+                "categorical": lambda: isinstance(fill, str)}
+        if fill is not None and not fits[encoding.type]():
+            raise ValueError(f"column {encoding.name!r}: the fill {fill!r} does not suit a {encoding.type} column")
         return encoding
 
 
@@ -594,6 +600,8 @@ class DataSchema:
         if columns and [column.name for column in columns] != feature_names:
             raise ValueError("the column encodings do not match feature_names")
         csv_options = data.get("csv", {})
+        if not isinstance(csv_options, dict) or not isinstance(scaler, dict) or not isinstance(data["class_labels"], list):
+            raise ValueError("csv, scaler and class_labels must be a mapping, a mapping and a list")
         schema = cls(feature_names, target, data["task"], scaler["method"],
                      np.asarray(scaler["offset"], dtype=np.float32), np.asarray(scaler["divisor"], dtype=np.float32),
                      [str(label) for label in data["class_labels"]], bool(data["binary"]), columns,

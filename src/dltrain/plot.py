@@ -66,7 +66,9 @@ def plot_curves(run_dir, out=None) -> Path:
         raise DltrainError("plotting needs matplotlib: pip install 'dltrain[plot]'") from None
     manifest = read_manifest(run_dir)
     history = read_history(run_dir)
-    best_epoch = manifest.get("training", {}).get("best_epoch") or 0
+    training = manifest.get("training")
+    best_epoch = training.get("best_epoch") if isinstance(training, dict) else None
+    best_epoch = best_epoch if isinstance(best_epoch, int) and not isinstance(best_epoch, bool) else 0
     names = [key for key in history[0] if key not in ("epoch", "lr", "seconds") and not key.startswith("val_")]
     epochs = [row["epoch"] for row in history]
     figure, axes = plt.subplots(len(names), 1, figsize=(7, 2.8 * len(names)), sharex=True, squeeze=False)
@@ -80,7 +82,8 @@ def plot_curves(run_dir, out=None) -> Path:
         axis.grid(alpha=0.3)
         axis.legend(loc="best", fontsize="small")
     axes[-1, 0].set_xlabel("epoch")
-    figure.suptitle(f"{manifest['config'].get('name', run_dir.name)}: learning curves")
+    name = manifest["config"].get("name") if isinstance(manifest["config"], dict) else None
+    figure.suptitle(f"{name if isinstance(name, str) else run_dir.name}: learning curves")
     figure.tight_layout()
     buffer = io.BytesIO()
     figure.savefig(buffer, format=image_format, dpi=100)

@@ -165,6 +165,10 @@ def prepare_data(config: Config, source: ConfigSource, base_dir: Path, seeds: Se
                 f"leaves no validation rows{' once each class is split' if labels is not None else ''}; "
                 "raise it, give a CSV file, or set 0 to train without validation")
         train_rows, validation_rows = rows[train_positions], rows[validation_positions]
+        if not len(train_rows):
+            raise DataError(f"{table.path}: {len(rows)} usable row{'s' if len(rows) != 1 else ''} and data.validation: "
+                            f"{spec.validation:g} leave no rows to train on; add rows, or lower data.validation "
+                            "(0 trains on every row)")
         if labels is not None and len(np.unique(labels[train_positions])) < 2:
             raise DataError(f"{table.path}: the training split has only one class; lower data.validation")
     csv_options = {"delimiter": spec.delimiter, "decimal": spec.decimal, "encoding": spec.encoding}
@@ -714,7 +718,7 @@ def load_run(run_dir) -> LoadedRun:
         first = error.errors()[0]
         raise ArtifactError(f"{run_dir / 'model.json'}: the stored config is invalid at "
                             f"{'.'.join(map(str, first['loc']))} ({first['msg']}); train again") from None
-    except (ValueError, KeyError, TypeError) as error:
+    except (ValueError, KeyError, TypeError, AttributeError, IndexError) as error:
         raise ArtifactError(f"{run_dir / 'model.json'}: the stored data schema is invalid "
                             f"({error!r}); train again") from None
     if schema.task == "classification" and (len(schema.class_labels) < 2
