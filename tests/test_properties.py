@@ -15,6 +15,8 @@ from dltrain.config import Config, dump_config, load_config
 from dltrain.csvio import CsvFile
 from dltrain.errors import DltrainError
 
+from conftest import bounded
+
 FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 # ---------------------------------------------------------------- arbitrary YAML
@@ -51,6 +53,80 @@ def test_any_text_as_a_config_is_a_config_or_a_config_error(tmp_path, text):
         load_config(path)
     except DltrainError as error:
         assert str(error)
+
+
+# ---------------------------------------------------------------- YAML structure and --set values
+
+VALID_START = "name: any\ndata: {train: any.csv, target: y}\n"
+
+
+@st.composite
+def yaml_structures(draw, depth=0):
+    """YAML text of odd structure: anchors and aliases (also undefined, recursive, or nested
+    into a bomb), merge keys, non-scalar and non-text keys, deep nesting in both styles."""
+    kind = draw(st.sampled_from(["scalar", "flow_list", "flow_map", "alias", "anchor", "deep", "complex_key",
+                                 "merge", "bomb"] if depth < 3 else ["scalar", "alias", "deep"]))
+    if kind == "scalar":
+        return draw(st.sampled_from(["1", "-3", ".inf", ".nan", "~", "true", "x", "'a: b'", '"\\x00"', "1e400",
+                                     "0x10", "!!binary aGk=", "!!set {a, b}", "!!omap [a: 1]", "[]", "{}"]))
+    if kind == "flow_list":
+        return "[" + ", ".join(draw(st.lists(yaml_structures(depth + 1), max_size=3))) + "]"
+    if kind == "flow_map":
+        keys = draw(st.lists(st.sampled_from(["a", "units", "1", "~", "true", "[x]", "{k: v}", "<<"]), max_size=3))
+        return "{" + ", ".join(f"? {key} : {draw(yaml_structures(depth + 1))}" for key in keys) + "}"
+    if kind == "alias":
+        return "*" + draw(st.sampled_from(["a", "b", "undefined"]))
+    if kind == "anchor":
+        name = draw(st.sampled_from(["a", "b"]))
+        return f"&{name} [{draw(yaml_structures(depth + 1))}, *{name}]" if draw(st.booleans()) else \
+            f"&{name} {draw(yaml_structures(depth + 1))}"
+    if kind == "deep":
+        levels = draw(st.integers(1, 200))
+        return "[" * levels + "1" + "]" * levels if draw(st.booleans()) else "{a: " * levels + "1" + "}" * levels
+    if kind == "complex_key":
+        return f"{{? [{draw(yaml_structures(depth + 1))}] : 1}}"
+    if kind == "merge":
+        return f"{{<<: {draw(st.sampled_from(['*a', '[*a, *b]', '{x: 1}', '1']))}, units: 2}}"
+    width, levels = draw(st.integers(2, 50)), draw(st.integers(2, 9))
+    parts = [f"&l0 [{', '.join(['x'] * width)}]"]
+    parts += [f"&l{level} [{', '.join([f'*l{level - 1}'] * width)}]" for level in range(1, levels)]
+    return "[" + ", ".join(parts) + "]"
+
+
+@FAST
+@given(key=st.sampled_from(["model", "train", "data", "extra", "model.layers", "data.columns", "optimizer"]),
+       value=yaml_structures())
+@example(key="extra", value="&l0 [x, x, x, x, x, x, x, x, x, x]")
+def test_any_yaml_structure_in_a_config_is_a_config_or_a_config_error(tmp_path, key, value):
+    text = VALID_START.replace("data: {train: any.csv, target: y}\n", "") if key.startswith("data") else VALID_START
+    if "." in key:
+        parent, child = key.split(".")
+        text += f"{parent}:\n  {child}: {value}\n"
+    else:
+        text += f"{key}: {value}\n"
+    path = tmp_path / "any.yaml"
+    path.write_text(text)
+    with bounded(seconds=10, memory=1 << 30):
+        try:
+            load_config(path)
+        except DltrainError as error:
+            assert str(error) and "Traceback" not in str(error)
+
+
+@FAST
+@given(key=st.sampled_from(["train", "train.epochs", "model.layers", "model.layers[0]", "data.columns.x",
+                            "optimizer.lr", "name", "data"]),
+       value=st.one_of(yaml_structures(), st.text(max_size=30)))
+@example(key="train", value="{epochs: 1, epochs: 2}")
+@example(key="model.layers[0]", value="{? [a] : 1}")
+def test_any_set_value_is_a_config_or_a_config_error(tmp_path, key, value):
+    path = tmp_path / "any.yaml"
+    path.write_text(VALID_START + "model: {layers: [{units: 2}]}\n")
+    with bounded(seconds=10, memory=1 << 30):
+        try:
+            load_config(path, [f"{key}={value}"])
+        except DltrainError as error:
+            assert str(error)
 
 
 # ---------------------------------------------------------------- arbitrary CSV
