@@ -84,6 +84,11 @@ class Columns:
     def is_numeric(self, name: str) -> bool:
         return name in self._positions
 
+    def numeric_positions(self, names) -> list[int]:
+        """Matrix columns of those ``names`` that are numeric, in order."""
+        positions = self._positions
+        return [positions[name] for name in names if name in positions]
+
     def kind(self, name: str) -> str:
         return "text" if name in self.text else "numeric"
 

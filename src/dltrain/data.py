@@ -271,7 +271,7 @@ def _missing_mask(columns: Columns, name: str) -> np.ndarray:
 
 def _suspect_numeric(columns: Columns, names) -> set:
     """Numeric columns that may hold NaN or inf: one float64 sum per column finds them all."""
-    positions = [columns.numeric_position(name) for name in names if columns.is_numeric(name)]
+    positions = columns.numeric_positions(names)
     suspects = {name for name in names if name in columns.wide}
     if positions:
         with np.errstate(all="ignore"):
@@ -415,7 +415,7 @@ class DataSchema:
         if not numeric:
             return
         inputs = np.array([start for start, _ in numeric])
-        positions = [columns.numeric_position(column.name) for _, column in numeric]
+        positions = columns.numeric_positions([column.name for _, column in numeric])
         fills = np.array([np.nan if column.fill is None else column.fill for _, column in numeric], dtype=np.float32)
         every_column = positions == list(range(columns.matrix.shape[1]))
         any_fill = bool(np.any(~np.isnan(fills)))
@@ -772,8 +772,15 @@ def checked_rows(columns: Columns, encodings: list, targets: list, target_missin
 def column_encodings(columns: Columns, plan: DataPlan) -> list:
     """Each feature's type (given, or inferred from its cells) and missing-value policy, unfitted."""
     encodings = []
+    plain = None  # the encoding of a numeric column without settings: most of a wide file's
     for name in plan.features:
-        option = plan.option(name)
+        option = plan.options.get(name)
+        if option is None and name not in columns.text:
+            if plain is None:
+                plain = _plain_numeric(plan, name)
+            encodings.append(ColumnEncoding(name, "numeric", plain.missing, plain.fill))
+            continue
+        option = option or _NO_OPTIONS
         kind = option.type
         if name in columns.text:
             values = columns.text[name]
@@ -816,6 +823,13 @@ def column_encodings(columns: Columns, plan: DataPlan) -> list:
             raise plan.fail(("data", "columns", name, "unknown"), f"applies to categorical columns, and {name!r} "
                             f"is {kind}")
     return encodings
+
+
+def _plain_numeric(plan: DataPlan, name: str) -> ColumnEncoding:
+    """The unfitted encoding of a numeric column that ``data.columns`` does not mention."""
+    missing, fill, path = plan.policy(name)
+    fill = _constant_fill(plan, name, "numeric", fill, path) if missing == "constant" else None
+    return ColumnEncoding(name, "numeric", missing, fill)
 
 
 def _constant_fill(plan: DataPlan, name: str, kind: str, fill, path):
