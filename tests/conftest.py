@@ -41,7 +41,7 @@ class Overrun(Exception):
 
 
 @contextlib.contextmanager
-def bounded(seconds: float = 30, memory: int = 2 << 30):
+def bounded(seconds: float = 30, memory: int = 4 << 30):
     """Run a block with a wall-clock limit and at most ``memory`` more bytes of address space.
 
     A hang then fails the test (Overrun) and a memory blow-up fails it (MemoryError) instead
