@@ -122,15 +122,17 @@ class CsvFile:
         self.encoding = encoding
         self.decimal = decimal
         self.header_lines = header_lines
+        self.encoding_setting = "data.encoding"
         self.cr_lines = cr_lines  # lines end in a lone \r (old Mac files); else \r inside a line is a space
         self.positions = dict(zip(header, range(len(header))))  # names are distinct
 
     @classmethod
-    def open(cls, path, delimiter: str | None = None, encoding: str = "utf-8", decimal: str = ".") -> "CsvFile":
+    def open(cls, path, delimiter: str | None = None, encoding: str = "utf-8", decimal: str = ".",
+             encoding_setting: str = "data.encoding") -> "CsvFile":
         """Read the header, detecting the delimiter among , ; tab | unless one is given."""
         path = Path(path)
         codec = _codec(encoding)
-        sample = _read_sample(path, codec)
+        sample = _read_sample(path, codec, encoding_setting)
         cr_lines = "\r" in sample and "\n" not in sample
         sample = _normalized(sample, cr_lines)
         if not sample.strip():
@@ -160,7 +162,9 @@ class CsvFile:
         if duplicates:
             raise DataError(f"{path}:{reader.line_num}: duplicated column name {', '.join(duplicates)}; "
                             "give every column a distinct name")
-        return cls(path, header, delimiter, detected, codec, decimal, reader.line_num, cr_lines)
+        table = cls(path, header, delimiter, detected, codec, decimal, reader.line_num, cr_lines)
+        table.encoding_setting = encoding_setting  # where a message tells the user to name the encoding
+        return table
 
     # ------------------------------------------------------------ reading
 
@@ -270,7 +274,7 @@ class CsvFile:
                     yield line, block, breaks
                     line += breaks
         except UnicodeDecodeError:
-            raise _decode_error(self.path, self.encoding) from None
+            raise _decode_error(self.path, self.encoding, self.encoding_setting) from None
         except OSError as error:
             raise DataError(f"{self.path}: cannot read ({error.strerror or error})") from None
 
@@ -489,7 +493,7 @@ def _normalized(text: str, cr_lines: bool) -> str:
     return text.replace("\r\n", "\n").replace("\r", "\n" if cr_lines else " ")
 
 
-def _read_sample(path: Path, codec: str) -> str:
+def _read_sample(path: Path, codec: str, encoding_setting: str = "data.encoding") -> str:
     """The start of the file as text: whole lines, enough to see the header and the dialect."""
     try:
         with open_regular(path, DataError, kind="CSV file", not_found=f"{path}: file not found", text=True,
@@ -502,7 +506,7 @@ def _read_sample(path: Path, codec: str) -> str:
                 sample += more
             return sample
     except UnicodeDecodeError:
-        raise _decode_error(path, codec) from None
+        raise _decode_error(path, codec, encoding_setting) from None
     except OSError as error:
         raise DataError(f"{path}: cannot read ({error.strerror or error})") from None
 
@@ -510,7 +514,7 @@ def _read_sample(path: Path, codec: str) -> str:
 ENCODING_HINT = "set data.encoding"  # init says --encoding instead (init_config.py)
 
 
-def _decode_error(path: Path, codec: str) -> DataError:
+def _decode_error(path: Path, codec: str, encoding_setting: str = "data.encoding") -> DataError:
     """Name the first line that is not valid text in ``codec``."""
     decoder = codecs.getincrementaldecoder(codec)()
     with open_regular(path, DataError, kind="CSV file") as handle:
@@ -520,9 +524,9 @@ def _decode_error(path: Path, codec: str) -> DataError:
             except UnicodeDecodeError as error:
                 shown = codec.replace("-sig", "")
                 return DataError(f"{path}:{line_number}: not {shown} text (byte {raw[error.start]:#04x} at "
-                                 f"column {error.start + 1}); save the file as UTF-8, or {ENCODING_HINT} "
+                                 f"column {error.start + 1}); save the file as UTF-8, or set {encoding_setting} "
                                  "(e.g. latin-1 or cp1252)")
-    return DataError(f"{path}: not {codec} text; save the file as UTF-8 or {ENCODING_HINT}")
+    return DataError(f"{path}: not {codec} text; save the file as UTF-8 or set {encoding_setting}")
 
 
 def detect_delimiter(sample: str) -> str:

@@ -547,7 +547,8 @@ class DataSchema:
         model. The decimal mark stays the model's, unless the file is comma-separated."""
         if dialect is None:
             return CsvFile.open(path, self.delimiter, self.encoding, self.decimal)
-        table = CsvFile.open(path, dialect.get("delimiter"), dialect.get("encoding") or "utf-8", self.decimal)
+        table = CsvFile.open(path, dialect.get("delimiter"), dialect.get("encoding") or "utf-8", self.decimal,
+                             encoding_setting="--encoding")
         if table.delimiter == ",":
             table.decimal = "."
         return table
