@@ -132,7 +132,7 @@ def test_any_set_value_is_a_config_or_a_config_error(tmp_path, key, value):
 # ---------------------------------------------------------------- arbitrary CSV
 
 CELLS = st.one_of(st.sampled_from(["", "1", "2.5", "-3", "nan", "NA", "inf", "yes", "no", "red", "blue", '"q,"',
-                                   "1e300", "0", " 7 ", '"', "a\"b"]),
+                                   "1e300", "1e39", "2.5\x00", "0", " 7 ", '"', "a\"b"]),
                   st.text(alphabet="ab1,;\t|\"\r\n .-", max_size=4))
 
 
