@@ -620,7 +620,11 @@ class RunTarget:
 
 def _refuse_foreign(directory: Path, inputs):
     for path in inputs:
-        if Path(path).resolve().is_relative_to(directory.resolve()):
+        try:
+            inside = Path(path).resolve().is_relative_to(directory.resolve())
+        except (OSError, RuntimeError):  # a symlink loop: reading the file reports it
+            continue
+        if inside:
             raise ArtifactError(f"{path} is inside --out {directory}: saving the run would replace or remove it. "
                                 "Choose another --out, or move the file out of that folder")
     foreign = foreign_entries(directory)
