@@ -109,6 +109,13 @@ class DataSpec(Spec):
     columns: dict[str, ColumnSpec] = {}
     cache: bool = True
 
+    @field_validator("train", "test", "validation", mode="after")
+    @classmethod
+    def _usable_path(cls, value):
+        if isinstance(value, str) and ("\x00" in value or not value.strip()):
+            raise ValueError("must be a file path (not empty, no NUL character)")
+        return value
+
     @field_validator("validation", mode="before")
     @classmethod
     def _fraction_or_path(cls, value):

@@ -59,6 +59,8 @@ def open_regular(path, error=DltrainError, *, kind: str = "file", not_found: str
     except OSError as problem:
         raise error(f"{shown}: cannot read ({problem.strerror or problem}); check the path and its "
                     "permissions") from None
+    except ValueError:  # a NUL character, which no file name can hold
+        raise error(f"{str(shown)!r}: not a usable file name (it holds a NUL character)") from None
     try:
         status = os.fstat(descriptor)
         if stat.S_ISDIR(status.st_mode):
