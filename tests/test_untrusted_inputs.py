@@ -273,3 +273,8 @@ def test_the_cli_survives_an_endless_config_in_a_fresh_process(tmp_path):
     assert process.returncode == 2, process.stderr
     assert "/dev/zero: is a character device, not a regular file" in process.stderr
     assert "Traceback" not in process.stderr
+
+
+def test_a_batch_larger_than_the_data_is_not_mistaken_for_a_huge_model(work):
+    result = invoke(["check", "base.yaml", "--set", "train.batch_size=1000000000000"])
+    assert result.exit_code == 0, result.output

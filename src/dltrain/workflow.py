@@ -200,14 +200,18 @@ _PREDICT_BYTES_PER_UNIT = 4 * 2  # per row of a prediction batch: output and act
 _PREDICT_ROWS = 4096             # Sequential.logits' batch
 
 
-def check_model_memory(config: Config, schema: DataSchema, where) -> None:
+def check_model_memory(config: Config, schema: DataSchema, where, train_rows: int | None = None) -> None:
     """Refuse a model whose parameters (and one batch of activations) exceed the available memory.
 
     Estimated from the layer sizes before anything is allocated, so ``units: 1000000000000``
-    is a message naming the layer instead of a MemoryError."""
+    is a message naming the layer instead of a MemoryError. ``train_rows``: the training
+    split's size, for the activations of a training batch (None: the model only predicts)."""
     hidden = [layer.model_dump() for layer in config.model.layers]
     shapes = Sequential.dense_shapes(schema.n_inputs, hidden, schema.n_outputs)
-    per_unit = config.train.batch_size * _TRAIN_BYTES_PER_UNIT + _PREDICT_ROWS * _PREDICT_BYTES_PER_UNIT
+    batch = 0
+    if train_rows is not None:  # a batch never holds more rows than the training split
+        batch = train_rows if config.optimizer.name == "gd" else min(config.train.batch_size, train_rows)
+    per_unit = batch * _TRAIN_BYTES_PER_UNIT + _PREDICT_ROWS * _PREDICT_BYTES_PER_UNIT
     sizes = [(index, fan_in, fan_out, (fan_in + 1) * fan_out * _BYTES_PER_PARAMETER + fan_out * per_unit)
              for index, fan_in, fan_out in shapes]
     needed = sum(size for *_, size in sizes)
@@ -230,9 +234,10 @@ def _dotted_path(path) -> str:
     return "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in path).lstrip(".")
 
 
-def build_model(config: Config, schema: DataSchema, seeds: Seeds | None = None, where=None) -> Sequential:
+def build_model(config: Config, schema: DataSchema, seeds: Seeds | None = None, where=None,
+                train_rows: int | None = None) -> Sequential:
     """The network a config describes, for a fitted schema; refused when it cannot fit in memory."""
-    check_model_memory(config, schema, where or (lambda path: "config"))
+    check_model_memory(config, schema, where or (lambda path: "config"), train_rows)
     seeds = seeds or Seeds.from_seed(config.seed)
     hidden = [layer.model_dump() for layer in config.model.layers]
     return Sequential.build(schema.n_inputs, hidden, schema.n_outputs, config.model.output.activation,
@@ -265,7 +270,7 @@ def check(config_path, overrides=()) -> CheckResult:
     seeds = Seeds.from_seed(config.seed)
     data = prepare_data(config, source, base_dir, seeds)
     config = check_training_options(data.config, source, data)
-    return CheckResult(config, build_model(config, data.schema, seeds, source.where), data)
+    return CheckResult(config, build_model(config, data.schema, seeds, source.where, len(data.train)), data)
 
 
 @dataclass
@@ -660,7 +665,7 @@ def fit(config_path, overrides=(), out=None, force=False, callbacks: Callbacks |
         seeds = Seeds.from_seed(config.seed)
         data = prepare_data(config, source, base_dir, seeds)
         config = check_training_options(data.config, source, data)
-        check_model_memory(config, data.schema, source.where)  # before a run folder is made for it
+        check_model_memory(config, data.schema, source.where, len(data.train))  # before a run folder is made
         comparable = _comparable(config, base_dir)
         if checkpoint:
             _refuse_changed_config(checkpoint[0]["config"], comparable, target.directory)
