@@ -153,9 +153,11 @@ class DataSpec(Spec):
     @classmethod
     def _known_encoding(cls, value):
         try:
-            codecs.lookup(value)
+            info = codecs.lookup(value)
         except LookupError:
             raise ValueError(f"unknown text encoding {value!r}; use e.g. utf-8, latin-1 or cp1252") from None
+        if not getattr(info, "_is_text_encoding", True):  # rot13, base64: codecs, but not for text files
+            raise ValueError(f"{value!r} is not a text encoding; use e.g. utf-8, latin-1 or cp1252")
         return value
 
     @field_validator("fill", mode="before")

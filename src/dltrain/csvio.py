@@ -104,10 +104,12 @@ class Columns:
 
 def _codec(encoding: str) -> str:
     try:
-        name = codecs.lookup(encoding).name
+        info = codecs.lookup(encoding)
     except LookupError:
         raise DataError(f"unknown text encoding {encoding!r}; use e.g. utf-8, latin-1 or cp1252") from None
-    return "utf-8-sig" if name in ("utf-8", "utf-8-sig") else name
+    if not getattr(info, "_is_text_encoding", True):  # rot13, base64, hex: codecs, but not for text files
+        raise DataError(f"{encoding!r} is not a text encoding; use e.g. utf-8, latin-1 or cp1252")
+    return "utf-8-sig" if info.name in ("utf-8", "utf-8-sig") else info.name
 
 
 class CsvFile:
@@ -273,7 +275,7 @@ class CsvFile:
                     breaks = block.count("\n")
                     yield line, block, breaks
                     line += breaks
-        except UnicodeDecodeError:
+        except UnicodeError:
             raise _decode_error(self.path, self.encoding, self.encoding_setting) from None
         except OSError as error:
             raise DataError(f"{self.path}: cannot read ({error.strerror or error})") from None
@@ -505,7 +507,7 @@ def _read_sample(path: Path, codec: str, encoding_setting: str = "data.encoding"
                     break
                 sample += more
             return sample
-    except UnicodeDecodeError:
+    except UnicodeError:
         raise _decode_error(path, codec, encoding_setting) from None
     except OSError as error:
         raise DataError(f"{path}: cannot read ({error.strerror or error})") from None
@@ -523,9 +525,13 @@ def _decode_error(path: Path, codec: str, encoding_setting: str = "data.encoding
                 decoder.decode(raw)
             except UnicodeDecodeError as error:
                 shown = codec.replace("-sig", "")
-                return DataError(f"{path}:{line_number}: not {shown} text (byte {raw[error.start]:#04x} at "
-                                 f"column {error.start + 1}); save the file as UTF-8, or set {encoding_setting} "
-                                 "(e.g. latin-1 or cp1252)")
+                where = (f"byte {raw[error.start]:#04x} at column {error.start + 1}" if 0 <= error.start < len(raw)
+                         else str(error.reason))
+                return DataError(f"{path}:{line_number}: not {shown} text ({where}); save the file as UTF-8, or set "
+                                 f"{encoding_setting} (e.g. latin-1 or cp1252)")
+            except UnicodeError as error:  # e.g. UTF-16 without its byte-order mark
+                return DataError(f"{path}:{line_number}: not {codec} text ({error}); save the file as UTF-8, or set "
+                                 f"{encoding_setting} (e.g. latin-1 or cp1252)")
     return DataError(f"{path}: not {codec} text; save the file as UTF-8 or set {encoding_setting}")
 
 
