@@ -278,3 +278,12 @@ def test_the_cli_survives_an_endless_config_in_a_fresh_process(tmp_path):
 def test_a_batch_larger_than_the_data_is_not_mistaken_for_a_huge_model(work):
     result = invoke(["check", "base.yaml", "--set", "train.batch_size=1000000000000"])
     assert result.exit_code == 0, result.output
+
+
+def test_an_unclosed_quote_in_a_large_file_is_answered_in_one_pass(tmp_path, monkeypatch):
+    """Counting the quotes again after every line read made this quadratic: a 50 MB file ran for minutes."""
+    lines = ["a,b,label", "1,2,x", '"oops,2,x'] + [f"{index},{index},y" for index in range(300_000)]
+    (tmp_path / "data.csv").write_text("\n".join(lines) + "\n")  # beyond one block of the reader
+    (tmp_path / "config.yaml").write_text("name: q\ndata: {train: data.csv, target: label, cache: false}\n")
+    monkeypatch.chdir(tmp_path)
+    expect_error(["check", "config.yaml"], "data.csv:3: cannot parse the row", seconds=20)

@@ -281,29 +281,24 @@ class CsvFile:
             raise DataError(f"{self.path}: cannot read ({error.strerror or error})") from None
 
     def _chunks(self, handle):
-        """The file's text in blocks of whole lines, line breaks made \\n (see ``_normalized``)."""
+        """The file's text in blocks of whole lines, line breaks made \\n (see ``_normalized``).
+
+        A block runs on to the end of its last line, and further while a quoted field is
+        open; quotes are counted once per piece read, so an unclosed quote costs one pass over
+        the rest of the file, not one per line."""
         end = "\r" if self.cr_lines else "\n"
-
-        def complete(block):
-            while not block.endswith(end):
-                more = handle.readline()
-                if not more:
-                    break
-                block += more
-            return block
-
         while True:
             block = handle.read(BLOCK_CHARS)
             if not block:
                 return
-            block = complete(block)
-            if '"' in block:
-                while block.count('"') % 2:  # a quoted field runs on past the block's end
-                    more = handle.readline()
-                    if not more:
-                        break
-                    block = complete(block + more)
-            yield _normalized(block, self.cr_lines)
+            parts, last, quotes = [block], block, block.count('"')
+            while not last.endswith(end) or quotes % 2:
+                last = handle.readline()
+                if not last:
+                    break
+                parts.append(last)
+                quotes += last.count('"')
+            yield _normalized("".join(parts), self.cr_lines)
 
     def _parse_fast(self, block: str, breaks: int, usecols, text_indices, integer: bool):
         """(numbers, text columns) of a block by NumPy's C parser, or None when it needs the csv module."""
