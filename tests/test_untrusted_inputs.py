@@ -282,7 +282,7 @@ def test_a_batch_larger_than_the_data_is_not_mistaken_for_a_huge_model(work):
 
 def test_an_unclosed_quote_in_a_large_file_is_answered_in_one_pass(tmp_path, monkeypatch):
     """Counting the quotes again after every line read made this quadratic: a 50 MB file ran for minutes."""
-    lines = ["a,b,label", "1,2,x", '"oops,2,x'] + [f"{index},{index},y" for index in range(300_000)]
+    lines = ["a,b,label", "1,2,x", '"oops,2,x'] + [f"{index},{index},y" for index in range(600_000)]
     (tmp_path / "data.csv").write_text("\n".join(lines) + "\n")  # beyond one block of the reader
     (tmp_path / "config.yaml").write_text("name: q\ndata: {train: data.csv, target: label, cache: false}\n")
     monkeypatch.chdir(tmp_path)
