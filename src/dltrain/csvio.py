@@ -266,10 +266,13 @@ class CsvFile:
                               newline="") as handle:
                 skip, line = self.header_lines, 1
                 for block in self._chunks(handle):
-                    while skip and block:
-                        block = block[block.find("\n") + 1:] if "\n" in block else ""
+                    start = 0
+                    while skip and start < len(block):  # past the header, and any blank lines before it
+                        cut = block.find("\n", start)
+                        start = len(block) if cut < 0 else cut + 1
                         skip -= 1
                         line += 1
+                    block = block[start:] if start else block
                     if not block:
                         continue
                     breaks = block.count("\n")
