@@ -18,7 +18,7 @@ import numpy as np
 from .errors import DltrainError
 
 MiB = 1 << 20
-CONFIG_LIMIT = 16 * MiB          # a YAML config, or a --set value
+CONFIG_LIMIT = 4 * MiB           # a YAML config: parsing 4 MiB takes ~15 s and ~600 MB already
 MANIFEST_LIMIT = 256 * MiB       # model.json, config.yaml, history.csv of a run folder
 
 _KINDS = {stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device", stat.S_IFIFO: "a FIFO (named pipe)",
