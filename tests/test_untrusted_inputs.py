@@ -234,7 +234,7 @@ def test_an_endless_input_is_refused(work, role, source):
     if source == "dev_zero":
         path = "/dev/zero"
     else:
-        path = str(work / "pipe.csv")
+        path = str(work / ("pipe.yaml" if role == "config" else "pipe.csv"))
         os.mkfifo(path)
     expect_error(ENDLESS_ROLES[role](path), path, "not a regular file", seconds=20)
 

@@ -473,7 +473,7 @@ def _predict_with_dltrain(run_dir: Path, schema: DataSchema, values: dict, folde
         for row in range(n_rows):
             writer.writerow([_cell_text(values[column.name][row], column.type, schema.decimal)
                              for column in schema.columns])
-    return predict_rows(run_dir, path, {"delimiter": delimiter, "encoding": schema.encoding})
+    return predict_rows(run_dir, path, dialect={"delimiter": delimiter, "encoding": schema.encoding})
 
 
 def onnx_inputs(schema: DataSchema, values: dict, input_form: str) -> dict:

@@ -100,7 +100,7 @@ def _data_path(base_dir: Path, value: str) -> Path:
 def _config_data_path(base_dir: Path, value: str, key: str, source: ConfigSource) -> Path:
     """A data path from the config that exists; if not, say where relative paths start."""
     path = _data_path(base_dir, value)
-    if not path.exists() and not Path(value).is_absolute():
+    if not os.path.lexists(path) and not Path(value).is_absolute():  # lexists: never raises (a name too long)
         siblings = [item.name for item in path.parent.iterdir()] if path.parent.is_dir() else []
         raise DataError(f"{source.where(('data', key))}: data.{key}: {path}: file not found"
                         f"{did_you_mean(path.name, siblings)}; paths in a config are relative to the config's "
