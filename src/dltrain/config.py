@@ -329,6 +329,73 @@ class TrainSpec(Spec):
         return value
 
 
+def _space_kind(value):
+    if isinstance(value, dict) or isinstance(value, BaseModel):
+        return "range"
+    return "choice" if isinstance(value, list) else None
+
+
+class RangeSpec(Spec):
+    """A range in ``tune.space``: numbers from ``low`` to ``high``; whole numbers when both ends are."""
+
+    low: Union[int, float] = Field(allow_inf_nan=False)
+    high: Union[int, float] = Field(allow_inf_nan=False)
+    log: bool = False
+    step: Optional[Union[int, float]] = Field(None, gt=0)
+
+    @field_validator("low", "high", "step", mode="before")
+    @classmethod
+    def _number(cls, value):
+        if isinstance(value, bool) or (value is not None and not isinstance(value, (int, float))):
+            raise ValueError("must be a number")
+        return value
+
+    @model_validator(mode="after")
+    def _ordered(self):
+        if self.low >= self.high:
+            raise ValueError(f"low ({self.low:g}) must be below high ({self.high:g})")
+        if self.log and self.low <= 0:
+            raise ValueError(f"log: true needs low > 0 (got {self.low:g}); use log: false or a positive low")
+        if self.log and self.step is not None:
+            raise ValueError("log: true cannot take a step; remove step or set log: false")
+        return self
+
+    @property
+    def integer(self) -> bool:
+        return all(isinstance(value, int) for value in (self.low, self.high, self.step or 1))
+
+
+SpaceEntry = Annotated[
+    Union[Annotated[RangeSpec, Tag("range")], Annotated[list[Any], Field(min_length=1), Tag("choice")]],
+    Discriminator(_space_kind, custom_error_type="space_entry",
+                  custom_error_message="must be a list of choices or a range {low: …, high: …}"),
+]
+
+# The metric's direction comes from its name (metrics.higher_is_better); names fit logs are
+# checked against the data later, when the task is known.
+
+
+class TuneSpec(Spec):
+    """The ``tune:`` section: what ``dltrain tune`` searches and how."""
+
+    metric: str = "val_loss"
+    trials: int = Field(40, gt=0)
+    timeout: Optional[float] = Field(None, gt=0)
+    sampler: Literal["tpe", "random", "grid"] = "tpe"
+    pruner: Literal["median", "hyperband", "none"] = "median"
+    space: dict[str, SpaceEntry] = {}
+    features: Optional[Literal["select", "off"]] = None
+
+    @model_validator(mode="after")
+    def _grid_takes_choices(self):
+        if self.sampler == "grid":
+            ranges = [key for key, entry in self.space.items() if isinstance(entry, RangeSpec)]
+            if ranges:
+                raise ValueError(f"sampler: grid takes only choices (lists); {ranges[0]} is a range: "
+                                 "list its values, or use sampler: tpe or random")
+        return self
+
+
 class Config(Spec):
     # load_config fills in the config file's stem; "run" only for configs built in code.
     # At most 200 characters: it names a folder, and a file name has at most 255 bytes.
@@ -340,6 +407,14 @@ class Config(Spec):
     loss: LossName = "auto"
     optimizer: OptimizerSpec = OptimizerSpec()
     train: TrainSpec = TrainSpec()
+    tune: Optional[TuneSpec] = None                    # read by `dltrain tune` only
+
+    @model_serializer(mode="wrap")
+    def _without_empty_tune(self, handler):
+        data = handler(self)
+        if data.get("tune", 0) is None:
+            del data["tune"]
+        return data
 
     @model_validator(mode="after")
     def _warmup_fits(self):
@@ -638,6 +713,8 @@ def _clean_location(location, data):
             continue
         elif isinstance(node, dict) and not any(isinstance(p, str) and p in node for p in location[len(path):]):
             # A key pydantic expected that the user left out.
+            if part in ("range", "choice"):  # tune.space's union tags: the key comes next
+                continue
             if part not in ("dense", "dropout") and not part.startswith(("function-", "float", "str")):
                 path.append(part)
             break
@@ -682,6 +759,10 @@ def _describe(error, path, data) -> str:
         return f"must use only letters, digits, '.', '_' and '-'{got}"
     if kind == "value_error":
         return f"{error['msg'].removeprefix('Value error, ')}{got if 'got' not in error['msg'] else ''}"
+    if kind == "space_entry":
+        return f"must be a list of choices or a range {{low: …, high: …}}{got}"
+    if kind == "too_short":
+        return f"must not be empty{got}"
     if kind == "layer_type":
         given = value.get("type") if isinstance(value, dict) else value
         return f"type must be 'dense' or 'dropout' (got {given!r}){closest_match(given, ['dense', 'dropout'])}"
@@ -762,12 +843,8 @@ def build_config(data, source: ConfigSource) -> Config:
         raise ConfigError(validation_message(error, data, source)) from None
 
 
-def load_config(path, overrides=()) -> tuple[Config, Path, ConfigSource]:
-    """Read, override and validate a YAML config.
-
-    Returns the config, the folder its data paths are relative to, and its source (for
-    pointing later errors at a line)."""
-    path = Path(path)
+def read_config_data(path: Path) -> tuple[Any, dict]:
+    """The YAML of a config file as plain data (the name filled in), with the position of every key path."""
     if path.suffix.lower() in (".csv", ".tsv"):
         raise ConfigError(f"{path}: this is a CSV file, not a config; `dltrain init {path} --target COL` "
                           "writes a config for it")
@@ -789,6 +866,16 @@ def load_config(path, overrides=()) -> tuple[Config, Path, ConfigSource]:
     if isinstance(data, dict) and "name" not in data:
         # The run's name defaults to the config file's, in the characters a name allows.
         data["name"] = re.sub(r"[^A-Za-z0-9._-]", "-", path.stem).lstrip("._-") or "run"
+    return data, positions
+
+
+def load_config(path, overrides=()) -> tuple[Config, Path, ConfigSource]:
+    """Read, override and validate a YAML config.
+
+    Returns the config, the folder its data paths are relative to, and its source (for
+    pointing later errors at a line)."""
+    path = Path(path)
+    data, positions = read_config_data(path)
     override_paths = {}
     for text_item in overrides:
         key_path, value = parse_override(text_item)

@@ -91,6 +91,11 @@ def _resolve(config: Config, source: ConfigSource, task: str, n_classes: int) ->
     return config.model_copy(update={"task": task, "loss": loss, "model": model})
 
 
+def resolve_config(config: Config, source: ConfigSource, data: PreparedData) -> Config:
+    """A config's ``auto`` settings filled in from data already prepared (for another config)."""
+    return _resolve(config, source, data.schema.task, len(data.schema.class_labels))
+
+
 def _data_path(base_dir: Path, value: str) -> Path:
     """A data path from the config, relative to the config's folder (kept short for messages)."""
     path = Path(value)
@@ -490,7 +495,14 @@ class _Checkpointer:
 
 
 def _make_trainer(session: _Session, seeds: Seeds, comparable: dict, callbacks) -> Trainer:
-    config, data = session.config, session.data
+    return build_trainer(session.config, session.data, seeds, callbacks,
+                         on_epoch_saved=_Checkpointer(session, comparable))
+
+
+def build_trainer(config: Config, data: PreparedData, seeds: Seeds, callbacks: Callbacks | None = None, *,
+                  on_epoch_saved=None, blas_threads: int | None = None) -> Trainer:
+    """The model, loss, optimizer, schedule and loop a checked config describes, ready to run
+    (fit's, and each tune trial's in memory)."""
     model = build_model(config, data.schema, seeds)
     loss = make_loss(config.loss, config.model.output.activation)
     optimizer = make_model_optimizer(config.optimizer.name, model, **config.optimizer.engine_options())
@@ -509,7 +521,7 @@ def _make_trainer(session: _Session, seeds: Seeds, comparable: dict, callbacks) 
                    shuffle_rng=seeds.shuffle, dropout_rng=seeds.dropout, schedule=schedule,
                    early_stopping=stopping, sample_weight=sample_weights(config, data.schema, data.train.targets),
                    n_classes=len(data.schema.class_labels), target_divisor=data.schema.target_divisor,
-                   callbacks=callbacks, on_epoch_saved=_Checkpointer(session, comparable))
+                   callbacks=callbacks, on_epoch_saved=on_epoch_saved, blas_threads=blas_threads)
 
 
 def _save_from_checkpoint(session: _Session, trainer: Trainer, stop_reason: str) -> int:
