@@ -286,6 +286,67 @@ def plot(run_dir: RunArg,
     report.console.print(f"wrote {path}", markup=False)
 
 
+@app.command()
+@user_errors
+def tune(
+    config: ConfigArg,
+    trials: Annotated[Optional[int], typer.Option(help="Finished trials to reach (default: tune.trials).", show_default=False)] = None,
+    timeout: Annotated[Optional[float], typer.Option(help="Seconds for the whole search (default: tune.timeout).", show_default=False)] = None,
+    workers: Annotated[int, typer.Option(help="Worker processes on this machine, each with its share of the cores.")] = 1,
+    storage: Annotated[Optional[str], typer.Option(help="Shared study storage, e.g. postgresql://USER@HOST/DB (default: a journal file in the study folder).", show_default=False)] = None,
+    study: Annotated[Optional[str], typer.Option(help="Study name in the storage (default: the config's name).", show_default=False)] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Study folder (default: runs/<name>-tune, or -2 … if taken).", show_default=False)] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", help="Print only the final summary.")] = False,
+):
+    """Search the config's tune: section (model, hyperparameters, features) with Optuna.
+
+    Running the same command again (same --out or --storage) continues the study until it has
+    N finished trials; the same command on several machines with --storage joins one study.
+
+    Example: dltrain tune configs/iris.yaml --trials 20 --out runs/iris-tune && dltrain fit runs/iris-tune/best.yaml
+    """
+    from .tune import tune as run_tune
+
+    def on_trial(trial, counts, n_trials, metric, best_value):
+        if not quiet:
+            report.console.print(report.tune_trial_line(trial, counts, n_trials, metric, best_value),
+                                 markup=False, soft_wrap=True)
+
+    def on_stage(text):
+        if not quiet:
+            report.console.print(text, markup=False, soft_wrap=True)
+
+    result = run_tune(config, trials, timeout, workers, storage, study, out, on_trial=on_trial, on_stage=on_stage)
+    lines, tables, footer = report.tune_summary(result)
+    for line in lines:
+        report.console.print(line, markup=False, soft_wrap=True)
+    for table in tables:
+        report.console.print(table)
+    for line in footer:
+        report.console.print(line, markup=False, soft_wrap=True)
+
+
+@app.command()
+@user_errors
+def explain(run_dir: RunArg, data: DataArg,
+            as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+            repeats: Annotated[int, typer.Option(help="Shuffles per column; the spread is over these.")] = 5):
+    """Permutation importance of each input column: how much the loss rises when it is shuffled."""
+    from .explain import explain_run
+
+    if repeats < 1:
+        raise typer.BadParameter("give at least 1", param_hint="--repeats")
+    baseline, importances = explain_run(run_dir, data, repeats)
+    rows = [{"column": item.column, "importance": item.importance, "spread": item.spread, "inputs": item.inputs}
+            for item in importances]
+    if as_json:
+        report.write_text(json.dumps(_json_safe({"loss": baseline, "repeats": repeats, "columns": rows})) + "\n")
+        return
+    report.console.print(f"{data}: loss {report.format_value(baseline)}; importance = mean rise of the loss "
+                         f"when a column is shuffled ({repeats} repeats)", markup=False, soft_wrap=True)
+    report.console.print(report.importance_table(rows))
+
+
 def main():
     if hasattr(signal, "SIGXFSZ"):
         # Past `ulimit -f` a write then fails with EFBIG, reported in words, instead of killing us.

@@ -202,6 +202,86 @@ def summary_table(rows) -> Table:
     return table
 
 
+def _short(value, width=40) -> str:
+    text = format_value(value) if isinstance(value, float) else str(value)
+    return text if len(text) <= width else text[:width - 1] + "…"
+
+
+def tune_trial_line(trial, counts: dict, n_trials: int, metric: str, best_value) -> str:
+    """One line per finished trial: its number, state, value and parameters, and the best so far."""
+    finished = counts["COMPLETE"] + counts["PRUNED"]
+    state = trial.state.name.lower()
+    value = f"{metric} {format_value(trial.value)}" if trial.value is not None else ""
+    if trial.user_attrs.get("diverged"):
+        state = "pruned (diverged)"
+    params = "  ".join(f"{key}={_short(value)}" for key, value in trial.params.items())
+    best = f"best {format_value(best_value)}" if best_value is not None else ""
+    seconds = trial.user_attrs.get("seconds")
+    parts = [f"[{finished}/{n_trials}] trial {trial.number} {state}", value, best,
+             f"{seconds:.2f}s" if seconds is not None else "", params]
+    return "  ".join(part for part in parts if part)
+
+
+def tune_summary(result) -> list:
+    """What a search found: lines, then tables of the best trials, parameter and feature importances."""
+    counts = result.counts
+    finished = counts["COMPLETE"] + counts["PRUNED"]
+    lines = []
+    if result.already_finished:
+        lines.append(f"study {result.study_name!r} is finished: {finished} of {result.n_trials} trials done; "
+                     "raise --trials to search further")
+    for note in result.notes:
+        lines.append(f"note: {note}")
+    if result.stopped == "timeout":
+        lines.append("stopped: the timeout was reached; run the same command again to continue")
+    lines.append(f"study {result.study_name!r}: {finished}/{result.n_trials} trials finished "
+                 f"({counts['COMPLETE']} complete, {counts['PRUNED']} pruned, {counts['FAIL']} failed"
+                 + (f", {counts['RUNNING']} still running elsewhere" if counts["RUNNING"] else "") + ")")
+    lines.append(f"storage: {result.storage}")
+    items = []
+    if result.best is not None:
+        lines.append(f"best: trial {result.best['number']}, {result.metric} {format_value(result.best['value'])} "
+                     f"({'higher' if result.direction == 'maximize' else 'lower'} is better)")
+        table = Table(title=f"best trials ({result.metric})")
+        keys = list(result.top[0]["params"]) if result.top else []
+        for column in ("trial", result.metric, *keys, "epochs"):
+            table.add_column(column, justify="right")
+        for row in result.top:
+            table.add_row(str(row["number"]), format_value(row["value"]),
+                          *(_short(row["params"].get(key, ""), 30) for key in keys), str(row["epochs"] or ""))
+        items.append(table)
+    else:
+        lines.append("no trial has finished yet: nothing to report")
+    if result.param_importance:
+        table = Table(title="parameter importance (Optuna, PED-ANOVA)")
+        table.add_column("parameter")
+        table.add_column("importance", justify="right")
+        for name, value in result.param_importance.items():
+            table.add_row(name, f"{value:.3f}")
+        items.append(table)
+    if result.features:
+        items.append(importance_table(result.features, title="feature importance (loss rise when shuffled)"))
+    footer = []
+    if result.best_run is not None:
+        footer.append(f"wrote {result.study_dir / 'trials.csv'}, {result.study_dir / 'best.yaml'} and "
+                      f"{result.best_run}/ (use it with dltrain eval / predict)")
+    elif result.best is None:
+        footer.append(f"wrote {result.study_dir / 'trials.csv'}")
+    return lines, items, footer
+
+
+def importance_table(rows, title="permutation importance") -> Table:
+    """Columns by importance: the mean rise of the loss when shuffled, ± its spread over repeats."""
+    table = Table(title=title)
+    table.add_column("rank", justify="right")
+    table.add_column("column")
+    table.add_column("importance", justify="right")
+    table.add_column("± spread", justify="right")
+    for rank, row in enumerate(rows, start=1):
+        table.add_row(str(rank), row["column"], f"{row['importance']:.4f}", f"{row['spread']:.4f}")
+    return table
+
+
 def show_error(message: str):
     error_console.print(f"error: {message}", soft_wrap=True, markup=False)
 
