@@ -279,10 +279,12 @@ def schema():
 @user_errors
 def plot(run_dir: RunArg,
          out: Annotated[Optional[Path], typer.Option(help="Image file, .png, .svg or .pdf (default: RUN_DIR/curves.png).")] = None):
-    """Draw training and validation curves per epoch, with the best epoch marked (needs dltrain\\[plot])."""
-    from .plot import plot_curves
+    """Draw training and validation curves per epoch, with the best epoch marked (needs dltrain\\[plot]).
 
-    path = plot_curves(run_dir, out)
+    Given a study folder from `dltrain tune`: the optimisation history and each parameter's slice."""
+    from .plot import is_study_folder, plot_curves, plot_study
+
+    path = plot_study(run_dir, out) if is_study_folder(run_dir) else plot_curves(run_dir, out)
     report.console.print(f"wrote {path}", markup=False)
 
 

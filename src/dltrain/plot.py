@@ -90,3 +90,75 @@ def plot_curves(run_dir, out=None) -> Path:
     plt.close(figure)
     atomic_write(out, buffer.getvalue())
     return out
+
+
+def is_study_folder(path) -> bool:
+    path = Path(path)
+    return (path / "trials.csv").exists() and (path / "study.json").exists()
+
+
+def plot_study(study_dir, out=None) -> Path:
+    """Write the optimisation history (each trial's value and the best so far) and one slice per
+    parameter (value against the parameter) from a study folder's trials.csv."""
+    import json
+
+    study_dir = Path(study_dir)
+    out = Path(out) if out is not None else study_dir / "study.png"
+    image_format = FORMATS.get(out.suffix.lower())
+    if image_format is None:
+        raise DltrainError(f"{out}: cannot tell the image format from {out.suffix or 'a name without a suffix'!r}; "
+                           "end --out with .png, .svg or .pdf")
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise DltrainError("plotting needs matplotlib: pip install 'dltrain[plot]'") from None
+    meta = json.loads((study_dir / "study.json").read_text(encoding="utf-8"))
+    rows = list(csv.DictReader(io.StringIO((study_dir / "trials.csv").read_text(encoding="utf-8"))))
+    rows = [row for row in rows if row["state"] in ("complete", "pruned") and row["value"]]
+    if not rows:
+        raise ArtifactError(f"{study_dir / 'trials.csv'}: no finished trial to plot yet")
+    params = [key for key in rows[0] if key not in ("number", "state", "value", "epochs", "seconds")]
+    maximize = meta.get("direction") == "maximize"
+    figure, axes = plt.subplots(1 + len(params), 1, figsize=(7, 2.8 * (1 + len(params))), squeeze=False)
+    history = axes[0, 0]
+    for state, marker in (("complete", "o"), ("pruned", "x")):
+        chosen = [row for row in rows if row["state"] == state]
+        history.scatter([int(row["number"]) for row in chosen], [float(row["value"]) for row in chosen],
+                        marker=marker, label=state, alpha=0.7)
+    best, best_line = None, []
+    for row in sorted((row for row in rows if row["state"] == "complete"), key=lambda row: int(row["number"])):
+        value = float(row["value"])
+        best = value if best is None or (value > best if maximize else value < best) else best
+        best_line.append((int(row["number"]), best))
+    if best_line:
+        history.step(*zip(*best_line), where="post", color="black", label="best so far")
+    history.set_xlabel("trial")
+    history.set_ylabel(meta.get("metric", "value"))
+    history.set_title(f"study {meta.get('study', study_dir.name)}: optimisation history")
+    history.legend(loc="best", fontsize="small")
+    history.grid(alpha=0.3)
+    for axis, name in zip(axes[1:, 0], params):
+        cells = [row[name] for row in rows]
+        try:
+            positions = [float(cell) for cell in cells]
+            labels = None
+        except ValueError:
+            labels = sorted(set(cells))
+            positions = [labels.index(cell) for cell in cells]
+        axis.scatter(positions, [float(row["value"]) for row in rows], c=[int(row["number"]) for row in rows],
+                     cmap="viridis", alpha=0.8)
+        if labels is not None:
+            axis.set_xticks(range(len(labels)))
+            axis.set_xticklabels([label if len(label) <= 24 else label[:23] + "…" for label in labels],
+                                 fontsize="small")
+        axis.set_xlabel(name)
+        axis.set_ylabel(meta.get("metric", "value"))
+        axis.grid(alpha=0.3)
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format=image_format, dpi=100)
+    plt.close(figure)
+    atomic_write(out, buffer.getvalue())
+    return out
