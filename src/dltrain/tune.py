@@ -17,6 +17,7 @@ import multiprocessing
 import os
 import signal
 import socket
+import threading
 import time
 import warnings
 from dataclasses import dataclass, field, replace
@@ -329,11 +330,11 @@ def fail_dead_trials(study):
         if label is None or _alive(label):
             continue
         try:
+            storage.set_trial_user_attr(trial._trial_id, "failed_because", f"worker {label} died")
             failed = storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
         except optuna.exceptions.UpdateFinishedTrialError:
-            failed = False
+            failed = False  # another worker failed it first
         if failed:
-            storage.set_trial_user_attr(trial._trial_id, "failed_because", f"worker {label} died")
             retry = retry or _retry_once()
             retry(study, storage.get_trial(trial._trial_id))
 
@@ -389,13 +390,47 @@ def _grid_size(plan: SearchPlan, n_columns: int) -> int:
 # ---------------------------------------------------------------- one worker
 
 
+class SafeInterrupts:
+    """Ctrl-C taken at safe points only: inside training or between trials, never in the middle
+    of a write to the storage (an interrupted journal write leaves its lock behind). A second
+    Ctrl-C interrupts at once."""
+
+    def __init__(self):
+        self.requested, self.previous = False, None
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGINT, self._handler)
+        return self
+
+    def _handler(self, signum, frame):
+        self.requested = True
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    def check(self):
+        if self.requested:
+            raise KeyboardInterrupt
+
+    def __exit__(self, *exc):
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+
+
 class _PrunerReport(Callbacks):
     """Reports the metric to the pruner after every epoch and stops the trial when told."""
 
-    def __init__(self, trial, metric: str):
+    def __init__(self, trial, metric: str, interrupts: SafeInterrupts):
         self.trial, self.metric, self.epochs = trial, metric, 0
+        self.interrupts = interrupts
+
+    def on_epoch_begin(self, epoch):
+        self.interrupts.check()
+
+    def on_batch_end(self, epoch, batch, running_loss):
+        self.interrupts.check()
 
     def on_epoch_end(self, epoch, record):
+        self.interrupts.check()
         self.epochs = epoch
         value = record.get(self.metric)
         if value is None or not math.isfinite(value):
@@ -449,6 +484,7 @@ class Worker:
         self.label = _worker_label()
         self._prepared = {}
         self.overhead_seconds = []  # per trial run here: everything but training
+        self.interrupts = SafeInterrupts()
 
     # ------------------------------------------------------------ data
 
@@ -492,7 +528,7 @@ class Worker:
         config = workflow.resolve_config(config, self.plan.source, data)
         config = workflow.check_training_options(config, self.plan.source, replace(data, config=config))
         data = replace(data, config=config)
-        report = _PrunerReport(trial, self.plan.tune.metric) if trial is not None else None
+        report = _PrunerReport(trial, self.plan.tune.metric, self.interrupts) if trial is not None else None
         trainer = workflow.build_trainer(config, data, Seeds.from_seed(config.seed), report)
         return trainer, data, config, report
 
@@ -551,7 +587,12 @@ class Worker:
 
     def run(self, wait_for_others: bool = True) -> str:
         """Start trials until the study has N finished ones; returns why it stopped."""
+        with self.interrupts:
+            return self._run(wait_for_others)
+
+    def _run(self, wait_for_others: bool) -> str:
         while True:
+            self.interrupts.check()
             loop_started = time.perf_counter()
             fail_dead_trials(self.study)
             counts = self.counts()
