@@ -313,7 +313,7 @@ def postgres_study(name):
 
 @needs_postgres
 def test_two_workers_on_postgres_finish_exactly_n_trials(tmp_path, postgres_study_name):
-    config = write_config(tmp_path, trials=6, epochs=3)
+    config = write_config(tmp_path, trials=6, epochs=80, pruner="none")
     result = runner.invoke(app, ["tune", str(config), "--out", str(tmp_path / "study"), "--workers", "2",
                                  "--storage", POSTGRES_URL, "--study", postgres_study_name])
     assert result.exit_code == 0, result.output
