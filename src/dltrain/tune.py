@@ -28,6 +28,7 @@ from pydantic import ValidationError
 
 from . import workflow
 from .artifacts import atomic_write, choose_run_dir, holds_run
+from .backend import blas_threads
 from .config import (Config, ConfigSource, RangeSpec, TuneSpec, apply_override, build_config, closest_match,
                      dump_config, parse_override, read_config_data, validation_message)
 from .errors import ConfigError, DltrainError, TrainingDiverged
@@ -421,8 +422,8 @@ class SafeInterrupts:
     of a write to the storage (an interrupted journal write leaves its lock behind). A second
     Ctrl-C interrupts at once."""
 
-    def __init__(self):
-        self.requested, self.previous = False, None
+    def __init__(self, escalate: bool = True):
+        self.requested, self.previous, self.escalate = False, None, escalate
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
@@ -431,7 +432,8 @@ class SafeInterrupts:
 
     def _handler(self, signum, frame):
         self.requested = True
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+        if self.escalate:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
 
     def check(self):
         if self.requested:
@@ -835,15 +837,23 @@ def _core_share(worker_index: int, workers: int) -> set | None:
 
 
 class _PinnedCores:
+    """Keeps a worker to its cores, and every BLAS call in it (validation passes included) to as
+    many threads: idle OpenBLAS threads spin, and two workers' spinning threads slowed both
+    by half on two cores."""
+
     def __init__(self, cores: set | None):
-        self.cores, self.before = cores, None
+        self.cores, self.before, self.limit = cores, None, None
 
     def __enter__(self):
         if self.cores:
             self.before = os.sched_getaffinity(0)
             os.sched_setaffinity(0, self.cores)
+            self.limit = blas_threads(len(self.cores))
+            self.limit.__enter__()
 
     def __exit__(self, *exc):
+        if self.limit is not None:
+            self.limit.__exit__(*exc)
         if self.before:
             os.sched_setaffinity(0, self.before)
 
@@ -861,6 +871,9 @@ def _child_worker(config_path, place: StudyPlace, n_trials: int, deadline, worke
         storage = open_storage(place)
         study = _load_study(plan, place, storage, worker_index, trials_before)
         worker = Worker(plan, study, n_trials, deadline, ranking=_ranking(study))
+        # Ctrl-C reaches a local worker twice (from the terminal, then from the first worker): wait
+        # for the safe point both times.
+        worker.interrupts = SafeInterrupts(escalate=False)
         with _PinnedCores(_core_share(worker_index, workers)):
             worker.run(wait_for_others=False)
     except DltrainError as error:
