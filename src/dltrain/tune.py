@@ -15,6 +15,7 @@ import json
 import math
 import multiprocessing
 import os
+import shutil
 import signal
 import socket
 import threading
@@ -44,6 +45,7 @@ FEATURES_PARAM = "features.k"
 HEARTBEAT_SECONDS = 30
 _WAIT_SECONDS = 0.5  # how often a worker with nothing to start looks at the study again
 _COUNTED = ("COMPLETE", "PRUNED", "RUNNING", "WAITING")
+MAX_FAILURES_IN_A_ROW = 5
 
 
 def _optuna():
@@ -498,13 +500,6 @@ def _select_columns(data: PreparedData, keep: list) -> PreparedData:
     return replace(data, schema=sub_schema, train=cut(data.train), validation=cut(data.validation), test=cut(data.test))
 
 
-@dataclass
-class TrialOutcome:
-    value: float | None
-    epochs: int
-    seconds: float
-
-
 class Worker:
     """Runs trials of one study in this process, the dataset parsed once and reused."""
 
@@ -518,6 +513,7 @@ class Worker:
         self._prepared = {}
         self.overhead_seconds = []  # per trial run here: everything but training
         self.interrupts = SafeInterrupts()
+        self._last_trial, self._failures_in_a_row = None, 0
 
     # ------------------------------------------------------------ data
 
@@ -595,7 +591,9 @@ class Worker:
         trainer.finish()
         value = _final_metric(trainer, data, self.plan.tune.metric)
         self._finish(trial, report, training_started, setup)
-        return value
+        if not math.isfinite(value):  # e.g. roc_auc with one class in the validation rows
+            trial.set_user_attr("failed_because", f"{self.plan.tune.metric} is {value}")
+        return value  # Optuna records a non-finite value as a failed trial
 
     def _finish(self, trial, report, training_started, setup):
         training = time.perf_counter() - training_started
@@ -632,21 +630,37 @@ class Worker:
             finished = counts["COMPLETE"] + counts["PRUNED"]
             if finished >= self.n_trials:
                 return "done"
-            if self.deadline is not None and time.monotonic() >= self.deadline:
+            if self.deadline is not None and time.time() >= self.deadline:  # wall clock: shared by processes
                 return "timeout"
             if finished + counts["RUNNING"] + counts["WAITING"] >= self.n_trials and not counts["WAITING"]:
                 if not wait_for_others:
                     return "others running"
                 time.sleep(_WAIT_SECONDS)  # others run the last trials; retry them if their worker dies
                 continue
-            self._training_seconds = None
+            self._training_seconds, self._last_trial = None, None
             self.study.optimize(self.objective, n_trials=1, catch=(_SurplusTrial,), gc_after_trial=False,
                                 callbacks=[self._after_trial])
+            self._count_failures()
             if self._training_seconds is not None:
                 # The search's own cost: looking at the study, asking, building the trial, telling.
                 self.overhead_seconds.append(time.perf_counter() - loop_started - self._training_seconds)
 
+    def _count_failures(self):
+        """Trials that fail one after another (a metric that is never finite, say) end the search."""
+        trial = self._last_trial
+        if trial is None or trial.user_attrs.get("surplus"):
+            return
+        if trial.state.name != "FAIL":
+            self._failures_in_a_row = 0
+            return
+        self._failures_in_a_row += 1
+        if self._failures_in_a_row >= MAX_FAILURES_IN_A_ROW:
+            reason = trial.user_attrs.get("failed_because", "see trials.csv")
+            raise DltrainError(f"{MAX_FAILURES_IN_A_ROW} trials failed in a row, the last (trial {trial.number}) "
+                               f"because {reason}; check tune.metric and tune.space")
+
     def _after_trial(self, study, trial):
+        self._last_trial = trial
         if self.on_trial is None or trial.user_attrs.get("surplus"):
             return
         complete = study.get_trials(deepcopy=False, states=(trial.state.__class__.COMPLETE,))
@@ -772,6 +786,23 @@ def _param_importance(study) -> dict:
         return {}
 
 
+def _train_best(best_yaml: Path, best_dir: Path):
+    """Train best.yaml into a folder of its own, then swap it in for best/: a reader, or another
+    command ending the same study, never sees a half-written best/."""
+    fresh = best_dir.with_name(f".best-{os.getpid()}")
+    shutil.rmtree(fresh, ignore_errors=True)
+    workflow.fit(best_yaml, out=fresh)
+    old = best_dir.with_name(f".best-old-{os.getpid()}")
+    try:
+        if best_dir.exists():
+            best_dir.rename(old)
+        fresh.rename(best_dir)
+    except OSError:  # another process put its best/ (the same trial, trained the same way) in place
+        pass
+    shutil.rmtree(old, ignore_errors=True)
+    shutil.rmtree(fresh, ignore_errors=True)
+
+
 def write_study_folder(study, plan: SearchPlan, place: StudyPlace, ranking_rows: list | None,
                        train_best: bool = True) -> TuneResult:
     """trials.csv, best.yaml and best/ (the best trial trained again into a run folder), and the summary."""
@@ -806,7 +837,7 @@ def write_study_folder(study, plan: SearchPlan, place: StudyPlace, ranking_rows:
     atomic_write(best_yaml, text)
     best_dir = study_dir / "best"
     if train_best and not (unchanged and holds_run(best_dir)):
-        workflow.fit(best_yaml, out=best_dir, force=True)
+        _train_best(best_yaml, best_dir)
     result.best_run = best_dir if holds_run(best_dir) else None
     return result
 
