@@ -104,7 +104,7 @@ def test_tune_writes_the_study_folder(searched):
         assert (study_dir / name).exists(), name
     assert "best: trial" in result.output and "best trials (val_loss)" in result.output
     assert "feature importance" in result.output
-    assert "4/4 trials finished" in result.output
+    assert "4 trials finished (" in result.output and "[4/4] trial 3" in result.output
 
 
 def test_trials_csv_has_a_column_per_parameter(searched):

@@ -202,8 +202,25 @@ def summary_table(rows) -> Table:
     return table
 
 
+def _architecture(text: str) -> str | None:
+    """A layer list drawn by tune (stored as JSON) as "16 relu, 8 tanh, dropout 0.2"."""
+    import json
+
+    try:
+        layers = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(layers, list) or not all(isinstance(layer, dict) for layer in layers):
+        return None
+    parts = [f"dropout {layer.get('rate')}" if layer.get("type") == "dropout"
+             else f"{layer.get('units')} {layer.get('activation', 'relu')}" for layer in layers]
+    return ", ".join(parts) or "no hidden layer"
+
+
 def _short(value, width=40) -> str:
     text = format_value(value) if isinstance(value, float) else str(value)
+    if text.startswith("["):
+        text = _architecture(text) or text
     return text if len(text) <= width else text[:width - 1] + "…"
 
 
@@ -228,13 +245,15 @@ def tune_summary(result) -> list:
     finished = counts["COMPLETE"] + counts["PRUNED"]
     lines = []
     if result.already_finished:
-        lines.append(f"study {result.study_name!r} is finished: {finished} of {result.n_trials} trials done; "
-                     "raise --trials to search further")
+        done = (f"{finished} of {result.n_trials} trials done" if finished == result.n_trials
+                else f"{finished} trials done, {result.n_trials} asked for")
+        lines.append(f"study {result.study_name!r} is finished: {done}; raise --trials above {finished} "
+                     "to search further")
     for note in result.notes:
         lines.append(f"note: {note}")
     if result.stopped == "timeout":
         lines.append("stopped: the timeout was reached; run the same command again to continue")
-    lines.append(f"study {result.study_name!r}: {finished}/{result.n_trials} trials finished "
+    lines.append(f"study {result.study_name!r}: {finished} trials finished "
                  f"({counts['COMPLETE']} complete, {counts['PRUNED']} pruned, {counts['FAIL']} failed"
                  + (f", {counts['RUNNING']} still running elsewhere" if counts["RUNNING"] else "") + ")")
     lines.append(f"storage: {result.storage}")

@@ -989,7 +989,8 @@ def tune(config_path, trials: int | None = None, timeout: float | None = None, w
             stopped = worker.run(wait_for_others=True)
     except KeyboardInterrupt:
         _stop(children)
-        raise TuneInterrupted(f"interrupted: the running trial is recorded as failed; {study_dir} keeps the "
+        running = "the running trial is" if workers == 1 else "the running trials are"
+        raise TuneInterrupted(f"interrupted: {running} recorded as failed; {study_dir} keeps the "
                               f"finished trials; continue with: dltrain tune {config_path} --out {study_dir}"
                               + (f" --storage {storage}" if storage else "")) from None
     except BaseException:
