@@ -160,12 +160,12 @@ def quality(_args):
     print("\n".join(lines))
 
 
-def _timing_config(folder: Path, epochs: int, trials: int) -> Path:
-    """Trials of equal cost: one architecture, only the learning rate searched, no pruning."""
+def _timing_config(folder: Path, epochs: int, trials: int, pruner: str = "none") -> Path:
+    """Trials of equal cost: one architecture, only the learning rate searched (no pruning by default)."""
     config = yaml.safe_load(DATASETS["digits"]["config"].read_text())
     config["data"]["train"] = str(ROOT / "data" / "digits.csv")
     config["train"]["epochs"] = epochs
-    config["tune"] = {"metric": "val_loss", "trials": trials, "sampler": "random", "pruner": "none",
+    config["tune"] = {"metric": "val_loss", "trials": trials, "sampler": "random", "pruner": pruner,
                       "space": {"optimizer.lr": {"low": 1e-4, "high": 1e-2, "log": True}}}
     path = folder / "timing.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
@@ -174,13 +174,13 @@ def _timing_config(folder: Path, epochs: int, trials: int) -> Path:
 
 def overhead(args):
     with tempfile.TemporaryDirectory() as temp:
-        config = _timing_config(Path(temp), epochs=args.epochs, trials=args.trials)
+        config = _timing_config(Path(temp), epochs=args.epochs, trials=args.trials, pruner=args.pruner)
         result = tune_module.tune(config, out=Path(temp) / "study")
         seconds = sorted(result.overhead_seconds)
         trial_seconds = [float(row["seconds"]) for row in csv.DictReader((Path(temp) / "study" / "trials.csv").open())]
-    print("| trials | epochs | median trial s | median overhead ms | max overhead ms |")
-    print("|---|---|---|---|---|")
-    print(f"| {len(seconds)} | {args.epochs} | {statistics.median(trial_seconds):.3f} "
+    print("| trials | epochs | pruner | median trial s | median overhead ms | max overhead ms |")
+    print("|---|---|---|---|---|---|")
+    print(f"| {len(seconds)} | {args.epochs} | {args.pruner} | {statistics.median(trial_seconds):.3f} "
           f"| {1000 * statistics.median(seconds):.1f} | {1000 * seconds[-1]:.1f} |")
 
 
@@ -213,6 +213,7 @@ def main():
     cost = commands.add_parser("overhead")
     cost.add_argument("--trials", type=int, default=30)
     cost.add_argument("--epochs", type=int, default=5)
+    cost.add_argument("--pruner", default="none", choices=["none", "median", "hyperband"])
     parallel = commands.add_parser("workers")
     parallel.add_argument("--epochs", type=int, default=10)
     parallel.add_argument("--repeats", type=int, default=3)
