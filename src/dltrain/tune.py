@@ -154,6 +154,9 @@ def load_plan(config_path) -> SearchPlan:
         raise ConfigError(f"{config_path}: no tune: section to search; add one, e.g.\n"
                           "tune:\n  metric: val_loss\n  trials: 20\n  space:\n"
                           "    optimizer.lr: {low: 1.0e-4, high: 1.0e-1, log: true}\n(see docs/tune.md)")
+    if not config.tune.space and config.tune.features != "select":
+        raise ConfigError(f"{source.where(('tune',), key=True)}: tune: nothing to search; give tune.space "
+                          "(e.g. optimizer.lr: {low: 1.0e-4, high: 1.0e-1, log: true}) or features: select")
     raw = {key: value for key, value in data.items() if key != "tune"}
     plan = SearchPlan(config_path, config_path.parent, source, raw, config, config.tune)
     for key, entry in config.tune.space.items():
