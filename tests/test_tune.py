@@ -392,3 +392,16 @@ def test_a_metric_fit_logs_on_training_rows_can_be_searched_too(tmp_path):
     result = runner.invoke(app, ["tune", str(config), "--out", str(tmp_path / "study"), "--quiet"])
     assert result.exit_code == 0, result.output
     assert "(higher is better)" in result.output
+
+
+def test_the_dataset_is_parsed_once_per_worker(tmp_path, monkeypatch):
+    from dltrain import workflow
+
+    calls = []
+    original = workflow.prepare_data
+    monkeypatch.setattr(workflow, "prepare_data", lambda *args, **kwargs: calls.append(1) or original(*args, **kwargs))
+    config = write_config(tmp_path, trials=5, features="select")
+    result = tune_module.tune(config, out=tmp_path / "study", on_trial=lambda *args: None)
+    assert result.counts["COMPLETE"] + result.counts["PRUNED"] == 5
+    # One parse for the search (ranking and every trial, whatever k); best/ is a separate fit.
+    assert len(calls) == 2

@@ -372,7 +372,7 @@ def _comparable(config: Config, base_dir: Path) -> dict:
     return flat
 
 
-_RESUMABLE_CHANGES = ("train.epochs", "train.early_stopping", "train.tolerance")
+_RESUMABLE_CHANGES = ("train.epochs", "train.early_stopping", "train.tolerance", "tune.")  # fit reads no tune:
 
 
 def _refuse_changed_config(stored: dict, current: dict, run_dir: Path):
