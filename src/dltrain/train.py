@@ -167,6 +167,10 @@ class Trainer:
         self.blas_threads = blas_threads or threads_for(model.largest_product(self.batches.batch_size))
         has_validation = validation_split is not None and len(validation_split) > 0
         self.validation = validation_split if has_validation else None
+        self.validation_threads = None
+        if has_validation:
+            self.validation_threads = blas_threads or threads_for(model.largest_product(min(len(validation_split),
+                                                                                            4096)))
         self.monitor = early_stopping.monitor if early_stopping else ("val_loss" if has_validation else "loss")
         self.epoch = 0
         self.history = []
@@ -231,8 +235,11 @@ class Trainer:
         train_scores = self.predictions.metrics()
         record.update({name: train_scores[name] for name in logged if name in train_scores})
         if self.validation is not None:
-            scores = evaluate(self.model, self.loss, self.validation.features, self.validation.targets, self.task,
-                              target_divisor=self.target_divisor)
+            # Sized like the training step's: an unlimited pool on a small validation product
+            # spins idle threads that halved a 2-core machine's speed when it was busy.
+            with blas_threads(self.validation_threads):
+                scores = evaluate(self.model, self.loss, self.validation.features, self.validation.targets,
+                                  self.task, target_divisor=self.target_divisor)
             record["val_loss"] = scores["loss"]
             record.update({f"val_{name}": scores[name] for name in logged if name in scores})
         record["seconds"] = time.perf_counter() - started
