@@ -29,7 +29,7 @@ from pydantic import ValidationError
 
 from . import workflow
 from .artifacts import atomic_write, choose_run_dir, holds_run
-from .backend import blas_threads
+from .backend import available_cores, blas_threads
 from .config import (Config, ConfigSource, RangeSpec, TuneSpec, apply_override, build_config, closest_match,
                      dump_config, parse_override, read_config_data, validation_message)
 from .errors import ConfigError, DltrainError, TrainingDiverged
@@ -858,38 +858,30 @@ def _load_study(plan: SearchPlan, place: StudyPlace, storage, worker_index: int,
     return _make_study(plan, place, storage, _sampler_seed(plan.config.seed, worker_index, trials_before))
 
 
-def _core_share(worker_index: int, workers: int) -> set | None:
-    """The cores this worker keeps to (BLAS sizes its thread pool from them); None: all of them."""
-    try:
-        cores = sorted(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not on Linux
+def _thread_share(workers: int) -> int | None:
+    """BLAS threads per worker: its share of the cores (None: one worker keeps the default)."""
+    if workers <= 1:
         return None
-    if workers <= 1 or workers > len(cores):
-        return None
-    share = len(cores) // workers
-    return set(cores[worker_index * share:(worker_index + 1) * share])
+    return max(1, available_cores() // workers)
 
 
-class _PinnedCores:
-    """Keeps a worker to its cores, and every BLAS call in it (validation passes included) to as
-    many threads: idle OpenBLAS threads spin, and two workers' spinning threads slowed both
-    by half on two cores."""
+class _ThreadShare:
+    """Keeps every BLAS call of a worker (validation passes included) to its share of the cores.
 
-    def __init__(self, cores: set | None):
-        self.cores, self.before, self.limit = cores, None, None
+    Threads, not CPU affinity: on a machine shared with other jobs the scheduler can still move
+    a worker to whichever core is free. Without the limit, two workers' idle OpenBLAS threads
+    spun on the same two cores and 2 workers were slower than 1."""
+
+    def __init__(self, threads: int | None):
+        self.limit = blas_threads(threads) if threads else None
 
     def __enter__(self):
-        if self.cores:
-            self.before = os.sched_getaffinity(0)
-            os.sched_setaffinity(0, self.cores)
-            self.limit = blas_threads(len(self.cores))
+        if self.limit is not None:
             self.limit.__enter__()
 
     def __exit__(self, *exc):
         if self.limit is not None:
             self.limit.__exit__(*exc)
-        if self.before:
-            os.sched_setaffinity(0, self.before)
 
 
 def _ranking(study) -> list | None:
@@ -908,7 +900,7 @@ def _child_worker(config_path, place: StudyPlace, n_trials: int, deadline, worke
         # Ctrl-C reaches a local worker twice (from the terminal, then from the first worker): wait
         # for the safe point both times.
         worker.interrupts = SafeInterrupts(escalate=False)
-        with _PinnedCores(_core_share(worker_index, workers)):
+        with _ThreadShare(_thread_share(workers)):
             worker.run(wait_for_others=False)
     except DltrainError as error:
         errors.put(str(error))
@@ -988,7 +980,7 @@ def tune(config_path, trials: int | None = None, timeout: float | None = None, w
     for child in children:
         child.start()
     try:
-        with _PinnedCores(_core_share(0, workers)):
+        with _ThreadShare(_thread_share(workers)):
             stopped = worker.run(wait_for_others=True)
     except KeyboardInterrupt:
         _stop(children)
