@@ -28,7 +28,7 @@ import numpy as np
 from pydantic import ValidationError
 
 from . import workflow
-from .artifacts import atomic_write, choose_run_dir, holds_run
+from .artifacts import atomic_write, disk_error, holds_run
 from .backend import available_cores, blas_threads
 from .config import (Config, ConfigSource, RangeSpec, TuneSpec, apply_override, build_config, closest_match,
                      dump_config, parse_override, read_config_data, validation_message)
@@ -848,6 +848,36 @@ def write_study_folder(study, plan: SearchPlan, place: StudyPlace, ranking_rows:
 # ---------------------------------------------------------------- the command
 
 
+def study_folder(name: str, out=None, runs_root="runs") -> Path:
+    """``--out`` (made if missing; a run folder is refused), else a free ``runs/<name>-tune[-k]``."""
+    if out is not None:
+        directory = Path(out)
+        if directory.exists() and not directory.is_dir():
+            raise DltrainError(f"{directory}: exists and is not a folder; choose another --out")
+        if holds_run(directory):
+            raise DltrainError(f"{directory}: holds a run of `dltrain fit`, not a study; choose another --out")
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise disk_error(error, directory) from None
+        return directory
+    root = Path(runs_root)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise disk_error(error, root) from None
+    suffix = 1
+    while True:
+        directory = root / (f"{name}-tune" if suffix == 1 else f"{name}-tune-{suffix}")
+        try:
+            directory.mkdir()
+            return directory
+        except FileExistsError:
+            suffix += 1
+        except OSError as error:
+            raise disk_error(error, directory) from None
+
+
 def _sampler_seed(seed: int, worker_index: int, trials_before: int) -> int:
     """One worker on a new study draws exactly the same trials every time; other workers, and later
     runs joining a study, draw other ones rather than repeating the first worker's."""
@@ -947,7 +977,7 @@ def tune(config_path, trials: int | None = None, timeout: float | None = None, w
             notes.append(f"the grid has {size} points; searching all of them instead of {n_trials} trials")
             n_trials = size
 
-    study_dir = choose_run_dir(f"{plan.config.name}-tune", out)
+    study_dir = study_folder(plan.config.name, out)
     place = StudyPlace(study_dir, storage, study_name or plan.config.name)
     opened = open_storage(place)
     study = _make_study(plan, place, opened, 0)
