@@ -405,3 +405,37 @@ def test_the_dataset_is_parsed_once_per_worker(tmp_path, monkeypatch):
     assert result.counts["COMPLETE"] + result.counts["PRUNED"] == 5
     # One parse for the search (ranking and every trial, whatever k); best/ is a separate fit.
     assert len(calls) == 2
+
+
+def test_a_missing_psycopg_is_one_message(tmp_path, monkeypatch):
+    config = write_config(tmp_path)
+    monkeypatch.setitem(sys.modules, "psycopg", None)
+    result = runner.invoke(app, ["tune", str(config), "--out", str(tmp_path / "study"),
+                                 "--storage", "postgresql://nobody@127.0.0.1:9/nodb"])
+    assert result.exit_code == 2
+    assert "a PostgreSQL storage needs psycopg: pip install 'dltrain[tune]'" in result.output
+
+
+def test_feature_selection_keeps_a_categorical_columns_inputs_together(tmp_path):
+    rows = list(csv.reader(IRIS.open()))
+    colours = ["red", "green", "blue"]
+    with (tmp_path / "iris_colour.csv").open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["colour", *rows[0]])
+        writer.writerows([colours[index % 3], *row] for index, row in enumerate(rows[1:]))
+    config = write_config(tmp_path, trials=6, features="select", pruner="none",
+                          space={"optimizer.lr": {"low": 0.005, "high": 0.05}})
+    document = yaml.safe_load(config.read_text())
+    document["data"]["train"] = str(tmp_path / "iris_colour.csv")
+    config.write_text(yaml.safe_dump(document))
+    out = tmp_path / "study"
+    result = runner.invoke(app, ["tune", str(config), "--out", str(out), "--quiet"])
+    assert result.exit_code == 0, result.output
+    ranked = [row["column"] for row in csv.DictReader((out / "importance.csv").open())]
+    assert sorted(ranked) == sorted(["colour", "sepal_length", "sepal_width", "petal_length", "petal_width"])
+    best = min((row for row in trials_of(out) if row["state"] == "complete"), key=lambda row: float(row["value"]))
+    stored = yaml.safe_load((out / "best.yaml").read_text())
+    assert sorted(stored["data"]["features"]) == sorted(ranked[:int(best["features.k"])])
+    # The trial trained on a slice of the prepared inputs; best/ was fitted from best.yaml.
+    manifest = json.loads((out / "best" / "model.json").read_text())
+    assert manifest["metrics"]["validation"]["loss"] == pytest.approx(float(best["value"]), rel=1e-5)

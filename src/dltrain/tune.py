@@ -9,6 +9,7 @@ Optuna storage: a journal file in the study folder by default, or a PostgreSQL d
 from __future__ import annotations
 
 import copy
+import datetime
 import csv
 import io
 import json
@@ -46,6 +47,7 @@ HEARTBEAT_SECONDS = 30
 _WAIT_SECONDS = 0.5  # how often a worker with nothing to start looks at the study again
 _COUNTED = ("COMPLETE", "PRUNED", "RUNNING", "WAITING")
 MAX_FAILURES_IN_A_ROW = 5
+UNNAMED_GRACE_SECONDS = 60
 
 
 def _optuna():
@@ -359,7 +361,14 @@ def fail_dead_trials(study):
     retry = None
     for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         label = trial.user_attrs.get("worker")
-        if label is None or _alive(label):
+        if label is None:
+            # A worker names itself a moment after asking; one killed in between left no name.
+            started = trial.datetime_start
+            now = datetime.datetime.now(started.tzinfo) if started is not None else None
+            if started is None or (now - started).total_seconds() < UNNAMED_GRACE_SECONDS:
+                continue
+            label = "(unnamed)"
+        elif _alive(label):
             continue
         try:
             storage.set_trial_user_attr(trial._trial_id, "failed_because", f"worker {label} died")
