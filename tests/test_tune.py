@@ -439,3 +439,21 @@ def test_feature_selection_keeps_a_categorical_columns_inputs_together(tmp_path)
     # The trial trained on a slice of the prepared inputs; best/ was fitted from best.yaml.
     manifest = json.loads((out / "best" / "model.json").read_text())
     assert manifest["metrics"]["validation"]["loss"] == pytest.approx(float(best["value"]), rel=1e-5)
+
+
+def test_a_regression_search_reports_the_metric_in_the_targets_units(tmp_path):
+    config = {
+        "name": "diabetes", "seed": 0,
+        "data": {"train": str(ROOT / "data" / "diabetes.csv"), "target": "progression", "validation": 0.2},
+        "model": {"layers": [{"units": 8}]}, "train": {"epochs": 5},
+        "tune": {"metric": "val_rmse", "trials": 3, "pruner": "none",
+                 "space": {"optimizer.lr": {"low": 0.001, "high": 0.05, "log": True}}},
+    }
+    path = tmp_path / "diabetes.yaml"
+    path.write_text(yaml.safe_dump(config))
+    result = runner.invoke(app, ["tune", str(path), "--out", str(tmp_path / "study"), "--quiet"])
+    assert result.exit_code == 0, result.output
+    best = min(float(row["value"]) for row in trials_of(tmp_path / "study"))
+    manifest = json.loads((tmp_path / "study" / "best" / "model.json").read_text())
+    assert manifest["metrics"]["validation"]["rmse"] == pytest.approx(best, rel=1e-5)
+    assert best > 10  # disease progression is in the tens to hundreds, not in standard units

@@ -683,7 +683,8 @@ class Worker:
 def _final_metric(trainer, data: PreparedData, metric: str) -> float:
     """The metric of the model as trained (best epoch's weights when early stopping restores them)."""
     split = data.validation if metric.startswith("val_") else data.train
-    scores = evaluate(trainer.model, trainer.loss, split.features, split.targets, data.config.task)
+    scores = evaluate(trainer.model, trainer.loss, split.features, split.targets, data.config.task,
+                      target_divisor=data.schema.target_divisor)
     return float(scores[metric.removeprefix("val_")])
 
 
