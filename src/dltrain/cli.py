@@ -143,6 +143,13 @@ def check(ctx: typer.Context, config: ConfigArg, overrides: SetOption = None):
     report.console.print(f"data: {', '.join(parts)}; {len(schema.feature_names)} features; {target}",
                          markup=False, soft_wrap=True)
     report.console.print(report.summary_table(result.model.summary()))
+    if result.config.tune is not None:
+        from .tune import check_search
+
+        plan = check_search(config, result.data, result.config)
+        report.console.print(f"tune: {len(plan.dimensions)} entries in tune.space"
+                             + (" and feature selection" if plan.tune.features == "select" else "")
+                             + f", {plan.tune.sampler} sampler, metric {plan.tune.metric}: OK", markup=False)
     report.console.print("config OK")
 
 

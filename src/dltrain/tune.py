@@ -225,6 +225,13 @@ def _check_data(plan: SearchPlan, data: PreparedData, config: Config):
                           "(add a metric to train.metrics to log it)")
 
 
+def check_search(config_path, data: PreparedData, config: Config) -> SearchPlan:
+    """What ``dltrain check`` adds for a config with a tune: section: the search would start."""
+    plan = load_plan(config_path)
+    _check_data(plan, data, config)
+    return plan
+
+
 # ---------------------------------------------------------------- storage
 
 
