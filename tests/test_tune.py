@@ -291,18 +291,19 @@ def test_a_worker_killed_mid_trial_loses_nothing_and_its_trial_is_retried(tmp_pa
     assert_exactly_n_distinct(study, 3)
 
 
-def test_ctrl_c_fails_the_running_trial_exits_130_and_the_rerun_continues(tmp_path):
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_fails_the_running_trial_exits_130_and_the_rerun_continues(tmp_path, stop):
     config = write_config(tmp_path, trials=3, epochs=400, pruner="none")
     out = tmp_path / "study"
     process = dltrain_process("tune", config, "--out", out)
     try:
         running = wait_for_running_trial(out)
         time.sleep(0.3)
-        process.send_signal(signal.SIGINT)
+        process.send_signal(stop)
         output, _ = process.communicate(timeout=60)
     finally:
         process.kill()
-    assert process.returncode == 130, output
+    assert process.returncode == 128 + stop, output
     assert "the running trial is recorded as failed" in output and "--out" in output
     assert "Traceback" not in output
     assert journal_study(out).trials[running.number].state.name == "FAIL"

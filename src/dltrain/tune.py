@@ -33,7 +33,7 @@ from .artifacts import atomic_write, disk_error, holds_run
 from .backend import available_cores, blas_threads
 from .config import (Config, ConfigSource, RangeSpec, TuneSpec, apply_override, build_config, closest_match,
                      dump_config, parse_override, read_config_data, validation_message)
-from .errors import ConfigError, DltrainError, TrainingDiverged
+from .errors import ConfigError, DltrainError, Interrupted, TrainingDiverged, TrainingInterrupted, signal_of
 from .explain import permutation_importance
 from .metrics import evaluate, higher_is_better
 from .train import Callbacks
@@ -59,12 +59,6 @@ def _optuna():
     optuna.logging.disable_default_handler()
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     return optuna
-
-
-class TuneInterrupted(DltrainError):
-    """Ctrl-C during a search: the running trials are recorded as failed (exit code 130)."""
-
-    exit_code = 130
 
 
 class _SurplusTrial(Exception):
@@ -438,31 +432,35 @@ def _grid_size(plan: SearchPlan, n_columns: int) -> int:
 # ---------------------------------------------------------------- one worker
 
 
+_SIGNALS = tuple(number for number in (signal.SIGINT, getattr(signal, "SIGTERM", None),
+                                       getattr(signal, "SIGHUP", None)) if number is not None)
+
+
 class SafeInterrupts:
-    """Ctrl-C taken at safe points only: inside training or between trials, never in the middle
-    of a write to the storage (an interrupted journal write leaves its lock behind). A second
-    Ctrl-C interrupts at once."""
+    """Ctrl-C, SIGTERM and SIGHUP taken at safe points only: inside training or between trials,
+    never in the middle of a write to the storage (an interrupted journal write leaves its lock
+    behind). A second signal interrupts at once."""
 
     def __init__(self, escalate: bool = True):
-        self.requested, self.previous, self.escalate = False, None, escalate
+        self.received, self.previous, self.escalate = None, {}, escalate
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
-            self.previous = signal.signal(signal.SIGINT, self._handler)
+            self.previous = {number: signal.signal(number, self._handler) for number in _SIGNALS}
         return self
 
-    def _handler(self, signum, frame):
-        self.requested = True
-        if self.escalate:
-            signal.signal(signal.SIGINT, signal.default_int_handler)
+    def _handler(self, number, frame):
+        if self.received is not None and self.escalate:
+            raise Interrupted(number)
+        self.received = number
 
     def check(self):
-        if self.requested:
-            raise KeyboardInterrupt
+        if self.received is not None:
+            raise Interrupted(self.received)
 
     def __exit__(self, *exc):
-        if self.previous is not None:
-            signal.signal(signal.SIGINT, self.previous)
+        for number, handler in self.previous.items():
+            signal.signal(number, handler)
 
 
 class _PrunerReport(Callbacks):
@@ -952,8 +950,8 @@ def _child_worker(config_path, place: StudyPlace, n_trials: int, deadline, worke
     except DltrainError as error:
         errors.put(str(error))
         raise SystemExit(error.exit_code) from None
-    except KeyboardInterrupt:
-        raise SystemExit(130) from None
+    except KeyboardInterrupt as interrupt:
+        raise SystemExit(128 + signal_of(interrupt)) from None
 
 
 def tune(config_path, trials: int | None = None, timeout: float | None = None, workers: int = 1,
@@ -1029,12 +1027,13 @@ def tune(config_path, trials: int | None = None, timeout: float | None = None, w
     try:
         with _ThreadShare(_thread_share(workers)):
             stopped = worker.run(wait_for_others=True)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as interrupt:
         _stop(children)
         running = "the running trial is" if workers == 1 else "the running trials are"
-        raise TuneInterrupted(f"interrupted: {running} recorded as failed; {study_dir} keeps the "
-                              f"finished trials; continue with: dltrain tune {config_path} --out {study_dir}"
-                              + (f" --storage {storage}" if storage else "")) from None
+        raise TrainingInterrupted(
+            f"interrupted: {running} recorded as failed; {study_dir} keeps the finished trials; continue "
+            f"with: dltrain tune {config_path} --out {study_dir}" + (f" --storage {storage}" if storage else ""),
+            signal_of(interrupt)) from None
     except BaseException:
         _stop(children)
         raise
