@@ -605,7 +605,6 @@ class Worker:
             trial.set_user_attr("diverged", str(error))
             self._finish(trial, report, training_started, setup)
             raise optuna.TrialPruned(str(error)) from None
-        trainer.finish()
         value = _final_metric(trainer, data, self.plan.tune.metric)
         self._finish(trial, report, training_started, setup)
         if not math.isfinite(value):  # e.g. roc_auc with one class in the validation rows
@@ -701,7 +700,6 @@ def rank_features(worker: Worker) -> list:
     plan = worker.plan
     trainer, data, config, _ = worker.train(plan.config_with({}))
     trainer.run()
-    trainer.finish()
     _, importances = permutation_importance(trainer.model, trainer.loss, data.schema, data.validation.features,
                                             data.validation.targets, seed=config.seed)
     return [{"column": item.column, "importance": item.importance, "spread": item.spread}
