@@ -458,3 +458,14 @@ def test_a_regression_search_reports_the_metric_in_the_targets_units(tmp_path):
     manifest = json.loads((tmp_path / "study" / "best" / "model.json").read_text())
     assert manifest["metrics"]["validation"]["rmse"] == pytest.approx(best, rel=1e-5)
     assert best > 10  # disease progression is in the tens to hundreds, not in standard units
+
+
+def test_a_study_continues_only_the_search_it_was_made_for(tmp_path):
+    config = write_config(tmp_path, trials=1, epochs=2)
+    out = tmp_path / "study"
+    assert runner.invoke(app, ["tune", str(config), "--out", str(out), "--quiet"]).exit_code == 0
+    write_config(tmp_path, trials=2, epochs=2, space={"optimizer.lr": {"low": 0.001, "high": 0.01}})
+    result = runner.invoke(app, ["tune", str(config), "--out", str(out), "--quiet"])
+    assert result.exit_code == 2
+    assert "was made for another tune.metric, tune.features or tune.space" in result.output
+    assert len(trials_of(out)) == 1
