@@ -31,8 +31,8 @@ import numpy as np
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT / "src"))
 
-from dltrain import datacache  # noqa: E402
-from dltrain.csvio import CsvFile  # noqa: E402
+from dltrain.data import cache as datacache  # noqa: E402
+from dltrain.data.csv import CsvFile  # noqa: E402
 
 DEFAULT_CSV = REPO_ROOT / "data" / "fashion-mnist" / "train.csv"
 

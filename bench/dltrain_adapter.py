@@ -25,7 +25,6 @@ the same one, so both sides do the same work):
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import numpy as np
 
@@ -87,10 +86,10 @@ def engine_thread_choice(layer_sizes: list[int], batch_size: int) -> int:
 
 def load_csv(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     """Read a CSV with a header and a ``label`` column with dltrain's loader: X float32, y int64."""
-    from dltrain.data import CsvTable
+    from dltrain.data import CsvFile
 
-    table = CsvTable.open(path)
-    matrix = table.numeric(table.header)  # one parse of the whole file, as `dltrain fit` does
+    table = CsvFile.open(path)
+    matrix = table.read(numeric=table.header).matrix  # one parse of the whole file, as `dltrain fit` does
     label = table.header.index("label")
     y = matrix[:, label].astype(np.int64)
     X = np.delete(matrix, label, axis=1)

@@ -24,7 +24,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from dltrain import workflow  # noqa: E402
-from dltrain.csvio import CsvFile  # noqa: E402
+from dltrain.data.csv import CsvFile  # noqa: E402
 
 
 def write(folder: Path, name: str, n_columns: int, n_rows: int) -> Path:

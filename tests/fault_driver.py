@@ -11,12 +11,12 @@ import os
 import signal
 import sys
 
-from dltrain import artifacts, train, workflow
+from dltrain import artifacts, files, train, workflow
 from dltrain.cli import main
 
 kind, *args = os.environ["DLTRAIN_FAULT"].split(":")
 writes = [0]
-write_all = artifacts.write_all
+write_all = files.write_all
 
 
 def counted_write(handle, payload):
@@ -30,7 +30,7 @@ def counted_write(handle, payload):
     write_all(handle, payload)
 
 
-artifacts.write_all = counted_write
+files.write_all = counted_write
 
 if kind == "kill-exchange":
     exchange = artifacts._exchange

@@ -5,8 +5,9 @@ import os
 import numpy as np
 import pytest
 
-from dltrain import datacache, workflow
-from dltrain.csvio import CsvFile
+from dltrain import workflow
+from dltrain.data import cache as datacache
+from dltrain.data.csv import CsvFile
 
 
 @pytest.fixture

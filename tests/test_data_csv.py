@@ -3,9 +3,8 @@
 import numpy as np
 import pytest
 
-from dltrain import csvio
-from dltrain.csvio import CsvFile
-from dltrain.data import CsvTable
+from dltrain.data import csv as csvio
+from dltrain.data.csv import CsvFile
 from dltrain.errors import DataError
 
 
@@ -155,11 +154,3 @@ def test_missing_files_and_folders(tmp_path):
 def test_old_mac_line_endings(tmp_path):
     columns = read_all(write(tmp_path, "a,b\r1,2\r3,4\r"))[1]
     np.testing.assert_array_equal(columns.matrix, [[1, 2], [3, 4]])
-
-
-def test_csv_table_keeps_its_simple_interface(tmp_path):
-    table = CsvTable.open(write(tmp_path, "a,b,c\n1,2,x\n3,4,y\n"))
-    np.testing.assert_array_equal(table.numeric(["b", "a"]), [[2, 1], [4, 3]])
-    assert table.text("c").tolist() == ["x", "y"]
-    with pytest.raises(DataError, match="feature column 'z' not found; columns are a, b, c"):
-        table.numeric(["z"])

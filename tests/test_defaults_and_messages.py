@@ -3,9 +3,6 @@ did-you-mean, command-line hints, and the peers' conveniences."""
 
 import json
 import math
-import re
-import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from dltrain import workflow
-from dltrain.data import CsvTable
+from dltrain.data import CsvFile
 
 QUALITY = {
     # config: (split, metric, threshold, higher is better)
@@ -34,9 +34,9 @@ def test_linear_model_with_gd_reaches_the_least_squares_optimum(root, tmp_path):
                  "train.epochs=3000", "train.tolerance=null", "train.early_stopping=null"]
     result = workflow.fit(root / "configs" / "diabetes.yaml", overrides, out=tmp_path / "run")
     run = workflow.load_run(tmp_path / "run")
-    table = CsvTable.open(root / "data" / "diabetes.csv")
-    features = run.schema.transform(table.numeric(run.schema.feature_names)).astype(np.float64)
-    target = table.numeric(["progression"]).astype(np.float64)
+    columns = CsvFile.open(root / "data" / "diabetes.csv").read(numeric=[*run.schema.feature_names, "progression"])
+    features = run.schema.transform(columns.matrix[:, :-1]).astype(np.float64)
+    target = columns.matrix[:, -1:].astype(np.float64)
     design = np.column_stack([features, np.ones(len(features))])
     solution, *_ = np.linalg.lstsq(design, target, rcond=None)
     optimum = float(np.mean((design @ solution - target) ** 2))

@@ -19,7 +19,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from dltrain import artifacts, datacache, workflow
+from dltrain import artifacts, files
+from dltrain.data import cache as datacache
 from dltrain.cli import app
 
 runner = CliRunner()
@@ -213,7 +214,7 @@ class FullDisk:
 
     def __init__(self, monkeypatch, at, code=errno.ENOSPC):
         self.count, self.at, self.code = 0, at, code
-        monkeypatch.setattr(artifacts, "write_all", self)
+        monkeypatch.setattr(files, "write_all", self)
 
     def __call__(self, handle, payload):
         self.count += 1
@@ -377,7 +378,7 @@ def test_a_stale_cache_that_cannot_be_written_falls_back_to_parsing(project, mon
     os.utime(folder / "iris.csv")  # the entry is now stale: its fingerprint must be checked and rewritten
 
     def read_only(path, *args, **kwargs):
-        raise artifacts.disk_error(PermissionError(errno.EACCES, "Permission denied"), path)
+        raise files.disk_error(PermissionError(errno.EACCES, "Permission denied"), path)
 
     monkeypatch.setattr(datacache, "atomic_write", read_only)
     result = runner.invoke(app, ["fit", str(folder / "c.yaml"), "--out", str(folder / "run"), "--quiet"])
@@ -402,7 +403,7 @@ def test_disk_errors_name_the_path_and_the_fix():
     path = Path("somewhere") / "model.npz"
     for code, words, exit_code in ((errno.EROFS, "read-only", 2), (errno.EACCES, "permission denied", 2),
                                    (errno.ENOSPC, "no space left", 1), (errno.EDQUOT, "quota", 1)):
-        error = artifacts.disk_error(OSError(code, os.strerror(code)), path)
+        error = files.disk_error(OSError(code, os.strerror(code)), path)
         assert str(error).startswith(f"{path}: cannot write: ") and words in str(error)
         assert error.exit_code == exit_code
 

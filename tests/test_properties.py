@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from dltrain import workflow
 from dltrain.activations import ACTIVATIONS
 from dltrain.config import Config, dump_config, load_config
-from dltrain.csvio import CsvFile
+from dltrain.data.csv import CsvFile
 from dltrain.errors import DltrainError
 
 from conftest import bounded

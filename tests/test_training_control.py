@@ -1,7 +1,6 @@
 """Early stopping, schedules, regularisation, exact resume, Ctrl-C, divergence, metrics, plots."""
 
 import json
-import os
 import signal
 import subprocess
 import sys

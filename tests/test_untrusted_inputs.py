@@ -126,8 +126,8 @@ def test_a_forged_npy_header_in_the_checkpoint_is_refused(work):
 
 
 def test_a_forged_npy_header_in_the_cache_is_ignored(tmp_path, monkeypatch):
-    from dltrain import datacache
-    from dltrain.csvio import CsvFile
+    from dltrain.data import cache as datacache
+    from dltrain.data.csv import CsvFile
     monkeypatch.setattr(datacache, "MIN_BYTES", 0)
     data = tmp_path / "d.csv"
     data.write_text("a,b\n" + "".join(f"{i},{i * 2}\n" for i in range(50)))
@@ -291,7 +291,7 @@ def test_an_unclosed_quote_in_a_large_file_is_answered_in_one_pass(tmp_path, mon
 
 def test_blank_lines_before_the_header_are_skipped_in_one_pass(tmp_path):
     """Skipping them stays linear (slicing the block once per skipped line took 20 s for these 30,000)."""
-    from dltrain.csvio import CsvFile
+    from dltrain.data.csv import CsvFile
     path = tmp_path / "data.csv"
     path.write_text("\n" * 30_000 + "a,b\n" + "".join(f"{index},{index % 7}\n" for index in range(400_000)))
     with bounded(seconds=10):

@@ -6,10 +6,9 @@ a wide and a narrow file of the same number of cells, measured side by side in o
 import time
 
 import numpy as np
-import pytest
 
 from dltrain import workflow
-from dltrain.csvio import CsvFile
+from dltrain.data.csv import CsvFile
 
 from conftest import bounded
 

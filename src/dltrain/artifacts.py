@@ -27,7 +27,6 @@ import shlex
 import shutil
 import signal
 import sys
-import tempfile
 import threading
 import zipfile
 from datetime import datetime, timezone
@@ -36,8 +35,10 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
-from .errors import ArtifactError, DltrainError, Interrupted, StorageError
-from .files import MANIFEST_LIMIT, available_memory, check_npz, read_regular
+from .errors import ArtifactError, DltrainError, Interrupted
+from . import files
+from .files import (_UMASK, MANIFEST_LIMIT, _fsync_folder, atomic_write, available_memory, check_npz, disk_error,
+                    read_regular)
 
 FORMAT_VERSION = 1
 # Checkpoints change more often than run folders: 2 stores Adam's moments as decayed sums.
@@ -49,98 +50,8 @@ PENDING_CHECKPOINT = ".checkpoint-pending.npz"
 LOCK = ".lock"
 # Files made from a run by other commands (plot, export): they belong to the run folder.
 DERIVED_FILES = ("curves.png", "curves.svg", "curves.pdf", "model.onnx")
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)
 _INTERRUPTS = tuple(number for number in (signal.SIGINT, getattr(signal, "SIGTERM", None),
                                           getattr(signal, "SIGHUP", None)) if number is not None)
-
-
-# ---------------------------------------------------------------------- disk errors
-
-_USER_FIXES = {
-    errno.EACCES: "permission denied; choose a place you can write to",
-    errno.EPERM: "permission denied; choose a place you can write to",
-    errno.EROFS: "the file system is read-only; choose another place",
-    errno.ENOTDIR: "a part of the path is a file, not a folder; choose another place",
-    errno.ENAMETOOLONG: "the name is too long; choose a shorter one",
-    errno.EISDIR: "is a folder; give a file name",
-    errno.ENOENT: "the folder does not exist; create it first or choose another place",
-    errno.EEXIST: "already exists; choose another name",
-}
-_DISK_FIXES = {
-    errno.ENOSPC: "no space left on the device; free some space",
-    errno.EDQUOT: "the disk quota is used up; free some space",
-    errno.EFBIG: "the file size limit was reached (see `ulimit -f`); raise it",
-    errno.EIO: "an input/output error; check the disk",
-}
-
-
-def disk_error(error: OSError, path) -> DltrainError:
-    """One readable error for a failed write: what went wrong at which path, and the fix.
-
-    A full disk or a size limit is not the user's typing (exit 1); a path that cannot be
-    written is (exit 2)."""
-    if error.errno in _DISK_FIXES:
-        return StorageError(f"{path}: cannot write: {_DISK_FIXES[error.errno]}")
-    if error.errno in _USER_FIXES:
-        return ArtifactError(f"{path}: cannot write: {_USER_FIXES[error.errno]}")
-    return StorageError(f"{path}: cannot write ({error.strerror or error})")
-
-
-def write_all(handle, payload: bytes):
-    """Every byte a run folder or checkpoint gets goes through here (fault-injection tests patch it)."""
-    handle.write(payload)
-
-
-def _fsync_folder(path: Path):
-    descriptor = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
-
-
-def check_writable(path: Path):
-    """A clear error, before any writing, when ``path`` cannot become a file."""
-    if path.is_dir():
-        raise ArtifactError(f"{path}: is a folder; give a file name to write to")
-    if not path.parent.is_dir():
-        raise ArtifactError(f"{path.parent}: folder not found; create it first or write elsewhere")
-
-
-@contextlib.contextmanager
-def atomic_file(path, durable: bool = True):
-    """A binary handle whose file appears at ``path`` whole, or not at all.
-
-    Written to a temporary file beside ``path``, fsynced, then renamed over it. ``durable=False``
-    skips the fsyncs: still safe against a crash of this process, not against losing power.
-    Disk errors become one readable DltrainError; the old file at ``path`` stays as it was."""
-    path = Path(path)
-    check_writable(path)
-    temporary = None
-    try:
-        descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.fchmod(descriptor, 0o666 & ~_UMASK)  # mkstemp's 0600 would hide runs from other users
-        with os.fdopen(descriptor, "wb") as handle:
-            yield handle
-            handle.flush()
-            if durable:
-                os.fsync(handle.fileno())
-        os.replace(temporary, path)
-        temporary = None
-        if durable:
-            _fsync_folder(path.parent)
-    except OSError as error:
-        raise disk_error(error, path) from None
-    finally:
-        if temporary is not None:
-            Path(temporary).unlink(missing_ok=True)
-
-
-def atomic_write(path, data: bytes | str, durable: bool = True):
-    """Replace ``path`` with ``data`` atomically (see ``atomic_file``)."""
-    with atomic_file(path, durable) as handle:
-        write_all(handle, data.encode("utf-8") if isinstance(data, str) else data)
 
 
 def npz_bytes(arrays: dict) -> bytes:
@@ -324,7 +235,7 @@ def _exchange(first: Path, second: Path) -> bool:
 
 def _write_new(path: Path, payload: bytes):
     with open(path, "xb") as handle:
-        write_all(handle, payload)
+        files.write_all(handle, payload)  # one place for every byte (fault tests patch it)
         handle.flush()
         os.fsync(handle.fileno())
 

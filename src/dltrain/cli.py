@@ -14,7 +14,7 @@ from typing import Annotated, List, Optional
 import typer
 
 from . import __version__, report, workflow
-from .artifacts import atomic_write
+from .files import atomic_write
 from .config import dump_config
 from .errors import DltrainError, Interrupted, signal_of
 

@@ -20,7 +20,7 @@ from pydantic import (BaseModel, ConfigDict, Discriminator, Field, Tag, Validati
 
 from .activations import ACTIVATIONS, HIDDEN_ACTIVATIONS
 from .errors import ConfigError, did_you_mean
-from .data import canonical_label
+from .labels import canonical_label
 from .files import CONFIG_LIMIT, read_regular
 from .layers import INITIALIZERS
 from .losses import LOSSES

@@ -21,7 +21,8 @@ import numpy as np
 
 from . import __version__
 from .activations import LeakyReLU
-from .artifacts import CHECKPOINT, LOCK, PENDING_CHECKPOINT, RUN_FILES, atomic_write, check_writable, holds_run
+from .artifacts import CHECKPOINT, LOCK, PENDING_CHECKPOINT, RUN_FILES, holds_run
+from .files import atomic_write, check_writable
 from .data import DataSchema
 from .errors import ArtifactError, DltrainError
 from .layers import ActivationLayer, Dense, Dropout

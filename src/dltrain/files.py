@@ -1,4 +1,4 @@
-"""Reading user-given files safely: regular files only, bounded sizes, bounded .npy headers.
+"""Files in and out: regular files only, bounded sizes and .npy headers; atomic writes; disk errors.
 
 Every input dltrain reads (configs, CSVs, run folder files, cache entries) is opened here, so
 a device such as ``/dev/zero``, a FIFO that never ends, a socket, or a symlink to one of them
@@ -7,15 +7,18 @@ is refused before a byte is read, and a small text file cannot grow into gigabyt
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import io
 import os
 import stat
+import tempfile
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
-from .errors import DltrainError
+from .errors import ArtifactError, DltrainError, StorageError
 
 MiB = 1 << 20
 CONFIG_LIMIT = 4 * MiB           # a YAML config: parsing 4 MiB takes ~15 s and ~600 MB already
@@ -158,3 +161,96 @@ def check_npz(source):
     if total > memory:
         raise ValueError(f"its arrays need {human_bytes(total)}, more than the {human_bytes(memory)} of memory "
                          "available")
+
+
+# ---------------------------------------------------------------------- writing
+
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+
+# ---------------------------------------------------------------------- disk errors
+
+_USER_FIXES = {
+    errno.EACCES: "permission denied; choose a place you can write to",
+    errno.EPERM: "permission denied; choose a place you can write to",
+    errno.EROFS: "the file system is read-only; choose another place",
+    errno.ENOTDIR: "a part of the path is a file, not a folder; choose another place",
+    errno.ENAMETOOLONG: "the name is too long; choose a shorter one",
+    errno.EISDIR: "is a folder; give a file name",
+    errno.ENOENT: "the folder does not exist; create it first or choose another place",
+    errno.EEXIST: "already exists; choose another name",
+}
+_DISK_FIXES = {
+    errno.ENOSPC: "no space left on the device; free some space",
+    errno.EDQUOT: "the disk quota is used up; free some space",
+    errno.EFBIG: "the file size limit was reached (see `ulimit -f`); raise it",
+    errno.EIO: "an input/output error; check the disk",
+}
+
+
+def disk_error(error: OSError, path) -> DltrainError:
+    """One readable error for a failed write: what went wrong at which path, and the fix.
+
+    A full disk or a size limit is not the user's typing (exit 1); a path that cannot be
+    written is (exit 2)."""
+    if error.errno in _DISK_FIXES:
+        return StorageError(f"{path}: cannot write: {_DISK_FIXES[error.errno]}")
+    if error.errno in _USER_FIXES:
+        return ArtifactError(f"{path}: cannot write: {_USER_FIXES[error.errno]}")
+    return StorageError(f"{path}: cannot write ({error.strerror or error})")
+
+
+def write_all(handle, payload: bytes):
+    """Every byte a run folder, checkpoint or cache entry gets goes through here (fault tests patch it)."""
+    handle.write(payload)
+
+
+def _fsync_folder(path: Path):
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def check_writable(path: Path):
+    """A clear error, before any writing, when ``path`` cannot become a file."""
+    if path.is_dir():
+        raise ArtifactError(f"{path}: is a folder; give a file name to write to")
+    if not path.parent.is_dir():
+        raise ArtifactError(f"{path.parent}: folder not found; create it first or write elsewhere")
+
+
+@contextlib.contextmanager
+def atomic_file(path, durable: bool = True):
+    """A binary handle whose file appears at ``path`` whole, or not at all.
+
+    Written to a temporary file beside ``path``, fsynced, then renamed over it. ``durable=False``
+    skips the fsyncs: still safe against a crash of this process, not against losing power.
+    Disk errors become one readable DltrainError; the old file at ``path`` stays as it was."""
+    path = Path(path)
+    check_writable(path)
+    temporary = None
+    try:
+        descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.fchmod(descriptor, 0o666 & ~_UMASK)  # mkstemp's 0600 would hide runs from other users
+        with os.fdopen(descriptor, "wb") as handle:
+            yield handle
+            handle.flush()
+            if durable:
+                os.fsync(handle.fileno())
+        os.replace(temporary, path)
+        temporary = None
+        if durable:
+            _fsync_folder(path.parent)
+    except OSError as error:
+        raise disk_error(error, path) from None
+    finally:
+        if temporary is not None:
+            Path(temporary).unlink(missing_ok=True)
+
+
+def atomic_write(path, data: bytes | str, durable: bool = True):
+    """Replace ``path`` with ``data`` atomically (see ``atomic_file``)."""
+    with atomic_file(path, durable) as handle:
+        write_all(handle, data.encode("utf-8") if isinstance(data, str) else data)

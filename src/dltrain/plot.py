@@ -7,7 +7,8 @@ import io
 import math
 from pathlib import Path
 
-from .artifacts import atomic_write, read_manifest
+from .artifacts import read_manifest
+from .files import atomic_write
 from .errors import ArtifactError, DltrainError
 from .files import MANIFEST_LIMIT, read_regular
 

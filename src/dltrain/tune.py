@@ -29,7 +29,8 @@ import numpy as np
 from pydantic import ValidationError
 
 from . import workflow
-from .artifacts import atomic_write, disk_error, holds_run
+from .artifacts import holds_run
+from .files import atomic_write, disk_error
 from .backend import available_cores, blas_threads
 from .config import (Config, ConfigSource, RangeSpec, TuneSpec, apply_override, build_config, closest_match,
                      dump_config, parse_override, read_config_data, validation_message)

@@ -22,8 +22,8 @@ from pydantic import ValidationError
 from .artifacts import (CHECKPOINT, CHECKPOINT_FORMAT_VERSION, RunTarget, claim_run_dir, read_checkpoint,
                         holds_run, read_manifest, read_run, resume_command, save_checkpoint, save_run)
 from .config import DELIMITER_ALIASES, Config, ConfigSource, closest_match, dump_config, load_config
-from . import datacache
-from .csvio import DELIMITERS, CsvFile
+from .data import cache as data_cache
+from .data.csv import DELIMITERS, CsvFile
 from .data import (ColumnOptions, DataPlan, DataSchema, Split, checked_rows, column_encodings, infer_task,
                    plan_data, read_features, stratified_split, target_labels)
 from .errors import (ArtifactError, ConfigError, DataError, DltrainError, TrainingDiverged, TrainingInterrupted,
@@ -135,8 +135,8 @@ def prepare_data(config: Config, source: ConfigSource, base_dir: Path, seeds: Se
         raise ConfigError(f"{source.where(('data', 'columns'))}: data.columns: give every target the same "
                           "missing policy (error or drop)")
     target_missing = target_policies.pop()
-    cache = datacache.cache_folder(base_dir) if spec.cache else None
-    columns = datacache.read_columns(table, plan.request(config.task), cache)
+    cache = data_cache.cache_folder(base_dir) if spec.cache else None
+    columns = data_cache.read_columns(table, plan.request(config.task), cache)
     encodings = column_encodings(columns, plan)
     rows = checked_rows(columns, encodings, plan.targets, target_missing, "train")
     rows = np.arange(columns.n_rows) if rows is None else rows
@@ -395,7 +395,7 @@ def _data_files(config: Config, base_dir: Path) -> dict:
 
 def _data_hashes(files: dict) -> dict:
     """SHA-256 of each training input (regular files only), so a resume can tell that the data changed."""
-    return {key: datacache.file_sha256(path) for key, path in files.items() if path.is_file()}
+    return {key: data_cache.file_sha256(path) for key, path in files.items() if path.is_file()}
 
 
 def _refuse_changed_data(meta: dict, hashes: dict, files: dict, run_dir: Path):

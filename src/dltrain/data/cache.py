@@ -22,10 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .artifacts import atomic_file, atomic_write
-from .errors import DltrainError
-from .files import MANIFEST_LIMIT, check_npz, open_regular, read_regular
-from .csvio import MISSING_TOKENS, Columns, CsvFile
+from ..files import atomic_file, atomic_write
+from ..errors import DltrainError
+from ..files import MANIFEST_LIMIT, check_npz, open_regular, read_regular
+from .csv import MISSING_TOKENS, Columns, CsvFile
 
 CACHE_FORMAT = 1
 CACHE_ENV = "DLTRAIN_CACHE_DIR"

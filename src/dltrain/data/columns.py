@@ -1,0 +1,338 @@
+"""One column at a time: its type, missing values, categories, fitted fills, and the rows that can be used."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..errors import DataError
+from ..labels import canonical_label
+from .csv import Columns
+from .plan import _NO_OPTIONS, DataPlan
+
+MAX_CATEGORIES = 1000  # one-hot columns beyond this are almost surely an ID or free text
+MISSING_POLICIES = ("error", "drop", "mean", "median", "mode", "constant")
+COLUMN_TYPES = ("numeric", "categorical", "boolean")
+BOOLEAN_WORDS = {"true": True, "false": False, "yes": True, "no": False, "t": True, "f": False,
+                 "y": True, "n": False, "1": True, "0": False}
+_KNOWN_SHOWN = 20  # known values listed in an error message
+_STATISTICS_ROWS = 8192  # rows per block when statistics or row moves stream through a matrix
+
+
+@dataclass
+class ColumnEncoding:
+    """How one CSV column becomes model inputs: its type, missing-value fill and categories."""
+
+    name: str
+    type: str = "numeric"
+    missing: str = "error"
+    fill: object = None            # the value an empty cell takes (fitted for mean, median, mode)
+    categories: list = field(default_factory=list)
+    unknown: str = "error"         # categorical: an unseen value is an error, or all zeros
+
+    @property
+    def width(self) -> int:
+        return len(self.categories) if self.type == "categorical" else 1
+
+    def input_names(self) -> list[str]:
+        if self.type == "categorical":
+            return [f"{self.name}={category}" for category in self.categories]
+        return [self.name]
+
+    def to_dict(self) -> dict:
+        data = {"name": self.name, "type": self.type, "missing": self.missing, "fill": self.fill}
+        if self.type == "categorical":
+            data.update(categories=list(self.categories), unknown=self.unknown)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ColumnEncoding":
+        encoding = cls(str(data["name"]), data["type"], data["missing"], data.get("fill"),
+                       [str(value) for value in data.get("categories", [])], data.get("unknown", "error"))
+        if encoding.type not in COLUMN_TYPES or encoding.missing not in MISSING_POLICIES:
+            raise ValueError(f"column {encoding.name!r}: unknown type {encoding.type!r} or missing "
+                             f"policy {encoding.missing!r}")
+        if encoding.unknown not in ("error", "ignore"):
+            raise ValueError(f"column {encoding.name!r}: unknown must be error or ignore")
+        if encoding.missing in ("mean", "median", "mode", "constant") and encoding.fill is None:
+            raise ValueError(f"column {encoding.name!r}: missing {encoding.missing} without a fill value")
+        if encoding.type == "categorical" and not encoding.categories:
+            raise ValueError(f"column {encoding.name!r}: a categorical column without categories")
+        fill = encoding.fill
+        fits = {"numeric": lambda: isinstance(fill, (int, float)) and not isinstance(fill, bool) and math.isfinite(fill),
+                "boolean": lambda: isinstance(fill, bool),
+                "categorical": lambda: isinstance(fill, str)}
+        if fill is not None and not fits[encoding.type]():
+            raise ValueError(f"column {encoding.name!r}: the fill {fill!r} does not suit a {encoding.type} column")
+        return encoding
+
+
+def _missing_mask(columns: Columns, name: str) -> np.ndarray:
+    if name in columns.text:
+        return columns.text[name] == ""
+    return np.isnan(columns.numbers(name))
+
+
+def _suspect_numeric(columns: Columns, names) -> set:
+    """Numeric columns that may hold NaN or inf: one float64 sum per column finds them all."""
+    positions = columns.numeric_positions(names)
+    suspects = {name for name in names if name in columns.wide}
+    if positions:
+        with np.errstate(all="ignore"):
+            sums = np.add.reduce(columns.matrix, axis=0, dtype=np.float64)
+        suspects.update(columns.numeric_names[position] for position in positions
+                        if not math.isfinite(sums[position]))
+    return suspects
+
+
+def _first(mask: np.ndarray, rows: np.ndarray | None):
+    """Index (into the full table) of the first True among ``rows``, or None."""
+    if rows is not None:
+        hits = rows[mask[rows]]
+        return int(hits[0]) if hits.size else None
+    hits = np.flatnonzero(mask)
+    return int(hits[0]) if hits.size else None
+
+
+def _boolean_values(values: np.ndarray) -> tuple[np.ndarray, int | None]:
+    """0/1 floats for boolean words (NaN for missing), and the index of the first other word."""
+    unique, inverse = np.unique(values, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    words = [word.lower() for word in unique.tolist()]
+    mapped = np.array([float(BOOLEAN_WORDS[word]) if word in BOOLEAN_WORDS else np.nan for word in words],
+                      dtype=np.float32)
+    other = np.array([word != "" and word not in BOOLEAN_WORDS for word in words], dtype=bool)
+    bad_rows = np.flatnonzero(other[inverse])
+    return mapped[inverse], (int(bad_rows[0]) if bad_rows.size else None)
+
+
+def _mostly_numbers(values: np.ndarray):
+    """(indices of the non-numbers, numbers, non-missing) when at least half the cells are numbers."""
+    unique, inverse, counts = np.unique(values, return_inverse=True, return_counts=True)
+    numeric = np.zeros(unique.size, dtype=bool)
+    for index, word in enumerate(unique):
+        try:
+            float(word)
+            numeric[index] = word != ""
+        except ValueError:
+            pass
+    present = unique != ""
+    n_numbers, n_present = int(counts[numeric].sum()), int(counts[present].sum())
+    if n_present and n_numbers * 2 >= n_present and n_numbers < n_present:
+        bad = np.flatnonzero((present & ~numeric)[inverse.reshape(-1)])
+        return bad, n_numbers, n_present
+    return None
+
+
+def _rows_to_front(matrix: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """``matrix[rows]`` for ascending ``rows``, made by moving them forward inside ``matrix``."""
+    if rows.size and np.any(np.diff(rows) <= 0):
+        return matrix[rows]
+    if not rows.size or rows[-1] == len(rows) - 1:  # already the leading rows, in order
+        return matrix[:len(rows)]
+    for begin in range(0, len(rows), _STATISTICS_ROWS):
+        chunk = rows[begin:begin + _STATISTICS_ROWS]
+        # Row k moves to position <= k, and every later source lies beyond what was written.
+        matrix[begin:begin + len(chunk)] = matrix[chunk]
+    return matrix[:len(rows)]
+
+
+def _fit_column(columns: Columns, encoding: ColumnEncoding, train_rows: np.ndarray, all_rows: np.ndarray):
+    """The column with its fill value (mean, median or mode of the training rows) and categories."""
+    name = encoding.name
+    fill = encoding.fill
+    if encoding.type == "numeric":
+        if encoding.missing not in ("mean", "median", "mode"):
+            return encoding  # nothing to fit (most columns of a wide file)
+        if encoding.missing in ("mean", "median", "mode"):
+            values = columns.numbers(name)[train_rows]
+            present = values[~np.isnan(values)].astype(np.float64)
+            if present.size == 0:
+                raise DataError(f"{columns.path}: column {name!r} has no values in the training rows to take "
+                                f"the {encoding.missing} of; fill it in or exclude the column")
+            if encoding.missing == "mean":
+                fill = float(present.mean())
+            elif encoding.missing == "median":
+                fill = float(np.median(present))
+            else:
+                unique, counts = np.unique(present, return_counts=True)
+                fill = float(unique[np.argmax(counts)])
+        return ColumnEncoding(name, "numeric", encoding.missing, fill)
+    values = columns.text[name]
+    if encoding.missing == "mode":
+        present = values[train_rows]
+        if encoding.type == "boolean":
+            words = _boolean_values(present)[0]
+            words = words[~np.isnan(words)]
+            if words.size == 0:
+                raise DataError(f"{columns.path}: column {name!r} has no values in the training rows to take "
+                                "the mode of; fill it in or exclude the column")
+            fill = bool(np.count_nonzero(words) * 2 >= words.size)  # ties go to true
+        else:
+            present = present[present != ""]
+            if present.size == 0:
+                raise DataError(f"{columns.path}: column {name!r} has no values in the training rows to take "
+                                "the mode of; fill it in or exclude the column")
+            unique, counts = np.unique(present, return_counts=True)
+            fill = str(unique[np.argmax(counts)])
+    if encoding.type == "boolean":
+        return ColumnEncoding(name, "boolean", encoding.missing, fill)
+    categories = sorted(set(np.unique(values[all_rows]).tolist()) - {""} | ({str(fill)} if fill is not None else set()))
+    if len(categories) > MAX_CATEGORIES:
+        raise DataError(f"{columns.path}: column {name!r} has {len(categories)} distinct values, too many to "
+                        f"one-hot encode (at most {MAX_CATEGORIES}); it looks like an ID or free text: add it to "
+                        "data.exclude")
+    return ColumnEncoding(name, "categorical", encoding.missing, fill, categories, encoding.unknown)
+
+
+def checked_rows(columns: Columns, encodings: list, targets: list, target_missing: str, mode: str):
+    """Rows to keep after ``drop`` policies; the earliest cell that cannot be used is a DataError.
+
+    ``mode``: 'train' and 'labelled' drop rows under ``drop``; 'predict' never drops a row."""
+    path = columns.path
+    drop = np.zeros(columns.n_rows, dtype=bool)
+    suspects = _suspect_numeric(columns, [encoding.name for encoding in encodings] + list(targets))
+    masks = {}
+    for encoding in encodings:
+        if encoding.name in columns.text or encoding.name in suspects:
+            masks[encoding.name] = _missing_mask(columns, encoding.name)
+    problems = []  # (row, column position, message)
+    for position, encoding in enumerate(encodings):
+        mask = masks.get(encoding.name)
+        if mask is None or not mask.any():
+            continue
+        if encoding.missing == "drop":
+            if mode == "predict":
+                row = _first(mask, None)
+                problems.append((row, position, f"column {encoding.name!r} is empty (a missing value); the model "
+                                 "was trained without such rows (missing: drop), so it cannot predict this one; "
+                                 "fill the cell in"))
+            else:
+                drop |= mask
+    for name in targets:
+        mask = np.isnan(columns.numbers(name)) if name not in columns.text else columns.text[name] == ""
+        if mask.any():
+            if target_missing == "drop":
+                drop |= mask
+            else:
+                row = _first(mask, None)
+                problems.append((row, -1, f"target {name!r} is empty (a missing value); fill it in, or set "
+                                 f"data.columns.{name}.missing: drop to skip rows without a target"))
+    keep = np.flatnonzero(~drop) if drop.any() else None
+    for position, encoding in enumerate(encodings):
+        mask = masks.get(encoding.name)
+        if mask is None:
+            continue
+        if encoding.missing == "error":
+            row = _first(mask, keep)
+            if row is not None:
+                advice = ("fill it in, or set data.columns.{0}.missing (drop, mean, median, mode or constant)"
+                          if mode == "train" else "the model was trained without missing values in this column; "
+                          "fill it in").format(encoding.name)
+                problems.append((row, position, f"column {encoding.name!r} is empty (a missing value); {advice}"))
+        if encoding.name not in columns.text:
+            values = columns.numbers(encoding.name)
+            row = _first(np.isinf(values), keep)
+            if row is not None:
+                problems.append((row, position, f"column {encoding.name!r} has {float(values[row])!r}; "
+                                 "features must be finite numbers"))
+        elif encoding.type == "boolean":
+            _, bad = _boolean_values(columns.text[encoding.name] if keep is None else columns.text[encoding.name][keep])
+            if bad is not None:
+                row = bad if keep is None else int(keep[bad])
+                word = str(columns.text[encoding.name][row])
+                problems.append((row, position, f"column {encoding.name!r} has {word!r}, which is not true/false "
+                                 "(or yes/no, 1/0)"))
+    for name in targets:
+        if name not in columns.text:
+            values = columns.numbers(name)
+            row = _first(np.isinf(values), keep)
+            if row is not None:
+                problems.append((row, -1, f"target {name!r} has {float(values[row])!r}; targets must be finite"))
+    if problems:
+        row, _, message = min(problems, key=lambda problem: (columns.line(problem[0]), problem[1]))
+        raise DataError(f"{path}:{columns.line(row)}: {message}")
+    if keep is not None and keep.size == 0:
+        raise DataError(f"{path}: every row has an empty cell in a column with missing: drop; no rows are left")
+    return keep
+
+
+def column_encodings(columns: Columns, plan: DataPlan) -> list:
+    """Each feature's type (given, or inferred from its cells) and missing-value policy, unfitted."""
+    encodings = []
+    plain = None  # the encoding of a numeric column without settings: most of a wide file's
+    for name in plan.features:
+        option = plan.options.get(name)
+        if option is None and name not in columns.text:
+            if plain is None:
+                plain = _plain_numeric(plan, name)
+            encodings.append(ColumnEncoding(name, "numeric", plain.missing, plain.fill))
+            continue
+        option = option or _NO_OPTIONS
+        kind = option.type
+        if name in columns.text:
+            values = columns.text[name]
+            if kind is None:
+                mostly = _mostly_numbers(values)
+                if mostly is not None:
+                    bad, numbers, present = mostly
+                    row = int(bad[0])
+                    others = ""
+                    if bad.size > 1:
+                        shown = ", ".join(f"{columns.line(int(index))} ({str(values[index])!r})" for index in bad[1:6])
+                        others = (f", nor are {bad.size - 1} more cell{'s' if bad.size > 2 else ''} (line "
+                                  f"{shown}{', …' if bad.size > 6 else ''})")
+                    raise DataError(f"{columns.path}:{columns.line(row)}: column {name!r} has {str(values[row])!r}, "
+                                    f"which is not a number{others}, though {numbers} of its {present} values are; "
+                                    f"fix the cell{'s' if bad.size > 1 else ''}, or set data.columns.{name}.type: "
+                                    "categorical to treat the column as text")
+                present = np.unique(values)
+                words = {word.lower() for word in present.tolist()} - {""}
+                kind = "boolean" if words and words <= set(BOOLEAN_WORDS) else "categorical"
+            elif kind == "boolean":
+                _, bad = _boolean_values(values)
+                if bad is not None:
+                    raise DataError(f"{columns.path}:{columns.line(bad)}: column {name!r} has {str(values[bad])!r}, "
+                                    f"which is not true/false (or yes/no, 1/0); data.columns.{name}.type is boolean")
+        else:
+            kind = "numeric"
+        missing, fill, path = plan.policy(name)
+        if kind != "numeric" and missing in ("mean", "median"):
+            if path[1] == "columns":
+                raise plan.fail(path, f"{missing} needs a numeric column and {name!r} is {kind}; use mode or constant")
+            missing = "mode"  # the data-wide default falls back to the most frequent value for text
+        if missing == "constant":
+            fill = _constant_fill(plan, name, kind, fill, path)
+        elif missing not in ("mean", "median", "mode"):
+            fill = None
+        encodings.append(ColumnEncoding(name, kind, missing, fill if missing == "constant" else None,
+                                        unknown=option.unknown))
+        if option.unknown != "error" and kind != "categorical":
+            raise plan.fail(("data", "columns", name, "unknown"), f"applies to categorical columns, and {name!r} "
+                            f"is {kind}")
+    return encodings
+
+
+def _plain_numeric(plan: DataPlan, name: str) -> ColumnEncoding:
+    """The unfitted encoding of a numeric column that ``data.columns`` does not mention."""
+    missing, fill, path = plan.policy(name)
+    fill = _constant_fill(plan, name, "numeric", fill, path) if missing == "constant" else None
+    return ColumnEncoding(name, "numeric", missing, fill)
+
+
+def _constant_fill(plan: DataPlan, name: str, kind: str, fill, path):
+    fill_path = path[:-1] + ("fill",)
+    if fill is None:
+        raise plan.fail(fill_path, "missing: constant needs a fill value")
+    if kind == "numeric":
+        if isinstance(fill, bool) or not isinstance(fill, (int, float)) or not math.isfinite(fill):
+            raise plan.fail(fill_path, f"{name!r} is numeric, so the fill must be a finite number (got {fill!r})")
+        return float(fill)
+    if kind == "boolean":
+        word = canonical_label(fill).lower()  # true, yes, 1 and 1.0 all mean true
+        if word not in BOOLEAN_WORDS:
+            raise plan.fail(fill_path, f"{name!r} is boolean, so the fill must be true or false (got {fill!r})")
+        return BOOLEAN_WORDS[word]
+    return canonical_label(fill) if isinstance(fill, (int, float)) and not isinstance(fill, bool) else str(fill)

@@ -1,0 +1,180 @@
+"""What the config asks of the data: targets, features, per-column settings, and the task."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from ..errors import ConfigError, did_you_mean
+from ..labels import _canonical_number, canonical_label
+from .csv import CsvFile, listed
+
+MAX_AUTO_CLASSES = 20  # an integer target with at most this many values is taken as classes,
+MIN_ROWS_PER_CLASS = 5  # if it has on average this many rows per value (else it is a count or a score)
+
+
+def _label_sort_key(label: str):
+    try:
+        return (0, float(label), label)
+    except ValueError:
+        return (1, 0.0, label)
+
+
+def target_labels(values: np.ndarray) -> np.ndarray:
+    """Canonical label of every value (numbers or text), computed once per distinct value."""
+    unique, inverse = np.unique(values, return_inverse=True)
+    if values.dtype.kind == "f":
+        labels = [_canonical_number(float(value)) for value in unique]
+    else:
+        labels = [canonical_label(value) for value in unique]
+    return np.asarray(labels, dtype=object)[inverse.reshape(-1)]
+
+
+def infer_task(values: np.ndarray) -> str:
+    """'classification' for text, or for few distinct integers each with enough rows; else 'regression'.
+
+    16 distinct integers in 20 rows are a quantity, not 16 classes: a classifier could not
+    even hold out one row of each."""
+    n_rows = values.size
+    if values.dtype.kind != "f":
+        try:
+            values = np.unique(values).astype(np.float64)
+        except ValueError:
+            return "classification"
+    values = values[~np.isnan(values)]
+    integral = np.all(np.isfinite(values)) and np.all(values == np.round(values))
+    distinct = np.unique(values).size
+    enough_rows = distinct <= 2 or n_rows >= MIN_ROWS_PER_CLASS * distinct
+    return "classification" if integral and distinct <= MAX_AUTO_CLASSES and enough_rows else "regression"
+
+
+def _dotted(path) -> str:
+    """A config key path as the user writes it: data.columns.x.missing, data.exclude[0]."""
+    text = ""
+    for part in path:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+@dataclass
+class ColumnOptions:
+    """One column's settings from ``data.columns`` (None: inferred, or the data-level default)."""
+
+    type: str | None = None
+    missing: str | None = None
+    fill: object = None
+    unknown: str = "error"
+
+
+_NO_OPTIONS = ColumnOptions()  # shared, never changed: most of a wide file's columns have no settings
+
+
+@dataclass
+class DataPlan:
+    """Which columns are features and targets, and how each is to be treated."""
+
+    path: Path
+    features: list[str]
+    targets: list[str]
+    options: dict
+    missing: str = "error"
+    fill: object = None
+    where: Callable = field(default=lambda path: "config")
+
+    def option(self, name: str) -> ColumnOptions:
+        return self.options.get(name) or _NO_OPTIONS
+
+    def policy(self, name: str) -> tuple[str, object, tuple]:
+        """(missing policy, fill, config path it came from) for one column."""
+        own = self.option(name)
+        if own.missing is not None:
+            return own.missing, own.fill, ("data", "columns", name, "missing")
+        return self.missing, self.fill, ("data", "missing")
+
+    def target_policy(self, name: str) -> str:
+        return "drop" if self.policy(name)[0] == "drop" else "error"
+
+    def fail(self, path: tuple, message: str) -> ConfigError:
+        return ConfigError(f"{self.where(path)}: {_dotted(path)}: {message}")
+
+    def request(self, task: str) -> dict:
+        """What to ask the CSV reader for: numeric, wide (float64 targets) and text columns."""
+        numeric, text, fixed = [], [], {}
+        for name in self.features:
+            kind = self.option(name).type
+            if kind in ("categorical", "boolean"):
+                text.append(name)
+            else:
+                numeric.append(name)
+                if kind == "numeric":
+                    fixed[name] = (f"data.columns.{name}.type is numeric; fix the cell, or mark the column "
+                                   "categorical")
+        regression = task == "regression" or len(self.targets) > 1
+        for name in self.targets:
+            if regression:
+                fixed[name] = "a regression target must be numeric"
+        return {"numeric": numeric, "wide": list(self.targets), "text": text, "fixed": fixed}
+
+
+def plan_data(table: CsvFile, target, features, exclude, columns: dict, missing: str, fill,
+              where: Callable) -> DataPlan:
+    """Check the column names a config uses against the CSV header and build the plan."""
+    header = table.header
+    known = table.positions  # membership tests by dict: a file may have 10⁶ columns
+    targets = [target] if isinstance(target, str) else list(target)
+    excluded = set(exclude)
+
+    def fail(path, message, key=False):
+        place = where(path, key=True) if key else where(path)
+        return ConfigError(f"{place}: {_dotted(path)}: {message}")
+
+    def unknown_column(path, name):
+        return fail(path, f"column {name!r} is not in {table.path}{did_you_mean(name, header)}; "
+                    f"columns are {listed(header)}",
+                    key=path[1] == "columns")
+
+    for name in targets:
+        if name not in known:
+            raise table.column_not_found(name, "target")
+    for index, name in enumerate(exclude):
+        if name not in known:
+            raise unknown_column(("data", "exclude", index), name)
+        if name in targets:
+            raise fail(("data", "exclude", index), f"excludes the target {name!r}; remove it from data.exclude")
+    if features is not None:
+        for index, name in enumerate(features):
+            if name not in known:
+                raise table.column_not_found(name, "feature")
+            if name in targets:
+                raise fail(("data", "features"), f"lists the target {name!r}; remove it from the features")
+            if name in excluded:
+                raise fail(("data", "features"), f"lists {name!r}, which data.exclude excludes; keep one of them")
+        feature_names = list(features)
+    else:
+        feature_names = [name for name in header if name not in excluded and name not in targets]
+    if not feature_names:
+        raise fail(("data",), f"no feature columns; {table.path} has only the target and excluded columns")
+    options = {}
+    features_set = set(feature_names)
+    for name, spec in columns.items():
+        if name not in known:
+            raise unknown_column(("data", "columns", name), name)
+        if name in excluded:
+            raise fail(("data", "columns", name), f"{name!r} is excluded by data.exclude; remove one of them")
+        if name not in targets and name not in features_set:
+            raise fail(("data", "columns", name), f"{name!r} is not a feature (data.features leaves it out)")
+        if name in targets:
+            if spec.type is not None:
+                raise fail(("data", "columns", name, "type"), "not used for the target; set task: "
+                           "classification or regression instead")
+            if spec.unknown != "error":
+                raise fail(("data", "columns", name, "unknown"), "a class label training never saw is always "
+                           "an error; remove unknown from the target")
+            if spec.missing not in (None, "error", "drop"):
+                raise fail(("data", "columns", name, "missing"), f"a target cannot be filled in "
+                           f"({spec.missing}); use error, or drop to skip rows with an empty target")
+        options[name] = spec
+    return DataPlan(table.path, feature_names, targets, options, missing, fill, where)

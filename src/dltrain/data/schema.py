@@ -1,0 +1,344 @@
+"""The fitted preprocessing, stored in the run folder: CSV columns to model inputs and targets.
+
+Fitted on the training rows only; ``read_features`` applies exactly the same steps to any CSV
+at eval or predict time."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..errors import DataError
+from .columns import (ColumnEncoding, _KNOWN_SHOWN, _STATISTICS_ROWS, _boolean_values,
+                      _fit_column, _rows_to_front, checked_rows)
+from .csv import DELIMITERS, Columns, CsvFile
+from .plan import _label_sort_key, target_labels
+
+@dataclass
+class DataSchema:
+    """Everything needed to turn a CSV into model inputs and outputs: fitted on train, stored."""
+
+    feature_names: list[str]
+    target: str | list
+    task: str
+    scale: str
+    offset: np.ndarray
+    divisor: np.ndarray
+    class_labels: list[str] = field(default_factory=list)
+    binary: bool = False  # two classes predicted by one sigmoid output
+    columns: list = field(default_factory=list)      # one ColumnEncoding per feature
+    target_missing: str = "error"                     # drop: labelled rows with an empty target are skipped
+    delimiter: str | None = None                      # None: detected in each file
+    decimal: str = "."
+    encoding: str = "utf-8"
+    target_scale: str = "none"                        # regression: standard trains on (y - offset) / divisor
+    target_offset: np.ndarray | None = None
+    target_divisor: np.ndarray | None = None
+
+    def __post_init__(self):
+        if not self.columns:
+            self.columns = [ColumnEncoding(name) for name in self.feature_names]
+
+    # ------------------------------------------------------------ shape
+
+    @property
+    def targets(self) -> list[str]:
+        return [self.target] if isinstance(self.target, str) else list(self.target)
+
+    @property
+    def input_names(self) -> list[str]:
+        return [name for column in self.columns for name in column.input_names()]
+
+    @property
+    def n_inputs(self) -> int:
+        return sum(column.width for column in self.columns)
+
+    @property
+    def n_outputs(self) -> int:
+        if self.task == "regression":
+            return len(self.targets)
+        return 1 if self.binary else len(self.class_labels)
+
+    # ------------------------------------------------------------ fitting
+
+    @classmethod
+    def fit(cls, columns: Columns, encodings: list, train_rows: np.ndarray, all_rows: np.ndarray, targets,
+            task: str, scale: str, target_missing: str = "error", csv_options: dict | None = None,
+            target_scale: str = "none") -> "DataSchema":
+        """Fit fills and scaling on ``train_rows``; categories and class labels on ``all_rows``."""
+        fitted = [_fit_column(columns, encoding, train_rows, all_rows) for encoding in encodings]
+        labels = []
+        if task == "classification":
+            name = targets[0]
+            raw = columns.text[name] if name in columns.text else columns.numbers(name)
+            labels = sorted(set(target_labels(raw[all_rows]).tolist()), key=_label_sort_key)
+        width = sum(column.width for column in fitted)
+        schema = cls([column.name for column in fitted], targets[0] if len(targets) == 1 else list(targets),
+                     task, scale, np.zeros(width, dtype=np.float32), np.ones(width, dtype=np.float32), labels,
+                     columns=fitted, target_missing=target_missing, **(csv_options or {}))
+        schema._fit_scaling(columns, train_rows)
+        if task == "regression" and target_scale == "standard":
+            schema._fit_target_scaling(columns, train_rows)
+        return schema
+
+    def _fit_target_scaling(self, columns: Columns, train_rows: np.ndarray):
+        """Mean and standard deviation of each regression target on the training rows."""
+        values = np.column_stack([columns.numbers(name)[train_rows] for name in self.targets]).astype(np.float64)
+        offset = values.mean(axis=0)
+        divisor = values.std(axis=0)
+        divisor[~(divisor > 0) | ~np.isfinite(divisor)] = 1.0  # a constant target is only shifted
+        self.target_scale, self.target_offset, self.target_divisor = "standard", offset, divisor
+
+    def unscale_targets(self, outputs: np.ndarray) -> np.ndarray:
+        """Model outputs in the target's own units (the inverse of the target scaling)."""
+        if self.target_divisor is None:
+            return outputs
+        return outputs * self.target_divisor + self.target_offset
+
+    def _fit_scaling(self, columns: Columns, train_rows: np.ndarray):
+        """Statistics of the numeric inputs on the training rows; one-hot and 0/1 inputs stay as they are.
+
+        Computed in blocks of rows, in float64, so no copy of the training matrix is needed."""
+        if self.scale == "none":
+            return
+        starts = np.cumsum([0] + [column.width for column in self.columns])[:-1]
+        numeric = [(start, column) for start, column in zip(starts, self.columns) if column.type == "numeric"]
+        if not numeric:
+            return
+        inputs = np.array([start for start, _ in numeric])
+        positions = columns.numeric_positions([column.name for _, column in numeric])
+        fills = np.array([np.nan if column.fill is None else column.fill for _, column in numeric], dtype=np.float32)
+        every_column = positions == list(range(columns.matrix.shape[1]))
+        any_fill = bool(np.any(~np.isnan(fills)))
+
+        def blocks():
+            for begin in range(0, len(train_rows), _STATISTICS_ROWS):
+                chunk = train_rows[begin:begin + _STATISTICS_ROWS]
+                block = columns.matrix[chunk] if every_column else columns.matrix[np.ix_(chunk, positions)]
+                if any_fill:
+                    block = np.where(np.isnan(block), fills, block)
+                yield block
+
+        if self.scale == "standard":
+            total = sum(np.add.reduce(block, axis=0, dtype=np.float64) for block in blocks())
+            offset = total / len(train_rows)
+            divisor = np.sqrt(sum(np.add.reduce((block - offset) ** 2, axis=0) for block in blocks()) / len(train_rows))
+        else:
+            extremes = [(block.min(axis=0), block.max(axis=0)) for block in blocks()]
+            offset = np.minimum.reduce([low for low, _ in extremes]).astype(np.float64)
+            divisor = np.maximum.reduce([high for _, high in extremes]).astype(np.float64) - offset
+        divisor[~(divisor > 0) | ~np.isfinite(divisor)] = 1.0  # a constant column becomes 0, never NaN
+        self.offset[inputs] = offset
+        self.divisor[inputs] = divisor
+
+    # ------------------------------------------------------------ applying
+
+    def transform(self, features: np.ndarray) -> np.ndarray:
+        """Scale model inputs in place with the training statistics."""
+        features -= self.offset
+        features /= self.divisor
+        return features
+
+    def _numeric_input(self, columns: Columns, column: ColumnEncoding, rows) -> np.ndarray:
+        values = columns.numbers(column.name)
+        values = values if rows is None else values[rows]
+        if column.fill is not None:
+            missing = np.isnan(values)
+            if missing.any():
+                values = np.where(missing, np.float32(column.fill), values)
+        return values
+
+    def encode_features(self, columns: Columns, rows: np.ndarray | None = None, in_place: bool = False) -> np.ndarray:
+        """Scaled float32 model inputs for ``rows`` (all when None) of checked columns.
+
+        When every feature is numeric, the reader's matrix already is the model input. With
+        ``in_place`` the chosen (ascending) rows are moved to its front instead of copied, so
+        a training split costs no second matrix; the columns are then spent."""
+        plain = (all(column.type == "numeric" for column in self.columns)
+                 and columns.numeric_names == self.feature_names)
+        if plain:
+            if rows is None:
+                features = columns.matrix
+            elif in_place:
+                features = _rows_to_front(columns.matrix, rows)
+            else:
+                features = columns.matrix[rows]
+            filled = [position for position, column in enumerate(self.columns) if column.fill is not None]
+            for position in filled:
+                values = features[:, position]
+                values[np.isnan(values)] = self.columns[position].fill
+            return self.transform(features)
+        n_rows = columns.n_rows if rows is None else len(rows)
+        features = np.zeros((n_rows, self.n_inputs), dtype=np.float32)
+        start = 0
+        for column in self.columns:
+            if column.type == "numeric":
+                features[:, start] = self._numeric_input(columns, column, rows)
+            elif column.type == "boolean":
+                values = columns.text[column.name] if rows is None else columns.text[column.name][rows]
+                if column.fill is not None:
+                    values = np.where(values == "", "true" if column.fill else "false", values)
+                features[:, start] = _boolean_values(values)[0]
+            else:
+                self._one_hot(columns, column, rows, features[:, start:start + column.width])
+            start += column.width
+        return self.transform(features)
+
+    def _one_hot(self, columns: Columns, column: ColumnEncoding, rows, out: np.ndarray):
+        values = columns.text[column.name] if rows is None else columns.text[column.name][rows]
+        if column.fill is not None:
+            values = np.where(values == "", str(column.fill), values)
+        categories = np.asarray(column.categories, dtype=str)
+        order = np.argsort(categories)
+        sorted_categories = categories[order]
+        positions = np.searchsorted(sorted_categories, values)
+        positions[positions >= len(categories)] = 0
+        known = sorted_categories[positions] == values
+        if not known.all() and column.unknown == "error":
+            bad = int(np.flatnonzero(~known)[0])
+            row = bad if rows is None else int(rows[bad])
+            shown = ", ".join(column.categories[:_KNOWN_SHOWN])
+            shown += " …" if len(column.categories) > _KNOWN_SHOWN else ""
+            raise DataError(f"{columns.path}:{columns.line(row)}: column {column.name!r} has {str(values[bad])!r}, "
+                            f"which training never saw; known values: {shown} (to encode unseen values as all zeros, "
+                            f"set data.columns.{column.name}.unknown: ignore in the config and train again)")
+        hit = np.flatnonzero(known)
+        out[hit, order[positions[hit]]] = 1.0
+
+    def encode_target(self, columns: Columns, rows: np.ndarray | None = None) -> np.ndarray:
+        """Class indices (int64), a 0/1 column (binary) or float32 values, one column per target."""
+        if self.task == "regression":
+            values = np.column_stack([columns.numbers(name) for name in self.targets])
+            values = values if rows is None else values[rows]
+            if self.target_divisor is not None:
+                return ((values - self.target_offset) / self.target_divisor).astype(np.float32)
+            return values.astype(np.float32, copy=False)
+        name = self.targets[0]
+        raw = columns.text[name] if name in columns.text else columns.numbers(name)
+        raw = raw if rows is None else raw[rows]
+        labels = target_labels(raw)
+        index_of = {label: index for index, label in enumerate(self.class_labels)}
+        indices = np.fromiter((index_of.get(label, -1) for label in labels), dtype=np.int64, count=len(labels))
+        if (indices < 0).any():
+            bad = int(np.flatnonzero(indices < 0)[0])
+            row = bad if rows is None else int(rows[bad])
+            raise DataError(f"{columns.path}:{columns.line(row)}: target {name!r} has class {str(labels[bad])!r}, "
+                            f"which training never saw; known classes: {', '.join(self.class_labels)}")
+        if self.binary:
+            return indices.astype(np.float32).reshape(-1, 1)
+        return indices
+
+    # ------------------------------------------------------------ reading a CSV like training did
+
+    def open(self, path, dialect: dict | None = None) -> CsvFile:
+        """Open a CSV as training did (the config's delimiter and encoding), or with ``dialect``.
+
+        ``dialect`` ({"delimiter", "encoding"}, None values meaning detect and UTF-8) is for
+        files from elsewhere, at eval and predict: the dialect belongs to each file, not to the
+        model. The decimal mark stays the model's, unless the file is comma-separated."""
+        if dialect is None:
+            return CsvFile.open(path, self.delimiter, self.encoding, self.decimal)
+        table = CsvFile.open(path, dialect.get("delimiter"), dialect.get("encoding") or "utf-8", self.decimal,
+                             encoding_setting="--encoding")
+        if table.delimiter == ",":
+            table.decimal = "."
+        return table
+
+    def read_columns(self, table: CsvFile, with_target: bool) -> Columns:
+        numeric = [column.name for column in self.columns if column.type == "numeric"]
+        text = [column.name for column in self.columns if column.type != "numeric"]
+        fixed = {name: "the model was trained on numbers in this column" for name in numeric}
+        wide = []
+        if with_target:
+            for name in self.targets:
+                table.index(name, "target")
+                wide.append(name)
+                if self.task == "regression":
+                    fixed[name] = "a regression target must be numeric"
+        for name in self.feature_names:
+            table.index(name, "feature")
+        return table.read(numeric=numeric, wide=wide, text=text, fixed=fixed)
+
+    def usable_rows(self, columns: Columns, labelled: bool) -> np.ndarray | None:
+        """Rows a trained model can use; raises for cells it cannot (None: every row)."""
+        targets = self.targets if labelled else []
+        return checked_rows(columns, self.columns, targets, self.target_missing,
+                            "labelled" if labelled else "predict")
+
+    # ------------------------------------------------------------ stored form
+
+    def to_dict(self) -> dict:
+        return {
+            "target": self.target, "task": self.task, "feature_names": self.feature_names,
+            "class_labels": self.class_labels, "binary": self.binary,
+            "scaler": {"method": self.scale, "offset": self.offset.tolist(), "divisor": self.divisor.tolist()},
+            "columns": [column.to_dict() for column in self.columns],
+            "target_missing": self.target_missing,
+            "csv": {"delimiter": self.delimiter, "decimal": self.decimal, "encoding": self.encoding},
+            "target_scaler": {"method": self.target_scale,
+                              "offset": None if self.target_offset is None else self.target_offset.tolist(),
+                              "divisor": None if self.target_divisor is None else self.target_divisor.tolist()},
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "DataSchema":
+        """Rebuild from ``to_dict``; a ValueError, KeyError or TypeError names what is wrong."""
+        scaler = data["scaler"]
+        feature_names = [str(name) for name in data["feature_names"]]
+        target = data["target"]
+        if not isinstance(target, (str, list)) or not target:
+            raise ValueError(f"target must be a column name or a list of them, not {target!r}")
+        columns = [ColumnEncoding.from_dict(item) for item in data.get("columns", [])]
+        if columns and [column.name for column in columns] != feature_names:
+            raise ValueError("the column encodings do not match feature_names")
+        csv_options = data.get("csv", {})
+        if not isinstance(csv_options, dict) or not isinstance(scaler, dict) or not isinstance(data["class_labels"], list):
+            raise ValueError("csv, scaler and class_labels must be a mapping, a mapping and a list")
+        schema = cls(feature_names, target, data["task"], scaler["method"],
+                     np.asarray(scaler["offset"], dtype=np.float32), np.asarray(scaler["divisor"], dtype=np.float32),
+                     [str(label) for label in data["class_labels"]], bool(data["binary"]), columns,
+                     data.get("target_missing", "error"), csv_options.get("delimiter"),
+                     csv_options.get("decimal", "."), csv_options.get("encoding", "utf-8"))
+        if schema.task not in ("classification", "regression") or schema.scale not in ("standard", "minmax", "none"):
+            raise ValueError(f"unknown task {schema.task!r} or scaling {schema.scale!r}")
+        if schema.offset.shape != (schema.n_inputs,) or schema.divisor.shape != (schema.n_inputs,):
+            raise ValueError(f"the scaler has {schema.offset.size} offsets and {schema.divisor.size} divisors "
+                             f"for {schema.n_inputs} inputs")
+        if not (np.all(np.isfinite(schema.offset)) and np.all(np.isfinite(schema.divisor))
+                and np.all(schema.divisor != 0)):
+            raise ValueError("the scaler holds non-finite values or a zero divisor")
+        if schema.task == "classification" and len(schema.class_labels) < 2:
+            raise ValueError("a classifier needs at least two class labels")
+        if schema.delimiter not in (None, *DELIMITERS) or schema.decimal not in (".", ","):
+            raise ValueError(f"unknown delimiter {schema.delimiter!r} or decimal mark {schema.decimal!r}")
+        if schema.target_missing not in ("error", "drop"):
+            raise ValueError(f"unknown target_missing {schema.target_missing!r}")
+        target_scaler = data.get("target_scaler") or {"method": "none"}  # none: saved before targets were scaled
+        if target_scaler["method"] == "standard":
+            offset = np.asarray(target_scaler["offset"], dtype=np.float64)
+            divisor = np.asarray(target_scaler["divisor"], dtype=np.float64)
+            if schema.task != "regression" or offset.shape != (len(schema.targets),) or divisor.shape != offset.shape:
+                raise ValueError(f"the target scaler has {offset.size} offsets and {divisor.size} divisors "
+                                 f"for {len(schema.targets)} regression targets")
+            if not (np.all(np.isfinite(offset)) and np.all(np.isfinite(divisor)) and np.all(divisor > 0)):
+                raise ValueError("the target scaler holds non-finite values or a divisor <= 0")
+            schema.target_scale, schema.target_offset, schema.target_divisor = "standard", offset, divisor
+        elif target_scaler["method"] != "none":
+            raise ValueError(f"unknown target scaling {target_scaler['method']!r}")
+        return schema
+
+
+def read_features(path, schema: DataSchema, *, with_target: bool, dialect: dict | None = None):
+    """Read a CSV for eval or predict: scaled features, and encoded targets when asked.
+
+    Labelled data is treated like training data (rows under ``missing: drop`` are skipped);
+    predictions never skip a row, so an empty cell there is an error unless it can be filled.
+    ``dialect``: see ``DataSchema.open`` (None: the config's, for its validation and test files)."""
+    table = schema.open(path, dialect)
+    columns = schema.read_columns(table, with_target)
+    rows = schema.usable_rows(columns, labelled=with_target)
+    features = schema.encode_features(columns, rows)
+    if not with_target:
+        return features, None
+    return features, schema.encode_target(columns, rows)

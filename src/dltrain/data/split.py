@@ -1,0 +1,35 @@
+"""Model-ready arrays and the train/validation split (stratified by class)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+@dataclass
+class Split:
+    """Model-ready arrays for one part of the data."""
+
+    features: np.ndarray
+    targets: np.ndarray
+
+    def __len__(self):
+        return self.features.shape[0]
+
+
+def stratified_split(raw_labels: np.ndarray | None, n_rows: int, fraction: float, rng):
+    """Indices (train, validation); classes keep their proportions when labels are given."""
+    if fraction == 0:
+        return np.arange(n_rows), np.arange(0)
+    if raw_labels is None:
+        order = rng.permutation(n_rows)
+        n_validation = max(1, int(round(fraction * n_rows)))
+        return np.sort(order[n_validation:]), np.sort(order[:n_validation])
+    validation = []
+    for label in np.unique(raw_labels):
+        members = rng.permutation(np.flatnonzero(raw_labels == label))
+        validation.append(members[:int(round(fraction * members.size))])
+    validation = np.sort(np.concatenate(validation))
+    mask = np.ones(n_rows, dtype=bool)
+    mask[validation] = False
+    return np.flatnonzero(mask), validation
