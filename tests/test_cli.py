@@ -205,3 +205,39 @@ def test_unknown_option_is_a_usage_error(project):
     result = run("fit", project / "iris.yaml", "--epochs", "3")
     assert result.exit_code == 2
     assert "No such option" in result.output
+
+
+# Found by a user review: labels that look like rich markup, unwritable outputs, NaN in JSON.
+
+
+@pytest.fixture
+def markup_run(tmp_path):
+    rows = "".join(f"{i},{'[b]x[/b]' if i % 2 else '[/]'}\n" for i in range(1, 21))
+    (tmp_path / "labels.csv").write_text("a,y\n" + rows)
+    (tmp_path / "c.yaml").write_text("name: m\ndata: {train: labels.csv, target: y, validation: 0}\n"
+                                     "train: {epochs: 2}\n")
+    result = run("fit", tmp_path / "c.yaml", "--out", tmp_path / "run", "--quiet")
+    assert result.exit_code == 0, result.output
+    return tmp_path
+
+
+def test_labels_that_look_like_markup_are_printed_as_written(markup_run):
+    result = run("eval", markup_run / "run", markup_run / "labels.csv")
+    assert result.exit_code == 0, result.output
+    assert "[b]x[/b]" in result.output and "[/]" in result.output
+
+
+def test_writing_into_a_missing_folder_or_onto_a_folder_is_a_clear_error(markup_run):
+    for target, message in [(markup_run / "nowhere" / "p.csv", "folder not found"),
+                            (markup_run / "run", "is a folder")]:
+        result = run("predict", markup_run / "run", markup_run / "labels.csv", "--out", target)
+        assert result.exit_code == 2, result.output
+        assert message in result.output and "Traceback" not in result.output
+
+
+def test_eval_json_writes_null_for_undefined_metrics(markup_run):
+    (markup_run / "one_class.csv").write_text("a,y\n1,[/]\n2,[/]\n")
+    result = run("eval", markup_run / "run", markup_run / "one_class.csv", "--json")
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(result.output, parse_constant=lambda name: pytest.fail(f"bare {name} in JSON"))
+    assert metrics["roc_auc"] is None

@@ -131,3 +131,15 @@ def test_dump_and_load_round_trip(tmp_path):
     config, _, _ = load_config(path)
     again = Config.model_validate(yaml.safe_load(dump_config(config)))
     assert again == config
+
+
+@pytest.mark.parametrize("override,message", [
+    ("optimizer.lr=.inf", "optimizer.lr: must be a finite number"),
+    ("optimizer={lr: 0.01, schedule: {name: cosine, min_lr: 1.0}}", "schedule.min_lr (1) must be below lr (0.01)"),
+    ("optimizer.schedule={name: step, warmup_epochs: 5}", "warmup_epochs (5) must be below train.epochs (5)"),
+])
+def test_learning_rates_that_cannot_work_are_refused(tmp_path, override, message):
+    (tmp_path / "c.yaml").write_text("name: m\ndata: {train: d.csv, target: y}\ntrain: {epochs: 5}\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(tmp_path / "c.yaml", [override])
+    assert message in str(caught.value)

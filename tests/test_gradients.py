@@ -161,3 +161,10 @@ def test_relu_forward_is_exactly_max_z_0():
     assert not np.signbit(out).any()  # no -0.0 either
     in_place = z.copy()
     assert np.array_equal(ACTIVATIONS["relu"].forward(in_place, in_place), out)
+
+
+def test_sigmoid_keeps_tiny_probabilities_in_float32():
+    z = np.array([-20.6, -80.0, 0.0, 30.0], dtype=np.float32)
+    p = ACTIVATIONS["sigmoid"].forward(z, np.empty_like(z))
+    np.testing.assert_allclose(p[:2], 1.0 / (1.0 + np.exp(-z[:2].astype(np.float64))), rtol=1e-5)
+    assert p[0] > 0 and p[2] == 0.5 and p[3] == 1.0

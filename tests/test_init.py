@@ -120,3 +120,19 @@ def test_init_warns_when_the_target_looks_like_a_row_identifier(tmp_path, messy_
     # An ordinary target gets no warning.
     result = run("init", messy_csv, "--target", "monthly_spend", "--out", tmp_path / "spend.yaml")
     assert result.exit_code == 0 and "warning" not in result.output
+
+
+def test_init_detects_decimal_commas_and_quotes_values_in_comments(tmp_path):
+    lines = ["x;note;label"]
+    for i in range(40):
+        note = "a" if i % 2 else '"b, c"'
+        lines.append(f"{i % 7},{i % 3}5;{note};{'hi' if i % 7 > 3 else 'lo'}")
+    (tmp_path / "d.csv").write_text("\n".join(lines) + "\n")
+    result = run("init", tmp_path / "d.csv", "--target", "label", "--out", tmp_path / "d.yaml")
+    assert result.exit_code == 0, result.output
+    config = (tmp_path / "d.yaml").read_text()
+    assert 'decimal: ","' in config
+    assert "x: {type: numeric}" in config
+    assert '"b, c"' in config  # a value holding a comma stays one value in the comment
+    fitted = run("fit", tmp_path / "d.yaml", "--out", tmp_path / "run", "--quiet")
+    assert fitted.exit_code == 0, fitted.output

@@ -73,3 +73,39 @@ def test_every_registered_optimizer_is_tested_and_keeps_float32():
         params, grads = _problem()
         make_optimizer(name, params, grads, lr=0.1).step()
         assert all(value.dtype == np.float32 for value in params.values())
+
+
+def _tiny_model():
+    from dltrain.model import Sequential
+
+    model = Sequential.build(3, [{"type": "dense", "units": 2, "activation": "tanh"}], 2, "linear",
+                             init_rng=np.random.default_rng(0))
+    rng = np.random.default_rng(1)
+    for grad in model.grads.values():
+        grad[...] = rng.normal(size=grad.shape)
+    return model
+
+
+@pytest.mark.parametrize("name", ["sgd", "adam"])
+def test_weight_decay_and_clipping_through_the_model_optimizer(name):
+    """The production path (make_model_optimizer over a model's flat arrays): the global gradient
+    norm is clipped, weight matrices decay (coupled for sgd, decoupled for adam), biases do not."""
+    from dltrain.optimizers import make_model_optimizer
+
+    model = _tiny_model()
+    lr, decay, clip = 0.1, 0.5, 0.3
+    before = {key: value.astype(np.float64) for key, value in model.params.items()}
+    grads = {key: value.astype(np.float64) for key, value in model.grads.items()}
+    norm = math.sqrt(sum(float((g * g).sum()) for g in grads.values()))
+    assert norm > clip  # the case under test: clipping applies
+    clipped = {key: g * clip / (norm + 1e-12) for key, g in grads.items()}
+    reported = make_model_optimizer(name, model, lr=lr, weight_decay=decay, clip_norm=clip).step()
+    assert reported == pytest.approx(norm, rel=1e-5)  # the norm before clipping, for the divergence check
+    for key, weight in before.items():
+        decays = key.endswith(".W")
+        if name == "sgd":
+            expected = weight - lr * (clipped[key] + (decay * weight if decays else 0.0))
+        else:  # first Adam step: m_hat = g, v_hat = g**2, so the step is lr * g / (|g| + eps)
+            shrunk = weight * (1 - lr * decay) if decays else weight
+            expected = shrunk - lr * clipped[key] / (np.abs(clipped[key]) + 1e-8)
+        np.testing.assert_allclose(model.params[key], expected, rtol=1e-5, atol=1e-6, err_msg=key)

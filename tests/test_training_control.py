@@ -13,7 +13,6 @@ from typer.testing import CliRunner
 from dltrain import workflow
 from dltrain.cli import app
 from dltrain.errors import ConfigError, TrainingDiverged
-from dltrain.metrics import classification_scalars, confusion_matrix, per_class_scores, regression_metrics, roc_auc
 from dltrain.optimizers import make_optimizer
 from dltrain.schedules import make_schedule
 
@@ -242,37 +241,6 @@ def test_ctrl_c_saves_the_last_epoch_and_exits_130(tmp_path, root):
     assert json.loads(evaluated.output)["accuracy"] > 0.5
     resumed = workflow.fit(config, [f"train.epochs={done + 1}"], out=out, resume=True)
     assert len(resumed.history) == done + 1
-
-
-def test_confusion_matrix_and_class_scores_by_hand():
-    true = np.array([0, 0, 0, 1, 1, 2])
-    predicted = np.array([0, 1, 0, 1, 2, 2])
-    matrix = confusion_matrix(true, predicted, 3)
-    assert matrix.tolist() == [[2, 1, 0], [0, 1, 1], [0, 0, 1]]
-    scores = per_class_scores(matrix)
-    np.testing.assert_allclose(scores["precision"], [1.0, 0.5, 0.5])
-    np.testing.assert_allclose(scores["recall"], [2 / 3, 0.5, 1.0])
-    np.testing.assert_allclose(scores["f1"], [0.8, 0.5, 2 / 3])
-    scalars = classification_scalars(matrix)
-    assert scalars["accuracy"] == pytest.approx(4 / 6)
-    assert scalars["balanced_accuracy"] == pytest.approx((2 / 3 + 0.5 + 1.0) / 3)
-    assert scalars["f1_macro"] == pytest.approx((0.8 + 0.5 + 2 / 3) / 3)
-
-
-def test_roc_auc_by_hand_with_ties():
-    # Pairs (positive, negative): 0.8>0.1 ✓, 0.8>0.4 ✓, 0.4=0.4 half, 0.4>0.1 ✓ -> 3.5 / 4
-    assert roc_auc(np.array([1, 0, 1, 0]), np.array([0.8, 0.4, 0.4, 0.1])) == pytest.approx(0.875)
-    assert roc_auc(np.array([1, 1, 0]), np.array([0.9, 0.8, 0.1])) == 1.0
-
-
-def test_regression_metrics_by_hand():
-    targets = np.array([[1.0], [2.0], [3.0]])
-    outputs = np.array([[1.0], [2.0], [5.0]])
-    metrics = regression_metrics(targets, outputs)
-    assert metrics["mse"] == pytest.approx(4 / 3)
-    assert metrics["rmse"] == pytest.approx(np.sqrt(4 / 3))
-    assert metrics["mae"] == pytest.approx(2 / 3)
-    assert metrics["r2"] == pytest.approx(1 - 4 / 2)
 
 
 def test_logged_metrics_follow_train_metrics(tmp_path, root):
