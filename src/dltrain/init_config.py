@@ -159,15 +159,21 @@ def _multi_target_rows(data_path, targets: list, columns) -> np.ndarray:
     return filled
 
 
-def starter_config(data_path, target, out_path, encoding: str = "utf-8") -> StarterConfig:
-    """The YAML text of a starter config for ``data_path`` predicting ``target`` (a column, or a list of
-    numeric columns for multi-target regression), to be saved at ``out_path``."""
-    data_path, out_path = Path(data_path), Path(out_path)
-    targets = [target] if isinstance(target, str) else list(target)
-    repeated = sorted({name for name in targets if targets.count(name) > 1})
-    if repeated:
-        raise ConfigError(f"--target {repeated[0]} is given twice; name each target once")
-    target = targets[0]
+@dataclass
+class _TargetProfile:
+    """What init learned about the target column(s): the task, the classes, and the empty rows."""
+
+    task: str
+    note: str
+    classes: list
+    empty: np.ndarray      # rows whose target (any of them) is empty: skipped by training
+    present: np.ndarray    # the target's non-empty values
+    warnings: list
+
+
+def _read_for_init(data_path: Path, targets: list, encoding: str):
+    """The CSV opened and parsed once (twice when ;-separated numbers turn out to use decimal commas);
+    several targets must all be numeric."""
     table = CsvFile.open(data_path, encoding=encoding)
     for name in targets:
         table.index(name, "target")
@@ -180,30 +186,33 @@ def starter_config(data_path, target, out_path, encoding: str = "utf-8") -> Star
         # 3,14 in a ;-separated file: read it again as numbers rather than excluding it as text.
         table = CsvFile.open(data_path, encoding=encoding, delimiter=table.delimiter, decimal=",")
         columns = table.read(numeric=others, wide=targets)
-    rows = columns.n_rows
-    all_targets_filled = _multi_target_rows(data_path, targets, columns) if len(targets) > 1 else None
+    # Several targets: the rows where all are filled (a text target is refused before anything else).
+    all_filled = _multi_target_rows(data_path, targets, columns) if len(targets) > 1 else None
+    return table, columns, others, all_filled
 
-    reports = []
-    for name in others:
-        if name in columns.text:
-            reports.append(_describe_text(name, columns.text[name], columns))
-        else:
-            reports.append(_describe_numbers(name, columns.numbers(name)))
+
+def _column_reports(data_path: Path, columns, others: list) -> list:
+    """One report per non-target column: its kind, why it is excluded, and what it needs."""
+    reports = [_describe_text(name, columns.text[name], columns) if name in columns.text
+               else _describe_numbers(name, columns.numbers(name)) for name in others]
     for report in reports:
         if report.excluded is None and report.empty:
             report.settings["missing"] = "median" if report.kind == "numeric" else "mode"
-            report.note = f"{_share(report.empty, rows)}; {report.note}".rstrip("; ")
-    features = [report for report in reports if report.excluded is None]
-    if not features:
+            report.note = f"{_share(report.empty, columns.n_rows)}; {report.note}".rstrip("; ")
+    if not any(report.excluded is None for report in reports):
         reasons = "; ".join(f"{report.name}: {report.excluded}" for report in reports)
         raise DataError(f"{data_path}: no column is usable as a feature ({reasons})")
+    return reports
 
-    # The target: rows without it are skipped; its values decide the task.
+
+def _profile_target(data_path: Path, targets: list, columns, all_filled) -> _TargetProfile:
+    """Rows without a target are skipped; the values of the first one decide the task."""
+    target = targets[0]
     raw = columns.text[target] if target in columns.text else columns.numbers(target)
-    target_empty = (raw == "") if raw.dtype.kind == "U" else np.isnan(raw)
-    if all_targets_filled is not None:
-        target_empty = ~all_targets_filled
-    present = raw[~target_empty]
+    empty = (raw == "") if raw.dtype.kind == "U" else np.isnan(raw)
+    if all_filled is not None:
+        empty = ~all_filled
+    present = raw[~empty]
     if present.size == 0:
         raise DataError(f"{data_path}: the target column {target!r} is empty in every row")
     # A target that would be excluded as a feature for looking like a row identifier is
@@ -224,38 +233,38 @@ def starter_config(data_path, target, out_path, encoding: str = "utf-8") -> Star
         if len(classes) > MAX_CATEGORIES:
             raise DataError(f"{data_path}: the target {target!r} has {len(classes)} distinct text values; "
                             "choose a column with classes to predict, or a numeric one")
-        task_note = (f"{len(classes)} classes: {', '.join(classes[:8])}{', …' if len(classes) > 8 else ''}"
-                     + ("; one sigmoid output" if len(classes) == 2 else ""))
+        note = (f"{len(classes)} classes: {', '.join(classes[:8])}{', …' if len(classes) > 8 else ''}"
+                + ("; one sigmoid output" if len(classes) == 2 else ""))
     elif len(targets) > 1:
-        task_note = f"multi-target regression: one linear output per target ({', '.join(targets)})"
+        note = f"multi-target regression: one linear output per target ({', '.join(targets)})"
     else:
-        task_note = f"{target} is numeric ({np.unique(present).size} distinct values)"
+        note = f"{target} is numeric ({np.unique(present).size} distinct values)"
+    return _TargetProfile(task, note, classes, empty, present, warnings)
 
-    n_inputs = sum(report.distinct if report.kind == "categorical" else 1 for report in features)
-    kept_rows = int(present.size)
+
+def _training_sizes(n_inputs: int, kept_rows: int) -> dict:
+    """A network and a schedule sized to the data: about TARGET_UPDATES steps, early stopping."""
     train_rows = max(1, int(kept_rows * 0.8))
     batch_size = 32 if train_rows < 10_000 else 128
     batches = math.ceil(train_rows / batch_size)
     epochs = int(min(200, max(10, math.ceil(TARGET_UPDATES / batches))))
-    # About a tenth of the epochs: small data (many short, noisy epochs) waits longer.
-    patience = int(min(20, max(5, epochs // 10)))
     units = 16 if n_inputs <= 8 else 32 if n_inputs <= 64 else 64 if n_inputs <= 256 else 128
-    learning_rate = 0.01 if train_rows < 5_000 else 0.001
-    layers = [units, units] if train_rows >= 5_000 else [units]
+    return {"batch_size": batch_size, "batches": batches, "epochs": epochs,
+            # About a tenth of the epochs: small data (many short, noisy epochs) waits longer.
+            "patience": int(min(20, max(5, epochs // 10))),
+            "learning_rate": 0.01 if train_rows < 5_000 else 0.001,
+            "layers": [units, units] if train_rows >= 5_000 else [units]}
 
+
+def _data_lines(data_path: Path, out_path: Path, targets: list, table, reports: list, classes: list, encoding: str):
+    """The ``data:`` section up to the per-column settings."""
     relative = os.path.relpath(data_path.resolve(), out_path.resolve().parent)
-    name = re.sub(r"[^A-Za-z0-9._-]+", "-", data_path.stem).strip("-._") or "model"
-    name = name if name[0].isalnum() else f"run-{name}"
+    target = (yaml_scalar(targets[0]) if len(targets) == 1
+              else f"[{', '.join(yaml_scalar(name) for name in targets)}]")
     lines = [
-        f"# Starter config written by `dltrain init {data_path.name} {' '.join(f'--target {name}' for name in targets)}`.",
-        f"# {rows} rows, {len(table.header)} columns. Train it with: dltrain fit {out_path.name}",
-        *[f"# warning: {warning}" for warning in warnings],
-        f"name: {yaml_scalar(name)}",
-        "seed: 0",
         "data:",
         _commented(f"  train: {yaml_scalar(relative)}", "relative to this file"),
-        f"  target: {yaml_scalar(target)}" if len(targets) == 1
-        else f"  target: [{', '.join(yaml_scalar(name) for name in targets)}]",
+        f"  target: {target}",
         _commented(f"  delimiter: {json.dumps(table.delimiter)}", f"detected: {DELIMITER_NAMES[table.delimiter]}"),
     ]
     if table.decimal != ".":
@@ -266,17 +275,21 @@ def starter_config(data_path, target, out_path, encoding: str = "utf-8") -> Star
     if excluded:
         lines.append(_commented("  exclude:", "never used as features"))
         lines.extend(_commented(f"    - {yaml_scalar(column)}", reason) for column, reason in excluded.items())
-    lines += [
+    return lines + [
         _commented("  validation: 0.2", "fraction held out" + (", stratified by class" if classes else "")),
         _commented("  scale: standard", "numeric columns; statistics from the training split only"),
         _commented("  missing: error", "an empty cell in a column without its own policy stops training"),
     ]
+
+
+def _column_lines(features: list, targets: list, target: _TargetProfile, columns) -> list:
+    """``data.columns``: every setting a column needs (all columns when the file is narrow)."""
     listed = [report for report in features
               if len(features) <= MAX_LISTED_COLUMNS or report.settings or report.kind != "numeric"]
-    target_setting = {"missing": "drop"} if target_empty.any() else {}
     # Every target shares one policy: a row missing any of them is skipped.
-    empty_targets = targets if target_empty.any() else []
-    if listed or target_setting:
+    empty_targets = targets if target.empty.any() else []
+    lines = []
+    if listed or empty_targets:
         entries = []
         for report in listed:
             settings = {"type": report.kind, **report.settings}
@@ -285,7 +298,7 @@ def starter_config(data_path, target, out_path, encoding: str = "utf-8") -> Star
         for name in empty_targets:
             empty = columns.text[name] == "" if name in columns.text else np.isnan(columns.numbers(name))
             entries.append((f"    {yaml_scalar(name)}: {{missing: drop}}",
-                            f"the target: {_share(int(empty.sum()), rows)}; those rows are skipped"))
+                            f"the target: {_share(int(empty.sum()), columns.n_rows)}; those rows are skipped"))
         width = max(31, *(len(code) for code, _ in entries))
         lines.append("  columns:")
         lines.extend(_commented(code, note, width) for code, note in entries)
@@ -293,22 +306,56 @@ def starter_config(data_path, target, out_path, encoding: str = "utf-8") -> Star
     if unlisted:
         which = "other " if listed else ""
         lines.append(f"  # the {which}{unlisted} feature columns are numeric with no empty cells")
-    lines += [
-        _commented(f"task: {task}", task_note),
+    return lines
+
+
+def _model_and_training_lines(target: _TargetProfile, n_inputs: int, sizes: dict) -> list:
+    return [
+        _commented(f"task: {target.task}", target.note),
         "model:",
         _commented("  layers:", f"{n_inputs} inputs after one-hot encoding"),
-        *[f"    - {{units: {width}, activation: relu}}" for width in layers],
+        *[f"    - {{units: {width}, activation: relu}}" for width in sizes["layers"]],
         _commented("  output: {activation: auto}", "softmax, sigmoid or linear, from the task"),
-        f"optimizer: {{name: adam, lr: {learning_rate}}}",
+        f"optimizer: {{name: adam, lr: {sizes['learning_rate']}}}",
         "train:",
-        _commented(f"  epochs: {epochs}", f"{epochs * batches} updates of {batch_size} rows"),
-        f"  batch_size: {batch_size}",
-        _commented(f"  early_stopping: {{monitor: val_loss, patience: {patience}, restore_best: true}}",
+        _commented(f"  epochs: {sizes['epochs']}",
+                   f"{sizes['epochs'] * sizes['batches']} updates of {sizes['batch_size']} rows"),
+        f"  batch_size: {sizes['batch_size']}",
+        _commented(f"  early_stopping: {{monitor: val_loss, patience: {sizes['patience']}, restore_best: true}}",
                    "stop when val_loss stalls; keep the best epoch"),
         "",
     ]
-    text = "\n".join(lines)
-    return StarterConfig(text, [report.name for report in features], excluded, task, n_inputs, classes, warnings)
+
+
+def starter_config(data_path, target, out_path, encoding: str = "utf-8") -> StarterConfig:
+    """The YAML text of a starter config for ``data_path`` predicting ``target`` (a column, or a list of
+    numeric columns for multi-target regression), to be saved at ``out_path``."""
+    data_path, out_path = Path(data_path), Path(out_path)
+    targets = [target] if isinstance(target, str) else list(target)
+    repeated = sorted({name for name in targets if targets.count(name) > 1})
+    if repeated:
+        raise ConfigError(f"--target {repeated[0]} is given twice; name each target once")
+    table, columns, others, all_filled = _read_for_init(data_path, targets, encoding)
+    reports = _column_reports(data_path, columns, others)
+    features = [report for report in reports if report.excluded is None]
+    profile = _profile_target(data_path, targets, columns, all_filled)
+    n_inputs = sum(report.distinct if report.kind == "categorical" else 1 for report in features)
+    sizes = _training_sizes(n_inputs, int(profile.present.size))
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", data_path.stem).strip("-._") or "model"
+    name = name if name[0].isalnum() else f"run-{name}"
+    lines = [
+        f"# Starter config written by `dltrain init {data_path.name} {' '.join(f'--target {name}' for name in targets)}`.",
+        f"# {columns.n_rows} rows, {len(table.header)} columns. Train it with: dltrain fit {out_path.name}",
+        *[f"# warning: {warning}" for warning in profile.warnings],
+        f"name: {yaml_scalar(name)}",
+        "seed: 0",
+        *_data_lines(data_path, out_path, targets, table, reports, profile.classes, encoding),
+        *_column_lines(features, targets, profile, columns),
+        *_model_and_training_lines(profile, n_inputs, sizes),
+    ]
+    excluded = {report.name: report.excluded for report in reports if report.excluded}
+    return StarterConfig("\n".join(lines), [report.name for report in features], excluded, profile.task, n_inputs,
+                         profile.classes, profile.warnings)
 
 
 def _init_words(error: DataError) -> DataError:
