@@ -191,36 +191,53 @@ def checked_rows(columns: Columns, encodings: list, targets: list, target_missin
     """Rows to keep after ``drop`` policies; the earliest cell that cannot be used is a DataError.
 
     ``mode``: 'train' and 'labelled' drop rows under ``drop``; 'predict' never drops a row."""
-    path = columns.path
-    drop = np.zeros(columns.n_rows, dtype=bool)
     suspects = _suspect_numeric(columns, [encoding.name for encoding in encodings] + list(targets))
-    masks = {}
-    for encoding in encodings:
-        if encoding.name in columns.text or encoding.name in suspects:
-            masks[encoding.name] = _missing_mask(columns, encoding.name)
-    problems = []  # (row, column position, message)
+    masks = {encoding.name: _missing_mask(columns, encoding.name) for encoding in encodings
+             if encoding.name in columns.text or encoding.name in suspects}
+    drop, problems = _rows_to_drop(columns, encodings, masks, targets, target_missing, mode)
+    keep = np.flatnonzero(~drop) if drop.any() else None
+    problems += _feature_problems(columns, encodings, masks, keep, mode)
+    problems += _target_problems(columns, targets, keep)
+    if problems:
+        row, _, message = min(problems, key=lambda problem: (columns.line(problem[0]), problem[1]))
+        raise DataError(f"{columns.path}:{columns.line(row)}: {message}")
+    if keep is not None and keep.size == 0:
+        raise DataError(f"{columns.path}: every row has an empty cell in a column with missing: drop; "
+                        "no rows are left")
+    return keep
+
+
+def _rows_to_drop(columns: Columns, encodings: list, masks: dict, targets: list, target_missing: str, mode: str):
+    """(rows that ``drop`` policies skip, problems as (row, column position, message)).
+
+    At predict time nothing is dropped: an empty cell under ``drop`` is a problem instead."""
+    drop = np.zeros(columns.n_rows, dtype=bool)
+    problems = []
     for position, encoding in enumerate(encodings):
         mask = masks.get(encoding.name)
-        if mask is None or not mask.any():
+        if mask is None or not mask.any() or encoding.missing != "drop":
             continue
-        if encoding.missing == "drop":
-            if mode == "predict":
-                row = _first(mask, None)
-                problems.append((row, position, f"column {encoding.name!r} is empty (a missing value); the model "
-                                 "was trained without such rows (missing: drop), so it cannot predict this one; "
-                                 "fill the cell in"))
-            else:
-                drop |= mask
+        if mode == "predict":
+            problems.append((_first(mask, None), position, f"column {encoding.name!r} is empty (a missing value); "
+                             "the model was trained without such rows (missing: drop), so it cannot predict this "
+                             "one; fill the cell in"))
+        else:
+            drop |= mask
     for name in targets:
         mask = np.isnan(columns.numbers(name)) if name not in columns.text else columns.text[name] == ""
-        if mask.any():
-            if target_missing == "drop":
-                drop |= mask
-            else:
-                row = _first(mask, None)
-                problems.append((row, -1, f"target {name!r} is empty (a missing value); fill it in, or set "
-                                 f"data.columns.{name}.missing: drop to skip rows without a target"))
-    keep = np.flatnonzero(~drop) if drop.any() else None
+        if not mask.any():
+            continue
+        if target_missing == "drop":
+            drop |= mask
+        else:
+            problems.append((_first(mask, None), -1, f"target {name!r} is empty (a missing value); fill it in, or "
+                             f"set data.columns.{name}.missing: drop to skip rows without a target"))
+    return drop, problems
+
+
+def _feature_problems(columns: Columns, encodings: list, masks: dict, keep, mode: str) -> list:
+    """The first unusable cell of each feature among the kept rows: empty, infinite, not a boolean."""
+    problems = []
     for position, encoding in enumerate(encodings):
         mask = masks.get(encoding.name)
         if mask is None:
@@ -245,18 +262,18 @@ def checked_rows(columns: Columns, encodings: list, targets: list, target_missin
                 word = str(columns.text[encoding.name][row])
                 problems.append((row, position, f"column {encoding.name!r} has {word!r}, which is not true/false "
                                  "(or yes/no, 1/0)"))
+    return problems
+
+
+def _target_problems(columns: Columns, targets: list, keep) -> list:
+    problems = []
     for name in targets:
         if name not in columns.text:
             values = columns.numbers(name)
             row = _first(np.isinf(values), keep)
             if row is not None:
                 problems.append((row, -1, f"target {name!r} has {float(values[row])!r}; targets must be finite"))
-    if problems:
-        row, _, message = min(problems, key=lambda problem: (columns.line(problem[0]), problem[1]))
-        raise DataError(f"{path}:{columns.line(row)}: {message}")
-    if keep is not None and keep.size == 0:
-        raise DataError(f"{path}: every row has an empty cell in a column with missing: drop; no rows are left")
-    return keep
+    return problems
 
 
 def column_encodings(columns: Columns, plan: DataPlan) -> list:
