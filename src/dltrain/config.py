@@ -624,19 +624,19 @@ def apply_override(data: dict, path: tuple, value, text: str):
         following = path[depth + 1]
         if isinstance(node, list):
             if not isinstance(key, int) or key >= len(node):
-                raise ConfigError(f"--set {text}: {_dotted(path[:depth + 1])} does not exist "
+                raise ConfigError(f"--set {text}: {dotted(path[:depth + 1])} does not exist "
                                   f"(the list has {len(node)} items)")
             node = node[key]
             continue
         if not isinstance(node, dict):
-            raise ConfigError(f"--set {text}: {_dotted(path[:depth])} is not a mapping")
+            raise ConfigError(f"--set {text}: {dotted(path[:depth])} is not a mapping")
         if node.get(key) is None:
             node[key] = [] if isinstance(following, int) else {}
         node = node[key]
     last = path[-1]
     if isinstance(node, list):
         if not isinstance(last, int) or last > len(node):
-            raise ConfigError(f"--set {text}: {_dotted(path)} does not exist (the list has {len(node)} items)")
+            raise ConfigError(f"--set {text}: {dotted(path)} does not exist (the list has {len(node)} items)")
         if last == len(node):
             node.append(value)
         else:
@@ -644,13 +644,13 @@ def apply_override(data: dict, path: tuple, value, text: str):
     elif isinstance(node, dict):
         node[last] = value
     else:
-        raise ConfigError(f"--set {text}: {_dotted(path[:-1])} is not a mapping")
+        raise ConfigError(f"--set {text}: {dotted(path[:-1])} is not a mapping")
 
 
 # ---------------------------------------------------------------- error messages
 
 
-def _dotted(path) -> str:
+def dotted(path) -> str:
     text = ""
     for part in path:
         text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
@@ -777,6 +777,11 @@ class ConfigSource:
         self.positions = positions
         self.overrides = overrides  # path tuple -> original --set text
 
+    def fail(self, path, message: str, *, key: bool = False, error=ConfigError):
+        """The one way to report a config value: ``file:line:col: dotted.key: message``
+        (or ``--set …: dotted.key: message`` when a --set wrote it). Returns the error to raise."""
+        return error(f"{self.where(path, key)}: {dotted(path) or '(top level)'}: {message}")
+
     def where(self, path, key=False) -> str:
         for override_path, text in self.overrides.items():
             # At or below the key a --set wrote, or a key it created on the way (--set trian.epochs=5).
@@ -822,14 +827,14 @@ def validation_message(error: ValidationError, data, source: ConfigSource) -> st
             path, message = _missing_key(item, data)
             if path not in seen:
                 seen.add(path)
-                lines.append(f"{source.where(path)}: {_dotted(path)}: {message}")
+                lines.append(f"{source.where(path)}: {dotted(path)}: {message}")
             continue
         path = _clean_location(item["loc"], data)
         if path in seen:
             continue
         seen.add(path)
         where = source.where(path, key=item["type"] == "extra_forbidden")
-        lines.append(f"{where}: {_dotted(path) or '(top level)'}: {_describe(item, path, data)}")
+        lines.append(f"{where}: {dotted(path) or '(top level)'}: {_describe(item, path, data)}")
     return "\n".join(lines)
 
 

@@ -152,8 +152,8 @@ def load_plan(config_path) -> SearchPlan:
                           "tune:\n  metric: val_loss\n  trials: 20\n  space:\n"
                           "    optimizer.lr: {low: 1.0e-4, high: 1.0e-1, log: true}\n(see docs/tune.md)")
     if not config.tune.space and config.tune.features != "select":
-        raise ConfigError(f"{source.where(('tune',), key=True)}: tune: nothing to search; give tune.space "
-                          "(e.g. optimizer.lr: {low: 1.0e-4, high: 1.0e-1, log: true}) or features: select")
+        raise source.fail(("tune",), "nothing to search; give tune.space (e.g. optimizer.lr: "
+                          "{low: 1.0e-4, high: 1.0e-1, log: true}) or features: select", key=True)
     raw = {key: value for key, value in data.items() if key != "tune"}
     plan = SearchPlan(config_path, config_path.parent, source, raw, config, config.tune)
     for key, entry in config.tune.space.items():
@@ -208,14 +208,14 @@ def _check_dimension(plan: SearchPlan, dimension: Dimension):
 def _check_data(plan: SearchPlan, data: PreparedData, config: Config):
     """The search needs validation data, and a metric that fit logs."""
     if data.validation is None:
-        raise ConfigError(f"{plan.source.where(('data', 'validation'))}: data.validation: tune scores every trial "
+        raise plan.source.fail(("data", "validation"), "tune scores every trial "
                           "on validation data and there is none; set data.validation to a fraction of the "
                           "training rows (e.g. 0.2) or to a labelled CSV path")
     names = ["loss", *config.train.metrics]
     logged = names + [f"val_{name}" for name in names]
     metric = plan.tune.metric
     if metric not in logged:
-        raise ConfigError(f"{plan.source.where(('tune', 'metric'))}: tune.metric: {metric!r} is not logged by "
+        raise plan.source.fail(("tune", "metric"), f"{metric!r} is not logged by "
                           f"fit{closest_match(metric, logged)}; logged values: {', '.join(logged)} "
                           "(add a metric to train.metrics to log it)")
 

@@ -65,8 +65,7 @@ class Seeds:
 
 def _resolve(config: Config, source: ConfigSource, task: str, n_classes: int) -> Config:
     """Fill in every ``auto`` from the data, rejecting combinations that cannot train."""
-    def fail(path, message):
-        return ConfigError(f"{source.where(path)}: {'.'.join(path)}: {message}")
+    fail = source.fail
 
     loss = config.loss
     if loss == "auto":
@@ -107,9 +106,10 @@ def _config_data_path(base_dir: Path, value: str, key: str, source: ConfigSource
     path = _data_path(base_dir, value)
     if not os.path.lexists(path) and not Path(value).is_absolute():  # lexists: never raises (a name too long)
         siblings = [item.name for item in path.parent.iterdir()] if path.parent.is_dir() else []
-        raise DataError(f"{source.where(('data', key))}: data.{key}: {path}: file not found"
-                        f"{did_you_mean(path.name, siblings)}; paths in a config are relative to the config's "
-                        f"folder ({base_dir.as_posix() if str(base_dir) else '.'}), not to where dltrain runs")
+        raise source.fail(("data", key), f"{path}: file not found"
+                          f"{did_you_mean(path.name, siblings)}; paths in a config are relative to the config's "
+                          f"folder ({base_dir.as_posix() if str(base_dir) else '.'}), not to where dltrain runs",
+                          error=DataError)
     return path
 
 
@@ -117,7 +117,7 @@ def _data_plan(spec, table: CsvFile, source: ConfigSource) -> DataPlan:
     options = {name: ColumnOptions(column.type, column.missing, column.fill, column.unknown)
                for name, column in spec.columns.items()}
     return plan_data(table, spec.target, spec.features, spec.exclude, options, spec.missing, spec.fill,
-                     source.where)
+                     source)
 
 
 def prepare_data(config: Config, source: ConfigSource, base_dir: Path, seeds: Seeds) -> PreparedData:
@@ -128,11 +128,11 @@ def prepare_data(config: Config, source: ConfigSource, base_dir: Path, seeds: Se
     plan = _data_plan(spec, table, source)
     multi_output = len(plan.targets) > 1
     if multi_output and config.task == "classification":
-        raise ConfigError(f"{source.where(('task',))}: task: several targets mean multi-output regression; "
+        raise source.fail(("task",), "several targets mean multi-output regression; "
                           "use task: regression (or auto), or give one target")
     target_policies = {plan.target_policy(name) for name in plan.targets}
     if len(target_policies) > 1:
-        raise ConfigError(f"{source.where(('data', 'columns'))}: data.columns: give every target the same "
+        raise source.fail(("data", "columns"), "give every target the same "
                           "missing policy (error or drop)")
     target_missing = target_policies.pop()
     cache = data_cache.cache_folder(base_dir) if spec.cache else None
@@ -165,8 +165,8 @@ def prepare_data(config: Config, source: ConfigSource, base_dir: Path, seeds: Se
                     + ", or give data.validation a CSV file")
         train_positions, validation_positions = stratified_split(labels, len(rows), spec.validation, seeds.split)
         if spec.validation > 0 and len(validation_positions) == 0:
-            raise ConfigError(
-                f"{source.where(('data', 'validation'))}: data.validation: {spec.validation:g} of {len(rows)} rows "
+            raise source.fail(
+                ("data", "validation"), f"{spec.validation:g} of {len(rows)} rows "
                 f"leaves no validation rows{' once each class is split' if labels is not None else ''}; "
                 "raise it, give a CSV file, or set 0 to train without validation")
         train_rows, validation_rows = rows[train_positions], rows[validation_positions]
@@ -205,7 +205,8 @@ _PREDICT_BYTES_PER_UNIT = 4 * 2  # per row of a prediction batch: output and act
 _PREDICT_ROWS = 4096             # Sequential.logits' batch
 
 
-def check_model_memory(config: Config, schema: DataSchema, where, train_rows: int | None = None) -> None:
+def check_model_memory(config: Config, schema: DataSchema, source: ConfigSource,
+                       train_rows: int | None = None) -> None:
     """Refuse a model whose parameters (and one batch of activations) exceed the available memory.
 
     Estimated from the layer sizes before anything is allocated, so ``units: 1000000000000``
@@ -228,21 +229,17 @@ def check_model_memory(config: Config, schema: DataSchema, where, train_rows: in
         path, layer = ("model", "output"), f"the output layer ({fan_in} inputs x {fan_out} outputs)"
     else:
         path, layer = ("model", "layers", index, "units"), f"dense layer {index} ({fan_in} inputs x {fan_out} units)"
-    raise ConfigError(f"{where(path)}: {_dotted_path(path)}: {layer} needs {human_bytes(size)} "
+    raise source.fail(path, f"{layer} needs {human_bytes(size)} "
                       f"({(fan_in + 1) * fan_out:,} parameters with their gradients and optimizer state, and a "
                       "batch of activations); the "
                       f"whole model needs {human_bytes(needed)}, more than the {human_bytes(available)} of memory "
                       "available; use fewer units")
 
 
-def _dotted_path(path) -> str:
-    return "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in path).lstrip(".")
-
-
-def build_model(config: Config, schema: DataSchema, seeds: Seeds | None = None, where=None,
+def build_model(config: Config, schema: DataSchema, seeds: Seeds | None = None, source: ConfigSource | None = None,
                 train_rows: int | None = None) -> Sequential:
     """The network a config describes, for a fitted schema; refused when it cannot fit in memory."""
-    check_model_memory(config, schema, where or (lambda path: "config"), train_rows)
+    check_model_memory(config, schema, source or ConfigSource("config", {}, {}), train_rows)
     seeds = seeds or Seeds.from_seed(config.seed)
     hidden = [layer.model_dump() for layer in config.model.layers]
     return Sequential.build(schema.n_inputs, hidden, schema.n_outputs, config.model.output.activation,
@@ -275,7 +272,7 @@ def check(config_path, overrides=()) -> CheckResult:
     seeds = Seeds.from_seed(config.seed)
     data = prepare_data(config, source, base_dir, seeds)
     config = check_training_options(data.config, source, data)
-    return CheckResult(config, build_model(config, data.schema, seeds, source.where, len(data.train)), data)
+    return CheckResult(config, build_model(config, data.schema, seeds, source, len(data.train)), data)
 
 
 @dataclass
@@ -312,10 +309,10 @@ def check_training_options(config: Config, source: ConfigSource, data: PreparedD
     metrics = config.train.metrics if config.train.metrics is not None else DEFAULT_METRICS[task]
     for index, name in enumerate(metrics):
         if name not in choices:
-            raise ConfigError(f"{source.where(('train', 'metrics', index))}: train.metrics[{index}]: {name} is not "
+            raise source.fail(("train", "metrics", index), f"{name} is not "
                               f"a {task} metric; choose from {', '.join(choices)}")
         if name == "roc_auc" and n_classes != 2:
-            raise ConfigError(f"{source.where(('train', 'metrics', index))}: train.metrics[{index}]: roc_auc needs "
+            raise source.fail(("train", "metrics", index), "roc_auc needs "
                               f"two classes, the target has {n_classes}")
     config = config.model_copy(update={"train": config.train.model_copy(update={"metrics": list(metrics)})})
     logged = _logged_names(config, data.validation is not None)
@@ -326,17 +323,17 @@ def check_training_options(config: Config, source: ConfigSource, data: PreparedD
         if spec is not None and spec.monitor not in logged:
             no_validation = data.validation is None and spec.monitor.startswith("val_")
             hint = " (there is no validation data: set data.validation)" if no_validation else ""
-            raise ConfigError(f"{source.where(path)}: {'.'.join(path)}: {spec.monitor!r} is not logged{hint}"
+            raise source.fail(path, f"{spec.monitor!r} is not logged{hint}"
                               f"{closest_match(spec.monitor, logged)}; logged values: {', '.join(logged)}")
     weights = config.train.class_weight
     if isinstance(weights, dict):
         unknown = sorted(set(weights) - set(data.schema.class_labels))
         if task != "classification" or unknown:
-            raise ConfigError(f"{source.where(('train', 'class_weight'))}: train.class_weight: "
+            raise source.fail(("train", "class_weight"), ""
                               + (f"unknown class {unknown[0]!r}; classes are {', '.join(data.schema.class_labels)}"
                                  if task == "classification" else "only for classification"))
     elif weights == "balanced" and task != "classification":
-        raise ConfigError(f"{source.where(('train', 'class_weight'))}: train.class_weight: only for classification")
+        raise source.fail(("train", "class_weight"), "only for classification")
     return config
 
 
@@ -677,7 +674,7 @@ def fit(config_path, overrides=(), out=None, force=False, callbacks: Callbacks |
         seeds = Seeds.from_seed(config.seed)
         data = prepare_data(config, source, base_dir, seeds)
         config = check_training_options(data.config, source, data)
-        check_model_memory(config, data.schema, source.where, len(data.train))  # before a run folder is made
+        check_model_memory(config, data.schema, source, len(data.train))  # before a run folder is made
         comparable = _comparable(config, base_dir)
         if checkpoint:
             _refuse_changed_config(checkpoint[0]["config"], comparable, target.directory)
@@ -743,7 +740,7 @@ def load_run(run_dir) -> LoadedRun:
         raise ArtifactError(f"{run_dir / 'model.json'}: the stored class labels {schema.class_labels} do not fit "
                             "the model; the file was changed, train again")
     try:
-        model = build_model(config, schema, where=lambda path: f"{run_dir / 'model.json'}")
+        model = build_model(config, schema, source=ConfigSource(str(run_dir / "model.json"), {}, {}))
     except ConfigError as error:
         raise ArtifactError(str(error)) from None
     try:

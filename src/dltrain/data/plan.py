@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
+from ..config import ConfigSource
 from ..errors import ConfigError, did_you_mean
 from ..labels import _canonical_number, canonical_label
 from .csv import CsvFile, listed
@@ -51,14 +51,6 @@ def infer_task(values: np.ndarray) -> str:
     return "classification" if integral and distinct <= MAX_AUTO_CLASSES and enough_rows else "regression"
 
 
-def _dotted(path) -> str:
-    """A config key path as the user writes it: data.columns.x.missing, data.exclude[0]."""
-    text = ""
-    for part in path:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
-    return text
-
-
 @dataclass
 class ColumnOptions:
     """One column's settings from ``data.columns`` (None: inferred, or the data-level default)."""
@@ -82,7 +74,7 @@ class DataPlan:
     options: dict
     missing: str = "error"
     fill: object = None
-    where: Callable = field(default=lambda path: "config")
+    source: ConfigSource | None = None
 
     def option(self, name: str) -> ColumnOptions:
         return self.options.get(name) or _NO_OPTIONS
@@ -98,7 +90,7 @@ class DataPlan:
         return "drop" if self.policy(name)[0] == "drop" else "error"
 
     def fail(self, path: tuple, message: str) -> ConfigError:
-        return ConfigError(f"{self.where(path)}: {_dotted(path)}: {message}")
+        return self.source.fail(path, message)
 
     def request(self, task: str) -> dict:
         """What to ask the CSV reader for: numeric, wide (float64 targets) and text columns."""
@@ -120,16 +112,14 @@ class DataPlan:
 
 
 def plan_data(table: CsvFile, target, features, exclude, columns: dict, missing: str, fill,
-              where: Callable) -> DataPlan:
+              source: ConfigSource) -> DataPlan:
     """Check the column names a config uses against the CSV header and build the plan."""
     header = table.header
     known = table.positions  # membership tests by dict: a file may have 10⁶ columns
     targets = [target] if isinstance(target, str) else list(target)
     excluded = set(exclude)
 
-    def fail(path, message, key=False):
-        place = where(path, key=True) if key else where(path)
-        return ConfigError(f"{place}: {_dotted(path)}: {message}")
+    fail = source.fail
 
     def unknown_column(path, name):
         return fail(path, f"column {name!r} is not in {table.path}{did_you_mean(name, header)}; "
@@ -177,4 +167,4 @@ def plan_data(table: CsvFile, target, features, exclude, columns: dict, missing:
                 raise fail(("data", "columns", name, "missing"), f"a target cannot be filled in "
                            f"({spec.missing}); use error, or drop to skip rows with an empty target")
         options[name] = spec
-    return DataPlan(table.path, feature_names, targets, options, missing, fill, where)
+    return DataPlan(table.path, feature_names, targets, options, missing, fill, source)
