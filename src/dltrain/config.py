@@ -6,7 +6,6 @@ Every mistake becomes one ConfigError of the form
 
 from __future__ import annotations
 
-import codecs
 import math
 import os
 import re
@@ -21,7 +20,7 @@ from pydantic import (BaseModel, ConfigDict, Discriminator, Field, Tag, Validati
 from .activations import ACTIVATIONS, HIDDEN_ACTIVATIONS
 from .errors import ConfigError, did_you_mean
 from .labels import canonical_label
-from .files import CONFIG_LIMIT, read_regular
+from .files import CONFIG_LIMIT, read_regular, text_codec
 from .layers import INITIALIZERS
 from .losses import LOSSES
 from .metrics import CLASSIFICATION_METRICS, REGRESSION_METRICS
@@ -152,12 +151,7 @@ class DataSpec(Spec):
     @field_validator("encoding", mode="after")
     @classmethod
     def _known_encoding(cls, value):
-        try:
-            info = codecs.lookup(value)
-        except LookupError:
-            raise ValueError(f"unknown text encoding {value!r}; use e.g. utf-8, latin-1 or cp1252") from None
-        if not getattr(info, "_is_text_encoding", True):  # rot13, base64: codecs, but not for text files
-            raise ValueError(f"{value!r} is not a text encoding; use e.g. utf-8, latin-1 or cp1252")
+        text_codec(value)  # ValueError, reported at the key, for a name that is not a text encoding
         return value
 
     @field_validator("fill", mode="before")

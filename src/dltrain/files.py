@@ -7,6 +7,7 @@ is refused before a byte is read, and a small text file cannot grow into gigabyt
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import errno
 import io
@@ -35,6 +36,19 @@ def human_bytes(count: float) -> str:
             return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
         count /= 1000
     return f"{count:.1f} PB"
+
+
+def text_codec(encoding: str) -> str:
+    """The codec name for a text encoding a user gave (utf-8 reads a byte-order mark too).
+
+    ValueError for an unknown name, or a codec that is not for text (rot13, base64, hex)."""
+    try:
+        info = codecs.lookup(encoding)
+    except LookupError:
+        raise ValueError(f"unknown text encoding {encoding!r}; use e.g. utf-8, latin-1 or cp1252") from None
+    if not getattr(info, "_is_text_encoding", True):
+        raise ValueError(f"{encoding!r} is not a text encoding; use e.g. utf-8, latin-1 or cp1252")
+    return "utf-8-sig" if info.name in ("utf-8", "utf-8-sig") else info.name
 
 
 _FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)

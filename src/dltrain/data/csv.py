@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError, did_you_mean
-from ..files import open_regular
+from ..files import open_regular, text_codec
 
 DELIMITERS = (",", ";", "\t", "|")
 DELIMITER_NAMES = {",": "','", ";": "';'", "\t": "tab", "|": "'|'"}
@@ -104,12 +104,9 @@ class Columns:
 
 def _codec(encoding: str) -> str:
     try:
-        info = codecs.lookup(encoding)
-    except LookupError:
-        raise DataError(f"unknown text encoding {encoding!r}; use e.g. utf-8, latin-1 or cp1252") from None
-    if not getattr(info, "_is_text_encoding", True):  # rot13, base64, hex: codecs, but not for text files
-        raise DataError(f"{encoding!r} is not a text encoding; use e.g. utf-8, latin-1 or cp1252")
-    return "utf-8-sig" if info.name in ("utf-8", "utf-8-sig") else info.name
+        return text_codec(encoding)
+    except ValueError as error:
+        raise DataError(str(error)) from None
 
 
 class CsvFile:
