@@ -8,7 +8,7 @@ temporary folder, exports it, and writes a CSV of --rows rows (digits.csv repeat
 turn after one warm-up of each (so machine noise hits both alike), the median of --runs of:
 
   whole predict, from the CSV    dltrain: what `dltrain predict RUN CSV --out FILE` computes
-                                 (workflow.predict_rows + predictions_csv); onnxruntime: the
+                                 (predict.predict_rows + predictions_csv); onnxruntime: the
                                  README's snippet (csv.DictReader, float32 columns, session.run)
   from parsed columns            dltrain: encode_features + model.predict on the parsed
                                  columns; onnxruntime: session.run on the column feed
@@ -39,7 +39,8 @@ sys.path.insert(0, str(REPO_ROOT / "src"))
 import onnxruntime  # noqa: E402
 from threadpoolctl import threadpool_limits  # noqa: E402
 
-from dltrain import __version__, export, workflow  # noqa: E402
+from dltrain import __version__  # noqa: E402
+from dltrain.commands import common, export, fit, predict  # noqa: E402
 
 BOOLEANS = {"true": 1.0, "yes": 1.0, "t": 1.0, "y": 1.0, "false": 0.0, "no": 0.0, "f": 0.0, "n": 0.0}
 
@@ -72,7 +73,7 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
     folder = Path(tempfile.mkdtemp(prefix="dltrain-export-bench-"))
-    workflow.fit(REPO_ROOT / "configs" / "digits.yaml", ["train.epochs=5", "data.cache=false"], out=folder / "run")
+    fit.fit(REPO_ROOT / "configs" / "digits.yaml", ["train.epochs=5", "data.cache=false"], out=folder / "run")
     export.export_run(folder / "run", folder / "digits.onnx")
     export.export_run(folder / "run", folder / "digits_features.onnx", input_form="features")
     lines = (REPO_ROOT / "data" / "digits.csv").read_text().splitlines()
@@ -93,20 +94,20 @@ def main(argv=None) -> int:
 
     matrix_session = onnxruntime.InferenceSession(str(folder / "digits_features.onnx"), options,
                                                   providers=["CPUExecutionProvider"])
-    run = workflow.load_run(folder / "run")
+    run = common.load_run(folder / "run")
     table = run.schema.open(data)
     columns = run.schema.read_columns(table, with_target=False)
     feed = {name: columns.numbers(name).reshape(-1, 1).copy() for name in run.schema.feature_names}
 
     def dltrain_whole():
-        header, rows = workflow.predict_rows(folder / "run", data)
-        (folder / "predictions.csv").write_text(workflow.predictions_csv(header, rows))
+        header, rows = predict.predict_rows(folder / "run", data)
+        (folder / "predictions.csv").write_text(predict.predictions_csv(header, rows))
 
     def onnx_whole():
         labels, probabilities = onnx_predict_csv(session, data)
         header = ["digit"] + [f"prob_{label}" for label in run.schema.class_labels]
         rows = [[label] + [f"{p:.6g}" for p in row] for label, row in zip(labels.tolist(), probabilities.tolist())]
-        (folder / "predictions_onnx.csv").write_text(workflow.predictions_csv(header, rows))
+        (folder / "predictions_onnx.csv").write_text(predict.predictions_csv(header, rows))
 
     def dltrain_columns():
         run.model.predict(run.schema.encode_features(columns))

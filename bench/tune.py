@@ -32,8 +32,8 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from dltrain import tune as tune_module  # noqa: E402
-from dltrain import workflow  # noqa: E402
+from dltrain.commands import tune as tune_module  # noqa: E402
+from dltrain.commands import fit  # noqa: E402
 
 DATASETS = {
     "digits": {"config": ROOT / "configs" / "digits.yaml", "target": "digit"},
@@ -143,7 +143,7 @@ def quality(_args):
             folder = Path(temp)
             paths = split_csv(ROOT / "data" / f"{name}.csv", DATASETS[name]["target"], folder)
             shipped, tuned = dltrain_configs(name, folder, paths)
-            base = workflow.fit(shipped, out=folder / "shipped-run")
+            base = fit.fit(shipped, out=folder / "shipped-run")
             started = time.perf_counter()
             result = tune_module.tune(tuned, out=folder / "study")
             tune_seconds = time.perf_counter() - started

@@ -5,7 +5,7 @@
 Generates two integer CSVs with the same number of cells (narrow: --narrow columns, wide:
 --wide columns) in a temporary folder, then times, interleaved and as medians of --runs:
   parse   CsvFile.open + read of every column (the reader alone)
-  check   workflow.check: reading, column typing, missing-value checks, scaling, model build
+  check   check.check: reading, column typing, missing-value checks, scaling, model build
 and prints nanoseconds per cell and the wide/narrow ratio. Column handling was quadratic
 (list.index per column) before issue 10: 20,000 columns took 19-45 s.
 """
@@ -23,7 +23,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from dltrain import workflow  # noqa: E402
+from dltrain.commands import check  # noqa: E402
 from dltrain.data.csv import CsvFile  # noqa: E402
 
 
@@ -57,7 +57,7 @@ def main():
     with tempfile.TemporaryDirectory() as folder:
         files = {"narrow": write(Path(folder), "narrow", options.narrow, options.cells // options.narrow),
                  "wide": write(Path(folder), "wide", options.wide, options.cells // options.wide)}
-        steps = {"parse": parse, "check": workflow.check}
+        steps = {"parse": parse, "check": check.check}
         times = {(step, kind): [] for step in steps for kind in files}
         for step, function in steps.items():  # warm-up
             for config in files.values():

@@ -11,7 +11,9 @@ import os
 import signal
 import sys
 
-from dltrain import artifacts, files, train, workflow
+from dltrain import artifacts, files, train
+
+from dltrain.commands import fit as fit_command
 from dltrain.cli import main
 
 kind, *args = os.environ["DLTRAIN_FAULT"].split(":")
@@ -54,8 +56,8 @@ if kind == "signal-phase":
             return function(*positional, **keywords)
         return wrapped
 
-    workflow.prepare_data = at_phase(workflow.prepare_data, "data")
-    workflow._split_metrics = at_phase(workflow._split_metrics, "evaluate")
+    fit_command.prepare_data = at_phase(fit_command.prepare_data, "data")
+    fit_command._split_metrics = at_phase(fit_command._split_metrics, "evaluate")
     train_epoch = train.Trainer.train_epoch
 
     def epoch_hook(self, epoch, lr, max_batches=None):

@@ -10,7 +10,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from dltrain import workflow
+from dltrain.commands import fit
 from dltrain.cli import app
 
 from conftest import bounded
@@ -24,7 +24,7 @@ runner = CliRunner()
 def trained_run(tmp_path_factory):
     folder = tmp_path_factory.mktemp("base")
     shutil.copytree(CORPUS / "_base", folder, dirs_exist_ok=True)
-    workflow.fit(folder / "base.yaml", out=folder / "run")
+    fit.fit(folder / "base.yaml", out=folder / "run")
     return folder / "run"
 
 

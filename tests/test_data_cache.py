@@ -5,7 +5,7 @@ import os
 import numpy as np
 import pytest
 
-from dltrain import workflow
+from dltrain.commands import check
 from dltrain.data import cache as datacache
 from dltrain.data.csv import CsvFile
 
@@ -117,15 +117,15 @@ def test_fit_uses_the_cache_beside_the_config_and_it_can_be_turned_off(tmp_path,
                                                                           monkeypatch):
     make_csv(tmp_path / "d.csv")
     (tmp_path / "c.yaml").write_text("name: c\ndata: {train: d.csv, target: label}\ntrain: {epochs: 1}\n")
-    first = workflow.check(tmp_path / "c.yaml")
-    second = workflow.check(tmp_path / "c.yaml")
+    first = check.check(tmp_path / "c.yaml")
+    second = check.check(tmp_path / "c.yaml")
     assert parses == ["d.csv"]
     assert (tmp_path / ".dltrain-cache").is_dir()
     np.testing.assert_array_equal(first.data.train.features, second.data.train.features)
-    workflow.check(tmp_path / "c.yaml", ["data.cache=false"])
+    check.check(tmp_path / "c.yaml", ["data.cache=false"])
     assert parses == ["d.csv", "d.csv"]
     monkeypatch.setenv(datacache.CACHE_ENV, str(tmp_path / "elsewhere"))
-    workflow.check(tmp_path / "c.yaml")
+    check.check(tmp_path / "c.yaml")
     assert len(list((tmp_path / "elsewhere").glob("*.npz"))) == 1
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from dltrain import workflow
+from dltrain.commands import check, common, evaluate, fit, predict
 from dltrain.cli import app
 from dltrain.data import DataSchema, read_features
 from dltrain.errors import ConfigError, DataError
@@ -43,7 +43,7 @@ def project(tmp_path, csv_text, data_yaml="", extra="", name="shop"):
 
 
 def test_types_are_inferred_and_encoded(tmp_path):
-    result = workflow.check(project(tmp_path, customers()))
+    result = check.check(project(tmp_path, customers()))
     schema = result.data.schema
     assert [(column.name, column.type) for column in schema.columns] == [
         ("income", "numeric"), ("region", "categorical"), ("member", "boolean")]
@@ -58,15 +58,15 @@ def test_types_are_inferred_and_encoded(tmp_path):
 
 def test_a_mixed_file_trains_and_predicts_with_the_stored_encoding(tmp_path):
     config = project(tmp_path, customers(rows=300))
-    fit = workflow.fit(config, out=tmp_path / "run")
-    assert fit.metrics["validation"]["r2"] > 0.8
+    result = fit.fit(config, out=tmp_path / "run")
+    assert result.metrics["validation"]["r2"] > 0.8
     manifest = json.loads((tmp_path / "run" / "model.json").read_text())
     region = next(column for column in manifest["data"]["columns"] if column["name"] == "region")
     assert region == {"name": "region", "type": "categorical", "missing": "error", "fill": None,
                       "categories": ["east", "north", "south"], "unknown": "error"}
     # Columns in another order, with the target missing: predictions follow the rows.
     (tmp_path / "new.csv").write_text("region,member,income\nsouth,no,50\nnorth,yes,50\n")
-    header, rows = workflow.predict_rows(tmp_path / "run", tmp_path / "new.csv")
+    header, rows = predict.predict_rows(tmp_path / "run", tmp_path / "new.csv")
     assert header == ["spend"]
     south, north = (float(row[0]) for row in rows)
     assert north - south > 3  # north +2 and member +1.5 against south -2
@@ -75,8 +75,8 @@ def test_a_mixed_file_trains_and_predicts_with_the_stored_encoding(tmp_path):
 def test_schema_round_trips_through_model_json(tmp_path):
     config = project(tmp_path, customers(income=7, region=5),
                      "  columns:\n    income: {missing: median}\n    region: {missing: mode, unknown: ignore}\n")
-    workflow.fit(config, out=tmp_path / "run")
-    run = workflow.load_run(tmp_path / "run")
+    fit.fit(config, out=tmp_path / "run")
+    run = common.load_run(tmp_path / "run")
     stored = json.loads((tmp_path / "run" / "model.json").read_text())["data"]
     again = DataSchema.from_dict(json.loads(json.dumps(run.schema.to_dict())))
     assert again.to_dict() == run.schema.to_dict() == stored
@@ -89,23 +89,23 @@ def test_schema_round_trips_through_model_json(tmp_path):
 def test_missing_default_is_an_error_naming_file_line_and_column(tmp_path):
     with pytest.raises(DataError, match=r"shop.csv:3: column 'income' is empty \(a missing value\); fill it in, "
                                         r"or set data.columns.income.missing"):
-        workflow.check(project(tmp_path, customers(income=10)))
+        check.check(project(tmp_path, customers(income=10)))
 
 
 def test_drop_drops_the_rows(tmp_path):
     config = project(tmp_path, customers(rows=100, income=10), "  missing: drop\n", "")
-    result = workflow.check(config, ["data.validation=0"])
+    result = check.check(config, ["data.validation=0"])
     assert len(result.data.train) == 90
 
 
 def test_fills_use_training_statistics_only_and_are_reused_at_predict(tmp_path):
     text = customers(rows=100, income=4)
     config = project(tmp_path, text, "  columns:\n    income: {missing: mean}\n")
-    workflow.fit(config, out=tmp_path / "run", overrides=["train.epochs=1"])
-    run = workflow.load_run(tmp_path / "run")
+    fit.fit(config, out=tmp_path / "run", overrides=["train.epochs=1"])
+    run = common.load_run(tmp_path / "run")
     income = next(column for column in run.schema.columns if column.name == "income")
     # The mean over the training split, not over the whole file.
-    data = workflow.check(config)
+    data = check.check(config)
     all_values = np.array([float(row["income"]) for row in csv.DictReader(io.StringIO(text)) if row["income"]])
     assert income.fill != pytest.approx(all_values.mean(), abs=1e-9)
     offset, divisor = run.schema.offset[0], run.schema.divisor[0]
@@ -123,13 +123,13 @@ def test_median_mode_and_constant(tmp_path, policy, expected):
     config = project(tmp_path, "\n".join(lines) + "\n",
                      f"  columns:\n    income: {{missing: {policy}{fill}}}\n", name="small")
     config.write_text(config.read_text().replace("exclude: [customer_id]", "validation: 0"))
-    schema = workflow.check(config).data.schema
+    schema = check.check(config).data.schema
     assert schema.columns[0].fill == expected
 
 
 def test_categorical_mode_and_constant_fills_become_categories(tmp_path):
     config = project(tmp_path, customers(region=4), "  columns:\n    region: {missing: constant, fill: unknown}\n")
-    schema = workflow.check(config).data.schema
+    schema = check.check(config).data.schema
     assert schema.columns[1].categories == ["east", "north", "south", "unknown"]
 
 
@@ -137,13 +137,13 @@ def test_a_target_cell_that_is_empty(tmp_path):
     text = customers(spend=10)
     with pytest.raises(DataError, match=r"shop.csv:3: target 'spend' is empty \(a missing value\); fill it in, or "
                                         r"set data.columns.spend.missing: drop"):
-        workflow.check(project(tmp_path, text, "  missing: median\n"))  # a fill policy never fills the target
-    result = workflow.check(project(tmp_path, text, "  columns:\n    spend: {missing: drop}\n"), ["data.validation=0"])
+        check.check(project(tmp_path, text, "  missing: median\n"))  # a fill policy never fills the target
+    result = check.check(project(tmp_path, text, "  columns:\n    spend: {missing: drop}\n"), ["data.validation=0"])
     assert len(result.data.train) == 108
 
 
 def test_unknown_categories_at_predict_time(tmp_path):
-    workflow.fit(project(tmp_path, customers(), extra=""), out=tmp_path / "strict", overrides=["train.epochs=1"])
+    fit.fit(project(tmp_path, customers(), extra=""), out=tmp_path / "strict", overrides=["train.epochs=1"])
     (tmp_path / "new.csv").write_text("income,region,member\n50,north,yes\n50,atlantis,no\n")
     result = runner.invoke(app, ["predict", str(tmp_path / "strict"), str(tmp_path / "new.csv")])
     assert result.exit_code == 2
@@ -151,20 +151,20 @@ def test_unknown_categories_at_predict_time(tmp_path):
             "south (to encode unseen values as all zeros, set data.columns.region.unknown: ignore in the config "
             "and train again)") in " ".join(result.output.split())
     config = project(tmp_path, customers(), "  columns:\n    region: {unknown: ignore}\n")
-    workflow.fit(config, out=tmp_path / "lenient", overrides=["train.epochs=1"])
-    run = workflow.load_run(tmp_path / "lenient")
+    fit.fit(config, out=tmp_path / "lenient", overrides=["train.epochs=1"])
+    run = common.load_run(tmp_path / "lenient")
     features, _ = read_features(tmp_path / "new.csv", run.schema, with_target=False)
     assert features[1, 1:4].tolist() == [0.0, 0.0, 0.0] and features[0, 1:4].tolist() == [0.0, 1.0, 0.0]
 
 
 def test_predict_never_drops_a_row_but_eval_does(tmp_path):
     config = project(tmp_path, customers(), "  columns:\n    income: {missing: drop}\n")
-    workflow.fit(config, out=tmp_path / "run", overrides=["train.epochs=1"])
+    fit.fit(config, out=tmp_path / "run", overrides=["train.epochs=1"])
     (tmp_path / "new.csv").write_text("income,region,member,spend\n50,north,yes,7\n,south,no,3\n")
     with pytest.raises(DataError, match=r"new.csv:3: column 'income' is empty \(a missing value\); the model was "
                                         r"trained without such rows \(missing: drop\)"):
-        workflow.predict_rows(tmp_path / "run", tmp_path / "new.csv")
-    schema = workflow.load_run(tmp_path / "run").schema
+        predict.predict_rows(tmp_path / "run", tmp_path / "new.csv")
+    schema = common.load_run(tmp_path / "run").schema
     features, targets = read_features(tmp_path / "new.csv", schema, with_target=True)
     assert features.shape[0] == 1 and schema.unscale_targets(targets)[0, 0] == pytest.approx(7.0)
 
@@ -177,18 +177,18 @@ def test_a_mostly_numeric_column_with_a_stray_word_is_an_error_not_a_category(tm
     with pytest.raises(DataError, match=r"shop.csv:7: column 'income' has 'n.a.', which is not a number, though 119 "
                                         r"of its 120 values are; fix the cell, or set data.columns.income.type: "
                                         "categorical"):
-        workflow.check(project(tmp_path, "\n".join(text) + "\n"))
+        check.check(project(tmp_path, "\n".join(text) + "\n"))
 
 
 def test_given_types_are_enforced(tmp_path):
     with pytest.raises(DataError, match="column 'region' has 'north', which is not a number; data.columns.region.type "
                                         "is numeric"):
-        workflow.check(project(tmp_path, customers(), "  columns:\n    region: {type: numeric}\n"))
+        check.check(project(tmp_path, customers(), "  columns:\n    region: {type: numeric}\n"))
     with pytest.raises(DataError, match="column 'region' has 'north', which is not true/false"):
-        workflow.check(project(tmp_path, customers(), "  columns:\n    region: {type: boolean}\n"))
+        check.check(project(tmp_path, customers(), "  columns:\n    region: {type: boolean}\n"))
     # Integer codes as categories: the text as written is the category.
     text = customers().replace(",north,", ",01,").replace(",south,", ",02,").replace(",east,", ",03,")
-    schema = workflow.check(project(tmp_path, text, "  columns:\n    region: {type: categorical}\n")).data.schema
+    schema = check.check(project(tmp_path, text, "  columns:\n    region: {type: categorical}\n")).data.schema
     assert schema.columns[1].categories == ["01", "02", "03"]
 
 
@@ -206,11 +206,11 @@ def test_given_types_are_enforced(tmp_path):
 ])
 def test_column_settings_are_checked_against_the_data(tmp_path, data_yaml, message):
     with pytest.raises(ConfigError, match=message):
-        workflow.check(project(tmp_path, customers(), data_yaml))
+        check.check(project(tmp_path, customers(), data_yaml))
 
 
 def test_the_data_wide_mean_falls_back_to_mode_for_text_columns(tmp_path):
-    schema = workflow.check(project(tmp_path, customers(region=6, income=5), "  missing: mean\n")).data.schema
+    schema = check.check(project(tmp_path, customers(region=6, income=5), "  missing: mean\n")).data.schema
     assert [column.missing for column in schema.columns] == ["mean", "mode", "mode"]
 
 
@@ -220,12 +220,12 @@ def test_a_binary_target_uses_one_sigmoid_output(tmp_path):
     (tmp_path / "churn.yaml").write_text(
         "name: churn\ndata: {train: churn.csv, target: churn, exclude: [customer_id]}\n"
         "model: {layers: [{units: 8}]}\noptimizer: {name: adam, lr: 0.02}\ntrain: {epochs: 40, batch_size: 16}\n")
-    result = workflow.fit(tmp_path / "churn.yaml", out=tmp_path / "run")
+    result = fit.fit(tmp_path / "churn.yaml", out=tmp_path / "run")
     assert result.config.loss == "binary_cross_entropy"
     assert result.config.model.output.activation == "sigmoid"
-    run = workflow.load_run(tmp_path / "run")
+    run = common.load_run(tmp_path / "run")
     assert run.schema.class_labels == ["no", "yes"] and run.model.n_outputs == 1
-    header, rows = workflow.predict_rows(tmp_path / "run", tmp_path / "churn.csv")
+    header, rows = predict.predict_rows(tmp_path / "run", tmp_path / "churn.csv")
     assert header == ["churn", "prob_no", "prob_yes"]
     assert np.mean([row[0] == ["yes", "no"][index % 2] for index, row in enumerate(rows)]) > 0.8
 
@@ -239,17 +239,17 @@ def test_multi_output_regression(tmp_path):
     (tmp_path / "multi.yaml").write_text(
         "name: multi\ndata: {train: multi.csv, target: [y1, y2]}\nmodel: {layers: []}\n"
         "optimizer: {name: adam, lr: 0.05}\ntrain: {epochs: 60, batch_size: 16}\n")
-    result = workflow.fit(tmp_path / "multi.yaml", out=tmp_path / "run")
+    result = fit.fit(tmp_path / "multi.yaml", out=tmp_path / "run")
     assert result.config.task == "regression" and result.config.loss == "mse"
     assert result.metrics["validation"]["r2"] > 0.98
-    header, rows = workflow.predict_rows(tmp_path / "run", tmp_path / "multi.csv")
+    header, rows = predict.predict_rows(tmp_path / "run", tmp_path / "multi.csv")
     assert header == ["y1", "y2"] and len(rows[0]) == 2
     predicted = np.array(rows, dtype=float)
     np.testing.assert_allclose(predicted[:, 1], y2, atol=0.3)
-    metrics, _ = workflow.evaluate_run(tmp_path / "run", tmp_path / "multi.csv")
+    metrics, _ = evaluate.evaluate_run(tmp_path / "run", tmp_path / "multi.csv")
     assert metrics["r2"] > 0.98
     with pytest.raises(ConfigError, match="several targets mean multi-output regression"):
-        workflow.check(tmp_path / "multi.yaml", ["task=classification"])
+        check.check(tmp_path / "multi.yaml", ["task=classification"])
 
 
 def test_an_unseen_class_at_eval_names_label_line_and_known_classes(tmp_path):
@@ -257,7 +257,7 @@ def test_an_unseen_class_at_eval_names_label_line_and_known_classes(tmp_path):
     (tmp_path / "c.csv").write_text(text)
     (tmp_path / "c.yaml").write_text("name: c\ndata: {train: c.csv, target: label, exclude: [customer_id]}\n"
                                      "train: {epochs: 1}\n")
-    workflow.fit(tmp_path / "c.yaml", out=tmp_path / "run")
+    fit.fit(tmp_path / "c.yaml", out=tmp_path / "run")
     (tmp_path / "odd.csv").write_text("income,label,member,spend\n50,north,yes,1\n\n50,west,no,2\n")
     result = runner.invoke(app, ["eval", str(tmp_path / "run"), str(tmp_path / "odd.csv")])
     assert result.exit_code == 2
@@ -269,9 +269,9 @@ def test_numeric_class_labels_match_however_they_are_written(tmp_path):
     lines = ["x,label"] + [f"{index % 7},{index % 3}" for index in range(90)]
     (tmp_path / "n.csv").write_text("\n".join(lines) + "\n")
     (tmp_path / "n.yaml").write_text("name: n\ndata: {train: n.csv, target: label}\ntrain: {epochs: 1}\n")
-    workflow.fit(tmp_path / "n.yaml", out=tmp_path / "run")
+    fit.fit(tmp_path / "n.yaml", out=tmp_path / "run")
     (tmp_path / "eval.csv").write_text("x,label\n1,1.0\n2, 2\n3,0\n")
-    schema = workflow.load_run(tmp_path / "run").schema
+    schema = common.load_run(tmp_path / "run").schema
     assert schema.class_labels == ["0", "1", "2"]
     assert read_features(tmp_path / "eval.csv", schema, with_target=True)[1].tolist() == [1, 2, 0]
 
@@ -291,8 +291,8 @@ def test_old_run_schemas_without_column_encodings_still_load():
     (lambda data: data["scaler"].update(divisor=[1.0, 0.0, 1.0, 1.0, 1.0]), "zero divisor"),
 ])
 def test_a_damaged_stored_schema_is_refused(tmp_path, change, message):
-    workflow.fit(project(tmp_path, customers()), out=tmp_path / "run", overrides=["train.epochs=1"])
-    data = workflow.load_run(tmp_path / "run").schema.to_dict()
+    fit.fit(project(tmp_path, customers()), out=tmp_path / "run", overrides=["train.epochs=1"])
+    data = common.load_run(tmp_path / "run").schema.to_dict()
     change(data)
     with pytest.raises((ValueError, KeyError, TypeError), match=message):
         DataSchema.from_dict(data)

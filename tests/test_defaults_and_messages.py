@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from dltrain import workflow
+from dltrain.commands import check, common, evaluate, fit, predict
 from dltrain.cli import app
 from dltrain.errors import DltrainError
 from dltrain.schedules import make_schedule
@@ -53,10 +53,10 @@ class _StopAfter(Callbacks):
 
 def test_cosine_resume_after_an_interruption_is_bit_identical(tmp_path, root):
     config = _digits_config(tmp_path, root, "{name: adam, lr: 0.003, schedule: {name: cosine, min_lr: 0.0001}}", 4)
-    workflow.fit(config, out=tmp_path / "straight")
+    fit.fit(config, out=tmp_path / "straight")
     with pytest.raises(DltrainError, match="interrupted"):
-        workflow.fit(config, out=tmp_path / "resumed", callbacks=_StopAfter(2))
-    workflow.fit(config, out=tmp_path / "resumed", resume=True)
+        fit.fit(config, out=tmp_path / "resumed", callbacks=_StopAfter(2))
+    fit.fit(config, out=tmp_path / "resumed", resume=True)
     assert (tmp_path / "straight" / "model.npz").read_bytes() == (tmp_path / "resumed" / "model.npz").read_bytes()
 
 
@@ -89,21 +89,21 @@ def test_gelu_is_exact_and_gelu_tanh_is_the_approximation():
 def test_a_run_saved_when_gelu_meant_the_tanh_form_predicts_as_before(tmp_path, root):
     config = _digits_config(tmp_path, root, "{name: adam, lr: 0.003}", 2)
     out = tmp_path / "run"
-    workflow.fit(config, ["model.layers=[{units: 16, activation: gelu_tanh}]"], out=out)
+    fit.fit(config, ["model.layers=[{units: 16, activation: gelu_tanh}]"], out=out)
     data = root / "data" / "digits.csv"
-    before = workflow.predict_rows(out, data)
+    before = predict.predict_rows(out, data)
     manifest = json.loads((out / "model.json").read_text())
     assert manifest["gelu"] == "exact"
     # What an older dltrain wrote: the tanh form under the name gelu, and no marker.
     del manifest["gelu"]
     manifest["config"]["model"]["layers"][0]["activation"] = "gelu"
     (out / "model.json").write_text(json.dumps(manifest))
-    assert workflow.load_run(out).config.model.layers[0].activation == "gelu_tanh"
-    assert workflow.predict_rows(out, data) == before
+    assert common.load_run(out).config.model.layers[0].activation == "gelu_tanh"
+    assert predict.predict_rows(out, data) == before
     # The same weights read as exact gelu give other probabilities: the mapping matters.
     manifest["gelu"] = "exact"
     (out / "model.json").write_text(json.dumps(manifest))
-    assert workflow.predict_rows(out, data) != before
+    assert predict.predict_rows(out, data) != before
 
 
 # ---------------------------------------------------------------- regression targets scaled
@@ -117,7 +117,7 @@ def _minimal_regression(tmp_path, root, extra=""):
 
 
 def test_a_minimal_regression_config_learns_because_targets_are_scaled(tmp_path, root):
-    result = workflow.fit(_minimal_regression(tmp_path, root), out=tmp_path / "run")
+    result = fit.fit(_minimal_regression(tmp_path, root), out=tmp_path / "run")
     validation = result.metrics["validation"]
     assert validation["r2"] > 0.1  # -3.0 with data.target_scale: none
     # Reported metrics are in the target's units: MSE is the scaled loss times the variance.
@@ -126,25 +126,25 @@ def test_a_minimal_regression_config_learns_because_targets_are_scaled(tmp_path,
     assert scaler["method"] == "standard" and 100 < scaler["offset"][0] < 200 and 50 < scaler["divisor"][0] < 100
     assert validation["mse"] == pytest.approx(validation["loss"] * scaler["divisor"][0] ** 2, rel=1e-4)
     assert result.history[-1]["val_mse"] == pytest.approx(validation["mse"], rel=1e-4)
-    evaluated, _ = workflow.evaluate_run(tmp_path / "run", root / "data" / "diabetes.csv")
+    evaluated, _ = evaluate.evaluate_run(tmp_path / "run", root / "data" / "diabetes.csv")
     assert 1000 < evaluated["mse"] < 6000
-    header, rows = workflow.predict_rows(tmp_path / "run", root / "data" / "diabetes.csv")
+    header, rows = predict.predict_rows(tmp_path / "run", root / "data" / "diabetes.csv")
     predicted = np.array([float(row[0]) for row in rows])
     assert header == ["progression"] and 100 < predicted.mean() < 200
 
 
 def test_target_scale_none_and_a_run_saved_before_target_scaling(tmp_path, root):
     config = _minimal_regression(tmp_path, root, ", target_scale: none")
-    workflow.fit(config, ["train.epochs=2"], out=tmp_path / "run")
-    before = workflow.predict_rows(tmp_path / "run", root / "data" / "diabetes.csv")
+    fit.fit(config, ["train.epochs=2"], out=tmp_path / "run")
+    before = predict.predict_rows(tmp_path / "run", root / "data" / "diabetes.csv")
     manifest_path = tmp_path / "run" / "model.json"
     manifest = json.loads(manifest_path.read_text())
     assert manifest["data"]["target_scaler"] == {"method": "none", "offset": None, "divisor": None}
     del manifest["data"]["target_scaler"], manifest["config"]["data"]["target_scale"]
     manifest_path.write_text(json.dumps(manifest))
-    run = workflow.load_run(tmp_path / "run")
+    run = common.load_run(tmp_path / "run")
     assert run.config.data.target_scale == "none" and run.schema.target_divisor is None
-    assert workflow.predict_rows(tmp_path / "run", root / "data" / "diabetes.csv") == before
+    assert predict.predict_rows(tmp_path / "run", root / "data" / "diabetes.csv") == before
 
 
 def test_multi_target_regression_scales_each_target(tmp_path):
@@ -154,7 +154,7 @@ def test_multi_target_regression_scales_each_target(tmp_path):
     (tmp_path / "body.csv").write_text("\n".join(lines) + "\n")
     (tmp_path / "body.yaml").write_text("data: {train: body.csv, target: [weight, waist]}\n"
                                         "model: {layers: [{units: 8}]}\noptimizer: {lr: 0.01}\ntrain: {epochs: 60}\n")
-    result = workflow.fit(tmp_path / "body.yaml", out=tmp_path / "run")
+    result = fit.fit(tmp_path / "body.yaml", out=tmp_path / "run")
     assert result.metrics["validation"]["r2"] > 0.9
     divisor = json.loads((tmp_path / "run" / "model.json").read_text())["data"]["target_scaler"]["divisor"]
     assert divisor[0] == pytest.approx(20, rel=0.2) and divisor[1] == pytest.approx(0.01, rel=0.2)
@@ -172,7 +172,7 @@ def test_few_rows_per_integer_value_make_a_regression_not_16_classes(tmp_path):
     lines = ["x,score"] + [f"{v * 0.1:.1f},{(v * 7) % 16}" for v in range(20)]
     (tmp_path / "scores.csv").write_text("\n".join(lines) + "\n")
     (tmp_path / "scores.yaml").write_text("data: {train: scores.csv, target: score}\n")
-    assert workflow.check(tmp_path / "scores.yaml").config.task == "regression"
+    assert check.check(tmp_path / "scores.yaml").config.task == "regression"
 
 
 def test_a_class_with_one_row_or_an_empty_validation_split_is_a_clear_message(tmp_path):
@@ -180,8 +180,8 @@ def test_a_class_with_one_row_or_an_empty_validation_split_is_a_clear_message(tm
     (tmp_path / "kinds.csv").write_text("\n".join(lines) + "\n")
     (tmp_path / "kinds.yaml").write_text("data: {train: kinds.csv, target: kind}\n")
     with pytest.raises(DltrainError, match="class 'rare' has only 1 row; a stratified validation split needs"):
-        workflow.check(tmp_path / "kinds.yaml")
-    workflow.check(tmp_path / "kinds.yaml", ["data.validation=0"])  # no split, no problem
+        check.check(tmp_path / "kinds.yaml")
+    check.check(tmp_path / "kinds.yaml", ["data.validation=0"])  # no split, no problem
     (tmp_path / "pairs.csv").write_text("x,kind\n1,a\n2,a\n3,b\n4,b\n5,c\n6,c\n")
     (tmp_path / "pairs.yaml").write_text("data: {train: pairs.csv, target: kind, validation: 0.2}\n")
     result = runner.invoke(app, ["check", str(tmp_path / "pairs.yaml")])
@@ -198,7 +198,7 @@ def test_init_writes_early_stopping_with_a_patience_sized_to_the_data(tmp_path, 
     result = runner.invoke(app, ["init", str(root / "data" / f"{data}.csv"), "--target", target,
                                  "--out", str(tmp_path / "c.yaml")])
     assert result.exit_code == 0, result.output
-    config = workflow.check(tmp_path / "c.yaml").config
+    config = check.check(tmp_path / "c.yaml").config
     stopping = config.train.early_stopping
     assert stopping.restore_best is True and stopping.monitor == "val_loss" and stopping.patience == patience
 
@@ -242,7 +242,7 @@ def test_init_with_two_targets_writes_multi_target_regression(tmp_path):
     text = (tmp_path / "body.yaml").read_text()
     assert "  target: [weight, waist]" in text and "multi-target regression" in text
     assert "weight: {missing: drop}" in text
-    config = workflow.check(tmp_path / "body.yaml").config
+    config = check.check(tmp_path / "body.yaml").config
     assert config.data.target == ["weight", "waist"] and config.task == "regression"
     (tmp_path / "mixed.csv").write_text("x,y,kind\n" + "".join(f"{v},{v * 2},k{v % 2}\n" for v in range(20)))
     mixed = runner.invoke(app, ["init", str(tmp_path / "mixed.csv"), "--target", "y", "--target", "kind",
@@ -263,7 +263,7 @@ def test_name_defaults_to_the_config_files_stem(tmp_path, root, monkeypatch):
     result = runner.invoke(app, ["fit", "my churn model.yaml", "--quiet"])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "runs" / "my-churn-model" / "model.json").exists()
-    assert workflow.check(tmp_path / "my churn model.yaml", ["name=other"]).config.name == "other"
+    assert check.check(tmp_path / "my churn model.yaml", ["name=other"]).config.name == "other"
 
 
 # ---------------------------------------------------------------- did you mean
@@ -285,7 +285,7 @@ def test_a_column_in_the_wrong_case_is_suggested_in_every_column_message(tmp_pat
     (tmp_path / "c.csv").write_text("Tenure,Plan,Churned\n" + "".join(f"{v},p{v % 2},{v % 2}\n" for v in range(20)))
     (tmp_path / "c.yaml").write_text("data: {train: c.csv, target: Churned, exclude: [plan]}\n")
     with pytest.raises(DltrainError, match=r"column 'plan' is not in .*c.csv \(did you mean 'Plan'\?\)"):
-        workflow.check(tmp_path / "c.yaml")
+        check.check(tmp_path / "c.yaml")
     result = runner.invoke(app, ["init", str(tmp_path / "c.csv"), "--target", "churned"])
     assert result.exit_code == 2 and "(did you mean 'Churned'?)" in result.output
 
@@ -321,7 +321,7 @@ def test_log_lines_are_not_wrapped_at_80_columns_off_a_terminal(tmp_path, root):
 
 
 def test_predict_keeps_id_columns_and_writes_one_number_format(tmp_path):
-    from dltrain.workflow import format_number
+    from dltrain.commands.predict import format_number
     assert [format_number(v) for v in (0.5, 1.0, 0.0, 217.77785, 1 / 3, 2.5566e-11, 1e20)] == [
         "0.5", "1", "0", "217.77785", "0.33333334", "2.5566e-11", "1e+20"]
     lines = ["customer_id,tenure,plan,churned"] + [
@@ -330,7 +330,7 @@ def test_predict_keeps_id_columns_and_writes_one_number_format(tmp_path):
     (tmp_path / "c.csv").write_text("\n".join(lines) + "\n")
     (tmp_path / "c.yaml").write_text("data: {train: c.csv, target: churned, exclude: [customer_id]}\n"
                                      "train: {epochs: 3}\n")
-    workflow.fit(tmp_path / "c.yaml", out=tmp_path / "run")
+    fit.fit(tmp_path / "c.yaml", out=tmp_path / "run")
     result = runner.invoke(app, ["predict", str(tmp_path / "run"), str(tmp_path / "c.csv"), "--keep", "customer_id",
                                  "--keep", "plan"])
     assert result.exit_code == 0, result.output

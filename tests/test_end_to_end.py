@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from dltrain import workflow
+from dltrain.commands import common, evaluate, fit
 from dltrain.data import CsvFile
 
 QUALITY = {
@@ -18,9 +18,9 @@ QUALITY = {
 @pytest.mark.parametrize("name", sorted(QUALITY))
 def test_shipped_config_reaches_its_quality(name, root, tmp_path):
     split, metric, threshold, _ = QUALITY[name]
-    result = workflow.fit(root / "configs" / f"{name}.yaml", out=tmp_path / "run")
+    result = fit.fit(root / "configs" / f"{name}.yaml", out=tmp_path / "run")
     assert result.metrics[split][metric] >= threshold
-    evaluated, _ = workflow.evaluate_run(tmp_path / "run", root / "data" / f"{name}.csv")
+    evaluated, _ = evaluate.evaluate_run(tmp_path / "run", root / "data" / f"{name}.csv")
     assert np.isfinite(evaluated["loss"])
 
 
@@ -32,8 +32,8 @@ def test_every_shipped_config_has_a_quality_bar(root):
 def test_linear_model_with_gd_reaches_the_least_squares_optimum(root, tmp_path):
     overrides = ["model.layers=[]", "loss=mse", "optimizer={name: gd, lr: 0.2}", "data.validation=0",
                  "train.epochs=3000", "train.tolerance=null", "train.early_stopping=null"]
-    result = workflow.fit(root / "configs" / "diabetes.yaml", overrides, out=tmp_path / "run")
-    run = workflow.load_run(tmp_path / "run")
+    result = fit.fit(root / "configs" / "diabetes.yaml", overrides, out=tmp_path / "run")
+    run = common.load_run(tmp_path / "run")
     columns = CsvFile.open(root / "data" / "diabetes.csv").read(numeric=[*run.schema.feature_names, "progression"])
     features = run.schema.transform(columns.matrix[:, :-1]).astype(np.float64)
     target = columns.matrix[:, -1:].astype(np.float64)
@@ -47,7 +47,7 @@ def test_linear_model_with_gd_reaches_the_least_squares_optimum(root, tmp_path):
 
 def test_same_seed_gives_bit_identical_models(root, tmp_path):
     for folder in ("a", "b"):
-        workflow.fit(root / "configs" / "iris.yaml", ["train.epochs=5"], out=tmp_path / folder)
+        fit.fit(root / "configs" / "iris.yaml", ["train.epochs=5"], out=tmp_path / folder)
     assert (tmp_path / "a" / "model.npz").read_bytes() == (tmp_path / "b" / "model.npz").read_bytes()
-    workflow.fit(root / "configs" / "iris.yaml", ["train.epochs=5", "seed=1"], out=tmp_path / "c")
+    fit.fit(root / "configs" / "iris.yaml", ["train.epochs=5", "seed=1"], out=tmp_path / "c")
     assert (tmp_path / "a" / "model.npz").read_bytes() != (tmp_path / "c" / "model.npz").read_bytes()

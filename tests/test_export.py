@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
-from dltrain import export, workflow  # noqa: E402
+from dltrain.commands import common, export, fit, predict  # noqa: E402
 from dltrain.activations import ACTIVATIONS  # noqa: E402
 from dltrain.cli import app  # noqa: E402
 from dltrain.data import read_features  # noqa: E402
@@ -56,14 +56,14 @@ def session_for(path):
 
 def engine_outputs(run_dir, csv_path):
     """predict's probabilities (or values) at full precision, and its printed rows."""
-    loaded = workflow.load_run(run_dir)
+    loaded = common.load_run(run_dir)
     features, _ = read_features(csv_path, loaded.schema, with_target=False)
     outputs = loaded.model.predict(features)
     if loaded.schema.task == "regression":  # in the target's units, as predict writes them
         outputs = loaded.schema.unscale_targets(outputs.astype(np.float64))
     if loaded.schema.binary:
         outputs = np.column_stack([1.0 - outputs[:, 0], outputs[:, 0]])
-    return outputs, workflow.predict_rows(run_dir, csv_path)
+    return outputs, predict.predict_rows(run_dir, csv_path)
 
 
 def assert_matches_predict(run_dir, model_path, csv_path):
@@ -88,7 +88,7 @@ def shipped_runs(tmp_path_factory):
     folder = tmp_path_factory.mktemp("shipped")
     runs = {}
     for name in SHIPPED:
-        workflow.fit(ROOT / "configs" / f"{name}.yaml", ["train.epochs=3", "data.cache=false"],
+        fit.fit(ROOT / "configs" / f"{name}.yaml", ["train.epochs=3", "data.cache=false"],
                      out=folder / name)
         runs[name] = folder / name
     return runs
@@ -103,7 +103,7 @@ def test_shipped_dataset_exports_and_equals_predict_on_the_raw_csv(name, shipped
     outputs = assert_matches_predict(shipped_runs[name], model_path, root / "data" / f"{name}.csv")
     model = onnx.load(str(model_path))
     onnx.checker.check_model(model, full_check=True)
-    schema = workflow.load_run(shipped_runs[name]).schema
+    schema = common.load_run(shipped_runs[name]).schema
     assert [item.name for item in model.graph.input] == schema.feature_names
     if schema.task == "classification":
         assert [item.name for item in model.graph.output] == ["label", "probabilities"]
@@ -169,12 +169,12 @@ def shop_project(tmp_path, columns=SHOP_COLUMNS, layers="[{units: 8}]", target="
 @pytest.fixture(scope="module")
 def shop_run(tmp_path_factory):
     folder = tmp_path_factory.mktemp("shop")
-    workflow.fit(shop_project(folder), out=folder / "run")
+    fit.fit(shop_project(folder), out=folder / "run")
     return folder
 
 
 def test_categorical_columns_and_missing_cells_equal_predict(shop_run, tmp_path):
-    schema = workflow.load_run(shop_run / "run").schema
+    schema = common.load_run(shop_run / "run").schema
     assert [column.type for column in schema.columns] == ["numeric", "numeric", "categorical", "categorical",
                                                           "boolean"]
     model_path = tmp_path / "shop.onnx"
@@ -196,7 +196,7 @@ def test_regression_with_categorical_columns_equals_predict(tmp_path):
     text = "\n".join(line if index == 0 else f"{line.rsplit(',', 1)[0]},{index % 17 * 1.5 + 3}"
                      for index, line in enumerate(text.splitlines())) + "\n"
     config = shop_project(tmp_path, target="spend", text=text)
-    workflow.fit(config, out=tmp_path / "run")
+    fit.fit(config, out=tmp_path / "run")
     assert run("export", tmp_path / "run").exit_code == 0
     new = tmp_path / "new.csv"
     new.write_text(shop_csv(40, 3, unseen=True))
@@ -205,7 +205,7 @@ def test_regression_with_categorical_columns_equals_predict(tmp_path):
 
 def test_multi_output_regression_gives_one_prediction_column_per_target(tmp_path):
     text = shop_csv(120, 6, blanks=False)
-    workflow.fit(shop_project(tmp_path, columns="", target="[income, age]", text=text), out=tmp_path / "run")
+    fit.fit(shop_project(tmp_path, columns="", target="[income, age]", text=text), out=tmp_path / "run")
     assert run("export", tmp_path / "run").exit_code == 0
     new = tmp_path / "new.csv"
     new.write_text(shop_csv(30, 7, blanks=False))
@@ -217,7 +217,7 @@ def test_multi_output_regression_gives_one_prediction_column_per_target(tmp_path
 
 def test_unknown_error_and_unfilled_cells_give_nan_rows_where_predict_refuses(tmp_path):
     config = shop_project(tmp_path, columns="", text=shop_csv(120, 0, blanks=False))
-    workflow.fit(config, out=tmp_path / "run")
+    fit.fit(config, out=tmp_path / "run")
     assert run("export", tmp_path / "run").exit_code == 0
     session = session_for(tmp_path / "run" / "model.onnx")
     rows = tmp_path / "rows.csv"
@@ -251,7 +251,7 @@ def test_other_scalings_and_column_mixes_export_and_equal_predict(overrides, tmp
     features = re.findall(r"\w+", overrides[0].split("=")[1]) if "features" in overrides[0] else None
     lines = [line for line in SHOP_COLUMNS.splitlines()[1:]
              if features is None or line.split(":")[0].strip() in features]
-    workflow.fit(shop_project(tmp_path, columns="  columns:\n" + "\n".join(lines) + "\n"), overrides,
+    fit.fit(shop_project(tmp_path, columns="  columns:\n" + "\n".join(lines) + "\n"), overrides,
                  out=tmp_path / "run")
     result = run("export", tmp_path / "run")
     assert result.exit_code == 0, result.output
@@ -259,7 +259,7 @@ def test_other_scalings_and_column_mixes_export_and_equal_predict(overrides, tmp
     new.write_text(shop_csv(40, 5, unseen=True))
     outputs = assert_matches_predict(tmp_path / "run", tmp_path / "run" / "model.onnx", new)
     assert_lowest_opset(onnx.load(str(tmp_path / "run" / "model.onnx")))
-    schema = workflow.load_run(tmp_path / "run").schema
+    schema = common.load_run(tmp_path / "run").schema
     if all(column.type != "categorical" for column in schema.columns):  # booleans go in the features tensor too
         assert run("export", tmp_path / "run", "--inputs", "features", "--out", tmp_path / "f.onnx").exit_code == 0
         columns = raw_inputs(session_for(tmp_path / "run" / "model.onnx"), new)
@@ -269,7 +269,7 @@ def test_other_scalings_and_column_mixes_export_and_equal_predict(overrides, tmp
 
 
 def test_unknown_ignore_encodes_an_unseen_category_as_all_zeros(shop_run):
-    loaded = workflow.load_run(shop_run / "run")
+    loaded = common.load_run(shop_run / "run")
     model = export.build_model(loaded)
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     base = {"income": [50.0], "age": [30.0], "region": ["central"], "plan": ["pro"], "member": [1.0]}
@@ -357,7 +357,7 @@ def test_the_exact_gelu_entry_is_ready_for_an_erf_gelu():
 def test_a_network_with_every_hidden_activation_and_dropout_exports(tmp_path, root):
     hidden = ", ".join(f"{{units: 6, activation: {name}}}" for name in sorted(ACTIVATIONS) if name != "softmax")
     config = shop_project(tmp_path, layers=f"[{hidden}, {{type: dropout, rate: 0.3}}, {{units: 5}}]")
-    workflow.fit(config, out=tmp_path / "run")
+    fit.fit(config, out=tmp_path / "run")
     assert run("export", tmp_path / "run").exit_code == 0
     new = tmp_path / "new.csv"
     new.write_text(shop_csv(30, 4, unseen=True))
@@ -365,7 +365,7 @@ def test_a_network_with_every_hidden_activation_and_dropout_exports(tmp_path, ro
 
 
 def test_target_scaling_statistics_are_inverted_in_the_graph(shipped_runs):
-    loaded = workflow.load_run(shipped_runs["diabetes"])
+    loaded = common.load_run(shipped_runs["diabetes"])
     loaded.manifest["data"]["target_scaler"] = {"method": "standard", "offset": [150.0], "divisor": [75.0]}
     session = ort.InferenceSession(export.build_model(loaded).SerializeToString(),
                                    providers=["CPUExecutionProvider"])
@@ -396,7 +396,7 @@ def assert_lowest_opset(model):
 
 def test_opset_is_the_lowest_holding_every_operator_and_metadata_is_complete(shipped_runs, shop_run, tmp_path):
     for run_dir in (shipped_runs["breast_cancer"], shop_run / "run"):
-        loaded = workflow.load_run(run_dir)
+        loaded = common.load_run(run_dir)
         model = export.build_model(loaded)
         assert_lowest_opset(model)
         meta = {prop.key: prop.value for prop in model.metadata_props}
@@ -407,7 +407,7 @@ def test_opset_is_the_lowest_holding_every_operator_and_metadata_is_complete(shi
         assert json.loads(meta["class_labels"]) == loaded.schema.class_labels
         assert json.loads(meta["target_names"]) == loaded.schema.targets
         assert meta["input_form"] == "columns" and meta["task"] == "classification"
-    ml = {item.domain: item.version for item in export.build_model(workflow.load_run(shop_run / "run")).opset_import}
+    ml = {item.domain: item.version for item in export.build_model(common.load_run(shop_run / "run")).opset_import}
     assert ml["ai.onnx.ml"] == 2
 
 
@@ -481,7 +481,7 @@ def test_an_activation_the_exporter_lacks_is_refused_by_name(shipped_runs, tmp_p
 
 def test_a_feature_named_like_an_output_is_refused(tmp_path):
     text = shop_csv(80, 0, blanks=False).replace("plan,", "label,", 1)
-    workflow.fit(shop_project(tmp_path, columns="", text=text), out=tmp_path / "run")
+    fit.fit(shop_project(tmp_path, columns="", text=text), out=tmp_path / "run")
     result = run("export", tmp_path / "run")
     assert result.exit_code == 2 and "feature column 'label'" in result.output
 
@@ -495,11 +495,11 @@ def test_the_readme_onnxruntime_snippet_runs(root, tmp_path, monkeypatch):
     snippet = re.search(r"```python\n(.*?)```", section, re.S).group(1)
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "iris.csv").write_text((root / "data" / "iris.csv").read_text())
-    workflow.fit(root / "configs" / "iris.yaml", ["train.epochs=3"], out=tmp_path / "runs" / "iris")
+    fit.fit(root / "configs" / "iris.yaml", ["train.epochs=3"], out=tmp_path / "runs" / "iris")
     assert run("export", tmp_path / "runs" / "iris").exit_code == 0
     monkeypatch.chdir(tmp_path)
     namespace = {}
     exec(compile(snippet, "README.md", "exec"), namespace)
-    _, rows = workflow.predict_rows(tmp_path / "runs" / "iris", tmp_path / "data" / "iris.csv")
+    _, rows = predict.predict_rows(tmp_path / "runs" / "iris", tmp_path / "data" / "iris.csv")
     assert [str(label) for label in namespace["labels"]] == [row[0] for row in rows]
     np.testing.assert_allclose(namespace["probabilities"], [[float(v) for v in row[1:]] for row in rows], atol=1e-5)

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from dltrain import workflow
+from dltrain.commands import fit
 from dltrain.cli import app
 
 BASE = Path(__file__).parent / "bad_inputs" / "_base"
@@ -20,7 +20,7 @@ def semicolon_run(tmp_path_factory):
     (folder / "semi.csv").write_text((BASE / "base.csv").read_text().replace(",", ";"))
     (folder / "semi.yaml").write_text((BASE / "base.yaml").read_text().replace(
         "train: base.csv", "train: semi.csv\n  delimiter: ';'"))
-    workflow.fit(folder / "semi.yaml", out=folder / "run")
+    fit.fit(folder / "semi.yaml", out=folder / "run")
     return folder
 
 

@@ -9,7 +9,7 @@ import yaml
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from dltrain import workflow
+from dltrain.commands import check, fit, predict
 from dltrain.activations import ACTIVATIONS
 from dltrain.config import Config, dump_config, load_config
 from dltrain.data.csv import CsvFile
@@ -201,7 +201,7 @@ def test_any_csv_through_check_trains_or_refuses_with_a_dltrain_error(tmp_path, 
         f"name: any\ndata: {{train: any.csv, target: y, validation: 0.25, missing: {missing}, cache: false}}\n"
         f"task: {task}\nmodel: {{layers: [{{units: 2}}]}}\ntrain: {{epochs: 1}}\n")
     try:
-        result = workflow.check(tmp_path / "any.yaml")
+        result = check.check(tmp_path / "any.yaml")
     except DltrainError as error:
         assert str(error)
         return
@@ -216,7 +216,7 @@ def test_predict_on_any_csv_gives_rows_or_a_dltrain_error(trained_mixed_run, tmp
     text = header + "\n" + text.split("\n", 1)[-1]
     (tmp_path / "new.csv").write_bytes(text.encode("utf-8"))
     try:
-        header_out, rows = workflow.predict_rows(trained_mixed_run, tmp_path / "new.csv")
+        header_out, rows = predict.predict_rows(trained_mixed_run, tmp_path / "new.csv")
     except DltrainError as error:
         assert str(error)
         return
@@ -299,5 +299,5 @@ def trained_mixed_run(tmp_path_factory):
         "name: mixed\ndata:\n  train: mixed.csv\n  target: label\n  columns:\n"
         "    colour: {unknown: ignore, missing: mode}\n    size: {missing: mean}\n"
         "model: {layers: [{units: 4}]}\ntrain: {epochs: 2}\n")
-    workflow.fit(folder / "mixed.yaml", out=folder / "run")
+    fit.fit(folder / "mixed.yaml", out=folder / "run")
     return folder / "run"

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from dltrain import workflow
+from dltrain.commands import check, common, fit
 from dltrain.cli import app
 from dltrain.errors import ConfigError, TrainingDiverged
 from dltrain.optimizers import make_optimizer
@@ -40,10 +40,10 @@ def _config(tmp_path, root, optimizer, epochs, name="c.yaml"):
                                        "{name: adam, lr: 0.003, weight_decay: 0.01, schedule: {name: step, every: 2, factor: 0.5}}"])
 def test_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path, root, optimizer):
     config = _config(tmp_path, root, optimizer, epochs=5)
-    straight = workflow.fit(config, out=tmp_path / "straight")
-    first = workflow.fit(config, ["train.epochs=2"], out=tmp_path / "resumed")
+    straight = fit.fit(config, out=tmp_path / "straight")
+    first = fit.fit(config, ["train.epochs=2"], out=tmp_path / "resumed")
     assert len(first.history) == 2
-    resumed = workflow.fit(config, out=tmp_path / "resumed", resume=True)
+    resumed = fit.fit(config, out=tmp_path / "resumed", resume=True)
     assert resumed.resumed_from == 2
     assert (tmp_path / "straight" / "model.npz").read_bytes() == (tmp_path / "resumed" / "model.npz").read_bytes()
     straight_history = [{k: v for k, v in row.items() if k != "seconds"} for row in straight.history]
@@ -53,18 +53,18 @@ def test_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path, root, optimiz
 
 def test_resume_refuses_a_changed_config_and_names_the_keys(tmp_path, root):
     config = _config(tmp_path, root, "{name: adam, lr: 0.003}", epochs=2)
-    workflow.fit(config, out=tmp_path / "run")
+    fit.fit(config, out=tmp_path / "run")
     with pytest.raises(ConfigError) as caught:
-        workflow.fit(config, ["optimizer.lr=0.01", "model.layers[0].units=16", "train.epochs=4"],
+        fit.fit(config, ["optimizer.lr=0.01", "model.layers[0].units=16", "train.epochs=4"],
                      out=tmp_path / "run", resume=True)
     message = str(caught.value)
     assert "optimizer.lr: 0.003 -> 0.01" in message
     assert "model.layers" in message and "train.epochs" not in message.split("Only")[0]
     with pytest.raises(ConfigError, match=r"already finished \(all 2 epochs done\); the model is untouched. "
                                           r"To train on anyway: .* --resume --set train.epochs=4"):
-        workflow.fit(config, out=tmp_path / "run", resume=True)
+        fit.fit(config, out=tmp_path / "run", resume=True)
     # epochs and early stopping may change
-    result = workflow.fit(config, ["train.epochs=3", "train.early_stopping={patience: 5}"], out=tmp_path / "run",
+    result = fit.fit(config, ["train.epochs=3", "train.early_stopping={patience: 5}"], out=tmp_path / "run",
                           resume=True)
     assert len(result.history) == 3
 
@@ -80,7 +80,7 @@ def test_resume_refuses_a_checkpoint_in_an_earlier_format(tmp_path, root):
     # Format 1 stored Adam's moments as averages under other names; resuming from it must
     # be refused in words, never continued with misread moments.
     config = _config(tmp_path, root, "{name: adam}", 2)
-    workflow.fit(config, ["train.epochs=1"], out=tmp_path / "run")
+    fit.fit(config, ["train.epochs=1"], out=tmp_path / "run")
     checkpoint = tmp_path / "run" / "checkpoint.npz"
     with np.load(checkpoint, allow_pickle=False) as archive:
         arrays = {key: archive[key] for key in archive.files}
@@ -96,7 +96,7 @@ def test_resume_refuses_a_checkpoint_in_an_earlier_format(tmp_path, root):
 
 def test_early_stopping_restores_the_best_weights(tmp_path, root):
     config = _config(tmp_path, root, "{name: adam, lr: 0.05}", epochs=60)
-    result = workflow.fit(config, ["train.early_stopping={monitor: val_loss, patience: 3}"], out=tmp_path / "run")
+    result = fit.fit(config, ["train.early_stopping={monitor: val_loss, patience: 3}"], out=tmp_path / "run")
     assert result.stop_reason == "early stop: no val_loss improvement for 3 epochs"
     assert len(result.history) == result.best_epoch + 3 < 60
     best = result.history[result.best_epoch - 1]
@@ -108,20 +108,20 @@ def test_early_stopping_restores_the_best_weights(tmp_path, root):
 
 def test_early_stopping_monitor_can_be_a_metric_that_grows(tmp_path, root):
     config = _config(tmp_path, root, "{name: adam, lr: 0.01}", epochs=40)
-    result = workflow.fit(config, ["train.early_stopping={monitor: val_accuracy, patience: 2}"], out=tmp_path / "run")
+    result = fit.fit(config, ["train.early_stopping={monitor: val_accuracy, patience: 2}"], out=tmp_path / "run")
     assert result.history[result.best_epoch - 1]["val_accuracy"] == max(r["val_accuracy"] for r in result.history)
 
 
 def test_monitor_must_be_logged(tmp_path, root):
     config = _config(tmp_path, root, "{name: adam}", epochs=2)
     with pytest.raises(ConfigError, match=r"'val_acc' is not logged \(did you mean 'val_accuracy'\?\)"):
-        workflow.check(config, ["train.early_stopping={monitor: val_acc}"])
+        check.check(config, ["train.early_stopping={monitor: val_acc}"])
     with pytest.raises(ConfigError, match="there is no validation data"):
-        workflow.check(config, ["train.early_stopping={monitor: val_loss}", "data.validation=0"])
+        check.check(config, ["train.early_stopping={monitor: val_loss}", "data.validation=0"])
 
 
 def test_tolerance_stops_when_converged(tmp_path, root):
-    result = workflow.fit(root / "configs" / "diabetes.yaml",
+    result = fit.fit(root / "configs" / "diabetes.yaml",
                           ["model.layers=[]", "optimizer={name: gd, lr: 0.2}", "train.epochs=5000",
                            "train.tolerance=1e-3"], out=tmp_path / "run")
     assert result.stop_reason.startswith("converged")
@@ -154,7 +154,7 @@ def test_plateau_schedule_cuts_the_rate_after_patience():
 
 def test_history_records_the_learning_rate(tmp_path, root):
     config = _config(tmp_path, root, "{name: sgd, lr: 0.1, schedule: {name: exponential, gamma: 0.5}}", epochs=3)
-    result = workflow.fit(config, out=tmp_path / "run")
+    result = fit.fit(config, out=tmp_path / "run")
     assert [row["lr"] for row in result.history] == [0.1, 0.05, 0.025]
     assert (tmp_path / "run" / "history.csv").read_text().splitlines()[0].startswith("epoch,lr,loss")
 
@@ -183,25 +183,25 @@ def test_balanced_class_weights(tmp_path, root):
     path = tmp_path / "c.yaml"
     path.write_text(f"name: bc\ndata: {{train: {root / 'data' / 'breast_cancer.csv'}, target: diagnosis}}\n"
                     "train: {epochs: 2, class_weight: balanced}\n")
-    result = workflow.check(path)
-    weights = workflow.sample_weights(result.config, result.data.schema, result.data.train.targets)
+    result = check.check(path)
+    weights = common.sample_weights(result.config, result.data.schema, result.data.train.targets)
     classes = result.data.train.targets[:, 0].astype(int)
     counts = np.bincount(classes)
     assert weights[classes == 0][0] == pytest.approx(len(classes) / (2 * counts[0]))
     assert (weights * (classes == 1)).sum() == pytest.approx((weights * (classes == 0)).sum(), rel=1e-5)
     with pytest.raises(ConfigError, match="unknown class 'benin'; classes are benign, malignant"):
-        workflow.check(path, ["train.class_weight={benin: 2.0}"])
+        check.check(path, ["train.class_weight={benin: 2.0}"])
 
 
 def test_divergence_stops_with_a_message_and_keeps_the_last_good_epoch(tmp_path, root):
     overrides = ["model.layers=[]", "optimizer={name: gd, lr: 0.3}", "train.epochs=400", "data.validation=0",
                  "train.early_stopping=null", "data.target_scale=none"]
     with pytest.raises(TrainingDiverged) as caught:
-        workflow.fit(root / "configs" / "diabetes.yaml", overrides, out=tmp_path / "run")
+        fit.fit(root / "configs" / "diabetes.yaml", overrides, out=tmp_path / "run")
     message = str(caught.value)
     assert "training diverged" in message and "at epoch" in message and "batch 1" in message
     assert "lower optimizer.lr" in message
-    run = workflow.load_run(tmp_path / "run")
+    run = common.load_run(tmp_path / "run")
     manifest = run.manifest
     assert manifest["training"]["stop_reason"] == "diverged"
     epoch = int(message.split("at epoch ")[1].split(",")[0])
@@ -239,23 +239,23 @@ def test_ctrl_c_saves_the_last_epoch_and_exits_130(tmp_path, root):
     evaluated = runner.invoke(app, ["eval", str(out), str(root / "data" / "digits.csv"), "--json"])
     assert evaluated.exit_code == 0, evaluated.output
     assert json.loads(evaluated.output)["accuracy"] > 0.5
-    resumed = workflow.fit(config, [f"train.epochs={done + 1}"], out=out, resume=True)
+    resumed = fit.fit(config, [f"train.epochs={done + 1}"], out=out, resume=True)
     assert len(resumed.history) == done + 1
 
 
 def test_logged_metrics_follow_train_metrics(tmp_path, root):
     config = _config(tmp_path, root, "{name: adam, lr: 0.01}", epochs=2)
-    result = workflow.fit(config, ["train.metrics=[balanced_accuracy, f1_macro]"], out=tmp_path / "run")
+    result = fit.fit(config, ["train.metrics=[balanced_accuracy, f1_macro]"], out=tmp_path / "run")
     assert set(result.history[0]) == {"epoch", "lr", "loss", "balanced_accuracy", "f1_macro", "val_loss",
                                       "val_balanced_accuracy", "val_f1_macro", "seconds"}
     with pytest.raises(ConfigError, match="r2 is not a classification metric"):
-        workflow.check(config, ["train.metrics=[r2]"])
+        check.check(config, ["train.metrics=[r2]"])
 
 
 def test_plot_writes_a_png_that_is_not_blank(tmp_path, root):
     image = pytest.importorskip("matplotlib.image")
     config = _config(tmp_path, root, "{name: adam, lr: 0.01}", epochs=4)
-    workflow.fit(config, out=tmp_path / "run")
+    fit.fit(config, out=tmp_path / "run")
     result = runner.invoke(app, ["plot", str(tmp_path / "run"), "--out", str(tmp_path / "curves.png")])
     assert result.exit_code == 0, result.output
     png = tmp_path / "curves.png"

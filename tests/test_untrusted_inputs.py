@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from dltrain import workflow
+from dltrain.commands import fit
 from dltrain.artifacts import npz_bytes
 from dltrain.cli import app
 
@@ -31,7 +31,7 @@ runner = CliRunner()
 def trained(tmp_path_factory):
     folder = tmp_path_factory.mktemp("trained")
     shutil.copytree(CORPUS / "_base", folder, dirs_exist_ok=True)
-    workflow.fit(folder / "base.yaml", out=folder / "run")
+    fit.fit(folder / "base.yaml", out=folder / "run")
     return folder
 
 

@@ -7,7 +7,7 @@ import time
 
 import numpy as np
 
-from dltrain import workflow
+from dltrain.commands import check
 from dltrain.data.csv import CsvFile
 
 from conftest import bounded
@@ -30,7 +30,7 @@ def _seconds_per_cell(config, cells, repeats=3):
     best = float("inf")
     for _ in range(repeats):
         start = time.perf_counter()
-        workflow.check(config)
+        check.check(config)
         best = min(best, time.perf_counter() - start)
     return best / cells
 

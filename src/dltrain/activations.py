@@ -197,7 +197,7 @@ class GELU(Activation):
 
 class GELUTanh(Activation):
     """GELU, tanh approximation (Hendrycks & Gimpel), as used by GPT-2 and BERT.
-    Run folders saved while ``gelu`` meant this form load with it (see workflow.load_run)."""
+    Run folders saved while ``gelu`` meant this form load with it (see commands.common.load_run)."""
 
     name = "gelu_tanh"
     default_init = "he_normal"

@@ -1,4 +1,4 @@
-"""The `dltrain` command line: parse arguments, call one workflow function, render the result."""
+"""The `dltrain` command line: parse arguments, call one command function, render the result."""
 
 from __future__ import annotations
 
@@ -13,7 +13,9 @@ from typing import Annotated, List, Optional
 
 import typer
 
-from . import __version__, report, workflow
+from . import __version__, report
+from .commands import check as check_command, common, evaluate as evaluate_command
+from .commands import fit as fit_command, predict as predict_command
 from .files import atomic_write
 from .config import dump_config
 from .errors import DltrainError, Interrupted, signal_of
@@ -95,7 +97,7 @@ def init(
 
     Example: dltrain init customers.csv --target churn --out churn.yaml && dltrain fit churn.yaml
     """
-    from .init_config import write_starter_config
+    from .commands.init import write_starter_config
 
     out = out if out is not None else Path(f"{data.stem}.yaml")
     starter = write_starter_config(data, target[0] if len(target) == 1 else target, out, force, encoding)
@@ -129,7 +131,7 @@ _EXTRA_ARGUMENTS = {"allow_extra_args": True}
 def check(ctx: typer.Context, config: ConfigArg, overrides: SetOption = None):
     """Validate a config and its data; print the resolved config and a model summary."""
     _refuse_extra_arguments(ctx, overrides)
-    result = workflow.check(config, overrides or [])
+    result = check_command.check(config, overrides or [])
     report.console.print(f"# resolved config ({config})")
     report.console.print(dump_config(result.config), markup=False, soft_wrap=True)
     data = result.data
@@ -144,7 +146,7 @@ def check(ctx: typer.Context, config: ConfigArg, overrides: SetOption = None):
                          markup=False, soft_wrap=True)
     report.console.print(report.summary_table(result.model.summary()))
     if result.config.tune is not None:
-        from .tune import check_search
+        from .commands.tune import check_search
 
         plan = check_search(config, result.data, result.config)
         report.console.print(f"tune: {len(plan.dimensions)} entries in tune.space"
@@ -177,7 +179,7 @@ def fit(
 
     try:
         with termination_as_interrupt():
-            result = workflow.fit(config, overrides or [], out, force, reporter, on_run_dir=announce, resume=resume,
+            result = fit_command.fit(config, overrides or [], out, force, reporter, on_run_dir=announce, resume=resume,
                                   command_line=["dltrain", *sys.argv[1:]])
     finally:
         reporter.close()
@@ -205,7 +207,7 @@ def evaluate(run_dir: RunArg, data: DataArg,
                                             "scores and the confusion matrix as nested objects and lists.")] = False,
              delimiter: DelimiterOption = None, encoding: EncodingOption = None):
     """Loss and metrics of a trained run on a labelled CSV (per class and a confusion matrix for classes)."""
-    metrics, labels = workflow.evaluate_run(run_dir, data, workflow.csv_dialect(delimiter, encoding))
+    metrics, labels = evaluate_command.evaluate_run(run_dir, data, common.csv_dialect(delimiter, encoding))
     per_class = metrics.pop("per_class", None)
     matrix = metrics.pop("confusion_matrix", None)
     if as_json:
@@ -234,9 +236,9 @@ def predict(run_dir: RunArg, data: DataArg,
 
     Example: dltrain predict runs/churn customers.csv --keep customer_id --out predictions.csv"""
     if out is not None:
-        workflow.refuse_overwriting_inputs(out, [data], run_dir)
-    header, rows = workflow.predict_rows(run_dir, data, keep or [], workflow.csv_dialect(delimiter, encoding))
-    text = workflow.predictions_csv(header, rows)
+        predict_command.refuse_overwriting_inputs(out, [data], run_dir)
+    header, rows = predict_command.predict_rows(run_dir, data, keep or [], common.csv_dialect(delimiter, encoding))
+    text = predict_command.predictions_csv(header, rows)
     if out is None:
         report.write_text(text)
     else:
@@ -262,7 +264,7 @@ def export(
 
     Example: dltrain export runs/iris --out iris.onnx
     """
-    from .export import export_run
+    from .commands.export import export_run
 
     result = export_run(run_dir, out, format, opset, force, inputs)
     report.console.print(f"wrote {result.path} ({result.model_bytes:,} bytes, ONNX opset {result.opset}): inputs "
@@ -314,7 +316,7 @@ def tune(
 
     Example: dltrain tune configs/iris.yaml --trials 20 --out runs/iris-tune && dltrain fit runs/iris-tune/best.yaml
     """
-    from .tune import tune as run_tune
+    from .commands.tune import tune as run_tune
 
     def on_trial(trial, counts, n_trials, metric, best_value):
         if not quiet:
@@ -341,7 +343,7 @@ def explain(run_dir: RunArg, data: DataArg,
             as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
             repeats: Annotated[int, typer.Option(help="Shuffles per column; the spread is over these.")] = 5):
     """Permutation importance of each input column: how much the loss rises when it is shuffled."""
-    from .explain import explain_run
+    from .commands.explain import explain_run
 
     if repeats < 1:
         raise typer.BadParameter("give at least 1", param_hint="--repeats")

@@ -16,12 +16,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .files import atomic_write
-from .config import ConfigSource, build_config, parse_yaml
-from .data.csv import DELIMITER_NAMES, ENCODING_HINT, CsvFile
-from .data import BOOLEAN_WORDS, MAX_CATEGORIES, infer_task, target_labels
-from .data.columns import _mostly_numbers
-from .errors import ConfigError, DataError
+from ..files import atomic_write
+from ..config import ConfigSource, build_config, parse_yaml
+from ..data.csv import DELIMITER_NAMES, ENCODING_HINT, CsvFile
+from ..data import BOOLEAN_WORDS, MAX_CATEGORIES, infer_task, target_labels
+from ..data.columns import _mostly_numbers
+from ..errors import ConfigError, DataError
 
 MAX_LISTED_COLUMNS = 40     # wider files list only the columns that need a setting
 MAX_STARTER_CATEGORIES = 200

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .data import DataSchema, read_features
+from ..data import DataSchema, read_features
 
 DEFAULT_REPEATS = 5
 
@@ -48,7 +48,7 @@ def permutation_importance(model, loss, schema: DataSchema, features, targets, r
 
 def explain_run(run_dir, data_path, repeats: int = DEFAULT_REPEATS, seed: int = 0) -> tuple[float, list[Importance]]:
     """Permutation importance of each input column of a saved run on a labelled CSV."""
-    from .workflow import load_run
+    from .common import load_run
 
     run = load_run(run_dir)
     features, targets = read_features(data_path, run.schema, with_target=True)

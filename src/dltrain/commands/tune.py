@@ -28,17 +28,18 @@ from pathlib import Path
 import numpy as np
 from pydantic import ValidationError
 
-from . import workflow
-from .artifacts import holds_run
-from .files import atomic_write, disk_error
-from .backend import available_cores, blas_threads
-from .config import (Config, ConfigSource, RangeSpec, TuneSpec, apply_override, build_config, closest_match,
+from . import common
+from .fit import fit as fit_run
+from ..artifacts import holds_run
+from ..files import atomic_write, disk_error
+from ..backend import available_cores, blas_threads
+from ..config import (Config, ConfigSource, RangeSpec, TuneSpec, apply_override, build_config, closest_match,
                      dump_config, parse_override, read_config_data, validation_message)
-from .errors import ConfigError, DltrainError, Interrupted, TrainingDiverged, TrainingInterrupted, signal_of
+from ..errors import ConfigError, DltrainError, Interrupted, TrainingDiverged, TrainingInterrupted, signal_of
 from .explain import permutation_importance
-from .metrics import evaluate, higher_is_better
-from .train import Callbacks
-from .workflow import PreparedData, Seeds
+from ..metrics import evaluate, higher_is_better
+from ..train import Callbacks
+from .common import PreparedData, Seeds
 
 JOURNAL = "journal.log"
 FEATURES_PARAM = "features.k"
@@ -546,7 +547,7 @@ class Worker:
             if self.select:
                 base = config.model_copy(update={"data": config.data.model_copy(
                     update={"features": self.plan.config.data.features})})
-            self._prepared[key] = workflow.prepare_data(base, self.plan.source, self.plan.base_dir,
+            self._prepared[key] = common.prepare_data(base, self.plan.source, self.plan.base_dir,
                                                         Seeds.from_seed(config.seed))
         data = self._prepared[key]
         if self.select and config.data.features is not None:
@@ -572,11 +573,11 @@ class Worker:
     def train(self, config: Config, trial=None) -> tuple:
         """A trainer for ``config`` in memory; returns (trainer, data, config as resolved, pruner report)."""
         data = self.prepared(config)
-        config = workflow.resolve_config(config, self.plan.source, data)
-        config = workflow.check_training_options(config, self.plan.source, replace(data, config=config))
+        config = common.resolve_config(config, self.plan.source, data)
+        config = common.check_training_options(config, self.plan.source, replace(data, config=config))
         data = replace(data, config=config)
         report = _PrunerReport(trial, self.plan.tune.metric, self.interrupts) if trial is not None else None
-        trainer = workflow.build_trainer(config, data, Seeds.from_seed(config.seed), report)
+        trainer = common.build_trainer(config, data, Seeds.from_seed(config.seed), report)
         return trainer, data, config, report
 
     def objective(self, trial) -> float:
@@ -765,7 +766,7 @@ def best_config_yaml(study, plan: SearchPlan, study_dir: Path, ranking: list | N
         features = [name for name in study.user_attrs["columns"] if name in chosen]
     config = plan.config_with(_values_of(best, plan), features)
     config = config.model_copy(update={"tune": None})
-    config = workflow._relocate_paths(config, plan.base_dir, study_dir)
+    config = common._relocate_paths(config, plan.base_dir, study_dir)
     comment = (f"# best of study {study.study_name!r}: trial {best.number}, {plan.tune.metric} = {best.value:.6g}\n"
                f"# from {plan.config_path}; train it with: dltrain fit best.yaml\n")
     return comment + dump_config(config)
@@ -808,7 +809,7 @@ def _train_best(best_yaml: Path, best_dir: Path):
     command ending the same study, never sees a half-written best/."""
     fresh = best_dir.with_name(f".best-{os.getpid()}")
     shutil.rmtree(fresh, ignore_errors=True)
-    workflow.fit(best_yaml, out=fresh)
+    fit_run(best_yaml, out=fresh)
     old = best_dir.with_name(f".best-old-{os.getpid()}")
     try:
         if best_dir.exists():
@@ -977,7 +978,7 @@ def tune(config_path, trials: int | None = None, timeout: float | None = None, w
 
     probe = Worker(plan, None, n_trials)
     base = probe.base_data()
-    checked = workflow.check_training_options(workflow.resolve_config(plan.config_with({}), plan.source, base),
+    checked = common.check_training_options(common.resolve_config(plan.config_with({}), plan.source, base),
                                               plan.source, base)
     _check_data(plan, base, checked)
     notes = []

@@ -19,14 +19,15 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__
-from .activations import LeakyReLU
-from .artifacts import CHECKPOINT, LOCK, PENDING_CHECKPOINT, RUN_FILES, holds_run
-from .files import atomic_write, check_writable
-from .data import DataSchema
-from .errors import ArtifactError, DltrainError
-from .layers import ActivationLayer, Dense, Dropout
-from .workflow import load_run, predict_rows
+from .. import __version__
+from ..activations import LeakyReLU
+from ..artifacts import CHECKPOINT, LOCK, PENDING_CHECKPOINT, RUN_FILES, holds_run
+from ..files import atomic_write, check_writable
+from ..data import DataSchema
+from ..errors import ArtifactError, DltrainError
+from ..layers import ActivationLayer, Dense, Dropout
+from .common import load_run
+from .predict import predict_rows
 
 INSTALL_HINT = "pip install 'dltrain[onnx]'"
 FORMATS = ("onnx",)
