@@ -48,9 +48,9 @@ class _EngineTrainer:
 
     def _build(self, X: np.ndarray, y: np.ndarray):
         from dltrain.data import Split
-        from dltrain.losses import make_loss
-        from dltrain.model import Sequential
-        from dltrain.optimizers import make_model_optimizer
+        from dltrain.engine.losses import make_loss
+        from dltrain.engine.model import Sequential
+        from dltrain.engine.optimizers import make_model_optimizer
         from dltrain.train import Trainer, TrainOptions
 
         hidden = [{"type": "dense", "units": units, "activation": "relu"} for units in self.layer_sizes[1:-1]]
@@ -79,7 +79,7 @@ def make_engine_trainer(layer_sizes: list[int], batch_size: int, lr: float, seed
 
 def engine_thread_choice(layer_sizes: list[int], batch_size: int) -> int:
     """How many BLAS threads the engine picks on its own for this network and batch size."""
-    from dltrain.backend import threads_for
+    from dltrain.engine.backend import threads_for
 
     largest = max(batch_size * fan_in * fan_out for fan_in, fan_out in zip(layer_sizes[:-1], layer_sizes[1:]))
     return threads_for(largest)

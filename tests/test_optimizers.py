@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from dltrain.optimizers import OPTIMIZERS, make_optimizer
+from dltrain.engine.optimizers import OPTIMIZERS, make_optimizer
 
 
 def _problem():

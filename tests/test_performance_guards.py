@@ -5,11 +5,11 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from dltrain.backend import threads_for
+from dltrain.engine.backend import threads_for
 from dltrain.data import Split
-from dltrain.losses import make_loss
-from dltrain.model import Sequential
-from dltrain.optimizers import make_model_optimizer
+from dltrain.engine.losses import make_loss
+from dltrain.engine.model import Sequential
+from dltrain.engine.optimizers import make_model_optimizer
 from dltrain.train import Trainer, TrainOptions
 
 
@@ -103,7 +103,7 @@ def test_blas_threads_grow_with_the_problem_never_past_the_cores(macs, cores, ex
 def test_step_returns_the_gradient_norm_it_measured_on_the_way(name, options):
     # The training loop checks for divergence with the norm the step returns, instead of a
     # separate pass over all gradients; it must be the norm before clipping and decay.
-    from dltrain import optimizers
+    from dltrain.engine import optimizers
 
     rng = np.random.default_rng(3)
     params = {"a.W": rng.normal(size=(30, 41)).astype(np.float32), "b.W": rng.normal(size=777).astype(np.float32)}

@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from dltrain import workflow
-from dltrain.activations import ACTIVATIONS
+from dltrain.engine.activations import ACTIVATIONS
 from dltrain.config import Config, dump_config, load_config
 from dltrain.csvio import CsvFile
 from dltrain.errors import DltrainError

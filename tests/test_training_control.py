@@ -15,8 +15,8 @@ from dltrain import workflow
 from dltrain.cli import app
 from dltrain.errors import ConfigError, TrainingDiverged
 from dltrain.metrics import classification_scalars, confusion_matrix, per_class_scores, regression_metrics, roc_auc
-from dltrain.optimizers import make_optimizer
-from dltrain.schedules import make_schedule
+from dltrain.engine.optimizers import make_optimizer
+from dltrain.engine.schedules import make_schedule
 
 runner = CliRunner()
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from dltrain.activations import ACTIVATIONS
+from dltrain.engine.activations import ACTIVATIONS
 from dltrain.cli import app
 from dltrain.config import load_config
 from dltrain.errors import ConfigError

@@ -18,12 +18,12 @@ import yaml
 from pydantic import (BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError,
                       field_validator, model_serializer, model_validator)
 
-from .activations import ACTIVATIONS, HIDDEN_ACTIVATIONS
+from .engine.activations import ACTIVATIONS, HIDDEN_ACTIVATIONS
 from .errors import ConfigError, did_you_mean
 from .data import canonical_label
 from .files import CONFIG_LIMIT, read_regular
-from .layers import INITIALIZERS
-from .losses import LOSSES
+from .engine.layers import INITIALIZERS
+from .engine.losses import LOSSES
 from .metrics import CLASSIFICATION_METRICS, REGRESSION_METRICS
 
 HiddenActivation = Literal[tuple(HIDDEN_ACTIVATIONS)]

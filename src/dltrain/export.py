@@ -20,11 +20,11 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
-from .activations import LeakyReLU
+from .engine.activations import LeakyReLU
 from .artifacts import CHECKPOINT, LOCK, PENDING_CHECKPOINT, RUN_FILES, atomic_write, check_writable, holds_run
 from .data import DataSchema
 from .errors import ArtifactError, DltrainError
-from .layers import ActivationLayer, Dense, Dropout
+from .engine.layers import ActivationLayer, Dense, Dropout
 from .workflow import load_run, predict_rows
 
 INSTALL_HINT = "pip install 'dltrain[onnx]'"

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .backend import blas_threads, threads_for
+from .engine.backend import blas_threads, threads_for
 from .errors import TrainingDiverged
 from .metrics import (class_indices, classification_scalars, confusion_matrix, evaluate, higher_is_better,
                       regression_metrics)

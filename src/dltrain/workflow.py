@@ -29,12 +29,12 @@ from .data import (ColumnOptions, DataPlan, DataSchema, Split, checked_rows, col
 from .errors import (ArtifactError, ConfigError, DataError, DltrainError, TrainingDiverged, TrainingInterrupted,
                      did_you_mean, signal_of)
 from .files import available_memory, human_bytes
-from .losses import make_loss
+from .engine.losses import make_loss
 from .metrics import (CLASSIFICATION_METRICS, DEFAULT_METRICS, REGRESSION_METRICS, class_indices, evaluate,
                       higher_is_better, predicted_classes)
-from .model import Sequential
-from .optimizers import make_model_optimizer
-from .schedules import make_schedule
+from .engine.model import Sequential
+from .engine.optimizers import make_model_optimizer
+from .engine.schedules import make_schedule
 from .train import Callbacks, EarlyStopping, Trainer, TrainOptions, history_from_checkpoint
 
 _OUTPUT_FOR_LOSS = {"cross_entropy": "softmax", "binary_cross_entropy": "sigmoid", "mse": "linear"}
