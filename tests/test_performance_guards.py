@@ -81,12 +81,12 @@ def test_optimised_steps_match_the_plain_reference():
     trainer, features, targets = _trainer(batch_size=512, rows=512)
     trainer.batches.shuffle = False
     params = trainer.model.params
-    weights = [params[key].astype(np.float64) for key in ("0.W", "0.b", "2.W", "2.b")]
+    weights = [params[key].astype(np.float64) for key in ("dense_0.W", "dense_0.b", "dense_1.W", "dense_1.b")]
     moments = [(np.zeros_like(w), np.zeros_like(w)) for w in weights]
     for step in range(1, 4):
         trainer.train_epoch(step, 0.001)
         weights = _reference_step(weights, features.astype(np.float64), targets, 0.001, moments, step)
-    for key, expected in zip(("0.W", "0.b", "2.W", "2.b"), weights):
+    for key, expected in zip(("dense_0.W", "dense_0.b", "dense_1.W", "dense_1.b"), weights):
         np.testing.assert_allclose(params[key], expected, rtol=2e-4, atol=2e-6)
 
 
@@ -98,7 +98,7 @@ def test_blas_threads_grow_with_the_problem_never_past_the_cores(macs, cores, ex
 
 
 @pytest.mark.parametrize("name,options", [("adam", {}), ("sgd", {"momentum": 0.9}), ("rmsprop", {}),
-                                          ("adam", {"parallel": True}), ("sgd", {"weight_decay": 0.1}),
+                                          ("adam", {"fused": True}), ("sgd", {"weight_decay": 0.1}),
                                           ("adam", {"clip_norm": 0.5})])
 def test_step_returns_the_gradient_norm_it_measured_on_the_way(name, options):
     # The training loop checks for divergence with the norm the step returns, instead of a
@@ -109,9 +109,9 @@ def test_step_returns_the_gradient_norm_it_measured_on_the_way(name, options):
     params = {"a.W": rng.normal(size=(30, 41)).astype(np.float32), "b.W": rng.normal(size=777).astype(np.float32)}
     grads = {key: np.empty_like(value) for key, value in params.items()}
     options = dict(options)
-    parallel = options.pop("parallel", False)
+    fused = options.pop("fused", False)
     optimizer = optimizers.make_optimizer(name, params, grads, lr=0.01, **options)
-    optimizer.parallel = parallel
+    optimizer.fused = fused
     for _ in range(3):
         for grad in grads.values():
             grad[...] = rng.normal(size=grad.shape)

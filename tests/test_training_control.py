@@ -78,21 +78,23 @@ def test_resume_without_a_checkpoint_is_a_clear_error(tmp_path, root):
     assert "no checkpoint to resume from" in result.output
 
 
-def test_resume_refuses_a_checkpoint_in_an_earlier_format(tmp_path, root):
-    # Format 1 stored Adam's moments as averages under other names; resuming from it must
-    # be refused in words, never continued with misread moments.
+@pytest.mark.parametrize("old_format", [1, 2])
+def test_resume_refuses_a_checkpoint_in_an_earlier_format(tmp_path, root, old_format):
+    # Format 1 stored Adam's moments as averages, format 2 as decayed sums over two halves
+    # of all parameters; resuming from either must be refused in words, never continued
+    # with misread moments.
     config = _config(tmp_path, root, "{name: adam}", 2)
     workflow.fit(config, ["train.epochs=1"], out=tmp_path / "run")
     checkpoint = tmp_path / "run" / "checkpoint.npz"
     with np.load(checkpoint, allow_pickle=False) as archive:
         arrays = {key: archive[key] for key in archive.files}
     meta = json.loads(str(arrays["meta.json"]))
-    meta["format_version"] = 1
+    meta["format_version"] = old_format
     arrays["meta.json"] = np.array(json.dumps(meta))
     np.savez(checkpoint, **arrays)
     result = runner.invoke(app, ["fit", str(config), "--out", str(tmp_path / "run"), "--resume"])
     assert result.exit_code == 2
-    assert "checkpoint format 1 is not supported" in result.output
+    assert f"checkpoint format {old_format} is not supported" in result.output
     assert "train again without --resume" in result.output
 
 

@@ -1,0 +1,224 @@
+"""The fast path: fused kernels, each a plain loop over the data that numba compiles.
+
+Each kernel does in one pass what the reference path (in layers.py, losses.py and
+optimizers.py) writes as several NumPy expressions, and is tested equal to it. A kernel
+runs in parallel over rows, column blocks or fixed-size blocks when the array is large
+enough to pay for waking the threads; every reduction adds in an order that depends on the
+data's shape alone, never on the thread count, so results are the same on 1 or 16 threads.
+
+This module is also the one place where another array library's kernels would go: the
+engine asks ``active()`` and calls the functions at the bottom; a GPU backend would provide
+the same functions for its arrays here.
+
+numba is imported only when a kernel is first needed, so small fits (which use the reference
+path) never pay for it. Compiled kernels are cached on disk (see threads.kernel_cache_dir).
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import math
+import os
+import types
+
+from .threads import KERNELS_VARIABLE
+
+# Arrays with fewer elements run the serial version of a kernel: below this, waking a
+# second thread costs more than the pass itself (tests lower it to exercise the parallel
+# versions on small arrays).
+PARALLEL_MIN_ELEMENTS = 1 << 16
+# The fixed chunk of a blocked reduction (sums of squares), and the columns per block of a
+# column reduction: the order of every addition follows from these and the shape alone.
+BLOCK = 4096
+COLUMN_BLOCK = 64
+
+prange = range  # numba.prange once numba is loaded (a plain range in the serial versions)
+
+_numba = None
+_compiled: dict = {}
+
+
+def installed() -> bool:
+    """Whether numba can be imported (found without importing it)."""
+    try:
+        return importlib.util.find_spec("numba") is not None
+    except ValueError:  # numba stubbed out in sys.modules (as the tests do to simulate its absence)
+        return False
+
+
+def active() -> bool:
+    """Whether the fused path is available: numba installed and not switched off."""
+    return os.environ.get(KERNELS_VARIABLE, "").lower() != "reference" and installed()
+
+
+def describe() -> str:
+    """Which path the engine runs, in words (for ``dltrain --version``)."""
+    if os.environ.get(KERNELS_VARIABLE, "").lower() == "reference":
+        return f"reference NumPy path ({KERNELS_VARIABLE}=reference)"
+    if not installed():
+        return "reference NumPy path (numba not installed)"
+    layers = os.environ.get("NUMBA_THREADING_LAYER", "") or os.environ.get("NUMBA_THREADING_LAYER_PRIORITY", "")
+    layers = ", else ".join(layers.split()) or "numba's default"
+    return (f"fused numba kernels (numba {importlib.metadata.version('numba')}; threading layer {layers}); "
+            "small problems run the reference NumPy path")
+
+
+def _load_numba():
+    global _numba, prange
+    if _numba is None:
+        import numba
+
+        _numba = numba
+        prange = numba.prange
+    return _numba
+
+
+def set_threads(count: int) -> None:
+    """Threads the parallel kernels use from now on in this thread."""
+    numba = _load_numba()
+    numba.set_num_threads(max(1, min(count, numba.config.NUMBA_NUM_THREADS)))
+
+
+def _serial_copy(function):
+    """The same Python function under another qualified name, so numba caches its serial
+    and parallel compilations in separate files."""
+    copy = types.FunctionType(function.__code__, function.__globals__, function.__name__ + "_serial",
+                              function.__defaults__, function.__closure__)
+    copy.__qualname__ = function.__qualname__ + "_serial"
+    return copy
+
+
+def _kernel(function, size: int):
+    """The compiled version of ``function`` for arrays of ``size`` elements."""
+    parallel = size >= PARALLEL_MIN_ELEMENTS
+    key = (function.__name__, parallel)
+    compiled = _compiled.get(key)
+    if compiled is None:
+        numba = _load_numba()
+        source = function if parallel else _serial_copy(function)
+        compiled = _compiled[key] = numba.njit(cache=True, parallel=parallel, nogil=True)(source)
+    return compiled
+
+
+# --------------------------------------------------------------------------- the loops
+# Scalars arrive in the arrays' dtype, so float32 arrays are computed in float32, as the
+# reference path does.
+
+
+def _bias_relu_loop(z, b, relu):
+    rows, columns = z.shape
+    for i in prange(rows):
+        for j in range(columns):
+            value = z[i, j] + b[j]
+            if relu and value < 0:
+                value = 0
+            z[i, j] = value
+
+
+def _bias_gradient_loop(grad, a, db, relu, column_block):
+    rows, columns = grad.shape
+    blocks = (columns + column_block - 1) // column_block
+    for block in prange(blocks):
+        start = block * column_block
+        stop = min(columns, start + column_block)
+        for j in range(start, stop):
+            db[j] = 0
+        for i in range(rows):  # rows in order: the same sums on any number of threads
+            for j in range(start, stop):
+                if relu and a[i, j] <= 0:
+                    grad[i, j] = 0
+                db[j] += grad[i, j]
+
+
+def _softmax_cross_entropy_loop(logits, targets, weights, scale, grad, row_loss):
+    rows, classes = logits.shape
+    for i in prange(rows):
+        top = logits[i, 0]
+        for j in range(1, classes):
+            top = max(top, logits[i, j])
+        total = 0.0
+        for j in range(classes):
+            shifted = math.exp(logits[i, j] - top)
+            grad[i, j] = shifted
+            total += shifted
+        target = targets[i]
+        weight = weights[i]
+        row_loss[i] = (math.log(total) - (logits[i, target] - top)) * weight
+        factor = weight * scale / total
+        for j in range(classes):
+            grad[i, j] = grad[i, j] * factor
+        grad[i, target] -= weight * scale
+
+
+def _adam_loop(param, grad, m, v, lr, beta1, beta2, one_minus_beta1, one_minus_beta2, correction1,
+               correction2, eps, decay, partial, block_size):
+    size = param.size
+    for block in prange(partial.size):
+        squares = 0.0
+        for i in range(block * block_size, min(size, (block + 1) * block_size)):
+            g = grad[i]
+            squares += g * g
+            m[i] = beta1 * m[i] + one_minus_beta1 * g
+            v[i] = beta2 * v[i] + one_minus_beta2 * g * g
+            m_hat = m[i] / correction1
+            v_hat = v[i] / correction2
+            param[i] = param[i] * decay - lr * m_hat / (math.sqrt(v_hat) + eps)
+        partial[block] = squares
+
+
+def _gather_rows_loop(source, rows, out):
+    columns = source.shape[1]
+    for i in prange(rows.size):
+        row = rows[i]
+        for j in range(columns):
+            out[i, j] = source[row, j]
+
+
+# --------------------------------------------------------------------------- the kernels
+
+
+def bias_activation(z, b, relu: bool):
+    """z += b, then ReLU when ``relu``, in place: a Dense layer's forward after its product."""
+    _kernel(_bias_relu_loop, z.size)(z, b, relu)
+    return z
+
+
+def bias_gradient(grad, a, db, relu: bool):
+    """db = column sums of dL/dz, where dL/dz is ``grad`` masked by a > 0 when ``relu`` (in place)."""
+    _kernel(_bias_gradient_loop, grad.size)(grad, a, db, relu, COLUMN_BLOCK)
+    return grad
+
+
+def softmax_cross_entropy(logits, targets, weights, scale, grad, row_loss):
+    """grad = (softmax(logits) - onehot(targets)) * weights * scale; row_loss = each row's
+    weighted cross-entropy."""
+    _kernel(_softmax_cross_entropy_loop, logits.size)(
+        logits, targets, weights, logits.dtype.type(scale), grad, row_loss)
+    return row_loss
+
+
+def adam(param, grad, m, v, lr, beta1, beta2, eps, step, decay, partial) -> float:
+    """One Adam update of a flat array in place; returns the sum of squared gradients.
+
+    ``partial`` (``blocks_for(param.size)`` float64s) receives the blocked sums of squares."""
+    real = param.dtype.type
+    block_size = -(-param.size // partial.size)  # the block size partial was sized for
+    _kernel(_adam_loop, param.size)(
+        param, grad, m, v, real(lr), real(beta1), real(beta2), real(1.0 - beta1), real(1.0 - beta2),
+        real(1.0 - beta1 ** step), real(1.0 - beta2 ** step), real(eps), real(decay), partial, block_size)
+    total = 0.0
+    for value in partial.tolist():  # block by block, in order
+        total += value
+    return total
+
+
+def gather_rows(source, rows, out):
+    """out[i] = source[rows[i]] for a 2-D ``source``."""
+    _kernel(_gather_rows_loop, out.size)(source, rows, out)
+    return out
+
+
+def blocks_for(size: int) -> int:
+    """Length of the ``partial`` array that ``adam`` needs for ``size`` elements."""
+    return max(1, (size + BLOCK - 1) // BLOCK)
