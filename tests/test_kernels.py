@@ -255,3 +255,25 @@ def test_kernel_threads_follow_the_limit():
         assert numba.get_num_threads() == 1
     with compute_threads(None, 2):
         assert numba.get_num_threads() == min(2, numba.config.NUMBA_NUM_THREADS)
+
+
+@pytest.mark.parametrize("wanted,other,cores,expected", [(2, 0.2, 2, 2), (2, 0.6, 2, 1), (2, 5.0, 2, 1),
+                                                         (16, 3.4, 16, 13), (16, None, 16, 16), (1, 0.0, 16, 1)])
+def test_threads_leave_the_cores_other_processes_use(wanted, other, cores, expected):
+    assert threads.threads_beside(wanted, other, cores) == expected
+
+
+def test_machine_load_sees_a_busy_process():
+    load = threads.MachineLoad()
+    if load.other_busy_cores(settle=0.0) is None:
+        pytest.skip("no /proc/stat here")
+    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        import time
+
+        time.sleep(0.3)
+        load.other_busy_cores(settle=0.0)
+        assert load.other_busy_cores(settle=0.5) >= 0.5
+    finally:
+        busy.kill()
+        busy.wait()

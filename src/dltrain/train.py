@@ -15,7 +15,7 @@ import numpy as np
 
 from .engine import kernels
 from .engine.backend import compute_threads
-from .engine.threads import fused_pays, threads_for
+from .engine.threads import MachineLoad, fused_pays, threads_beside, threads_for
 from .errors import TrainingDiverged
 from .metrics import (class_indices, classification_scalars, confusion_matrix, evaluate, higher_is_better,
                       regression_metrics)
@@ -168,9 +168,13 @@ class Trainer:
         self.predictions = EpochPredictions(train_split.targets, task, model.n_outputs, n_classes, target_divisor)
         # None: as many threads as the step's largest product can use (see threads.threads_for),
         # and the fused kernels where they are available and the problem is large enough to pay.
+        # Unless told, the thread count follows the cores others leave free, epoch by epoch.
         largest = model.largest_product(self.batches.batch_size)
-        self.blas_threads = blas_threads or threads_for(largest)
+        self.wanted_threads = threads_for(largest)
+        self.machine_load = MachineLoad() if blas_threads is None and self.wanted_threads > 1 else None
+        self.blas_threads = blas_threads or self.wanted_threads
         self.fused = (kernels.active() and fused_pays(largest)) if fused is None else fused
+        self.requested_kernel_threads = kernel_threads
         self.kernel_threads = (kernel_threads or self.blas_threads) if self.fused else None
         model.use_kernels(self.fused)
         loss.fused = optimizer.fused = self.fused
@@ -201,6 +205,9 @@ class Trainer:
 
     def train_epoch(self, epoch, lr, max_batches=None):
         """One pass over the training set (or its first ``max_batches`` batches); the mean loss."""
+        if self.machine_load is not None:
+            self.blas_threads = threads_beside(self.wanted_threads, self.machine_load.other_busy_cores())
+            self.kernel_threads = (self.requested_kernel_threads or self.blas_threads) if self.fused else None
         # Overflow is caught as a non-finite loss or gradient norm and reported once, as
         # divergence; NumPy's own warnings would only bury that message.
         with compute_threads(self.blas_threads, self.kernel_threads), np.errstate(over="ignore", invalid="ignore", divide="ignore"):

@@ -97,82 +97,106 @@ def _kernel(function, size: int):
     if compiled is None:
         numba = _load_numba()
         source = function if parallel else _serial_copy(function)
-        compiled = _compiled[key] = numba.njit(cache=True, parallel=parallel, nogil=True)(source)
+        # error_model="numpy": a division never checks for zero (it gives inf or nan, as
+        # NumPy does), so the loops vectorise. Only the sums of squares may be reordered
+        # ("reassoc", in an order fixed by the code and the block, never by the threads).
+        fastmath = {"reassoc"} if function in _REORDERED_SUMS else False
+        compiled = _compiled[key] = numba.njit(cache=True, parallel=parallel, nogil=True, error_model="numpy",
+                                               fastmath=fastmath)(source)
     return compiled
 
 
 # --------------------------------------------------------------------------- the loops
-# Scalars arrive in the arrays' dtype, so float32 arrays are computed in float32, as the
-# reference path does.
+# Plain loops over rows (each row a 1-D view, so the inner loop vectorises). Scalars arrive
+# in the arrays' dtype, so float32 arrays are computed in float32, as the reference path does.
 
 
-def _bias_relu_loop(z, b, relu):
+def _bias_loop(z, b):
     rows, columns = z.shape
     for i in prange(rows):
+        row = z[i]
         for j in range(columns):
-            value = z[i, j] + b[j]
-            if relu and value < 0:
-                value = 0
-            z[i, j] = value
+            row[j] += b[j]
 
 
-def _bias_gradient_loop(grad, a, db, relu, column_block):
+def _bias_relu_loop(z, b):
+    rows, columns = z.shape
+    zero = z.dtype.type(0)
+    for i in prange(rows):
+        row = z[i]
+        for j in range(columns):
+            value = row[j] + b[j]
+            row[j] = zero if value < zero else value  # max(z + b, 0), keeping a nan a nan
+
+
+def _column_sums_loop(grad, a, db, relu, column_block):
     rows, columns = grad.shape
-    blocks = (columns + column_block - 1) // column_block
-    for block in prange(blocks):
+    zero = grad.dtype.type(0)
+    for block in prange((columns + column_block - 1) // column_block):
         start = block * column_block
         stop = min(columns, start + column_block)
-        for j in range(start, stop):
-            db[j] = 0
+        sums = db[start:stop]
+        sums[:] = zero
         for i in range(rows):  # rows in order: the same sums on any number of threads
-            for j in range(start, stop):
-                if relu and a[i, j] <= 0:
-                    grad[i, j] = 0
-                db[j] += grad[i, j]
+            row = grad[i, start:stop]
+            if relu:
+                mask = a[i, start:stop]
+                for j in range(stop - start):
+                    value = row[j] if mask[j] > zero else row[j] * zero  # the ReLU mask
+                    row[j] = value
+                    sums[j] += value
+            else:
+                for j in range(stop - start):
+                    sums[j] += row[j]
 
 
 def _softmax_cross_entropy_loop(logits, targets, weights, scale, grad, row_loss):
     rows, classes = logits.shape
     for i in prange(rows):
-        top = logits[i, 0]
+        z = logits[i]
+        out = grad[i]
+        top = z[0]
         for j in range(1, classes):
-            top = max(top, logits[i, j])
+            top = max(top, z[j])
         total = 0.0
         for j in range(classes):
-            shifted = math.exp(logits[i, j] - top)
-            grad[i, j] = shifted
+            shifted = math.exp(z[j] - top)
+            out[j] = shifted
             total += shifted
         target = targets[i]
         weight = weights[i]
-        row_loss[i] = (math.log(total) - (logits[i, target] - top)) * weight
+        row_loss[i] = (math.log(total) - (z[target] - top)) * weight
         factor = weight * scale / total
         for j in range(classes):
-            grad[i, j] = grad[i, j] * factor
-        grad[i, target] -= weight * scale
+            out[j] = out[j] * factor  # softmax * weight * scale
+        out[target] -= weight * scale  # - onehot * weight * scale
 
 
 def _adam_loop(param, grad, m, v, lr, beta1, beta2, one_minus_beta1, one_minus_beta2, correction1,
                correction2, eps, decay, partial, block_size):
     size = param.size
     for block in prange(partial.size):
+        start = block * block_size
+        stop = min(size, start + block_size)
+        p, g, m_, v_ = param[start:stop], grad[start:stop], m[start:stop], v[start:stop]
         squares = 0.0
-        for i in range(block * block_size, min(size, (block + 1) * block_size)):
-            g = grad[i]
-            squares += g * g
-            m[i] = beta1 * m[i] + one_minus_beta1 * g
-            v[i] = beta2 * v[i] + one_minus_beta2 * g * g
-            m_hat = m[i] / correction1
-            v_hat = v[i] / correction2
-            param[i] = param[i] * decay - lr * m_hat / (math.sqrt(v_hat) + eps)
+        for i in range(stop - start):
+            squares += g[i] * g[i]
         partial[block] = squares
+        for i in range(stop - start):
+            m_i = beta1 * m_[i] + one_minus_beta1 * g[i]
+            v_i = beta2 * v_[i] + one_minus_beta2 * g[i] * g[i]
+            m_[i] = m_i
+            v_[i] = v_i
+            p[i] = p[i] * decay - lr * (m_i / correction1) / (math.sqrt(v_i / correction2) + eps)
 
 
 def _gather_rows_loop(source, rows, out):
-    columns = source.shape[1]
     for i in prange(rows.size):
-        row = rows[i]
-        for j in range(columns):
-            out[i, j] = source[row, j]
+        out[i] = source[rows[i]]
+
+
+_REORDERED_SUMS = (_adam_loop,)
 
 
 # --------------------------------------------------------------------------- the kernels
@@ -180,13 +204,13 @@ def _gather_rows_loop(source, rows, out):
 
 def bias_activation(z, b, relu: bool):
     """z += b, then ReLU when ``relu``, in place: a Dense layer's forward after its product."""
-    _kernel(_bias_relu_loop, z.size)(z, b, relu)
+    _kernel(_bias_relu_loop if relu else _bias_loop, z.size)(z, b)
     return z
 
 
 def bias_gradient(grad, a, db, relu: bool):
     """db = column sums of dL/dz, where dL/dz is ``grad`` masked by a > 0 when ``relu`` (in place)."""
-    _kernel(_bias_gradient_loop, grad.size)(grad, a, db, relu, COLUMN_BLOCK)
+    _kernel(_column_sums_loop, grad.size)(grad, a, db, relu, COLUMN_BLOCK)
     return grad
 
 
