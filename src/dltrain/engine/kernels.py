@@ -191,11 +191,6 @@ def _adam_loop(param, grad, m, v, lr, beta1, beta2, one_minus_beta1, one_minus_b
             p[i] = p[i] * decay - lr * (m_i / correction1) / (math.sqrt(v_i / correction2) + eps)
 
 
-def _gather_rows_loop(source, rows, out):
-    for i in prange(rows.size):
-        out[i] = source[rows[i]]
-
-
 _REORDERED_SUMS = (_adam_loop,)
 
 
@@ -235,12 +230,6 @@ def adam(param, grad, m, v, lr, beta1, beta2, eps, step, decay, partial) -> floa
     for value in partial.tolist():  # block by block, in order
         total += value
     return total
-
-
-def gather_rows(source, rows, out):
-    """out[i] = source[rows[i]] for a 2-D ``source``."""
-    _kernel(_gather_rows_loop, out.size)(source, rows, out)
-    return out
 
 
 def blocks_for(size: int) -> int:
