@@ -168,6 +168,19 @@ def test_without_numba_the_reference_path_runs(monkeypatch):
     assert np.isfinite(trainer.history[-1]["loss"])
 
 
+def test_a_numba_that_fails_to_import_leaves_the_reference_path(monkeypatch):
+    monkeypatch.setattr(kernels, "_numba", None)
+    monkeypatch.setattr(kernels, "installed", lambda: True)  # found on the path...
+    monkeypatch.setitem(sys.modules, "numba", None)  # ...but its import fails
+    monkeypatch.delenv(threads.KERNELS_VARIABLE, raising=False)
+    monkeypatch.setattr(threads, "FUSED_MIN_MACS", 1)
+    assert kernels.active() and not kernels.ready()
+    trainer = _wide_trainer(fused=None, rows=64)
+    assert trainer.fused is False
+    trainer.run()
+    assert np.isfinite(trainer.history[-1]["loss"])
+
+
 def test_the_environment_variable_forces_the_reference_path(monkeypatch):
     monkeypatch.setenv(threads.KERNELS_VARIABLE, "reference")
     assert not kernels.active()

@@ -70,3 +70,25 @@ def test_a_loss_names_the_problem_in_words():
     assert LOSSES["mse"].activation_problem("softmax") == "softmax is for classes; use linear for regression"
     assert "use cross_entropy" in LOSSES["binary_cross_entropy"].task_problem("classification", 3)
     assert "use mse for regression" in LOSSES["binary_cross_entropy"].task_problem("regression", 0)
+
+
+def test_parameters_are_named_by_layer_and_old_numbered_files_still_load():
+    import numpy as np
+
+    from dltrain.engine.model import Sequential
+
+    hidden = [{"type": "dense", "units": 5, "activation": "relu"}, {"type": "dropout", "rate": 0.5},
+              {"type": "dense", "units": 4, "activation": "tanh"}]
+    model = Sequential.build(3, hidden, 2, "softmax", init_rng=np.random.default_rng(0),
+                             dropout_rng=np.random.default_rng(1))
+    assert list(model.params) == ["dense_0.W", "dense_0.b", "dense_1.W", "dense_1.b", "dense_2.W", "dense_2.b"]
+    assert [row[0] for row in model.summary()[1:4]] == ["dense_0 (relu)", "dropout_0 (rate 0.5)", "dense_1 (tanh)"]
+    # Before names, keys were layer positions with the activations as layers of their own:
+    # dense 0, relu 1, dropout 2, dense 3, tanh 4, output dense 5.
+    saved = {key: np.full(value.shape, index, value.dtype) for index, (key, value) in enumerate(model.params.items())}
+    old_numbers = {"dense_0": "0", "dense_1": "3", "dense_2": "5"}
+    model.load_state({f"{old_numbers[key.split('.')[0]]}.{key.split('.')[1]}": value for key, value in saved.items()})
+    for key, value in saved.items():
+        assert np.array_equal(model.params[key], value), key
+    with pytest.raises(KeyError, match="missing"):
+        model.load_state({"0.W": saved["dense_0.W"]})

@@ -15,6 +15,7 @@ from dltrain import workflow
 from dltrain.cli import app
 from dltrain.errors import ConfigError, TrainingDiverged
 from dltrain.metrics import classification_scalars, confusion_matrix, per_class_scores, regression_metrics, roc_auc
+from dltrain.engine import kernels, threads
 from dltrain.engine.optimizers import make_optimizer
 from dltrain.engine.schedules import make_schedule
 
@@ -40,7 +41,13 @@ def _config(tmp_path, root, optimizer, epochs, name="c.yaml"):
 
 @pytest.mark.parametrize("optimizer", ["{name: sgd, lr: 0.05, momentum: 0.9, nesterov: true}",
                                        "{name: adam, lr: 0.003, weight_decay: 0.01, schedule: {name: step, every: 2, factor: 0.5}}"])
-def test_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path, root, optimizer):
+@pytest.mark.parametrize("path", ["reference", "fused"])
+def test_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path, root, optimizer, path, monkeypatch):
+    if path == "fused":
+        if not kernels.active():
+            pytest.skip("numba not installed")
+        monkeypatch.setattr(threads, "FUSED_MIN_MACS", 1)  # this small net takes the fused path too
+        monkeypatch.setattr(kernels, "PARALLEL_MIN_ELEMENTS", 0)
     config = _config(tmp_path, root, optimizer, epochs=5)
     straight = workflow.fit(config, out=tmp_path / "straight")
     first = workflow.fit(config, ["train.epochs=2"], out=tmp_path / "resumed")

@@ -173,7 +173,7 @@ class Trainer:
         self.wanted_threads = threads_for(largest)
         self.machine_load = MachineLoad() if blas_threads is None and self.wanted_threads > 1 else None
         self.blas_threads = blas_threads or self.wanted_threads
-        self.fused = (kernels.active() and fused_pays(largest)) if fused is None else fused
+        self.fused = (fused_pays(largest) and kernels.ready()) if fused is None else fused
         self.requested_kernel_threads = kernel_threads
         self.kernel_threads = (kernel_threads or self.blas_threads) if self.fused else None
         model.use_kernels(self.fused)

@@ -74,6 +74,18 @@ def _load_numba():
     return _numba
 
 
+def ready() -> bool:
+    """Whether the fused path can run here: active, and numba imports (an install that is
+    found but broken, say built for another NumPy, leaves the reference path running)."""
+    if not active():
+        return False
+    try:
+        _load_numba()
+    except Exception:  # any failure to import means: no kernels, never a crash
+        return False
+    return True
+
+
 def set_threads(count: int) -> None:
     """Threads the parallel kernels use from now on in this thread."""
     numba = _load_numba()

@@ -63,8 +63,8 @@ class Layer:
         return input_units
 
     def describe(self) -> str:
-        """What the layer is, for the model summary."""
-        return self.kind
+        """The layer's settings in a few words, for the model summary."""
+        return ""
 
     def forward(self, x, training: bool):
         raise NotImplementedError
@@ -99,7 +99,7 @@ class Dense(Layer):
         return self.units
 
     def describe(self):
-        return f"{self.kind}, {self.activation.name}"
+        return self.activation.name
 
     def _fused_kind(self):
         """The fused kernels cover the linear output and ReLU, the layers that dominate a step."""
@@ -170,7 +170,7 @@ class Dropout(Layer):
         return cls(spec["rate"], rngs["dropout"])
 
     def describe(self):
-        return f"{self.kind}, rate {self.rate:g}"
+        return f"rate {self.rate:g}"
 
     def forward(self, x, training):
         if not training or self.rate == 0.0:

@@ -118,7 +118,8 @@ class Sequential:
         for name, layer in zip(self.names, self.layers):
             units = layer.output_units(units)
             count = sum(int(p.size) for p in layer.params.values())
-            rows.append((f"{name} ({layer.describe()})", f"(None, {units})", count))
+            detail = layer.describe()
+            rows.append((f"{name} ({detail})" if detail else name, f"(None, {units})", count))
         rows.append((f"{self.output_activation} (output)", f"(None, {units})", 0))
         return rows
 
