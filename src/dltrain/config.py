@@ -22,7 +22,7 @@ from .engine.activations import ACTIVATIONS, HIDDEN_ACTIVATIONS
 from .errors import ConfigError, did_you_mean
 from .data import canonical_label
 from .files import CONFIG_LIMIT, read_regular
-from .engine.layers import INITIALIZERS
+from .engine.layers import INITIALIZERS, LAYERS, Dense, Dropout
 from .engine.losses import LOSSES
 from .engine.optimizers import COMMON_DEFAULTS, COMMON_OPTIONS, OPTIMIZERS
 from .engine.schedules import SCHEDULES
@@ -176,27 +176,28 @@ class DataSpec(Spec):
 
 
 class DenseSpec(Spec):
-    type: Literal["dense"] = "dense"
+    type: Literal[Dense.kind] = Dense.kind
     units: int = Field(gt=0)
     activation: HiddenActivation = "relu"
     init: Optional[InitName] = None
 
 
 class DropoutSpec(Spec):
-    type: Literal["dropout"]
+    type: Literal[Dropout.kind]
     rate: float = Field(ge=0, lt=1)
 
 
 def _layer_kind(value):
     if isinstance(value, dict):
-        return value.get("type", "dense")
-    return getattr(value, "type", "dense")
+        return value.get("type", Dense.kind)
+    return getattr(value, "type", Dense.kind)
 
 
+_LAYER_TYPES = " or ".join(repr(kind) for kind in LAYERS)  # "'dense' or 'dropout'"
 LayerSpec = Annotated[
-    Union[Annotated[DenseSpec, Tag("dense")], Annotated[DropoutSpec, Tag("dropout")]],
+    Union[Annotated[DenseSpec, Tag(Dense.kind)], Annotated[DropoutSpec, Tag(Dropout.kind)]],
     Discriminator(_layer_kind, custom_error_type="layer_type",
-                  custom_error_message="type must be 'dense' or 'dropout'"),
+                  custom_error_message=f"type must be {_LAYER_TYPES}"),
 ]
 
 
@@ -720,7 +721,7 @@ def _clean_location(location, data):
             # A key pydantic expected that the user left out.
             if part in ("range", "choice"):  # tune.space's union tags: the key comes next
                 continue
-            if part not in ("dense", "dropout") and not part.startswith(("function-", "float", "str")):
+            if part not in LAYERS and not part.startswith(("function-", "float", "str")):
                 path.append(part)
             break
     return tuple(path)
@@ -770,7 +771,7 @@ def _describe(error, path, data) -> str:
         return f"must not be empty{got}"
     if kind == "layer_type":
         given = value.get("type") if isinstance(value, dict) else value
-        return f"type must be 'dense' or 'dropout' (got {given!r}){closest_match(given, ['dense', 'dropout'])}"
+        return f"type must be {_LAYER_TYPES} (got {given!r}){closest_match(given, list(LAYERS))}"
     return f"{error['msg']}{got}"
 
 
