@@ -5,6 +5,7 @@ import tracemalloc
 import numpy as np
 import pytest
 
+from dltrain.engine import kernels
 from dltrain.engine.backend import threads_for
 from dltrain.data import Split
 from dltrain.engine.losses import make_loss
@@ -13,7 +14,7 @@ from dltrain.engine.optimizers import make_model_optimizer
 from dltrain.train import Trainer, TrainOptions
 
 
-def _trainer(batch_size=32, rows=512, optimizer="adam"):
+def _trainer(batch_size=32, rows=512, optimizer="adam", fused=None):
     rng = np.random.default_rng(0)
     features = rng.random((rows, 784), dtype=np.float32)
     targets = rng.integers(0, 10, size=rows)
@@ -22,12 +23,14 @@ def _trainer(batch_size=32, rows=512, optimizer="adam"):
     loss = make_loss("cross_entropy", "softmax")
     trainer = Trainer(model, loss, make_model_optimizer(optimizer, model, lr=0.001), Split(features, targets), None,
                       TrainOptions(epochs=1, batch_size=batch_size), "classification",
-                      shuffle_rng=np.random.default_rng(2), n_classes=10)
+                      shuffle_rng=np.random.default_rng(2), n_classes=10, fused=fused)
     return trainer, features, targets
 
 
-def test_training_steps_allocate_no_new_large_arrays():
-    trainer, _, _ = _trainer()
+@pytest.mark.parametrize("fused", [pytest.param(True, marks=pytest.mark.skipif(not kernels.active(), reason="no numba")),
+                                   False], ids=["fused", "reference"])
+def test_training_steps_allocate_no_new_large_arrays(fused):
+    trainer, _, _ = _trainer(fused=fused)
     trainer.train_epoch(1, 0.001, max_batches=2)  # first steps allocate the reused buffers
     tracemalloc.start()
     try:
@@ -77,8 +80,10 @@ def _reference_step(weights, features, targets, lr, moments, step):
     return updated
 
 
-def test_optimised_steps_match_the_plain_reference():
-    trainer, features, targets = _trainer(batch_size=512, rows=512)
+@pytest.mark.parametrize("fused", [pytest.param(True, marks=pytest.mark.skipif(not kernels.active(), reason="no numba")),
+                                   False], ids=["fused", "reference"])
+def test_optimised_steps_match_the_plain_reference(fused):
+    trainer, features, targets = _trainer(batch_size=512, rows=512, fused=fused)
     trainer.batches.shuffle = False
     params = trainer.model.params
     weights = [params[key].astype(np.float64) for key in ("dense_0.W", "dense_0.b", "dense_1.W", "dense_1.b")]
