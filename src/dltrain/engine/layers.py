@@ -116,7 +116,9 @@ class Dense(Layer):
             return self._a
         z += b
         self._z = z
-        self._a = self.activation.forward(z, self._buffer("a", z.shape, z.dtype))
+        # A linear activation is z itself: no copy.
+        out = z if self.activation.name == "linear" else self._buffer("a", z.shape, z.dtype)
+        self._a = self.activation.forward(z, out)
         return self._a
 
     def backward(self, grad, need_input_grad=True):
