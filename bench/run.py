@@ -22,7 +22,9 @@ Sections (one table, ratios are dltrain / reference, lower is better unless note
   4. csv     - the engine's CSV loader against pandas.read_csv on train.csv;
   5. threads - the engine at batch 32 with 1 BLAS thread against all threads;
   6. busy    - with one more CPU-bound process running: the engine's own thread choice
-               against serial kernels (and PyTorch), at batch 256.
+               against serial kernels (and PyTorch), at batch 256;
+  7. paths   - the engine's fused kernels against its reference NumPy path (does the
+               fast path pay?).
 """
 
 from __future__ import annotations
@@ -87,7 +89,7 @@ ACCURACY_EPOCHS = 10
 MEMORY_SLACK_BYTES = 150e6
 PEAK_MATMUL_N = 2048
 PEAK_MATMUL_REPEATS = 15
-SECTIONS = ("engine", "flops", "e2e", "csv", "threads", "busy")
+SECTIONS = ("engine", "flops", "e2e", "csv", "threads", "busy", "paths")
 MB = 1e6  # memory is reported in MB = 10^6 bytes
 
 
@@ -716,6 +718,23 @@ def section_busy(report: Report, X, y, args, torch_ref) -> None:
         busy.wait()
 
 
+def section_paths(report: Report, X, y, args) -> None:
+    """Section 7: the same engine on its fused path and on its reference NumPy path, in turn."""
+    sec = "7 paths"
+    if not adapter.engine_path().startswith("fused"):
+        report.skip(sec, adapter.engine_path())
+        return
+    for sizes, batch in ENGINE_CASES:
+        trainers = {fused: adapter.make_engine_trainer(list(sizes), batch, LR, args.seed, fused=fused)
+                    for fused in (True, False)}
+        medians, _ = time_trainers_side_by_side(trainers, batch, X, y, args.max_batches, args.runs)
+        log("paths", f"{model_name(sizes)} batch {batch}: fused {fmt_s(medians[True])}, "
+                     f"reference {fmt_s(medians[False])}")
+        report.add(sec, f"epoch time, {model_name(sizes)}, batch {batch}: fused kernels vs reference NumPy path",
+                   fmt_s(medians[True]), fmt_s(medians[False]), fmt_ratio(medians[True] / medians[False]),
+                   "< 1×", medians[True] < medians[False])
+
+
 # --------------------------------------------------------------------------- main
 def csv_dims(path: Path) -> tuple[int, int]:
     with path.open("rb") as fh:
@@ -810,7 +829,7 @@ def main(argv: list[str] | None = None) -> int:
     started = _dt.datetime.now().astimezone()
     n_rows, n_features = csv_dims(TRAIN_CSV)
 
-    needs_data = any(s in args.sections for s in ("engine", "flops", "threads", "busy"))
+    needs_data = any(s in args.sections for s in ("engine", "flops", "threads", "busy", "paths"))
     X = y = None
     if needs_data:
         t0 = time.perf_counter()
@@ -840,6 +859,8 @@ def main(argv: list[str] | None = None) -> int:
         guarded("5 threads", lambda: section_threads(report, X, y, args, threadpoolctl))
     if "busy" in args.sections:
         guarded("6 busy", lambda: section_busy(report, X, y, args, torch_ref))
+    if "paths" in args.sections:
+        guarded("7 paths", lambda: section_paths(report, X, y, args))
 
     load = other_load(counters_start, cpu_counters())
     args.other_load = load
@@ -955,6 +976,8 @@ def render_markdown(report, table, args, command, started, threadpoolctl, torch,
         "6. **busy**: one extra process spinning (`while True: pass`) for the whole section; the engine as "
         "`dltrain fit` runs it (its own thread choice, re-made each epoch from the cores others keep busy, "
         "fused kernels) against the same engine with the kernels on one thread, and PyTorch, timed in turn.",
+        "7. **paths**: the engine with its fused kernels against the same engine on its reference NumPy path "
+        "(`fused=False`: textbook NumPy for bias, activations, loss and Adam; the same BLAS products), in turn.",
         "",
     ]
     return "\n".join(lines)
