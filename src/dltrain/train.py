@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .engine import kernels
-from .engine.backend import compute_threads
+from .engine.backend import blas_threads, compute_threads
 from .engine.threads import MachineLoad, fused_pays, threads_beside, threads_for
 from .errors import TrainingDiverged
 from .metrics import (class_indices, classification_scalars, confusion_matrix, evaluate, higher_is_better,
@@ -253,7 +253,8 @@ class Trainer:
         if self.validation is not None:
             # Sized like the training step's: an unlimited pool on a small validation product
             # spins idle threads that halved a 2-core machine's speed when it was busy.
-            with blas_threads(self.validation_threads):
+            # ...and never more than the step's threads, which leave other processes' cores alone.
+            with blas_threads(min(self.validation_threads, self.blas_threads) if self.validation_threads else None):
                 scores = evaluate(self.model, self.loss, self.validation.features, self.validation.targets,
                                   self.task, target_divisor=self.target_divisor)
             record["val_loss"] = scores["loss"]

@@ -30,7 +30,7 @@ from pydantic import ValidationError
 
 from . import workflow
 from .artifacts import atomic_write, disk_error, holds_run
-from .backend import available_cores, blas_threads
+from .engine.backend import available_cores, blas_threads
 from .config import (Config, ConfigSource, RangeSpec, TuneSpec, apply_override, build_config, closest_match,
                      dump_config, parse_override, read_config_data, validation_message)
 from .errors import ConfigError, DltrainError, Interrupted, TrainingDiverged, TrainingInterrupted, signal_of
