@@ -28,18 +28,21 @@ import os
 
 import numpy as np
 
-__all__ = ["make_engine_trainer", "load_csv", "fit_command", "eval_command", "ENGINE_LABEL"]
+__all__ = ["make_engine_trainer", "load_csv", "fit_command", "eval_command", "ENGINE_LABEL", "engine_path",
+           "start_engine_threads"]
 
 # Shown in the benchmark output.
-ENGINE_LABEL = "dltrain engine (Trainer, Sequential, fused softmax/cross-entropy, Adam)"
+ENGINE_LABEL = ("dltrain engine (Trainer, Sequential, BLAS products; fused numba kernels for bias + ReLU, "
+                "ReLU mask + bias gradient, softmax cross-entropy and Adam where the step is large enough)")
 
 
 class _EngineTrainer:
     """The engine's own training loop, exactly as `dltrain fit` runs it, one epoch per call."""
 
     def __init__(self, layer_sizes: list[int], batch_size: int, lr: float, seed: int,
-                 blas_threads: int | None = None) -> None:
-        self.blas_threads = blas_threads
+                 blas_threads: int | None = None, kernel_threads: int | None = None,
+                 fused: bool | None = None) -> None:
+        self.blas_threads, self.kernel_threads, self.fused = blas_threads, kernel_threads, fused
         self.layer_sizes = [int(size) for size in layer_sizes]
         self.batch_size, self.lr, self.seed = int(batch_size), float(lr), seed
         self.trainer = None
@@ -47,9 +50,9 @@ class _EngineTrainer:
 
     def _build(self, X: np.ndarray, y: np.ndarray):
         from dltrain.data import Split
-        from dltrain.losses import make_loss
-        from dltrain.model import Sequential
-        from dltrain.optimizers import make_model_optimizer
+        from dltrain.engine.losses import make_loss
+        from dltrain.engine.model import Sequential
+        from dltrain.engine.optimizers import make_model_optimizer
         from dltrain.train import Trainer, TrainOptions
 
         hidden = [{"type": "dense", "units": units, "activation": "relu"} for units in self.layer_sizes[1:-1]]
@@ -59,7 +62,7 @@ class _EngineTrainer:
         return Trainer(model, make_loss("cross_entropy", "softmax"), optimizer, Split(X, y), None,
                        TrainOptions(epochs=1, batch_size=self.batch_size), "classification",
                        shuffle_rng=np.random.default_rng(self.seed), n_classes=self.layer_sizes[-1],
-                       blas_threads=self.blas_threads)
+                       blas_threads=self.blas_threads, kernel_threads=self.kernel_threads, fused=self.fused)
 
     def train_epoch(self, X: np.ndarray, y: np.ndarray, max_batches: int | None = None) -> float:
         if self.trainer is None:
@@ -69,19 +72,53 @@ class _EngineTrainer:
 
 
 def make_engine_trainer(layer_sizes: list[int], batch_size: int, lr: float, seed: int,
-                        blas_threads: int | None = None) -> object:
+                        blas_threads: int | None = None, kernel_threads: int | None = None,
+                        fused: bool | None = None) -> object:
     """A trainer for a dense ReLU/softmax net with Adam; see the module docstring for the contract.
 
-    ``blas_threads`` None lets the engine choose per problem size, as `dltrain fit` does."""
-    return _EngineTrainer(layer_sizes, batch_size, lr, seed, blas_threads)
+    ``blas_threads``, ``kernel_threads`` and ``fused`` None let the engine choose per problem
+    size and machine load, as `dltrain fit` does."""
+    return _EngineTrainer(layer_sizes, batch_size, lr, seed, blas_threads, kernel_threads, fused)
+
+
+def engine_path() -> str:
+    """Which engine path runs (fused kernels or reference NumPy), as `dltrain --version` says."""
+    from dltrain.engine import kernels
+
+    return kernels.describe()
+
+
+def start_engine_threads() -> str | None:
+    """Start the fused kernels' thread pool now, so that it reads dltrain's thread settings
+    before anything else changes them; the threading layer's name, or None without numba."""
+    from dltrain.engine import kernels
+
+    if not kernels.active():
+        return None
+    size = kernels.PARALLEL_MIN_ELEMENTS
+    kernels.bias_activation(np.zeros((1, size), np.float32), np.zeros(size, np.float32), relu=True)
+    import numba
+
+    return numba.threading_layer()
 
 
 def engine_thread_choice(layer_sizes: list[int], batch_size: int) -> int:
     """How many BLAS threads the engine picks on its own for this network and batch size."""
-    from dltrain.backend import threads_for
+    from dltrain.engine.backend import threads_for
 
     largest = max(batch_size * fan_in * fan_out for fan_in, fan_out in zip(layer_sizes[:-1], layer_sizes[1:]))
     return threads_for(largest)
+
+
+def engine_thread_chooser(layer_sizes: list[int], batch_size: int):
+    """A function that returns the threads the engine would pick now for this network and
+    batch size, leaving the cores other processes keep busy alone (as `dltrain fit` does
+    before each epoch)."""
+    from dltrain.engine.threads import MachineLoad, threads_beside
+
+    wanted = engine_thread_choice(layer_sizes, batch_size)
+    load = MachineLoad()
+    return lambda: threads_beside(wanted, load.other_busy_cores()) if wanted > 1 else 1
 
 
 def load_csv(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:

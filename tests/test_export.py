@@ -14,7 +14,7 @@ onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
 from dltrain.commands import common, export, fit, predict  # noqa: E402
-from dltrain.activations import ACTIVATIONS  # noqa: E402
+from dltrain.engine.activations import ACTIVATIONS  # noqa: E402
 from dltrain.cli import app  # noqa: E402
 from dltrain.data import read_features  # noqa: E402
 

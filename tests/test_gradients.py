@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 
-from dltrain.activations import ACTIVATIONS, HIDDEN_ACTIVATIONS
-from dltrain.layers import ActivationLayer, Dense, Dropout
-from dltrain.losses import LOSSES, make_loss
-from dltrain.model import Sequential
+from dltrain.engine.activations import ACTIVATIONS, HIDDEN_ACTIVATIONS
+from dltrain.engine.layers import ActivationLayer, Dense, Dropout
+from dltrain.engine.losses import LOSSES, make_loss
+from dltrain.engine.model import Sequential
 
 from conftest import assert_close, numerical_gradient
 

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from dltrain.optimizers import OPTIMIZERS, make_optimizer
+from dltrain.engine.optimizers import OPTIMIZERS, make_optimizer
 
 
 def _problem():
@@ -76,7 +76,7 @@ def test_every_registered_optimizer_is_tested_and_keeps_float32():
 
 
 def _tiny_model():
-    from dltrain.model import Sequential
+    from dltrain.engine.model import Sequential
 
     model = Sequential.build(3, [{"type": "dense", "units": 2, "activation": "tanh"}], 2, "linear",
                              init_rng=np.random.default_rng(0))
@@ -90,7 +90,7 @@ def _tiny_model():
 def test_weight_decay_and_clipping_through_the_model_optimizer(name):
     """The production path (make_model_optimizer over a model's flat arrays): the global gradient
     norm is clipped, weight matrices decay (coupled for sgd, decoupled for adam), biases do not."""
-    from dltrain.optimizers import make_model_optimizer
+    from dltrain.engine.optimizers import make_model_optimizer
 
     model = _tiny_model()
     lr, decay, clip = 0.1, 0.5, 0.3

@@ -5,15 +5,16 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from dltrain.backend import threads_for
+from dltrain.engine import kernels
+from dltrain.engine.backend import threads_for
 from dltrain.data import Split
-from dltrain.losses import make_loss
-from dltrain.model import Sequential
-from dltrain.optimizers import make_model_optimizer
+from dltrain.engine.losses import make_loss
+from dltrain.engine.model import Sequential
+from dltrain.engine.optimizers import make_model_optimizer
 from dltrain.train import Trainer, TrainOptions
 
 
-def _trainer(batch_size=32, rows=512, optimizer="adam"):
+def _trainer(batch_size=32, rows=512, optimizer="adam", fused=None):
     rng = np.random.default_rng(0)
     features = rng.random((rows, 784), dtype=np.float32)
     targets = rng.integers(0, 10, size=rows)
@@ -22,12 +23,14 @@ def _trainer(batch_size=32, rows=512, optimizer="adam"):
     loss = make_loss("cross_entropy", "softmax")
     trainer = Trainer(model, loss, make_model_optimizer(optimizer, model, lr=0.001), Split(features, targets), None,
                       TrainOptions(epochs=1, batch_size=batch_size), "classification",
-                      shuffle_rng=np.random.default_rng(2), n_classes=10)
+                      shuffle_rng=np.random.default_rng(2), n_classes=10, fused=fused)
     return trainer, features, targets
 
 
-def test_training_steps_allocate_no_new_large_arrays():
-    trainer, _, _ = _trainer()
+@pytest.mark.parametrize("fused", [pytest.param(True, marks=pytest.mark.skipif(not kernels.active(), reason="no numba")),
+                                   False], ids=["fused", "reference"])
+def test_training_steps_allocate_no_new_large_arrays(fused):
+    trainer, _, _ = _trainer(fused=fused)
     trainer.train_epoch(1, 0.001, max_batches=2)  # first steps allocate the reused buffers
     tracemalloc.start()
     try:
@@ -77,16 +80,18 @@ def _reference_step(weights, features, targets, lr, moments, step):
     return updated
 
 
-def test_optimised_steps_match_the_plain_reference():
-    trainer, features, targets = _trainer(batch_size=512, rows=512)
+@pytest.mark.parametrize("fused", [pytest.param(True, marks=pytest.mark.skipif(not kernels.active(), reason="no numba")),
+                                   False], ids=["fused", "reference"])
+def test_optimised_steps_match_the_plain_reference(fused):
+    trainer, features, targets = _trainer(batch_size=512, rows=512, fused=fused)
     trainer.batches.shuffle = False
     params = trainer.model.params
-    weights = [params[key].astype(np.float64) for key in ("0.W", "0.b", "2.W", "2.b")]
+    weights = [params[key].astype(np.float64) for key in ("dense_0.W", "dense_0.b", "dense_1.W", "dense_1.b")]
     moments = [(np.zeros_like(w), np.zeros_like(w)) for w in weights]
     for step in range(1, 4):
         trainer.train_epoch(step, 0.001)
         weights = _reference_step(weights, features.astype(np.float64), targets, 0.001, moments, step)
-    for key, expected in zip(("0.W", "0.b", "2.W", "2.b"), weights):
+    for key, expected in zip(("dense_0.W", "dense_0.b", "dense_1.W", "dense_1.b"), weights):
         np.testing.assert_allclose(params[key], expected, rtol=2e-4, atol=2e-6)
 
 
@@ -98,20 +103,20 @@ def test_blas_threads_grow_with_the_problem_never_past_the_cores(macs, cores, ex
 
 
 @pytest.mark.parametrize("name,options", [("adam", {}), ("sgd", {"momentum": 0.9}), ("rmsprop", {}),
-                                          ("adam", {"parallel": True}), ("sgd", {"weight_decay": 0.1}),
+                                          ("adam", {"fused": True}), ("sgd", {"weight_decay": 0.1}),
                                           ("adam", {"clip_norm": 0.5})])
 def test_step_returns_the_gradient_norm_it_measured_on_the_way(name, options):
     # The training loop checks for divergence with the norm the step returns, instead of a
     # separate pass over all gradients; it must be the norm before clipping and decay.
-    from dltrain import optimizers
+    from dltrain.engine import optimizers
 
     rng = np.random.default_rng(3)
     params = {"a.W": rng.normal(size=(30, 41)).astype(np.float32), "b.W": rng.normal(size=777).astype(np.float32)}
     grads = {key: np.empty_like(value) for key, value in params.items()}
     options = dict(options)
-    parallel = options.pop("parallel", False)
+    fused = options.pop("fused", False)
     optimizer = optimizers.make_optimizer(name, params, grads, lr=0.01, **options)
-    optimizer.parallel = parallel
+    optimizer.fused = fused
     for _ in range(3):
         for grad in grads.values():
             grad[...] = rng.normal(size=grad.shape)

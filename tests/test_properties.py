@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from dltrain.commands import check, fit, predict
-from dltrain.activations import ACTIVATIONS
+from dltrain.engine.activations import ACTIVATIONS
 from dltrain.config import Config, dump_config, load_config
 from dltrain.data.csv import CsvFile
 from dltrain.errors import DltrainError

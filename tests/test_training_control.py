@@ -13,8 +13,9 @@ from typer.testing import CliRunner
 from dltrain.commands import check, common, fit
 from dltrain.cli import app
 from dltrain.errors import ConfigError, TrainingDiverged
-from dltrain.optimizers import make_optimizer
-from dltrain.schedules import make_schedule
+from dltrain.engine import kernels, threads
+from dltrain.engine.optimizers import make_optimizer
+from dltrain.engine.schedules import make_schedule
 
 runner = CliRunner()
 
@@ -38,7 +39,13 @@ def _config(tmp_path, root, optimizer, epochs, name="c.yaml"):
 
 @pytest.mark.parametrize("optimizer", ["{name: sgd, lr: 0.05, momentum: 0.9, nesterov: true}",
                                        "{name: adam, lr: 0.003, weight_decay: 0.01, schedule: {name: step, every: 2, factor: 0.5}}"])
-def test_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path, root, optimizer):
+@pytest.mark.parametrize("path", ["reference", "fused"])
+def test_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path, root, optimizer, path, monkeypatch):
+    if path == "fused":
+        if not kernels.active():
+            pytest.skip("numba not installed")
+        monkeypatch.setattr(threads, "FUSED_MIN_MACS", 1)  # this small net takes the fused path too
+        monkeypatch.setattr(kernels, "PARALLEL_MIN_ELEMENTS", 0)
     config = _config(tmp_path, root, optimizer, epochs=5)
     straight = fit.fit(config, out=tmp_path / "straight")
     first = fit.fit(config, ["train.epochs=2"], out=tmp_path / "resumed")
@@ -76,21 +83,23 @@ def test_resume_without_a_checkpoint_is_a_clear_error(tmp_path, root):
     assert "no checkpoint to resume from" in result.output
 
 
-def test_resume_refuses_a_checkpoint_in_an_earlier_format(tmp_path, root):
-    # Format 1 stored Adam's moments as averages under other names; resuming from it must
-    # be refused in words, never continued with misread moments.
+@pytest.mark.parametrize("old_format", [1, 2])
+def test_resume_refuses_a_checkpoint_in_an_earlier_format(tmp_path, root, old_format):
+    # Format 1 stored Adam's moments as averages, format 2 as decayed sums over two halves
+    # of all parameters; resuming from either must be refused in words, never continued
+    # with misread moments.
     config = _config(tmp_path, root, "{name: adam}", 2)
     fit.fit(config, ["train.epochs=1"], out=tmp_path / "run")
     checkpoint = tmp_path / "run" / "checkpoint.npz"
     with np.load(checkpoint, allow_pickle=False) as archive:
         arrays = {key: archive[key] for key in archive.files}
     meta = json.loads(str(arrays["meta.json"]))
-    meta["format_version"] = 1
+    meta["format_version"] = old_format
     arrays["meta.json"] = np.array(json.dumps(meta))
     np.savez(checkpoint, **arrays)
     result = runner.invoke(app, ["fit", str(config), "--out", str(tmp_path / "run"), "--resume"])
     assert result.exit_code == 2
-    assert "checkpoint format 1 is not supported" in result.output
+    assert f"checkpoint format {old_format} is not supported" in result.output
     assert "train again without --resume" in result.output
 
 

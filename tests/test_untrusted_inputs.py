@@ -18,7 +18,7 @@ import pytest
 from typer.testing import CliRunner
 
 from dltrain.commands import fit
-from dltrain.artifacts import npz_bytes
+from dltrain.artifacts import CHECKPOINT_FORMAT_VERSION, npz_bytes
 from dltrain.cli import app
 
 from conftest import Overrun, bounded
@@ -93,9 +93,9 @@ def _weights(run: Path) -> dict:
 @pytest.mark.parametrize("value", [np.nan, np.inf])
 def test_non_finite_weights_are_refused_at_load(work, value):
     arrays = _weights(work / "run")
-    arrays["0.W"][0, 0] = value
+    arrays["dense_0.W"][0, 0] = value
     _rewrite_weights(work / "run", arrays)
-    expect_error(["predict", "run", "base.csv"], "model.npz: parameter '0.W' holds NaN or infinite values")
+    expect_error(["predict", "run", "base.csv"], "model.npz: parameter 'dense_0.W' holds NaN or infinite values")
 
 
 def _forged_npz(shape) -> bytes:
@@ -184,12 +184,13 @@ INCONSISTENT_CHECKPOINTS = {
     "history_too_short": (_set("epoch", 1), None, "the history has shape (2, 7), but 1 epochs"),
     "best_after_last": (lambda meta: meta["best"].update(epoch=9), None, "the best epoch 9 comes after"),
     "rng_state_garbage": (_set("shuffle_rng", {"bit_generator": "MT19937"}), None, "does not fit this model"),
-    "param_missing": (None, _pop("param/0.W"), "arrays missing ['param/0.W']"),
-    "param_wrong_shape": (None, _reshape("param/0.W", (7, 4)), "parameter 0.W has shape (7, 4)"),
-    "moment_wrong_shape": (None, _reshape("optimizer/m_sum/part0", (3,)), "does not fit this model"),
-    "best_wrong_shape": (None, _add("best/0.W", np.zeros((2, 2), dtype=np.float32)), "best epoch's parameters"),
-    "nan_param": (None, _add("param/0.b", np.full(4, np.nan, dtype=np.float32)), "holds NaN or infinite"),
-    "meta_not_mapping": (lambda meta: meta.clear() or meta.update(format_version=2), None, "'epoch' is missing"),
+    "param_missing": (None, _pop("param/dense_0.W"), "arrays missing ['param/dense_0.W']"),
+    "param_wrong_shape": (None, _reshape("param/dense_0.W", (7, 4)), "parameter dense_0.W has shape (7, 4)"),
+    "moment_wrong_shape": (None, _reshape("optimizer/m/dense_0.W", (3,)), "does not fit this model"),
+    "best_wrong_shape": (None, _add("best/dense_0.W", np.zeros((2, 2), dtype=np.float32)), "best epoch's parameters"),
+    "nan_param": (None, _add("param/dense_0.b", np.full(4, np.nan, dtype=np.float32)), "holds NaN or infinite"),
+    "meta_not_mapping": (lambda meta: meta.clear() or meta.update(format_version=CHECKPOINT_FORMAT_VERSION), None,
+                         "'epoch' is missing"),
 }
 
 

@@ -41,8 +41,10 @@ from .files import (_UMASK, MANIFEST_LIMIT, _fsync_folder, atomic_write, availab
                     read_regular)
 
 FORMAT_VERSION = 1
-# Checkpoints change more often than run folders: 2 stores Adam's moments as decayed sums.
-CHECKPOINT_FORMAT_VERSION = 2
+# Checkpoints change more often than run folders: 3 keys the optimizer state by parameter
+# name (m/dense_0.W) and stores Adam's m and v as they are (2 kept decayed sums per half).
+# A run folder's model.npz from before layer names (0.W, 2.W) still loads.
+CHECKPOINT_FORMAT_VERSION = 3
 RUN_FILES = ("model.npz", "model.json", "config.yaml", "history.csv")
 CHECKPOINT = "checkpoint.npz"
 # The checkpoint of a --force replacement, kept apart until the new run is committed.

@@ -29,14 +29,17 @@ app = typer.Typer(
 
 def _show_version(value: bool):
     if value:
-        report.write_text(f"dltrain {__version__}\n")
+        from .engine import kernels
+
+        report.write_text(f"dltrain {__version__}\nengine: {kernels.describe()}\n")
         raise typer.Exit()
 
 
 @app.callback()
 def main_options(
     version: Annotated[Optional[bool], typer.Option(
-        "--version", callback=_show_version, is_eager=True, help="Print dltrain's version and exit.")] = None,
+        "--version", callback=_show_version, is_eager=True,
+        help="Print dltrain's version and which engine path is active (fused kernels or reference NumPy), then exit.")] = None,
 ):
     """Train neural networks described in YAML on CSV files."""
 

@@ -17,12 +17,14 @@ import yaml
 from pydantic import (BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError,
                       field_validator, model_serializer, model_validator)
 
-from .activations import ACTIVATIONS, HIDDEN_ACTIVATIONS
+from .engine.activations import ACTIVATIONS, HIDDEN_ACTIVATIONS
 from .errors import ConfigError, did_you_mean
 from .labels import canonical_label
 from .files import CONFIG_LIMIT, read_regular, text_codec
-from .layers import INITIALIZERS
-from .losses import LOSSES
+from .engine.layers import INITIALIZERS, LAYERS, Dense, Dropout
+from .engine.losses import LOSSES
+from .engine.optimizers import COMMON_DEFAULTS, COMMON_OPTIONS, OPTIMIZERS
+from .engine.schedules import SCHEDULES
 from .metrics import CLASSIFICATION_METRICS, REGRESSION_METRICS
 
 HiddenActivation = Literal[tuple(HIDDEN_ACTIVATIONS)]
@@ -168,27 +170,28 @@ class DataSpec(Spec):
 
 
 class DenseSpec(Spec):
-    type: Literal["dense"] = "dense"
+    type: Literal[Dense.kind] = Dense.kind
     units: int = Field(gt=0)
     activation: HiddenActivation = "relu"
     init: Optional[InitName] = None
 
 
 class DropoutSpec(Spec):
-    type: Literal["dropout"]
+    type: Literal[Dropout.kind]
     rate: float = Field(ge=0, lt=1)
 
 
 def _layer_kind(value):
     if isinstance(value, dict):
-        return value.get("type", "dense")
-    return getattr(value, "type", "dense")
+        return value.get("type", Dense.kind)
+    return getattr(value, "type", Dense.kind)
 
 
+_LAYER_TYPES = " or ".join(repr(kind) for kind in LAYERS)  # "'dense' or 'dropout'"
 LayerSpec = Annotated[
-    Union[Annotated[DenseSpec, Tag("dense")], Annotated[DropoutSpec, Tag("dropout")]],
+    Union[Annotated[DenseSpec, Tag(Dense.kind)], Annotated[DropoutSpec, Tag(Dropout.kind)]],
     Discriminator(_layer_kind, custom_error_type="layer_type",
-                  custom_error_message="type must be 'dense' or 'dropout'"),
+                  custom_error_message=f"type must be {_LAYER_TYPES}"),
 ]
 
 
@@ -202,12 +205,20 @@ class ModelSpec(Spec):
     output: OutputSpec = OutputSpec()
 
 
-_OPTIMIZER_OPTIONS = {
-    "gd": set(),
-    "sgd": {"momentum", "nesterov"},
-    "adam": {"beta1", "beta2", "eps"},
-    "rmsprop": {"rho", "eps"},
-}
+def _engine_defaults(classes) -> dict:
+    """Each option of these engine classes with its default (one default per option name)."""
+    defaults = {}
+    for cls in classes:
+        for name, value in cls.options().items():
+            if defaults.setdefault(name, value) != value:
+                raise AssertionError(f"{cls.__name__}: option {name} has a second default ({value!r})")
+    return defaults
+
+
+# The engine classes are the single source of the options each optimizer and schedule takes
+# and of their defaults; the specs below add only the bounds a config value must respect.
+_OPTIMIZER_OPTIONS = {name: set(cls.options()) for name, cls in OPTIMIZERS.items()}
+_OPTIMIZER_DEFAULTS = _engine_defaults(OPTIMIZERS.values())
 
 
 def _refuse_unused_options(spec, options_by_name: dict, kind: str):
@@ -222,24 +233,19 @@ def _drop_unused_options(data: dict, options_by_name: dict, name: str) -> dict:
     return {key: value for key, value in data.items() if key not in unused}
 
 
-_SCHEDULE_OPTIONS = {
-    "constant": set(),
-    "step": {"every", "factor"},
-    "exponential": {"gamma"},
-    "cosine": {"min_lr"},
-    "plateau": {"monitor", "factor", "patience"},
-}
+_SCHEDULE_OPTIONS = {name: set(cls.options()) for name, cls in SCHEDULES.items()}
+_SCHEDULE_DEFAULTS = _engine_defaults(SCHEDULES.values())
 
 
 class ScheduleSpec(Spec):
-    name: Literal["constant", "step", "exponential", "cosine", "plateau"] = "constant"
+    name: Literal[tuple(SCHEDULES)] = "constant"
     warmup_epochs: int = Field(0, ge=0)
-    every: int = Field(10, gt=0)
-    factor: float = Field(0.1, gt=0, lt=1)
-    gamma: float = Field(0.95, gt=0, le=1)
-    min_lr: float = Field(0.0, ge=0)
-    monitor: str = "val_loss"
-    patience: int = Field(5, gt=0)
+    every: int = Field(_SCHEDULE_DEFAULTS["every"], gt=0)
+    factor: float = Field(_SCHEDULE_DEFAULTS["factor"], gt=0, lt=1)
+    gamma: float = Field(_SCHEDULE_DEFAULTS["gamma"], gt=0, le=1)
+    min_lr: float = Field(_SCHEDULE_DEFAULTS["min_lr"], ge=0)
+    monitor: str = _SCHEDULE_DEFAULTS["monitor"]
+    patience: int = Field(_SCHEDULE_DEFAULTS["patience"], gt=0)
 
     @model_validator(mode="before")
     @classmethod
@@ -261,17 +267,17 @@ class ScheduleSpec(Spec):
 
 
 class OptimizerSpec(Spec):
-    name: Literal["gd", "sgd", "adam", "rmsprop"] = "adam"
-    lr: float = Field(0.001, gt=0, allow_inf_nan=False)
-    weight_decay: float = Field(0.0, ge=0)
-    clip_norm: Optional[float] = Field(None, gt=0)
+    name: Literal[tuple(OPTIMIZERS)] = "adam"
+    lr: float = Field(COMMON_DEFAULTS["lr"], gt=0, allow_inf_nan=False)
+    weight_decay: float = Field(COMMON_DEFAULTS["weight_decay"], ge=0)
+    clip_norm: Optional[float] = Field(COMMON_DEFAULTS["clip_norm"], gt=0)
     schedule: ScheduleSpec = ScheduleSpec()
-    momentum: float = Field(0.0, ge=0, lt=1)
-    nesterov: bool = False
-    beta1: float = Field(0.9, ge=0, lt=1)
-    beta2: float = Field(0.999, ge=0, lt=1)
-    eps: float = Field(1e-8, gt=0)
-    rho: float = Field(0.9, ge=0, lt=1)
+    momentum: float = Field(_OPTIMIZER_DEFAULTS["momentum"], ge=0, lt=1)
+    nesterov: bool = _OPTIMIZER_DEFAULTS["nesterov"]
+    beta1: float = Field(_OPTIMIZER_DEFAULTS["beta1"], ge=0, lt=1)
+    beta2: float = Field(_OPTIMIZER_DEFAULTS["beta2"], ge=0, lt=1)
+    eps: float = Field(_OPTIMIZER_DEFAULTS["eps"], gt=0)
+    rho: float = Field(_OPTIMIZER_DEFAULTS["rho"], ge=0, lt=1)
 
     @model_validator(mode="after")
     def _options_fit_optimizer(self):
@@ -289,7 +295,7 @@ class OptimizerSpec(Spec):
 
     def engine_options(self) -> dict:
         """Keyword arguments for the engine's optimizer constructor."""
-        names = {"lr", "weight_decay", "clip_norm"} | _OPTIMIZER_OPTIONS[self.name]
+        names = set(COMMON_OPTIONS) | _OPTIMIZER_OPTIONS[self.name]
         return {name: getattr(self, name) for name in sorted(names)}
 
 
@@ -709,7 +715,7 @@ def _clean_location(location, data):
             # A key pydantic expected that the user left out.
             if part in ("range", "choice"):  # tune.space's union tags: the key comes next
                 continue
-            if part not in ("dense", "dropout") and not part.startswith(("function-", "float", "str")):
+            if part not in LAYERS and not part.startswith(("function-", "float", "str")):
                 path.append(part)
             break
     return tuple(path)
@@ -759,7 +765,7 @@ def _describe(error, path, data) -> str:
         return f"must not be empty{got}"
     if kind == "layer_type":
         given = value.get("type") if isinstance(value, dict) else value
-        return f"type must be 'dense' or 'dropout' (got {given!r}){closest_match(given, ['dense', 'dropout'])}"
+        return f"type must be {_LAYER_TYPES} (got {given!r}){closest_match(given, list(LAYERS))}"
     return f"{error['msg']}{got}"
 
 

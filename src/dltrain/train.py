@@ -13,7 +13,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .backend import blas_threads, threads_for
+from .engine import kernels
+from .engine.backend import blas_threads, compute_threads
+from .engine.threads import MachineLoad, fused_pays, threads_beside, threads_for
 from .errors import TrainingDiverged
 from .metrics import (class_indices, classification_scalars, confusion_matrix, evaluate, higher_is_better,
                       regression_metrics)
@@ -150,7 +152,8 @@ class Trainer:
     def __init__(self, model, loss, optimizer, train_split, validation_split, options: TrainOptions, task: str,
                  *, shuffle_rng, dropout_rng=None, schedule=None, early_stopping: EarlyStopping | None = None,
                  sample_weight=None, n_classes=0, target_divisor=None, callbacks: Callbacks | None = None,
-                 on_epoch_saved=None, blas_threads: int | None = None):
+                 on_epoch_saved=None, blas_threads: int | None = None, kernel_threads: int | None = None,
+                 fused: bool | None = None):
         self.model, self.loss, self.optimizer = model, loss, optimizer
         self.options, self.task = options, task
         self.shuffle_rng, self.dropout_rng = shuffle_rng, dropout_rng
@@ -163,8 +166,18 @@ class Trainer:
         # Regression metrics are reported in the target's units, whatever scale training uses.
         self.target_divisor = target_divisor
         self.predictions = EpochPredictions(train_split.targets, task, model.n_outputs, n_classes, target_divisor)
-        # None: as many BLAS threads as the step's largest product can use (see backend.threads_for).
-        self.blas_threads = blas_threads or threads_for(model.largest_product(self.batches.batch_size))
+        # None: as many threads as the step's largest product can use (see threads.threads_for),
+        # and the fused kernels where they are available and the problem is large enough to pay.
+        # Unless told, the thread count follows the cores others leave free, epoch by epoch.
+        largest = model.largest_product(self.batches.batch_size)
+        self.wanted_threads = threads_for(largest)
+        self.machine_load = MachineLoad() if blas_threads is None and self.wanted_threads > 1 else None
+        self.blas_threads = blas_threads or self.wanted_threads
+        self.fused = (fused_pays(largest) and kernels.ready()) if fused is None else fused
+        self.requested_kernel_threads = kernel_threads
+        self.kernel_threads = (kernel_threads or self.blas_threads) if self.fused else None
+        model.use_kernels(self.fused)
+        loss.fused = optimizer.fused = self.fused
         has_validation = validation_split is not None and len(validation_split) > 0
         self.validation = validation_split if has_validation else None
         self.validation_threads = None
@@ -192,9 +205,12 @@ class Trainer:
 
     def train_epoch(self, epoch, lr, max_batches=None):
         """One pass over the training set (or its first ``max_batches`` batches); the mean loss."""
+        if self.machine_load is not None:
+            self.blas_threads = threads_beside(self.wanted_threads, self.machine_load.other_busy_cores())
+            self.kernel_threads = (self.requested_kernel_threads or self.blas_threads) if self.fused else None
         # Overflow is caught as a non-finite loss or gradient norm and reported once, as
         # divergence; NumPy's own warnings would only bury that message.
-        with blas_threads(self.blas_threads), np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        with compute_threads(self.blas_threads, self.kernel_threads), np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             return self._train_batches(epoch, lr, max_batches)
 
     def _train_batches(self, epoch, lr, max_batches):
@@ -237,7 +253,8 @@ class Trainer:
         if self.validation is not None:
             # Sized like the training step's: an unlimited pool on a small validation product
             # spins idle threads that halved a 2-core machine's speed when it was busy.
-            with blas_threads(self.validation_threads):
+            # ...and never more than the step's threads, which leave other processes' cores alone.
+            with blas_threads(min(self.validation_threads, self.blas_threads) if self.validation_threads else None):
                 scores = evaluate(self.model, self.loss, self.validation.features, self.validation.targets,
                                   self.task, target_divisor=self.target_divisor)
             record["val_loss"] = scores["loss"]

@@ -4,7 +4,7 @@ from dataclasses import dataclass
 
 
 from ..config import Config, load_config
-from ..model import Sequential
+from ..engine.model import Sequential
 from .common import (PreparedData, Seeds, build_model, check_training_options, prepare_data)
 
 _OUTPUT_FOR_LOSS = {"cross_entropy": "softmax", "binary_cross_entropy": "sigmoid", "mse": "linear"}

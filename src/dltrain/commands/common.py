@@ -19,14 +19,13 @@ from ..data import (ColumnOptions, DataPlan, DataSchema, Split, checked_rows, co
                    plan_data, read_features, stratified_split, target_labels)
 from ..errors import (ArtifactError, ConfigError, DataError, did_you_mean)
 from ..files import available_memory, human_bytes
-from ..losses import make_loss
+from ..engine.losses import LOSSES, default_loss, make_loss
 from ..metrics import (CLASSIFICATION_METRICS, DEFAULT_METRICS, REGRESSION_METRICS, class_indices, higher_is_better)
-from ..model import Sequential
-from ..optimizers import make_model_optimizer
-from ..schedules import make_schedule
+from ..engine.model import Sequential
+from ..engine.optimizers import make_model_optimizer
+from ..engine.schedules import make_schedule
 from ..train import Callbacks, EarlyStopping, Trainer, TrainOptions
 
-_OUTPUT_FOR_LOSS = {"cross_entropy": "softmax", "binary_cross_entropy": "sigmoid", "mse": "linear"}
 
 
 _OUTPUT_FOR_LOSS = {"cross_entropy": "softmax", "binary_cross_entropy": "sigmoid", "mse": "linear"}
@@ -59,24 +58,16 @@ def _resolve(config: Config, source: ConfigSource, task: str, n_classes: int) ->
     """Fill in every ``auto`` from the data, rejecting combinations that cannot train."""
     fail = source.fail
 
-    loss = config.loss
-    if loss == "auto":
-        loss = "mse" if task == "regression" else "binary_cross_entropy" if n_classes == 2 else "cross_entropy"
-    if task == "regression" and loss != "mse":
-        raise fail(("loss",), f"{loss} needs a classification target; use mse for regression")
-    if task == "classification" and loss == "mse":
-        raise fail(("loss",), "mse is for regression; use cross_entropy or binary_cross_entropy for classes")
-    if loss == "binary_cross_entropy" and n_classes != 2:
-        raise fail(("loss",), f"binary_cross_entropy needs exactly 2 classes, the target has {n_classes}; "
-                   "use cross_entropy")
+    loss = default_loss(task, n_classes) if config.loss == "auto" else config.loss
+    problem = LOSSES[loss].task_problem(task, n_classes)
+    if problem:
+        raise fail(("loss",), problem)
     activation = config.model.output.activation
     if activation == "auto":
-        activation = _OUTPUT_FOR_LOSS[loss]
-    required = _OUTPUT_FOR_LOSS[loss] if loss != "mse" else None
-    if required and activation != required:
-        raise fail(("model", "output", "activation"), f"{loss} needs a {required} output (got {activation!r})")
-    if loss == "mse" and activation == "softmax":
-        raise fail(("model", "output", "activation"), "softmax is for classes; use linear for regression")
+        activation = LOSSES[loss].default_activation
+    problem = LOSSES[loss].activation_problem(activation)
+    if problem:
+        raise fail(("model", "output", "activation"), problem)
     output = config.model.output.model_copy(update={"activation": activation})
     model = config.model.model_copy(update={"output": output})
     return config.model_copy(update={"task": task, "loss": loss, "model": model})

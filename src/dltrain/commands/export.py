@@ -20,12 +20,12 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__
-from ..activations import LeakyReLU
+from ..engine.activations import LeakyReLU
 from ..artifacts import CHECKPOINT, LOCK, PENDING_CHECKPOINT, RUN_FILES, holds_run
 from ..files import atomic_write, check_writable
 from ..data import DataSchema
 from ..errors import ArtifactError, DltrainError
-from ..layers import ActivationLayer, Dense, Dropout
+from ..engine.layers import ActivationLayer, Dense, Dropout
 from .common import load_run
 from .predict import predict_rows
 
@@ -227,8 +227,9 @@ def _check_exportable(run, input_form: str):
     if schema.scale not in ("standard", "minmax", "none"):
         raise _unsupported(run_dir, f"the feature scaling {schema.scale!r}")
     for position, layer in enumerate(run.model.layers):
-        if isinstance(layer, ActivationLayer) and layer.activation.name not in ACTIVATION_EXPORTS:
-            raise _unsupported(run_dir, f"the activation {layer.activation.name!r}")
+        activation = getattr(layer, "activation", None)  # Dense layers apply their own activation
+        if activation is not None and activation.name not in ACTIVATION_EXPORTS:
+            raise _unsupported(run_dir, f"the activation {activation.name!r}")
         if not isinstance(layer, (Dense, ActivationLayer, Dropout)):
             raise _unsupported(run_dir, f"the layer {type(layer).__name__} (layer {position})")
     if run.model.output_activation not in ACTIVATION_EXPORTS:
@@ -321,6 +322,7 @@ def _network(graph: GraphBuilder, model, x: str, order: np.ndarray) -> str:
                 weights, first_dense = weights[order], False
             x = graph.node("MatMul", [x, graph.constant(f"W{position}", weights)])
             x = graph.node("Add", [x, graph.constant(f"b{position}", np.asarray(layer.params["b"], np.float32))])
+            x = ACTIVATION_EXPORTS[layer.activation.name](graph, x)
         elif isinstance(layer, ActivationLayer):
             x = ACTIVATION_EXPORTS[layer.activation.name](graph, x)
     return ACTIVATION_EXPORTS[model.output_activation](graph, x)

@@ -32,7 +32,7 @@ from . import common
 from .fit import fit as fit_run
 from ..artifacts import holds_run
 from ..files import atomic_write, disk_error
-from ..backend import available_cores, blas_threads
+from ..engine.backend import available_cores, blas_threads
 from ..config import (Config, ConfigSource, RangeSpec, TuneSpec, apply_override, build_config, closest_match,
                      dump_config, parse_override, read_config_data, validation_message)
 from ..errors import ConfigError, DltrainError, Interrupted, TrainingDiverged, TrainingInterrupted, signal_of

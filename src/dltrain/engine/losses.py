@@ -8,6 +8,7 @@ and nowhere else. Optional per-sample weights multiply each row's loss.
 
 from __future__ import annotations
 
+from . import kernels
 from .activations import ACTIVATIONS
 from .backend import xp
 
@@ -19,12 +20,32 @@ def _row_weights(sample_weight, n):
 
 
 class Loss:
+    """A loss and its rules: the task it learns, the output activation it fuses with."""
+
     name = ""
+    task = ""  # "classification" or "regression"
+    default_activation = "linear"  # the output activation when the config says auto
     required_activation: str | None = None
+    refused_activations: dict = {}  # output activation -> why not, and what to use
+
+    @classmethod
+    def task_problem(cls, task: str, n_classes: int) -> str | None:
+        """Why this loss cannot learn these targets, or None."""
+        if task == "regression" and cls.task != "regression":
+            return f"{cls.name} needs a classification target; use mse for regression"
+        return None
+
+    @classmethod
+    def activation_problem(cls, activation: str) -> str | None:
+        """Why this loss cannot train an output with this activation, or None."""
+        if cls.required_activation not in (None, activation):
+            return f"{cls.name} needs a {cls.required_activation} output (got {activation!r})"
+        return cls.refused_activations.get(activation)
 
     def __init__(self, output_activation: str):
         self.output_activation = ACTIVATIONS[output_activation]
         self._buffers = {}
+        self.fused = False  # run the fused kernel where the loss has one (set by the trainer)
 
     def predict(self, logits):
         """The network's output (probabilities or values) for these logits."""
@@ -38,61 +59,55 @@ class Loss:
 
 
 class CrossEntropy(Loss):
-    """Softmax cross-entropy on integer class targets, via log-sum-exp."""
+    """Softmax cross-entropy on integer class targets: the gradient is softmax - onehot."""
 
     name = "cross_entropy"
-    required_activation = "softmax"
+    task = "classification"
+    default_activation = required_activation = "softmax"
 
     @staticmethod
-    def _work_arrays(n, k, dtype):
-        """The row maxima, sums and losses, the flat index of each row's target, each row's
-        start in the flattened logits, and the column of ones that sums rows with BLAS."""
-        return (xp.empty(n, dtype), xp.empty(n, dtype), xp.empty(n, dtype), xp.empty(n, xp.intp),
-                xp.arange(n, dtype=xp.intp) * k, xp.ones(k, dtype))
+    def _log_softmax(logits):
+        """log(softmax(z)) row by row, as z - max - log(sum(exp(z - max))): never exp of a large number."""
+        shifted = logits - logits.max(axis=1, keepdims=True)
+        return shifted - xp.log(xp.exp(shifted).sum(axis=1, keepdims=True))
 
-    @staticmethod
-    def _rows(logits, targets, out, work):
-        """Each row's loss, log(sum(exp(z - max))) - (z_target - max), via log-sum-exp; leaves
-        exp(z - max) in ``out``. Returns (row losses, row sums, flat target indices)."""
-        row_max, row_sum, row_loss, flat_index, row_starts, ones = work
-        xp.maximum.reduce(logits, axis=1, out=row_max)
-        xp.subtract(logits, row_max.reshape(-1, 1), out=out)
-        xp.exp(out, out=out)
-        xp.matmul(out, ones, out=row_sum)
-        xp.add(row_starts, targets, out=flat_index)
-        xp.take(logits.reshape(-1), flat_index, out=row_loss)
-        row_loss -= row_max
-        xp.log(row_sum, out=row_max)
-        xp.subtract(row_max, row_loss, out=row_loss)
-        return row_loss, row_sum, flat_index
+    def _row_losses(self, logits, targets):
+        """-log(softmax(z)[target]) for each row."""
+        rows = xp.arange(logits.shape[0])
+        return -self._log_softmax(logits)[rows, targets]
 
     def value(self, logits, targets, sample_weight=None):
-        n, k = logits.shape
-        row_loss, _, _ = self._rows(logits, targets, xp.empty_like(logits), self._work_arrays(n, k, logits.dtype))
+        row_loss = self._row_losses(logits, targets)
         if sample_weight is not None:
-            row_loss *= sample_weight
-        return float(row_loss.sum(dtype=xp.float64)) / n
+            row_loss = row_loss * sample_weight
+        return float(row_loss.sum(dtype=xp.float64)) / logits.shape[0]
 
     def value_and_gradient(self, logits, targets, out, sample_weight=None):
-        # Once per training step: the work arrays are kept per batch shape, and the whole
-        # step is a dozen calls without temporaries (axis-1 sums of short rows and
-        # temporaries cost more than the arithmetic here).
-        n, k = logits.shape
-        work = self._buffers.get((n, k, logits.dtype))
-        if work is None:
-            work = self._buffers[(n, k, logits.dtype)] = self._work_arrays(n, k, logits.dtype)
-        row_loss, row_sum, flat_index = self._rows(logits, targets, out, work)
-        # Gradient: (softmax - onehot) * weight / n, with softmax = exp(z - max) / sum.
-        xp.reciprocal(row_sum, out=row_sum)
+        n = logits.shape[0]
+        if self.fused:
+            return self._fused_value_and_gradient(logits, targets, out, sample_weight)
+        log_probabilities = self._log_softmax(logits)
+        rows = xp.arange(n)
+        row_loss = -log_probabilities[rows, targets]
+        # dL/dz = (softmax - onehot) * weight / n
+        xp.exp(log_probabilities, out=out)  # softmax
+        out[rows, targets] -= 1.0  # - onehot
         if sample_weight is not None:
-            row_sum *= sample_weight
-            out *= row_sum.reshape(-1, 1)
-            out.reshape(-1)[flat_index] -= sample_weight
-            row_loss *= sample_weight
-        else:
-            out *= row_sum.reshape(-1, 1)
-            out.reshape(-1)[flat_index] -= 1.0
+            out *= sample_weight.reshape(n, 1)
+            row_loss = row_loss * sample_weight
         out *= 1.0 / n
+        return float(row_loss.sum(dtype=xp.float64)) / n
+
+    def _fused_value_and_gradient(self, logits, targets, out, sample_weight):
+        """The same in one pass over the logits (kernels.softmax_cross_entropy)."""
+        n = logits.shape[0]
+        key = (n, logits.dtype)
+        if key not in self._buffers:
+            # Per-row losses, and the weights of an unweighted batch (ones).
+            self._buffers[key] = (xp.empty(n, dtype=logits.dtype), xp.ones(n, dtype=logits.dtype))
+        row_loss, ones = self._buffers[key]
+        weights = ones if sample_weight is None else sample_weight
+        kernels.softmax_cross_entropy(logits, targets, weights, 1.0 / n, out, row_loss)
         return float(row_loss.sum(dtype=xp.float64)) / n
 
 
@@ -100,7 +115,14 @@ class BinaryCrossEntropy(Loss):
     """Sigmoid binary cross-entropy on 0/1 targets, computed from logits so it never hits log(0)."""
 
     name = "binary_cross_entropy"
-    required_activation = "sigmoid"
+    task = "classification"
+    default_activation = required_activation = "sigmoid"
+
+    @classmethod
+    def task_problem(cls, task, n_classes):
+        if task == "classification" and n_classes != 2:
+            return f"binary_cross_entropy needs exactly 2 classes, the target has {n_classes}; use cross_entropy"
+        return super().task_problem(task, n_classes)
 
     @staticmethod
     def _elementwise(logits, targets):
@@ -128,6 +150,14 @@ class MeanSquaredError(Loss):
     """Mean of squared errors over all outputs; any output activation (fused when linear)."""
 
     name = "mse"
+    task = "regression"
+    refused_activations = {"softmax": "softmax is for classes; use linear for regression"}
+
+    @classmethod
+    def task_problem(cls, task, n_classes):
+        if task == "classification":
+            return "mse is for regression; use cross_entropy or binary_cross_entropy for classes"
+        return None
 
     def value(self, logits, targets, sample_weight=None):
         squared = (self.predict(logits) - targets) ** 2
@@ -153,6 +183,14 @@ class MeanSquaredError(Loss):
 
 
 LOSSES: dict[str, type[Loss]] = {cls.name: cls for cls in (MeanSquaredError, CrossEntropy, BinaryCrossEntropy)}
+
+
+def default_loss(task: str, n_classes: int) -> str:
+    """The loss for ``loss: auto``: mse for values, binary cross-entropy for two classes,
+    cross-entropy for more."""
+    if task == "regression":
+        return MeanSquaredError.name
+    return BinaryCrossEntropy.name if n_classes == 2 else CrossEntropy.name
 
 
 def make_loss(name: str, output_activation: str) -> Loss:

@@ -6,11 +6,20 @@ rate; the schedule proper then counts its epochs from the end of the warm-up.
 
 from __future__ import annotations
 
+import inspect
 import math
 
 
 class Schedule:
     name = ""
+    internal_options: tuple = ()  # constructor arguments the caller sets, not the config
+
+    @classmethod
+    def options(cls) -> dict:
+        """This schedule's own options and their defaults (beyond ``lr``, ``epochs``, ``warmup_epochs``)."""
+        parameters = inspect.signature(cls.__init__).parameters.values()
+        return {p.name: p.default for p in parameters if p.default is not inspect.Parameter.empty
+                and p.name not in ("warmup_epochs",) + cls.internal_options}
 
     def __init__(self, lr: float, epochs: int, warmup_epochs: int = 0):
         self.base_lr = lr
@@ -84,6 +93,7 @@ class Plateau(Schedule):
     """Multiply the rate by ``factor`` when ``monitor`` has not improved for ``patience`` epochs."""
 
     name = "plateau"
+    internal_options = ("higher_is_better",)  # follows from the monitored metric
 
     def __init__(self, lr, epochs, warmup_epochs=0, monitor="val_loss", factor=0.1, patience=5,
                  higher_is_better=False):

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from .activations import ACTIVATIONS
 from .backend import DEFAULT_DTYPE, xp
-from .layers import ActivationLayer, Dense, Dropout
+from .layers import LAYERS, Dense
 
 
 class Sequential:
     """Hidden layers in order, then a dense output layer whose activation is applied by the loss.
 
     ``forward`` returns the output layer's logits; ``predict`` applies the output activation.
-    Parameters and gradients are two dicts with the same keys (``"0.W"``, ``"0.b"``, ...).
+    Parameters and gradients are two dicts with the same keys, ``"<layer name>.<parameter>"``
+    (``"dense_0.W"``, ``"dense_0.b"``, ...); a layer's name is its kind and its number among
+    the layers of that kind.
     """
 
     def __init__(self, layers, n_inputs, output_activation, dtype=DEFAULT_DTYPE):
@@ -27,33 +29,33 @@ class Sequential:
         self.flat_grads = xp.zeros(size, dtype=dtype)
         self.params = {}
         self.grads = {}
+        self.names = []
+        counts = {}
         offset = 0
-        for index, layer in enumerate(layers):
+        for layer in layers:
+            name = f"{layer.kind}_{counts.get(layer.kind, 0)}"
+            counts[layer.kind] = counts.get(layer.kind, 0) + 1
+            self.names.append(name)
             for key, value in list(layer.params.items()):
                 view = self.flat_params[offset:offset + value.size].reshape(value.shape)
                 view[...] = value
                 layer.params[key] = view
                 layer.grads[key] = self.flat_grads[offset:offset + value.size].reshape(value.shape)
-                self.params[f"{index}.{key}"] = layer.params[key]
-                self.grads[f"{index}.{key}"] = layer.grads[key]
+                self.params[f"{name}.{key}"] = layer.params[key]
+                self.grads[f"{name}.{key}"] = layer.grads[key]
                 offset += value.size
 
     @classmethod
     def build(cls, n_inputs, hidden, n_outputs, output_activation, *, init_rng, dropout_rng=None,
               output_init=None, dtype=DEFAULT_DTYPE):
-        """Build from hidden layer specs: ``{"type": "dense", "units", "activation", "init"}``
-        or ``{"type": "dropout", "rate"}``."""
+        """Build from hidden layer specs (``{"type": <a LAYERS name>, ...}``), then a dense
+        output layer whose activation the loss applies."""
+        rngs = {"init": init_rng, "dropout": dropout_rng}
         layers = []
         units = n_inputs
         for spec in hidden:
-            if spec["type"] == "dropout":
-                layers.append(Dropout(spec["rate"], dropout_rng))
-                continue
-            activation = spec["activation"]
-            init = spec.get("init") or ACTIVATIONS[activation].default_init
-            layers.append(Dense(units, spec["units"], init, init_rng, dtype))
-            layers.append(ActivationLayer(activation))
-            units = spec["units"]
+            layers.append(LAYERS[spec["type"]].from_spec(spec, units, rngs, dtype))
+            units = layers[-1].output_units(units)
         init = output_init or ACTIVATIONS[output_activation].default_init
         layers.append(Dense(units, n_outputs, init, init_rng, dtype))
         return cls(layers, n_inputs, output_activation, dtype)
@@ -65,12 +67,17 @@ class Sequential:
         shapes = []
         units = n_inputs
         for index, spec in enumerate(hidden):
-            if spec["type"] == "dropout":
+            if LAYERS[spec["type"]] is not Dense:  # only dense layers have weights
                 continue
             shapes.append((index, units, spec["units"]))
             units = spec["units"]
         shapes.append((None, units, n_outputs))
         return shapes
+
+    def use_kernels(self, fused: bool):
+        """Run the fused kernels (True) or the reference path (False) from the next step on."""
+        for layer in self.layers:
+            layer.fused = fused
 
     @property
     def n_outputs(self):
@@ -108,23 +115,17 @@ class Sequential:
         """Rows of (layer, output shape, parameter count) for display."""
         rows = [("input", f"(None, {self.n_inputs})", 0)]
         units = self.n_inputs
-        for index, layer in enumerate(self.layers):
+        for name, layer in zip(self.names, self.layers):
             units = layer.output_units(units)
             count = sum(int(p.size) for p in layer.params.values())
-            if isinstance(layer, Dense):
-                name = f"dense_{index}"
-            elif isinstance(layer, ActivationLayer):
-                name = f"{layer.activation.name}_{index}"
-            else:
-                name = f"dropout_{index} (rate {layer.rate:g})"
-            rows.append((name, f"(None, {units})", count))
+            detail = layer.describe()
+            rows.append((f"{name} ({detail})" if detail else name, f"(None, {units})", count))
         rows.append((f"{self.output_activation} (output)", f"(None, {units})", 0))
         return rows
 
     def largest_product(self, batch_size: int) -> int:
         """Multiply-adds of the largest matrix product in a training step at this batch size."""
-        return max(batch_size * layer.params["W"].shape[0] * layer.params["W"].shape[1]
-                   for layer in self.layers if isinstance(layer, Dense))
+        return max(batch_size * value.shape[0] * value.shape[1] for value in self.params.values() if value.ndim == 2)
 
     def decayed(self):
         """(weight, gradient) pairs that weight decay applies to: weight matrices, not biases."""
@@ -136,6 +137,7 @@ class Sequential:
 
     def load_state(self, arrays):
         """Copy saved parameters in place; keys and shapes must match exactly."""
+        arrays = self._renamed_from_layer_numbers(arrays)
         if set(arrays) != set(self.params):
             missing = sorted(set(self.params) - set(arrays))
             extra = sorted(set(arrays) - set(self.params))
@@ -145,3 +147,15 @@ class Sequential:
             if source.shape != target.shape:
                 raise ValueError(f"parameter {key} has shape {source.shape}, expected {target.shape}")
             xp.copyto(target, source)
+
+    def _renamed_from_layer_numbers(self, arrays):
+        """Parameters saved by earlier versions, keyed by layer position (``"0.W"``, ``"2.W"``),
+        under today's names: the n-th layer with parameters then is the n-th one now."""
+        if not arrays or not all(key.split(".", 1)[0].isdigit() for key in arrays):
+            return arrays
+        old_layers = sorted({int(key.split(".", 1)[0]) for key in arrays})
+        new_layers = [name for name, layer in zip(self.names, self.layers) if layer.params]
+        if len(old_layers) != len(new_layers):
+            return arrays
+        renamed = dict(zip((str(number) for number in old_layers), new_layers))
+        return {f"{renamed[key.split('.', 1)[0]]}.{key.split('.', 1)[1]}": value for key, value in arrays.items()}

@@ -1,0 +1,249 @@
+"""The fast path: fused kernels, each a plain loop over the data that numba compiles.
+
+Each kernel does in one pass what the reference path (in layers.py, losses.py and
+optimizers.py) writes as several NumPy expressions, and is tested equal to it. A kernel
+runs in parallel over rows, column blocks or fixed-size blocks when the array is large
+enough to pay for waking the threads; every reduction adds in an order that depends on the
+data's shape alone, never on the thread count, so results are the same on 1 or 16 threads.
+
+This module is also the one place where another array library's kernels would go: the
+engine asks ``active()`` and calls the functions at the bottom; a GPU backend would provide
+the same functions for its arrays here.
+
+numba is imported only when a kernel is first needed, so small fits (which use the reference
+path) never pay for it. Compiled kernels are cached on disk (see threads.kernel_cache_dir).
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import math
+import os
+import types
+
+from .threads import KERNELS_VARIABLE
+
+# Arrays with fewer elements run the serial version of a kernel: below this, waking a
+# second thread costs more than the pass itself (tests lower it to exercise the parallel
+# versions on small arrays).
+PARALLEL_MIN_ELEMENTS = 1 << 16
+# The fixed chunk of a blocked reduction (sums of squares), and the columns per block of a
+# column reduction: the order of every addition follows from these and the shape alone.
+BLOCK = 4096
+COLUMN_BLOCK = 64
+
+prange = range  # numba.prange once numba is loaded (a plain range in the serial versions)
+
+_numba = None
+_compiled: dict = {}
+
+
+def installed() -> bool:
+    """Whether numba can be imported (found without importing it)."""
+    try:
+        return importlib.util.find_spec("numba") is not None
+    except ValueError:  # numba stubbed out in sys.modules (as the tests do to simulate its absence)
+        return False
+
+
+def active() -> bool:
+    """Whether the fused path is available: numba installed and not switched off."""
+    return os.environ.get(KERNELS_VARIABLE, "").lower() != "reference" and installed()
+
+
+def describe() -> str:
+    """Which path the engine runs, in words (for ``dltrain --version``)."""
+    if os.environ.get(KERNELS_VARIABLE, "").lower() == "reference":
+        return f"reference NumPy path ({KERNELS_VARIABLE}=reference)"
+    if not installed():
+        return "reference NumPy path (numba not installed)"
+    layers = os.environ.get("NUMBA_THREADING_LAYER", "") or os.environ.get("NUMBA_THREADING_LAYER_PRIORITY", "")
+    layers = ", else ".join(layers.split()) or "numba's default"
+    return (f"fused numba kernels (numba {importlib.metadata.version('numba')}; threading layer {layers}); "
+            "small problems run the reference NumPy path")
+
+
+def _load_numba():
+    global _numba, prange
+    if _numba is None:
+        import numba
+
+        _numba = numba
+        prange = numba.prange
+    return _numba
+
+
+def ready() -> bool:
+    """Whether the fused path can run here: active, and numba imports (an install that is
+    found but broken, say built for another NumPy, leaves the reference path running)."""
+    if not active():
+        return False
+    try:
+        _load_numba()
+    except Exception:  # any failure to import means: no kernels, never a crash
+        return False
+    return True
+
+
+def set_threads(count: int) -> None:
+    """Threads the parallel kernels use from now on in this thread."""
+    numba = _load_numba()
+    numba.set_num_threads(max(1, min(count, numba.config.NUMBA_NUM_THREADS)))
+
+
+def _serial_copy(function):
+    """The same Python function under another qualified name, so numba caches its serial
+    and parallel compilations in separate files."""
+    copy = types.FunctionType(function.__code__, function.__globals__, function.__name__ + "_serial",
+                              function.__defaults__, function.__closure__)
+    copy.__qualname__ = function.__qualname__ + "_serial"
+    return copy
+
+
+def _kernel(function, size: int):
+    """The compiled version of ``function`` for arrays of ``size`` elements."""
+    parallel = size >= PARALLEL_MIN_ELEMENTS
+    key = (function.__name__, parallel)
+    compiled = _compiled.get(key)
+    if compiled is None:
+        numba = _load_numba()
+        source = function if parallel else _serial_copy(function)
+        # error_model="numpy": a division never checks for zero (it gives inf or nan, as
+        # NumPy does), so the loops vectorise. Only the sums of squares may be reordered
+        # ("reassoc", in an order fixed by the code and the block, never by the threads).
+        fastmath = {"reassoc"} if function in _REORDERED_SUMS else False
+        compiled = _compiled[key] = numba.njit(cache=True, parallel=parallel, nogil=True, error_model="numpy",
+                                               fastmath=fastmath)(source)
+    return compiled
+
+
+# --------------------------------------------------------------------------- the loops
+# Plain loops over rows (each row a 1-D view, so the inner loop vectorises). Scalars arrive
+# in the arrays' dtype, so float32 arrays are computed in float32, as the reference path does.
+
+
+def _bias_loop(z, b):
+    rows, columns = z.shape
+    for i in prange(rows):
+        row = z[i]
+        for j in range(columns):
+            row[j] += b[j]
+
+
+def _bias_relu_loop(z, b):
+    rows, columns = z.shape
+    zero = z.dtype.type(0)
+    for i in prange(rows):
+        row = z[i]
+        for j in range(columns):
+            value = row[j] + b[j]
+            row[j] = zero if value < zero else value  # max(z + b, 0), keeping a nan a nan
+
+
+def _column_sums_loop(grad, a, db, relu, column_block):
+    rows, columns = grad.shape
+    zero = grad.dtype.type(0)
+    for block in prange((columns + column_block - 1) // column_block):
+        start = block * column_block
+        stop = min(columns, start + column_block)
+        sums = db[start:stop]
+        sums[:] = zero
+        for i in range(rows):  # rows in order: the same sums on any number of threads
+            row = grad[i, start:stop]
+            if relu:
+                mask = a[i, start:stop]
+                for j in range(stop - start):
+                    value = row[j] if mask[j] > zero else row[j] * zero  # the ReLU mask
+                    row[j] = value
+                    sums[j] += value
+            else:
+                for j in range(stop - start):
+                    sums[j] += row[j]
+
+
+def _softmax_cross_entropy_loop(logits, targets, weights, scale, grad, row_loss):
+    rows, classes = logits.shape
+    for i in prange(rows):
+        z = logits[i]
+        out = grad[i]
+        top = z[0]
+        for j in range(1, classes):
+            top = max(top, z[j])
+        total = 0.0
+        for j in range(classes):
+            shifted = math.exp(z[j] - top)
+            out[j] = shifted
+            total += shifted
+        target = targets[i]
+        weight = weights[i]
+        row_loss[i] = (math.log(total) - (z[target] - top)) * weight
+        factor = weight * scale / total
+        for j in range(classes):
+            out[j] = out[j] * factor  # softmax * weight * scale
+        out[target] -= weight * scale  # - onehot * weight * scale
+
+
+def _adam_loop(param, grad, m, v, lr, beta1, beta2, one_minus_beta1, one_minus_beta2, correction1,
+               correction2, eps, decay, partial, block_size):
+    size = param.size
+    for block in prange(partial.size):
+        start = block * block_size
+        stop = min(size, start + block_size)
+        p, g, m_, v_ = param[start:stop], grad[start:stop], m[start:stop], v[start:stop]
+        squares = 0.0
+        for i in range(stop - start):
+            squares += g[i] * g[i]
+        partial[block] = squares
+        for i in range(stop - start):
+            m_i = beta1 * m_[i] + one_minus_beta1 * g[i]
+            v_i = beta2 * v_[i] + one_minus_beta2 * g[i] * g[i]
+            m_[i] = m_i
+            v_[i] = v_i
+            p[i] = p[i] * decay - lr * (m_i / correction1) / (math.sqrt(v_i / correction2) + eps)
+
+
+_REORDERED_SUMS = (_adam_loop,)
+
+
+# --------------------------------------------------------------------------- the kernels
+
+
+def bias_activation(z, b, relu: bool):
+    """z += b, then ReLU when ``relu``, in place: a Dense layer's forward after its product."""
+    _kernel(_bias_relu_loop if relu else _bias_loop, z.size)(z, b)
+    return z
+
+
+def bias_gradient(grad, a, db, relu: bool):
+    """db = column sums of dL/dz, where dL/dz is ``grad`` masked by a > 0 when ``relu`` (in place)."""
+    _kernel(_column_sums_loop, grad.size)(grad, a, db, relu, COLUMN_BLOCK)
+    return grad
+
+
+def softmax_cross_entropy(logits, targets, weights, scale, grad, row_loss):
+    """grad = (softmax(logits) - onehot(targets)) * weights * scale; row_loss = each row's
+    weighted cross-entropy."""
+    _kernel(_softmax_cross_entropy_loop, logits.size)(
+        logits, targets, weights, logits.dtype.type(scale), grad, row_loss)
+    return row_loss
+
+
+def adam(param, grad, m, v, lr, beta1, beta2, eps, step, decay, partial) -> float:
+    """One Adam update of a flat array in place; returns the sum of squared gradients.
+
+    ``partial`` (``blocks_for(param.size)`` float64s) receives the blocked sums of squares."""
+    real = param.dtype.type
+    block_size = -(-param.size // partial.size)  # the block size partial was sized for
+    _kernel(_adam_loop, param.size)(
+        param, grad, m, v, real(lr), real(beta1), real(beta2), real(1.0 - beta1), real(1.0 - beta2),
+        real(1.0 - beta1 ** step), real(1.0 - beta2 ** step), real(eps), real(decay), partial, block_size)
+    total = 0.0
+    for value in partial.tolist():  # block by block, in order
+        total += value
+    return total
+
+
+def blocks_for(size: int) -> int:
+    """Length of the ``partial`` array that ``adam`` needs for ``size`` elements."""
+    return max(1, (size + BLOCK - 1) // BLOCK)

@@ -1,0 +1,58 @@
+"""The dependency rules of the package layout, checked on the source: the engine imports
+nothing of dltrain outside engine/; only cli.py imports typer; only report.py imports rich."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "src" / "dltrain"
+MODULES = sorted(PACKAGE.rglob("*.py"))
+
+
+def _imports(path: Path) -> list[tuple[str, int]]:
+    """Absolute module names imported by ``path`` (relative imports resolved), with their level."""
+    package = ".".join(path.relative_to(PACKAGE.parent).with_suffix("").parts[:-1])
+    names = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[:len(package.split(".")) - node.level + 1]
+                module = ".".join(base + ([node.module] if node.module else []))
+                names += [module] if node.module else [f"{module}.{alias.name}" for alias in node.names]
+            else:
+                names.append(node.module)
+    return names
+
+
+def test_the_scan_sees_the_package():
+    names = {path.relative_to(PACKAGE).as_posix() for path in MODULES}
+    assert {"cli.py", "report.py", "engine/model.py", "engine/kernels.py"} <= names
+    assert "dltrain.engine.backend" in _imports(PACKAGE / "engine" / "model.py")
+
+
+@pytest.mark.parametrize("path", [p for p in MODULES if p.parent.name == "engine"], ids=lambda p: p.name)
+def test_engine_imports_nothing_of_dltrain_outside_engine(path):
+    outside = [name for name in _imports(path)
+               if name.split(".")[0] == "dltrain" and not name.startswith("dltrain.engine")]
+    assert outside == [], f"{path.name} imports {outside}"
+
+
+@pytest.mark.parametrize("library, allowed", [("typer", "cli.py"), ("rich", "report.py")])
+def test_only_the_face_imports_the_ui_libraries(library, allowed):
+    importers = sorted(path.relative_to(PACKAGE).as_posix() for path in MODULES
+                       if any(name.split(".")[0] == library for name in _imports(path)))
+    assert importers == [allowed]
+
+
+@pytest.mark.parametrize("path", [p for p in MODULES if p.parent.name == "engine" and p.name != "backend.py"],
+                         ids=lambda p: p.name)
+def test_only_backend_names_the_array_library(path):
+    """The seam for another array library: numpy is imported and used as ``np`` in backend.py only."""
+    source = path.read_text(encoding="utf-8")
+    assert "numpy" not in _imports(path) and not any(name.startswith("numpy.") for name in _imports(path))
+    assert "np." not in source
