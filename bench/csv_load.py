@@ -104,8 +104,10 @@ def main(argv=None) -> int:
         for path in (folder, first_folder, slow_hash_folder):
             shutil.rmtree(path, ignore_errors=True)
 
-    print(f"{args.csv}: {shape[0]} rows x {shape[1]} features; float32 matrix {matrix_bytes / 1e6:.1f} MB; "
-          f"median of {args.runs} runs")
+    print(
+        f"{args.csv}: {shape[0]} rows x {shape[1]} features; float32 matrix {matrix_bytes / 1e6:.1f} MB; "
+        f"median of {args.runs} runs"
+    )
     print("| method | seconds | vs dltrain parse | peak memory |")
     print("|---|---:|---:|---:|")
     for name, seconds in medians.items():

@@ -28,20 +28,36 @@ import os
 
 import numpy as np
 
-__all__ = ["make_engine_trainer", "load_csv", "fit_command", "eval_command", "ENGINE_LABEL", "engine_path",
-           "start_engine_threads"]
+__all__ = [
+    "make_engine_trainer",
+    "load_csv",
+    "fit_command",
+    "eval_command",
+    "ENGINE_LABEL",
+    "engine_path",
+    "start_engine_threads",
+]
 
 # Shown in the benchmark output.
-ENGINE_LABEL = ("dltrain engine (Trainer, Sequential, BLAS products; fused numba kernels for bias + ReLU, "
-                "ReLU mask + bias gradient, softmax cross-entropy and Adam where the step is large enough)")
+ENGINE_LABEL = (
+    "dltrain engine (Trainer, Sequential, BLAS products; fused numba kernels for bias + ReLU, "
+    "ReLU mask + bias gradient, softmax cross-entropy and Adam where the step is large enough)"
+)
 
 
 class _EngineTrainer:
     """The engine's own training loop, exactly as `dltrain fit` runs it, one epoch per call."""
 
-    def __init__(self, layer_sizes: list[int], batch_size: int, lr: float, seed: int,
-                 blas_threads: int | None = None, kernel_threads: int | None = None,
-                 fused: bool | None = None) -> None:
+    def __init__(
+        self,
+        layer_sizes: list[int],
+        batch_size: int,
+        lr: float,
+        seed: int,
+        blas_threads: int | None = None,
+        kernel_threads: int | None = None,
+        fused: bool | None = None,
+    ) -> None:
         self.blas_threads, self.kernel_threads, self.fused = blas_threads, kernel_threads, fused
         self.layer_sizes = [int(size) for size in layer_sizes]
         self.batch_size, self.lr, self.seed = int(batch_size), float(lr), seed
@@ -56,13 +72,24 @@ class _EngineTrainer:
         from dltrain.train import Trainer, TrainOptions
 
         hidden = [{"type": "dense", "units": units, "activation": "relu"} for units in self.layer_sizes[1:-1]]
-        model = Sequential.build(self.layer_sizes[0], hidden, self.layer_sizes[-1], "softmax",
-                                 init_rng=np.random.default_rng(self.seed))
+        model = Sequential.build(
+            self.layer_sizes[0], hidden, self.layer_sizes[-1], "softmax", init_rng=np.random.default_rng(self.seed)
+        )
         optimizer = make_model_optimizer("adam", model, lr=self.lr)
-        return Trainer(model, make_loss("cross_entropy", "softmax"), optimizer, Split(X, y), None,
-                       TrainOptions(epochs=1, batch_size=self.batch_size), "classification",
-                       shuffle_rng=np.random.default_rng(self.seed), n_classes=self.layer_sizes[-1],
-                       blas_threads=self.blas_threads, kernel_threads=self.kernel_threads, fused=self.fused)
+        return Trainer(
+            model,
+            make_loss("cross_entropy", "softmax"),
+            optimizer,
+            Split(X, y),
+            None,
+            TrainOptions(epochs=1, batch_size=self.batch_size),
+            "classification",
+            shuffle_rng=np.random.default_rng(self.seed),
+            n_classes=self.layer_sizes[-1],
+            blas_threads=self.blas_threads,
+            kernel_threads=self.kernel_threads,
+            fused=self.fused,
+        )
 
     def train_epoch(self, X: np.ndarray, y: np.ndarray, max_batches: int | None = None) -> float:
         if self.trainer is None:
@@ -71,9 +98,15 @@ class _EngineTrainer:
         return self.trainer.train_epoch(self.epoch, self.lr, max_batches)
 
 
-def make_engine_trainer(layer_sizes: list[int], batch_size: int, lr: float, seed: int,
-                        blas_threads: int | None = None, kernel_threads: int | None = None,
-                        fused: bool | None = None) -> object:
+def make_engine_trainer(
+    layer_sizes: list[int],
+    batch_size: int,
+    lr: float,
+    seed: int,
+    blas_threads: int | None = None,
+    kernel_threads: int | None = None,
+    fused: bool | None = None,
+) -> object:
     """A trainer for a dense ReLU/softmax net with Adam; see the module docstring for the contract.
 
     ``blas_threads``, ``kernel_threads`` and ``fused`` None let the engine choose per problem

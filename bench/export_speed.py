@@ -55,8 +55,9 @@ def onnx_predict_csv(session, path):
         if item.type == "tensor(string)":
             feed[item.name] = np.array(cells, dtype=object).reshape(-1, 1)
         else:
-            feed[item.name] = np.array([float(BOOLEANS.get(cell.lower(), cell or "nan")) for cell in cells],
-                                       dtype=np.float32).reshape(-1, 1)
+            feed[item.name] = np.array(
+                [float(BOOLEANS.get(cell.lower(), cell or "nan")) for cell in cells], dtype=np.float32
+            ).reshape(-1, 1)
     return session.run(["label", "probabilities"], feed)
 
 
@@ -88,12 +89,12 @@ def main(argv=None) -> int:
     session = None
     for _ in range(args.runs):
         begin = time.perf_counter()
-        session = onnxruntime.InferenceSession(str(folder / "digits.onnx"), options,
-                                               providers=["CPUExecutionProvider"])
+        session = onnxruntime.InferenceSession(str(folder / "digits.onnx"), options, providers=["CPUExecutionProvider"])
         start_times.append(time.perf_counter() - begin)
 
-    matrix_session = onnxruntime.InferenceSession(str(folder / "digits_features.onnx"), options,
-                                                  providers=["CPUExecutionProvider"])
+    matrix_session = onnxruntime.InferenceSession(
+        str(folder / "digits_features.onnx"), options, providers=["CPUExecutionProvider"]
+    )
     run = common.load_run(folder / "run")
     table = run.schema.open(data)
     columns = run.schema.read_columns(table, with_target=False)
@@ -128,9 +129,11 @@ def main(argv=None) -> int:
     _, probabilities = session.run(["label", "probabilities"], feed)
     assert np.abs(engine - probabilities).max() <= 1e-5
 
-    pairs = {"whole predict, from the CSV": (dltrain_whole, onnx_whole),
-             "from parsed columns": (dltrain_columns, onnx_columns),
-             "from a parsed matrix": (dltrain_matrix, onnx_matrix)}
+    pairs = {
+        "whole predict, from the CSV": (dltrain_whole, onnx_whole),
+        "from parsed columns": (dltrain_columns, onnx_columns),
+        "from a parsed matrix": (dltrain_matrix, onnx_matrix),
+    }
     times = {name: ([], []) for name in pairs}
     with threadpool_limits(limits=args.threads):
         for _ in range(2):
@@ -142,9 +145,11 @@ def main(argv=None) -> int:
                 times[name][0].append(timed(dltrain_step))
                 times[name][1].append(timed(onnx_step))
 
-    print(f"dltrain {__version__}, onnxruntime {onnxruntime.__version__}, NumPy {np.__version__}, "
-          f"Python {platform.python_version()}, {platform.machine()}; {args.rows} rows x "
-          f"{len(run.schema.feature_names)} columns; {args.threads} thread(s); median of {args.runs} runs")
+    print(
+        f"dltrain {__version__}, onnxruntime {onnxruntime.__version__}, NumPy {np.__version__}, "
+        f"Python {platform.python_version()}, {platform.machine()}; {args.rows} rows x "
+        f"{len(run.schema.feature_names)} columns; {args.threads} thread(s); median of {args.runs} runs"
+    )
     print("| measurement | dltrain predict | onnxruntime | onnxruntime / dltrain |")
     print("|---|---:|---:|---:|")
     for name, (dltrain_times, onnx_times) in times.items():

@@ -65,10 +65,9 @@ def read_idx(path: Path, ndim: int) -> np.ndarray:
     magic = int.from_bytes(raw[0:4], "big")
     if magic != IDX_UBYTE_MAGIC[ndim]:
         raise PrepareError(
-            f"{path} is not an unsigned-byte IDX file with {ndim} dimension(s) "
-            f"(magic number {magic:#010x})."
+            f"{path} is not an unsigned-byte IDX file with {ndim} dimension(s) (magic number {magic:#010x})."
         )
-    dims = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    dims = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     expected = int(np.prod(dims))
     data = np.frombuffer(raw, dtype=np.uint8, offset=header_len)
     if data.size != expected:
@@ -124,7 +123,7 @@ def write_csv_atomic(path: Path, header: bytes, matrix: np.ndarray, chunk_rows: 
         with os.fdopen(fd, "wb") as fh:
             fh.write(header)
             for start in range(0, matrix.shape[0], chunk_rows):
-                fh.write(csv_bytes(matrix[start:start + chunk_rows]))
+                fh.write(csv_bytes(matrix[start : start + chunk_rows]))
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp_name, path)

@@ -55,8 +55,7 @@ from typing import Callable
 _ENVIRONMENT_BEFORE = dict(os.environ)
 import dltrain  # noqa: E402,F401
 
-DLTRAIN_THREAD_SETTINGS = {name: value for name, value in os.environ.items()
-                           if _ENVIRONMENT_BEFORE.get(name) != value}
+DLTRAIN_THREAD_SETTINGS = {name: value for name, value in os.environ.items() if _ENVIRONMENT_BEFORE.get(name) != value}
 
 import numpy as np  # noqa: E402
 
@@ -78,8 +77,12 @@ LR = 1e-3
 NUM_CLASSES = 10
 
 # Targets (ratio = dltrain / reference), on 2 cores (issue 12).
-TORCH_RATIO_TARGET = {("784-128-10", 32): 0.6, ("784-128-10", 128): 0.5, ("784-128-10", 256): 0.5,
-                      ("784-512-512-10", 256): 0.7}
+TORCH_RATIO_TARGET = {
+    ("784-128-10", 32): 0.6,
+    ("784-128-10", 128): 0.5,
+    ("784-128-10", 256): 0.5,
+    ("784-512-512-10", 256): 0.7,
+}
 FLOOR_RATIO_TARGET = 1.5  # epoch time at batch 256 against its matrix products alone
 BUSY_RATIO_TARGET = 1.5  # with another CPU-bound process: the engine's choice against serial kernels
 PEAK_FRACTION_TARGET = 0.5  # at batch 256
@@ -252,7 +255,7 @@ def mem_total() -> str:
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():
             if line.startswith("MemTotal:"):
-                return f"{int(line.split()[1]) / 1024 ** 2:.1f} GiB"
+                return f"{int(line.split()[1]) / 1024**2:.1f} GiB"
     except OSError:
         pass
     return "unknown"
@@ -295,7 +298,7 @@ def measure_peak() -> tuple[float, float, float]:
     b = rng.random((n, n), dtype=np.float32)
     out = np.empty((n, n), dtype=np.float32)
     med, times = median_time(lambda: np.matmul(a, b, out=out), PEAK_MATMUL_REPEATS, warmup=3)
-    flop = 2 * n ** 3
+    flop = 2 * n**3
     return flop / med / 1e9, flop / max(times) / 1e9, flop / min(times) / 1e9
 
 
@@ -306,7 +309,7 @@ def time_trainers_side_by_side(trainers: dict, batch, X, y, max_batches, runs) -
     rows = n if max_batches is None else min(n, max_batches * batch)
     scale = n / rows
     times = {name: [] for name in trainers}
-    for name, trainer in trainers.items():  # warm-up
+    for trainer in trainers.values():  # warm-up
         trainer.train_epoch(X, y, max_batches)
     for _ in range(runs):
         for name, trainer in trainers.items():
@@ -332,8 +335,9 @@ class ProductsOnly:
         rng = np.random.default_rng(0)
         self.batch_size = batch_size
         self.choose_threads = adapter.engine_thread_chooser(layer_sizes, batch_size)
-        self.weights = [rng.standard_normal((a, b), dtype=np.float32) * 0.01
-                        for a, b in zip(layer_sizes[:-1], layer_sizes[1:])]
+        self.weights = [
+            rng.standard_normal((a, b), dtype=np.float32) * 0.01 for a, b in zip(layer_sizes[:-1], layer_sizes[1:])
+        ]
         self.grads = [np.empty_like(w) for w in self.weights]
         self.buffers: dict[int, tuple[list, list]] = {}
 
@@ -404,15 +408,23 @@ def section_engine(report, X, y, args, torch_ref, sklearn_nn, peaks):
             rows = n if used == total else used * batch
             Xs, ys = X[:rows], y[:rows]
             clf = sklearn_nn.MLPClassifier(
-                hidden_layer_sizes=tuple(sizes[1:-1]), activation="relu", solver="adam",
-                alpha=0.0, batch_size=batch, learning_rate_init=LR, beta_1=0.9, beta_2=0.999,
-                epsilon=1e-8, shuffle=True, random_state=args.seed,
+                hidden_layer_sizes=tuple(sizes[1:-1]),
+                activation="relu",
+                solver="adam",
+                alpha=0.0,
+                batch_size=batch,
+                learning_rate_init=LR,
+                beta_1=0.9,
+                beta_2=0.999,
+                epsilon=1e-8,
+                shuffle=True,
+                random_state=args.seed,
             )
             try:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
                     clf.partial_fit(Xs, ys, classes=np.arange(NUM_CLASSES))  # initialises; also the warm-up
-                    med, _ = median_time(lambda: clf.partial_fit(Xs, ys), args.runs, warmup=0)
+                    med, _ = median_time(lambda clf=clf, Xs=Xs, ys=ys: clf.partial_fit(Xs, ys), args.runs, warmup=0)
             except Exception as exc:
                 report.notes.append(f"scikit-learn {key[0]} batch {batch} failed: {type(exc).__name__}: {exc}")
                 continue
@@ -429,20 +441,38 @@ def section_engine(report, X, y, args, torch_ref, sklearn_nn, peaks):
         if torch_ref is not None:
             ref = torch_times.get(key)
             ratio = ours / ref if ours is not None and ref is not None else None
-            report.add("1 engine", f"{label} vs PyTorch", fmt_s(ours), fmt_s(ref), fmt_ratio(ratio),
-                       f"≤ {target}×", None if ratio is None else ratio <= target)
+            report.add(
+                "1 engine",
+                f"{label} vs PyTorch",
+                fmt_s(ours),
+                fmt_s(ref),
+                fmt_ratio(ratio),
+                f"≤ {target}×",
+                None if ratio is None else ratio <= target,
+            )
             floor = floor_times.get(key)
             if floor is not None and ref is not None:
-                report.add("1 engine", f"floor: that step's matrix products alone (NumPy), {key[0]}, "
-                           f"batch {batch}, vs PyTorch", fmt_s(floor), fmt_s(ref), fmt_ratio(floor / ref))
+                report.add(
+                    "1 engine",
+                    f"floor: that step's matrix products alone (NumPy), {key[0]}, batch {batch}, vs PyTorch",
+                    fmt_s(floor),
+                    fmt_s(ref),
+                    fmt_ratio(floor / ref),
+                )
             if floor is not None and ours is not None:
-                report.add("1 engine", f"{label} vs its matrix products alone", fmt_s(ours), fmt_s(floor),
-                           fmt_ratio(ours / floor), f"≤ {FLOOR_RATIO_TARGET}×", ours / floor <= FLOOR_RATIO_TARGET)
+                report.add(
+                    "1 engine",
+                    f"{label} vs its matrix products alone",
+                    fmt_s(ours),
+                    fmt_s(floor),
+                    fmt_ratio(ours / floor),
+                    f"≤ {FLOOR_RATIO_TARGET}×",
+                    ours / floor <= FLOOR_RATIO_TARGET,
+                )
         if sklearn_nn is not None:
             ref = sk_times.get(key)
             ratio = ours / ref if ours is not None and ref is not None else None
-            report.add("1 engine", f"{label} vs scikit-learn MLPClassifier", fmt_s(ours), fmt_s(ref),
-                       fmt_ratio(ratio))
+            report.add("1 engine", f"{label} vs scikit-learn MLPClassifier", fmt_s(ours), fmt_s(ref), fmt_ratio(ratio))
         if torch_ref is None and sklearn_nn is None:
             report.add("1 engine", label, fmt_s(ours))
     if torch_ref is None and args.reasons["torch"]:
@@ -480,9 +510,13 @@ def section_engine(report, X, y, args, torch_ref, sklearn_nn, peaks):
             target = f"≥ {PEAK_FRACTION_TARGET:.0%} of peak" if batch == 256 else ""
             ok = (frac >= PEAK_FRACTION_TARGET) if (batch == 256 and frac is not None) else None
             report.add(
-                "2 flops", f"GFLOP/s, {key[0]}, batch {batch} vs float32 matmul peak",
-                "—" if gflops is None else f"{gflops:.1f} GFLOP/s", f"{peak:.1f} GFLOP/s",
-                "—" if frac is None else f"{frac:.0%}", target, ok,
+                "2 flops",
+                f"GFLOP/s, {key[0]}, batch {batch} vs float32 matmul peak",
+                "—" if gflops is None else f"{gflops:.1f} GFLOP/s",
+                f"{peak:.1f} GFLOP/s",
+                "—" if frac is None else f"{frac:.0%}",
+                target,
+                ok,
             )
 
 
@@ -538,6 +572,7 @@ def timed_child_runs(section: str, name: str, argv: list[str], runs: int, warmup
 def config_epochs() -> int | None:
     try:
         import yaml  # dltrain's own dependency
+
         cfg = yaml.safe_load((REPO_ROOT / E2E_CONFIG).read_text())
         return int(cfg["train"]["epochs"])
     except Exception:
@@ -593,14 +628,25 @@ def section_e2e(report: Report, args, n_rows: int, n_features: int) -> None:
             return
         label = f"{epochs} epoch(s), batch 32"
         wall_ratio = ours["wall"] / ref["wall"] if ref else None
-        report.add(sec, f"end-to-end wall time, {label}, vs pandas+PyTorch script", fmt_s(ours["wall"]),
-                   fmt_s(ref["wall"]) if ref else "—", fmt_ratio(wall_ratio), f"≤ {E2E_RATIO_TARGET}×",
-                   None if wall_ratio is None else wall_ratio <= E2E_RATIO_TARGET)
+        report.add(
+            sec,
+            f"end-to-end wall time, {label}, vs pandas+PyTorch script",
+            fmt_s(ours["wall"]),
+            fmt_s(ref["wall"]) if ref else "—",
+            fmt_ratio(wall_ratio),
+            f"≤ {E2E_RATIO_TARGET}×",
+            None if wall_ratio is None else wall_ratio <= E2E_RATIO_TARGET,
+        )
         mem_ratio = ours["maxrss"] / ref["maxrss"] if ref else None
-        report.add(sec, f"end-to-end peak RSS, {label}, vs pandas+PyTorch script",
-                   f"{ours['maxrss'] / MB:.0f} MB", f"{ref['maxrss'] / MB:.0f} MB" if ref else "—",
-                   fmt_ratio(mem_ratio), f"dltrain ≤ {memory_limit / MB:.0f} MB (2× float32 train matrix + 150 MB)",
-                   ours["maxrss"] <= memory_limit)
+        report.add(
+            sec,
+            f"end-to-end peak RSS, {label}, vs pandas+PyTorch script",
+            f"{ours['maxrss'] / MB:.0f} MB",
+            f"{ref['maxrss'] / MB:.0f} MB" if ref else "—",
+            fmt_ratio(mem_ratio),
+            f"dltrain ≤ {memory_limit / MB:.0f} MB (2× float32 train matrix + 150 MB)",
+            ours["maxrss"] <= memory_limit,
+        )
 
         if epochs == ACCURACY_EPOCHS:
             r = run_child(adapter.eval_command(run_dir, TEST_CSV.relative_to(REPO_ROOT).as_posix()), REPO_ROOT)
@@ -614,8 +660,15 @@ def section_e2e(report: Report, args, n_rows: int, n_features: int) -> None:
                 tail = (r["stderr"].strip().splitlines() or r["stdout"].strip().splitlines() or ["no output"])[-1]
                 report.add(sec, f"test accuracy after {epochs} epoch(s): dltrain eval failed (exit {r['rc']}): {tail}")
             else:
-                report.add(sec, f"test accuracy (test.csv) after {epochs} epoch(s)", f"{acc:.4f}", "", "",
-                           f"≥ {ACCURACY_TARGET}", acc >= ACCURACY_TARGET)
+                report.add(
+                    sec,
+                    f"test accuracy (test.csv) after {epochs} epoch(s)",
+                    f"{acc:.4f}",
+                    "",
+                    "",
+                    f"≥ {ACCURACY_TARGET}",
+                    acc >= ACCURACY_TARGET,
+                )
         else:
             report.notes.append(
                 f"Test accuracy is only reported when the end-to-end run trains {ACCURACY_EPOCHS} epochs "
@@ -651,8 +704,13 @@ def section_csv(report: Report, args, pandas) -> None:
 
     ref, _ = median_time(pandas_load, args.runs, warmup=warmup)
     log("csv", f"pandas.read_csv: {fmt_s(ref)}")
-    report.add(sec, f"load {rel} to float32 X / int64 y vs pandas.read_csv (+ to_numpy)", fmt_s(ours), fmt_s(ref),
-               fmt_ratio(ours / ref))
+    report.add(
+        sec,
+        f"load {rel} to float32 X / int64 y vs pandas.read_csv (+ to_numpy)",
+        fmt_s(ours),
+        fmt_s(ref),
+        fmt_ratio(ours / ref),
+    )
 
 
 def section_threads(report: Report, X, y, args, threadpoolctl) -> None:
@@ -660,27 +718,48 @@ def section_threads(report: Report, X, y, args, threadpoolctl) -> None:
     if threadpoolctl is None:
         report.skip(sec, args.reasons["threadpoolctl"])
         return
-    all_threads = max((lib.get("num_threads") or 0) for lib in threadpoolctl.threadpool_info()
-                      if lib.get("user_api") == "blas") or os.cpu_count()
+    all_threads = (
+        max((lib.get("num_threads") or 0) for lib in threadpoolctl.threadpool_info() if lib.get("user_api") == "blas")
+        or os.cpu_count()
+    )
 
     for batch in (32, 256):
         # In turn (1, all, auto, 1, all, auto, ...): timed one after the other, the same setting
         # measured up to 25% apart on this shared machine, more than the effect being shown.
-        trainers = {threads: adapter.make_engine_trainer(list(SEED_MODEL), batch, LR, args.seed, blas_threads=threads)
-                    for threads in (1, all_threads, None)} if all_threads != 1 else None
+        trainers = (
+            {
+                threads: adapter.make_engine_trainer(list(SEED_MODEL), batch, LR, args.seed, blas_threads=threads)
+                for threads in (1, all_threads, None)
+            }
+            if all_threads != 1
+            else None
+        )
         if trainers is None:
             report.skip(sec, "the BLAS has one thread only")
             return
         medians, _ = time_trainers_side_by_side(trainers, batch, X, y, args.max_batches, args.runs)
         one, many, auto = medians[1], medians[all_threads], medians[None]
         chosen = adapter.engine_thread_choice(list(SEED_MODEL), batch)
-        log("threads", f"batch {batch}: 1 BLAS thread {fmt_s(one)}, {all_threads} threads {fmt_s(many)}, "
-                       f"engine's choice ({chosen}) {fmt_s(auto)}")
-        report.add(sec, f"epoch time, {model_name(SEED_MODEL)}, batch {batch}: {all_threads} BLAS threads vs 1",
-                   fmt_s(many), fmt_s(one), fmt_ratio(many / one))
-        report.add(sec, f"epoch time, {model_name(SEED_MODEL)}, batch {batch}: engine's choice ({chosen} thread(s)) "
-                        f"vs the faster of 1 and {all_threads}", fmt_s(auto), fmt_s(min(one, many)),
-                   fmt_ratio(auto / min(one, many)))
+        log(
+            "threads",
+            f"batch {batch}: 1 BLAS thread {fmt_s(one)}, {all_threads} threads {fmt_s(many)}, "
+            f"engine's choice ({chosen}) {fmt_s(auto)}",
+        )
+        report.add(
+            sec,
+            f"epoch time, {model_name(SEED_MODEL)}, batch {batch}: {all_threads} BLAS threads vs 1",
+            fmt_s(many),
+            fmt_s(one),
+            fmt_ratio(many / one),
+        )
+        report.add(
+            sec,
+            f"epoch time, {model_name(SEED_MODEL)}, batch {batch}: engine's choice ({chosen} thread(s)) "
+            f"vs the faster of 1 and {all_threads}",
+            fmt_s(auto),
+            fmt_s(min(one, many)),
+            fmt_ratio(auto / min(one, many)),
+        )
 
 
 BUSY_LOOP = "import time\nwhile True:\n    pass\n"
@@ -695,24 +774,39 @@ def section_busy(report: Report, X, y, args, torch_ref) -> None:
     try:
         time.sleep(1.0)  # let the machine-load measurement see it
         for sizes, batch in ((SEED_MODEL, 256), (WIDE_MODEL, 256)):
-            trainers = {"auto": adapter.make_engine_trainer(list(sizes), batch, LR, args.seed),
-                        "serial": adapter.make_engine_trainer(list(sizes), batch, LR, args.seed, kernel_threads=1)}
+            trainers = {
+                "auto": adapter.make_engine_trainer(list(sizes), batch, LR, args.seed),
+                "serial": adapter.make_engine_trainer(list(sizes), batch, LR, args.seed, kernel_threads=1),
+            }
             if torch_ref is not None:
                 trainers["PyTorch"] = torch_ref.TorchTrainer(list(sizes), batch, LR, args.seed)
             medians, _ = time_trainers_side_by_side(trainers, batch, X, y, args.max_batches, args.runs)
             auto, serial = medians["auto"], medians["serial"]
             chosen = trainers["auto"].trainer.blas_threads
-            log("busy", f"{model_name(sizes)} batch {batch}: engine's choice ({chosen} thread(s)) {fmt_s(auto)}, "
-                        f"serial kernels {fmt_s(serial)}" + (f", PyTorch {fmt_s(medians['PyTorch'])}"
-                                                             if "PyTorch" in medians else ""))
-            report.add(sec, f"epoch time with another CPU-bound process, {model_name(sizes)}, batch {batch}: "
-                            f"engine's choice ({chosen} thread(s), last epoch) vs serial kernels",
-                       fmt_s(auto), fmt_s(serial), fmt_ratio(auto / serial), f"≤ {BUSY_RATIO_TARGET}×",
-                       auto / serial <= BUSY_RATIO_TARGET)
+            log(
+                "busy",
+                f"{model_name(sizes)} batch {batch}: engine's choice ({chosen} thread(s)) {fmt_s(auto)}, "
+                f"serial kernels {fmt_s(serial)}"
+                + (f", PyTorch {fmt_s(medians['PyTorch'])}" if "PyTorch" in medians else ""),
+            )
+            report.add(
+                sec,
+                f"epoch time with another CPU-bound process, {model_name(sizes)}, batch {batch}: "
+                f"engine's choice ({chosen} thread(s), last epoch) vs serial kernels",
+                fmt_s(auto),
+                fmt_s(serial),
+                fmt_ratio(auto / serial),
+                f"≤ {BUSY_RATIO_TARGET}×",
+                auto / serial <= BUSY_RATIO_TARGET,
+            )
             if "PyTorch" in medians:
-                report.add(sec, f"epoch time with another CPU-bound process, {model_name(sizes)}, batch {batch}: "
-                                "engine vs PyTorch", fmt_s(auto), fmt_s(medians["PyTorch"]),
-                           fmt_ratio(auto / medians["PyTorch"]))
+                report.add(
+                    sec,
+                    f"epoch time with another CPU-bound process, {model_name(sizes)}, batch {batch}: engine vs PyTorch",
+                    fmt_s(auto),
+                    fmt_s(medians["PyTorch"]),
+                    fmt_ratio(auto / medians["PyTorch"]),
+                )
     finally:
         busy.kill()
         busy.wait()
@@ -725,14 +819,24 @@ def section_paths(report: Report, X, y, args) -> None:
         report.skip(sec, adapter.engine_path())
         return
     for sizes, batch in ENGINE_CASES:
-        trainers = {fused: adapter.make_engine_trainer(list(sizes), batch, LR, args.seed, fused=fused)
-                    for fused in (True, False)}
+        trainers = {
+            fused: adapter.make_engine_trainer(list(sizes), batch, LR, args.seed, fused=fused)
+            for fused in (True, False)
+        }
         medians, _ = time_trainers_side_by_side(trainers, batch, X, y, args.max_batches, args.runs)
-        log("paths", f"{model_name(sizes)} batch {batch}: fused {fmt_s(medians[True])}, "
-                     f"reference {fmt_s(medians[False])}")
-        report.add(sec, f"epoch time, {model_name(sizes)}, batch {batch}: fused kernels vs reference NumPy path",
-                   fmt_s(medians[True]), fmt_s(medians[False]), fmt_ratio(medians[True] / medians[False]),
-                   "< 1×", medians[True] < medians[False])
+        log(
+            "paths",
+            f"{model_name(sizes)} batch {batch}: fused {fmt_s(medians[True])}, reference {fmt_s(medians[False])}",
+        )
+        report.add(
+            sec,
+            f"epoch time, {model_name(sizes)}, batch {batch}: fused kernels vs reference NumPy path",
+            fmt_s(medians[True]),
+            fmt_s(medians[False]),
+            fmt_ratio(medians[True] / medians[False]),
+            "< 1×",
+            medians[True] < medians[False],
+        )
 
 
 # --------------------------------------------------------------------------- main
@@ -746,18 +850,32 @@ def csv_dims(path: Path) -> tuple[int, int]:
 def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--runs", type=int, default=None, help="timed runs per measurement (default 5; 3 with --quick)")
-    p.add_argument("--quick", action="store_true",
-                   help="smoke run: 20 batches per epoch, 3 runs, 1 end-to-end epoch, no docs written by default")
-    p.add_argument("--max-batches", type=int, default=None,
-                   help="time only this many batches per epoch and scale to a full epoch (default: full epochs)")
-    p.add_argument("--e2e-epochs", type=int, default=None,
-                   help="epochs for the end-to-end comparison (passed to dltrain as --set train.epochs=N)")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke run: 20 batches per epoch, 3 runs, 1 end-to-end epoch, no docs written by default",
+    )
+    p.add_argument(
+        "--max-batches",
+        type=int,
+        default=None,
+        help="time only this many batches per epoch and scale to a full epoch (default: full epochs)",
+    )
+    p.add_argument(
+        "--e2e-epochs",
+        type=int,
+        default=None,
+        help="epochs for the end-to-end comparison (passed to dltrain as --set train.epochs=N)",
+    )
     p.add_argument("--e2e-runs", type=int, default=None, help="timed end-to-end runs per side (default: --runs)")
-    p.add_argument("--sections", default=",".join(SECTIONS),
-                   help=f"comma-separated subset of: {', '.join(SECTIONS)}")
+    p.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated subset of: {', '.join(SECTIONS)}")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--output", type=Path, default=None,
-                   help=f"markdown report to write (default {DEFAULT_OUTPUT}, none with --quick)")
+    p.add_argument(
+        "--output",
+        type=Path,
+        default=None,
+        help=f"markdown report to write (default {DEFAULT_OUTPUT}, none with --quick)",
+    )
     p.add_argument("--no-write", action="store_true", help="print the table only")
     args = p.parse_args(argv)
     if args.runs is None:
@@ -787,8 +905,10 @@ def main(argv: list[str] | None = None) -> int:
     command = "python bench/run.py" + (" " + shlex.join(raw_argv) if raw_argv else "")
 
     if not TRAIN_CSV.is_file():
-        print(f"{TRAIN_CSV.relative_to(REPO_ROOT)} not found: run `python bench/prepare_fashion_mnist.py` first.",
-              file=sys.stderr)
+        print(
+            f"{TRAIN_CSV.relative_to(REPO_ROOT)} not found: run `python bench/prepare_fashion_mnist.py` first.",
+            file=sys.stderr,
+        )
         return 2
 
     threadpoolctl, r_tp = optional_import("threadpoolctl")
@@ -824,7 +944,8 @@ def main(argv: list[str] | None = None) -> int:
         "dltrain set these before NumPy loaded: "
         + (", ".join(f"{name}={value}" for name, value in sorted(DLTRAIN_THREAD_SETTINGS.items())) or "nothing")
         + (f"; numba threading layer: {threading_layer}" if threading_layer else "")
-        + ". OMP_WAIT_POLICY and KMP_BLOCKTIME were removed again before PyTorch loaded (its defaults).")
+        + ". OMP_WAIT_POLICY and KMP_BLOCKTIME were removed again before PyTorch loaded (its defaults)."
+    )
     counters_start = cpu_counters()
     started = _dt.datetime.now().astimezone()
     n_rows, n_features = csv_dims(TRAIN_CSV)
@@ -842,6 +963,7 @@ def main(argv: list[str] | None = None) -> int:
         # (virtual) machine a single measurement can land in a slow phase.
         peaks = [measure_peak()]
         log("flops", f"float32 matmul peak (before): {peaks[0][0]:.1f} GFLOP/s")
+
     def guarded(section: str, fn: Callable[[], None]) -> None:
         try:
             fn()
@@ -866,10 +988,15 @@ def main(argv: list[str] | None = None) -> int:
     args.other_load = load
     if load is not None:
         others, steal = load
-        msg = (f"Other processes used {others:.0%} of the machine's CPU capacity during the run "
-               f"(hypervisor steal {steal:.0%}).")
+        msg = (
+            f"Other processes used {others:.0%} of the machine's CPU capacity during the run "
+            f"(hypervisor steal {steal:.0%})."
+        )
         if others > 0.05 or steal > 0.05:
-            msg += " That is enough to distort the timings (small BLAS calls on all threads suffer most): rerun on an idle machine."
+            msg += (
+                " That is enough to distort the timings (small BLAS calls on all threads suffer most): "
+                "rerun on an idle machine."
+            )
         report.notes.append(msg)
     if torch is not None:
         report.notes.append(
@@ -906,8 +1033,14 @@ def render_markdown(report, table, args, command, started, threadpoolctl, torch,
     sklearn, _ = optional_import("sklearn")
     affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     env_lines = []
-    for var in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
-                *sorted(DLTRAIN_THREAD_SETTINGS)):
+    for var in (
+        "OPENBLAS_CORETYPE",
+        "OPENBLAS_L2_SIZE",
+        "OPENBLAS_NUM_THREADS",
+        "OMP_NUM_THREADS",
+        "MKL_NUM_THREADS",
+        *sorted(DLTRAIN_THREAD_SETTINGS),
+    ):
         value = os.environ.get(var)
         env_lines.append(f"  - `{var}`: {'not set' if value is None else f'`{value}`'}")
     torch_line = version(torch, "torch")

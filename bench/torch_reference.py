@@ -58,7 +58,7 @@ class TorchTrainer:
         for k, start in enumerate(range(0, n, self.batch_size)):
             if max_batches is not None and k >= max_batches:
                 break
-            idx = order[start:start + self.batch_size]
+            idx = order[start : start + self.batch_size]
             xb = X_t[idx]
             yb = y_t[idx]
             self.optimizer.zero_grad(set_to_none=True)

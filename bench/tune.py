@@ -32,8 +32,8 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from dltrain.commands import tune as tune_module  # noqa: E402
 from dltrain.commands import fit  # noqa: E402
+from dltrain.commands import tune as tune_module  # noqa: E402
 
 DATASETS = {
     "digits": {"config": ROOT / "configs" / "digits.yaml", "target": "digit"},
@@ -56,8 +56,8 @@ def split_csv(source: Path, target: str, folder: Path, seed: int = 0) -> dict:
         n_test = round(0.2 * len(members))
         n_validation = round(0.16 * len(members))
         parts["test"].extend(members[:n_test])
-        parts["validation"].extend(members[n_test:n_test + n_validation])
-        parts["train"].extend(members[n_test + n_validation:])
+        parts["validation"].extend(members[n_test : n_test + n_validation])
+        parts["train"].extend(members[n_test + n_validation :])
     paths = {}
     for name, indices in parts.items():
         path = folder / f"{name}.csv"
@@ -72,12 +72,16 @@ def split_csv(source: Path, target: str, folder: Path, seed: int = 0) -> dict:
 def dltrain_configs(name: str, folder: Path, paths: dict) -> tuple[Path, Path]:
     """The shipped config on the fixed split, and the same with a tune: section."""
     config = yaml.safe_load(DATASETS[name]["config"].read_text())
-    config["data"].update({"train": str(paths["train"]), "validation": str(paths["validation"]),
-                           "test": str(paths["test"])})
+    config["data"].update(
+        {"train": str(paths["train"]), "validation": str(paths["validation"]), "test": str(paths["test"])}
+    )
     shipped = folder / "shipped.yaml"
     shipped.write_text(yaml.safe_dump(config, sort_keys=False))
     config["tune"] = {
-        "metric": "val_loss", "trials": TRIALS, "sampler": "tpe", "pruner": "median",
+        "metric": "val_loss",
+        "trials": TRIALS,
+        "sampler": "tpe",
+        "pruner": "median",
         "space": {
             "optimizer.lr": {"low": 1e-4, "high": 1e-1, "log": True},
             "optimizer.name": ["adam", "sgd"],
@@ -124,8 +128,16 @@ def sklearn_search(name: str, paths: dict, epochs: int, scale: str) -> tuple[flo
         "mlpclassifier__batch_size": BATCHES,
     }
     fold = np.r_[np.full(len(train_y), -1), np.zeros(len(validation_y), dtype=int)]
-    search = RandomizedSearchCV(pipeline, space, n_iter=TRIALS, cv=PredefinedSplit(fold), scoring="accuracy",
-                                refit=False, random_state=0, n_jobs=1)
+    search = RandomizedSearchCV(
+        pipeline,
+        space,
+        n_iter=TRIALS,
+        cv=PredefinedSplit(fold),
+        scoring="accuracy",
+        refit=False,
+        random_state=0,
+        n_jobs=1,
+    )
     started = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
@@ -136,8 +148,10 @@ def sklearn_search(name: str, paths: dict, epochs: int, scale: str) -> tuple[flo
 
 
 def quality(_args):
-    lines = ["| data | shipped config | dltrain tune (30 trials) | RandomizedSearchCV MLP (30) | tune s | sklearn s |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        "| data | shipped config | dltrain tune (30 trials) | RandomizedSearchCV MLP (30) | tune s | sklearn s |",
+        "|---|---|---|---|---|---|",
+    ]
     for name in DATASETS:
         with tempfile.TemporaryDirectory() as temp:
             folder = Path(temp)
@@ -149,14 +163,19 @@ def quality(_args):
             tune_seconds = time.perf_counter() - started
             best = json.loads((folder / "study" / "best" / "model.json").read_text())
             config = yaml.safe_load(shipped.read_text())
-            sk_accuracy, sk_seconds, sk_params = sklearn_search(name, paths, config["train"]["epochs"],
-                                                                config["data"].get("scale", "standard"))
+            sk_accuracy, sk_seconds, sk_params = sklearn_search(
+                name, paths, config["train"]["epochs"], config["data"].get("scale", "standard")
+            )
             counts = result.counts
-            print(f"{name}: best trial {result.best['number']} {result.best['params']}; "
-                  f"{counts['COMPLETE']} complete, {counts['PRUNED']} pruned; sklearn best {sk_params}",
-                  file=sys.stderr)
-            lines.append(f"| {name} | {base.metrics['test']['accuracy']:.4f} | {best['metrics']['test']['accuracy']:.4f} "
-                         f"| {sk_accuracy:.4f} | {tune_seconds:.1f} | {sk_seconds:.1f} |")
+            print(
+                f"{name}: best trial {result.best['number']} {result.best['params']}; "
+                f"{counts['COMPLETE']} complete, {counts['PRUNED']} pruned; sklearn best {sk_params}",
+                file=sys.stderr,
+            )
+            lines.append(
+                f"| {name} | {base.metrics['test']['accuracy']:.4f} | {best['metrics']['test']['accuracy']:.4f} "
+                f"| {sk_accuracy:.4f} | {tune_seconds:.1f} | {sk_seconds:.1f} |"
+            )
     print("\n".join(lines))
 
 
@@ -165,8 +184,13 @@ def _timing_config(folder: Path, epochs: int, trials: int, pruner: str = "none")
     config = yaml.safe_load(DATASETS["digits"]["config"].read_text())
     config["data"]["train"] = str(ROOT / "data" / "digits.csv")
     config["train"]["epochs"] = epochs
-    config["tune"] = {"metric": "val_loss", "trials": trials, "sampler": "random", "pruner": pruner,
-                      "space": {"optimizer.lr": {"low": 1e-4, "high": 1e-2, "log": True}}}
+    config["tune"] = {
+        "metric": "val_loss",
+        "trials": trials,
+        "sampler": "random",
+        "pruner": pruner,
+        "space": {"optimizer.lr": {"low": 1e-4, "high": 1e-2, "log": True}},
+    }
     path = folder / "timing.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path
@@ -180,8 +204,10 @@ def overhead(args):
         trial_seconds = [float(row["seconds"]) for row in csv.DictReader((Path(temp) / "study" / "trials.csv").open())]
     print("| trials | epochs | pruner | median trial s | median overhead ms | max overhead ms |")
     print("|---|---|---|---|---|---|")
-    print(f"| {len(seconds)} | {args.epochs} | {args.pruner} | {statistics.median(trial_seconds):.3f} "
-          f"| {1000 * statistics.median(seconds):.1f} | {1000 * seconds[-1]:.1f} |")
+    print(
+        f"| {len(seconds)} | {args.epochs} | {args.pruner} | {statistics.median(trial_seconds):.3f} "
+        f"| {1000 * statistics.median(seconds):.1f} | {1000 * seconds[-1]:.1f} |"
+    )
 
 
 def _trial_span(study_dir: Path) -> float:
@@ -207,8 +233,22 @@ def workers(args):
             for count in (1, 2):
                 out = Path(temp) / f"study-{count}-{repeat}"
                 started = time.perf_counter()
-                subprocess.run([sys.executable, "-m", "dltrain", "tune", str(config), "--out", str(out),
-                                "--workers", str(count), "--quiet"], check=True, stdout=subprocess.DEVNULL)
+                subprocess.run(
+                    [
+                        sys.executable,
+                        "-m",
+                        "dltrain",
+                        "tune",
+                        str(config),
+                        "--out",
+                        str(out),
+                        "--workers",
+                        str(count),
+                        "--quiet",
+                    ],
+                    check=True,
+                    stdout=subprocess.DEVNULL,
+                )
                 walls[count].append(time.perf_counter() - started)
                 spans[count].append(_trial_span(out))
     print("| trials | epochs | repeats | measure | 1 worker s (median) | 2 workers s (median) | ratio |")
@@ -216,9 +256,11 @@ def workers(args):
     for name, values in (("20 trials (first start to last end)", spans), ("whole command", walls)):
         one, two = statistics.median(values[1]), statistics.median(values[2])
         print(f"| 20 | {args.epochs} | {args.repeats} | {name} | {one:.1f} | {two:.1f} | {two / one:.2f} |")
-    print(f"walls: 1 worker {[round(w, 1) for w in walls[1]]}, 2 workers {[round(w, 1) for w in walls[2]]}; "
-          f"spans: 1 worker {[round(w, 1) for w in spans[1]]}, 2 workers {[round(w, 1) for w in spans[2]]}",
-          file=sys.stderr)
+    print(
+        f"walls: 1 worker {[round(w, 1) for w in walls[1]]}, 2 workers {[round(w, 1) for w in walls[2]]}; "
+        f"spans: 1 worker {[round(w, 1) for w in spans[1]]}, 2 workers {[round(w, 1) for w in spans[2]]}",
+        file=sys.stderr,
+    )
 
 
 def main():

@@ -37,8 +37,10 @@ def write(folder: Path, name: str, n_columns: int, n_rows: int) -> Path:
         for row, label in zip(values.tolist(), labels.tolist()):
             handle.write(",".join(map(str, row)) + f",{label}\n")
     config = folder / f"{name}.yaml"
-    config.write_text(f"name: {name}\ndata: {{train: {path.name}, target: label, cache: false}}\n"
-                      "model: {layers: [{units: 2}]}\ntrain: {epochs: 1}\n")
+    config.write_text(
+        f"name: {name}\ndata: {{train: {path.name}, target: label, cache: false}}\n"
+        "model: {layers: [{units: 2}]}\ntrain: {epochs: 1}\n"
+    )
     return config
 
 
@@ -55,11 +57,13 @@ def main():
     parser.add_argument("--narrow", type=int, default=100)
     options = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
-        files = {"narrow": write(Path(folder), "narrow", options.narrow, options.cells // options.narrow),
-                 "wide": write(Path(folder), "wide", options.wide, options.cells // options.wide)}
+        files = {
+            "narrow": write(Path(folder), "narrow", options.narrow, options.cells // options.narrow),
+            "wide": write(Path(folder), "wide", options.wide, options.cells // options.wide),
+        }
         steps = {"parse": parse, "check": check.check}
         times = {(step, kind): [] for step in steps for kind in files}
-        for step, function in steps.items():  # warm-up
+        for function in steps.values():  # warm-up
             for config in files.values():
                 function(config)
         for _ in range(options.runs):
@@ -68,8 +72,10 @@ def main():
                     start = time.perf_counter()
                     function(config)
                     times[(step, kind)].append(time.perf_counter() - start)
-    print(f"{options.cells:,} cells: narrow {options.narrow:,} columns x {options.cells // options.narrow:,} rows, "
-          f"wide {options.wide:,} columns x {options.cells // options.wide:,} rows; median of {options.runs}")
+    print(
+        f"{options.cells:,} cells: narrow {options.narrow:,} columns x {options.cells // options.narrow:,} rows, "
+        f"wide {options.wide:,} columns x {options.cells // options.wide:,} rows; median of {options.runs}"
+    )
     for step in steps:
         narrow = statistics.median(times[(step, "narrow")]) / options.cells * 1e9
         wide = statistics.median(times[(step, "wide")]) / options.cells * 1e9

@@ -46,6 +46,7 @@ def bounded(seconds: float = 30, memory: int = 4 << 30):
 
     A hang then fails the test (Overrun) and a memory blow-up fails it (MemoryError) instead
     of stalling or killing the whole CI run. The limits are set on this process and restored."""
+
     def overrun(number, frame):
         raise Overrun(f"ran past {seconds} s")
 

@@ -12,9 +12,8 @@ import signal
 import sys
 
 from dltrain import artifacts, files, train
-
-from dltrain.commands import fit as fit_command
 from dltrain.cli import main
+from dltrain.commands import fit as fit_command
 
 kind, *args = os.environ["DLTRAIN_FAULT"].split(":")
 writes = [0]
@@ -54,6 +53,7 @@ if kind == "signal-phase":
             if name == phase:
                 os.kill(os.getpid(), number)
             return function(*positional, **keywords)
+
         return wrapped
 
     fit_command.prepare_data = at_phase(fit_command.prepare_data, "data")

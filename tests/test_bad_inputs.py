@@ -10,10 +10,9 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from dltrain.commands import fit
-from dltrain.cli import app
-
 from conftest import bounded
+from dltrain.cli import app
+from dltrain.commands import fit
 
 CORPUS = Path(__file__).parent / "bad_inputs"
 CASES = sorted(path.parent for path in CORPUS.glob("*/case.yaml"))
@@ -31,7 +30,7 @@ def trained_run(tmp_path_factory):
 def _edit(folder: Path, step: dict):
     if "truncate" in step:
         path = folder / step["truncate"]
-        path.write_bytes(path.read_bytes()[:step["keep"]])
+        path.write_bytes(path.read_bytes()[: step["keep"]])
     elif "flip_byte" in step:
         path = folder / step["flip_byte"]
         payload = bytearray(path.read_bytes())

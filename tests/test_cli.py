@@ -25,7 +25,8 @@ def project(tmp_path, root):
     (tmp_path / "iris.yaml").write_text(
         "name: iris\nseed: 0\ndata: {train: iris.csv, target: species, validation: 0.2}\n"
         "model:\n  layers:\n    - {units: 8, activation: relu}\n"
-        "optimizer: {name: adam, lr: 0.02}\ntrain: {epochs: 20, batch_size: 16}\n")
+        "optimizer: {name: adam, lr: 0.02}\ntrain: {epochs: 20, batch_size: 16}\n"
+    )
     return tmp_path
 
 
@@ -38,7 +39,12 @@ def trained(project):
 
 def test_fit_writes_the_run_folder(trained):
     assert sorted(path.name for path in trained.iterdir()) == [
-        "checkpoint.npz", "config.yaml", "history.csv", "model.json", "model.npz"]
+        "checkpoint.npz",
+        "config.yaml",
+        "history.csv",
+        "model.json",
+        "model.npz",
+    ]
     manifest = json.loads((trained / "model.json").read_text())
     assert manifest["data"]["class_labels"] == ["setosa", "versicolor", "virginica"]
     assert manifest["data"]["feature_names"] == ["sepal_length", "sepal_width", "petal_length", "petal_width"]
@@ -160,8 +166,9 @@ def test_bad_cell_names_file_line_column_and_value(project):
 
 
 def test_bad_config_exits_2_with_one_message(project):
-    (project / "bad.yaml").write_text("name: iris\ndata: {train: iris.csv, target: species}\n"
-                                      "model:\n  layers:\n    - {units: -3}\n")
+    (project / "bad.yaml").write_text(
+        "name: iris\ndata: {train: iris.csv, target: species}\nmodel:\n  layers:\n    - {units: -3}\n"
+    )
     result = run("check", project / "bad.yaml")
     assert result.exit_code == 2
     assert "bad.yaml:5:15: model.layers[0].units: must be > 0 (got -3)" in result.output
@@ -194,8 +201,9 @@ def test_eval_on_a_folder_without_a_run(project):
 
 
 def test_eval_unknown_class_label(project, trained):
-    (project / "odd.csv").write_text("sepal_length,sepal_width,petal_length,petal_width,species\n"
-                                     "5.1,3.5,1.4,0.2,setosa\n5.0,3.0,1.0,0.1,rosa\n")
+    (project / "odd.csv").write_text(
+        "sepal_length,sepal_width,petal_length,petal_width,species\n5.1,3.5,1.4,0.2,setosa\n5.0,3.0,1.0,0.1,rosa\n"
+    )
     result = run("eval", trained, project / "odd.csv")
     assert result.exit_code == 2
     assert "odd.csv:3: target 'species' has class 'rosa', which training never saw" in result.output
@@ -214,8 +222,9 @@ def test_unknown_option_is_a_usage_error(project):
 def markup_run(tmp_path):
     rows = "".join(f"{i},{'[b]x[/b]' if i % 2 else '[/]'}\n" for i in range(1, 21))
     (tmp_path / "labels.csv").write_text("a,y\n" + rows)
-    (tmp_path / "c.yaml").write_text("name: m\ndata: {train: labels.csv, target: y, validation: 0}\n"
-                                     "train: {epochs: 2}\n")
+    (tmp_path / "c.yaml").write_text(
+        "name: m\ndata: {train: labels.csv, target: y, validation: 0}\ntrain: {epochs: 2}\n"
+    )
     result = run("fit", tmp_path / "c.yaml", "--out", tmp_path / "run", "--quiet")
     assert result.exit_code == 0, result.output
     return tmp_path
@@ -228,8 +237,10 @@ def test_labels_that_look_like_markup_are_printed_as_written(markup_run):
 
 
 def test_writing_into_a_missing_folder_or_onto_a_folder_is_a_clear_error(markup_run):
-    for target, message in [(markup_run / "nowhere" / "p.csv", "folder not found"),
-                            (markup_run / "run", "is a folder")]:
+    for target, message in [
+        (markup_run / "nowhere" / "p.csv", "folder not found"),
+        (markup_run / "run", "is a folder"),
+    ]:
         result = run("predict", markup_run / "run", markup_run / "labels.csv", "--out", target)
         assert result.exit_code == 2, result.output
         assert message in result.output and "Traceback" not in result.output

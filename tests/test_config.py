@@ -37,7 +37,9 @@ def test_minimal_config_fills_every_default(tmp_path):
 
 def test_negative_units_names_file_line_column_key_and_value(tmp_path):
     message = _error(tmp_path, BASE + "model:\n  layers:\n    - {units: -3, activation: relu}\n")
-    assert message == "demo.yaml:8:15: model.layers[0].units: must be > 0 (got -3)".replace("demo.yaml", str(tmp_path / "demo.yaml"))
+    assert message == "demo.yaml:8:15: model.layers[0].units: must be > 0 (got -3)".replace(
+        "demo.yaml", str(tmp_path / "demo.yaml")
+    )
 
 
 def test_typo_in_key_suggests_the_nearest_valid_key(tmp_path):
@@ -77,7 +79,9 @@ def test_invalid_yaml_names_the_line(tmp_path):
 
 
 def test_optimizer_options_must_belong_to_the_optimizer(tmp_path):
-    assert "momentum not used by optimizer 'adam'" in _error(tmp_path, BASE + "optimizer: {name: adam, momentum: 0.9}\n")
+    assert "momentum not used by optimizer 'adam'" in _error(
+        tmp_path, BASE + "optimizer: {name: adam, momentum: 0.9}\n"
+    )
     assert "nesterov needs momentum > 0" in _error(tmp_path, BASE + "optimizer: {name: sgd, nesterov: true}\n")
 
 
@@ -102,8 +106,15 @@ def test_missing_config_file(tmp_path):
 
 def test_set_overrides_any_key_with_the_same_validation(tmp_path):
     path = _write(tmp_path, BASE + "model:\n  layers:\n    - {units: 8}\n")
-    config, _, _ = load_config(path, ["train.epochs=7", "model.layers[0].units=16", "optimizer.name=sgd",
-                                      "model.layers.1={type: dropout, rate: 0.5}"])
+    config, _, _ = load_config(
+        path,
+        [
+            "train.epochs=7",
+            "model.layers[0].units=16",
+            "optimizer.name=sgd",
+            "model.layers.1={type: dropout, rate: 0.5}",
+        ],
+    )
     assert config.train.epochs == 7
     assert config.model.layers[0].units == 16
     assert config.model.layers[1].rate == 0.5
@@ -126,18 +137,24 @@ def test_parse_override_types():
 
 
 def test_dump_and_load_round_trip(tmp_path):
-    path = _write(tmp_path, BASE + "model:\n  layers:\n    - {units: 8, activation: tanh}\n    - {type: dropout, rate: 0.1}\n"
-                               "optimizer: {name: sgd, lr: 0.1, momentum: 0.9, nesterov: true}\n")
+    path = _write(
+        tmp_path,
+        BASE + "model:\n  layers:\n    - {units: 8, activation: tanh}\n    - {type: dropout, rate: 0.1}\n"
+        "optimizer: {name: sgd, lr: 0.1, momentum: 0.9, nesterov: true}\n",
+    )
     config, _, _ = load_config(path)
     again = Config.model_validate(yaml.safe_load(dump_config(config)))
     assert again == config
 
 
-@pytest.mark.parametrize("override,message", [
-    ("optimizer.lr=.inf", "optimizer.lr: must be a finite number"),
-    ("optimizer={lr: 0.01, schedule: {name: cosine, min_lr: 1.0}}", "schedule.min_lr (1) must be below lr (0.01)"),
-    ("optimizer.schedule={name: step, warmup_epochs: 5}", "warmup_epochs (5) must be below train.epochs (5)"),
-])
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("optimizer.lr=.inf", "optimizer.lr: must be a finite number"),
+        ("optimizer={lr: 0.01, schedule: {name: cosine, min_lr: 1.0}}", "schedule.min_lr (1) must be below lr (0.01)"),
+        ("optimizer.schedule={name: step, warmup_epochs: 5}", "warmup_epochs (5) must be below train.epochs (5)"),
+    ],
+)
 def test_learning_rates_that_cannot_work_are_refused(tmp_path, override, message):
     (tmp_path / "c.yaml").write_text("name: m\ndata: {train: d.csv, target: y}\ntrain: {epochs: 5}\n")
     with pytest.raises(ConfigError) as caught:

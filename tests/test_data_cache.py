@@ -113,8 +113,7 @@ def test_a_damaged_entry_is_ignored_and_replaced(tmp_path, cache_everything, par
     assert len(parses) == 2  # replaced by a good entry
 
 
-def test_fit_uses_the_cache_beside_the_config_and_it_can_be_turned_off(tmp_path, cache_everything, parses,
-                                                                          monkeypatch):
+def test_fit_uses_the_cache_beside_the_config_and_it_can_be_turned_off(tmp_path, cache_everything, parses, monkeypatch):
     make_csv(tmp_path / "d.csv")
     (tmp_path / "c.yaml").write_text("name: c\ndata: {train: d.csv, target: label}\ntrain: {epochs: 1}\n")
     first = check.check(tmp_path / "c.yaml")

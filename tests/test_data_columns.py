@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from dltrain.commands import check, common, evaluate, fit, predict
 from dltrain.cli import app
+from dltrain.commands import check, common, evaluate, fit, predict
 from dltrain.data import DataSchema, read_features
 from dltrain.errors import ConfigError, DataError
 
@@ -38,7 +38,8 @@ def project(tmp_path, csv_text, data_yaml="", extra="", name="shop"):
     (tmp_path / f"{name}.yaml").write_text(
         f"name: {name}\ndata:\n  train: {name}.csv\n  target: spend\n  exclude: [customer_id]\n  cache: false\n"
         f"{data_yaml}model: {{layers: [{{units: 8}}]}}\noptimizer: {{name: adam, lr: 0.02}}\n"
-        f"train: {{epochs: 30, batch_size: 16}}\n{extra}")
+        f"train: {{epochs: 30, batch_size: 16}}\n{extra}"
+    )
     return tmp_path / f"{name}.yaml"
 
 
@@ -46,7 +47,10 @@ def test_types_are_inferred_and_encoded(tmp_path):
     result = check.check(project(tmp_path, customers()))
     schema = result.data.schema
     assert [(column.name, column.type) for column in schema.columns] == [
-        ("income", "numeric"), ("region", "categorical"), ("member", "boolean")]
+        ("income", "numeric"),
+        ("region", "categorical"),
+        ("member", "boolean"),
+    ]
     assert schema.input_names == ["income", "region=east", "region=north", "region=south", "member"]
     features = result.data.train.features
     assert features.shape[1] == 5
@@ -62,8 +66,14 @@ def test_a_mixed_file_trains_and_predicts_with_the_stored_encoding(tmp_path):
     assert result.metrics["validation"]["r2"] > 0.8
     manifest = json.loads((tmp_path / "run" / "model.json").read_text())
     region = next(column for column in manifest["data"]["columns"] if column["name"] == "region")
-    assert region == {"name": "region", "type": "categorical", "missing": "error", "fill": None,
-                      "categories": ["east", "north", "south"], "unknown": "error"}
+    assert region == {
+        "name": "region",
+        "type": "categorical",
+        "missing": "error",
+        "fill": None,
+        "categories": ["east", "north", "south"],
+        "unknown": "error",
+    }
     # Columns in another order, with the target missing: predictions follow the rows.
     (tmp_path / "new.csv").write_text("region,member,income\nsouth,no,50\nnorth,yes,50\n")
     header, rows = predict.predict_rows(tmp_path / "run", tmp_path / "new.csv")
@@ -73,8 +83,11 @@ def test_a_mixed_file_trains_and_predicts_with_the_stored_encoding(tmp_path):
 
 
 def test_schema_round_trips_through_model_json(tmp_path):
-    config = project(tmp_path, customers(income=7, region=5),
-                     "  columns:\n    income: {missing: median}\n    region: {missing: mode, unknown: ignore}\n")
+    config = project(
+        tmp_path,
+        customers(income=7, region=5),
+        "  columns:\n    income: {missing: median}\n    region: {missing: mode, unknown: ignore}\n",
+    )
     fit.fit(config, out=tmp_path / "run")
     run = common.load_run(tmp_path / "run")
     stored = json.loads((tmp_path / "run" / "model.json").read_text())["data"]
@@ -87,8 +100,11 @@ def test_schema_round_trips_through_model_json(tmp_path):
 
 
 def test_missing_default_is_an_error_naming_file_line_and_column(tmp_path):
-    with pytest.raises(DataError, match=r"shop.csv:3: column 'income' is empty \(a missing value\); fill it in, "
-                                        r"or set data.columns.income.missing"):
+    with pytest.raises(
+        DataError,
+        match=r"shop.csv:3: column 'income' is empty \(a missing value\); fill it in, "
+        r"or set data.columns.income.missing",
+    ):
         check.check(project(tmp_path, customers(income=10)))
 
 
@@ -120,8 +136,9 @@ def test_median_mode_and_constant(tmp_path, policy, expected):
     lines = ["income,region,member,spend"] + [f"{v},north,yes,{i}" for i, v in enumerate([40, 40, 50, 60, 70])]
     lines.append(",south,no,9")
     fill = ", fill: -1" if policy == "constant" else ""
-    config = project(tmp_path, "\n".join(lines) + "\n",
-                     f"  columns:\n    income: {{missing: {policy}{fill}}}\n", name="small")
+    config = project(
+        tmp_path, "\n".join(lines) + "\n", f"  columns:\n    income: {{missing: {policy}{fill}}}\n", name="small"
+    )
     config.write_text(config.read_text().replace("exclude: [customer_id]", "validation: 0"))
     schema = check.check(config).data.schema
     assert schema.columns[0].fill == expected
@@ -135,8 +152,11 @@ def test_categorical_mode_and_constant_fills_become_categories(tmp_path):
 
 def test_a_target_cell_that_is_empty(tmp_path):
     text = customers(spend=10)
-    with pytest.raises(DataError, match=r"shop.csv:3: target 'spend' is empty \(a missing value\); fill it in, or "
-                                        r"set data.columns.spend.missing: drop"):
+    with pytest.raises(
+        DataError,
+        match=r"shop.csv:3: target 'spend' is empty \(a missing value\); fill it in, or "
+        r"set data.columns.spend.missing: drop",
+    ):
         check.check(project(tmp_path, text, "  missing: median\n"))  # a fill policy never fills the target
     result = check.check(project(tmp_path, text, "  columns:\n    spend: {missing: drop}\n"), ["data.validation=0"])
     assert len(result.data.train) == 108
@@ -147,9 +167,11 @@ def test_unknown_categories_at_predict_time(tmp_path):
     (tmp_path / "new.csv").write_text("income,region,member\n50,north,yes\n50,atlantis,no\n")
     result = runner.invoke(app, ["predict", str(tmp_path / "strict"), str(tmp_path / "new.csv")])
     assert result.exit_code == 2
-    assert ("new.csv:3: column 'region' has 'atlantis', which training never saw; known values: east, north, "
-            "south (to encode unseen values as all zeros, set data.columns.region.unknown: ignore in the config "
-            "and train again)") in " ".join(result.output.split())
+    assert (
+        "new.csv:3: column 'region' has 'atlantis', which training never saw; known values: east, north, "
+        "south (to encode unseen values as all zeros, set data.columns.region.unknown: ignore in the config "
+        "and train again)"
+    ) in " ".join(result.output.split())
     config = project(tmp_path, customers(), "  columns:\n    region: {unknown: ignore}\n")
     fit.fit(config, out=tmp_path / "lenient", overrides=["train.epochs=1"])
     run = common.load_run(tmp_path / "lenient")
@@ -161,8 +183,11 @@ def test_predict_never_drops_a_row_but_eval_does(tmp_path):
     config = project(tmp_path, customers(), "  columns:\n    income: {missing: drop}\n")
     fit.fit(config, out=tmp_path / "run", overrides=["train.epochs=1"])
     (tmp_path / "new.csv").write_text("income,region,member,spend\n50,north,yes,7\n,south,no,3\n")
-    with pytest.raises(DataError, match=r"new.csv:3: column 'income' is empty \(a missing value\); the model was "
-                                        r"trained without such rows \(missing: drop\)"):
+    with pytest.raises(
+        DataError,
+        match=r"new.csv:3: column 'income' is empty \(a missing value\); the model was "
+        r"trained without such rows \(missing: drop\)",
+    ):
         predict.predict_rows(tmp_path / "run", tmp_path / "new.csv")
     schema = common.load_run(tmp_path / "run").schema
     features, targets = read_features(tmp_path / "new.csv", schema, with_target=True)
@@ -174,15 +199,19 @@ def test_a_mostly_numeric_column_with_a_stray_word_is_an_error_not_a_category(tm
     parts = text[6].split(",")
     parts[1] = "n.a."
     text[6] = ",".join(parts)
-    with pytest.raises(DataError, match=r"shop.csv:7: column 'income' has 'n.a.', which is not a number, though 119 "
-                                        r"of its 120 values are; fix the cell, or set data.columns.income.type: "
-                                        "categorical"):
+    with pytest.raises(
+        DataError,
+        match=r"shop.csv:7: column 'income' has 'n.a.', which is not a number, though 119 "
+        r"of its 120 values are; fix the cell, or set data.columns.income.type: "
+        "categorical",
+    ):
         check.check(project(tmp_path, "\n".join(text) + "\n"))
 
 
 def test_given_types_are_enforced(tmp_path):
-    with pytest.raises(DataError, match="column 'region' has 'north', which is not a number; data.columns.region.type "
-                                        "is numeric"):
+    with pytest.raises(
+        DataError, match="column 'region' has 'north', which is not a number; data.columns.region.type is numeric"
+    ):
         check.check(project(tmp_path, customers(), "  columns:\n    region: {type: numeric}\n"))
     with pytest.raises(DataError, match="column 'region' has 'north', which is not true/false"):
         check.check(project(tmp_path, customers(), "  columns:\n    region: {type: boolean}\n"))
@@ -192,18 +221,29 @@ def test_given_types_are_enforced(tmp_path):
     assert schema.columns[1].categories == ["01", "02", "03"]
 
 
-@pytest.mark.parametrize("data_yaml, message", [
-    ("  columns:\n    regoin: {missing: mode}\n", r"shop.yaml:8:5: data.columns.regoin: column 'regoin' is not in .*"
-                                                   r"shop.csv \(did you mean 'region'\?\)"),
-    ("  columns:\n    region: {missing: mean}\n", r"shop.yaml:8:23: data.columns.region.missing: mean needs a numeric "
-                                                   "column and 'region' is categorical; use mode or constant"),
-    ("  columns:\n    income: {unknown: ignore}\n", "data.columns.income.unknown: applies to categorical columns"),
-    ("  columns:\n    income: {missing: constant, fill: lots}\n", "income' is numeric, so the fill must be a finite "
-                                                                   "number"),
-    ("  columns:\n    spend: {missing: median}\n", "data.columns.spend.missing: a target cannot be filled in"),
-    ("  columns:\n    customer_id: {type: categorical}\n", "'customer_id' is excluded by data.exclude"),
-    ("  features: [income, customer_id]\n", "lists 'customer_id', which data.exclude excludes"),
-])
+@pytest.mark.parametrize(
+    "data_yaml, message",
+    [
+        (
+            "  columns:\n    regoin: {missing: mode}\n",
+            r"shop.yaml:8:5: data.columns.regoin: column 'regoin' is not in .*"
+            r"shop.csv \(did you mean 'region'\?\)",
+        ),
+        (
+            "  columns:\n    region: {missing: mean}\n",
+            r"shop.yaml:8:23: data.columns.region.missing: mean needs a numeric "
+            "column and 'region' is categorical; use mode or constant",
+        ),
+        ("  columns:\n    income: {unknown: ignore}\n", "data.columns.income.unknown: applies to categorical columns"),
+        (
+            "  columns:\n    income: {missing: constant, fill: lots}\n",
+            "income' is numeric, so the fill must be a finite number",
+        ),
+        ("  columns:\n    spend: {missing: median}\n", "data.columns.spend.missing: a target cannot be filled in"),
+        ("  columns:\n    customer_id: {type: categorical}\n", "'customer_id' is excluded by data.exclude"),
+        ("  features: [income, customer_id]\n", "lists 'customer_id', which data.exclude excludes"),
+    ],
+)
 def test_column_settings_are_checked_against_the_data(tmp_path, data_yaml, message):
     with pytest.raises(ConfigError, match=message):
         check.check(project(tmp_path, customers(), data_yaml))
@@ -219,7 +259,8 @@ def test_a_binary_target_uses_one_sigmoid_output(tmp_path):
     (tmp_path / "churn.csv").write_text(text)
     (tmp_path / "churn.yaml").write_text(
         "name: churn\ndata: {train: churn.csv, target: churn, exclude: [customer_id]}\n"
-        "model: {layers: [{units: 8}]}\noptimizer: {name: adam, lr: 0.02}\ntrain: {epochs: 40, batch_size: 16}\n")
+        "model: {layers: [{units: 8}]}\noptimizer: {name: adam, lr: 0.02}\ntrain: {epochs: 40, batch_size: 16}\n"
+    )
     result = fit.fit(tmp_path / "churn.yaml", out=tmp_path / "run")
     assert result.config.loss == "binary_cross_entropy"
     assert result.config.model.output.activation == "sigmoid"
@@ -238,7 +279,8 @@ def test_multi_output_regression(tmp_path):
     (tmp_path / "multi.csv").write_text("\n".join(lines) + "\n")
     (tmp_path / "multi.yaml").write_text(
         "name: multi\ndata: {train: multi.csv, target: [y1, y2]}\nmodel: {layers: []}\n"
-        "optimizer: {name: adam, lr: 0.05}\ntrain: {epochs: 60, batch_size: 16}\n")
+        "optimizer: {name: adam, lr: 0.05}\ntrain: {epochs: 60, batch_size: 16}\n"
+    )
     result = fit.fit(tmp_path / "multi.yaml", out=tmp_path / "run")
     assert result.config.task == "regression" and result.config.loss == "mse"
     assert result.metrics["validation"]["r2"] > 0.98
@@ -255,14 +297,17 @@ def test_multi_output_regression(tmp_path):
 def test_an_unseen_class_at_eval_names_label_line_and_known_classes(tmp_path):
     text = customers().replace("customer_id,income,region,member,spend", "customer_id,income,label,member,spend")
     (tmp_path / "c.csv").write_text(text)
-    (tmp_path / "c.yaml").write_text("name: c\ndata: {train: c.csv, target: label, exclude: [customer_id]}\n"
-                                     "train: {epochs: 1}\n")
+    (tmp_path / "c.yaml").write_text(
+        "name: c\ndata: {train: c.csv, target: label, exclude: [customer_id]}\ntrain: {epochs: 1}\n"
+    )
     fit.fit(tmp_path / "c.yaml", out=tmp_path / "run")
     (tmp_path / "odd.csv").write_text("income,label,member,spend\n50,north,yes,1\n\n50,west,no,2\n")
     result = runner.invoke(app, ["eval", str(tmp_path / "run"), str(tmp_path / "odd.csv")])
     assert result.exit_code == 2
-    assert "odd.csv:4: target 'label' has class 'west', which training never saw; known classes: east, north, " \
-           "south" in result.output
+    assert (
+        "odd.csv:4: target 'label' has class 'west', which training never saw; known classes: east, north, "
+        "south" in result.output
+    )
 
 
 def test_numeric_class_labels_match_however_they_are_written(tmp_path):
@@ -277,19 +322,28 @@ def test_numeric_class_labels_match_however_they_are_written(tmp_path):
 
 
 def test_old_run_schemas_without_column_encodings_still_load():
-    old = {"target": "y", "task": "regression", "feature_names": ["a", "b"], "class_labels": [], "binary": False,
-           "scaler": {"method": "standard", "offset": [0.0, 1.0], "divisor": [1.0, 2.0]}}
+    old = {
+        "target": "y",
+        "task": "regression",
+        "feature_names": ["a", "b"],
+        "class_labels": [],
+        "binary": False,
+        "scaler": {"method": "standard", "offset": [0.0, 1.0], "divisor": [1.0, 2.0]},
+    }
     schema = DataSchema.from_dict(old)
     assert schema.n_inputs == 2 and [column.type for column in schema.columns] == ["numeric", "numeric"]
 
 
-@pytest.mark.parametrize("change, message", [
-    (lambda data: data["scaler"].update(offset=[0.0]), "the scaler has 1 offsets"),
-    (lambda data: data["columns"][1].update(type="text"), "unknown type 'text'"),
-    (lambda data: data["columns"][1].update(categories=[]), "without categories"),
-    (lambda data: data.update(target=7), "target must be a column name"),
-    (lambda data: data["scaler"].update(divisor=[1.0, 0.0, 1.0, 1.0, 1.0]), "zero divisor"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda data: data["scaler"].update(offset=[0.0]), "the scaler has 1 offsets"),
+        (lambda data: data["columns"][1].update(type="text"), "unknown type 'text'"),
+        (lambda data: data["columns"][1].update(categories=[]), "without categories"),
+        (lambda data: data.update(target=7), "target must be a column name"),
+        (lambda data: data["scaler"].update(divisor=[1.0, 0.0, 1.0, 1.0, 1.0]), "zero divisor"),
+    ],
+)
 def test_a_damaged_stored_schema_is_refused(tmp_path, change, message):
     fit.fit(project(tmp_path, customers()), out=tmp_path / "run", overrides=["train.epochs=1"])
     data = common.load_run(tmp_path / "run").schema.to_dict()

@@ -50,8 +50,10 @@ def test_the_fast_path_and_the_csv_path_agree(tmp_path, monkeypatch):
     rng = np.random.default_rng(1)
     values = rng.normal(size=(300, 4)).round(4)
     words = np.array(["red", " blue ", "NA", "", "green"])[rng.integers(0, 5, 300)]
-    lines = ["a,b,c,d,colour,id"] + [",".join(repr(float(v)) for v in row) + f",{word},x{index}"
-                                     for index, (row, word) in enumerate(zip(values, words))]
+    lines = ["a,b,c,d,colour,id"] + [
+        ",".join(repr(float(v)) for v in row) + f",{word},x{index}"
+        for index, (row, word) in enumerate(zip(values, words))
+    ]
     path = write(tmp_path, "\n".join(lines) + "\n")
     request = {"numeric": ["a", "b", "c"], "wide": ["d"], "text": ["colour"]}
     fast = CsvFile.open(path).read(**request)
@@ -107,8 +109,11 @@ def test_missing_value_tokens_and_nan_are_missing(tmp_path):
 
 
 def test_ragged_rows_name_the_line_and_both_counts(tmp_path):
-    with pytest.raises(DataError, match=r"data.csv:3: row has 2 fields but the header has 3; fix the row or its "
-                                        r"quoting \(the delimiter ',' was detected"):
+    with pytest.raises(
+        DataError,
+        match=r"data.csv:3: row has 2 fields but the header has 3; fix the row or its "
+        r"quoting \(the delimiter ',' was detected",
+    ):
         read_all(write(tmp_path, "a,b,c\n1,2,3\n4,5\n"))
     # An extra field outside the columns asked for is noticed on the fast path too.
     path = write(tmp_path, "a,b,c\n1,2,3\n4,5,6,7\n", "extra.csv")
@@ -116,13 +121,16 @@ def test_ragged_rows_name_the_line_and_both_counts(tmp_path):
         CsvFile.open(path).read(numeric=["a"])
 
 
-@pytest.mark.parametrize("text, message", [
-    ("", "the file is empty; a header row of column names is needed"),
-    ("\n\n  \n", "the file is empty"),
-    ("a,b,y\n", "the file has a header but no data rows"),
-    ("a,b,y\n\n\n", "the file has a header but no data rows"),
-    ("a,b,a\n1,2,3\n", r"duplicated column name 'a' \(columns 1 and 3\); give every column a distinct name"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("", "the file is empty; a header row of column names is needed"),
+        ("\n\n  \n", "the file is empty"),
+        ("a,b,y\n", "the file has a header but no data rows"),
+        ("a,b,y\n\n\n", "the file has a header but no data rows"),
+        ("a,b,a\n1,2,3\n", r"duplicated column name 'a' \(columns 1 and 3\); give every column a distinct name"),
+    ],
+)
 def test_empty_files_and_bad_headers(tmp_path, text, message):
     with pytest.raises(DataError, match=message):
         read_all(write(tmp_path, text))
@@ -135,8 +143,11 @@ def test_unnamed_columns_get_a_name(tmp_path):
 
 def test_text_that_is_not_utf8_names_the_line_and_suggests_the_encoding(tmp_path):
     path = write(tmp_path, "city,x\nParis,1\nZürich,2\n", encoding="latin-1")
-    with pytest.raises(DataError, match=r"data.csv:3: not utf-8 text \(byte 0xfc at column 2\); save the file as "
-                                        r"UTF-8, or set data.encoding"):
+    with pytest.raises(
+        DataError,
+        match=r"data.csv:3: not utf-8 text \(byte 0xfc at column 2\); save the file as "
+        r"UTF-8, or set data.encoding",
+    ):
         CsvFile.open(path).read(numeric=["x"], text=["city"])
     columns = CsvFile.open(path, encoding="latin-1").read(numeric=["x"], text=["city"])
     assert columns.text["city"].tolist() == ["Paris", "Zürich"]

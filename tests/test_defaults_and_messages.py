@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from dltrain.commands import check, common, evaluate, fit, predict
 from dltrain.cli import app
-from dltrain.errors import DltrainError
+from dltrain.commands import check, common, evaluate, fit, predict
 from dltrain.engine.schedules import make_schedule
+from dltrain.errors import DltrainError
 from dltrain.train import Callbacks
 
 runner = CliRunner()
@@ -65,6 +65,7 @@ def test_cosine_resume_after_an_interruption_is_bit_identical(tmp_path, root):
 
 def test_erf_matches_math_erf_in_float64_and_float32():
     from dltrain.engine.activations import erf
+
     points = np.concatenate([np.linspace(-8, 8, 4001), [0.0, 1e-30, -1e-12, 1e30, -np.inf, np.inf]])
     expected = np.array([math.erf(x) for x in points])
     np.testing.assert_allclose(erf(points), expected, rtol=0, atol=5e-14)
@@ -76,9 +77,10 @@ def test_erf_matches_math_erf_in_float64_and_float32():
 
 def test_gelu_is_exact_and_gelu_tanh_is_the_approximation():
     from dltrain.engine.activations import ACTIVATIONS
+
     z = np.linspace(-6, 6, 241)
     exact = np.array([x * 0.5 * (1 + math.erf(x / math.sqrt(2))) for x in z])
-    tanh_form = 0.5 * z * (1 + np.tanh(math.sqrt(2 / math.pi) * (z + 0.044715 * z ** 3)))
+    tanh_form = 0.5 * z * (1 + np.tanh(math.sqrt(2 / math.pi) * (z + 0.044715 * z**3)))
     np.testing.assert_allclose(ACTIVATIONS["gelu"].forward(z, np.empty_like(z)), exact, rtol=0, atol=5e-14)
     np.testing.assert_allclose(ACTIVATIONS["gelu_tanh"].forward(z, np.empty_like(z)), tanh_form, rtol=1e-13)
     # torch.nn.functional.gelu(torch.tensor(1.0)) = 0.8413447, approximate="tanh": 0.8411920
@@ -111,8 +113,10 @@ def test_a_run_saved_when_gelu_meant_the_tanh_form_predicts_as_before(tmp_path, 
 
 def _minimal_regression(tmp_path, root, extra=""):
     path = tmp_path / "minimal.yaml"
-    path.write_text(f"data: {{train: {root / 'data' / 'diabetes.csv'}, target: progression{extra}}}\n"
-                    "model: {layers: [{units: 16}]}\ntrain: {epochs: 50}\n")
+    path.write_text(
+        f"data: {{train: {root / 'data' / 'diabetes.csv'}, target: progression{extra}}}\n"
+        "model: {layers: [{units: 16}]}\ntrain: {epochs: 50}\n"
+    )
     return path
 
 
@@ -152,8 +156,10 @@ def test_multi_target_regression_scales_each_target(tmp_path):
     x = rng.normal(size=200)
     lines = ["x,weight,waist"] + [f"{v:.4f},{180 + 20 * v:.3f},{0.01 * v + 35:.5f}" for v in x]
     (tmp_path / "body.csv").write_text("\n".join(lines) + "\n")
-    (tmp_path / "body.yaml").write_text("data: {train: body.csv, target: [weight, waist]}\n"
-                                        "model: {layers: [{units: 8}]}\noptimizer: {lr: 0.01}\ntrain: {epochs: 60}\n")
+    (tmp_path / "body.yaml").write_text(
+        "data: {train: body.csv, target: [weight, waist]}\n"
+        "model: {layers: [{units: 8}]}\noptimizer: {lr: 0.01}\ntrain: {epochs: 60}\n"
+    )
     result = fit.fit(tmp_path / "body.yaml", out=tmp_path / "run")
     assert result.metrics["validation"]["r2"] > 0.9
     divisor = json.loads((tmp_path / "run" / "model.json").read_text())["data"]["target_scaler"]["divisor"]
@@ -165,6 +171,7 @@ def test_multi_target_regression_scales_each_target(tmp_path):
 
 def test_few_rows_per_integer_value_make_a_regression_not_16_classes(tmp_path):
     from dltrain.data import infer_task
+
     assert infer_task(np.array([float(v % 16) for v in range(20)])) == "regression"
     assert infer_task(np.array([float(v % 3) for v in range(20)])) == "classification"
     assert infer_task(np.array([0.0, 1.0, 1.0])) == "classification"  # two values: always classes
@@ -195,8 +202,9 @@ def test_a_class_with_one_row_or_an_empty_validation_split_is_a_clear_message(tm
 @pytest.mark.parametrize("data,patience", [("iris", 20), ("digits", 6)])
 def test_init_writes_early_stopping_with_a_patience_sized_to_the_data(tmp_path, root, data, patience):
     target = {"iris": "species", "digits": "digit"}[data]
-    result = runner.invoke(app, ["init", str(root / "data" / f"{data}.csv"), "--target", target,
-                                 "--out", str(tmp_path / "c.yaml")])
+    result = runner.invoke(
+        app, ["init", str(root / "data" / f"{data}.csv"), "--target", target, "--out", str(tmp_path / "c.yaml")]
+    )
     assert result.exit_code == 0, result.output
     config = check.check(tmp_path / "c.yaml").config
     stopping = config.train.early_stopping
@@ -205,20 +213,26 @@ def test_init_writes_early_stopping_with_a_patience_sized_to_the_data(tmp_path, 
 
 def _summary(history, monitor, stopping):
     from types import SimpleNamespace
+
     from dltrain.report import fit_summary
+
     config = SimpleNamespace(name="x", train=SimpleNamespace(early_stopping=stopping))
     best = min(range(len(history)), key=lambda index: history[index][monitor]) + 1
-    result = SimpleNamespace(config=config, history=history, stop_reason="epochs done", best_epoch=best,
-                             monitor=monitor)
+    result = SimpleNamespace(
+        config=config, history=history, stop_reason="epochs done", best_epoch=best, monitor=monitor
+    )
     return "\n".join(fit_summary(result))
 
 
 def test_fit_summary_warns_when_the_saved_epoch_is_far_worse_than_the_best():
     from types import SimpleNamespace
+
     history = [{"epoch": e, "loss": 1.0, "val_loss": v} for e, v in enumerate([1.0, 0.5, 0.52, 0.9], start=1)]
     summary = _summary(history, "val_loss", None)
-    assert ("warning: the saved model is epoch 4's (val_loss 0.9000), far worse than epoch 2's; "
-            "set train.early_stopping: {monitor: val_loss, restore_best: true} to keep the best epoch") in summary
+    assert (
+        "warning: the saved model is epoch 4's (val_loss 0.9000), far worse than epoch 2's; "
+        "set train.early_stopping: {monitor: val_loss, restore_best: true} to keep the best epoch"
+    ) in summary
     off = SimpleNamespace(restore_best=False)
     assert "set train.early_stopping.restore_best: true" in _summary(history, "val_loss", off)
     assert "warning" not in _summary(history, "val_loss", SimpleNamespace(restore_best=True))
@@ -233,11 +247,23 @@ def test_init_with_two_targets_writes_multi_target_regression(tmp_path):
     rng = np.random.default_rng(1)
     lines = ["chins,situps,weight,waist"] + [
         f"{rng.integers(1, 20)},{rng.integers(50, 250)},{rng.normal(180, 20):.1f},{rng.normal(35, 3):.1f}"
-        for _ in range(40)]
+        for _ in range(40)
+    ]
     lines[5] = "3,100,,34.0"  # one weight is missing: that row is skipped
     (tmp_path / "body.csv").write_text("\n".join(lines) + "\n")
-    result = runner.invoke(app, ["init", str(tmp_path / "body.csv"), "--target", "weight", "--target", "waist",
-                                 "--out", str(tmp_path / "body.yaml")])
+    result = runner.invoke(
+        app,
+        [
+            "init",
+            str(tmp_path / "body.csv"),
+            "--target",
+            "weight",
+            "--target",
+            "waist",
+            "--out",
+            str(tmp_path / "body.yaml"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     text = (tmp_path / "body.yaml").read_text()
     assert "  target: [weight, waist]" in text and "multi-target regression" in text
@@ -245,8 +271,19 @@ def test_init_with_two_targets_writes_multi_target_regression(tmp_path):
     config = check.check(tmp_path / "body.yaml").config
     assert config.data.target == ["weight", "waist"] and config.task == "regression"
     (tmp_path / "mixed.csv").write_text("x,y,kind\n" + "".join(f"{v},{v * 2},k{v % 2}\n" for v in range(20)))
-    mixed = runner.invoke(app, ["init", str(tmp_path / "mixed.csv"), "--target", "y", "--target", "kind",
-                                "--out", str(tmp_path / "mixed.yaml")])
+    mixed = runner.invoke(
+        app,
+        [
+            "init",
+            str(tmp_path / "mixed.csv"),
+            "--target",
+            "y",
+            "--target",
+            "kind",
+            "--out",
+            str(tmp_path / "mixed.yaml"),
+        ],
+    )
     assert mixed.exit_code == 2
     assert "several --target columns mean multi-target regression, but 'kind' holds text" in mixed.output
     twice = runner.invoke(app, ["init", str(tmp_path / "mixed.csv"), "--target", "y", "--target", "y"])
@@ -259,7 +296,8 @@ def test_init_with_two_targets_writes_multi_target_regression(tmp_path):
 def test_name_defaults_to_the_config_files_stem(tmp_path, root, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "my churn model.yaml").write_text(
-        f"data: {{train: {root / 'data' / 'iris.csv'}, target: species}}\ntrain: {{epochs: 1}}\n")
+        f"data: {{train: {root / 'data' / 'iris.csv'}, target: species}}\ntrain: {{epochs: 1}}\n"
+    )
     result = runner.invoke(app, ["fit", "my churn model.yaml", "--quiet"])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "runs" / "my-churn-model" / "model.json").exists()
@@ -272,6 +310,7 @@ def test_name_defaults_to_the_config_files_stem(tmp_path, root, monkeypatch):
 def test_did_you_mean_prefers_the_same_word_in_another_case():
     from dltrain.config import closest_match
     from dltrain.errors import did_you_mean
+
     assert closest_match is did_you_mean  # one function for keys, values and columns
     activations = ["elu", "gelu", "gelu_tanh", "leaky_relu", "linear", "relu", "sigmoid", "softplus", "tanh"]
     assert did_you_mean("Relu", activations) == " (did you mean 'relu'?)"  # was 'elu'
@@ -297,11 +336,26 @@ def test_log_lines_are_not_wrapped_at_80_columns_off_a_terminal(tmp_path, root):
     import os
     import subprocess
     import sys
+
     environment = {key: value for key, value in os.environ.items() if key not in ("COLUMNS", "LINES")}
     out = tmp_path / ("run-with-a-long-name-" + "x" * 80)
     completed = subprocess.run(
-        [sys.executable, "-m", "dltrain", "fit", str(root / "configs" / "diabetes.yaml"), "--out",
-         str(out), "--set", "train.epochs=2"], capture_output=True, text=True, timeout=120, env=environment)
+        [
+            sys.executable,
+            "-m",
+            "dltrain",
+            "fit",
+            str(root / "configs" / "diabetes.yaml"),
+            "--out",
+            str(out),
+            "--set",
+            "train.epochs=2",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=environment,
+    )
     assert completed.returncode == 0, completed.stderr
     lines = completed.stdout.splitlines()
     epoch_lines = [line for line in lines if line.startswith("epoch 1/2")]
@@ -309,9 +363,17 @@ def test_log_lines_are_not_wrapped_at_80_columns_off_a_terminal(tmp_path, root):
     assert f"run folder: {out}" in lines and f"saved {out}" in lines
     # model.json records how the run was made.
     from datetime import datetime
+
     run = json.loads((out / "model.json").read_text())["run"]
-    assert run["command"] == ["dltrain", "fit", str(root / "configs" / "diabetes.yaml"), "--out", str(out),
-                              "--set", "train.epochs=2"]
+    assert run["command"] == [
+        "dltrain",
+        "fit",
+        str(root / "configs" / "diabetes.yaml"),
+        "--out",
+        str(out),
+        "--set",
+        "train.epochs=2",
+    ]
     started, ended = datetime.fromisoformat(run["started"]), datetime.fromisoformat(run["ended"])
     assert started <= ended and started.tzinfo is not None
     assert 0 < run["seconds"] < 120 and run["seconds"] <= (ended - started).total_seconds() + 1
@@ -322,17 +384,28 @@ def test_log_lines_are_not_wrapped_at_80_columns_off_a_terminal(tmp_path, root):
 
 def test_predict_keeps_id_columns_and_writes_one_number_format(tmp_path):
     from dltrain.commands.predict import format_number
+
     assert [format_number(v) for v in (0.5, 1.0, 0.0, 217.77785, 1 / 3, 2.5566e-11, 1e20)] == [
-        "0.5", "1", "0", "217.77785", "0.33333334", "2.5566e-11", "1e+20"]
+        "0.5",
+        "1",
+        "0",
+        "217.77785",
+        "0.33333334",
+        "2.5566e-11",
+        "1e+20",
+    ]
     lines = ["customer_id,tenure,plan,churned"] + [
         f"C{index:04d},{index % 17},{'pro' if index % 3 else 'basic'},{'yes' if index % 17 > 8 else 'no'}"
-        for index in range(60)]
+        for index in range(60)
+    ]
     (tmp_path / "c.csv").write_text("\n".join(lines) + "\n")
-    (tmp_path / "c.yaml").write_text("data: {train: c.csv, target: churned, exclude: [customer_id]}\n"
-                                     "train: {epochs: 3}\n")
+    (tmp_path / "c.yaml").write_text(
+        "data: {train: c.csv, target: churned, exclude: [customer_id]}\ntrain: {epochs: 3}\n"
+    )
     fit.fit(tmp_path / "c.yaml", out=tmp_path / "run")
-    result = runner.invoke(app, ["predict", str(tmp_path / "run"), str(tmp_path / "c.csv"), "--keep", "customer_id",
-                                 "--keep", "plan"])
+    result = runner.invoke(
+        app, ["predict", str(tmp_path / "run"), str(tmp_path / "c.csv"), "--keep", "customer_id", "--keep", "plan"]
+    )
     assert result.exit_code == 0, result.output
     out = result.output.splitlines()
     assert out[0] == "customer_id,plan,churned,prob_no,prob_yes"
@@ -352,6 +425,7 @@ def test_predict_keeps_id_columns_and_writes_one_number_format(tmp_path):
 
 def test_version_schema_and_completion(root):
     from dltrain import __version__
+
     version = runner.invoke(app, ["--version"])
     assert version.exit_code == 0 and version.output.splitlines()[0] == f"dltrain {__version__}"
     assert version.output.splitlines()[1].startswith("engine: ")  # which path runs (see test_kernels)

@@ -14,9 +14,8 @@ import shutil
 import pytest
 from typer.testing import CliRunner
 
-from dltrain.cli import app
-
 from conftest import ROOT
+from dltrain.cli import app
 
 MARKDOWN = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 _FENCE = re.compile(r"^```[^\n]*\n(.*?)^```", re.S | re.M)
@@ -103,4 +102,5 @@ def test_every_example_in_the_docs_prints_what_it_shows(document, tmp_path, monk
         result = runner.invoke(app, shlex.split(command)[1:])
         actual = result.output.rstrip("\n").split("\n") if result.output else []
         assert output_matches(shown, actual), (
-            f"{document.name}: `{command}` printed:\n{result.output}\nwhere the document shows:\n" + "\n".join(shown))
+            f"{document.name}: `{command}` printed:\n{result.output}\nwhere the document shows:\n" + "\n".join(shown)
+        )

@@ -30,8 +30,15 @@ def test_every_shipped_config_has_a_quality_bar(root):
 
 
 def test_linear_model_with_gd_reaches_the_least_squares_optimum(root, tmp_path):
-    overrides = ["model.layers=[]", "loss=mse", "optimizer={name: gd, lr: 0.2}", "data.validation=0",
-                 "train.epochs=3000", "train.tolerance=null", "train.early_stopping=null"]
+    overrides = [
+        "model.layers=[]",
+        "loss=mse",
+        "optimizer={name: gd, lr: 0.2}",
+        "data.validation=0",
+        "train.epochs=3000",
+        "train.tolerance=null",
+        "train.early_stopping=null",
+    ]
     result = fit.fit(root / "configs" / "diabetes.yaml", overrides, out=tmp_path / "run")
     run = common.load_run(tmp_path / "run")
     columns = CsvFile.open(root / "data" / "diabetes.csv").read(numeric=[*run.schema.feature_names, "progression"])

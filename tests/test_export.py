@@ -13,10 +13,10 @@ from typer.testing import CliRunner
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
-from dltrain.commands import common, export, fit, predict  # noqa: E402
-from dltrain.engine.activations import ACTIVATIONS  # noqa: E402
 from dltrain.cli import app  # noqa: E402
+from dltrain.commands import common, export, fit, predict  # noqa: E402
 from dltrain.data import read_features  # noqa: E402
+from dltrain.engine.activations import ACTIVATIONS  # noqa: E402
 
 runner = CliRunner()
 ROOT = Path(__file__).resolve().parents[1]
@@ -68,8 +68,7 @@ def engine_outputs(run_dir, csv_path):
 
 def assert_matches_predict(run_dir, model_path, csv_path):
     session = session_for(model_path)
-    outputs = dict(zip([item.name for item in session.get_outputs()],
-                       session.run(None, raw_inputs(session, csv_path))))
+    outputs = dict(zip([item.name for item in session.get_outputs()], session.run(None, raw_inputs(session, csv_path))))
     expected, (header, rows) = engine_outputs(run_dir, csv_path)
     if "prediction" in outputs:
         np.testing.assert_allclose(outputs["prediction"], expected, rtol=1e-5, atol=1e-5)
@@ -88,8 +87,7 @@ def shipped_runs(tmp_path_factory):
     folder = tmp_path_factory.mktemp("shipped")
     runs = {}
     for name in SHIPPED:
-        fit.fit(ROOT / "configs" / f"{name}.yaml", ["train.epochs=3", "data.cache=false"],
-                     out=folder / name)
+        fit.fit(ROOT / "configs" / f"{name}.yaml", ["train.epochs=3", "data.cache=false"], out=folder / name)
         runs[name] = folder / name
     return runs
 
@@ -153,16 +151,19 @@ def shop_csv(rows, seed, blanks=True, unseen=False):
     return "\n".join(lines) + "\n"
 
 
-SHOP_COLUMNS = ("  columns:\n    income: {missing: mean}\n    age: {missing: median}\n"
-                "    region: {missing: mode, unknown: ignore}\n    plan: {missing: constant, fill: basic}\n"
-                "    member: {missing: mode}\n")
+SHOP_COLUMNS = (
+    "  columns:\n    income: {missing: mean}\n    age: {missing: median}\n"
+    "    region: {missing: mode, unknown: ignore}\n    plan: {missing: constant, fill: basic}\n"
+    "    member: {missing: mode}\n"
+)
 
 
 def shop_project(tmp_path, columns=SHOP_COLUMNS, layers="[{units: 8}]", target="segment", text=None):
     (tmp_path / "shop.csv").write_text(text or shop_csv(200, 0))
     (tmp_path / "shop.yaml").write_text(
         f"name: shop\nseed: 0\ndata:\n  train: shop.csv\n  target: {target}\n  cache: false\n{columns}"
-        f"model: {{layers: {layers}}}\noptimizer: {{name: adam, lr: 0.02}}\ntrain: {{epochs: 5, batch_size: 16}}\n")
+        f"model: {{layers: {layers}}}\noptimizer: {{name: adam, lr: 0.02}}\ntrain: {{epochs: 5, batch_size: 16}}\n"
+    )
     return tmp_path / "shop.yaml"
 
 
@@ -175,8 +176,7 @@ def shop_run(tmp_path_factory):
 
 def test_categorical_columns_and_missing_cells_equal_predict(shop_run, tmp_path):
     schema = common.load_run(shop_run / "run").schema
-    assert [column.type for column in schema.columns] == ["numeric", "numeric", "categorical", "categorical",
-                                                          "boolean"]
+    assert [column.type for column in schema.columns] == ["numeric", "numeric", "categorical", "categorical", "boolean"]
     model_path = tmp_path / "shop.onnx"
     result = run("export", shop_run / "run", "--out", model_path)
     assert result.exit_code == 0, result.output
@@ -187,14 +187,24 @@ def test_categorical_columns_and_missing_cells_equal_predict(shop_run, tmp_path)
     session = session_for(model_path)
     assert [item.name for item in session.get_inputs()] == schema.feature_names
     types = {item.name: item.type for item in session.get_inputs()}
-    assert types == {"income": "tensor(float)", "age": "tensor(float)", "region": "tensor(string)",
-                     "plan": "tensor(string)", "member": "tensor(float)"}
+    assert types == {
+        "income": "tensor(float)",
+        "age": "tensor(float)",
+        "region": "tensor(string)",
+        "plan": "tensor(string)",
+        "member": "tensor(float)",
+    }
 
 
 def test_regression_with_categorical_columns_equals_predict(tmp_path):
     text = shop_csv(150, 2).replace(",segment\n", ",spend\n", 1)
-    text = "\n".join(line if index == 0 else f"{line.rsplit(',', 1)[0]},{index % 17 * 1.5 + 3}"
-                     for index, line in enumerate(text.splitlines())) + "\n"
+    text = (
+        "\n".join(
+            line if index == 0 else f"{line.rsplit(',', 1)[0]},{index % 17 * 1.5 + 3}"
+            for index, line in enumerate(text.splitlines())
+        )
+        + "\n"
+    )
     config = shop_project(tmp_path, target="spend", text=text)
     fit.fit(config, out=tmp_path / "run")
     assert run("export", tmp_path / "run").exit_code == 0
@@ -221,9 +231,11 @@ def test_unknown_error_and_unfilled_cells_give_nan_rows_where_predict_refuses(tm
     assert run("export", tmp_path / "run").exit_code == 0
     session = session_for(tmp_path / "run" / "model.onnx")
     rows = tmp_path / "rows.csv"
-    rows.write_text("income,age,region,plan,member\n50,30,north,basic,yes\n50,30,central,basic,yes\n"
-                    ",30,north,basic,yes\n50,30,,basic,yes\n50,30,north,basic,\n50,30,north,basic,maybe\n"
-                    "50,inf,north,basic,yes\n")
+    rows.write_text(
+        "income,age,region,plan,member\n50,30,north,basic,yes\n50,30,central,basic,yes\n"
+        ",30,north,basic,yes\n50,30,,basic,yes\n50,30,north,basic,\n50,30,north,basic,maybe\n"
+        "50,inf,north,basic,yes\n"
+    )
     cells = list(csv.DictReader(rows.open()))
     feed = {}
     for item in session.get_inputs():
@@ -245,14 +257,22 @@ def test_unknown_error_and_unfilled_cells_give_nan_rows_where_predict_refuses(tm
     assert refused.exit_code == 2 and "training never saw" in refused.output
 
 
-@pytest.mark.parametrize("overrides", [["data.scale=none"], ["data.scale=minmax"], ["data.features=[region, plan]"],
-                                       ["data.features=[member]"], ["data.features=[age, member]"]])
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["data.scale=none"],
+        ["data.scale=minmax"],
+        ["data.features=[region, plan]"],
+        ["data.features=[member]"],
+        ["data.features=[age, member]"],
+    ],
+)
 def test_other_scalings_and_column_mixes_export_and_equal_predict(overrides, tmp_path):
     features = re.findall(r"\w+", overrides[0].split("=")[1]) if "features" in overrides[0] else None
-    lines = [line for line in SHOP_COLUMNS.splitlines()[1:]
-             if features is None or line.split(":")[0].strip() in features]
-    fit.fit(shop_project(tmp_path, columns="  columns:\n" + "\n".join(lines) + "\n"), overrides,
-                 out=tmp_path / "run")
+    lines = [
+        line for line in SHOP_COLUMNS.splitlines()[1:] if features is None or line.split(":")[0].strip() in features
+    ]
+    fit.fit(shop_project(tmp_path, columns="  columns:\n" + "\n".join(lines) + "\n"), overrides, out=tmp_path / "run")
     result = run("export", tmp_path / "run")
     assert result.exit_code == 0, result.output
     new = tmp_path / "new.csv"
@@ -273,8 +293,14 @@ def test_unknown_ignore_encodes_an_unseen_category_as_all_zeros(shop_run):
     model = export.build_model(loaded)
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     base = {"income": [50.0], "age": [30.0], "region": ["central"], "plan": ["pro"], "member": [1.0]}
-    feed = export.onnx_inputs(loaded.schema, {key: np.array(value, dtype=object if isinstance(value[0], str)
-                                                            else np.float32) for key, value in base.items()}, "columns")
+    feed = export.onnx_inputs(
+        loaded.schema,
+        {
+            key: np.array(value, dtype=object if isinstance(value[0], str) else np.float32)
+            for key, value in base.items()
+        },
+        "columns",
+    )
     probabilities = session.run(["probabilities"], feed)[0]
     # The same row with region's one-hot block left at zeros, through the engine.
     schema = loaded.schema
@@ -328,9 +354,15 @@ def test_every_engine_activation_has_an_export_equal_to_its_forward():
             result = graph.node("Identity", ["z"])
         graph.nodes[-1].output[0] = "a"
         model = onnx.helper.make_model(
-            onnx.helper.make_graph(graph.nodes, name, [onnx.helper.make_tensor_value_info("z", 1, [None, 4])],
-                                   [onnx.helper.make_tensor_value_info("a", 1, [None, 4])], graph.initializers),
-            opset_imports=[onnx.helper.make_opsetid("", 17)])
+            onnx.helper.make_graph(
+                graph.nodes,
+                name,
+                [onnx.helper.make_tensor_value_info("z", 1, [None, 4])],
+                [onnx.helper.make_tensor_value_info("a", 1, [None, 4])],
+                graph.initializers,
+            ),
+            opset_imports=[onnx.helper.make_opsetid("", 17)],
+        )
         model.ir_version = 8
         got = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"z": z})[0]
         expected = activation.forward(z.copy(), np.empty_like(z))
@@ -344,9 +376,15 @@ def test_the_exact_gelu_entry_is_ready_for_an_erf_gelu():
     export._gelu_erf(graph, "z")
     graph.nodes[-1].output[0] = "a"
     model = onnx.helper.make_model(
-        onnx.helper.make_graph(graph.nodes, "gelu", [onnx.helper.make_tensor_value_info("z", 1, [None])],
-                               [onnx.helper.make_tensor_value_info("a", 1, [None])], graph.initializers),
-        opset_imports=[onnx.helper.make_opsetid("", 9)])
+        onnx.helper.make_graph(
+            graph.nodes,
+            "gelu",
+            [onnx.helper.make_tensor_value_info("z", 1, [None])],
+            [onnx.helper.make_tensor_value_info("a", 1, [None])],
+            graph.initializers,
+        ),
+        opset_imports=[onnx.helper.make_opsetid("", 9)],
+    )
     model.ir_version = 4
     z = np.linspace(-8, 8, 161).astype(np.float32)
     got = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"z": z})[0]
@@ -367,8 +405,7 @@ def test_a_network_with_every_hidden_activation_and_dropout_exports(tmp_path, ro
 def test_target_scaling_statistics_are_inverted_in_the_graph(shipped_runs):
     loaded = common.load_run(shipped_runs["diabetes"])
     loaded.manifest["data"]["target_scaler"] = {"method": "standard", "offset": [150.0], "divisor": [75.0]}
-    session = ort.InferenceSession(export.build_model(loaded).SerializeToString(),
-                                   providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(export.build_model(loaded).SerializeToString(), providers=["CPUExecutionProvider"])
     values = export.verification_rows(loaded.schema)
     got = session.run(["prediction"], export.onnx_inputs(loaded.schema, values, "columns"))[0]
     features = np.column_stack([values[name] for name in loaded.schema.feature_names]).astype(np.float32)

@@ -20,8 +20,8 @@ import pytest
 from typer.testing import CliRunner
 
 from dltrain import artifacts, files
-from dltrain.data import cache as datacache
 from dltrain.cli import app
+from dltrain.data import cache as datacache
 
 runner = CliRunner()
 DRIVER = Path(__file__).with_name("fault_driver.py")
@@ -41,8 +41,9 @@ def dltrain(cwd, *args, fault=None, timeout=120):
     """Run the command line in a child process (with a fault from tests/fault_driver.py)."""
     command = [sys.executable, str(DRIVER)] if fault else [sys.executable, "-m", "dltrain"]
     env = dict(os.environ, DLTRAIN_FAULT=fault or "")
-    return subprocess.run(command + [str(arg) for arg in args], cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        command + [str(arg) for arg in args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def run_printed(cwd, message):
@@ -50,8 +51,9 @@ def run_printed(cwd, message):
     match = re.search(r"(dltrain fit .*--resume.*?)$", message, re.MULTILINE)
     assert match, message
     argv = shlex.split(match.group(1))
-    result = subprocess.run([sys.executable, "-m", "dltrain", *argv[1:], "--quiet"], cwd=cwd, capture_output=True,
-                            text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "dltrain", *argv[1:], "--quiet"], cwd=cwd, capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stderr
     return result
 
@@ -68,8 +70,12 @@ def project(tmp_path_factory):
     shutil.copy(Path(__file__).parents[1] / "data" / "iris.csv", folder / "iris.csv")
     (folder / "c.yaml").write_text(CONFIG.format(seed=1, epochs=EPOCHS))
     for seed in (1, 2):
-        assert dltrain(folder, "fit", "c.yaml", "--out", f"reference-{seed}", "--set", f"seed={seed}",
-                       "--quiet").returncode == 0
+        assert (
+            dltrain(
+                folder, "fit", "c.yaml", "--out", f"reference-{seed}", "--set", f"seed={seed}", "--quiet"
+            ).returncode
+            == 0
+        )
     return folder
 
 
@@ -80,8 +86,11 @@ def reference(project, seed=1):
 def assert_tidy(folder: Path):
     """Only run files are visible; dltrain's own hidden leftovers are the lock and temporaries."""
     assert {entry.name for entry in folder.iterdir() if not entry.name.startswith(".")} <= VISIBLE
-    assert not [entry for entry in folder.parent.iterdir() if ".staging-" in entry.name and
-                not (folder.parent / entry.name.split(".staging-")[0][1:]).exists()]
+    assert not [
+        entry
+        for entry in folder.parent.iterdir()
+        if ".staging-" in entry.name and not (folder.parent / entry.name.split(".staging-")[0][1:]).exists()
+    ]
 
 
 def settle_fresh(project, run, outcome_text):
@@ -156,8 +165,12 @@ def test_kill_9_at_seeded_random_moments(project):
     chooser = random.Random(20261127)
     for attempt in range(4):
         run = project / f"random-{attempt}"
-        process = subprocess.Popen([sys.executable, "-m", "dltrain", "fit", "long.yaml", "--out", run.name, "--quiet"],
-                                   cwd=project, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "dltrain", "fit", "long.yaml", "--out", run.name, "--quiet"],
+            cwd=project,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         time.sleep(chooser.uniform(0.3, 1.2))
         process.kill()
         process.wait(timeout=60)
@@ -172,9 +185,17 @@ def test_kill_9_at_seeded_random_moments(project):
         assert (run / "model.npz").read_bytes() == expected
 
 
-@pytest.mark.parametrize("number, phase", [(signal.SIGINT, "epoch2"), (signal.SIGTERM, "epoch2"),
-                                           (signal.SIGHUP, "epoch2"), (signal.SIGTERM, "data"),
-                                           (signal.SIGINT, "evaluate"), (signal.SIGTERM, "evaluate")])
+@pytest.mark.parametrize(
+    "number, phase",
+    [
+        (signal.SIGINT, "epoch2"),
+        (signal.SIGTERM, "epoch2"),
+        (signal.SIGHUP, "epoch2"),
+        (signal.SIGTERM, "data"),
+        (signal.SIGINT, "evaluate"),
+        (signal.SIGTERM, "evaluate"),
+    ],
+)
 def test_signals_at_every_phase(project, number, phase):
     run = f"signal-{int(number)}-{phase}"
     result = dltrain(project, "fit", "c.yaml", "--out", run, "--quiet", fault=f"signal-phase:{int(number)}:{phase}")
@@ -192,8 +213,9 @@ def test_signals_at_every_phase(project, number, phase):
 @pytest.mark.parametrize("number", [signal.SIGINT, signal.SIGTERM])
 def test_a_signal_inside_the_save_waits_for_the_commit(project, number):
     run = f"save-signal-{int(number)}"
-    result = dltrain(project, "fit", "c.yaml", "--out", run, "--quiet",
-                     fault=f"signal-write:{int(number)}:{EPOCHS + 2}")
+    result = dltrain(
+        project, "fit", "c.yaml", "--out", run, "--quiet", fault=f"signal-write:{int(number)}:{EPOCHS + 2}"
+    )
     assert result.returncode == 128 + number, result.stderr
     assert "interrupted after saving" in result.stderr
     assert settle_fresh(project, run, result.stderr) == "finished"
@@ -201,8 +223,18 @@ def test_a_signal_inside_the_save_waits_for_the_commit(project, number):
 
 def test_printed_resume_command_repeats_the_overrides(project):
     run = "overrides"
-    result = dltrain(project, "fit", "c.yaml", "--out", run, "--set", "seed=2", "--set", "model.layers[0].units=8",
-                     fault=f"signal-phase:{int(signal.SIGINT)}:epoch2")
+    result = dltrain(
+        project,
+        "fit",
+        "c.yaml",
+        "--out",
+        run,
+        "--set",
+        "seed=2",
+        "--set",
+        "model.layers[0].units=8",
+        fault=f"signal-phase:{int(signal.SIGINT)}:epoch2",
+    )
     assert result.returncode == 130
     assert "--set seed=2 --set 'model.layers[0].units=8'" in result.stderr
     run_printed(project, result.stderr)
@@ -223,16 +255,28 @@ class FullDisk:
         handle.write(payload)
 
 
-@pytest.mark.parametrize("code, words", [(errno.ENOSPC, "no space left on the device"),
-                                         (errno.EFBIG, "the file size limit was reached")])
+@pytest.mark.parametrize(
+    "code, words", [(errno.ENOSPC, "no space left on the device"), (errno.EFBIG, "the file size limit was reached")]
+)
 def test_full_disk_during_a_resume_keeps_the_good_run(project, monkeypatch, code, words):
     _, old_predictions = reference(project, 1)
     for at in range(1, EPOCHS + 5):
         run = project / f"disk-{code}-{at}"
         shutil.copytree(project / "reference-1", run)
         FullDisk(monkeypatch, at, code)
-        result = runner.invoke(app, ["fit", str(project / "c.yaml"), "--out", str(run), "--resume", "--quiet",
-                                     "--set", f"train.epochs={EPOCHS * 2}"])
+        result = runner.invoke(
+            app,
+            [
+                "fit",
+                str(project / "c.yaml"),
+                "--out",
+                str(run),
+                "--resume",
+                "--quiet",
+                "--set",
+                f"train.epochs={EPOCHS * 2}",
+            ],
+        )
         monkeypatch.undo()
         assert result.exit_code == 1, result.output
         assert words in result.output and "Traceback" not in result.output
@@ -254,8 +298,13 @@ def test_full_disk_in_a_fresh_fit_is_one_message(project, monkeypatch):
 
 def test_two_fits_into_one_folder(project):
     (project / "slow.yaml").write_text(CONFIG.format(seed=1, epochs=400))
-    first = subprocess.Popen([sys.executable, "-m", "dltrain", "fit", "slow.yaml", "--out", "busy", "--quiet"],
-                             cwd=project, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = subprocess.Popen(
+        [sys.executable, "-m", "dltrain", "fit", "slow.yaml", "--out", "busy", "--quiet"],
+        cwd=project,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 60
     while not (project / "busy" / artifacts.CHECKPOINT).exists() and time.monotonic() < deadline:
         time.sleep(0.02)
@@ -270,9 +319,16 @@ def test_two_fits_into_one_folder(project):
 def test_two_fits_started_together_never_both_write(project):
     for attempt in range(3):
         run = f"race-{attempt}"
-        processes = [subprocess.Popen([sys.executable, "-m", "dltrain", "fit", "c.yaml", "--out", run, "--quiet"],
-                                      cwd=project, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-                     for _ in range(2)]
+        processes = [
+            subprocess.Popen(
+                [sys.executable, "-m", "dltrain", "fit", "c.yaml", "--out", run, "--quiet"],
+                cwd=project,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for _ in range(2)
+        ]
         codes = sorted(process.wait(timeout=120) for process in processes)
         assert codes == [0, 2]
 
@@ -280,8 +336,9 @@ def test_two_fits_started_together_never_both_write(project):
 def test_force_with_a_diverging_run_keeps_the_old_run(project):
     run = project / "diverging"
     shutil.copytree(project / "reference-1", run)
-    result = dltrain(project, "fit", "c.yaml", "--out", run.name, "--force", "--quiet",
-                     "--set", "optimizer={name: sgd, lr: 1.0e+30}")
+    result = dltrain(
+        project, "fit", "c.yaml", "--out", run.name, "--force", "--quiet", "--set", "optimizer={name: sgd, lr: 1.0e+30}"
+    )
     assert result.returncode == 3
     assert "still holds the previous run, unchanged" in result.stderr
     assert predictions(project, run.name) == reference(project, 1)[1]
@@ -289,8 +346,9 @@ def test_force_with_a_diverging_run_keeps_the_old_run(project):
 
 
 def test_divergence_in_the_first_epoch_leaves_no_empty_folder(project):
-    result = dltrain(project, "fit", "c.yaml", "--out", "diverged-early", "--quiet",
-                     "--set", "optimizer={name: sgd, lr: 1.0e+30}")
+    result = dltrain(
+        project, "fit", "c.yaml", "--out", "diverged-early", "--quiet", "--set", "optimizer={name: sgd, lr: 1.0e+30}"
+    )
     assert result.returncode == 3 and "nothing was saved" in result.stderr
     assert not (project / "diverged-early").exists()
 
@@ -334,15 +392,40 @@ def test_predict_never_overwrites_its_input_or_a_run(project):
 
 def test_resume_of_an_early_stopped_run_is_refused_and_says_how_to_go_on(project):
     run = project / "stopped"
-    result = dltrain(project, "fit", "c.yaml", "--out", run.name, "--quiet", "--set", "train.epochs=300",
-                     "--set", "train.early_stopping={patience: 2}", "--set", "optimizer.lr=0.2")
+    result = dltrain(
+        project,
+        "fit",
+        "c.yaml",
+        "--out",
+        run.name,
+        "--quiet",
+        "--set",
+        "train.epochs=300",
+        "--set",
+        "train.early_stopping={patience: 2}",
+        "--set",
+        "optimizer.lr=0.2",
+    )
     assert result.returncode == 0, result.stderr
     model = (run / "model.npz").read_bytes()
     epochs_done = len((run / "history.csv").read_text().splitlines()) - 1
     assert epochs_done < 300
     for _ in range(2):  # the same answer every time, and the model untouched
-        again = dltrain(project, "fit", "c.yaml", "--out", run.name, "--resume", "--quiet", "--set", "train.epochs=300",
-                        "--set", "train.early_stopping={patience: 2}", "--set", "optimizer.lr=0.2")
+        again = dltrain(
+            project,
+            "fit",
+            "c.yaml",
+            "--out",
+            run.name,
+            "--resume",
+            "--quiet",
+            "--set",
+            "train.epochs=300",
+            "--set",
+            "train.early_stopping={patience: 2}",
+            "--set",
+            "optimizer.lr=0.2",
+        )
         assert again.returncode == 2
         assert f"already finished (early stop at epoch {epochs_done})" in again.stderr
         assert (run / "model.npz").read_bytes() == model
@@ -357,8 +440,10 @@ def test_resume_on_changed_data_is_refused(project):
     (folder / "c.yaml").write_text(CONFIG.format(seed=1, epochs=EPOCHS))
     assert dltrain(folder, "fit", "c.yaml", "--out", "run", "--quiet").returncode == 0
     lines = (folder / "iris.csv").read_text().splitlines()
-    edits = {"a value": [lines[0]] + [lines[1].replace("5.1", "5.2", 1)] + lines[2:],
-             "a column": [lines[0] + ",extra"] + [line + ",1" for line in lines[1:]]}
+    edits = {
+        "a value": [lines[0]] + [lines[1].replace("5.1", "5.2", 1)] + lines[2:],
+        "a column": [lines[0] + ",extra"] + [line + ",1" for line in lines[1:]],
+    }
     for what, changed in edits.items():
         (folder / "iris.csv").write_text("\n".join(changed) + "\n")
         result = dltrain(folder, "fit", "c.yaml", "--out", "run", "--resume", "--quiet", "--set", "train.epochs=6")
@@ -387,8 +472,10 @@ def test_a_stale_cache_that_cannot_be_written_falls_back_to_parsing(project, mon
 
 def test_an_out_that_cannot_be_made_is_one_message(project, tmp_path, monkeypatch):
     (tmp_path / "a-file").write_text("")
-    cases = {str(tmp_path / "a-file" / "run"): "a part of the path is a file, not a folder",
-             str(tmp_path / ("x" * 300)): "the name is too long"}
+    cases = {
+        str(tmp_path / "a-file" / "run"): "a part of the path is a file, not a folder",
+        str(tmp_path / ("x" * 300)): "the name is too long",
+    }
     for out, words in cases.items():
         result = runner.invoke(app, ["fit", str(project / "c.yaml"), "--out", out, "--quiet"])
         assert result.exit_code == 2 and words in result.output, result.output
@@ -401,8 +488,12 @@ def test_an_out_that_cannot_be_made_is_one_message(project, tmp_path, monkeypatc
 
 def test_disk_errors_name_the_path_and_the_fix():
     path = Path("somewhere") / "model.npz"
-    for code, words, exit_code in ((errno.EROFS, "read-only", 2), (errno.EACCES, "permission denied", 2),
-                                   (errno.ENOSPC, "no space left", 1), (errno.EDQUOT, "quota", 1)):
+    for code, words, exit_code in (
+        (errno.EROFS, "read-only", 2),
+        (errno.EACCES, "permission denied", 2),
+        (errno.ENOSPC, "no space left", 1),
+        (errno.EDQUOT, "quota", 1),
+    ):
         error = files.disk_error(OSError(code, os.strerror(code)), path)
         assert str(error).startswith(f"{path}: cannot write: ") and words in str(error)
         assert error.exit_code == exit_code
@@ -414,8 +505,9 @@ def test_a_reader_never_mixes_two_commits(project):
 
     folder = project / "alternating"
     shutil.copytree(project / "reference-1", folder)
-    runs = [{name: (project / f"reference-{seed}" / name).read_bytes() for name in artifacts.RUN_FILES}
-            for seed in (1, 2)]
+    runs = [
+        {name: (project / f"reference-{seed}" / name).read_bytes() for name in artifacts.RUN_FILES} for seed in (1, 2)
+    ]
     lock = artifacts.RunLock(folder).acquire()
     failures, done = [], threading.Event()
 

@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from dltrain.commands import fit
 from dltrain.cli import app
+from dltrain.commands import fit
 
 BASE = Path(__file__).parent / "bad_inputs" / "_base"
 runner = CliRunner()
@@ -18,8 +18,9 @@ def semicolon_run(tmp_path_factory):
     """A model trained on a ;-separated file, with data.delimiter set to ';' in its config."""
     folder = tmp_path_factory.mktemp("semicolon")
     (folder / "semi.csv").write_text((BASE / "base.csv").read_text().replace(",", ";"))
-    (folder / "semi.yaml").write_text((BASE / "base.yaml").read_text().replace(
-        "train: base.csv", "train: semi.csv\n  delimiter: ';'"))
+    (folder / "semi.yaml").write_text(
+        (BASE / "base.yaml").read_text().replace("train: base.csv", "train: semi.csv\n  delimiter: ';'")
+    )
     fit.fit(folder / "semi.yaml", out=folder / "run")
     return folder
 
@@ -51,16 +52,21 @@ def test_a_bom_tab_separated_latin1_file_predicts_alike_with_options(semicolon_r
 def test_eval_takes_the_delimiter_option_over_detection(semicolon_run):
     result = runner.invoke(app, ["eval", str(semicolon_run / "run"), str(BASE / "base.csv"), "--delimiter", ";"])
     assert result.exit_code == 2
-    assert "base.csv:1: target column 'label' not found (the header was read as one column with delimiter ';'" \
+    assert (
+        "base.csv:1: target column 'label' not found (the header was read as one column with delimiter ';'"
         in result.output
+    )
 
 
 def test_the_configs_delimiter_still_applies_to_the_configs_validation_file(semicolon_run, tmp_path):
     (tmp_path / "semi.csv").write_text((semicolon_run / "semi.csv").read_text())
     (tmp_path / "val.csv").write_text((BASE / "base.csv").read_text())  # commas, where the config says ';'
-    (tmp_path / "c.yaml").write_text((semicolon_run / "semi.yaml").read_text().replace(
-        "target: label", "target: label\n  validation: val.csv"))
+    (tmp_path / "c.yaml").write_text(
+        (semicolon_run / "semi.yaml").read_text().replace("target: label", "target: label\n  validation: val.csv")
+    )
     result = runner.invoke(app, ["check", str(tmp_path / "c.yaml")])
     assert result.exit_code == 2
-    assert "val.csv:1: target column 'label' not found (the header was read as one column with delimiter ';'" \
+    assert (
+        "val.csv:1: target column 'label' not found (the header was read as one column with delimiter ';'"
         in result.output
+    )

@@ -3,12 +3,11 @@
 import numpy as np
 import pytest
 
+from conftest import assert_close, numerical_gradient
 from dltrain.engine.activations import ACTIVATIONS, HIDDEN_ACTIVATIONS
 from dltrain.engine.layers import ActivationLayer, Dense, Dropout
 from dltrain.engine.losses import LOSSES, make_loss
 from dltrain.engine.model import Sequential
-
-from conftest import assert_close, numerical_gradient
 
 RNG = np.random.default_rng(42)
 
@@ -37,8 +36,14 @@ def _targets(loss_name, n, k):
     return RNG.normal(size=(n, k))
 
 
-LOSS_CASES = [("cross_entropy", "softmax", 4), ("binary_cross_entropy", "sigmoid", 1),
-              ("mse", "linear", 3), ("mse", "sigmoid", 2), ("mse", "tanh", 2), ("mse", "softmax", 3)]
+LOSS_CASES = [
+    ("cross_entropy", "softmax", 4),
+    ("binary_cross_entropy", "sigmoid", 1),
+    ("mse", "linear", 3),
+    ("mse", "sigmoid", 2),
+    ("mse", "tanh", 2),
+    ("mse", "softmax", 3),
+]
 
 
 @pytest.mark.parametrize("loss_name,activation,k", LOSS_CASES)
@@ -98,12 +103,15 @@ def test_dropout_gradient_uses_the_same_mask_and_is_identity_at_inference():
     assert np.array_equal(layer.forward(x, training=False), x)
 
 
-@pytest.mark.parametrize("loss_name,output", [("cross_entropy", "softmax"), ("binary_cross_entropy", "sigmoid"),
-                                              ("mse", "linear")])
+@pytest.mark.parametrize(
+    "loss_name,output", [("cross_entropy", "softmax"), ("binary_cross_entropy", "sigmoid"), ("mse", "linear")]
+)
 def test_whole_network_gradient(loss_name, output):
-    hidden = [{"type": "dense", "units": 6, "activation": "tanh"},
-              {"type": "dense", "units": 5, "activation": "gelu"},
-              {"type": "dense", "units": 4, "activation": "gelu_tanh"}]
+    hidden = [
+        {"type": "dense", "units": 6, "activation": "tanh"},
+        {"type": "dense", "units": 5, "activation": "gelu"},
+        {"type": "dense", "units": 4, "activation": "gelu_tanh"},
+    ]
     k = 1 if output == "sigmoid" else 3
     model = Sequential.build(4, hidden, k, output, init_rng=np.random.default_rng(1), dtype=np.float64)
     loss = make_loss(loss_name, output)
@@ -154,8 +162,12 @@ def test_relu_forward_is_exactly_max_z_0():
     # The forward pass computes (z + |z|) / 2 for speed; it must equal max(z, 0) exactly,
     # for signed zeros, subnormals and values up to half the float32 range.
     tiny, huge = np.finfo(np.float32).smallest_subnormal, np.finfo(np.float32).max / 2
-    z = np.concatenate([RNG.normal(size=1000) * 10.0 ** RNG.integers(-30, 30, size=1000),
-                        [0.0, -0.0, tiny, -tiny, huge, -huge, 1.0, -1.0]]).astype(np.float32)
+    z = np.concatenate(
+        [
+            RNG.normal(size=1000) * 10.0 ** RNG.integers(-30, 30, size=1000),
+            [0.0, -0.0, tiny, -tiny, huge, -huge, 1.0, -1.0],
+        ]
+    ).astype(np.float32)
     out = ACTIVATIONS["relu"].forward(z, np.empty_like(z))
     assert np.array_equal(out, np.maximum(z, np.float32(0)))
     assert not np.signbit(out).any()  # no -0.0 either

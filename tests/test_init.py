@@ -23,10 +23,16 @@ def messy_csv(tmp_path):
         region = ["north", "south", "east", "west"][index % 4]
         income = 30000 + rng.random() * 40000
         spend = income / 1000 + {"north": 5, "south": -5, "east": 0, "west": 8}[region] + rng.normal()
-        cells = [f"C{index:05d}", f"2021-{index % 12 + 1:02d}-{index % 28 + 1:02d}",
-                 "" if index % 9 == 4 else f"{income:.2f}", "" if index % 13 == 6 else region,
-                 "yes" if index % 3 else "no", f'"free words about customer {index}; nothing more"', "1",
-                 "" if index % 31 == 10 else f"{spend:.3f}"]
+        cells = [
+            f"C{index:05d}",
+            f"2021-{index % 12 + 1:02d}-{index % 28 + 1:02d}",
+            "" if index % 9 == 4 else f"{income:.2f}",
+            "" if index % 13 == 6 else region,
+            "yes" if index % 3 else "no",
+            f'"free words about customer {index}; nothing more"',
+            "1",
+            "" if index % 31 == 10 else f"{spend:.3f}",
+        ]
         lines.append(";".join(cells))
     path = tmp_path / "data" / "customers.csv"
     path.parent.mkdir()
@@ -48,8 +54,9 @@ def test_init_writes_a_commented_config_that_trains_as_written(tmp_path, messy_c
     assert "- note                      # free text: 160 distinct values" in text
     assert "- constant                  # constant: every row holds 1" in text
     assert "income: {type: numeric, missing: median}   # 18 empty cells (11%)" in text
-    assert ('region: {type: categorical, missing: mode} # 12 empty cells (8%); 4 values: "east", "north", '
-            '"south", "west"') in text
+    assert (
+        'region: {type: categorical, missing: mode} # 12 empty cells (8%); 4 values: "east", "north", "south", "west"'
+    ) in text
     assert "member: {type: boolean}" in text
     assert "monthly_spend: {missing: drop}" in text and "those rows are skipped" in text
     assert "task: regression" in text

@@ -119,14 +119,28 @@ def _wide_trainer(fused, rows=300, seed=0):
     rng = np.random.default_rng(seed)
     features = rng.random((rows, 40), dtype=np.float32)
     targets = rng.integers(0, 5, size=rows)
-    hidden = [{"type": "dense", "units": 33, "activation": "relu"}, {"type": "dropout", "rate": 0.2},
-              {"type": "dense", "units": 17, "activation": "relu"}]
-    model = Sequential.build(40, hidden, 5, "softmax", init_rng=np.random.default_rng(1),
-                             dropout_rng=np.random.default_rng(7))
+    hidden = [
+        {"type": "dense", "units": 33, "activation": "relu"},
+        {"type": "dropout", "rate": 0.2},
+        {"type": "dense", "units": 17, "activation": "relu"},
+    ]
+    model = Sequential.build(
+        40, hidden, 5, "softmax", init_rng=np.random.default_rng(1), dropout_rng=np.random.default_rng(7)
+    )
     optimizer = make_model_optimizer("adam", model, lr=0.01, weight_decay=0.01)
-    return Trainer(model, make_loss("cross_entropy", "softmax"), optimizer, Split(features, targets), None,
-                   TrainOptions(epochs=2, batch_size=64), "classification", shuffle_rng=np.random.default_rng(2),
-                   dropout_rng=model.layers[1].rng, n_classes=5, fused=fused)
+    return Trainer(
+        model,
+        make_loss("cross_entropy", "softmax"),
+        optimizer,
+        Split(features, targets),
+        None,
+        TrainOptions(epochs=2, batch_size=64),
+        "classification",
+        shuffle_rng=np.random.default_rng(2),
+        dropout_rng=model.layers[1].rng,
+        n_classes=5,
+        fused=fused,
+    )
 
 
 @pytest.mark.parametrize("fused", [pytest.param(True, marks=needs_numba), False], ids=["fused", "reference"])
@@ -185,11 +199,19 @@ def test_the_environment_variable_forces_the_reference_path(monkeypatch):
     monkeypatch.setenv(threads.KERNELS_VARIABLE, "reference")
     assert not kernels.active()
     assert kernels.describe() == "reference NumPy path (DLTRAIN_KERNELS=reference)"
-    model = Sequential.build(784, [{"type": "dense", "units": 128, "activation": "relu"}], 10, "softmax",
-                             init_rng=np.random.default_rng(0))
-    trainer = Trainer(model, make_loss("cross_entropy", "softmax"), make_model_optimizer("adam", model),
-                      Split(np.zeros((256, 784), np.float32), np.zeros(256, np.int64)), None,
-                      TrainOptions(epochs=1, batch_size=256), "classification", shuffle_rng=np.random.default_rng(0))
+    model = Sequential.build(
+        784, [{"type": "dense", "units": 128, "activation": "relu"}], 10, "softmax", init_rng=np.random.default_rng(0)
+    )
+    trainer = Trainer(
+        model,
+        make_loss("cross_entropy", "softmax"),
+        make_model_optimizer("adam", model),
+        Split(np.zeros((256, 784), np.float32), np.zeros(256, np.int64)),
+        None,
+        TrainOptions(epochs=1, batch_size=256),
+        "classification",
+        shuffle_rng=np.random.default_rng(0),
+    )
     assert trainer.fused is False and not any(layer.fused for layer in model.layers)
 
 
@@ -206,9 +228,11 @@ def test_large_problems_take_the_fused_path_and_small_ones_the_reference(monkeyp
 def test_a_small_fit_never_loads_numba(tmp_path):
     # The first `dltrain fit configs/iris.yaml` stays quick: importing numba alone takes half a second.
     root = Path(__file__).resolve().parents[1]
-    code = ("import sys; from dltrain.commands.fit import fit; "
-            f"fit({str(root / 'configs' / 'iris.yaml')!r}, ['train.epochs=2'], out={str(tmp_path / 'run')!r}); "
-            "print('numba loaded' if 'numba' in sys.modules else 'numba not loaded')")
+    code = (
+        "import sys; from dltrain.commands.fit import fit; "
+        f"fit({str(root / 'configs' / 'iris.yaml')!r}, ['train.epochs=2'], out={str(tmp_path / 'run')!r}); "
+        "print('numba loaded' if 'numba' in sys.modules else 'numba not loaded')"
+    )
     env = {key: value for key, value in os.environ.items() if key != threads.KERNELS_VARIABLE}
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert result.returncode == 0, result.stderr
@@ -217,8 +241,9 @@ def test_a_small_fit_never_loads_numba(tmp_path):
 
 def test_version_names_the_active_path():
     env = dict(os.environ, **{threads.KERNELS_VARIABLE: "reference"})
-    result = subprocess.run([sys.executable, "-m", "dltrain", "--version"], capture_output=True, text=True,
-                            env=env, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "dltrain", "--version"], capture_output=True, text=True, env=env, timeout=60
+    )
     assert result.returncode == 0
     assert result.stdout.splitlines() == ["dltrain 0.1.0", "engine: reference NumPy path (DLTRAIN_KERNELS=reference)"]
 
@@ -245,8 +270,10 @@ def test_kernels_are_cached_beside_the_package_or_in_the_user_cache(tmp_path, mo
     assert threads.kernel_cache_dir(package, {}) is None  # numba's own cache, beside the source
     # A read-only site-packages (as root every folder is writable, so the check is replaced).
     monkeypatch.setattr(threads.os, "access", lambda path, mode: Path(path) != package)
-    assert threads.kernel_cache_dir(package, {"XDG_CACHE_HOME": str(tmp_path / "cache")}) == \
-        tmp_path / "cache" / "dltrain" / "numba"
+    assert (
+        threads.kernel_cache_dir(package, {"XDG_CACHE_HOME": str(tmp_path / "cache")})
+        == tmp_path / "cache" / "dltrain" / "numba"
+    )
     environ = {"XDG_CACHE_HOME": str(tmp_path / "cache")}
     monkeypatch.setattr(threads.os, "access", lambda path, mode: False)
     monkeypatch.delitem(sys.modules, "numba", raising=False)
@@ -254,8 +281,7 @@ def test_kernels_are_cached_beside_the_package_or_in_the_user_cache(tmp_path, mo
     assert environ["NUMBA_CACHE_DIR"] == str(tmp_path / "cache" / "dltrain" / "numba")
 
 
-@pytest.mark.parametrize("macs,cores,expected", [(10, 16, 1), (8_000_000, 2, 2), (8_000_000, 16, 2),
-                                                 (10**12, 16, 16)])
+@pytest.mark.parametrize("macs,cores,expected", [(10, 16, 1), (8_000_000, 2, 2), (8_000_000, 16, 2), (10**12, 16, 16)])
 def test_one_thread_policy_for_blas_and_kernels(macs, cores, expected):
     assert threads.threads_for(macs, cores) == expected
 
@@ -270,8 +296,10 @@ def test_kernel_threads_follow_the_limit():
         assert numba.get_num_threads() == min(2, numba.config.NUMBA_NUM_THREADS)
 
 
-@pytest.mark.parametrize("wanted,other,cores,expected", [(2, 0.2, 2, 2), (2, 0.6, 2, 1), (2, 5.0, 2, 1),
-                                                         (16, 3.4, 16, 13), (16, None, 16, 16), (1, 0.0, 16, 1)])
+@pytest.mark.parametrize(
+    "wanted,other,cores,expected",
+    [(2, 0.2, 2, 2), (2, 0.6, 2, 1), (2, 5.0, 2, 1), (16, 3.4, 16, 13), (16, None, 16, 16), (1, 0.0, 16, 1)],
+)
 def test_threads_leave_the_cores_other_processes_use(wanted, other, cores, expected):
     assert threads.threads_beside(wanted, other, cores) == expected
 

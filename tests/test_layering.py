@@ -21,7 +21,7 @@ def _imports(path: Path) -> list[tuple[str, int]]:
             names += [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
             if node.level:
-                base = package.split(".")[:len(package.split(".")) - node.level + 1]
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
                 module = ".".join(base + ([node.module] if node.module else []))
                 names += [module] if node.module else [f"{module}.{alias.name}" for alias in node.names]
             else:
@@ -37,20 +37,25 @@ def test_the_scan_sees_the_package():
 
 @pytest.mark.parametrize("path", [p for p in MODULES if p.parent.name == "engine"], ids=lambda p: p.name)
 def test_engine_imports_nothing_of_dltrain_outside_engine(path):
-    outside = [name for name in _imports(path)
-               if name.split(".")[0] == "dltrain" and not name.startswith("dltrain.engine")]
+    outside = [
+        name for name in _imports(path) if name.split(".")[0] == "dltrain" and not name.startswith("dltrain.engine")
+    ]
     assert outside == [], f"{path.name} imports {outside}"
 
 
 @pytest.mark.parametrize("library, allowed", [("typer", "cli.py"), ("rich", "report.py")])
 def test_only_the_face_imports_the_ui_libraries(library, allowed):
-    importers = sorted(path.relative_to(PACKAGE).as_posix() for path in MODULES
-                       if any(name.split(".")[0] == library for name in _imports(path)))
+    importers = sorted(
+        path.relative_to(PACKAGE).as_posix()
+        for path in MODULES
+        if any(name.split(".")[0] == library for name in _imports(path))
+    )
     assert importers == [allowed]
 
 
-@pytest.mark.parametrize("path", [p for p in MODULES if p.parent.name == "engine" and p.name != "backend.py"],
-                         ids=lambda p: p.name)
+@pytest.mark.parametrize(
+    "path", [p for p in MODULES if p.parent.name == "engine" and p.name != "backend.py"], ids=lambda p: p.name
+)
 def test_only_backend_names_the_array_library(path):
     """The seam for another array library: numpy is imported and used as ``np`` in backend.py only."""
     source = path.read_text(encoding="utf-8")

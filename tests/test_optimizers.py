@@ -55,7 +55,7 @@ def test_adam_second_step_matches_the_formula():
     optimizer.step()
     m = 0.9 * (0.1 * 2.0) + 0.1 * -1.0
     v = 0.999 * (0.001 * 4.0) + 0.001 * 1.0
-    m_hat, v_hat = m / (1 - 0.9 ** 2), v / (1 - 0.999 ** 2)
+    m_hat, v_hat = m / (1 - 0.9**2), v / (1 - 0.999**2)
     assert params["0.b"][0] == pytest.approx(0.49 - 0.01 * m_hat / (math.sqrt(v_hat) + 1e-8), rel=1e-5)
 
 
@@ -78,8 +78,9 @@ def test_every_registered_optimizer_is_tested_and_keeps_float32():
 def _tiny_model():
     from dltrain.engine.model import Sequential
 
-    model = Sequential.build(3, [{"type": "dense", "units": 2, "activation": "tanh"}], 2, "linear",
-                             init_rng=np.random.default_rng(0))
+    model = Sequential.build(
+        3, [{"type": "dense", "units": 2, "activation": "tanh"}], 2, "linear", init_rng=np.random.default_rng(0)
+    )
     rng = np.random.default_rng(1)
     for grad in model.grads.values():
         grad[...] = rng.normal(size=grad.shape)

@@ -5,9 +5,9 @@ import tracemalloc
 import numpy as np
 import pytest
 
+from dltrain.data import Split
 from dltrain.engine import kernels
 from dltrain.engine.backend import threads_for
-from dltrain.data import Split
 from dltrain.engine.losses import make_loss
 from dltrain.engine.model import Sequential
 from dltrain.engine.optimizers import make_model_optimizer
@@ -18,17 +18,30 @@ def _trainer(batch_size=32, rows=512, optimizer="adam", fused=None):
     rng = np.random.default_rng(0)
     features = rng.random((rows, 784), dtype=np.float32)
     targets = rng.integers(0, 10, size=rows)
-    model = Sequential.build(784, [{"type": "dense", "units": 128, "activation": "relu"}], 10, "softmax",
-                             init_rng=np.random.default_rng(1))
+    model = Sequential.build(
+        784, [{"type": "dense", "units": 128, "activation": "relu"}], 10, "softmax", init_rng=np.random.default_rng(1)
+    )
     loss = make_loss("cross_entropy", "softmax")
-    trainer = Trainer(model, loss, make_model_optimizer(optimizer, model, lr=0.001), Split(features, targets), None,
-                      TrainOptions(epochs=1, batch_size=batch_size), "classification",
-                      shuffle_rng=np.random.default_rng(2), n_classes=10, fused=fused)
+    trainer = Trainer(
+        model,
+        loss,
+        make_model_optimizer(optimizer, model, lr=0.001),
+        Split(features, targets),
+        None,
+        TrainOptions(epochs=1, batch_size=batch_size),
+        "classification",
+        shuffle_rng=np.random.default_rng(2),
+        n_classes=10,
+        fused=fused,
+    )
     return trainer, features, targets
 
 
-@pytest.mark.parametrize("fused", [pytest.param(True, marks=pytest.mark.skipif(not kernels.active(), reason="no numba")),
-                                   False], ids=["fused", "reference"])
+@pytest.mark.parametrize(
+    "fused",
+    [pytest.param(True, marks=pytest.mark.skipif(not kernels.active(), reason="no numba")), False],
+    ids=["fused", "reference"],
+)
 def test_training_steps_allocate_no_new_large_arrays(fused):
     trainer, _, _ = _trainer(fused=fused)
     trainer.train_epoch(1, 0.001, max_batches=2)  # first steps allocate the reused buffers
@@ -75,13 +88,16 @@ def _reference_step(weights, features, targets, lr, moments, step):
         m = 0.9 * m + 0.1 * grad
         v = 0.999 * v + 0.001 * grad * grad
         moments[index] = (m, v)
-        m_hat, v_hat = m / (1 - 0.9 ** step), v / (1 - 0.999 ** step)
+        m_hat, v_hat = m / (1 - 0.9**step), v / (1 - 0.999**step)
         updated.append(param - lr * m_hat / (np.sqrt(v_hat) + 1e-8))
     return updated
 
 
-@pytest.mark.parametrize("fused", [pytest.param(True, marks=pytest.mark.skipif(not kernels.active(), reason="no numba")),
-                                   False], ids=["fused", "reference"])
+@pytest.mark.parametrize(
+    "fused",
+    [pytest.param(True, marks=pytest.mark.skipif(not kernels.active(), reason="no numba")), False],
+    ids=["fused", "reference"],
+)
 def test_optimised_steps_match_the_plain_reference(fused):
     trainer, features, targets = _trainer(batch_size=512, rows=512, fused=fused)
     trainer.batches.shuffle = False
@@ -95,16 +111,31 @@ def test_optimised_steps_match_the_plain_reference(fused):
         np.testing.assert_allclose(params[key], expected, rtol=2e-4, atol=2e-6)
 
 
-@pytest.mark.parametrize("macs,cores,expected", [(32 * 784 * 128, 2, 1), (256 * 784 * 128, 2, 2),
-                                                 (32 * 784 * 128, 16, 1), (256 * 784 * 512, 16, 16),
-                                                 (128 * 784 * 128, 16, 3)])
+@pytest.mark.parametrize(
+    "macs,cores,expected",
+    [
+        (32 * 784 * 128, 2, 1),
+        (256 * 784 * 128, 2, 2),
+        (32 * 784 * 128, 16, 1),
+        (256 * 784 * 512, 16, 16),
+        (128 * 784 * 128, 16, 3),
+    ],
+)
 def test_blas_threads_grow_with_the_problem_never_past_the_cores(macs, cores, expected):
     assert threads_for(macs, cores) == expected
 
 
-@pytest.mark.parametrize("name,options", [("adam", {}), ("sgd", {"momentum": 0.9}), ("rmsprop", {}),
-                                          ("adam", {"fused": True}), ("sgd", {"weight_decay": 0.1}),
-                                          ("adam", {"clip_norm": 0.5})])
+@pytest.mark.parametrize(
+    "name,options",
+    [
+        ("adam", {}),
+        ("sgd", {"momentum": 0.9}),
+        ("rmsprop", {}),
+        ("adam", {"fused": True}),
+        ("sgd", {"weight_decay": 0.1}),
+        ("adam", {"clip_norm": 0.5}),
+    ],
+)
 def test_step_returns_the_gradient_norm_it_measured_on_the_way(name, options):
     # The training loop checks for divergence with the norm the step returns, instead of a
     # separate pass over all gradients; it must be the norm before clipping and decay.

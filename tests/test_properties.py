@@ -9,28 +9,65 @@ import yaml
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from conftest import bounded
 from dltrain.commands import check, fit, predict
-from dltrain.engine.activations import ACTIVATIONS
 from dltrain.config import Config, dump_config, load_config
 from dltrain.data.csv import CsvFile
+from dltrain.engine.activations import ACTIVATIONS
 from dltrain.errors import DltrainError
-
-from conftest import bounded
 
 FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 # ---------------------------------------------------------------- arbitrary YAML
 
-KEYS = ["name", "seed", "data", "train", "target", "features", "exclude", "validation", "test", "scale",
-        "delimiter", "missing", "fill", "columns", "type", "unknown", "cache", "task", "model", "layers",
-        "units", "activation", "output", "loss", "optimizer", "lr", "epochs", "batch_size", "x", "y"]
-scalars = st.one_of(st.none(), st.booleans(), st.integers(-5, 10**6), st.floats(allow_nan=True),
-                    st.text(max_size=8), st.sampled_from(["relu", "adam", "csv", "auto", "\t", ";", "drop"]))
+KEYS = [
+    "name",
+    "seed",
+    "data",
+    "train",
+    "target",
+    "features",
+    "exclude",
+    "validation",
+    "test",
+    "scale",
+    "delimiter",
+    "missing",
+    "fill",
+    "columns",
+    "type",
+    "unknown",
+    "cache",
+    "task",
+    "model",
+    "layers",
+    "units",
+    "activation",
+    "output",
+    "loss",
+    "optimizer",
+    "lr",
+    "epochs",
+    "batch_size",
+    "x",
+    "y",
+]
+scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-5, 10**6),
+    st.floats(allow_nan=True),
+    st.text(max_size=8),
+    st.sampled_from(["relu", "adam", "csv", "auto", "\t", ";", "drop"]),
+)
 documents = st.recursive(
     scalars,
-    lambda children: st.one_of(st.lists(children, max_size=4),
-                               st.dictionaries(st.sampled_from(KEYS) | st.text(max_size=5), children, max_size=5)),
-    max_leaves=25)
+    lambda children: st.one_of(
+        st.lists(children, max_size=4),
+        st.dictionaries(st.sampled_from(KEYS) | st.text(max_size=5), children, max_size=5),
+    ),
+    max_leaves=25,
+)
 
 
 @FAST
@@ -64,11 +101,36 @@ VALID_START = "name: any\ndata: {train: any.csv, target: y}\n"
 def yaml_structures(draw, depth=0):
     """YAML text of odd structure: anchors and aliases (also undefined, recursive, or nested
     into a bomb), merge keys, non-scalar and non-text keys, deep nesting in both styles."""
-    kind = draw(st.sampled_from(["scalar", "flow_list", "flow_map", "alias", "anchor", "deep", "complex_key",
-                                 "merge", "bomb"] if depth < 3 else ["scalar", "alias", "deep"]))
+    kind = draw(
+        st.sampled_from(
+            ["scalar", "flow_list", "flow_map", "alias", "anchor", "deep", "complex_key", "merge", "bomb"]
+            if depth < 3
+            else ["scalar", "alias", "deep"]
+        )
+    )
     if kind == "scalar":
-        return draw(st.sampled_from(["1", "-3", ".inf", ".nan", "~", "true", "x", "'a: b'", '"\\x00"', "1e400",
-                                     "0x10", "!!binary aGk=", "!!set {a, b}", "!!omap [a: 1]", "[]", "{}"]))
+        return draw(
+            st.sampled_from(
+                [
+                    "1",
+                    "-3",
+                    ".inf",
+                    ".nan",
+                    "~",
+                    "true",
+                    "x",
+                    "'a: b'",
+                    '"\\x00"',
+                    "1e400",
+                    "0x10",
+                    "!!binary aGk=",
+                    "!!set {a, b}",
+                    "!!omap [a: 1]",
+                    "[]",
+                    "{}",
+                ]
+            )
+        )
     if kind == "flow_list":
         return "[" + ", ".join(draw(st.lists(yaml_structures(depth + 1), max_size=3))) + "]"
     if kind == "flow_map":
@@ -78,8 +140,11 @@ def yaml_structures(draw, depth=0):
         return "*" + draw(st.sampled_from(["a", "b", "undefined"]))
     if kind == "anchor":
         name = draw(st.sampled_from(["a", "b"]))
-        return f"&{name} [{draw(yaml_structures(depth + 1))}, *{name}]" if draw(st.booleans()) else \
-            f"&{name} {draw(yaml_structures(depth + 1))}"
+        return (
+            f"&{name} [{draw(yaml_structures(depth + 1))}, *{name}]"
+            if draw(st.booleans())
+            else f"&{name} {draw(yaml_structures(depth + 1))}"
+        )
     if kind == "deep":
         levels = draw(st.integers(1, 200))
         return "[" * levels + "1" + "]" * levels if draw(st.booleans()) else "{a: " * levels + "1" + "}" * levels
@@ -94,8 +159,10 @@ def yaml_structures(draw, depth=0):
 
 
 @FAST
-@given(key=st.sampled_from(["model", "train", "data", "extra", "model.layers", "data.columns", "optimizer"]),
-       value=yaml_structures())
+@given(
+    key=st.sampled_from(["model", "train", "data", "extra", "model.layers", "data.columns", "optimizer"]),
+    value=yaml_structures(),
+)
 @example(key="extra", value="&l0 [x, x, x, x, x, x, x, x, x, x]")
 def test_any_yaml_structure_in_a_config_is_a_config_or_a_config_error(tmp_path, key, value):
     text = VALID_START.replace("data: {train: any.csv, target: y}\n", "") if key.startswith("data") else VALID_START
@@ -114,9 +181,12 @@ def test_any_yaml_structure_in_a_config_is_a_config_or_a_config_error(tmp_path, 
 
 
 @FAST
-@given(key=st.sampled_from(["train", "train.epochs", "model.layers", "model.layers[0]", "data.columns.x",
-                            "optimizer.lr", "name", "data"]),
-       value=st.one_of(yaml_structures(), st.text(max_size=30)))
+@given(
+    key=st.sampled_from(
+        ["train", "train.epochs", "model.layers", "model.layers[0]", "data.columns.x", "optimizer.lr", "name", "data"]
+    ),
+    value=st.one_of(yaml_structures(), st.text(max_size=30)),
+)
 @example(key="train", value="{epochs: 1, epochs: 2}")
 @example(key="model.layers[0]", value="{? [a] : 1}")
 def test_any_set_value_is_a_config_or_a_config_error(tmp_path, key, value):
@@ -131,9 +201,32 @@ def test_any_set_value_is_a_config_or_a_config_error(tmp_path, key, value):
 
 # ---------------------------------------------------------------- arbitrary CSV
 
-CELLS = st.one_of(st.sampled_from(["", "1", "2.5", "-3", "nan", "NA", "inf", "yes", "no", "red", "blue", '"q,"',
-                                   "1e300", "1e39", "2.5\x00", "0", " 7 ", '"', "a\"b"]),
-                  st.text(alphabet="ab1,;\t|\"\r\n .-", max_size=4))
+CELLS = st.one_of(
+    st.sampled_from(
+        [
+            "",
+            "1",
+            "2.5",
+            "-3",
+            "nan",
+            "NA",
+            "inf",
+            "yes",
+            "no",
+            "red",
+            "blue",
+            '"q,"',
+            "1e300",
+            "1e39",
+            "2.5\x00",
+            "0",
+            " 7 ",
+            '"',
+            'a"b',
+        ]
+    ),
+    st.text(alphabet='ab1,;\t|"\r\n .-', max_size=4),
+)
 
 
 @st.composite
@@ -167,8 +260,13 @@ def _read_or_error(path, request):
         columns = CsvFile.open(path).read(**request(CsvFile.open(path).header))
     except DltrainError as error:
         return str(error)
-    return (columns.numeric_names, columns.matrix.tobytes(), sorted(columns.text),
-            [values.tolist() for values in columns.text.values()], columns.lines.tolist())
+    return (
+        columns.numeric_names,
+        columns.matrix.tobytes(),
+        sorted(columns.text),
+        [values.tolist() for values in columns.text.values()],
+        columns.lines.tolist(),
+    )
 
 
 @FAST
@@ -193,13 +291,17 @@ def test_numpy_and_the_csv_module_read_any_csv_alike(tmp_path, text, as_text):
 
 
 @FAST
-@given(text=csv_texts(), task=st.sampled_from(["auto", "classification", "regression"]),
-       missing=st.sampled_from(["error", "drop", "median", "mode"]))
+@given(
+    text=csv_texts(),
+    task=st.sampled_from(["auto", "classification", "regression"]),
+    missing=st.sampled_from(["error", "drop", "median", "mode"]),
+)
 def test_any_csv_through_check_trains_or_refuses_with_a_dltrain_error(tmp_path, text, task, missing):
     (tmp_path / "any.csv").write_bytes(text.encode("utf-8"))
     (tmp_path / "any.yaml").write_text(
         f"name: any\ndata: {{train: any.csv, target: y, validation: 0.25, missing: {missing}, cache: false}}\n"
-        f"task: {task}\nmodel: {{layers: [{{units: 2}}]}}\ntrain: {{epochs: 1}}\n")
+        f"task: {task}\nmodel: {{layers: [{{units: 2}}]}}\ntrain: {{epochs: 1}}\n"
+    )
     try:
         result = check.check(tmp_path / "any.yaml")
     except DltrainError as error:
@@ -229,36 +331,59 @@ names = st.text(alphabet=string.ascii_letters + "_", min_size=1, max_size=6)
 column_specs = st.one_of(
     st.builds(dict, type=st.sampled_from(["numeric", "categorical", "boolean"])),
     st.builds(dict, missing=st.sampled_from(["error", "drop", "mean", "median", "mode"])),
-    st.builds(dict, missing=st.just("constant"), fill=st.one_of(st.integers(-9, 9), st.floats(-1, 1),
-                                                                st.sampled_from(["none", "n/a"]), st.booleans())),
+    st.builds(
+        dict,
+        missing=st.just("constant"),
+        fill=st.one_of(st.integers(-9, 9), st.floats(-1, 1), st.sampled_from(["none", "n/a"]), st.booleans()),
+    ),
     st.builds(dict, type=st.just("categorical"), unknown=st.sampled_from(["error", "ignore"])),
 )
-valid_configs = st.fixed_dictionaries({
-    "name": st.from_regex(r"[A-Za-z0-9][A-Za-z0-9._-]{0,8}", fullmatch=True),
-    "seed": st.integers(0, 2**31),
-    "data": st.fixed_dictionaries({
-        "train": st.sampled_from(["a.csv", "../data/x y.csv"]),
-        "target": st.one_of(names, st.lists(names, min_size=1, max_size=3, unique=True)),
-        "exclude": st.lists(names, max_size=3, unique=True),
-        "validation": st.one_of(st.floats(0, 0.9), st.just("val.csv")),
-        "delimiter": st.sampled_from([None, ",", ";", "\t", "|"]),
-        "missing": st.sampled_from(["error", "drop", "mean", "median", "mode"]),
-        "columns": st.dictionaries(names, column_specs, max_size=3),
-        "cache": st.booleans(),
-    }),
-    "task": st.sampled_from(["auto", "classification", "regression"]),
-    "model": st.fixed_dictionaries({"layers": st.lists(st.one_of(
-        st.builds(dict, units=st.integers(1, 64), activation=st.sampled_from(["relu", "tanh", "gelu"])),
-        st.builds(dict, type=st.just("dropout"), rate=st.floats(0, 0.9))), max_size=3)}),
-    "optimizer": st.one_of(st.builds(dict, name=st.just("adam"), lr=st.floats(1e-5, 1)),
-                           st.builds(dict, name=st.just("sgd"), lr=st.floats(1e-5, 1), momentum=st.floats(0, 0.99))),
-})
+valid_configs = st.fixed_dictionaries(
+    {
+        "name": st.from_regex(r"[A-Za-z0-9][A-Za-z0-9._-]{0,8}", fullmatch=True),
+        "seed": st.integers(0, 2**31),
+        "data": st.fixed_dictionaries(
+            {
+                "train": st.sampled_from(["a.csv", "../data/x y.csv"]),
+                "target": st.one_of(names, st.lists(names, min_size=1, max_size=3, unique=True)),
+                "exclude": st.lists(names, max_size=3, unique=True),
+                "validation": st.one_of(st.floats(0, 0.9), st.just("val.csv")),
+                "delimiter": st.sampled_from([None, ",", ";", "\t", "|"]),
+                "missing": st.sampled_from(["error", "drop", "mean", "median", "mode"]),
+                "columns": st.dictionaries(names, column_specs, max_size=3),
+                "cache": st.booleans(),
+            }
+        ),
+        "task": st.sampled_from(["auto", "classification", "regression"]),
+        "model": st.fixed_dictionaries(
+            {
+                "layers": st.lists(
+                    st.one_of(
+                        st.builds(dict, units=st.integers(1, 64), activation=st.sampled_from(["relu", "tanh", "gelu"])),
+                        st.builds(dict, type=st.just("dropout"), rate=st.floats(0, 0.9)),
+                    ),
+                    max_size=3,
+                )
+            }
+        ),
+        "optimizer": st.one_of(
+            st.builds(dict, name=st.just("adam"), lr=st.floats(1e-5, 1)),
+            st.builds(dict, name=st.just("sgd"), lr=st.floats(1e-5, 1), momentum=st.floats(0, 0.99)),
+        ),
+    }
+)
 
 
 @FAST
 @given(document=valid_configs)
-@example(document={"name": "0E0", "data": {"train": "a.csv", "target": "y"},
-                   "model": {"layers": []}, "optimizer": {"name": "adam"}})  # text the loader could take for a number
+@example(
+    document={
+        "name": "0E0",
+        "data": {"train": "a.csv", "target": "y"},
+        "model": {"layers": []},
+        "optimizer": {"name": "adam"},
+    }
+)  # text the loader could take for a number
 def test_a_dumped_config_loads_back_unchanged(tmp_path, document):
     path = tmp_path / "config.yaml"
     path.write_text(json.dumps(document))  # JSON is YAML with every string quoted: the document as meant
@@ -273,9 +398,15 @@ def test_a_dumped_config_loads_back_unchanged(tmp_path, document):
 
 
 @FAST
-@given(logits=st.integers(1, 6).flatmap(lambda width: st.lists(
-    st.lists(st.floats(allow_nan=False, allow_infinity=False, width=32), min_size=width, max_size=width),
-    min_size=1, max_size=5)))
+@given(
+    logits=st.integers(1, 6).flatmap(
+        lambda width: st.lists(
+            st.lists(st.floats(allow_nan=False, allow_infinity=False, width=32), min_size=width, max_size=width),
+            min_size=1,
+            max_size=5,
+        )
+    )
+)
 def test_softmax_rows_sum_to_one_for_any_finite_logits(logits):
     z = np.asarray(logits, dtype=np.float32)
     with np.errstate(over="ignore"):
@@ -298,6 +429,7 @@ def trained_mixed_run(tmp_path_factory):
     (folder / "mixed.yaml").write_text(
         "name: mixed\ndata:\n  train: mixed.csv\n  target: label\n  columns:\n"
         "    colour: {unknown: ignore, missing: mode}\n    size: {missing: mean}\n"
-        "model: {layers: [{units: 4}]}\ntrain: {epochs: 2}\n")
+        "model: {layers: [{units: 4}]}\ntrain: {epochs: 2}\n"
+    )
     fit.fit(folder / "mixed.yaml", out=folder / "run")
     return folder / "run"

@@ -55,9 +55,10 @@ def test_the_config_names_exactly_the_registered_layers():
     assert layer_types == set(LAYERS)
 
 
-@pytest.mark.parametrize("task,n_classes,expected", [("regression", 0, "mse"),
-                                                     ("classification", 2, "binary_cross_entropy"),
-                                                     ("classification", 7, "cross_entropy")])
+@pytest.mark.parametrize(
+    "task,n_classes,expected",
+    [("regression", 0, "mse"), ("classification", 2, "binary_cross_entropy"), ("classification", 7, "cross_entropy")],
+)
 def test_each_loss_carries_its_rules(task, n_classes, expected):
     loss = LOSSES[default_loss(task, n_classes)]
     assert loss.name == expected
@@ -66,7 +67,9 @@ def test_each_loss_carries_its_rules(task, n_classes, expected):
 
 
 def test_a_loss_names_the_problem_in_words():
-    assert LOSSES["cross_entropy"].activation_problem("sigmoid") == "cross_entropy needs a softmax output (got 'sigmoid')"
+    assert (
+        LOSSES["cross_entropy"].activation_problem("sigmoid") == "cross_entropy needs a softmax output (got 'sigmoid')"
+    )
     assert LOSSES["mse"].activation_problem("softmax") == "softmax is for classes; use linear for regression"
     assert "use cross_entropy" in LOSSES["binary_cross_entropy"].task_problem("classification", 3)
     assert "use mse for regression" in LOSSES["binary_cross_entropy"].task_problem("regression", 0)
@@ -77,10 +80,14 @@ def test_parameters_are_named_by_layer_and_old_numbered_files_still_load():
 
     from dltrain.engine.model import Sequential
 
-    hidden = [{"type": "dense", "units": 5, "activation": "relu"}, {"type": "dropout", "rate": 0.5},
-              {"type": "dense", "units": 4, "activation": "tanh"}]
-    model = Sequential.build(3, hidden, 2, "softmax", init_rng=np.random.default_rng(0),
-                             dropout_rng=np.random.default_rng(1))
+    hidden = [
+        {"type": "dense", "units": 5, "activation": "relu"},
+        {"type": "dropout", "rate": 0.5},
+        {"type": "dense", "units": 4, "activation": "tanh"},
+    ]
+    model = Sequential.build(
+        3, hidden, 2, "softmax", init_rng=np.random.default_rng(0), dropout_rng=np.random.default_rng(1)
+    )
     assert list(model.params) == ["dense_0.W", "dense_0.b", "dense_1.W", "dense_1.b", "dense_2.W", "dense_2.b"]
     assert [row[0] for row in model.summary()[1:4]] == ["dense_0 (relu)", "dropout_0 (rate 0.5)", "dense_1 (tanh)"]
     # Before names, keys were layer positions with the activations as layers of their own:

@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from dltrain.commands import check, common, fit
 from dltrain.cli import app
-from dltrain.errors import ConfigError, TrainingDiverged
+from dltrain.commands import check, common, fit
 from dltrain.engine import kernels, threads
 from dltrain.engine.optimizers import make_optimizer
 from dltrain.engine.schedules import make_schedule
+from dltrain.errors import ConfigError, TrainingDiverged
 
 runner = CliRunner()
 
@@ -37,8 +37,13 @@ def _config(tmp_path, root, optimizer, epochs, name="c.yaml"):
     return path
 
 
-@pytest.mark.parametrize("optimizer", ["{name: sgd, lr: 0.05, momentum: 0.9, nesterov: true}",
-                                       "{name: adam, lr: 0.003, weight_decay: 0.01, schedule: {name: step, every: 2, factor: 0.5}}"])
+@pytest.mark.parametrize(
+    "optimizer",
+    [
+        "{name: sgd, lr: 0.05, momentum: 0.9, nesterov: true}",
+        "{name: adam, lr: 0.003, weight_decay: 0.01, schedule: {name: step, every: 2, factor: 0.5}}",
+    ],
+)
 @pytest.mark.parametrize("path", ["reference", "fused"])
 def test_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path, root, optimizer, path, monkeypatch):
     if path == "fused":
@@ -62,23 +67,32 @@ def test_resume_refuses_a_changed_config_and_names_the_keys(tmp_path, root):
     config = _config(tmp_path, root, "{name: adam, lr: 0.003}", epochs=2)
     fit.fit(config, out=tmp_path / "run")
     with pytest.raises(ConfigError) as caught:
-        fit.fit(config, ["optimizer.lr=0.01", "model.layers[0].units=16", "train.epochs=4"],
-                     out=tmp_path / "run", resume=True)
+        fit.fit(
+            config,
+            ["optimizer.lr=0.01", "model.layers[0].units=16", "train.epochs=4"],
+            out=tmp_path / "run",
+            resume=True,
+        )
     message = str(caught.value)
     assert "optimizer.lr: 0.003 -> 0.01" in message
     assert "model.layers" in message and "train.epochs" not in message.split("Only")[0]
-    with pytest.raises(ConfigError, match=r"already finished \(all 2 epochs done\); the model is untouched. "
-                                          r"To train on anyway: .* --resume --set train.epochs=4"):
+    with pytest.raises(
+        ConfigError,
+        match=r"already finished \(all 2 epochs done\); the model is untouched. "
+        r"To train on anyway: .* --resume --set train.epochs=4",
+    ):
         fit.fit(config, out=tmp_path / "run", resume=True)
     # epochs and early stopping may change
-    result = fit.fit(config, ["train.epochs=3", "train.early_stopping={patience: 5}"], out=tmp_path / "run",
-                          resume=True)
+    result = fit.fit(
+        config, ["train.epochs=3", "train.early_stopping={patience: 5}"], out=tmp_path / "run", resume=True
+    )
     assert len(result.history) == 3
 
 
 def test_resume_without_a_checkpoint_is_a_clear_error(tmp_path, root):
-    result = runner.invoke(app, ["fit", str(_config(tmp_path, root, "{name: adam}", 2)), "--out",
-                                 str(tmp_path / "empty"), "--resume"])
+    result = runner.invoke(
+        app, ["fit", str(_config(tmp_path, root, "{name: adam}", 2)), "--out", str(tmp_path / "empty"), "--resume"]
+    )
     assert result.exit_code == 2
     assert "no checkpoint to resume from" in result.output
 
@@ -130,23 +144,31 @@ def test_monitor_must_be_logged(tmp_path, root):
 
 
 def test_tolerance_stops_when_converged(tmp_path, root):
-    result = fit.fit(root / "configs" / "diabetes.yaml",
-                          ["model.layers=[]", "optimizer={name: gd, lr: 0.2}", "train.epochs=5000",
-                           "train.tolerance=1e-3"], out=tmp_path / "run")
+    result = fit.fit(
+        root / "configs" / "diabetes.yaml",
+        ["model.layers=[]", "optimizer={name: gd, lr: 0.2}", "train.epochs=5000", "train.tolerance=1e-3"],
+        out=tmp_path / "run",
+    )
     assert result.stop_reason.startswith("converged")
     assert len(result.history) < 5000
 
 
-@pytest.mark.parametrize("name,options,expected", [
-    ("constant", {}, {1: 0.1, 50: 0.1}),
-    ("step", {"every": 10, "factor": 0.5}, {1: 0.1, 10: 0.1, 11: 0.05, 21: 0.025}),
-    ("exponential", {"gamma": 0.9}, {1: 0.1, 2: 0.09, 4: 0.0729}),
-    # PyTorch's CosineAnnealingLR(T_max=100): the last epoch still learns.
-    ("cosine", {"min_lr": 0.0}, {1: 0.1, 50: 0.05 * (1 + np.cos(np.pi * 49 / 100)),
-                                 100: 0.05 * (1 + np.cos(np.pi * 99 / 100))}),
-    ("cosine", {"min_lr": 0.01, "warmup_epochs": 2}, {3: 0.1, 12: 0.01 + 0.045 * (1 + np.cos(np.pi * 9 / 98))}),
-    ("step", {"every": 10, "factor": 0.5, "warmup_epochs": 4}, {1: 0.02, 4: 0.08, 5: 0.1, 15: 0.05}),
-])
+@pytest.mark.parametrize(
+    "name,options,expected",
+    [
+        ("constant", {}, {1: 0.1, 50: 0.1}),
+        ("step", {"every": 10, "factor": 0.5}, {1: 0.1, 10: 0.1, 11: 0.05, 21: 0.025}),
+        ("exponential", {"gamma": 0.9}, {1: 0.1, 2: 0.09, 4: 0.0729}),
+        # PyTorch's CosineAnnealingLR(T_max=100): the last epoch still learns.
+        (
+            "cosine",
+            {"min_lr": 0.0},
+            {1: 0.1, 50: 0.05 * (1 + np.cos(np.pi * 49 / 100)), 100: 0.05 * (1 + np.cos(np.pi * 99 / 100))},
+        ),
+        ("cosine", {"min_lr": 0.01, "warmup_epochs": 2}, {3: 0.1, 12: 0.01 + 0.045 * (1 + np.cos(np.pi * 9 / 98))}),
+        ("step", {"every": 10, "factor": 0.5, "warmup_epochs": 4}, {1: 0.02, 4: 0.08, 5: 0.1, 15: 0.05}),
+    ],
+)
 def test_schedule_rates_at_given_epochs(name, options, expected):
     schedule = make_schedule(name, 0.1, 100, **options)
     for epoch, rate in expected.items():
@@ -190,8 +212,10 @@ def test_weight_decay_is_l2_for_sgd_and_decoupled_for_adam():
 
 def test_balanced_class_weights(tmp_path, root):
     path = tmp_path / "c.yaml"
-    path.write_text(f"name: bc\ndata: {{train: {root / 'data' / 'breast_cancer.csv'}, target: diagnosis}}\n"
-                    "train: {epochs: 2, class_weight: balanced}\n")
+    path.write_text(
+        f"name: bc\ndata: {{train: {root / 'data' / 'breast_cancer.csv'}, target: diagnosis}}\n"
+        "train: {epochs: 2, class_weight: balanced}\n"
+    )
     result = check.check(path)
     weights = common.sample_weights(result.config, result.data.schema, result.data.train.targets)
     classes = result.data.train.targets[:, 0].astype(int)
@@ -203,8 +227,14 @@ def test_balanced_class_weights(tmp_path, root):
 
 
 def test_divergence_stops_with_a_message_and_keeps_the_last_good_epoch(tmp_path, root):
-    overrides = ["model.layers=[]", "optimizer={name: gd, lr: 0.3}", "train.epochs=400", "data.validation=0",
-                 "train.early_stopping=null", "data.target_scale=none"]
+    overrides = [
+        "model.layers=[]",
+        "optimizer={name: gd, lr: 0.3}",
+        "train.epochs=400",
+        "data.validation=0",
+        "train.early_stopping=null",
+        "data.target_scale=none",
+    ]
     with pytest.raises(TrainingDiverged) as caught:
         fit.fit(root / "configs" / "diabetes.yaml", overrides, out=tmp_path / "run")
     message = str(caught.value)
@@ -219,10 +249,26 @@ def test_divergence_stops_with_a_message_and_keeps_the_last_good_epoch(tmp_path,
 
 
 def test_divergence_exit_code_through_the_cli(tmp_path, root):
-    result = runner.invoke(app, ["fit", str(root / "configs" / "diabetes.yaml"), "--out", str(tmp_path / "run"),
-                                 "--quiet", "--set", "optimizer={name: gd, lr: 0.3}", "--set", "model.layers=[]",
-                                 "--set", "train.epochs=400", "--set", "data.target_scale=none",
-                                 "--set", "train.early_stopping=null"])
+    result = runner.invoke(
+        app,
+        [
+            "fit",
+            str(root / "configs" / "diabetes.yaml"),
+            "--out",
+            str(tmp_path / "run"),
+            "--quiet",
+            "--set",
+            "optimizer={name: gd, lr: 0.3}",
+            "--set",
+            "model.layers=[]",
+            "--set",
+            "train.epochs=400",
+            "--set",
+            "data.target_scale=none",
+            "--set",
+            "train.early_stopping=null",
+        ],
+    )
     assert result.exit_code == 3
     assert "training diverged" in result.output and "Traceback" not in result.output
 
@@ -230,8 +276,12 @@ def test_divergence_exit_code_through_the_cli(tmp_path, root):
 def test_ctrl_c_saves_the_last_epoch_and_exits_130(tmp_path, root):
     config = _config(tmp_path, root, "{name: adam, lr: 0.001}", epochs=100000)
     out = tmp_path / "run"
-    process = subprocess.Popen([sys.executable, "-m", "dltrain", "fit", str(config), "--out", str(out)],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "dltrain", "fit", str(config), "--out", str(out)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 60
     while not (out / "checkpoint.npz").exists() and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -255,8 +305,17 @@ def test_ctrl_c_saves_the_last_epoch_and_exits_130(tmp_path, root):
 def test_logged_metrics_follow_train_metrics(tmp_path, root):
     config = _config(tmp_path, root, "{name: adam, lr: 0.01}", epochs=2)
     result = fit.fit(config, ["train.metrics=[balanced_accuracy, f1_macro]"], out=tmp_path / "run")
-    assert set(result.history[0]) == {"epoch", "lr", "loss", "balanced_accuracy", "f1_macro", "val_loss",
-                                      "val_balanced_accuracy", "val_f1_macro", "seconds"}
+    assert set(result.history[0]) == {
+        "epoch",
+        "lr",
+        "loss",
+        "balanced_accuracy",
+        "f1_macro",
+        "val_loss",
+        "val_balanced_accuracy",
+        "val_f1_macro",
+        "seconds",
+    }
     with pytest.raises(ConfigError, match="r2 is not a classification metric"):
         check.check(config, ["train.metrics=[r2]"])
 

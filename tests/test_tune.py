@@ -14,8 +14,8 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from dltrain.commands import tune as tune_module
 from dltrain.cli import app
+from dltrain.commands import tune as tune_module
 
 optuna = pytest.importorskip("optuna", reason="dltrain[tune] is not installed")
 
@@ -23,25 +23,36 @@ ROOT = Path(__file__).resolve().parents[1]
 IRIS = ROOT / "data" / "iris.csv"
 POSTGRES_URL = os.environ.get("DLTRAIN_TEST_POSTGRES_URL")
 needs_postgres = pytest.mark.skipif(
-    not POSTGRES_URL, reason="DLTRAIN_TEST_POSTGRES_URL is unset (.ci/run starts a throwaway PostgreSQL server)")
+    not POSTGRES_URL, reason="DLTRAIN_TEST_POSTGRES_URL is unset (.ci/run starts a throwaway PostgreSQL server)"
+)
 runner = CliRunner()
 
 
-def write_config(folder: Path, epochs=4, trials=4, pruner="median", sampler="tpe", features=None, space=None,
-                 name="iris") -> Path:
+def write_config(
+    folder: Path, epochs=4, trials=4, pruner="median", sampler="tpe", features=None, space=None, name="iris"
+) -> Path:
     config = {
-        "name": name, "seed": 0,
+        "name": name,
+        "seed": 0,
         "data": {"train": str(IRIS), "target": "species", "validation": 0.3},
         "model": {"layers": [{"units": 8, "activation": "relu"}]},
         "optimizer": {"name": "adam", "lr": 0.01},
         "train": {"epochs": epochs, "batch_size": 16},
-        "tune": {"metric": "val_loss", "trials": trials, "sampler": sampler, "pruner": pruner,
-                 "space": space or {
-                     "optimizer.lr": {"low": 1e-3, "high": 0.1, "log": True},
-                     "optimizer.name": ["adam", "rmsprop"],
-                     "model.layers": [[{"units": 4, "activation": "relu"}],
-                                      [{"units": 8, "activation": "tanh"}, {"units": 4, "activation": "relu"}]],
-                 }},
+        "tune": {
+            "metric": "val_loss",
+            "trials": trials,
+            "sampler": sampler,
+            "pruner": pruner,
+            "space": space
+            or {
+                "optimizer.lr": {"low": 1e-3, "high": 0.1, "log": True},
+                "optimizer.name": ["adam", "rmsprop"],
+                "model.layers": [
+                    [{"units": 4, "activation": "relu"}],
+                    [{"units": 8, "activation": "tanh"}, {"units": 4, "activation": "relu"}],
+                ],
+            },
+        },
     }
     if features:
         config["tune"]["features"] = features
@@ -66,8 +77,13 @@ def finished(trials) -> list:
 
 
 def dltrain_process(*args, env=None) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "dltrain", *map(str, args)], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, env={**os.environ, **(env or {})})
+    return subprocess.Popen(
+        [sys.executable, "-m", "dltrain", *map(str, args)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def wait_for_running_trial(study_dir: Path, timeout=60.0, name="iris", study_loader=None):
@@ -76,8 +92,11 @@ def wait_for_running_trial(study_dir: Path, timeout=60.0, name="iris", study_loa
     while time.monotonic() < deadline:
         try:
             study = loader()
-            running = [trial for trial in study.get_trials(deepcopy=False) if trial.state.name == "RUNNING"
-                       and "worker" in trial.user_attrs]
+            running = [
+                trial
+                for trial in study.get_trials(deepcopy=False)
+                if trial.state.name == "RUNNING" and "worker" in trial.user_attrs
+            ]
             if running:
                 return running[0]
         except (KeyError, FileNotFoundError, ValueError):
@@ -110,8 +129,17 @@ def test_tune_writes_the_study_folder(searched):
 def test_trials_csv_has_a_column_per_parameter(searched):
     _, _, study_dir, _ = searched
     rows = trials_of(study_dir)
-    assert list(rows[0]) == ["number", "state", "value", "optimizer.lr", "optimizer.name", "model.layers",
-                             "features.k", "epochs", "seconds"]
+    assert list(rows[0]) == [
+        "number",
+        "state",
+        "value",
+        "optimizer.lr",
+        "optimizer.name",
+        "model.layers",
+        "features.k",
+        "epochs",
+        "seconds",
+    ]
     assert [row["number"] for row in rows] == ["0", "1", "2", "3"]
     assert all(row["state"] in ("complete", "pruned") for row in rows)
     assert all(1 <= int(row["features.k"]) <= 4 and 1 <= int(row["epochs"]) <= 4 for row in rows)
@@ -122,8 +150,9 @@ def test_importance_csv_ranks_every_column(searched):
     _, _, study_dir, _ = searched
     rows = list(csv.DictReader((study_dir / "importance.csv").open()))
     assert sorted(row["column"] for row in rows) == ["petal_length", "petal_width", "sepal_length", "sepal_width"]
-    assert [float(row["importance"]) for row in rows] == sorted((float(row["importance"]) for row in rows),
-                                                                reverse=True)
+    assert [float(row["importance"]) for row in rows] == sorted(
+        (float(row["importance"]) for row in rows), reverse=True
+    )
 
 
 def test_best_yaml_trains_as_is_to_the_best_value(searched, tmp_path):
@@ -211,14 +240,23 @@ def test_one_worker_and_one_seed_give_the_same_trials(tmp_path):
 
 
 def test_grid_sampler_runs_every_choice_once(tmp_path):
-    config = write_config(tmp_path, trials=10, sampler="grid", pruner="none",
-                          space={"optimizer.name": ["adam", "sgd"], "train.batch_size": [16, 32]})
+    config = write_config(
+        tmp_path,
+        trials=10,
+        sampler="grid",
+        pruner="none",
+        space={"optimizer.name": ["adam", "sgd"], "train.batch_size": [16, 32]},
+    )
     result = runner.invoke(app, ["tune", str(config), "--out", str(tmp_path / "grid")])
     assert result.exit_code == 0, result.output
     assert "the grid has 4 points" in result.output
     rows = trials_of(tmp_path / "grid")
     assert sorted((row["optimizer.name"], row["train.batch_size"]) for row in rows) == [
-        ("adam", "16"), ("adam", "32"), ("sgd", "16"), ("sgd", "32")]
+        ("adam", "16"),
+        ("adam", "32"),
+        ("sgd", "16"),
+        ("sgd", "32"),
+    ]
 
 
 def test_a_missing_tune_extra_is_one_message(tmp_path, monkeypatch):
@@ -329,8 +367,21 @@ def postgres_study(name):
 @needs_postgres
 def test_two_workers_on_postgres_finish_exactly_n_trials(tmp_path, postgres_study_name):
     config = write_config(tmp_path, trials=6, epochs=80, pruner="none")
-    result = runner.invoke(app, ["tune", str(config), "--out", str(tmp_path / "study"), "--workers", "2",
-                                 "--storage", POSTGRES_URL, "--study", postgres_study_name])
+    result = runner.invoke(
+        app,
+        [
+            "tune",
+            str(config),
+            "--out",
+            str(tmp_path / "study"),
+            "--workers",
+            "2",
+            "--storage",
+            POSTGRES_URL,
+            "--study",
+            postgres_study_name,
+        ],
+    )
     assert result.exit_code == 0, result.output
     study = postgres_study(postgres_study_name)
     assert_exactly_n_distinct(study, 6)
@@ -413,8 +464,10 @@ def test_the_dataset_is_parsed_once_per_worker(tmp_path, monkeypatch):
 def test_a_missing_psycopg_is_one_message(tmp_path, monkeypatch):
     config = write_config(tmp_path)
     monkeypatch.setitem(sys.modules, "psycopg", None)
-    result = runner.invoke(app, ["tune", str(config), "--out", str(tmp_path / "study"),
-                                 "--storage", "postgresql://nobody@127.0.0.1:9/nodb"])
+    result = runner.invoke(
+        app,
+        ["tune", str(config), "--out", str(tmp_path / "study"), "--storage", "postgresql://nobody@127.0.0.1:9/nodb"],
+    )
     assert result.exit_code == 2
     assert "a PostgreSQL storage needs psycopg: pip install 'dltrain[tune]'" in result.output
 
@@ -426,8 +479,9 @@ def test_feature_selection_keeps_a_categorical_columns_inputs_together(tmp_path)
         writer = csv.writer(handle)
         writer.writerow(["colour", *rows[0]])
         writer.writerows([colours[index % 3], *row] for index, row in enumerate(rows[1:]))
-    config = write_config(tmp_path, trials=6, features="select", pruner="none",
-                          space={"optimizer.lr": {"low": 0.005, "high": 0.05}})
+    config = write_config(
+        tmp_path, trials=6, features="select", pruner="none", space={"optimizer.lr": {"low": 0.005, "high": 0.05}}
+    )
     document = yaml.safe_load(config.read_text())
     document["data"]["train"] = str(tmp_path / "iris_colour.csv")
     config.write_text(yaml.safe_dump(document))
@@ -438,7 +492,7 @@ def test_feature_selection_keeps_a_categorical_columns_inputs_together(tmp_path)
     assert sorted(ranked) == sorted(["colour", "sepal_length", "sepal_width", "petal_length", "petal_width"])
     best = min((row for row in trials_of(out) if row["state"] == "complete"), key=lambda row: float(row["value"]))
     stored = yaml.safe_load((out / "best.yaml").read_text())
-    assert sorted(stored["data"]["features"]) == sorted(ranked[:int(best["features.k"])])
+    assert sorted(stored["data"]["features"]) == sorted(ranked[: int(best["features.k"])])
     # The trial trained on a slice of the prepared inputs; best/ was fitted from best.yaml.
     manifest = json.loads((out / "best" / "model.json").read_text())
     assert manifest["metrics"]["validation"]["loss"] == pytest.approx(float(best["value"]), rel=1e-5)
@@ -446,11 +500,17 @@ def test_feature_selection_keeps_a_categorical_columns_inputs_together(tmp_path)
 
 def test_a_regression_search_reports_the_metric_in_the_targets_units(tmp_path):
     config = {
-        "name": "diabetes", "seed": 0,
+        "name": "diabetes",
+        "seed": 0,
         "data": {"train": str(ROOT / "data" / "diabetes.csv"), "target": "progression", "validation": 0.2},
-        "model": {"layers": [{"units": 8}]}, "train": {"epochs": 5},
-        "tune": {"metric": "val_rmse", "trials": 3, "pruner": "none",
-                 "space": {"optimizer.lr": {"low": 0.001, "high": 0.05, "log": True}}},
+        "model": {"layers": [{"units": 8}]},
+        "train": {"epochs": 5},
+        "tune": {
+            "metric": "val_rmse",
+            "trials": 3,
+            "pruner": "none",
+            "space": {"optimizer.lr": {"low": 0.001, "high": 0.05, "log": True}},
+        },
     }
     path = tmp_path / "diabetes.yaml"
     path.write_text(yaml.safe_dump(config))

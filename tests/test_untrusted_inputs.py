@@ -17,11 +17,10 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from dltrain.commands import fit
+from conftest import Overrun, bounded
 from dltrain.artifacts import CHECKPOINT_FORMAT_VERSION, npz_bytes
 from dltrain.cli import app
-
-from conftest import Overrun, bounded
+from dltrain.commands import fit
 
 CORPUS = Path(__file__).parent / "bad_inputs"
 runner = CliRunner()
@@ -110,24 +109,29 @@ def _forged_npz(shape) -> bytes:
 
 def test_a_forged_npy_header_in_the_weights_is_refused(work):
     run = work / "run"
-    payload = _forged_npz((10 ** 6, 10 ** 6))
+    payload = _forged_npz((10**6, 10**6))
     (run / "model.npz").write_bytes(payload)
     manifest = json.loads((run / "model.json").read_text())
     manifest["model_sha256"] = hashlib.sha256(payload).hexdigest()
     (run / "model.json").write_text(json.dumps(manifest))
-    expect_error(["predict", "run", "base.csv"], "model.npz: cannot be read as weights",
-                 "claims shape (1000000, 1000000)")
+    expect_error(
+        ["predict", "run", "base.csv"], "model.npz: cannot be read as weights", "claims shape (1000000, 1000000)"
+    )
 
 
 def test_a_forged_npy_header_in_the_checkpoint_is_refused(work):
-    (work / "run" / "checkpoint.npz").write_bytes(_forged_npz((10 ** 6, 10 ** 6)))
-    expect_error(["fit", "base.yaml", "--out", "run", "--resume", "--set", "train.epochs=4", "--quiet"],
-                 "checkpoint.npz: the checkpoint is damaged", "claims shape (1000000, 1000000)")
+    (work / "run" / "checkpoint.npz").write_bytes(_forged_npz((10**6, 10**6)))
+    expect_error(
+        ["fit", "base.yaml", "--out", "run", "--resume", "--set", "train.epochs=4", "--quiet"],
+        "checkpoint.npz: the checkpoint is damaged",
+        "claims shape (1000000, 1000000)",
+    )
 
 
 def test_a_forged_npy_header_in_the_cache_is_ignored(tmp_path, monkeypatch):
     from dltrain.data import cache as datacache
     from dltrain.data.csv import CsvFile
+
     monkeypatch.setattr(datacache, "MIN_BYTES", 0)
     data = tmp_path / "d.csv"
     data.write_text("a,b\n" + "".join(f"{i},{i * 2}\n" for i in range(50)))
@@ -135,7 +139,7 @@ def test_a_forged_npy_header_in_the_cache_is_ignored(tmp_path, monkeypatch):
     request = {"numeric": ["a"], "wide": ["b"]}
     datacache.read_columns(table, request, tmp_path / "cache")
     [entry] = list((tmp_path / "cache").glob("*.npz"))
-    entry.write_bytes(_forged_npz((10 ** 6, 10 ** 6)))
+    entry.write_bytes(_forged_npz((10**6, 10**6)))
     with bounded():
         columns = datacache.read_columns(table, request, tmp_path / "cache")
     assert columns.n_rows == 50
@@ -157,24 +161,28 @@ def _edit_checkpoint(run: Path, meta_edit=None, array_edit=None):
 def _set(key, value):
     def edit(meta):
         meta[key] = value
+
     return edit
 
 
 def _pop(name):
     def edit(arrays):
         arrays.pop(name)
+
     return edit
 
 
 def _reshape(name, shape):
     def edit(arrays):
         arrays[name] = np.zeros(shape, dtype=np.float32)
+
     return edit
 
 
 def _add(name, value):
     def edit(arrays):
         arrays[name] = value
+
     return edit
 
 
@@ -189,8 +197,11 @@ INCONSISTENT_CHECKPOINTS = {
     "moment_wrong_shape": (None, _reshape("optimizer/m/dense_0.W", (3,)), "does not fit this model"),
     "best_wrong_shape": (None, _add("best/dense_0.W", np.zeros((2, 2), dtype=np.float32)), "best epoch's parameters"),
     "nan_param": (None, _add("param/dense_0.b", np.full(4, np.nan, dtype=np.float32)), "holds NaN or infinite"),
-    "meta_not_mapping": (lambda meta: meta.clear() or meta.update(format_version=CHECKPOINT_FORMAT_VERSION), None,
-                         "'epoch' is missing"),
+    "meta_not_mapping": (
+        lambda meta: meta.clear() or meta.update(format_version=CHECKPOINT_FORMAT_VERSION),
+        None,
+        "'epoch' is missing",
+    ),
 }
 
 
@@ -198,8 +209,11 @@ INCONSISTENT_CHECKPOINTS = {
 def test_an_inconsistent_checkpoint_is_refused_on_resume(work, name):
     meta_edit, array_edit, message = INCONSISTENT_CHECKPOINTS[name]
     _edit_checkpoint(work / "run", meta_edit, array_edit)
-    expect_error(["fit", "base.yaml", "--out", "run", "--resume", "--set", "train.epochs=4", "--quiet"],
-                 "checkpoint.npz", message)
+    expect_error(
+        ["fit", "base.yaml", "--out", "run", "--resume", "--set", "train.epochs=4", "--quiet"],
+        "checkpoint.npz",
+        message,
+    )
 
 
 # ---------------------------------------------------------------- model size
@@ -210,8 +224,11 @@ def test_a_model_beyond_memory_is_refused_naming_the_layer(work, command):
     args = [command, "base.yaml", "--set", "model.layers=[{units: 8}, {units: 1000000000000}]"]
     if command == "fit":
         args += ["--out", "big", "--quiet"]
-    expect_error(args, "model.layers[1].units: dense layer 1 (8 inputs x 1000000000000 units) needs",
-                 "of memory available; use fewer units")
+    expect_error(
+        args,
+        "model.layers[1].units: dense layer 1 (8 inputs x 1000000000000 units) needs",
+        "of memory available; use fewer units",
+    )
     assert not (work / "big").exists()
 
 
@@ -254,8 +271,11 @@ def test_a_checkpoint_linked_to_a_fifo_is_refused(work):
     checkpoint.unlink()
     os.mkfifo(checkpoint)
     # Refused before it is opened ("no checkpoint"), or when opened ("a FIFO"): never waited on.
-    result = expect_error(["fit", "base.yaml", "--out", "run", "--resume", "--set", "train.epochs=4", "--quiet"],
-                          "run/checkpoint.npz: ", seconds=20)
+    result = expect_error(
+        ["fit", "base.yaml", "--out", "run", "--resume", "--set", "train.epochs=4", "--quiet"],
+        "run/checkpoint.npz: ",
+        seconds=20,
+    )
     assert "no checkpoint to resume from" in result.output or "is a FIFO (named pipe)" in result.output
 
 
@@ -267,10 +287,11 @@ def test_an_oversized_config_is_refused_before_it_is_read(work):
 
 def test_the_cli_survives_an_endless_config_in_a_fresh_process(tmp_path):
     """The same bound from the outside: a real process, a real rlimit, a real timeout."""
-    code = ("import resource, sys; resource.setrlimit(resource.RLIMIT_AS, (4 << 30, resource.RLIM_INFINITY)); "
-            "from dltrain.cli import main; sys.argv = ['dltrain', 'check', '/dev/zero']; main()")
-    process = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
-                             cwd=tmp_path)
+    code = (
+        "import resource, sys; resource.setrlimit(resource.RLIMIT_AS, (4 << 30, resource.RLIM_INFINITY)); "
+        "from dltrain.cli import main; sys.argv = ['dltrain', 'check', '/dev/zero']; main()"
+    )
+    process = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert process.returncode == 2, process.stderr
     assert "/dev/zero: is a character device, not a regular file" in process.stderr
     assert "Traceback" not in process.stderr
@@ -293,6 +314,7 @@ def test_an_unclosed_quote_in_a_large_file_is_answered_in_one_pass(tmp_path, mon
 def test_blank_lines_before_the_header_are_skipped_in_one_pass(tmp_path):
     """Skipping them stays linear (slicing the block once per skipped line took 20 s for these 30,000)."""
     from dltrain.data.csv import CsvFile
+
     path = tmp_path / "data.csv"
     path.write_text("\n" * 30_000 + "a,b\n" + "".join(f"{index},{index % 7}\n" for index in range(400_000)))
     with bounded(seconds=10):

@@ -7,10 +7,9 @@ import time
 
 import numpy as np
 
+from conftest import bounded
 from dltrain.commands import check
 from dltrain.data.csv import CsvFile
-
-from conftest import bounded
 
 
 def _write(path, n_columns, n_rows, seed=0):
@@ -21,8 +20,10 @@ def _write(path, n_columns, n_rows, seed=0):
     lines += [",".join(map(str, row)) + f",{label}" for row, label in zip(values.tolist(), labels.tolist())]
     path.write_text("\n".join(lines) + "\n")
     config = path.with_suffix(".yaml")
-    config.write_text(f"name: wide\ndata: {{train: {path.name}, target: label, cache: false}}\n"
-                      "model: {layers: [{units: 2}]}\ntrain: {epochs: 1}\n")
+    config.write_text(
+        f"name: wide\ndata: {{train: {path.name}, target: label, cache: false}}\n"
+        "model: {layers: [{units: 2}]}\ntrain: {epochs: 1}\n"
+    )
     return config
 
 

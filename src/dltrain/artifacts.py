@@ -34,11 +34,18 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__
+from . import __version__, files
 from .errors import ArtifactError, DltrainError, Interrupted
-from . import files
-from .files import (_UMASK, MANIFEST_LIMIT, _fsync_folder, atomic_write, available_memory, check_npz, disk_error,
-                    read_regular)
+from .files import (
+    _UMASK,
+    MANIFEST_LIMIT,
+    _fsync_folder,
+    atomic_write,
+    available_memory,
+    check_npz,
+    disk_error,
+    read_regular,
+)
 
 FORMAT_VERSION = 1
 # Checkpoints change more often than run folders: 3 keys the optimizer state by parameter
@@ -52,8 +59,11 @@ PENDING_CHECKPOINT = ".checkpoint-pending.npz"
 LOCK = ".lock"
 # Files made from a run by other commands (plot, export): they belong to the run folder.
 DERIVED_FILES = ("curves.png", "curves.svg", "curves.pdf", "model.onnx")
-_INTERRUPTS = tuple(number for number in (signal.SIGINT, getattr(signal, "SIGTERM", None),
-                                          getattr(signal, "SIGHUP", None)) if number is not None)
+_INTERRUPTS = tuple(
+    number
+    for number in (signal.SIGINT, getattr(signal, "SIGTERM", None), getattr(signal, "SIGHUP", None))
+    if number is not None
+)
 
 
 def npz_bytes(arrays: dict) -> bytes:
@@ -75,8 +85,7 @@ def deferred_interrupts():
         yield
         return
     received = []
-    previous = {number: signal.signal(number, lambda number, frame: received.append(number))
-                for number in _INTERRUPTS}
+    previous = {number: signal.signal(number, lambda number, frame: received.append(number)) for number in _INTERRUPTS}
     try:
         yield
     finally:
@@ -104,6 +113,7 @@ def _format_number(value):
 
 # ---------------------------------------------------------------------- what a folder holds
 
+
 def _ours(name: str) -> bool:
     """Hidden files dltrain itself leaves in a run folder: the lock, a pending checkpoint, temporaries."""
     return name in (LOCK, PENDING_CHECKPOINT) or (name.startswith(".") and name.endswith(".tmp"))
@@ -119,8 +129,7 @@ def foreign_entries(directory: Path) -> list[str]:
     entries = sorted(os.listdir(directory))
     run_like = any(name in entries for name in ("model.json", "model.npz", CHECKPOINT))
     allowed = set(RUN_FILES + (CHECKPOINT,) + DERIVED_FILES) if run_like else set()
-    return [name for name in entries
-            if not _ours(name) and not (name in allowed and (directory / name).is_file())]
+    return [name for name in entries if not _ours(name) and not (name in allowed and (directory / name).is_file())]
 
 
 def resume_command(config, out, overrides=()) -> str:
@@ -138,6 +147,7 @@ def shown_path(path) -> str:
 
 
 # ---------------------------------------------------------------------- the lock
+
 
 class RunLock:
     """An advisory lock on a run folder (``flock`` on its ``.lock`` file), held for a whole fit.
@@ -160,8 +170,10 @@ class RunLock:
                 except BlockingIOError:
                     holder = os.read(descriptor, 64).decode("ascii", "replace").strip() or "unknown"
                     os.close(descriptor)
-                    raise ArtifactError(f"{self.directory}: in use by another dltrain fit (process {holder}); "
-                                        "wait for it to finish, or choose another --out") from None
+                    raise ArtifactError(
+                        f"{self.directory}: in use by another dltrain fit (process {holder}); "
+                        "wait for it to finish, or choose another --out"
+                    ) from None
                 # The file may have been replaced (a commit) or removed between open and flock.
                 try:
                     current = os.stat(path).st_ino
@@ -204,6 +216,7 @@ class RunLock:
 
 
 # ---------------------------------------------------------------------- committing a run
+
 
 def _staging_prefix(directory: Path) -> str:
     return f".{directory.name}.staging-"
@@ -281,8 +294,9 @@ def commit_run(directory, files: dict, lock: RunLock, carry: dict | None = None)
     shutil.rmtree(staging, ignore_errors=True)  # the old run, now at the staging path
 
 
-def save_run(directory, arrays: dict, manifest: dict, config_yaml: str, history: list, lock: RunLock,
-             carry: dict | None = None) -> dict:
+def save_run(
+    directory, arrays: dict, manifest: dict, config_yaml: str, history: list, lock: RunLock, carry: dict | None = None
+) -> dict:
     """Commit the run folder's four files (and ``carry``) as one unit; returns the manifest as written."""
     weights = npz_bytes(arrays)
     manifest = {
@@ -293,14 +307,18 @@ def save_run(directory, arrays: dict, manifest: dict, config_yaml: str, history:
         **manifest,
         "model_sha256": hashlib.sha256(weights).hexdigest(),
     }
-    files = {"model.npz": weights, "config.yaml": config_yaml.encode("utf-8"),
-             "history.csv": history_csv(history).encode("utf-8"),
-             "model.json": (json.dumps(manifest, indent=2, allow_nan=True) + "\n").encode("utf-8")}
+    files = {
+        "model.npz": weights,
+        "config.yaml": config_yaml.encode("utf-8"),
+        "history.csv": history_csv(history).encode("utf-8"),
+        "model.json": (json.dumps(manifest, indent=2, allow_nan=True) + "\n").encode("utf-8"),
+    }
     commit_run(directory, files, lock, carry)
     return manifest
 
 
 # ---------------------------------------------------------------------- checkpoints
+
 
 def save_checkpoint(path, meta: dict, arrays: dict, durable: bool = True):
     """One file holding the training state: arrays, plus the metadata as a JSON text array."""
@@ -311,8 +329,13 @@ def save_checkpoint(path, meta: dict, arrays: dict, durable: bool = True):
 
 
 def _load_checkpoint(path: Path, only_meta: bool = False):
-    payload = read_regular(path, ArtifactError, kind="checkpoint file", limit=available_memory(),
-                           not_found=f"{path}: no checkpoint to resume from; train without --resume first")
+    payload = read_regular(
+        path,
+        ArtifactError,
+        kind="checkpoint file",
+        limit=available_memory(),
+        not_found=f"{path}: no checkpoint to resume from; train without --resume first",
+    )
     try:
         check_npz(io.BytesIO(payload))  # a forged .npy header must not make np.load allocate terabytes
         with np.load(io.BytesIO(payload), allow_pickle=False) as archive:
@@ -322,8 +345,10 @@ def _load_checkpoint(path: Path, only_meta: bool = False):
         raise ArtifactError(f"{path}: the checkpoint is damaged ({error}); train again without --resume") from None
     if not isinstance(meta, dict) or meta.get("format_version") != CHECKPOINT_FORMAT_VERSION:
         version = meta.get("format_version") if isinstance(meta, dict) else None
-        raise ArtifactError(f"{path}: checkpoint format {version!r} is not supported by "
-                            f"dltrain {__version__}; train again without --resume")
+        raise ArtifactError(
+            f"{path}: checkpoint format {version!r} is not supported by "
+            f"dltrain {__version__}; train again without --resume"
+        )
     return meta, arrays
 
 
@@ -345,12 +370,26 @@ def _is_count(value) -> bool:
 
 def _checkpoint_problem(meta: dict, arrays: dict) -> str | None:
     """What does not fit together in a checkpoint that unpacked fine, or None."""
-    kinds = {"epoch": _is_count, "optimizer_steps": _is_count, "stop_reason": lambda v: isinstance(v, str),
-             "history_columns": lambda v: isinstance(v, list) and all(isinstance(name, str) for name in v),
-             "shuffle_rng": lambda v: isinstance(v, dict), "dropout_rng": lambda v: v is None or isinstance(v, dict),
-             "schedule": lambda v: v is None or isinstance(v, dict), "config": lambda v: isinstance(v, dict),
-             "best": lambda v: isinstance(v, dict) and _is_count(v.get("epoch")) and _is_count(v.get("wait"))
-             and (v.get("value") is None or isinstance(v.get("value"), (int, float)) and not isinstance(v.get("value"), bool))}
+    kinds = {
+        "epoch": _is_count,
+        "optimizer_steps": _is_count,
+        "stop_reason": lambda v: isinstance(v, str),
+        "history_columns": lambda v: isinstance(v, list) and all(isinstance(name, str) for name in v),
+        "shuffle_rng": lambda v: isinstance(v, dict),
+        "dropout_rng": lambda v: v is None or isinstance(v, dict),
+        "schedule": lambda v: v is None or isinstance(v, dict),
+        "config": lambda v: isinstance(v, dict),
+        "best": lambda v: (
+            isinstance(v, dict)
+            and _is_count(v.get("epoch"))
+            and _is_count(v.get("wait"))
+            and (
+                v.get("value") is None
+                or isinstance(v.get("value"), (int, float))
+                and not isinstance(v.get("value"), bool)
+            )
+        ),
+    }
     for key, fits in kinds.items():
         if key not in meta:
             return f"{key!r} is missing"
@@ -359,8 +398,10 @@ def _checkpoint_problem(meta: dict, arrays: dict) -> str | None:
     history = arrays.get("history")
     if history is None or history.ndim != 2 or history.shape != (meta["epoch"], len(meta["history_columns"])):
         shape = None if history is None else history.shape
-        return (f"the history has shape {shape}, but {meta['epoch']} epochs of "
-                f"{len(meta['history_columns'])} columns were recorded")
+        return (
+            f"the history has shape {shape}, but {meta['epoch']} epochs of "
+            f"{len(meta['history_columns'])} columns were recorded"
+        )
     if meta["best"]["epoch"] > meta["epoch"]:
         return f"the best epoch {meta['best']['epoch']} comes after the last epoch {meta['epoch']}"
     for key, values in arrays.items():
@@ -382,13 +423,18 @@ def unfinished_message(directory: Path) -> str | None:
         command = resume_command(shown_path(resume["config"]), directory, resume["overrides"])
         epochs = f"epoch {meta['epoch']} of {resume['epochs']}"
     except (DltrainError, KeyError, TypeError):
-        return (f"{directory} holds no finished model, only a training checkpoint; "
-                "continue it with `dltrain fit CONFIG --out " + shlex.quote(str(directory)) + " --resume`")
-    return (f"{directory} holds no finished model, only a training checkpoint (after {epochs}): the fit "
-            f"was stopped before it saved a model. Continue it with: {command}")
+        return (
+            f"{directory} holds no finished model, only a training checkpoint; "
+            "continue it with `dltrain fit CONFIG --out " + shlex.quote(str(directory)) + " --resume`"
+        )
+    return (
+        f"{directory} holds no finished model, only a training checkpoint (after {epochs}): the fit "
+        f"was stopped before it saved a model. Continue it with: {command}"
+    )
 
 
 # ---------------------------------------------------------------------- reading a run
+
 
 def _parse_manifest(path: Path, payload: bytes) -> dict:
     try:
@@ -398,9 +444,11 @@ def _parse_manifest(path: Path, payload: bytes) -> dict:
     if not isinstance(manifest, dict) or "format_version" not in manifest:
         raise ArtifactError(f"{path}: not a dltrain model manifest")
     if manifest["format_version"] != FORMAT_VERSION:
-        raise ArtifactError(f"{path}: run format version {manifest['format_version']!r} is not supported by "
-                            f"dltrain {__version__} (format {FORMAT_VERSION}); use a matching dltrain version "
-                            "or train again")
+        raise ArtifactError(
+            f"{path}: run format version {manifest['format_version']!r} is not supported by "
+            f"dltrain {__version__} (format {FORMAT_VERSION}); use a matching dltrain version "
+            "or train again"
+        )
     for key in ("config", "data", "model_sha256"):
         if key not in manifest:
             raise ArtifactError(f"{path}: the manifest lacks {key!r}; the file is damaged, train again")
@@ -410,8 +458,10 @@ def _parse_manifest(path: Path, payload: bytes) -> dict:
 def _parse_weights(path: Path, payload: bytes, expected_sha256) -> dict:
     digest = hashlib.sha256(payload).hexdigest()
     if digest != expected_sha256:
-        raise ArtifactError(f"{path}: checksum mismatch (SHA-256 {digest[:12]}…, manifest says "
-                            f"{str(expected_sha256)[:12]}…); the weights were changed or damaged, train again")
+        raise ArtifactError(
+            f"{path}: checksum mismatch (SHA-256 {digest[:12]}…, manifest says "
+            f"{str(expected_sha256)[:12]}…); the weights were changed or damaged, train again"
+        )
     try:
         check_npz(io.BytesIO(payload))
         with np.load(io.BytesIO(payload), allow_pickle=False) as archive:
@@ -421,9 +471,11 @@ def _parse_weights(path: Path, payload: bytes, expected_sha256) -> dict:
     for key, values in arrays.items():
         # A model with NaN weights predicts NaN for every row; refuse it rather than answer nonsense.
         if values.dtype.kind != "f" or not np.all(np.isfinite(values)):
-            raise ArtifactError(f"{path}: parameter {key!r} holds "
-                                f"{'NaN or infinite values' if values.dtype.kind == 'f' else values.dtype}"
-                                "; the model cannot predict, train again")
+            raise ArtifactError(
+                f"{path}: parameter {key!r} holds "
+                f"{'NaN or infinite values' if values.dtype.kind == 'f' else values.dtype}"
+                "; the model cannot predict, train again"
+            )
     return arrays
 
 
@@ -443,8 +495,14 @@ def _read_at(folder: int, directory: Path, name: str) -> bytes:
     """A run file's bytes, opened relative to the folder's descriptor: a regular file of bounded size
     (a symlink to /dev/zero or a FIFO planted in a run folder is refused, not read forever)."""
     limit = available_memory() if name.endswith(".npz") else MANIFEST_LIMIT
-    return read_regular(name, ArtifactError, kind=_RUN_FILE_KINDS.get(name, "run file"), limit=limit,
-                        dir_fd=folder, shown=directory / name)
+    return read_regular(
+        name,
+        ArtifactError,
+        kind=_RUN_FILE_KINDS.get(name, "run file"),
+        limit=limit,
+        dir_fd=folder,
+        shown=directory / name,
+    )
 
 
 def _missing(directory: Path, name: str) -> ArtifactError:
@@ -506,6 +564,7 @@ def read_run(directory) -> tuple[dict, dict]:
 
 # ---------------------------------------------------------------------- choosing and claiming a folder
 
+
 class RunTarget:
     """The folder a fit writes, locked for the fit's whole life.
 
@@ -538,13 +597,17 @@ def _refuse_foreign(directory: Path, inputs):
         except (OSError, RuntimeError):  # a symlink loop: reading the file reports it
             continue
         if inside:
-            raise ArtifactError(f"{path} is inside --out {directory}: saving the run would replace or remove it. "
-                                "Choose another --out, or move the file out of that folder")
+            raise ArtifactError(
+                f"{path} is inside --out {directory}: saving the run would replace or remove it. "
+                "Choose another --out, or move the file out of that folder"
+            )
     foreign = foreign_entries(directory)
     if foreign:
         shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
-        raise ArtifactError(f"{directory}: holds files that are not part of a dltrain run ({shown}); a run "
-                            "folder is replaced as a whole, so choose a new or empty --out")
+        raise ArtifactError(
+            f"{directory}: holds files that are not part of a dltrain run ({shown}); a run "
+            "folder is replaced as a whole, so choose a new or empty --out"
+        )
 
 
 def claim_run_dir(name: str, out=None, force=False, resume=False, inputs=(), runs_root="runs") -> RunTarget:
@@ -573,9 +636,12 @@ def _claim_out(directory: Path, force: bool, resume: bool, inputs) -> RunTarget:
         if not resume and holds_run(directory):
             if not force:
                 unfinished = None if (directory / "model.json").exists() else unfinished_message(directory)
-                raise ArtifactError(f"{unfinished}. Or pass --force to replace it" if unfinished else
-                                    f"{directory}: already holds a run; pass --force to overwrite it (the old run "
-                                    "stays until the new one is saved), or choose another --out")
+                raise ArtifactError(
+                    f"{unfinished}. Or pass --force to replace it"
+                    if unfinished
+                    else f"{directory}: already holds a run; pass --force to overwrite it (the old run "
+                    "stays until the new one is saved), or choose another --out"
+                )
             target.replacing = True
             target.checkpoint.unlink(missing_ok=True)
     except BaseException:

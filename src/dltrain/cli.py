@@ -14,16 +14,21 @@ from typing import Annotated, List, Optional
 import typer
 
 from . import __version__, report
-from .commands import check as check_command, common, evaluate as evaluate_command
-from .commands import fit as fit_command, predict as predict_command
-from .files import atomic_write
+from .commands import check as check_command
+from .commands import common
+from .commands import evaluate as evaluate_command
+from .commands import fit as fit_command
+from .commands import predict as predict_command
 from .config import dump_config
 from .errors import DltrainError, Interrupted, signal_of
+from .files import atomic_write
 
 app = typer.Typer(
-    add_completion=True, no_args_is_help=True, pretty_exceptions_enable=False,
+    add_completion=True,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
     help="Train neural networks described in YAML on CSV files.\n\n"
-         "Example: dltrain fit configs/iris.yaml && dltrain eval runs/iris data/iris.csv",
+    "Example: dltrain fit configs/iris.yaml && dltrain eval runs/iris data/iris.csv",
 )
 
 
@@ -37,15 +42,23 @@ def _show_version(value: bool):
 
 @app.callback()
 def main_options(
-    version: Annotated[Optional[bool], typer.Option(
-        "--version", callback=_show_version, is_eager=True,
-        help="Print dltrain's version and which engine path is active (fused kernels or reference NumPy), then exit.")] = None,
+    version: Annotated[
+        Optional[bool],
+        typer.Option(
+            "--version",
+            callback=_show_version,
+            is_eager=True,
+            help="Print dltrain's version and which engine path is active (fused kernels or reference NumPy), "
+            "then exit.",
+        ),
+    ] = None,
 ):
     """Train neural networks described in YAML on CSV files."""
 
 
 def user_errors(command):
     """Turn dltrain's own errors into one message on stderr and their exit code."""
+
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
         try:
@@ -56,12 +69,14 @@ def user_errors(command):
         except KeyboardInterrupt as interrupt:
             report.show_error("interrupted")
             raise typer.Exit(128 + signal_of(interrupt)) from None
+
     return wrapper
 
 
 @contextlib.contextmanager
 def termination_as_interrupt():
     """SIGTERM (kill, systemd, Docker, batch schedulers) and SIGHUP stop a fit the way Ctrl-C does."""
+
     def interrupt(number, frame):
         raise Interrupted(number)
 
@@ -77,21 +92,34 @@ def termination_as_interrupt():
 ConfigArg = Annotated[Path, typer.Argument(help="YAML config file.", show_default=False)]
 RunArg = Annotated[Path, typer.Argument(help="Run folder written by `dltrain fit`.", show_default=False)]
 DataArg = Annotated[Path, typer.Argument(help="CSV file with a header row.", show_default=False)]
-DelimiterOption = Annotated[Optional[str], typer.Option(
-    help="The CSV's delimiter: , ; tab or | (default: detected in the file).", show_default=False)]
-EncodingOption = Annotated[Optional[str], typer.Option(
-    help="The CSV's text encoding, e.g. latin-1 (default: UTF-8, with or without a BOM).", show_default=False)]
-SetOption = Annotated[Optional[List[str]], typer.Option(
-    "--set", help="Override a config key, e.g. --set train.epochs=20 (repeatable).", show_default=False)]
+DelimiterOption = Annotated[
+    Optional[str],
+    typer.Option(help="The CSV's delimiter: , ; tab or | (default: detected in the file).", show_default=False),
+]
+EncodingOption = Annotated[
+    Optional[str],
+    typer.Option(
+        help="The CSV's text encoding, e.g. latin-1 (default: UTF-8, with or without a BOM).", show_default=False
+    ),
+]
+SetOption = Annotated[
+    Optional[List[str]],
+    typer.Option("--set", help="Override a config key, e.g. --set train.epochs=20 (repeatable).", show_default=False),
+]
 
 
 @app.command()
 @user_errors
 def init(
     data: DataArg,
-    target: Annotated[List[str], typer.Option(
-        "--target", help="The column to predict; repeat it for multi-target regression (numeric columns).",
-        show_default=False)],
+    target: Annotated[
+        List[str],
+        typer.Option(
+            "--target",
+            help="The column to predict; repeat it for multi-target regression (numeric columns).",
+            show_default=False,
+        ),
+    ],
     out: Annotated[Optional[Path], typer.Option(help="Config file to write (default: <DATA name>.yaml here).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite --out if it exists.")] = False,
     encoding: Annotated[str, typer.Option(help="Text encoding of the CSV, e.g. latin-1.")] = "utf-8",
@@ -105,9 +133,12 @@ def init(
     out = out if out is not None else Path(f"{data.stem}.yaml")
     starter = write_starter_config(data, target[0] if len(target) == 1 else target, out, force, encoding)
     classes = f" ({len(starter.classes)} classes)" if starter.classes else ""
-    report.console.print(f"wrote {out}: {len(starter.features)} feature columns ({starter.n_inputs} inputs), "
-                         f"{len(starter.excluded)} excluded; task {starter.task}{classes}", markup=False,
-                         soft_wrap=True)
+    report.console.print(
+        f"wrote {out}: {len(starter.features)} feature columns ({starter.n_inputs} inputs), "
+        f"{len(starter.excluded)} excluded; task {starter.task}{classes}",
+        markup=False,
+        soft_wrap=True,
+    )
     for column, reason in starter.excluded.items():
         report.console.print(f"  excluded {column}: {reason}", markup=False, soft_wrap=True)
     for warning in starter.warnings:
@@ -145,16 +176,20 @@ def check(ctx: typer.Context, config: ConfigArg, overrides: SetOption = None):
         parts.append(f"test {len(data.test)} rows")
     schema = data.schema
     target = f"classes {', '.join(schema.class_labels)}" if schema.task == "classification" else "numeric target"
-    report.console.print(f"data: {', '.join(parts)}; {len(schema.feature_names)} features; {target}",
-                         markup=False, soft_wrap=True)
+    report.console.print(
+        f"data: {', '.join(parts)}; {len(schema.feature_names)} features; {target}", markup=False, soft_wrap=True
+    )
     report.console.print(report.summary_table(result.model.summary()))
     if result.config.tune is not None:
         from .commands.tune import check_search
 
         plan = check_search(config, result.data, result.config)
-        report.console.print(f"tune: {len(plan.dimensions)} entries in tune.space"
-                             + (" and feature selection" if plan.tune.features == "select" else "")
-                             + f", {plan.tune.sampler} sampler, metric {plan.tune.metric}: OK", markup=False)
+        report.console.print(
+            f"tune: {len(plan.dimensions)} entries in tune.space"
+            + (" and feature selection" if plan.tune.features == "select" else "")
+            + f", {plan.tune.sampler} sampler, metric {plan.tune.metric}: OK",
+            markup=False,
+        )
     report.console.print("config OK")
 
 
@@ -163,11 +198,15 @@ def check(ctx: typer.Context, config: ConfigArg, overrides: SetOption = None):
 def fit(
     ctx: typer.Context,
     config: ConfigArg,
-    out: Annotated[Optional[Path], typer.Option(help="Run folder (default: runs/<name>, or runs/<name>-2 … if taken).")] = None,
+    out: Annotated[
+        Optional[Path], typer.Option(help="Run folder (default: runs/<name>, or runs/<name>-2 … if taken).")
+    ] = None,
     overrides: SetOption = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite the run already in --out.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", help="Print only the final summary.")] = False,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue the checkpoint in --out up to train.epochs.")] = False,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue the checkpoint in --out up to train.epochs.")
+    ] = False,
 ):
     """Train the network a config describes and save a run folder.
 
@@ -182,8 +221,16 @@ def fit(
 
     try:
         with termination_as_interrupt():
-            result = fit_command.fit(config, overrides or [], out, force, reporter, on_run_dir=announce, resume=resume,
-                                  command_line=["dltrain", *sys.argv[1:]])
+            result = fit_command.fit(
+                config,
+                overrides or [],
+                out,
+                force,
+                reporter,
+                on_run_dir=announce,
+                resume=resume,
+                command_line=["dltrain", *sys.argv[1:]],
+            )
     finally:
         reporter.close()
     for line in report.fit_summary(result):
@@ -205,10 +252,20 @@ def _json_safe(value):
 
 @app.command(name="eval")
 @user_errors
-def evaluate(run_dir: RunArg, data: DataArg,
-             as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object: the metrics, then per class "
-                                            "scores and the confusion matrix as nested objects and lists.")] = False,
-             delimiter: DelimiterOption = None, encoding: EncodingOption = None):
+def evaluate(
+    run_dir: RunArg,
+    data: DataArg,
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json",
+            help="Print one JSON object: the metrics, then per class "
+            "scores and the confusion matrix as nested objects and lists.",
+        ),
+    ] = False,
+    delimiter: DelimiterOption = None,
+    encoding: EncodingOption = None,
+):
     """Loss and metrics of a trained run on a labelled CSV (per class and a confusion matrix for classes)."""
     metrics, labels = evaluate_command.evaluate_run(run_dir, data, common.csv_dialect(delimiter, encoding))
     per_class = metrics.pop("per_class", None)
@@ -229,12 +286,21 @@ def evaluate(run_dir: RunArg, data: DataArg,
 
 @app.command()
 @user_errors
-def predict(run_dir: RunArg, data: DataArg,
-            out: Annotated[Optional[Path], typer.Option(help="Write the CSV here instead of stdout.")] = None,
-            keep: Annotated[Optional[List[str]], typer.Option(
-                "--keep", help="Copy this input column (e.g. an ID) into the output, first (repeatable).",
-                show_default=False)] = None,
-            delimiter: DelimiterOption = None, encoding: EncodingOption = None):
+def predict(
+    run_dir: RunArg,
+    data: DataArg,
+    out: Annotated[Optional[Path], typer.Option(help="Write the CSV here instead of stdout.")] = None,
+    keep: Annotated[
+        Optional[List[str]],
+        typer.Option(
+            "--keep",
+            help="Copy this input column (e.g. an ID) into the output, first (repeatable).",
+            show_default=False,
+        ),
+    ] = None,
+    delimiter: DelimiterOption = None,
+    encoding: EncodingOption = None,
+):
     """Predictions for every row of a CSV: the target column, then prob_<label> per class.
 
     Example: dltrain predict runs/churn customers.csv --keep customer_id --out predictions.csv"""
@@ -255,10 +321,18 @@ def export(
     run_dir: RunArg,
     out: Annotated[Optional[Path], typer.Option(help="ONNX file to write (default: RUN_DIR/model.onnx).")] = None,
     format: Annotated[str, typer.Option("--format", help="File format; onnx is the one there is.")] = "onnx",
-    opset: Annotated[Optional[int], typer.Option(
-        help="ONNX opset (default: the lowest that holds every operator used).", show_default=False)] = None,
-    inputs: Annotated[str, typer.Option("--inputs", help="columns: one input per CSV column; features: one [N, F] "
-                                        "float tensor (models without categorical columns).")] = "columns",
+    opset: Annotated[
+        Optional[int],
+        typer.Option(help="ONNX opset (default: the lowest that holds every operator used).", show_default=False),
+    ] = None,
+    inputs: Annotated[
+        str,
+        typer.Option(
+            "--inputs",
+            help="columns: one input per CSV column; features: one [N, F] "
+            "float tensor (models without categorical columns).",
+        ),
+    ] = "columns",
     force: Annotated[bool, typer.Option("--force", help="Overwrite --out if it exists.")] = False,
 ):
     """Export a trained run as one ONNX model: raw CSV columns in, labels and probabilities out (needs the onnx extra).
@@ -270,9 +344,13 @@ def export(
     from .commands.export import export_run
 
     result = export_run(run_dir, out, format, opset, force, inputs)
-    report.console.print(f"wrote {result.path} ({result.model_bytes:,} bytes, ONNX opset {result.opset}): inputs "
-                         f"{', '.join(result.inputs)}; outputs {', '.join(result.outputs)}; equal to dltrain predict "
-                         f"on {result.verified_rows} verification rows", markup=False, soft_wrap=True)
+    report.console.print(
+        f"wrote {result.path} ({result.model_bytes:,} bytes, ONNX opset {result.opset}): inputs "
+        f"{', '.join(result.inputs)}; outputs {', '.join(result.outputs)}; equal to dltrain predict "
+        f"on {result.verified_rows} verification rows",
+        markup=False,
+        soft_wrap=True,
+    )
 
 
 @app.command()
@@ -289,8 +367,12 @@ def schema():
 
 @app.command()
 @user_errors
-def plot(run_dir: RunArg,
-         out: Annotated[Optional[Path], typer.Option(help="Image file, .png, .svg or .pdf (default: RUN_DIR/curves.png).")] = None):
+def plot(
+    run_dir: RunArg,
+    out: Annotated[
+        Optional[Path], typer.Option(help="Image file, .png, .svg or .pdf (default: RUN_DIR/curves.png).")
+    ] = None,
+):
     """Draw training and validation curves per epoch, with the best epoch marked (needs dltrain\\[plot]).
 
     Given a study folder from `dltrain tune`: the optimisation history and each parameter's slice."""
@@ -304,12 +386,29 @@ def plot(run_dir: RunArg,
 @user_errors
 def tune(
     config: ConfigArg,
-    trials: Annotated[Optional[int], typer.Option(help="Finished trials to reach (default: tune.trials).", show_default=False)] = None,
-    timeout: Annotated[Optional[float], typer.Option(help="Seconds for the whole search (default: tune.timeout).", show_default=False)] = None,
-    workers: Annotated[int, typer.Option(help="Worker processes on this machine, each with its share of the cores.")] = 1,
-    storage: Annotated[Optional[str], typer.Option(help="Shared study storage, e.g. postgresql://USER@HOST/DB (default: a journal file in the study folder).", show_default=False)] = None,
-    study: Annotated[Optional[str], typer.Option(help="Study name in the storage (default: the config's name).", show_default=False)] = None,
-    out: Annotated[Optional[Path], typer.Option(help="Study folder (default: runs/<name>-tune, or -2 … if taken).", show_default=False)] = None,
+    trials: Annotated[
+        Optional[int], typer.Option(help="Finished trials to reach (default: tune.trials).", show_default=False)
+    ] = None,
+    timeout: Annotated[
+        Optional[float], typer.Option(help="Seconds for the whole search (default: tune.timeout).", show_default=False)
+    ] = None,
+    workers: Annotated[
+        int, typer.Option(help="Worker processes on this machine, each with its share of the cores.")
+    ] = 1,
+    storage: Annotated[
+        Optional[str],
+        typer.Option(
+            help="Shared study storage, e.g. postgresql://USER@HOST/DB (default: a journal file in the study folder).",
+            show_default=False,
+        ),
+    ] = None,
+    study: Annotated[
+        Optional[str], typer.Option(help="Study name in the storage (default: the config's name).", show_default=False)
+    ] = None,
+    out: Annotated[
+        Optional[Path],
+        typer.Option(help="Study folder (default: runs/<name>-tune, or -2 … if taken).", show_default=False),
+    ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", help="Print only the final summary.")] = False,
 ):
     """Search the config's tune: section (model, hyperparameters, features) with Optuna.
@@ -323,8 +422,9 @@ def tune(
 
     def on_trial(trial, counts, n_trials, metric, best_value):
         if not quiet:
-            report.console.print(report.tune_trial_line(trial, counts, n_trials, metric, best_value),
-                                 markup=False, soft_wrap=True)
+            report.console.print(
+                report.tune_trial_line(trial, counts, n_trials, metric, best_value), markup=False, soft_wrap=True
+            )
 
     def on_stage(text):
         if not quiet:
@@ -342,22 +442,31 @@ def tune(
 
 @app.command()
 @user_errors
-def explain(run_dir: RunArg, data: DataArg,
-            as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
-            repeats: Annotated[int, typer.Option(help="Shuffles per column; the spread is over these.")] = 5):
+def explain(
+    run_dir: RunArg,
+    data: DataArg,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    repeats: Annotated[int, typer.Option(help="Shuffles per column; the spread is over these.")] = 5,
+):
     """Permutation importance of each input column: how much the loss rises when it is shuffled."""
     from .commands.explain import explain_run
 
     if repeats < 1:
         raise typer.BadParameter("give at least 1", param_hint="--repeats")
     baseline, importances = explain_run(run_dir, data, repeats)
-    rows = [{"column": item.column, "importance": item.importance, "spread": item.spread, "inputs": item.inputs}
-            for item in importances]
+    rows = [
+        {"column": item.column, "importance": item.importance, "spread": item.spread, "inputs": item.inputs}
+        for item in importances
+    ]
     if as_json:
         report.write_text(json.dumps(_json_safe({"loss": baseline, "repeats": repeats, "columns": rows})) + "\n")
         return
-    report.console.print(f"{data}: loss {report.format_value(baseline)}; importance = mean rise of the loss "
-                         f"when a column is shuffled ({repeats} repeats)", markup=False, soft_wrap=True)
+    report.console.print(
+        f"{data}: loss {report.format_value(baseline)}; importance = mean rise of the loss "
+        f"when a column is shuffled ({repeats} repeats)",
+        markup=False,
+        soft_wrap=True,
+    )
     report.console.print(report.importance_table(rows))
 
 

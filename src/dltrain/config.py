@@ -11,26 +11,49 @@ import os
 import re
 import typing
 from pathlib import Path
-from typing import Annotated, Any, Literal, Optional, Union
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Optional, TypeAlias, Union
 
 import yaml
-from pydantic import (BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError,
-                      field_validator, model_serializer, model_validator)
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from .engine.activations import ACTIVATIONS, HIDDEN_ACTIVATIONS
-from .errors import ConfigError, did_you_mean
-from .labels import canonical_label
-from .files import CONFIG_LIMIT, read_regular, text_codec
 from .engine.layers import INITIALIZERS, LAYERS, Dense, Dropout
 from .engine.losses import LOSSES
 from .engine.optimizers import COMMON_DEFAULTS, COMMON_OPTIONS, OPTIMIZERS
 from .engine.schedules import SCHEDULES
+from .errors import ConfigError, did_you_mean
+from .files import CONFIG_LIMIT, read_regular, text_codec
+from .labels import canonical_label
 from .metrics import CLASSIFICATION_METRICS, REGRESSION_METRICS
 
-HiddenActivation = Literal[tuple(HIDDEN_ACTIVATIONS)]
-OutputActivation = Literal[("auto", *sorted(ACTIVATIONS))]
-InitName = Literal[tuple(sorted(INITIALIZERS))]
-LossName = Literal[("auto", *sorted(LOSSES))]
+if TYPE_CHECKING:  # the choices come from the engine's registries at run time; a type checker sees text
+    HiddenActivation: TypeAlias = str
+    OutputActivation: TypeAlias = str
+    InitName: TypeAlias = str
+    LossName: TypeAlias = str
+    MetricName: TypeAlias = str
+    DenseKind: TypeAlias = str
+    DropoutKind: TypeAlias = str
+    ScheduleName: TypeAlias = str
+    OptimizerName: TypeAlias = str
+else:
+    HiddenActivation = Literal[tuple(HIDDEN_ACTIVATIONS)]
+    OutputActivation = Literal[("auto", *sorted(ACTIVATIONS))]
+    InitName = Literal[tuple(sorted(INITIALIZERS))]
+    LossName = Literal[("auto", *sorted(LOSSES))]
+    MetricName = Literal[tuple(CLASSIFICATION_METRICS) + tuple(REGRESSION_METRICS)]
+    DenseKind, DropoutKind = Literal[Dense.kind], Literal[Dropout.kind]
+    ScheduleName, OptimizerName = Literal[tuple(SCHEDULES)], Literal[tuple(OPTIMIZERS)]
 
 
 class Spec(BaseModel):
@@ -70,10 +93,10 @@ def _column_names(value, what):
 class ColumnSpec(Spec):
     """One column's settings under ``data.columns``."""
 
-    type: Optional[Literal["numeric", "categorical", "boolean"]] = None   # None: inferred from the cells
-    missing: Optional[MissingPolicy] = None                              # None: data.missing
-    fill: Optional[Union[bool, float, str]] = None                       # the value for missing: constant
-    unknown: Literal["error", "ignore"] = "error"                        # categorical: an unseen value
+    type: Optional[Literal["numeric", "categorical", "boolean"]] = None  # None: inferred from the cells
+    missing: Optional[MissingPolicy] = None  # None: data.missing
+    fill: Optional[Union[bool, float, str]] = None  # the value for missing: constant
+    unknown: Literal["error", "ignore"] = "error"  # categorical: an unseen value
 
     @field_validator("fill", mode="before")
     @classmethod
@@ -89,8 +112,11 @@ class ColumnSpec(Spec):
     def _only_settings_given(self, handler):
         # A dumped column lists what it sets, e.g. {missing: median}, and still loads back equal.
         data = handler(self)
-        return {key: value for key, value in data.items()
-                if value is not None and not (key == "unknown" and value == "error")}
+        return {
+            key: value
+            for key, value in data.items()
+            if value is not None and not (key == "unknown" and value == "error")
+        }
 
 
 class DataSpec(Spec):
@@ -101,8 +127,8 @@ class DataSpec(Spec):
     validation: Union[float, str] = 0.2
     test: Optional[str] = None
     scale: Literal["standard", "minmax", "none"] = "standard"
-    target_scale: Literal["standard", "none"] = "standard"            # regression targets only
-    delimiter: Optional[Literal[",", ";", "\t", "|"]] = None           # None: detected in each file
+    target_scale: Literal["standard", "none"] = "standard"  # regression targets only
+    delimiter: Optional[Literal[",", ";", "\t", "|"]] = None  # None: detected in each file
     decimal: Literal[".", ","] = "."
     encoding: str = "utf-8"
     missing: MissingPolicy = "error"
@@ -170,14 +196,14 @@ class DataSpec(Spec):
 
 
 class DenseSpec(Spec):
-    type: Literal[Dense.kind] = Dense.kind
+    type: DenseKind = Dense.kind
     units: int = Field(gt=0)
     activation: HiddenActivation = "relu"
     init: Optional[InitName] = None
 
 
 class DropoutSpec(Spec):
-    type: Literal[Dropout.kind]
+    type: DropoutKind
     rate: float = Field(ge=0, lt=1)
 
 
@@ -190,8 +216,7 @@ def _layer_kind(value):
 _LAYER_TYPES = " or ".join(repr(kind) for kind in LAYERS)  # "'dense' or 'dropout'"
 LayerSpec = Annotated[
     Union[Annotated[DenseSpec, Tag(Dense.kind)], Annotated[DropoutSpec, Tag(Dropout.kind)]],
-    Discriminator(_layer_kind, custom_error_type="layer_type",
-                  custom_error_message=f"type must be {_LAYER_TYPES}"),
+    Discriminator(_layer_kind, custom_error_type="layer_type", custom_error_message=f"type must be {_LAYER_TYPES}"),
 ]
 
 
@@ -207,7 +232,7 @@ class ModelSpec(Spec):
 
 def _engine_defaults(classes) -> dict:
     """Each option of these engine classes with its default (one default per option name)."""
-    defaults = {}
+    defaults: dict = {}
     for cls in classes:
         for name, value in cls.options().items():
             if defaults.setdefault(name, value) != value:
@@ -238,7 +263,7 @@ _SCHEDULE_DEFAULTS = _engine_defaults(SCHEDULES.values())
 
 
 class ScheduleSpec(Spec):
-    name: Literal[tuple(SCHEDULES)] = "constant"
+    name: ScheduleName = "constant"
     warmup_epochs: int = Field(0, ge=0)
     every: int = Field(_SCHEDULE_DEFAULTS["every"], gt=0)
     factor: float = Field(_SCHEDULE_DEFAULTS["factor"], gt=0, lt=1)
@@ -267,7 +292,7 @@ class ScheduleSpec(Spec):
 
 
 class OptimizerSpec(Spec):
-    name: Literal[tuple(OPTIMIZERS)] = "adam"
+    name: OptimizerName = "adam"
     lr: float = Field(COMMON_DEFAULTS["lr"], gt=0, allow_inf_nan=False)
     weight_decay: float = Field(COMMON_DEFAULTS["weight_decay"], ge=0)
     clip_norm: Optional[float] = Field(COMMON_DEFAULTS["clip_norm"], gt=0)
@@ -306,16 +331,13 @@ class EarlyStoppingSpec(Spec):
     restore_best: bool = True
 
 
-MetricName = Literal[tuple(CLASSIFICATION_METRICS) + tuple(REGRESSION_METRICS)]
-
-
 class TrainSpec(Spec):
     epochs: int = Field(100, gt=0)
     batch_size: int = Field(32, gt=0)
     shuffle: bool = True
     tolerance: Optional[float] = Field(None, gt=0)
     early_stopping: Optional[EarlyStoppingSpec] = None
-    metrics: Optional[list[MetricName]] = None        # default: accuracy, or mse/rmse/mae/r2
+    metrics: Optional[list[MetricName]] = None  # default: accuracy, or mse/rmse/mae/r2
     class_weight: Union[Literal["balanced"], dict[Union[str, int, float], float], None] = None
 
     @field_validator("class_weight")
@@ -367,8 +389,11 @@ class RangeSpec(Spec):
 
 SpaceEntry = Annotated[
     Union[Annotated[RangeSpec, Tag("range")], Annotated[list[Any], Field(min_length=1), Tag("choice")]],
-    Discriminator(_space_kind, custom_error_type="space_entry",
-                  custom_error_message="must be a list of choices or a range {low: …, high: …}"),
+    Discriminator(
+        _space_kind,
+        custom_error_type="space_entry",
+        custom_error_message="must be a list of choices or a range {low: …, high: …}",
+    ),
 ]
 
 # The metric's direction comes from its name (metrics.higher_is_better); names fit logs are
@@ -391,8 +416,10 @@ class TuneSpec(Spec):
         if self.sampler == "grid":
             ranges = [key for key, entry in self.space.items() if isinstance(entry, RangeSpec)]
             if ranges:
-                raise ValueError(f"sampler: grid takes only choices (lists); {ranges[0]} is a range: "
-                                 "list its values, or use sampler: tpe or random")
+                raise ValueError(
+                    f"sampler: grid takes only choices (lists); {ranges[0]} is a range: "
+                    "list its values, or use sampler: tpe or random"
+                )
         return self
 
 
@@ -407,7 +434,7 @@ class Config(Spec):
     loss: LossName = "auto"
     optimizer: OptimizerSpec = OptimizerSpec()
     train: TrainSpec = TrainSpec()
-    tune: Optional[TuneSpec] = None                    # read by `dltrain tune` only
+    tune: Optional[TuneSpec] = None  # read by `dltrain tune` only
 
     @model_serializer(mode="wrap")
     def _without_empty_tune(self, handler):
@@ -420,8 +447,10 @@ class Config(Spec):
     def _warmup_fits(self):
         warmup = self.optimizer.schedule.warmup_epochs
         if warmup >= self.train.epochs:
-            raise ValueError(f"optimizer.schedule.warmup_epochs ({warmup}) must be below train.epochs "
-                             f"({self.train.epochs}), or the learning rate never reaches optimizer.lr")
+            raise ValueError(
+                f"optimizer.schedule.warmup_epochs ({warmup}) must be below train.epochs "
+                f"({self.train.epochs}), or the learning rate never reaches optimizer.lr"
+            )
         return self
 
     def to_dict(self) -> dict:
@@ -431,8 +460,8 @@ class Config(Spec):
 # ---------------------------------------------------------------- YAML with positions
 
 
-MAX_DEPTH = 50               # nesting levels; a config needs about 5
-MAX_EXPANDED = 1_000_000     # values after expanding aliases; an "alias bomb" asks for billions
+MAX_DEPTH = 50  # nesting levels; a config needs about 5
+MAX_EXPANDED = 1_000_000  # values after expanding aliases; an "alias bomb" asks for billions
 
 
 class _StrictLoader(yaml.SafeLoader):
@@ -442,7 +471,7 @@ class _StrictLoader(yaml.SafeLoader):
         super().__init__(stream)
         self.source_name = source_name
         self.depth = 0
-        self.aliases = []   # (mark, node) of every alias, to point at the one that expands most
+        self.aliases = []  # (mark, node) of every alias, to point at the one that expands most
 
     def compose_node(self, parent, index):
         event = self.peek_event()
@@ -453,8 +482,10 @@ class _StrictLoader(yaml.SafeLoader):
         self.depth += 1
         try:
             if self.depth > MAX_DEPTH:
-                raise ConfigError(f"{_at(self.source_name, event.start_mark)}: invalid YAML: nested more than "
-                                  f"{MAX_DEPTH} levels deep; a config needs only a few")
+                raise ConfigError(
+                    f"{_at(self.source_name, event.start_mark)}: invalid YAML: nested more than "
+                    f"{MAX_DEPTH} levels deep; a config needs only a few"
+                )
             return super().compose_node(parent, index)
         finally:
             self.depth -= 1
@@ -471,14 +502,20 @@ def _check_expansion(loader: _StrictLoader, root):
     is measured in a few steps."""
     if not loader.aliases:
         return
-    size, height = {}, {}
+    size: dict = {}
+    height: dict = {}
     state = {}
     stack = [(root, False)]
     while stack:
         node, done = stack.pop()
         key = id(node)
-        children = ([item for pair in node.value for item in pair] if isinstance(node, yaml.MappingNode)
-                    else node.value if isinstance(node, yaml.SequenceNode) else [])
+        children = (
+            [item for pair in node.value for item in pair]
+            if isinstance(node, yaml.MappingNode)
+            else node.value
+            if isinstance(node, yaml.SequenceNode)
+            else []
+        )
         if done:
             size[key] = 1 + sum(size[id(child)] for child in children)
             height[key] = 1 + max((height[id(child)] for child in children), default=0)
@@ -491,16 +528,23 @@ def _check_expansion(loader: _StrictLoader, root):
         for child in children:
             if state.get(id(child)) == "open":
                 mark = next((mark for mark, target in loader.aliases if target is child), child.start_mark)
-                raise ConfigError(f"{_at(loader.source_name, mark)}: invalid YAML: the alias refers to a value "
-                                  "that contains it; write the value out instead")
+                raise ConfigError(
+                    f"{_at(loader.source_name, mark)}: invalid YAML: the alias refers to a value "
+                    "that contains it; write the value out instead"
+                )
             if state.get(id(child)) != "done":
                 stack.append((child, False))
     if size[id(root)] > MAX_EXPANDED or height[id(root)] > MAX_DEPTH:
         mark, _ = max(loader.aliases, key=lambda alias: (size[id(alias[1])], height[id(alias[1])]))
-        what = (f"more than {MAX_EXPANDED:,} values" if size[id(root)] > MAX_EXPANDED
-                else f"more than {MAX_DEPTH} levels deep")
-        raise ConfigError(f"{_at(loader.source_name, mark)}: invalid YAML: the aliases expand to {what}; "
-                          "write the values out, or use fewer aliases")
+        what = (
+            f"more than {MAX_EXPANDED:,} values"
+            if size[id(root)] > MAX_EXPANDED
+            else f"more than {MAX_DEPTH} levels deep"
+        )
+        raise ConfigError(
+            f"{_at(loader.source_name, mark)}: invalid YAML: the aliases expand to {what}; "
+            "write the values out, or use fewer aliases"
+        )
 
 
 def _construct_mapping(loader, node, deep=False):
@@ -509,14 +553,17 @@ def _construct_mapping(loader, node, deep=False):
     for key_node, _ in node.value:
         if not isinstance(key_node, yaml.ScalarNode):
             kind = "a list" if isinstance(key_node, yaml.SequenceNode) else "a mapping"
-            raise ConfigError(f"{_at(loader.source_name, key_node.start_mark)}: invalid YAML: a key is {kind}; "
-                              "keys must be plain names such as epochs")
+            raise ConfigError(
+                f"{_at(loader.source_name, key_node.start_mark)}: invalid YAML: a key is {kind}; "
+                "keys must be plain names such as epochs"
+            )
         key = loader.construct_object(key_node, deep=deep)
         if key in seen:
             mark = key_node.start_mark
             raise ConfigError(
                 f"{loader.source_name}:{mark.line + 1}:{mark.column + 1}: duplicate key {key!r} "
-                f"(first at line {seen[key] + 1}); keep only one")
+                f"(first at line {seen[key] + 1}); keep only one"
+            )
         seen[key] = key_node.start_mark.line
     return yaml.SafeLoader.construct_mapping(loader, node, deep)
 
@@ -534,7 +581,8 @@ for _yaml_class in (_StrictLoader, _Dumper):
     _yaml_class.add_implicit_resolver(
         "tag:yaml.org,2002:float",
         re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
-        list("-+0123456789"))
+        list("-+0123456789"),
+    )
 
 
 def _positions(node, path=(), table=None):
@@ -558,11 +606,12 @@ class _YamlSyntaxError(ConfigError):
 
 def _unreadable(error, text: str, source_name: str) -> ConfigError:
     """A character YAML does not allow (a control character, say), with its line and column."""
-    before = text[:error.position]
+    before = text[: error.position]
     line, column = before.count("\n") + 1, error.position - (before.rfind("\n") + 1) + 1
     character = f"U+{error.character:04X}" if isinstance(error.character, int) else repr(error.character)
-    return _YamlSyntaxError(f"{source_name}:{line}:{column}: invalid YAML: character {character} is not allowed "
-                       "in a YAML file; remove it")
+    return _YamlSyntaxError(
+        f"{source_name}:{line}:{column}: invalid YAML: character {character} is not allowed in a YAML file; remove it"
+    )
 
 
 def parse_yaml(text: str, source_name: str):
@@ -600,8 +649,9 @@ def parse_override(text: str):
     """``"model.layers[0].units=64"`` -> (('model', 'layers', 0, 'units'), 64)."""
     match = _SET_PATTERN.match(text)
     if not match and "=" not in text and re.fullmatch(r"\s*[A-Za-z_][\w.\[\]]*\s*", text):
-        raise ConfigError(f"--set {text}: no value; write --set {text.strip()}=VALUE (with '=', no space), "
-                          f"e.g. --set train.epochs=50")
+        raise ConfigError(
+            f"--set {text}: no value; write --set {text.strip()}=VALUE (with '=', no space), e.g. --set train.epochs=50"
+        )
     if not match:
         raise ConfigError(f"--set {text!r}: expected KEY.PATH=VALUE, e.g. --set train.epochs=20")
     path = []
@@ -624,8 +674,9 @@ def apply_override(data: dict, path: tuple, value, text: str):
         following = path[depth + 1]
         if isinstance(node, list):
             if not isinstance(key, int) or key >= len(node):
-                raise ConfigError(f"--set {text}: {dotted(path[:depth + 1])} does not exist "
-                                  f"(the list has {len(node)} items)")
+                raise ConfigError(
+                    f"--set {text}: {dotted(path[: depth + 1])} does not exist (the list has {len(node)} items)"
+                )
             node = node[key]
             continue
         if not isinstance(node, dict):
@@ -688,9 +739,14 @@ def _spec_at(path, data):
         node = node[part] if isinstance(node, (dict, list)) else None
         if len(following) > 1 and isinstance(node, dict):
             kind = _layer_kind(node)
-            following = [spec for spec in following if isinstance(spec, type) and issubclass(spec, BaseModel)
-                         and "type" in spec.model_fields
-                         and kind in typing.get_args(spec.model_fields["type"].annotation)] or following
+            following = [
+                spec
+                for spec in following
+                if isinstance(spec, type)
+                and issubclass(spec, BaseModel)
+                and "type" in spec.model_fields
+                and kind in typing.get_args(spec.model_fields["type"].annotation)
+            ] or following
         current = following
     return [spec for spec in current if isinstance(spec, type) and issubclass(spec, BaseModel)]
 
@@ -711,7 +767,7 @@ def _clean_location(location, data):
             node = node[part]
         elif not path or isinstance(node, (dict, list)) and not isinstance(part, str) or part == "[key]":
             continue
-        elif isinstance(node, dict) and not any(isinstance(p, str) and p in node for p in location[len(path):]):
+        elif isinstance(node, dict) and not any(isinstance(p, str) and p in node for p in location[len(path) :]):
             # A key pydantic expected that the user left out.
             if part in ("range", "choice"):  # tune.space's union tags: the key comes next
                 continue
@@ -734,7 +790,9 @@ def _describe(error, path, data) -> str:
         return "required key is missing"
     if kind == "literal_error":
         options = re.findall(r"'([^']*)'", str(context.get("expected", "")))
-        return f"must be one of {', '.join(options)}{got}{closest_match(value, options) if isinstance(value, str) else ''}"
+        return (
+            f"must be one of {', '.join(options)}{got}{closest_match(value, options) if isinstance(value, str) else ''}"
+        )
     if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
         symbol = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<", "less_than_equal": "<="}[kind]
         bound = next(iter(context.values()))
@@ -785,8 +843,9 @@ class ConfigSource:
     def where(self, path, key=False) -> str:
         for override_path, text in self.overrides.items():
             # At or below the key a --set wrote, or a key it created on the way (--set trian.epochs=5).
-            if tuple(path[:len(override_path)]) == override_path or (
-                    path and tuple(override_path[:len(path)]) == tuple(path) and tuple(path) not in self.positions):
+            if tuple(path[: len(override_path)]) == override_path or (
+                path and tuple(override_path[: len(path)]) == tuple(path) and tuple(path) not in self.positions
+            ):
                 return f"--set {text}"
         probe = tuple(path)
         while True:
@@ -813,8 +872,9 @@ _EXAMPLE_LINES = {
 def _missing_key(item, data):
     """The path of a missing key (pydantic's location ends with it) and an example line."""
     path = _clean_location(item["loc"][:-1], data) + (item["loc"][-1],)
-    example, note = _EXAMPLE_LINES.get(tuple(part for part in path if not isinstance(part, int)),
-                                       (f"{path[-1]}: ...", ""))
+    example, note = _EXAMPLE_LINES.get(
+        tuple(part for part in path if not isinstance(part, int)), (f"{path[-1]}: ...", "")
+    )
     return path, f"required key {path[-1]!r} is missing; add a line such as `{example}`{note}"
 
 
@@ -840,8 +900,10 @@ def validation_message(error: ValidationError, data, source: ConfigSource) -> st
 
 def build_config(data, source: ConfigSource) -> Config:
     if not isinstance(data, dict):
-        raise ConfigError(f"{source.name}: the config must be a mapping of keys to values, "
-                          f"got {type(data).__name__}; see configs/iris.yaml for an example")
+        raise ConfigError(
+            f"{source.name}: the config must be a mapping of keys to values, "
+            f"got {type(data).__name__}; see configs/iris.yaml for an example"
+        )
     try:
         return Config.model_validate(data)
     except ValidationError as error:
@@ -851,8 +913,9 @@ def build_config(data, source: ConfigSource) -> Config:
 def read_config_data(path: Path) -> tuple[Any, dict]:
     """The YAML of a config file as plain data (the name filled in), with the position of every key path."""
     if path.suffix.lower() in (".csv", ".tsv"):
-        raise ConfigError(f"{path}: this is a CSV file, not a config; `dltrain init {path} --target COL` "
-                          "writes a config for it")
+        raise ConfigError(
+            f"{path}: this is a CSV file, not a config; `dltrain init {path} --target COL` writes a config for it"
+        )
     if not os.path.lexists(path):  # never raises, unlike Path.exists on a name too long
         siblings = []
         if path.parent.is_dir():
@@ -862,9 +925,10 @@ def read_config_data(path: Path) -> tuple[Any, dict]:
     try:
         text = payload.decode("utf-8-sig")
     except UnicodeDecodeError as error:
-        line = payload[:error.start].count(b"\n") + 1
-        raise ConfigError(f"{path}:{line}: not UTF-8 text (byte {payload[error.start]:#04x}); save the config "
-                          "as UTF-8") from None
+        line = payload[: error.start].count(b"\n") + 1
+        raise ConfigError(
+            f"{path}:{line}: not UTF-8 text (byte {payload[error.start]:#04x}); save the config as UTF-8"
+        ) from None
     data, positions = parse_yaml(text, str(path))
     if data is None:
         raise ConfigError(f"{path}: the config is empty; see configs/iris.yaml for an example")

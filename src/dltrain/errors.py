@@ -57,7 +57,7 @@ class TrainingInterrupted(DltrainError):
 
 
 def did_you_mean(word, options) -> str:
-    """" (did you mean 'X'?)" for the option nearest ``word``, or "" when none is close.
+    """ " (did you mean 'X'?)" for the option nearest ``word``, or "" when none is close.
 
     The same word in another case wins (``Relu`` -> ``relu``, ``churned`` -> ``Churned``);
     otherwise the closest spelling, compared case-blind. Serves config keys, values and

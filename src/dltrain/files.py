@@ -22,11 +22,16 @@ import numpy as np
 from .errors import ArtifactError, DltrainError, StorageError
 
 MiB = 1 << 20
-CONFIG_LIMIT = 4 * MiB           # a YAML config: parsing 4 MiB takes ~15 s and ~600 MB already
-MANIFEST_LIMIT = 256 * MiB       # model.json, config.yaml, history.csv of a run folder
+CONFIG_LIMIT = 4 * MiB  # a YAML config: parsing 4 MiB takes ~15 s and ~600 MB already
+MANIFEST_LIMIT = 256 * MiB  # model.json, config.yaml, history.csv of a run folder
 
-_KINDS = {stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device", stat.S_IFIFO: "a FIFO (named pipe)",
-          stat.S_IFSOCK: "a socket", stat.S_IFDIR: "a folder"}
+_KINDS = {
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+    stat.S_IFIFO: "a FIFO (named pipe)",
+    stat.S_IFSOCK: "a socket",
+    stat.S_IFDIR: "a folder",
+}
 
 
 def human_bytes(count: float) -> str:
@@ -54,9 +59,19 @@ def text_codec(encoding: str) -> str:
 _FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
 
 
-def open_regular(path, error=DltrainError, *, kind: str = "file", not_found: str | None = None,
-                 limit: int | None = None, text: bool = False, encoding: str | None = None,
-                 newline: str | None = None, dir_fd: int | None = None, shown=None):
+def open_regular(
+    path,
+    error=DltrainError,
+    *,
+    kind: str = "file",
+    not_found: str | None = None,
+    limit: int | None = None,
+    text: bool = False,
+    encoding: str | None = None,
+    newline: str | None = None,
+    dir_fd: int | None = None,
+    shown=None,
+):
     """Open ``path`` for reading if it is a regular file (after symlinks) no larger than ``limit``.
 
     Anything else is ``error`` naming the path: missing, a folder, a device, a FIFO, a socket,
@@ -74,8 +89,9 @@ def open_regular(path, error=DltrainError, *, kind: str = "file", not_found: str
     except IsADirectoryError:
         raise error(f"{shown}: is a folder, not a {kind}") from None
     except OSError as problem:
-        raise error(f"{shown}: cannot read ({problem.strerror or problem}); check the path and its "
-                    "permissions") from None
+        raise error(
+            f"{shown}: cannot read ({problem.strerror or problem}); check the path and its permissions"
+        ) from None
     except ValueError:  # a NUL character, which no file name can hold
         raise error(f"{str(shown)!r}: not a usable file name (it holds a NUL character)") from None
     try:
@@ -84,11 +100,12 @@ def open_regular(path, error=DltrainError, *, kind: str = "file", not_found: str
             raise error(f"{shown}: is a folder, not a {kind}")
         if not stat.S_ISREG(status.st_mode):
             what = _KINDS.get(stat.S_IFMT(status.st_mode), "not a regular file")
-            raise error(f"{shown}: is {what}, not a regular file; dltrain reads only regular files, "
-                        f"give a {kind}")
+            raise error(f"{shown}: is {what}, not a regular file; dltrain reads only regular files, give a {kind}")
         if limit is not None and status.st_size > limit:
-            raise error(f"{shown}: is {human_bytes(status.st_size)}, more than a {kind} may be "
-                        f"({human_bytes(limit)}); check that this is the right file")
+            raise error(
+                f"{shown}: is {human_bytes(status.st_size)}, more than a {kind} may be "
+                f"({human_bytes(limit)}); check that this is the right file"
+            )
         if hasattr(os, "set_blocking"):
             os.set_blocking(descriptor, True)
         handle = os.fdopen(descriptor, "rb")
@@ -100,12 +117,19 @@ def open_regular(path, error=DltrainError, *, kind: str = "file", not_found: str
     return handle
 
 
-def read_regular(path, error=DltrainError, *, kind: str = "file", not_found: str | None = None,
-                 limit: int | None = None, dir_fd: int | None = None, shown=None) -> bytes:
+def read_regular(
+    path,
+    error=DltrainError,
+    *,
+    kind: str = "file",
+    not_found: str | None = None,
+    limit: int | None = None,
+    dir_fd: int | None = None,
+    shown=None,
+) -> bytes:
     """The whole content of a regular file, never more than ``limit`` bytes (a file that grows is cut off)."""
     shown = Path(shown if shown is not None else path)
-    with open_regular(path, error, kind=kind, not_found=not_found, limit=limit, dir_fd=dir_fd,
-                      shown=shown) as handle:
+    with open_regular(path, error, kind=kind, not_found=not_found, limit=limit, dir_fd=dir_fd, shown=shown) as handle:
         chunks, total = [], 0
         try:
             # In pieces: read(limit + 1) would reserve the whole limit up front.
@@ -113,8 +137,10 @@ def read_regular(path, error=DltrainError, *, kind: str = "file", not_found: str
                 chunks.append(chunk)
                 total += len(chunk)
                 if limit is not None and total > limit:
-                    raise error(f"{shown}: is more than a {kind} may be ({human_bytes(limit)}); check that this "
-                                "is the right file")
+                    raise error(
+                        f"{shown}: is more than a {kind} may be ({human_bytes(limit)}); check that this "
+                        "is the right file"
+                    )
         except OSError as problem:
             raise error(f"{shown}: cannot read ({problem.strerror or problem})") from None
     return b"".join(chunks)
@@ -138,6 +164,7 @@ def available_memory() -> int:
             available = 1 << 62
     try:
         import resource
+
         soft, _ = resource.getrlimit(resource.RLIMIT_AS)
         if soft != resource.RLIM_INFINITY:
             with open("/proc/self/statm", encoding="ascii") as handle:
@@ -169,12 +196,15 @@ def check_npz(source):
                 header_size = member.tell()
             claimed = int(np.prod(shape, dtype=object)) * dtype.itemsize
             if claimed != info.file_size - header_size:
-                raise ValueError(f"member {info.filename!r} claims shape {tuple(shape)} ({human_bytes(claimed)}) "
-                                 f"but holds {human_bytes(info.file_size - header_size)} of data")
+                raise ValueError(
+                    f"member {info.filename!r} claims shape {tuple(shape)} ({human_bytes(claimed)}) "
+                    f"but holds {human_bytes(info.file_size - header_size)} of data"
+                )
     memory = available_memory()
     if total > memory:
-        raise ValueError(f"its arrays need {human_bytes(total)}, more than the {human_bytes(memory)} of memory "
-                         "available")
+        raise ValueError(
+            f"its arrays need {human_bytes(total)}, more than the {human_bytes(memory)} of memory available"
+        )
 
 
 # ---------------------------------------------------------------------- writing

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+
 def canonical_label(value) -> str:
     """One spelling per class label, so '1', '1.0' and ' 1' are the same class."""
     text = str(value).strip()

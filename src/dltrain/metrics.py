@@ -9,8 +9,14 @@ from __future__ import annotations
 import numpy as np
 
 # Scalar metrics that can be logged per epoch, and whether larger is better.
-CLASSIFICATION_METRICS = {"accuracy": True, "balanced_accuracy": True, "precision_macro": True,
-                          "recall_macro": True, "f1_macro": True, "roc_auc": True}
+CLASSIFICATION_METRICS = {
+    "accuracy": True,
+    "balanced_accuracy": True,
+    "precision_macro": True,
+    "recall_macro": True,
+    "f1_macro": True,
+    "roc_auc": True,
+}
 REGRESSION_METRICS = {"mse": False, "rmse": False, "mae": False, "r2": True}
 DEFAULT_METRICS = {"classification": ["accuracy"], "regression": ["mse", "rmse", "mae", "r2"]}
 
@@ -36,7 +42,8 @@ def class_indices(targets: np.ndarray) -> np.ndarray:
 def confusion_matrix(true_classes, predicted, n_classes: int) -> np.ndarray:
     """Rows: true class; columns: predicted class."""
     return np.bincount(true_classes * n_classes + predicted, minlength=n_classes * n_classes).reshape(
-        n_classes, n_classes)
+        n_classes, n_classes
+    )
 
 
 def _safe_ratio(numerator, denominator):
@@ -67,7 +74,7 @@ def roc_auc(true_classes, positive_scores) -> float:
     # Average the ranks of tied scores.
     unique, first, counts = np.unique(sorted_scores, return_index=True, return_counts=True)
     for start, count in zip(first[counts > 1], counts[counts > 1]):
-        ranks[order[start:start + count]] = start + (count + 1) / 2
+        ranks[order[start : start + count]] = start + (count + 1) / 2
     rank_sum = ranks[positives].sum()
     return float((rank_sum - n_positive * (n_positive + 1) / 2) / (n_positive * n_negative))
 
@@ -100,9 +107,9 @@ def regression_metrics(targets: np.ndarray, outputs: np.ndarray, target_divisor=
     errors = outputs.astype(np.float64) - targets
     if target_divisor is not None:
         errors = errors * np.asarray(target_divisor, dtype=np.float64)
-    squared = np.mean(errors ** 2, axis=0)
+    squared = np.mean(errors**2, axis=0)
     total = np.sum((targets - targets.mean(axis=0, dtype=np.float64)) ** 2, axis=0, dtype=np.float64)
-    residual = np.sum(errors ** 2, axis=0)
+    residual = np.sum(errors**2, axis=0)
     if target_divisor is not None:
         total = total * np.asarray(target_divisor, dtype=np.float64) ** 2
     # As scikit-learn's r2_score: a constant target scores 1.0 when predicted exactly, else

@@ -8,15 +8,19 @@ import math
 from pathlib import Path
 
 from .artifacts import read_manifest
-from .files import atomic_write
 from .errors import ArtifactError, DltrainError
-from .files import MANIFEST_LIMIT, read_regular
+from .files import MANIFEST_LIMIT, atomic_write, read_regular
 
 
 def read_history(run_dir) -> list[dict]:
     path = Path(run_dir) / "history.csv"
-    payload = read_regular(path, ArtifactError, kind="history file", limit=MANIFEST_LIMIT,
-                           not_found=f"{path}: missing; {run_dir} does not hold a finished run")
+    payload = read_regular(
+        path,
+        ArtifactError,
+        kind="history file",
+        limit=MANIFEST_LIMIT,
+        not_found=f"{path}: missing; {run_dir} does not hold a finished run",
+    )
     try:
         reader = csv.DictReader(io.StringIO(payload.decode("utf-8")))
         rows = list(reader)
@@ -31,15 +35,18 @@ def read_history(run_dir) -> list[dict]:
         record = {}
         for key, value in row.items():
             if key is None or value is None:
-                raise ArtifactError(f"{path}:{line}: the row has more or fewer fields than the header; "
-                                    "the file is damaged, train again")
+                raise ArtifactError(
+                    f"{path}:{line}: the row has more or fewer fields than the header; the file is damaged, train again"
+                )
             if value == "":
                 continue
             try:
                 record[key] = float(value)
             except ValueError:
-                raise ArtifactError(f"{path}:{line}: column {key!r} has {value!r}, which is not a number; "
-                                    "the file is damaged, train again") from None
+                raise ArtifactError(
+                    f"{path}:{line}: column {key!r} has {value!r}, which is not a number; "
+                    "the file is damaged, train again"
+                ) from None
         if "epoch" not in record:
             raise ArtifactError(f"{path}:{line}: the epoch is empty; the file is damaged, train again")
         history.append(record)
@@ -57,10 +64,13 @@ def plot_curves(run_dir, out=None) -> Path:
     out = Path(out) if out is not None else run_dir / "curves.png"
     image_format = FORMATS.get(out.suffix.lower())
     if image_format is None:
-        raise DltrainError(f"{out}: cannot tell the image format from {out.suffix or 'a name without a suffix'!r}; "
-                           "end --out with .png, .svg or .pdf")
+        raise DltrainError(
+            f"{out}: cannot tell the image format from {out.suffix or 'a name without a suffix'!r}; "
+            "end --out with .png, .svg or .pdf"
+        )
     try:
         import matplotlib
+
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
@@ -107,10 +117,13 @@ def plot_study(study_dir, out=None) -> Path:
     out = Path(out) if out is not None else study_dir / "study.png"
     image_format = FORMATS.get(out.suffix.lower())
     if image_format is None:
-        raise DltrainError(f"{out}: cannot tell the image format from {out.suffix or 'a name without a suffix'!r}; "
-                           "end --out with .png, .svg or .pdf")
+        raise DltrainError(
+            f"{out}: cannot tell the image format from {out.suffix or 'a name without a suffix'!r}; "
+            "end --out with .png, .svg or .pdf"
+        )
     try:
         import matplotlib
+
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
@@ -126,8 +139,13 @@ def plot_study(study_dir, out=None) -> Path:
     history = axes[0, 0]
     for state, marker in (("complete", "o"), ("pruned", "x")):
         chosen = [row for row in rows if row["state"] == state]
-        history.scatter([int(row["number"]) for row in chosen], [float(row["value"]) for row in chosen],
-                        marker=marker, label=state, alpha=0.7)
+        history.scatter(
+            [int(row["number"]) for row in chosen],
+            [float(row["value"]) for row in chosen],
+            marker=marker,
+            label=state,
+            alpha=0.7,
+        )
     best, best_line = None, []
     for row in sorted((row for row in rows if row["state"] == "complete"), key=lambda row: int(row["number"])):
         value = float(row["value"])
@@ -148,12 +166,18 @@ def plot_study(study_dir, out=None) -> Path:
         except ValueError:
             labels = sorted(set(cells))
             positions = [labels.index(cell) for cell in cells]
-        axis.scatter(positions, [float(row["value"]) for row in rows], c=[int(row["number"]) for row in rows],
-                     cmap="viridis", alpha=0.8)
+        axis.scatter(
+            positions,
+            [float(row["value"]) for row in rows],
+            c=[int(row["number"]) for row in rows],
+            cmap="viridis",
+            alpha=0.8,
+        )
         if labels is not None:
             axis.set_xticks(range(len(labels)))
-            axis.set_xticklabels([label if len(label) <= 24 else label[:23] + "…" for label in labels],
-                                 fontsize="small")
+            axis.set_xticklabels(
+                [label if len(label) <= 24 else label[:23] + "…" for label in labels], fontsize="small"
+            )
         axis.set_xlabel(name)
         axis.set_ylabel(meta.get("metric", "value"))
         axis.grid(alpha=0.3)

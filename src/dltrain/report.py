@@ -13,6 +13,7 @@ from rich.text import Text
 from .metrics import higher_is_better
 from .train import Callbacks
 
+
 class Table(RichTable):
     """A rich table whose cells and headers are plain text: a class label such as "[b]" or
     "[/]" is shown as written, never read as markup."""
@@ -31,8 +32,9 @@ def _console(stderr: bool = False) -> Console:
     """A console that wraps to the terminal's width on a terminal, and never wraps elsewhere."""
     stream = sys.stderr if stderr else sys.stdout
     on_terminal = hasattr(stream, "isatty") and stream.isatty()
-    return Console(stderr=stderr, highlight=False, soft_wrap=not on_terminal,
-                   width=None if on_terminal else _UNWRAPPED_WIDTH)
+    return Console(
+        stderr=stderr, highlight=False, soft_wrap=not on_terminal, width=None if on_terminal else _UNWRAPPED_WIDTH
+    )
 
 
 console = _console()
@@ -71,9 +73,14 @@ class TrainingReporter(Callbacks):
         if self.quiet or not self.console.is_terminal:
             return
         self.progress = Progress(
-            TextColumn("epoch {task.fields[epoch]}/{task.fields[epochs]}"), BarColumn(),
-            MofNCompleteColumn(), TimeRemainingColumn(), TextColumn("loss {task.fields[loss]}"),
-            console=self.console, transient=True)
+            TextColumn("epoch {task.fields[epoch]}/{task.fields[epochs]}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            TextColumn("loss {task.fields[loss]}"),
+            console=self.console,
+            transient=True,
+        )
         self.progress.start()
 
     def on_epoch_begin(self, epoch):
@@ -153,10 +160,15 @@ def _saved_epoch_warning(result, best) -> list[str]:
         return []
     gap = (best - last) if higher_is_better(result.monitor) else (last - best)
     if not math.isfinite(last) or gap > 0.1 * max(abs(best), 1e-12):
-        setting = ("train.early_stopping.restore_best: true" if stopping is not None
-                   else f"train.early_stopping: {{monitor: {result.monitor}, restore_best: true}}")
-        return [f"warning: the saved model is epoch {last_epoch}'s ({result.monitor} {format_value(last)}), far "
-                f"worse than epoch {result.best_epoch}'s; set {setting} to keep the best epoch"]
+        setting = (
+            "train.early_stopping.restore_best: true"
+            if stopping is not None
+            else f"train.early_stopping: {{monitor: {result.monitor}, restore_best: true}}"
+        )
+        return [
+            f"warning: the saved model is epoch {last_epoch}'s ({result.monitor} {format_value(last)}), far "
+            f"worse than epoch {result.best_epoch}'s; set {setting} to keep the best epoch"
+        ]
     return []
 
 
@@ -175,8 +187,11 @@ def per_class_table(labels, per_class) -> Table:
     for column in ("class", "precision", "recall", "f1", "support"):
         table.add_column(column, justify="left" if column == "class" else "right")
     for index, label in enumerate(labels):
-        table.add_row(label, *(format_value(float(per_class[name][index])) for name in ("precision", "recall", "f1")),
-                      str(int(per_class["support"][index])))
+        table.add_row(
+            label,
+            *(format_value(float(per_class[name][index])) for name in ("precision", "recall", "f1")),
+            str(int(per_class["support"][index])),
+        )
     return table
 
 
@@ -212,8 +227,12 @@ def _architecture(text: str) -> str | None:
         return None
     if not isinstance(layers, list) or not all(isinstance(layer, dict) for layer in layers):
         return None
-    parts = [f"dropout {layer.get('rate')}" if layer.get("type") == "dropout"
-             else f"{layer.get('units')} {layer.get('activation', 'relu')}" for layer in layers]
+    parts = [
+        f"dropout {layer.get('rate')}"
+        if layer.get("type") == "dropout"
+        else f"{layer.get('units')} {layer.get('activation', 'relu')}"
+        for layer in layers
+    ]
     return ", ".join(parts) or "no hidden layer"
 
 
@@ -221,7 +240,7 @@ def _short(value, width=40) -> str:
     text = format_value(value) if isinstance(value, float) else str(value)
     if text.startswith("["):
         text = _architecture(text) or text
-    return text if len(text) <= width else text[:width - 1] + "…"
+    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def tune_trial_line(trial, counts: dict, n_trials: int, metric: str, best_value) -> str:
@@ -234,8 +253,13 @@ def tune_trial_line(trial, counts: dict, n_trials: int, metric: str, best_value)
     params = "  ".join(f"{key}={_short(value)}" for key, value in trial.params.items())
     best = f"best {format_value(best_value)}" if best_value is not None else ""
     seconds = trial.user_attrs.get("seconds")
-    parts = [f"[{finished}/{n_trials}] trial {trial.number} {state}", value, best,
-             f"{seconds:.2f}s" if seconds is not None else "", params]
+    parts = [
+        f"[{finished}/{n_trials}] trial {trial.number} {state}",
+        value,
+        best,
+        f"{seconds:.2f}s" if seconds is not None else "",
+        params,
+    ]
     return "  ".join(part for part in parts if part)
 
 
@@ -245,29 +269,42 @@ def tune_summary(result) -> list:
     finished = counts["COMPLETE"] + counts["PRUNED"]
     lines = []
     if result.already_finished:
-        done = (f"{finished} of {result.n_trials} trials done" if finished == result.n_trials
-                else f"{finished} trials done, {result.n_trials} asked for")
-        lines.append(f"study {result.study_name!r} is finished: {done}; raise --trials above {finished} "
-                     "to search further")
+        done = (
+            f"{finished} of {result.n_trials} trials done"
+            if finished == result.n_trials
+            else f"{finished} trials done, {result.n_trials} asked for"
+        )
+        lines.append(
+            f"study {result.study_name!r} is finished: {done}; raise --trials above {finished} to search further"
+        )
     for note in result.notes:
         lines.append(f"note: {note}")
     if result.stopped == "timeout":
         lines.append("stopped: the timeout was reached; run the same command again to continue")
-    lines.append(f"study {result.study_name!r}: {finished} trials finished "
-                 f"({counts['COMPLETE']} complete, {counts['PRUNED']} pruned, {counts['FAIL']} failed"
-                 + (f", {counts['RUNNING']} still running elsewhere" if counts["RUNNING"] else "") + ")")
+    lines.append(
+        f"study {result.study_name!r}: {finished} trials finished "
+        f"({counts['COMPLETE']} complete, {counts['PRUNED']} pruned, {counts['FAIL']} failed"
+        + (f", {counts['RUNNING']} still running elsewhere" if counts["RUNNING"] else "")
+        + ")"
+    )
     lines.append(f"storage: {result.storage}")
     items = []
     if result.best is not None:
-        lines.append(f"best: trial {result.best['number']}, {result.metric} {format_value(result.best['value'])} "
-                     f"({'higher' if result.direction == 'maximize' else 'lower'} is better)")
+        lines.append(
+            f"best: trial {result.best['number']}, {result.metric} {format_value(result.best['value'])} "
+            f"({'higher' if result.direction == 'maximize' else 'lower'} is better)"
+        )
         table = Table(title=f"best trials ({result.metric})")
         keys = list(result.top[0]["params"]) if result.top else []
         for column in ("trial", result.metric, *keys, "epochs"):
             table.add_column(column, justify="right")
         for row in result.top:
-            table.add_row(str(row["number"]), format_value(row["value"]),
-                          *(_short(row["params"].get(key, ""), 30) for key in keys), str(row["epochs"] or ""))
+            table.add_row(
+                str(row["number"]),
+                format_value(row["value"]),
+                *(_short(row["params"].get(key, ""), 30) for key in keys),
+                str(row["epochs"] or ""),
+            )
         items.append(table)
     else:
         lines.append("no trial has finished yet: nothing to report")
@@ -282,8 +319,10 @@ def tune_summary(result) -> list:
         items.append(importance_table(result.features, title="feature importance (loss rise when shuffled)"))
     footer = []
     if result.best_run is not None:
-        footer.append(f"wrote {result.study_dir / 'trials.csv'}, {result.study_dir / 'best.yaml'} and "
-                      f"{result.best_run}/ (use it with dltrain eval / predict)")
+        footer.append(
+            f"wrote {result.study_dir / 'trials.csv'}, {result.study_dir / 'best.yaml'} and "
+            f"{result.best_run}/ (use it with dltrain eval / predict)"
+        )
     elif result.best is None:
         footer.append(f"wrote {result.study_dir / 'trials.csv'}")
     return lines, items, footer

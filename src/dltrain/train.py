@@ -17,8 +17,14 @@ from .engine import kernels
 from .engine.backend import blas_threads, compute_threads
 from .engine.threads import MachineLoad, fused_pays, threads_beside, threads_for
 from .errors import TrainingDiverged
-from .metrics import (class_indices, classification_scalars, confusion_matrix, evaluate, higher_is_better,
-                      regression_metrics)
+from .metrics import (
+    class_indices,
+    classification_scalars,
+    confusion_matrix,
+    evaluate,
+    higher_is_better,
+    regression_metrics,
+)
 
 
 @dataclass
@@ -94,7 +100,7 @@ class BatchIterator:
             return
         order = self.rng.permutation(self.n) if self.shuffle else np.arange(self.n)
         for start in range(0, self.n, self.batch_size):
-            rows = order[start:start + self.batch_size]
+            rows = order[start : start + self.batch_size]
             buffers = self._buffers_for(len(rows))
             for array, buffer in zip(self.arrays, buffers):
                 # mode="clip": with the default "raise", take() first gathers into a temporary
@@ -138,8 +144,10 @@ class EpochPredictions:
 def history_from_checkpoint(meta, arrays) -> list[dict]:
     """The per-epoch records stored in a checkpoint as a matrix, as dicts again."""
     columns = meta["history_columns"]
-    return [{name: (int(value) if name == "epoch" else float(value)) for name, value in zip(columns, row)}
-            for row in arrays["history"].tolist()]
+    return [
+        {name: (int(value) if name == "epoch" else float(value)) for name, value in zip(columns, row)}
+        for row in arrays["history"].tolist()
+    ]
 
 
 def _finite(value):
@@ -149,11 +157,29 @@ def _finite(value):
 class Trainer:
     """Trains a model in place, one epoch at a time, from any saved state."""
 
-    def __init__(self, model, loss, optimizer, train_split, validation_split, options: TrainOptions, task: str,
-                 *, shuffle_rng, dropout_rng=None, schedule=None, early_stopping: EarlyStopping | None = None,
-                 sample_weight=None, n_classes=0, target_divisor=None, callbacks: Callbacks | None = None,
-                 on_epoch_saved=None, blas_threads: int | None = None, kernel_threads: int | None = None,
-                 fused: bool | None = None):
+    def __init__(
+        self,
+        model,
+        loss,
+        optimizer,
+        train_split,
+        validation_split,
+        options: TrainOptions,
+        task: str,
+        *,
+        shuffle_rng,
+        dropout_rng=None,
+        schedule=None,
+        early_stopping: EarlyStopping | None = None,
+        sample_weight=None,
+        n_classes=0,
+        target_divisor=None,
+        callbacks: Callbacks | None = None,
+        on_epoch_saved=None,
+        blas_threads: int | None = None,
+        kernel_threads: int | None = None,
+        fused: bool | None = None,
+    ):
         self.model, self.loss, self.optimizer = model, loss, optimizer
         self.options, self.task = options, task
         self.shuffle_rng, self.dropout_rng = shuffle_rng, dropout_rng
@@ -161,8 +187,14 @@ class Trainer:
         self.callbacks = callbacks or Callbacks()
         self.on_epoch_saved = on_epoch_saved
         batch_size = len(train_split) if options.full_batch else options.batch_size
-        self.batches = BatchIterator(train_split.features, train_split.targets, sample_weight, batch_size,
-                                     options.shuffle and not options.full_batch, shuffle_rng)
+        self.batches = BatchIterator(
+            train_split.features,
+            train_split.targets,
+            sample_weight,
+            batch_size,
+            options.shuffle and not options.full_batch,
+            shuffle_rng,
+        )
         # Regression metrics are reported in the target's units, whatever scale training uses.
         self.target_divisor = target_divisor
         self.predictions = EpochPredictions(train_split.targets, task, model.n_outputs, n_classes, target_divisor)
@@ -182,8 +214,9 @@ class Trainer:
         self.validation = validation_split if has_validation else None
         self.validation_threads = None
         if has_validation:
-            self.validation_threads = blas_threads or threads_for(model.largest_product(min(len(validation_split),
-                                                                                            4096)))
+            self.validation_threads = blas_threads or threads_for(
+                model.largest_product(min(len(validation_split), 4096))
+            )
         self.monitor = early_stopping.monitor if early_stopping else ("val_loss" if has_validation else "loss")
         self.epoch = 0
         self.history = []
@@ -210,7 +243,10 @@ class Trainer:
             self.kernel_threads = (self.requested_kernel_threads or self.blas_threads) if self.fused else None
         # Overflow is caught as a non-finite loss or gradient norm and reported once, as
         # divergence; NumPy's own warnings would only bury that message.
-        with compute_threads(self.blas_threads, self.kernel_threads), np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        with (
+            compute_threads(self.blas_threads, self.kernel_threads),
+            np.errstate(over="ignore", invalid="ignore", divide="ignore"),
+        ):
             return self._train_batches(epoch, lr, max_batches)
 
     def _train_batches(self, epoch, lr, max_batches):
@@ -243,7 +279,8 @@ class Trainer:
     def _diverged(what, value, epoch, batch):
         raise TrainingDiverged(
             f"training diverged: the {what} became {value} at epoch {epoch}, batch {batch}; "
-            "lower optimizer.lr or set optimizer.clip_norm (e.g. 1.0), then train again")
+            "lower optimizer.lr or set optimizer.clip_norm (e.g. 1.0), then train again"
+        )
 
     def _record(self, epoch, lr, train_loss, started):
         record = {"epoch": epoch, "lr": lr, "loss": train_loss}
@@ -255,8 +292,14 @@ class Trainer:
             # spins idle threads that halved a 2-core machine's speed when it was busy.
             # ...and never more than the step's threads, which leave other processes' cores alone.
             with blas_threads(min(self.validation_threads, self.blas_threads) if self.validation_threads else None):
-                scores = evaluate(self.model, self.loss, self.validation.features, self.validation.targets,
-                                  self.task, target_divisor=self.target_divisor)
+                scores = evaluate(
+                    self.model,
+                    self.loss,
+                    self.validation.features,
+                    self.validation.targets,
+                    self.task,
+                    target_divisor=self.target_divisor,
+                )
             record["val_loss"] = scores["loss"]
             record.update({f"val_{name}": scores[name] for name in logged if name in scores})
         record["seconds"] = time.perf_counter() - started
@@ -360,7 +403,7 @@ class Trainer:
         if self._history_values is None or len(self._history_values) < rows:
             grown = np.empty((max(64, 2 * rows), len(columns)))
             if self._history_values is not None:
-                grown[:self._history_rows] = self._history_values[:self._history_rows]
+                grown[: self._history_rows] = self._history_values[: self._history_rows]
             self._history_values = grown
         for index in range(self._history_rows, rows):
             self._history_values[index] = [self.history[index][name] for name in columns]
@@ -369,7 +412,7 @@ class Trainer:
 
     def load_state(self, meta, arrays):
         def group(prefix):
-            return {key[len(prefix):]: value for key, value in arrays.items() if key.startswith(prefix)}
+            return {key[len(prefix) :]: value for key, value in arrays.items() if key.startswith(prefix)}
 
         self.model.load_state(group("param/"))
         self.optimizer.load_state({"step_count": meta["optimizer_steps"], "arrays": group("optimizer/")})
@@ -384,5 +427,8 @@ class Trainer:
             self.dropout_rng.bit_generator.state = meta["dropout_rng"]
         if self.schedule and meta["schedule"] is not None:
             self.schedule.load_state(meta["schedule"])
-        self.best_value, self.best_epoch, self.wait = (meta["best"]["value"], meta["best"]["epoch"],
-                                                       meta["best"]["wait"])
+        self.best_value, self.best_epoch, self.wait = (
+            meta["best"]["value"],
+            meta["best"]["epoch"],
+            meta["best"]["wait"],
+        )

@@ -2,10 +2,9 @@
 
 from dataclasses import dataclass
 
-
 from ..config import Config, load_config
 from ..engine.model import Sequential
-from .common import (PreparedData, Seeds, build_model, check_training_options, prepare_data)
+from .common import PreparedData, Seeds, build_model, check_training_options, prepare_data
 
 _OUTPUT_FOR_LOSS = {"cross_entropy": "softmax", "binary_cross_entropy": "sigmoid", "mse": "linear"}
 

@@ -11,22 +11,31 @@ from pathlib import Path
 import numpy as np
 from pydantic import ValidationError
 
-from ..artifacts import (read_run)
+from ..artifacts import read_run
 from ..config import DELIMITER_ALIASES, Config, ConfigSource, closest_match
+from ..data import (
+    ColumnOptions,
+    DataPlan,
+    DataSchema,
+    Split,
+    checked_rows,
+    column_encodings,
+    infer_task,
+    plan_data,
+    read_features,
+    stratified_split,
+    target_labels,
+)
 from ..data import cache as data_cache
 from ..data.csv import DELIMITERS, CsvFile
-from ..data import (ColumnOptions, DataPlan, DataSchema, Split, checked_rows, column_encodings, infer_task,
-                   plan_data, read_features, stratified_split, target_labels)
-from ..errors import (ArtifactError, ConfigError, DataError, did_you_mean)
-from ..files import available_memory, human_bytes
 from ..engine.losses import LOSSES, default_loss, make_loss
-from ..metrics import (CLASSIFICATION_METRICS, DEFAULT_METRICS, REGRESSION_METRICS, class_indices, higher_is_better)
 from ..engine.model import Sequential
 from ..engine.optimizers import make_model_optimizer
 from ..engine.schedules import make_schedule
+from ..errors import ArtifactError, ConfigError, DataError, did_you_mean
+from ..files import available_memory, human_bytes
+from ..metrics import CLASSIFICATION_METRICS, DEFAULT_METRICS, REGRESSION_METRICS, class_indices, higher_is_better
 from ..train import Callbacks, EarlyStopping, Trainer, TrainOptions
-
-
 
 _OUTPUT_FOR_LOSS = {"cross_entropy": "softmax", "binary_cross_entropy": "sigmoid", "mse": "linear"}
 
@@ -89,34 +98,40 @@ def _config_data_path(base_dir: Path, value: str, key: str, source: ConfigSource
     path = _data_path(base_dir, value)
     if not os.path.lexists(path) and not Path(value).is_absolute():  # lexists: never raises (a name too long)
         siblings = [item.name for item in path.parent.iterdir()] if path.parent.is_dir() else []
-        raise source.fail(("data", key), f"{path}: file not found"
-                          f"{did_you_mean(path.name, siblings)}; paths in a config are relative to the config's "
-                          f"folder ({base_dir.as_posix() if str(base_dir) else '.'}), not to where dltrain runs",
-                          error=DataError)
+        raise source.fail(
+            ("data", key),
+            f"{path}: file not found"
+            f"{did_you_mean(path.name, siblings)}; paths in a config are relative to the config's "
+            f"folder ({base_dir.as_posix() if str(base_dir) else '.'}), not to where dltrain runs",
+            error=DataError,
+        )
     return path
 
 
 def _data_plan(spec, table: CsvFile, source: ConfigSource) -> DataPlan:
-    options = {name: ColumnOptions(column.type, column.missing, column.fill, column.unknown)
-               for name, column in spec.columns.items()}
-    return plan_data(table, spec.target, spec.features, spec.exclude, options, spec.missing, spec.fill,
-                     source)
+    options = {
+        name: ColumnOptions(column.type, column.missing, column.fill, column.unknown)
+        for name, column in spec.columns.items()
+    }
+    return plan_data(table, spec.target, spec.features, spec.exclude, options, spec.missing, spec.fill, source)
 
 
 def prepare_data(config: Config, source: ConfigSource, base_dir: Path, seeds: Seeds) -> PreparedData:
     """Read the CSVs, type the columns, resolve ``auto`` settings, split, fit preprocessing on train only."""
     spec = config.data
-    table = CsvFile.open(_config_data_path(base_dir, spec.train, "train", source), spec.delimiter, spec.encoding,
-                         spec.decimal)
+    table = CsvFile.open(
+        _config_data_path(base_dir, spec.train, "train", source), spec.delimiter, spec.encoding, spec.decimal
+    )
     plan = _data_plan(spec, table, source)
     multi_output = len(plan.targets) > 1
     if multi_output and config.task == "classification":
-        raise source.fail(("task",), "several targets mean multi-output regression; "
-                          "use task: regression (or auto), or give one target")
+        raise source.fail(
+            ("task",),
+            "several targets mean multi-output regression; use task: regression (or auto), or give one target",
+        )
     target_policies = {plan.target_policy(name) for name in plan.targets}
     if len(target_policies) > 1:
-        raise source.fail(("data", "columns"), "give every target the same "
-                          "missing policy (error or drop)")
+        raise source.fail(("data", "columns"), "give every target the same missing policy (error or drop)")
     target_missing = target_policies.pop()
     cache = data_cache.cache_folder(base_dir) if spec.cache else None
     columns = data_cache.read_columns(table, plan.request(config.task), cache)
@@ -130,8 +145,9 @@ def prepare_data(config: Config, source: ConfigSource, base_dir: Path, seeds: Se
     labels = target_labels(raw_target) if task == "classification" else None
     n_classes = len(np.unique(labels)) if labels is not None else 0
     if task == "classification" and n_classes < 2:
-        raise DataError(f"{table.path}: target {target!r} has only one class "
-                        f"({str(labels[0])!r}); a classifier needs at least two")
+        raise DataError(
+            f"{table.path}: target {target!r} has only one class ({str(labels[0])!r}); a classifier needs at least two"
+        )
     config = _resolve(config, source, task, n_classes)
 
     if isinstance(spec.validation, str):
@@ -145,38 +161,54 @@ def prepare_data(config: Config, source: ConfigSource, base_dir: Path, seeds: Se
                     f"{table.path}: target {target!r}: class {rare!r} has only 1 row; a stratified validation "
                     "split needs at least 2 rows per class. Add rows of it or remove it"
                     + (", set task: regression if the target is a quantity" if config.task == "auto" else "")
-                    + ", or give data.validation a CSV file")
+                    + ", or give data.validation a CSV file"
+                )
         train_positions, validation_positions = stratified_split(labels, len(rows), spec.validation, seeds.split)
         if spec.validation > 0 and len(validation_positions) == 0:
             raise source.fail(
-                ("data", "validation"), f"{spec.validation:g} of {len(rows)} rows "
+                ("data", "validation"),
+                f"{spec.validation:g} of {len(rows)} rows "
                 f"leaves no validation rows{' once each class is split' if labels is not None else ''}; "
-                "raise it, give a CSV file, or set 0 to train without validation")
+                "raise it, give a CSV file, or set 0 to train without validation",
+            )
         train_rows, validation_rows = rows[train_positions], rows[validation_positions]
         if not len(train_rows):
-            raise DataError(f"{table.path}: {len(rows)} usable row{'s' if len(rows) != 1 else ''} and data.validation: "
-                            f"{spec.validation:g} leave no rows to train on; add rows, or lower data.validation "
-                            "(0 trains on every row)")
+            raise DataError(
+                f"{table.path}: {len(rows)} usable row{'s' if len(rows) != 1 else ''} and data.validation: "
+                f"{spec.validation:g} leave no rows to train on; add rows, or lower data.validation "
+                "(0 trains on every row)"
+            )
         if labels is not None and len(np.unique(labels[train_positions])) < 2:
             raise DataError(f"{table.path}: the training split has only one class; lower data.validation")
     csv_options = {"delimiter": spec.delimiter, "decimal": spec.decimal, "encoding": spec.encoding}
-    schema = DataSchema.fit(columns, encodings, train_rows, rows, plan.targets, task, spec.scale,
-                            target_missing, csv_options, spec.target_scale)
+    schema = DataSchema.fit(
+        columns,
+        encodings,
+        train_rows,
+        rows,
+        plan.targets,
+        task,
+        spec.scale,
+        target_missing,
+        csv_options,
+        spec.target_scale,
+    )
     schema.binary = config.loss == "binary_cross_entropy"
     validation = None
     if isinstance(spec.validation, str):
-        validation = Split(*read_features(_config_data_path(base_dir, spec.validation, "validation", source), schema,
-                                          with_target=True))
+        validation = Split(
+            *read_features(_config_data_path(base_dir, spec.validation, "validation", source), schema, with_target=True)
+        )
     elif validation_rows is not None and len(validation_rows):
-        validation = Split(schema.encode_features(columns, validation_rows),
-                           schema.encode_target(columns, validation_rows))
+        validation = Split(
+            schema.encode_features(columns, validation_rows), schema.encode_target(columns, validation_rows)
+        )
     # Last, as it may reuse the parsed matrix in place instead of copying the training rows.
     train_targets = schema.encode_target(columns, train_rows)
     train = Split(schema.encode_features(columns, train_rows, in_place=True), train_targets)
     test = None
     if spec.test is not None:
-        test = Split(*read_features(_config_data_path(base_dir, spec.test, "test", source), schema,
-                                    with_target=True))
+        test = Split(*read_features(_config_data_path(base_dir, spec.test, "test", source), schema, with_target=True))
     return PreparedData(config, schema, train, validation, test)
 
 
@@ -185,17 +217,16 @@ def prepare_data(config: Config, source: ConfigSource, base_dir: Path, seeds: Se
 _BYTES_PER_PARAMETER = 4 * 4 + 8
 
 
-_TRAIN_BYTES_PER_UNIT = 4 * 4   # per row of a batch: a layer's output, activation, and their gradients
+_TRAIN_BYTES_PER_UNIT = 4 * 4  # per row of a batch: a layer's output, activation, and their gradients
 
 
 _PREDICT_BYTES_PER_UNIT = 4 * 2  # per row of a prediction batch: output and activation
 
 
-_PREDICT_ROWS = 4096             # Sequential.logits' batch
+_PREDICT_ROWS = 4096  # Sequential.logits' batch
 
 
-def check_model_memory(config: Config, schema: DataSchema, source: ConfigSource,
-                       train_rows: int | None = None) -> None:
+def check_model_memory(config: Config, schema: DataSchema, source: ConfigSource, train_rows: int | None = None) -> None:
     """Refuse a model whose parameters (and one batch of activations) exceed the available memory.
 
     Estimated from the layer sizes before anything is allocated, so ``units: 1000000000000``
@@ -207,8 +238,10 @@ def check_model_memory(config: Config, schema: DataSchema, source: ConfigSource,
     if train_rows is not None:  # a batch never holds more rows than the training split
         batch = train_rows if config.optimizer.name == "gd" else min(config.train.batch_size, train_rows)
     per_unit = batch * _TRAIN_BYTES_PER_UNIT + _PREDICT_ROWS * _PREDICT_BYTES_PER_UNIT
-    sizes = [(index, fan_in, fan_out, (fan_in + 1) * fan_out * _BYTES_PER_PARAMETER + fan_out * per_unit)
-             for index, fan_in, fan_out in shapes]
+    sizes = [
+        (index, fan_in, fan_out, (fan_in + 1) * fan_out * _BYTES_PER_PARAMETER + fan_out * per_unit)
+        for index, fan_in, fan_out in shapes
+    ]
     needed = sum(size for *_, size in sizes)
     available = available_memory()
     if needed <= available:
@@ -218,25 +251,41 @@ def check_model_memory(config: Config, schema: DataSchema, source: ConfigSource,
         path, layer = ("model", "output"), f"the output layer ({fan_in} inputs x {fan_out} outputs)"
     else:
         path, layer = ("model", "layers", index, "units"), f"dense layer {index} ({fan_in} inputs x {fan_out} units)"
-    raise source.fail(path, f"{layer} needs {human_bytes(size)} "
-                      f"({(fan_in + 1) * fan_out:,} parameters with their gradients and optimizer state, and a "
-                      "batch of activations); the "
-                      f"whole model needs {human_bytes(needed)}, more than the {human_bytes(available)} of memory "
-                      "available; use fewer units")
+    raise source.fail(
+        path,
+        f"{layer} needs {human_bytes(size)} "
+        f"({(fan_in + 1) * fan_out:,} parameters with their gradients and optimizer state, and a "
+        "batch of activations); the "
+        f"whole model needs {human_bytes(needed)}, more than the {human_bytes(available)} of memory "
+        "available; use fewer units",
+    )
 
 
-def build_model(config: Config, schema: DataSchema, seeds: Seeds | None = None, source: ConfigSource | None = None,
-                train_rows: int | None = None) -> Sequential:
+def build_model(
+    config: Config,
+    schema: DataSchema,
+    seeds: Seeds | None = None,
+    source: ConfigSource | None = None,
+    train_rows: int | None = None,
+) -> Sequential:
     """The network a config describes, for a fitted schema; refused when it cannot fit in memory."""
     check_model_memory(config, schema, source or ConfigSource("config", {}, {}), train_rows)
     seeds = seeds or Seeds.from_seed(config.seed)
     hidden = [layer.model_dump() for layer in config.model.layers]
-    return Sequential.build(schema.n_inputs, hidden, schema.n_outputs, config.model.output.activation,
-                            init_rng=seeds.init, dropout_rng=seeds.dropout, output_init=config.model.output.init)
+    return Sequential.build(
+        schema.n_inputs,
+        hidden,
+        schema.n_outputs,
+        config.model.output.activation,
+        init_rng=seeds.init,
+        dropout_rng=seeds.dropout,
+        output_init=config.model.output.init,
+    )
 
 
 def _relocate_paths(config: Config, base_dir: Path, run_dir: Path) -> Config:
     """Rewrite data paths relative to the run folder, so its config.yaml trains again as it is."""
+
     def moved(value):
         if value is None:
             return None
@@ -261,11 +310,11 @@ def check_training_options(config: Config, source: ConfigSource, data: PreparedD
     metrics = config.train.metrics if config.train.metrics is not None else DEFAULT_METRICS[task]
     for index, name in enumerate(metrics):
         if name not in choices:
-            raise source.fail(("train", "metrics", index), f"{name} is not "
-                              f"a {task} metric; choose from {', '.join(choices)}")
+            raise source.fail(
+                ("train", "metrics", index), f"{name} is not a {task} metric; choose from {', '.join(choices)}"
+            )
         if name == "roc_auc" and n_classes != 2:
-            raise source.fail(("train", "metrics", index), "roc_auc needs "
-                              f"two classes, the target has {n_classes}")
+            raise source.fail(("train", "metrics", index), f"roc_auc needs two classes, the target has {n_classes}")
     config = config.model_copy(update={"train": config.train.model_copy(update={"metrics": list(metrics)})})
     logged = _logged_names(config, data.validation is not None)
     monitors = [(("train", "early_stopping", "monitor"), config.train.early_stopping)]
@@ -275,15 +324,24 @@ def check_training_options(config: Config, source: ConfigSource, data: PreparedD
         if spec is not None and spec.monitor not in logged:
             no_validation = data.validation is None and spec.monitor.startswith("val_")
             hint = " (there is no validation data: set data.validation)" if no_validation else ""
-            raise source.fail(path, f"{spec.monitor!r} is not logged{hint}"
-                              f"{closest_match(spec.monitor, logged)}; logged values: {', '.join(logged)}")
+            raise source.fail(
+                path,
+                f"{spec.monitor!r} is not logged{hint}"
+                f"{closest_match(spec.monitor, logged)}; logged values: {', '.join(logged)}",
+            )
     weights = config.train.class_weight
     if isinstance(weights, dict):
         unknown = sorted(set(weights) - set(data.schema.class_labels))
         if task != "classification" or unknown:
-            raise source.fail(("train", "class_weight"), ""
-                              + (f"unknown class {unknown[0]!r}; classes are {', '.join(data.schema.class_labels)}"
-                                 if task == "classification" else "only for classification"))
+            raise source.fail(
+                ("train", "class_weight"),
+                ""
+                + (
+                    f"unknown class {unknown[0]!r}; classes are {', '.join(data.schema.class_labels)}"
+                    if task == "classification"
+                    else "only for classification"
+                ),
+            )
     elif weights == "balanced" and task != "classification":
         raise source.fail(("train", "class_weight"), "only for classification")
     return config
@@ -303,29 +361,56 @@ def sample_weights(config: Config, schema: DataSchema, targets) -> np.ndarray | 
     return per_class[classes].astype(np.float32)
 
 
-def build_trainer(config: Config, data: PreparedData, seeds: Seeds, callbacks: Callbacks | None = None, *,
-                  on_epoch_saved=None, blas_threads: int | None = None) -> Trainer:
+def build_trainer(
+    config: Config,
+    data: PreparedData,
+    seeds: Seeds,
+    callbacks: Callbacks | None = None,
+    *,
+    on_epoch_saved=None,
+    blas_threads: int | None = None,
+) -> Trainer:
     """The model, loss, optimizer, schedule and loop a checked config describes, ready to run
     (fit's, and each tune trial's in memory)."""
     model = build_model(config, data.schema, seeds)
     loss = make_loss(config.loss, config.model.output.activation)
     optimizer = make_model_optimizer(config.optimizer.name, model, **config.optimizer.engine_options())
     schedule_spec = config.optimizer.schedule
-    schedule = make_schedule(schedule_spec.name, config.optimizer.lr, config.train.epochs,
-                             **schedule_spec.engine_options())
+    schedule = make_schedule(
+        schedule_spec.name, config.optimizer.lr, config.train.epochs, **schedule_spec.engine_options()
+    )
     if schedule_spec.name == "plateau":
         schedule.higher_is_better = higher_is_better(schedule_spec.monitor)
     stopping = None
     if config.train.early_stopping is not None:
         stopping = EarlyStopping(**config.train.early_stopping.model_dump())
-    options = TrainOptions(config.train.epochs, config.train.batch_size, config.train.shuffle,
-                           config.train.tolerance, full_batch=config.optimizer.name == "gd",
-                           metrics=tuple(config.train.metrics))
-    return Trainer(model, loss, optimizer, data.train, data.validation, options, config.task,
-                   shuffle_rng=seeds.shuffle, dropout_rng=seeds.dropout, schedule=schedule,
-                   early_stopping=stopping, sample_weight=sample_weights(config, data.schema, data.train.targets),
-                   n_classes=len(data.schema.class_labels), target_divisor=data.schema.target_divisor,
-                   callbacks=callbacks, on_epoch_saved=on_epoch_saved, blas_threads=blas_threads)
+    options = TrainOptions(
+        config.train.epochs,
+        config.train.batch_size,
+        config.train.shuffle,
+        config.train.tolerance,
+        full_batch=config.optimizer.name == "gd",
+        metrics=tuple(config.train.metrics),
+    )
+    return Trainer(
+        model,
+        loss,
+        optimizer,
+        data.train,
+        data.validation,
+        options,
+        config.task,
+        shuffle_rng=seeds.shuffle,
+        dropout_rng=seeds.dropout,
+        schedule=schedule,
+        early_stopping=stopping,
+        sample_weight=sample_weights(config, data.schema, data.train.targets),
+        n_classes=len(data.schema.class_labels),
+        target_divisor=data.schema.target_divisor,
+        callbacks=callbacks,
+        on_epoch_saved=on_epoch_saved,
+        blas_threads=blas_threads,
+    )
 
 
 @dataclass
@@ -350,8 +435,12 @@ def _upgrade_config(manifest: dict):
             if isinstance(layer, dict) and layer.get("activation") == "gelu":
                 layer["activation"] = "gelu_tanh"
     data = manifest.get("data")
-    if isinstance(data, dict) and "target_scaler" not in data and isinstance(config, dict) \
-            and isinstance(config.get("data"), dict):
+    if (
+        isinstance(data, dict)
+        and "target_scaler" not in data
+        and isinstance(config, dict)
+        and isinstance(config.get("data"), dict)
+    ):
         config["data"].setdefault("target_scale", "none")  # saved before targets were scaled
     return config
 
@@ -365,15 +454,21 @@ def load_run(run_dir) -> LoadedRun:
         schema = DataSchema.from_dict(manifest["data"])
     except ValidationError as error:
         first = error.errors()[0]
-        raise ArtifactError(f"{run_dir / 'model.json'}: the stored config is invalid at "
-                            f"{'.'.join(map(str, first['loc']))} ({first['msg']}); train again") from None
+        raise ArtifactError(
+            f"{run_dir / 'model.json'}: the stored config is invalid at "
+            f"{'.'.join(map(str, first['loc']))} ({first['msg']}); train again"
+        ) from None
     except (ValueError, KeyError, TypeError, AttributeError, IndexError) as error:
-        raise ArtifactError(f"{run_dir / 'model.json'}: the stored data schema is invalid "
-                            f"({error!r}); train again") from None
-    if schema.task == "classification" and (len(schema.class_labels) < 2
-                                            or (schema.binary and len(schema.class_labels) != 2)):
-        raise ArtifactError(f"{run_dir / 'model.json'}: the stored class labels {schema.class_labels} do not fit "
-                            "the model; the file was changed, train again")
+        raise ArtifactError(
+            f"{run_dir / 'model.json'}: the stored data schema is invalid ({error!r}); train again"
+        ) from None
+    if schema.task == "classification" and (
+        len(schema.class_labels) < 2 or (schema.binary and len(schema.class_labels) != 2)
+    ):
+        raise ArtifactError(
+            f"{run_dir / 'model.json'}: the stored class labels {schema.class_labels} do not fit "
+            "the model; the file was changed, train again"
+        )
     try:
         model = build_model(config, schema, source=ConfigSource(str(run_dir / "model.json"), {}, {}))
     except ConfigError as error:
@@ -381,8 +476,7 @@ def load_run(run_dir) -> LoadedRun:
     try:
         model.load_state(arrays)
     except (KeyError, ValueError) as error:
-        raise ArtifactError(f"{run_dir / 'model.npz'}: does not fit the stored model ({error}); "
-                            "train again") from None
+        raise ArtifactError(f"{run_dir / 'model.npz'}: does not fit the stored model ({error}); train again") from None
     return LoadedRun(run_dir, config, schema, model, manifest)
 
 
@@ -391,10 +485,13 @@ def _check_argument_order(command: str, run_dir, data_path):
     run_dir, data_path = Path(run_dir), Path(data_path)
     if run_dir.is_file():
         if data_path.is_dir():
-            raise ArtifactError(f"the arguments are swapped: {run_dir} is a file and {data_path} a folder; "
-                                f"write: dltrain {command} {data_path} {run_dir}")
-        raise ArtifactError(f"{run_dir}: is a file, not a run folder; the run folder comes first: "
-                            f"dltrain {command} RUN_DIR DATA.csv")
+            raise ArtifactError(
+                f"the arguments are swapped: {run_dir} is a file and {data_path} a folder; "
+                f"write: dltrain {command} {data_path} {run_dir}"
+            )
+        raise ArtifactError(
+            f"{run_dir}: is a file, not a run folder; the run folder comes first: dltrain {command} RUN_DIR DATA.csv"
+        )
 
 
 def csv_dialect(delimiter: str | None = None, encoding: str | None = None) -> dict:

@@ -21,12 +21,13 @@ DEFAULT_REPEATS = 5
 class Importance:
     column: str
     importance: float  # mean rise of the loss over the repeats
-    spread: float      # standard deviation of that rise over the repeats
-    inputs: int        # model inputs the column became (one-hot categories count each)
+    spread: float  # standard deviation of that rise over the repeats
+    inputs: int  # model inputs the column became (one-hot categories count each)
 
 
-def permutation_importance(model, loss, schema: DataSchema, features, targets, repeats: int = DEFAULT_REPEATS,
-                           seed: int = 0) -> tuple[float, list[Importance]]:
+def permutation_importance(
+    model, loss, schema: DataSchema, features, targets, repeats: int = DEFAULT_REPEATS, seed: int = 0
+) -> tuple[float, list[Importance]]:
     """The loss on (features, targets) and every column's importance, most important first."""
     rng = np.random.default_rng(seed)
     baseline = loss.value(model.logits(features), targets)

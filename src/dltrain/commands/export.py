@@ -20,12 +20,12 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__
-from ..engine.activations import LeakyReLU
 from ..artifacts import CHECKPOINT, LOCK, PENDING_CHECKPOINT, RUN_FILES, holds_run
-from ..files import atomic_write, check_writable
 from ..data import DataSchema
-from ..errors import ArtifactError, DltrainError
+from ..engine.activations import LeakyReLU
 from ..engine.layers import ActivationLayer, Dense, Dropout
+from ..errors import ArtifactError, DltrainError
+from ..files import atomic_write, check_writable
 from .common import load_run
 from .predict import predict_rows
 
@@ -35,19 +35,40 @@ INPUT_FORMS = ("columns", "features")
 OUTPUT_NAMES = {"classification": ("label", "probabilities"), "regression": ("prediction",)}
 ML_DOMAIN = "ai.onnx.ml"
 PROBABILITY_TOLERANCE = 1e-5  # absolute, on probabilities in [0, 1]
-VALUE_TOLERANCE = 1e-5        # relative (and absolute near zero), on regression predictions
-_NAME_PREFIX = "dltrain/"     # internal tensor names; a CSV column named like this is refused
+VALUE_TOLERANCE = 1e-5  # relative (and absolute near zero), on regression predictions
+_NAME_PREFIX = "dltrain/"  # internal tensor names; a CSV column named like this is refused
 
 # The first opset (per domain) in which each operator exists with the inputs, attributes and
 # element types used here; the model's opset is the largest entry among the operators it uses.
 OPERATOR_SINCE = {
-    ("", "Add"): 7, ("", "Sub"): 7, ("", "Mul"): 7, ("", "Div"): 7, ("", "MatMul"): 1,
-    ("", "Concat"): 4, ("", "Cast"): 6, ("", "Reshape"): 5, ("", "Gather"): 1, ("", "ArgMax"): 1,
-    ("", "Where"): 9, ("", "IsNaN"): 9, ("", "Not"): 1, ("", "Or"): 7, ("", "Abs"): 6, ("", "Greater"): 7,
+    ("", "Add"): 7,
+    ("", "Sub"): 7,
+    ("", "Mul"): 7,
+    ("", "Div"): 7,
+    ("", "MatMul"): 1,
+    ("", "Concat"): 4,
+    ("", "Cast"): 6,
+    ("", "Reshape"): 5,
+    ("", "Gather"): 1,
+    ("", "ArgMax"): 1,
+    ("", "Where"): 9,
+    ("", "IsNaN"): 9,
+    ("", "Not"): 1,
+    ("", "Or"): 7,
+    ("", "Abs"): 6,
+    ("", "Greater"): 7,
     ("", "Less"): 9,  # 9: int64 operands
     ("", "Equal"): 7,  # 7: int64 operands (floats only from 11)
-    ("", "Relu"): 6, ("", "LeakyRelu"): 6, ("", "Elu"): 6, ("", "Tanh"): 6, ("", "Sigmoid"): 6,
-    ("", "Softplus"): 1, ("", "Softmax"): 1, ("", "Erf"): 9, ("", "Identity"): 1, ("", "Transpose"): 1,
+    ("", "Relu"): 6,
+    ("", "LeakyRelu"): 6,
+    ("", "Elu"): 6,
+    ("", "Tanh"): 6,
+    ("", "Sigmoid"): 6,
+    ("", "Softplus"): 1,
+    ("", "Softmax"): 1,
+    ("", "Erf"): 9,
+    ("", "Identity"): 1,
+    ("", "Transpose"): 1,
     (ML_DOMAIN, "LabelEncoder"): 2,  # 2: keys_strings / values_int64s
 }
 
@@ -64,8 +85,9 @@ def _onnx_modules():
         import onnx
         import onnxruntime
     except ImportError as error:
-        raise DltrainError(f"dltrain export needs the onnx extra ({error.name} is not installed); "
-                           f"install it with: {INSTALL_HINT}") from None
+        raise DltrainError(
+            f"dltrain export needs the onnx extra ({error.name} is not installed); install it with: {INSTALL_HINT}"
+        ) from None
     return onnx, onnxruntime
 
 
@@ -86,8 +108,12 @@ class GraphBuilder:
         name = self.name(hint)
         array = np.asarray(array)
         if array.dtype.kind in "UO":
-            tensor = self.onnx.helper.make_tensor(name, self.onnx.TensorProto.STRING, array.shape,
-                                                  [str(value).encode("utf-8") for value in array.reshape(-1)])
+            tensor = self.onnx.helper.make_tensor(
+                name,
+                self.onnx.TensorProto.STRING,
+                array.shape,
+                [str(value).encode("utf-8") for value in array.reshape(-1)],
+            )
         else:
             tensor = self.onnx.numpy_helper.from_array(array, name)
         self.initializers.append(tensor)
@@ -171,8 +197,7 @@ class ExportResult:
 
 
 def _unsupported(run_dir: Path, what: str) -> DltrainError:
-    return DltrainError(f"{run_dir}: {what} cannot be expressed in ONNX by this dltrain version; "
-                        "nothing was written")
+    return DltrainError(f"{run_dir}: {what} cannot be expressed in ONNX by this dltrain version; nothing was written")
 
 
 def _target_scaling(run_dir: Path, manifest: dict):
@@ -182,8 +207,7 @@ def _target_scaling(run_dir: Path, manifest: dict):
     configured = (manifest.get("config", {}).get("data", {}) or {}).get("target_scale", "none")
     if scaler is None:
         if configured not in (None, "none"):
-            raise _unsupported(run_dir, f"data.target_scale: {configured} (no target statistics found in "
-                                        "model.json)")
+            raise _unsupported(run_dir, f"data.target_scale: {configured} (no target statistics found in model.json)")
         return None
     method = scaler.get("method", "standard") if isinstance(scaler, dict) else None
     if method not in TARGET_INVERSES:
@@ -211,19 +235,26 @@ def _check_exportable(run, input_form: str):
     outputs = OUTPUT_NAMES[schema.task]
     for column in schema.columns:
         if column.name in outputs or column.name.startswith(_NAME_PREFIX):
-            raise _unsupported(run_dir, f"feature column {column.name!r} (the name of an output or of an internal "
-                                        "tensor); rename the column and train again")
+            raise _unsupported(
+                run_dir,
+                f"feature column {column.name!r} (the name of an output or of an internal "
+                "tensor); rename the column and train again",
+            )
         if column.type not in ("numeric", "boolean", "categorical"):
             raise _unsupported(run_dir, f"column {column.name!r} of type {column.type!r}")
         if column.type == "categorical" and column.fill is not None and str(column.fill) not in column.categories:
-            raise ArtifactError(f"{run_dir / 'model.json'}: column {column.name!r} fills empty cells with "
-                                f"{column.fill!r}, which is not among its categories; the file was changed, "
-                                "train again")
+            raise ArtifactError(
+                f"{run_dir / 'model.json'}: column {column.name!r} fills empty cells with "
+                f"{column.fill!r}, which is not among its categories; the file was changed, "
+                "train again"
+            )
     if input_form == "features":
         text = [column.name for column in schema.columns if column.type == "categorical"]
         if text:
-            raise DltrainError(f"--inputs features: the model has categorical columns ({', '.join(text)}), which "
-                               "need string inputs; use --inputs columns")
+            raise DltrainError(
+                f"--inputs features: the model has categorical columns ({', '.join(text)}), which "
+                "need string inputs; use --inputs columns"
+            )
     if schema.scale not in ("standard", "minmax", "none"):
         raise _unsupported(run_dir, f"the feature scaling {schema.scale!r}")
     for position, layer in enumerate(run.model.layers):
@@ -264,8 +295,9 @@ def _model_input(graph: GraphBuilder, schema: DataSchema, input_form: str):
                 block = graph.node("Transpose", [graph.node("Reshape", [stacked, shape])], perm=[1, 0])
             else:
                 block = names[0]
-        fills = np.array([np.nan if column.fill is None else float(column.fill) for _, column in float_columns],
-                         dtype=np.float32).reshape(1, -1)
+        fills = np.array(
+            [np.nan if column.fill is None else float(column.fill) for _, column in float_columns], dtype=np.float32
+        ).reshape(1, -1)
         if not np.all(np.isnan(fills)):
             block = graph.node("Where", [graph.node("IsNaN", [block]), graph.constant("fills", fills), block])
         # A cell predict would refuse (missing without a fill, inf, a boolean other than 0/1)
@@ -275,8 +307,9 @@ def _model_input(graph: GraphBuilder, schema: DataSchema, input_form: str):
         is_boolean = np.array([column.type == "boolean" for _, column in float_columns], dtype=np.float32)
         if is_boolean.any():
             off_one = graph.node("Mul", [block, graph.node("Sub", [block, graph.constant("one", np.float32(1.0))])])
-            masked = graph.node("Mul", [graph.node("Abs", [off_one]),
-                                        graph.constant("boolean_mask", is_boolean.reshape(1, -1))])
+            masked = graph.node(
+                "Mul", [graph.node("Abs", [off_one]), graph.constant("boolean_mask", is_boolean.reshape(1, -1))]
+            )
             check = graph.node("Add", [check, masked])
         ones = graph.constant("ones", np.ones((len(float_columns), 1), dtype=np.float32))
         row_check = graph.node("MatMul", [check, ones])
@@ -292,9 +325,14 @@ def _model_input(graph: GraphBuilder, schema: DataSchema, input_form: str):
         # "" is a missing cell: the fill's category, else a row predict refuses (-2); an unseen
         # value is all zeros under unknown: ignore (-1), else refused as well (-2).
         missing_code = categories.index(str(column.fill)) if column.fill is not None else -2
-        codes = graph.node("LabelEncoder", [column.name], domain=ML_DOMAIN, keys_strings=categories + [""],
-                           values_int64s=list(range(len(categories))) + [missing_code],
-                           default_int64=-1 if column.unknown == "ignore" else -2)
+        codes = graph.node(
+            "LabelEncoder",
+            [column.name],
+            domain=ML_DOMAIN,
+            keys_strings=categories + [""],
+            values_int64s=list(range(len(categories))) + [missing_code],
+            default_int64=-1 if column.unknown == "ignore" else -2,
+        )
         positions = graph.constant("categories", np.arange(len(categories), dtype=np.int64).reshape(1, -1))
         blocks.append(graph.node("Cast", [graph.node("Equal", [codes, positions])], to=float_type))
         bad.append(graph.node("Less", [codes, graph.constant("minus_one", np.array(-1, dtype=np.int64))]))
@@ -307,8 +345,7 @@ def _model_input(graph: GraphBuilder, schema: DataSchema, input_form: str):
     refused = bad[0]
     for flag in bad[1:]:
         refused = graph.node("Or", [refused, flag])
-    graph_inputs = [inputs["features"]] if input_form == "features" else [inputs[name] for name in
-                                                                          schema.feature_names]
+    graph_inputs = [inputs["features"]] if input_form == "features" else [inputs[name] for name in schema.feature_names]
     return graph_inputs, x, refused, order
 
 
@@ -333,8 +370,9 @@ def _outputs(graph: GraphBuilder, schema: DataSchema, x: str, refused: str, targ
     onnx = graph.onnx
     float_type = onnx.TensorProto.FLOAT
     # NaN for a row predict would refuse, else 0: added to the outputs, cheaper than a Where on them.
-    nan_or_zero = graph.node("Where", [refused, graph.constant("nan", np.float32(np.nan)),
-                                       graph.constant("zero", np.float32(0.0))])
+    nan_or_zero = graph.node(
+        "Where", [refused, graph.constant("nan", np.float32(np.nan)), graph.constant("zero", np.float32(0.0))]
+    )
     if schema.task == "regression":
         if target_scaling is not None:
             x = TARGET_INVERSES[target_scaling[0]](graph, x, target_scaling[1])
@@ -343,8 +381,9 @@ def _outputs(graph: GraphBuilder, schema: DataSchema, x: str, refused: str, targ
     labels = schema.class_labels
     integer = _integer_labels(labels)
     sentinel = _invalid_label(labels)
-    label_values = (np.array([int(label) for label in labels], dtype=np.int64) if integer
-                    else np.array(labels, dtype=object))
+    label_values = (
+        np.array([int(label) for label in labels], dtype=np.int64) if integer else np.array(labels, dtype=object)
+    )
     if schema.binary:
         # predict's rule: class 1 when p >= 0.5; probabilities are (1 - p, p).
         below = graph.node("Less", [x, graph.constant("half", np.float32(0.5))])
@@ -355,15 +394,21 @@ def _outputs(graph: GraphBuilder, schema: DataSchema, x: str, refused: str, targ
         index = graph.node("ArgMax", [x], axis=1, keepdims=1)
         probabilities = x
     flat = graph.constant("flat", np.array([-1], dtype=np.int64))
-    label = graph.node("Gather", [graph.constant("class_labels", label_values),
-                                  graph.node("Reshape", [index, flat])], axis=0)
+    label = graph.node(
+        "Gather", [graph.constant("class_labels", label_values), graph.node("Reshape", [index, flat])], axis=0
+    )
     sentinel_value = np.array(sentinel, dtype=np.int64) if integer else np.array(sentinel, dtype=object)
-    graph.node("Where", [graph.node("Reshape", [refused, flat]), graph.constant("invalid_label", sentinel_value),
-                         label], output="label")
+    graph.node(
+        "Where",
+        [graph.node("Reshape", [refused, flat]), graph.constant("invalid_label", sentinel_value), label],
+        output="label",
+    )
     graph.node("Add", [probabilities, nan_or_zero], output="probabilities")
     label_type = onnx.TensorProto.INT64 if integer else onnx.TensorProto.STRING
-    outputs = [onnx.helper.make_tensor_value_info("label", label_type, ["N"]),
-               onnx.helper.make_tensor_value_info("probabilities", float_type, ["N", len(labels)])]
+    outputs = [
+        onnx.helper.make_tensor_value_info("label", label_type, ["N"]),
+        onnx.helper.make_tensor_value_info("probabilities", float_type, ["N", len(labels)]),
+    ]
     return outputs, {"label_type": "int64" if integer else "string", "invalid_label": json.dumps(sentinel)}
 
 
@@ -384,27 +429,44 @@ def build_model(run, input_form: str = "columns", opset: int | None = None):
         opset = required[""]
     elif opset < required[""]:
         needing = sorted(op for domain, op in graph.operators if domain == "" and OPERATOR_SINCE[(domain, op)] > opset)
-        raise DltrainError(f"--opset {opset}: this model needs opset {required['']} or later (for "
-                           f"{', '.join(needing)}); give --opset {required['']} or leave --opset out")
+        raise DltrainError(
+            f"--opset {opset}: this model needs opset {required['']} or later (for "
+            f"{', '.join(needing)}); give --opset {required['']} or leave --opset out"
+        )
     if opset > newest:
-        raise DltrainError(f"--opset {opset}: the installed onnx {onnx.__version__} knows opsets up to {newest}; "
-                           f"give --opset {newest} or lower, or upgrade onnx")
+        raise DltrainError(
+            f"--opset {opset}: the installed onnx {onnx.__version__} knows opsets up to {newest}; "
+            f"give --opset {newest} or lower, or upgrade onnx"
+        )
     imports = [onnx.helper.make_opsetid("", opset)]
     imports += [onnx.helper.make_opsetid(domain, version) for domain, version in sorted(required.items()) if domain]
     outputs = " and ".join(output.name for output in graph_outputs)
-    body = onnx.helper.make_graph(graph.nodes, f"dltrain {manifest['config'].get('name', run_dir.name)}",
-                                  graph_inputs, graph_outputs, graph.initializers)
-    model = onnx.helper.make_model(body, opset_imports=imports, producer_name="dltrain",
-                                   producer_version=__version__,
-                                   doc_string=f"dltrain run {run_dir.name}: raw CSV columns in, {outputs} out; "
-                                              "see docs/export.md")
+    body = onnx.helper.make_graph(
+        graph.nodes,
+        f"dltrain {manifest['config'].get('name', run_dir.name)}",
+        graph_inputs,
+        graph_outputs,
+        graph.initializers,
+    )
+    model = onnx.helper.make_model(
+        body,
+        opset_imports=imports,
+        producer_name="dltrain",
+        producer_version=__version__,
+        doc_string=f"dltrain run {run_dir.name}: raw CSV columns in, {outputs} out; see docs/export.md",
+    )
     model.ir_version = onnx.helper.find_min_ir_version_for(list(imports))
-    metadata = {"dltrain_version": __version__, "model_sha256": manifest["model_sha256"],
-                "task": schema.task, "input_form": input_form,
-                "feature_names": json.dumps(schema.feature_names),
-                "feature_kinds": json.dumps([column.type for column in schema.columns]),
-                "class_labels": json.dumps(schema.class_labels), "target_names": json.dumps(schema.targets),
-                **output_metadata}
+    metadata = {
+        "dltrain_version": __version__,
+        "model_sha256": manifest["model_sha256"],
+        "task": schema.task,
+        "input_form": input_form,
+        "feature_names": json.dumps(schema.feature_names),
+        "feature_kinds": json.dumps([column.type for column in schema.columns]),
+        "class_labels": json.dumps(schema.class_labels),
+        "target_names": json.dumps(schema.targets),
+        **output_metadata,
+    }
     onnx.helper.set_model_props(model, metadata)
     onnx.checker.check_model(model, full_check=True)
     return model
@@ -475,16 +537,18 @@ def _predict_with_dltrain(run_dir: Path, schema: DataSchema, values: dict, folde
         writer = csv.writer(handle, delimiter=delimiter, lineterminator="\n")
         writer.writerow(schema.feature_names)
         for row in range(n_rows):
-            writer.writerow([_cell_text(values[column.name][row], column.type, schema.decimal)
-                             for column in schema.columns])
+            writer.writerow(
+                [_cell_text(values[column.name][row], column.type, schema.decimal) for column in schema.columns]
+            )
     return predict_rows(run_dir, path, dialect={"delimiter": delimiter, "encoding": schema.encoding})
 
 
 def onnx_inputs(schema: DataSchema, values: dict, input_form: str) -> dict:
     """The feed for an onnxruntime session of an exported model, from raw column values."""
     if input_form == "features":
-        return {"features": np.column_stack([np.asarray(values[name], dtype=np.float32)
-                                             for name in schema.feature_names])}
+        return {
+            "features": np.column_stack([np.asarray(values[name], dtype=np.float32) for name in schema.feature_names])
+        }
     feed = {}
     for column in schema.columns:
         if column.type == "categorical":
@@ -495,8 +559,9 @@ def onnx_inputs(schema: DataSchema, values: dict, input_form: str) -> dict:
 
 
 def _describe_row(schema: DataSchema, values: dict, row: int) -> str:
-    cells = [f"{column.name}={_cell_text(values[column.name][row], column.type, '.')!r}"
-             for column in schema.columns[:6]]
+    cells = [
+        f"{column.name}={_cell_text(values[column.name][row], column.type, '.')!r}" for column in schema.columns[:6]
+    ]
     more = " …" if len(schema.feature_names) > 6 else ""
     return ", ".join(cells) + more
 
@@ -510,16 +575,20 @@ def verify(run, model_bytes: bytes, input_form: str) -> int:
         session = onnxruntime.InferenceSession(model_bytes, providers=["CPUExecutionProvider"])
         results = session.run(None, onnx_inputs(schema, values, input_form))
     except Exception as error:  # onnxruntime raises its own exception types for a model it cannot run
-        raise DltrainError(f"{run.run_dir}: onnxruntime {onnxruntime.__version__} cannot run the exported model "
-                           f"({str(error).splitlines()[0]}); nothing was written. Give a lower --opset (or none), "
-                           "or upgrade onnxruntime") from None
+        raise DltrainError(
+            f"{run.run_dir}: onnxruntime {onnxruntime.__version__} cannot run the exported model "
+            f"({str(error).splitlines()[0]}); nothing was written. Give a lower --opset (or none), "
+            "or upgrade onnxruntime"
+        ) from None
     outputs = dict(zip([output.name for output in session.get_outputs()], results))
     with tempfile.TemporaryDirectory(prefix="dltrain-export-") as folder:
         header, rows = _predict_with_dltrain(run.run_dir, schema, values, Path(folder))
     if len(rows) != len(next(iter(values.values()))):
-        raise ExportMismatch(f"{run.run_dir}: dltrain predict gave {len(rows)} rows for "
-                             f"{len(next(iter(values.values())))} verification rows; nothing was written. "
-                             "This is a dltrain bug; please report it")
+        raise ExportMismatch(
+            f"{run.run_dir}: dltrain predict gave {len(rows)} rows for "
+            f"{len(next(iter(values.values())))} verification rows; nothing was written. "
+            "This is a dltrain bug; please report it"
+        )
     for row, expected in enumerate(rows):
         problem = None
         if schema.task == "regression":
@@ -537,11 +606,15 @@ def verify(run, model_bytes: bytes, input_form: str) -> int:
                 problem = f"label {label!r} against dltrain predict's {expected[0]!r}"
         if problem:
             if load_run(run.run_dir).manifest["model_sha256"] != run.manifest["model_sha256"]:
-                raise ArtifactError(f"{run.run_dir}: the run was replaced while it was being exported (a fit "
-                                    "--force?); nothing was written; run dltrain export again")
-            raise ExportMismatch(f"{run.run_dir}: the exported graph disagrees with dltrain predict on verification "
-                                 f"row {row} ({_describe_row(schema, values, row)}): {problem}; nothing was written. "
-                                 "This is a dltrain bug; please report it")
+                raise ArtifactError(
+                    f"{run.run_dir}: the run was replaced while it was being exported (a fit "
+                    "--force?); nothing was written; run dltrain export again"
+                )
+            raise ExportMismatch(
+                f"{run.run_dir}: the exported graph disagrees with dltrain predict on verification "
+                f"row {row} ({_describe_row(schema, values, row)}): {problem}; nothing was written. "
+                "This is a dltrain bug; please report it"
+            )
     return len(rows)
 
 
@@ -554,8 +627,9 @@ def _near_tie(probabilities: np.ndarray) -> bool:
 # ---------------------------------------------------------------- the command
 
 
-def export_run(run_dir, out=None, format: str = "onnx", opset: int | None = None, force: bool = False,
-               input_form: str = "columns") -> ExportResult:
+def export_run(
+    run_dir, out=None, format: str = "onnx", opset: int | None = None, force: bool = False, input_form: str = "columns"
+) -> ExportResult:
     """Export a run folder as one ONNX file, verified against ``dltrain predict`` before it is written."""
     run_dir = Path(run_dir)
     if format not in FORMATS:
@@ -565,13 +639,22 @@ def export_run(run_dir, out=None, format: str = "onnx", opset: int | None = None
     out = Path(out) if out is not None else run_dir / "model.onnx"
     check_writable(out)
     if out.name in RUN_FILES + (CHECKPOINT, PENDING_CHECKPOINT, LOCK) and holds_run(out.parent):
-        raise ArtifactError(f"--out {out} is a file of the run folder {out.parent}; writing there would break "
-                            "the run. Give another file name, such as model.onnx")
+        raise ArtifactError(
+            f"--out {out} is a file of the run folder {out.parent}; writing there would break "
+            "the run. Give another file name, such as model.onnx"
+        )
     if out.exists() and not force:
         raise ArtifactError(f"{out}: already exists; pass --force to overwrite it, or choose another --out")
     model = build_model(run, input_form, opset)
     payload = model.SerializeToString()
     verified = verify(run, payload, input_form)
     atomic_write(out, payload)
-    return ExportResult(out, model.opset_import[0].version, input_form, [item.name for item in model.graph.input],
-                        [item.name for item in model.graph.output], verified, len(payload))
+    return ExportResult(
+        out,
+        model.opset_import[0].version,
+        input_form,
+        [item.name for item in model.graph.input],
+        [item.name for item in model.graph.output],
+        verified,
+        len(payload),
+    )

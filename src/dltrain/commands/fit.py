@@ -11,16 +11,40 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-
-from ..artifacts import (CHECKPOINT, CHECKPOINT_FORMAT_VERSION, RunTarget, claim_run_dir, read_checkpoint,
-                        read_manifest, resume_command, save_checkpoint, save_run)
+from ..artifacts import (
+    CHECKPOINT,
+    CHECKPOINT_FORMAT_VERSION,
+    RunTarget,
+    claim_run_dir,
+    read_checkpoint,
+    read_manifest,
+    resume_command,
+    save_checkpoint,
+    save_run,
+)
 from ..config import Config, dump_config, load_config
 from ..data import cache as data_cache
-from ..errors import (ArtifactError, ConfigError, DataError, DltrainError, TrainingDiverged, TrainingInterrupted,
-                     signal_of)
-from ..metrics import (evaluate)
+from ..errors import (
+    ArtifactError,
+    ConfigError,
+    DataError,
+    DltrainError,
+    TrainingDiverged,
+    TrainingInterrupted,
+    signal_of,
+)
+from ..metrics import evaluate
 from ..train import Callbacks, Trainer, history_from_checkpoint
-from .common import (PreparedData, Seeds, _data_path, _relocate_paths, build_trainer, check_model_memory, check_training_options, prepare_data)
+from .common import (
+    PreparedData,
+    Seeds,
+    _data_path,
+    _relocate_paths,
+    build_trainer,
+    check_model_memory,
+    check_training_options,
+    prepare_data,
+)
 
 _OUTPUT_FOR_LOSS = {"cross_entropy": "softmax", "binary_cross_entropy": "sigmoid", "mse": "linear"}
 
@@ -72,9 +96,11 @@ def _refuse_changed_config(stored: dict, current: dict, run_dir: Path):
     differing = [key for key in keys if not key.startswith(_RESUMABLE_CHANGES) and stored.get(key) != current.get(key)]
     if differing:
         details = "; ".join(f"{key}: {stored.get(key)!r} -> {current.get(key)!r}" for key in differing)
-        raise ConfigError(f"cannot resume {run_dir}: the config differs from the checkpoint in {details}. "
-                          "Only train.epochs, train.early_stopping and train.tolerance may change; "
-                          "train into a new --out instead")
+        raise ConfigError(
+            f"cannot resume {run_dir}: the config differs from the checkpoint in {details}. "
+            "Only train.epochs, train.early_stopping and train.tolerance may change; "
+            "train into a new --out instead"
+        )
 
 
 def _data_files(config: Config, base_dir: Path) -> dict:
@@ -93,9 +119,11 @@ def _data_hashes(files: dict) -> dict:
 def _refuse_changed_data(meta: dict, hashes: dict, files: dict, run_dir: Path):
     for key, digest in (meta.get("data_sha256") or {}).items():
         if hashes.get(key) != digest:
-            raise DataError(f"{files.get(key, key)}: {key} changed since the checkpoint in {run_dir} was written; "
-                            "resuming on other data would not continue the same training. Train into a new --out "
-                            "instead")
+            raise DataError(
+                f"{files.get(key, key)}: {key} changed since the checkpoint in {run_dir} was written; "
+                "resuming on other data would not continue the same training. Train into a new --out "
+                "instead"
+            )
 
 
 def _input_paths(config_path, config: Config, base_dir: Path) -> list[Path]:
@@ -117,9 +145,12 @@ class RunRecord:
         return cls(list(command) if command else None, datetime.now(timezone.utc), time.monotonic())
 
     def to_dict(self) -> dict:
-        return {"command": self.command, "started": self.started.isoformat(timespec="seconds"),
-                "ended": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                "seconds": round(time.monotonic() - self.clock, 3)}
+        return {
+            "command": self.command,
+            "started": self.started.isoformat(timespec="seconds"),
+            "ended": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "seconds": round(time.monotonic() - self.clock, 3),
+        }
 
 
 @dataclass
@@ -136,8 +167,9 @@ class _Session:
     record: RunRecord | None = None
 
     def resume_command(self, overrides=None) -> str:
-        return resume_command(self.config_path, self.target.directory,
-                              self.overrides if overrides is None else overrides)
+        return resume_command(
+            self.config_path, self.target.directory, self.overrides if overrides is None else overrides
+        )
 
     def save(self, model, loss, history, stop_reason, best_epoch, monitor) -> dict:
         """Evaluate the model on every split and commit the run folder, checkpoint included."""
@@ -147,8 +179,12 @@ class _Session:
             "config": stored.to_dict(),
             "data": self.data.schema.to_dict(),
             "metrics": metrics,
-            "training": {"epochs_done": len(history), "stop_reason": stop_reason, "best_epoch": best_epoch,
-                         "monitor": monitor},
+            "training": {
+                "epochs_done": len(history),
+                "stop_reason": stop_reason,
+                "best_epoch": best_epoch,
+                "monitor": monitor,
+            },
             "gelu": "exact",  # run folders without it meant the tanh form by gelu (see _upgrade_config)
             "run": (self.record or RunRecord.start()).to_dict(),
         }
@@ -169,11 +205,15 @@ class _Checkpointer:
     def __init__(self, session: _Session, comparable: dict):
         self.path = session.target.checkpoint
         self.extra = {
-            "format_version": CHECKPOINT_FORMAT_VERSION, "config": comparable,
+            "format_version": CHECKPOINT_FORMAT_VERSION,
+            "config": comparable,
             "config_sha256": hashlib.sha256(json.dumps(comparable, sort_keys=True).encode()).hexdigest(),
             "data_sha256": session.data_sha256,
-            "resume": {"config": str(Path(session.config_path).resolve()), "overrides": list(session.overrides),
-                       "epochs": session.config.train.epochs},
+            "resume": {
+                "config": str(Path(session.config_path).resolve()),
+                "overrides": list(session.overrides),
+                "epochs": session.config.train.epochs,
+            },
         }
         self.last_sync = -math.inf
 
@@ -187,8 +227,9 @@ class _Checkpointer:
 
 
 def _make_trainer(session: _Session, seeds: Seeds, comparable: dict, callbacks) -> Trainer:
-    return build_trainer(session.config, session.data, seeds, callbacks,
-                         on_epoch_saved=_Checkpointer(session, comparable))
+    return build_trainer(
+        session.config, session.data, seeds, callbacks, on_epoch_saved=_Checkpointer(session, comparable)
+    )
 
 
 def _save_from_checkpoint(session: _Session, trainer: Trainer, stop_reason: str) -> int:
@@ -197,9 +238,10 @@ def _save_from_checkpoint(session: _Session, trainer: Trainer, stop_reason: str)
         return 0
     meta, arrays = read_checkpoint(session.target.directory)
     model = trainer.model
-    model.load_state({key[len("param/"):]: value for key, value in arrays.items() if key.startswith("param/")})
-    session.save(model, trainer.loss, history_from_checkpoint(meta, arrays), stop_reason, meta["best"]["epoch"],
-                 trainer.monitor)
+    model.load_state({key[len("param/") :]: value for key, value in arrays.items() if key.startswith("param/")})
+    session.save(
+        model, trainer.loss, history_from_checkpoint(meta, arrays), stop_reason, meta["best"]["epoch"], trainer.monitor
+    )
     return meta["epoch"]
 
 
@@ -207,17 +249,22 @@ def _interrupted(session: _Session, trainer: Trainer, number: int) -> TrainingIn
     """Ctrl-C, SIGTERM or SIGHUP while training: keep what is finished, say how to go on."""
     directory = session.target.directory
     if session.target.replacing:
-        return TrainingInterrupted(f"interrupted: {directory} still holds the previous run, unchanged; the new "
-                                   "training was discarded", number)
+        return TrainingInterrupted(
+            f"interrupted: {directory} still holds the previous run, unchanged; the new training was discarded", number
+        )
     try:
         epoch = _save_from_checkpoint(session, trainer, "interrupted")
     except KeyboardInterrupt:
-        return TrainingInterrupted(f"interrupted again while saving; {directory} holds the training checkpoint; "
-                                   f"resume with: {session.resume_command()}", number)
+        return TrainingInterrupted(
+            f"interrupted again while saving; {directory} holds the training checkpoint; "
+            f"resume with: {session.resume_command()}",
+            number,
+        )
     if not epoch:
         return TrainingInterrupted("interrupted before the first epoch finished; nothing was saved", number)
-    return TrainingInterrupted(f"interrupted: {directory} holds the model after epoch {epoch}; resume with: "
-                               f"{session.resume_command()}", number)
+    return TrainingInterrupted(
+        f"interrupted: {directory} holds the model after epoch {epoch}; resume with: {session.resume_command()}", number
+    )
 
 
 def _diverged(session: _Session, trainer: Trainer, error: TrainingDiverged):
@@ -234,8 +281,10 @@ def _not_saved(session: _Session, what: str) -> str:
     """Where things stand when the final save did not happen."""
     if session.target.replacing:
         return f"{what}: {session.target.directory} still holds the previous run, unchanged"
-    return (f"{what}: training finished but the model was not saved; {session.target.directory} holds its "
-            f"checkpoint. Save the model with: {session.resume_command()}")
+    return (
+        f"{what}: training finished but the model was not saved; {session.target.directory} holds its "
+        f"checkpoint. Save the model with: {session.resume_command()}"
+    )
 
 
 def _already_finished(session: _Session, trainer: Trainer, reason: str) -> ConfigError:
@@ -250,11 +299,12 @@ def _already_finished(session: _Session, trainer: Trainer, reason: str) -> Confi
         key, value = "train.epochs", epoch * 2
     overrides = [item for item in session.overrides if not item.startswith(f"{key}=")] + [f"{key}={value}"]
     if key != "train.epochs" and epoch >= config.train.epochs:
-        overrides = [item for item in overrides if not item.startswith("train.epochs=")] + [
-            f"train.epochs={epoch * 2}"]
+        overrides = [item for item in overrides if not item.startswith("train.epochs=")] + [f"train.epochs={epoch * 2}"]
     how = f"all {epoch} epochs done" if reason == "epochs done" else f"{reason.split(':')[0]} at epoch {epoch}"
-    return ConfigError(f"{session.target.directory}: already finished ({how}); "
-                       "the model is untouched. To train on anyway: " + session.resume_command(overrides))
+    return ConfigError(
+        f"{session.target.directory}: already finished ({how}); "
+        "the model is untouched. To train on anyway: " + session.resume_command(overrides)
+    )
 
 
 def _committed(directory: Path, trainer: Trainer) -> bool:
@@ -281,22 +331,36 @@ def _train_and_save(session: _Session, trainer: Trainer, resume: bool) -> FitRes
             _diverged(session, trainer, error)
             raise
         except DltrainError as error:  # the checkpoint could not be written (full disk, ...)
-            raise type(error)(f"{error}. Training stopped; "
-                              + ("the previous run is unchanged" if session.target.replacing else
-                                 "continue later from the last saved epoch with: "
-                                 f"{session.resume_command()}")) from None
+            raise type(error)(
+                f"{error}. Training stopped; "
+                + (
+                    "the previous run is unchanged"
+                    if session.target.replacing
+                    else f"continue later from the last saved epoch with: {session.resume_command()}"
+                )
+            ) from None
     try:
-        metrics = session.save(trainer.model, trainer.loss, result.history, result.stop_reason,
-                               result.best_epoch, result.monitor)
+        metrics = session.save(
+            trainer.model, trainer.loss, result.history, result.stop_reason, result.best_epoch, result.monitor
+        )
     except KeyboardInterrupt as interrupt:
         if session.target.lock.commits:  # the signal came while the commit finished
-            raise TrainingInterrupted(f"interrupted after saving: {session.target.directory} holds the finished run",
-                                      signal_of(interrupt)) from None
+            raise TrainingInterrupted(
+                f"interrupted after saving: {session.target.directory} holds the finished run", signal_of(interrupt)
+            ) from None
         raise TrainingInterrupted(_not_saved(session, "interrupted while saving"), signal_of(interrupt)) from None
     except DltrainError as error:
         raise type(error)(_not_saved(session, str(error))) from None
-    return FitResult(session.target.directory, session.config, result.history, result.stop_reason, metrics,
-                     result.best_epoch, result.monitor, resumed_from)
+    return FitResult(
+        session.target.directory,
+        session.config,
+        result.history,
+        result.stop_reason,
+        metrics,
+        result.best_epoch,
+        result.monitor,
+        resumed_from,
+    )
 
 
 def _restore(trainer: Trainer, checkpoint, run_dir: Path):
@@ -305,12 +369,14 @@ def _restore(trainer: Trainer, checkpoint, run_dir: Path):
     expected = {f"param/{key}" for key in trainer.model.params}
     expected |= {f"optimizer/{key}" for key in trainer.optimizer.state()["arrays"]}
     given = {key for key in arrays if not key.startswith("best/")} - {"history"}
-    best = {key[len("best/"):] for key in arrays if key.startswith("best/")}
+    best = {key[len("best/") :] for key in arrays if key.startswith("best/")}
     problem = None
     if given != expected:
-        problem = (f"arrays missing {sorted(expected - given)[:3]}, unexpected {sorted(given - expected)[:3]}")
-    elif best and (best != set(trainer.model.params) or any(
-            arrays[f"best/{key}"].shape != value.shape for key, value in trainer.model.params.items())):
+        problem = f"arrays missing {sorted(expected - given)[:3]}, unexpected {sorted(given - expected)[:3]}"
+    elif best and (
+        best != set(trainer.model.params)
+        or any(arrays[f"best/{key}"].shape != value.shape for key, value in trainer.model.params.items())
+    ):
         problem = "the best epoch's parameters do not match the model"
     if problem is None:
         try:
@@ -318,12 +384,22 @@ def _restore(trainer: Trainer, checkpoint, run_dir: Path):
         except (KeyError, ValueError, TypeError, IndexError, AttributeError) as error:
             problem = str(error) or type(error).__name__
     if problem is not None:
-        raise ArtifactError(f"{Path(run_dir) / CHECKPOINT}: the checkpoint does not fit this model ({problem}); "
-                            "train again without --resume")
+        raise ArtifactError(
+            f"{Path(run_dir) / CHECKPOINT}: the checkpoint does not fit this model ({problem}); "
+            "train again without --resume"
+        )
 
 
-def fit(config_path, overrides=(), out=None, force=False, callbacks: Callbacks | None = None,
-        on_run_dir=None, resume=False, command_line=None) -> FitResult:
+def fit(
+    config_path,
+    overrides=(),
+    out=None,
+    force=False,
+    callbacks: Callbacks | None = None,
+    on_run_dir=None,
+    resume=False,
+    command_line=None,
+) -> FitResult:
     """Train from a config file and commit the run folder; returns where and how it went.
 
     With ``resume``, continue the checkpoint in ``out`` up to ``train.epochs``, bit for bit

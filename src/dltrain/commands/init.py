@@ -16,19 +16,21 @@ from pathlib import Path
 
 import numpy as np
 
-from ..files import atomic_write
 from ..config import ConfigSource, build_config, parse_yaml
-from ..data.csv import DELIMITER_NAMES, ENCODING_HINT, CsvFile
 from ..data import BOOLEAN_WORDS, MAX_CATEGORIES, infer_task, target_labels
 from ..data.columns import _mostly_numbers
+from ..data.csv import DELIMITER_NAMES, ENCODING_HINT, CsvFile
 from ..errors import ConfigError, DataError
+from ..files import atomic_write
 
-MAX_LISTED_COLUMNS = 40     # wider files list only the columns that need a setting
+MAX_LISTED_COLUMNS = 40  # wider files list only the columns that need a setting
 MAX_STARTER_CATEGORIES = 200
-TARGET_UPDATES = 3000       # epochs are chosen to give about this many optimizer steps
+TARGET_UPDATES = 3000  # epochs are chosen to give about this many optimizer steps
 _ID_NAME = re.compile(r"(^|[_\W])(id|uuid|guid|key|index)$|^(id|uuid|guid|key|index)($|[_\W])", re.I)
-_DATE = re.compile(r"^\d{4}-\d{1,2}-\d{1,2}([ T]\d{1,2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})?)?$"
-                   r"|^\d{1,2}[/.]\d{1,2}[/.]\d{2,4}$")
+_DATE = re.compile(
+    r"^\d{4}-\d{1,2}-\d{1,2}([ T]\d{1,2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})?)?$"
+    r"|^\d{1,2}[/.]\d{1,2}[/.]\d{2,4}$"
+)
 _PLAIN = re.compile(r"^[A-Za-z_./][A-Za-z0-9_./-]*$")
 _YAML_WORDS = {"y", "n", "yes", "no", "on", "off", "true", "false", "null", "none", "~"}
 
@@ -47,11 +49,11 @@ def yaml_scalar(value) -> str:
 @dataclass
 class ColumnReport:
     name: str
-    kind: str                     # numeric | categorical | boolean
+    kind: str  # numeric | categorical | boolean
     empty: int
     rows: int
     distinct: int
-    excluded: str | None = None   # why the column is left out
+    excluded: str | None = None  # why the column is left out
     settings: dict = field(default_factory=dict)
     note: str = ""
 
@@ -86,8 +88,10 @@ def _describe_text(name: str, values: np.ndarray, columns) -> ColumnReport:
     if mostly is not None:
         bad, numbers, total = mostly
         row = int(bad[0])
-        report.excluded = (f"mostly numbers ({numbers} of {total}), but line {columns.line(row)} has "
-                           f"{str(values[row])!r}: fix such cells, then include it")
+        report.excluded = (
+            f"mostly numbers ({numbers} of {total}), but line {columns.line(row)} has "
+            f"{str(values[row])!r}: fix such cells, then include it"
+        )
         return report
     words = {word.lower() for word in unique.tolist()}
     if words <= set(BOOLEAN_WORDS):
@@ -153,8 +157,10 @@ def _multi_target_rows(data_path, targets: list, columns) -> np.ndarray:
         if name in columns.text:
             values = columns.text[name]
             example = next((value for value in values.tolist() if value != ""), "")
-            raise DataError(f"{data_path}: several --target columns mean multi-target regression, but {name!r} "
-                            f"holds text (e.g. {example!r}); give one --target to predict classes")
+            raise DataError(
+                f"{data_path}: several --target columns mean multi-target regression, but {name!r} "
+                f"holds text (e.g. {example!r}); give one --target to predict classes"
+            )
         filled &= ~np.isnan(columns.numbers(name))
     return filled
 
@@ -166,8 +172,8 @@ class _TargetProfile:
     task: str
     note: str
     classes: list
-    empty: np.ndarray      # rows whose target (any of them) is empty: skipped by training
-    present: np.ndarray    # the target's non-empty values
+    empty: np.ndarray  # rows whose target (any of them) is empty: skipped by training
+    present: np.ndarray  # the target's non-empty values
     warnings: list
 
 
@@ -179,8 +185,10 @@ def _read_for_init(data_path: Path, targets: list, encoding: str):
         table.index(name, "target")
     others = [name for name in table.header if name not in targets]
     if not others:
-        raise DataError(f"{data_path}:1: the file has only the target column{'s' if len(targets) > 1 else ''} "
-                        f"{', '.join(map(repr, targets))}; features are needed")
+        raise DataError(
+            f"{data_path}:1: the file has only the target column{'s' if len(targets) > 1 else ''} "
+            f"{', '.join(map(repr, targets))}; features are needed"
+        )
     columns = table.read(numeric=others, wide=targets)
     if table.delimiter != "," and _uses_decimal_commas(columns):
         # 3,14 in a ;-separated file: read it again as numbers rather than excluding it as text.
@@ -193,8 +201,12 @@ def _read_for_init(data_path: Path, targets: list, encoding: str):
 
 def _column_reports(data_path: Path, columns, others: list) -> list:
     """One report per non-target column: its kind, why it is excluded, and what it needs."""
-    reports = [_describe_text(name, columns.text[name], columns) if name in columns.text
-               else _describe_numbers(name, columns.numbers(name)) for name in others]
+    reports = [
+        _describe_text(name, columns.text[name], columns)
+        if name in columns.text
+        else _describe_numbers(name, columns.numbers(name))
+        for name in others
+    ]
     for report in reports:
         if report.excluded is None and report.empty:
             report.settings["missing"] = "median" if report.kind == "numeric" else "mode"
@@ -217,24 +229,31 @@ def _profile_target(data_path: Path, targets: list, columns, all_filled) -> _Tar
         raise DataError(f"{data_path}: the target column {target!r} is empty in every row")
     # A target that would be excluded as a feature for looking like a row identifier is
     # almost surely the wrong column: say so rather than write a config that cannot learn.
-    described = (_describe_text(target, present, columns) if present.dtype.kind == "U"
-                 else _describe_numbers(target, present))
+    described = (
+        _describe_text(target, present, columns) if present.dtype.kind == "U" else _describe_numbers(target, present)
+    )
     warnings = []
     if (described.excluded or "").startswith("ID-like"):
-        warnings.append(f"the target {target!r} looks like a row identifier ({described.excluded[len('ID-like: '):]}); "
-                        "predicting it is rarely meaningful: check --target")
+        warnings.append(
+            f"the target {target!r} looks like a row identifier ({described.excluded[len('ID-like: ') :]}); "
+            "predicting it is rarely meaningful: check --target"
+        )
     task = infer_task(present) if len(targets) == 1 else "regression"
     classes = []
     if task == "classification":
         classes = sorted(set(target_labels(present).tolist()))
         if len(classes) < 2:
-            raise DataError(f"{data_path}: the target {target!r} has only one value ({classes[0]!r}); "
-                            "there is nothing to learn")
+            raise DataError(
+                f"{data_path}: the target {target!r} has only one value ({classes[0]!r}); there is nothing to learn"
+            )
         if len(classes) > MAX_CATEGORIES:
-            raise DataError(f"{data_path}: the target {target!r} has {len(classes)} distinct text values; "
-                            "choose a column with classes to predict, or a numeric one")
-        note = (f"{len(classes)} classes: {', '.join(classes[:8])}{', …' if len(classes) > 8 else ''}"
-                + ("; one sigmoid output" if len(classes) == 2 else ""))
+            raise DataError(
+                f"{data_path}: the target {target!r} has {len(classes)} distinct text values; "
+                "choose a column with classes to predict, or a numeric one"
+            )
+        note = f"{len(classes)} classes: {', '.join(classes[:8])}{', …' if len(classes) > 8 else ''}" + (
+            "; one sigmoid output" if len(classes) == 2 else ""
+        )
     elif len(targets) > 1:
         note = f"multi-target regression: one linear output per target ({', '.join(targets)})"
     else:
@@ -249,18 +268,21 @@ def _training_sizes(n_inputs: int, kept_rows: int) -> dict:
     batches = math.ceil(train_rows / batch_size)
     epochs = int(min(200, max(10, math.ceil(TARGET_UPDATES / batches))))
     units = 16 if n_inputs <= 8 else 32 if n_inputs <= 64 else 64 if n_inputs <= 256 else 128
-    return {"batch_size": batch_size, "batches": batches, "epochs": epochs,
-            # About a tenth of the epochs: small data (many short, noisy epochs) waits longer.
-            "patience": int(min(20, max(5, epochs // 10))),
-            "learning_rate": 0.01 if train_rows < 5_000 else 0.001,
-            "layers": [units, units] if train_rows >= 5_000 else [units]}
+    return {
+        "batch_size": batch_size,
+        "batches": batches,
+        "epochs": epochs,
+        # About a tenth of the epochs: small data (many short, noisy epochs) waits longer.
+        "patience": int(min(20, max(5, epochs // 10))),
+        "learning_rate": 0.01 if train_rows < 5_000 else 0.001,
+        "layers": [units, units] if train_rows >= 5_000 else [units],
+    }
 
 
 def _data_lines(data_path: Path, out_path: Path, targets: list, table, reports: list, classes: list, encoding: str):
     """The ``data:`` section up to the per-column settings."""
     relative = os.path.relpath(data_path.resolve(), out_path.resolve().parent)
-    target = (yaml_scalar(targets[0]) if len(targets) == 1
-              else f"[{', '.join(yaml_scalar(name) for name in targets)}]")
+    target = yaml_scalar(targets[0]) if len(targets) == 1 else f"[{', '.join(yaml_scalar(name) for name in targets)}]"
     lines = [
         "data:",
         _commented(f"  train: {yaml_scalar(relative)}", "relative to this file"),
@@ -284,8 +306,11 @@ def _data_lines(data_path: Path, out_path: Path, targets: list, table, reports: 
 
 def _column_lines(features: list, targets: list, target: _TargetProfile, columns) -> list:
     """``data.columns``: every setting a column needs (all columns when the file is narrow)."""
-    listed = [report for report in features
-              if len(features) <= MAX_LISTED_COLUMNS or report.settings or report.kind != "numeric"]
+    listed = [
+        report
+        for report in features
+        if len(features) <= MAX_LISTED_COLUMNS or report.settings or report.kind != "numeric"
+    ]
     # Every target shares one policy: a row missing any of them is skipped.
     empty_targets = targets if target.empty.any() else []
     lines = []
@@ -297,8 +322,12 @@ def _column_lines(features: list, targets: list, target: _TargetProfile, columns
             entries.append((f"    {yaml_scalar(report.name)}: {{{body}}}", report.note))
         for name in empty_targets:
             empty = columns.text[name] == "" if name in columns.text else np.isnan(columns.numbers(name))
-            entries.append((f"    {yaml_scalar(name)}: {{missing: drop}}",
-                            f"the target: {_share(int(empty.sum()), columns.n_rows)}; those rows are skipped"))
+            entries.append(
+                (
+                    f"    {yaml_scalar(name)}: {{missing: drop}}",
+                    f"the target: {_share(int(empty.sum()), columns.n_rows)}; those rows are skipped",
+                )
+            )
         width = max(31, *(len(code) for code, _ in entries))
         lines.append("  columns:")
         lines.extend(_commented(code, note, width) for code, note in entries)
@@ -318,11 +347,15 @@ def _model_and_training_lines(target: _TargetProfile, n_inputs: int, sizes: dict
         _commented("  output: {activation: auto}", "softmax, sigmoid or linear, from the task"),
         f"optimizer: {{name: adam, lr: {sizes['learning_rate']}}}",
         "train:",
-        _commented(f"  epochs: {sizes['epochs']}",
-                   f"{sizes['epochs'] * sizes['batches']} updates of {sizes['batch_size']} rows"),
+        _commented(
+            f"  epochs: {sizes['epochs']}",
+            f"{sizes['epochs'] * sizes['batches']} updates of {sizes['batch_size']} rows",
+        ),
         f"  batch_size: {sizes['batch_size']}",
-        _commented(f"  early_stopping: {{monitor: val_loss, patience: {sizes['patience']}, restore_best: true}}",
-                   "stop when val_loss stalls; keep the best epoch"),
+        _commented(
+            f"  early_stopping: {{monitor: val_loss, patience: {sizes['patience']}, restore_best: true}}",
+            "stop when val_loss stalls; keep the best epoch",
+        ),
         "",
     ]
 
@@ -344,7 +377,8 @@ def starter_config(data_path, target, out_path, encoding: str = "utf-8") -> Star
     name = re.sub(r"[^A-Za-z0-9._-]+", "-", data_path.stem).strip("-._") or "model"
     name = name if name[0].isalnum() else f"run-{name}"
     lines = [
-        f"# Starter config written by `dltrain init {data_path.name} {' '.join(f'--target {name}' for name in targets)}`.",
+        f"# Starter config written by `dltrain init {data_path.name} "
+        f"{' '.join(f'--target {name}' for name in targets)}`.",
         f"# {columns.n_rows} rows, {len(table.header)} columns. Train it with: dltrain fit {out_path.name}",
         *[f"# warning: {warning}" for warning in profile.warnings],
         f"name: {yaml_scalar(name)}",
@@ -354,8 +388,15 @@ def starter_config(data_path, target, out_path, encoding: str = "utf-8") -> Star
         *_model_and_training_lines(profile, n_inputs, sizes),
     ]
     excluded = {report.name: report.excluded for report in reports if report.excluded}
-    return StarterConfig("\n".join(lines), [report.name for report in features], excluded, profile.task, n_inputs,
-                         profile.classes, profile.warnings)
+    return StarterConfig(
+        "\n".join(lines),
+        [report.name for report in features],
+        excluded,
+        profile.task,
+        n_inputs,
+        profile.classes,
+        profile.warnings,
+    )
 
 
 def _init_words(error: DataError) -> DataError:
@@ -366,8 +407,7 @@ def _init_words(error: DataError) -> DataError:
     return error
 
 
-def write_starter_config(data_path, target, out_path, force: bool = False,
-                         encoding: str = "utf-8") -> StarterConfig:
+def write_starter_config(data_path, target, out_path, force: bool = False, encoding: str = "utf-8") -> StarterConfig:
     """Write the starter config to ``out_path`` (refusing to overwrite unless ``force``)."""
     out_path = Path(out_path)
     if out_path.exists() and not force:

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ..artifacts import (holds_run)
-from ..data import (DataSchema, read_features)
-from ..errors import (ArtifactError, ConfigError)
-from ..metrics import (predicted_classes)
-from .common import (_check_argument_order, csv_dialect, load_run)
+from ..artifacts import holds_run
+from ..data import DataSchema, read_features
+from ..errors import ArtifactError, ConfigError
+from ..metrics import predicted_classes
+from .common import _check_argument_order, csv_dialect, load_run
 
 _OUTPUT_FOR_LOSS = {"cross_entropy": "softmax", "binary_cross_entropy": "sigmoid", "mse": "linear"}
 
@@ -57,8 +57,10 @@ def predict_rows(run_dir, data_path, keep=(), dialect: dict | None = None) -> tu
         rows = [[label] + [format_number(p) for p in row] for label, row in zip(labels, probabilities.tolist())]
     clashes = [name for name in keep if name in header]
     if clashes:
-        raise ConfigError(f"--keep {clashes[0]}: the predictions have a column of that name already; "
-                          f"keep other columns, or rename {clashes[0]!r} in a copy of the CSV")
+        raise ConfigError(
+            f"--keep {clashes[0]}: the predictions have a column of that name already; "
+            f"keep other columns, or rename {clashes[0]!r} in a copy of the CSV"
+        )
     if kept:
         header = keep + header
         rows = [[column[index] for column in kept] + row for index, row in enumerate(rows)]
@@ -78,9 +80,12 @@ def refuse_overwriting_inputs(out, inputs, run_dir):
     out = Path(out)
     for path in inputs:
         if out.exists() and Path(path).exists() and os.path.samefile(out, path):
-            raise ArtifactError(f"--out {out} is the input {path}; writing there would replace the data. "
-                                "Give another file name")
+            raise ArtifactError(
+                f"--out {out} is the input {path}; writing there would replace the data. Give another file name"
+            )
     parent = out.parent.resolve()
     if parent == Path(run_dir).resolve() or holds_run(parent):
-        raise ArtifactError(f"--out {out} is inside a run folder ({out.parent}); writing there could break the run. "
-                            "Write the predictions elsewhere")
+        raise ArtifactError(
+            f"--out {out} is inside a run folder ({out.parent}); writing there could break the run. "
+            "Write the predictions elsewhere"
+        )

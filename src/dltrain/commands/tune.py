@@ -9,8 +9,8 @@ Optuna storage: a journal file in the study folder by default, or a PostgreSQL d
 from __future__ import annotations
 
 import copy
-import datetime
 import csv
+import datetime
 import io
 import json
 import math
@@ -28,18 +28,29 @@ from pathlib import Path
 import numpy as np
 from pydantic import ValidationError
 
-from . import common
-from .fit import fit as fit_run
 from ..artifacts import holds_run
-from ..files import atomic_write, disk_error
+from ..config import (
+    Config,
+    ConfigSource,
+    RangeSpec,
+    TuneSpec,
+    apply_override,
+    build_config,
+    closest_match,
+    dump_config,
+    parse_override,
+    read_config_data,
+    validation_message,
+)
 from ..engine.backend import available_cores, blas_threads
-from ..config import (Config, ConfigSource, RangeSpec, TuneSpec, apply_override, build_config, closest_match,
-                     dump_config, parse_override, read_config_data, validation_message)
 from ..errors import ConfigError, DltrainError, Interrupted, TrainingDiverged, TrainingInterrupted, signal_of
-from .explain import permutation_importance
+from ..files import atomic_write, disk_error
 from ..metrics import evaluate, higher_is_better
 from ..train import Callbacks
+from . import common
 from .common import PreparedData, Seeds
+from .explain import permutation_importance
+from .fit import fit as fit_run
 
 JOURNAL = "journal.log"
 FEATURES_PARAM = "features.k"
@@ -105,7 +116,7 @@ class _EntrySource(ConfigSource):
         self.base, self.paths, self.entry_where = base, paths, where
 
     def where(self, path, key=False) -> str:
-        if any(tuple(path[:len(prefix)]) == prefix for prefix in self.paths):
+        if any(tuple(path[: len(prefix)]) == prefix for prefix in self.paths):
             return self.entry_where
         return self.base.where(path, key)
 
@@ -127,8 +138,12 @@ class SearchPlan:
         data = copy.deepcopy(self.raw)
         for dimension in self.dimensions:
             if dimension.key in values:
-                apply_override(data, dimension.path, copy.deepcopy(values[dimension.key]),
-                               f"{dimension.key}={values[dimension.key]!r}")
+                apply_override(
+                    data,
+                    dimension.path,
+                    copy.deepcopy(values[dimension.key]),
+                    f"{dimension.key}={values[dimension.key]!r}",
+                )
         if features is not None:
             data.setdefault("data", {})["features"] = list(features)
         try:
@@ -137,9 +152,17 @@ class SearchPlan:
             raise ConfigError(validation_message(error, data, self.source)) from None
 
     def space_signature(self) -> str:
-        return json.dumps({"metric": self.tune.metric, "features": self.tune.features,
-                           "space": {key: (entry.model_dump() if isinstance(entry, RangeSpec) else entry)
-                                     for key, entry in self.tune.space.items()}}, sort_keys=True)
+        return json.dumps(
+            {
+                "metric": self.tune.metric,
+                "features": self.tune.features,
+                "space": {
+                    key: (entry.model_dump() if isinstance(entry, RangeSpec) else entry)
+                    for key, entry in self.tune.space.items()
+                },
+            },
+            sort_keys=True,
+        )
 
 
 def load_plan(config_path) -> SearchPlan:
@@ -149,12 +172,18 @@ def load_plan(config_path) -> SearchPlan:
     source = ConfigSource(str(config_path), positions, {})
     config = build_config(data, source)
     if config.tune is None:
-        raise ConfigError(f"{config_path}: no tune: section to search; add one, e.g.\n"
-                          "tune:\n  metric: val_loss\n  trials: 20\n  space:\n"
-                          "    optimizer.lr: {low: 1.0e-4, high: 1.0e-1, log: true}\n(see docs/tune.md)")
+        raise ConfigError(
+            f"{config_path}: no tune: section to search; add one, e.g.\n"
+            "tune:\n  metric: val_loss\n  trials: 20\n  space:\n"
+            "    optimizer.lr: {low: 1.0e-4, high: 1.0e-1, log: true}\n(see docs/tune.md)"
+        )
     if not config.tune.space and config.tune.features != "select":
-        raise source.fail(("tune",), "nothing to search; give tune.space (e.g. optimizer.lr: "
-                          "{low: 1.0e-4, high: 1.0e-1, log: true}) or features: select", key=True)
+        raise source.fail(
+            ("tune",),
+            "nothing to search; give tune.space (e.g. optimizer.lr: "
+            "{low: 1.0e-4, high: 1.0e-1, log: true}) or features: select",
+            key=True,
+        )
     raw = {key: value for key, value in data.items() if key != "tune"}
     plan = SearchPlan(config_path, config_path.parent, source, raw, config, config.tune)
     for key, entry in config.tune.space.items():
@@ -162,11 +191,15 @@ def load_plan(config_path) -> SearchPlan:
         try:
             path, _ = parse_override(f"{key}=0")
         except ConfigError:
-            raise ConfigError(f"{where}: tune.space: {key!r} is not a key path; write it as --set takes it, "
-                              "e.g. optimizer.lr or model.layers[0].units") from None
+            raise ConfigError(
+                f"{where}: tune.space: {key!r} is not a key path; write it as --set takes it, "
+                "e.g. optimizer.lr or model.layers[0].units"
+            ) from None
         if path[0] in ("tune", "name") or path[:2] in (("data", "train"), ("data", "target")):
-            raise ConfigError(f"{where}: tune.space.{key}: {'.'.join(map(str, path))} cannot be searched; "
-                              "search model, optimizer, train or data preprocessing settings")
+            raise ConfigError(
+                f"{where}: tune.space.{key}: {'.'.join(map(str, path))} cannot be searched; "
+                "search model, optimizer, train or data preprocessing settings"
+            )
         if isinstance(entry, list):
             labels = [_label(choice) for choice in entry]
             repeated = next((choice for choice, label in zip(entry, labels) if labels.count(label) > 1), None)
@@ -184,8 +217,13 @@ def _check_dimension(plan: SearchPlan, dimension: Dimension):
     where = plan.source.where(("tune", "space", dimension.key), key=True)
     spec = dimension.spec
     values = spec if isinstance(spec, list) else [spec.low, spec.high]
-    parents = [other for other in plan.dimensions if isinstance(other.spec, list)
-               and len(other.path) < len(dimension.path) and dimension.path[:len(other.path)] == other.path]
+    parents = [
+        other
+        for other in plan.dimensions
+        if isinstance(other.spec, list)
+        and len(other.path) < len(dimension.path)
+        and dimension.path[: len(other.path)] == other.path
+    ]
     bases = [[]] if not parents else [[(parents[0], choice)] for choice in parents[0].spec]
     source = _EntrySource(plan.source, [dimension.path] + [parent.path for parent in parents], where)
     for base in bases:
@@ -202,23 +240,31 @@ def _check_dimension(plan: SearchPlan, dimension: Dimension):
                 Config.model_validate(data)
             except ValidationError as error:
                 message = validation_message(error, data, source)
-                raise ConfigError(f"{message}\n(the value {value!r} of tune.space.{dimension.key} does not "
-                                  "give a valid config; change that entry)") from None
+                raise ConfigError(
+                    f"{message}\n(the value {value!r} of tune.space.{dimension.key} does not "
+                    "give a valid config; change that entry)"
+                ) from None
 
 
 def _check_data(plan: SearchPlan, data: PreparedData, config: Config):
     """The search needs validation data, and a metric that fit logs."""
     if data.validation is None:
-        raise plan.source.fail(("data", "validation"), "tune scores every trial "
-                          "on validation data and there is none; set data.validation to a fraction of the "
-                          "training rows (e.g. 0.2) or to a labelled CSV path")
+        raise plan.source.fail(
+            ("data", "validation"),
+            "tune scores every trial "
+            "on validation data and there is none; set data.validation to a fraction of the "
+            "training rows (e.g. 0.2) or to a labelled CSV path",
+        )
     names = ["loss", *config.train.metrics]
     logged = names + [f"val_{name}" for name in names]
     metric = plan.tune.metric
     if metric not in logged:
-        raise plan.source.fail(("tune", "metric"), f"{metric!r} is not logged by "
-                          f"fit{closest_match(metric, logged)}; logged values: {', '.join(logged)} "
-                          "(add a metric to train.metrics to log it)")
+        raise plan.source.fail(
+            ("tune", "metric"),
+            f"{metric!r} is not logged by "
+            f"fit{closest_match(metric, logged)}; logged values: {', '.join(logged)} "
+            "(add a metric to train.metrics to log it)",
+        )
 
 
 def check_search(config_path, data: PreparedData, config: Config) -> SearchPlan:
@@ -249,12 +295,14 @@ class StudyPlace:
 def _database_url(url: str) -> str:
     for prefix in ("postgresql+psycopg://", "postgresql://", "postgres://"):
         if url.startswith(prefix):
-            return "postgresql+psycopg://" + url[len(prefix):]
+            return "postgresql+psycopg://" + url[len(prefix) :]
     if url.startswith("sqlite:///"):
         return url
-    raise ConfigError(f"--storage {url!r}: not a storage URL dltrain can use; give "
-                      "postgresql://USER@HOST/DB (or sqlite:///FILE for one machine), or leave --storage out "
-                      "for a journal file in the study folder")
+    raise ConfigError(
+        f"--storage {url!r}: not a storage URL dltrain can use; give "
+        "postgresql://USER@HOST/DB (or sqlite:///FILE for one machine), or leave --storage out "
+        "for a journal file in the study folder"
+    )
 
 
 def _journal_file(path: Path):
@@ -265,6 +313,7 @@ def _journal_file(path: Path):
     are still written to the file before the call returns, so a killed worker loses nothing;
     only a machine that loses power can drop the last intermediate values."""
     from optuna.storages.journal import JournalFileBackend
+
     try:
         from optuna.storages.journal._file import get_lock_file
     except ImportError:  # another Optuna layout: its own backend, syncing every entry
@@ -274,8 +323,9 @@ def _journal_file(path: Path):
         def append_logs(self, logs):
             with get_lock_file(self._lock):
                 with open(self._file_path, "ab") as handle:
-                    handle.write(("\n".join(json.dumps(log, separators=(",", ":")) for log in logs) + "\n")
-                                 .encode("utf-8"))
+                    handle.write(
+                        ("\n".join(json.dumps(log, separators=(",", ":")) for log in logs) + "\n").encode("utf-8")
+                    )
                     handle.flush()
                     if any("state" in log or "datetime_start" in log for log in logs):
                         os.fsync(handle.fileno())
@@ -306,17 +356,23 @@ def open_storage(place: StudyPlace):
     interval = heartbeat_seconds()
     retry = _retry_once()
     # Optuna 4.9 renamed the retry callback and its storage argument; older ones have only the first.
-    callback = ({"heartbeat_stale_trial_callback": retry} if hasattr(optuna.storages, "RetryHeartbeatStaleTrialCallback")
-                else {"failed_trial_callback": retry})
+    callback = (
+        {"heartbeat_stale_trial_callback": retry}
+        if hasattr(optuna.storages, "RetryHeartbeatStaleTrialCallback")
+        else {"failed_trial_callback": retry}
+    )
     try:
         return optuna.storages.RDBStorage(
-            url, engine_kwargs=engine_kwargs, heartbeat_interval=interval, grace_period=2 * interval, **callback)
+            url, engine_kwargs=engine_kwargs, heartbeat_interval=interval, grace_period=2 * interval, **callback
+        )
     except Exception as error:  # sqlalchemy's many connection and URL errors
         first = str(getattr(error, "orig", None) or error).strip().splitlines()
         reason = first[0] if first else type(error).__name__
-        raise DltrainError(f"--storage {shown}: cannot open the study database ({reason}); check the URL's "
-                           "host, port, user, password and database name, and that the server accepts "
-                           "connections") from None
+        raise DltrainError(
+            f"--storage {shown}: cannot open the study database ({reason}); check the URL's "
+            "host, port, user, password and database name, and that the server accepts "
+            "connections"
+        ) from None
 
 
 def _retry_once():
@@ -398,11 +454,18 @@ def _make_study(plan: SearchPlan, place: StudyPlace, storage, seed: int):
     }[tune.pruner]()
     direction = "maximize" if higher_is_better(tune.metric) else "minimize"
     try:
-        study = optuna.create_study(storage=storage, study_name=place.study_name, direction=direction,
-                                    sampler=sampler, pruner=pruner, load_if_exists=True)
+        study = optuna.create_study(
+            storage=storage,
+            study_name=place.study_name,
+            direction=direction,
+            sampler=sampler,
+            pruner=pruner,
+            load_if_exists=True,
+        )
     except Exception as error:
-        raise DltrainError(f"--storage {place.shown_storage}: cannot create or load study "
-                           f"{place.study_name!r} ({error})") from None
+        raise DltrainError(
+            f"--storage {place.shown_storage}: cannot create or load study {place.study_name!r} ({error})"
+        ) from None
     return study
 
 
@@ -414,9 +477,11 @@ def _check_same_search(study, plan: SearchPlan, place: StudyPlace):
         study.set_user_attr("search", signature)
         study.set_user_attr("metric", plan.tune.metric)
     elif stored != signature:
-        raise ConfigError(f"{plan.config_path}: study {place.study_name!r} in {place.shown_storage} was made for "
-                          "another tune.metric, tune.features or tune.space; keep them as they were to continue "
-                          "it, or start a new study with another --out or --study")
+        raise ConfigError(
+            f"{plan.config_path}: study {place.study_name!r} in {place.shown_storage} was made for "
+            "another tune.metric, tune.features or tune.space; keep them as they were to continue "
+            "it, or start a new study with another --out or --study"
+        )
 
 
 def grid_space(plan: SearchPlan) -> dict:
@@ -434,8 +499,11 @@ def _grid_size(plan: SearchPlan, n_columns: int) -> int:
 # ---------------------------------------------------------------- one worker
 
 
-_SIGNALS = tuple(number for number in (signal.SIGINT, getattr(signal, "SIGTERM", None),
-                                       getattr(signal, "SIGHUP", None)) if number is not None)
+_SIGNALS = tuple(
+    number
+    for number in (signal.SIGINT, getattr(signal, "SIGTERM", None), getattr(signal, "SIGHUP", None))
+    if number is not None
+)
 
 
 class SafeInterrupts:
@@ -510,8 +578,13 @@ def _select_columns(data: PreparedData, keep: list) -> PreparedData:
     schema = data.schema
     inputs = _column_blocks(schema, keep)
     columns = [column for column in schema.columns if column.name in keep]
-    sub_schema = replace(schema, feature_names=[column.name for column in columns], columns=columns,
-                         offset=schema.offset[inputs], divisor=schema.divisor[inputs])
+    sub_schema = replace(
+        schema,
+        feature_names=[column.name for column in columns],
+        columns=columns,
+        offset=schema.offset[inputs],
+        divisor=schema.divisor[inputs],
+    )
 
     def cut(split):
         return None if split is None else replace(split, features=np.ascontiguousarray(split.features[:, inputs]))
@@ -522,8 +595,15 @@ def _select_columns(data: PreparedData, keep: list) -> PreparedData:
 class Worker:
     """Runs trials of one study in this process, the dataset parsed once and reused."""
 
-    def __init__(self, plan: SearchPlan, study, n_trials: int, deadline: float | None = None, on_trial=None,
-                 ranking: list | None = None):
+    def __init__(
+        self,
+        plan: SearchPlan,
+        study,
+        n_trials: int,
+        deadline: float | None = None,
+        on_trial=None,
+        ranking: list | None = None,
+    ):
         self.plan, self.study, self.n_trials = plan, study, n_trials
         self.deadline, self.on_trial = deadline, on_trial
         self.ranking = ranking
@@ -545,10 +625,12 @@ class Worker:
         if key not in self._prepared:
             base = config
             if self.select:
-                base = config.model_copy(update={"data": config.data.model_copy(
-                    update={"features": self.plan.config.data.features})})
-            self._prepared[key] = common.prepare_data(base, self.plan.source, self.plan.base_dir,
-                                                        Seeds.from_seed(config.seed))
+                base = config.model_copy(
+                    update={"data": config.data.model_copy(update={"features": self.plan.config.data.features})}
+                )
+            self._prepared[key] = common.prepare_data(
+                base, self.plan.source, self.plan.base_dir, Seeds.from_seed(config.seed)
+            )
         data = self._prepared[key]
         if self.select and config.data.features is not None:
             selected = (key, tuple(config.data.features))
@@ -594,8 +676,9 @@ class Worker:
             trainer, data, config, report = self.train(config, trial)
         except ConfigError as error:
             shown = ", ".join(f"{key}={value!r}" for key, value in trial.params.items())
-            raise ConfigError(f"trial {trial.number} ({shown}): {error}; change tune.space so that this "
-                              "combination cannot be drawn") from None
+            raise ConfigError(
+                f"trial {trial.number} ({shown}): {error}; change tune.space so that this combination cannot be drawn"
+            ) from None
         setup = time.perf_counter() - started
         training_started = time.perf_counter()
         try:
@@ -621,8 +704,11 @@ class Worker:
 
     def _surplus(self, trial) -> bool:
         """Workers start trials concurrently; the study's first N active ones by number run."""
-        earlier = [other for other in self.study.get_trials(deepcopy=False)
-                   if other.number < trial.number and other.state.name in _COUNTED]
+        earlier = [
+            other
+            for other in self.study.get_trials(deepcopy=False)
+            if other.number < trial.number and other.state.name in _COUNTED
+        ]
         return len(earlier) >= self.n_trials
 
     # ------------------------------------------------------------ the loop
@@ -656,8 +742,9 @@ class Worker:
                 time.sleep(_WAIT_SECONDS)  # others run the last trials; retry them if their worker dies
                 continue
             self._training_seconds, self._last_trial = None, None
-            self.study.optimize(self.objective, n_trials=1, catch=(_SurplusTrial,), gc_after_trial=False,
-                                callbacks=[self._after_trial])
+            self.study.optimize(
+                self.objective, n_trials=1, catch=(_SurplusTrial,), gc_after_trial=False, callbacks=[self._after_trial]
+            )
             self._count_failures()
             if self._training_seconds is not None:
                 # The search's own cost: looking at the study, asking, building the trial, telling.
@@ -674,8 +761,10 @@ class Worker:
         self._failures_in_a_row += 1
         if self._failures_in_a_row >= MAX_FAILURES_IN_A_ROW:
             reason = trial.user_attrs.get("failed_because", "see trials.csv")
-            raise DltrainError(f"{MAX_FAILURES_IN_A_ROW} trials failed in a row, the last (trial {trial.number}) "
-                               f"because {reason}; check tune.metric and tune.space")
+            raise DltrainError(
+                f"{MAX_FAILURES_IN_A_ROW} trials failed in a row, the last (trial {trial.number}) "
+                f"because {reason}; check tune.metric and tune.space"
+            )
 
     def _after_trial(self, study, trial):
         self._last_trial = trial
@@ -689,8 +778,14 @@ class Worker:
 def _final_metric(trainer, data: PreparedData, metric: str) -> float:
     """The metric of the model as trained (best epoch's weights when early stopping restores them)."""
     split = data.validation if metric.startswith("val_") else data.train
-    scores = evaluate(trainer.model, trainer.loss, split.features, split.targets, data.config.task,
-                      target_divisor=data.schema.target_divisor)
+    scores = evaluate(
+        trainer.model,
+        trainer.loss,
+        split.features,
+        split.targets,
+        data.config.task,
+        target_divisor=data.schema.target_divisor,
+    )
     return float(scores[metric.removeprefix("val_")])
 
 
@@ -702,10 +797,10 @@ def rank_features(worker: Worker) -> list:
     plan = worker.plan
     trainer, data, config, _ = worker.train(plan.config_with({}))
     trainer.run()
-    _, importances = permutation_importance(trainer.model, trainer.loss, data.schema, data.validation.features,
-                                            data.validation.targets, seed=config.seed)
-    return [{"column": item.column, "importance": item.importance, "spread": item.spread}
-            for item in importances]
+    _, importances = permutation_importance(
+        trainer.model, trainer.loss, data.schema, data.validation.features, data.validation.targets, seed=config.seed
+    )
+    return [{"column": item.column, "importance": item.importance, "spread": item.spread} for item in importances]
 
 
 def importance_csv(rows: list) -> str:
@@ -730,9 +825,16 @@ def _trial_rows(study, plan: SearchPlan) -> tuple[list, list]:
         if trial.user_attrs.get("surplus"):
             continue
         value = trial.value if trial.state.name in ("COMPLETE", "PRUNED") else None
-        rows.append([trial.number, trial.state.name.lower(), "" if value is None else repr(float(value)),
-                     *(trial.params.get(key, "") for key in keys), trial.user_attrs.get("epochs", ""),
-                     trial.user_attrs.get("seconds", "")])
+        rows.append(
+            [
+                trial.number,
+                trial.state.name.lower(),
+                "" if value is None else repr(float(value)),
+                *(trial.params.get(key, "") for key in keys),
+                trial.user_attrs.get("epochs", ""),
+                trial.user_attrs.get("seconds", ""),
+            ]
+        )
     return header, rows
 
 
@@ -751,8 +853,9 @@ def _values_of(trial, plan: SearchPlan) -> dict:
     for dimension in plan.dimensions:
         if dimension.key in trial.params:
             label = trial.params[dimension.key]
-            values[dimension.key] = (dimension.spec[dimension.labels.index(label)]
-                                     if isinstance(dimension.spec, list) else label)
+            values[dimension.key] = (
+                dimension.spec[dimension.labels.index(label)] if isinstance(dimension.spec, list) else label
+            )
     return values
 
 
@@ -767,8 +870,10 @@ def best_config_yaml(study, plan: SearchPlan, study_dir: Path, ranking: list | N
     config = plan.config_with(_values_of(best, plan), features)
     config = config.model_copy(update={"tune": None})
     config = common._relocate_paths(config, plan.base_dir, study_dir)
-    comment = (f"# best of study {study.study_name!r}: trial {best.number}, {plan.tune.metric} = {best.value:.6g}\n"
-               f"# from {plan.config_path}; train it with: dltrain fit best.yaml\n")
+    comment = (
+        f"# best of study {study.study_name!r}: trial {best.number}, {plan.tune.metric} = {best.value:.6g}\n"
+        f"# from {plan.config_path}; train it with: dltrain fit best.yaml\n"
+    )
     return comment + dump_config(config)
 
 
@@ -783,10 +888,10 @@ class TuneResult:
     counts: dict
     already_finished: bool = False
     stopped: str = "done"
-    best: dict | None = None            # number, value, params
+    best: dict | None = None  # number, value, params
     top: list = field(default_factory=list)
     param_importance: dict = field(default_factory=dict)
-    features: list | None = None        # the ranking, when features are selected
+    features: list | None = None  # the ranking, when features are selected
     best_run: Path | None = None
     overhead_seconds: list = field(default_factory=list)
     notes: list = field(default_factory=list)
@@ -821,8 +926,9 @@ def _train_best(best_yaml: Path, best_dir: Path):
     shutil.rmtree(fresh, ignore_errors=True)
 
 
-def write_study_folder(study, plan: SearchPlan, place: StudyPlace, ranking_rows: list | None,
-                       train_best: bool = True) -> TuneResult:
+def write_study_folder(
+    study, plan: SearchPlan, place: StudyPlace, ranking_rows: list | None, train_best: bool = True
+) -> TuneResult:
     """trials.csv, best.yaml and best/ (the best trial trained again into a run folder), and the summary."""
     study_dir = place.study_dir
     direction = "maximize" if higher_is_better(plan.tune.metric) else "minimize"
@@ -832,9 +938,21 @@ def write_study_folder(study, plan: SearchPlan, place: StudyPlace, ranking_rows:
             counts[trial.state.name] += 1
     result = TuneResult(study_dir, place.study_name, place.shown_storage, plan.tune.metric, direction, 0, counts)
     atomic_write(study_dir / "trials.csv", trials_csv(study, plan), durable=False)
-    atomic_write(study_dir / "study.json", json.dumps({
-        "study": place.study_name, "storage": place.shown_storage, "metric": plan.tune.metric,
-        "direction": direction, "config": str(plan.config_path)}, indent=2) + "\n", durable=False)
+    atomic_write(
+        study_dir / "study.json",
+        json.dumps(
+            {
+                "study": place.study_name,
+                "storage": place.shown_storage,
+                "metric": plan.tune.metric,
+                "direction": direction,
+                "config": str(plan.config_path),
+            },
+            indent=2,
+        )
+        + "\n",
+        durable=False,
+    )
     if ranking_rows is not None:
         atomic_write(study_dir / "importance.csv", importance_csv(ranking_rows), durable=False)
         result.features = ranking_rows
@@ -843,10 +961,19 @@ def write_study_folder(study, plan: SearchPlan, place: StudyPlace, ranking_rows:
     best = study.best_trial
     result.best = {"number": best.number, "value": best.value, "params": dict(best.params)}
     sign = -1 if direction == "maximize" else 1
-    complete = sorted((trial for trial in study.get_trials(deepcopy=False) if trial.state.name == "COMPLETE"),
-                      key=lambda trial: (sign * trial.value, trial.number))
-    result.top = [{"number": trial.number, "value": trial.value, "params": dict(trial.params),
-                   "epochs": trial.user_attrs.get("epochs")} for trial in complete[:5]]
+    complete = sorted(
+        (trial for trial in study.get_trials(deepcopy=False) if trial.state.name == "COMPLETE"),
+        key=lambda trial: (sign * trial.value, trial.number),
+    )
+    result.top = [
+        {
+            "number": trial.number,
+            "value": trial.value,
+            "params": dict(trial.params),
+            "epochs": trial.user_attrs.get("epochs"),
+        }
+        for trial in complete[:5]
+    ]
     result.param_importance = _param_importance(study)
     ranking = [row["column"] for row in ranking_rows] if ranking_rows else None
     text = best_config_yaml(study, plan, study_dir, ranking)
@@ -934,8 +1061,9 @@ def _ranking(study) -> list | None:
     return [row["column"] for row in rows] if rows else None
 
 
-def _child_worker(config_path, place: StudyPlace, n_trials: int, deadline, worker_index: int, workers: int,
-                  trials_before: int, errors):
+def _child_worker(
+    config_path, place: StudyPlace, n_trials: int, deadline, worker_index: int, workers: int, trials_before: int, errors
+):
     """A local worker process: its own storage connection, its share of the cores, no output."""
     try:
         plan = load_plan(config_path)
@@ -954,9 +1082,17 @@ def _child_worker(config_path, place: StudyPlace, n_trials: int, deadline, worke
         raise SystemExit(128 + signal_of(interrupt)) from None
 
 
-def tune(config_path, trials: int | None = None, timeout: float | None = None, workers: int = 1,
-         storage: str | None = None, study_name: str | None = None, out=None, on_trial=None,
-         on_stage=None) -> TuneResult:
+def tune(
+    config_path,
+    trials: int | None = None,
+    timeout: float | None = None,
+    workers: int = 1,
+    storage: str | None = None,
+    study_name: str | None = None,
+    out=None,
+    on_trial=None,
+    on_stage=None,
+) -> TuneResult:
     """Search the config's ``tune.space`` until the study has N finished trials; returns the summary.
 
     ``on_trial(trial, counts, n_trials, metric, best_value)`` is called after every trial this process runs, and
@@ -978,15 +1114,21 @@ def tune(config_path, trials: int | None = None, timeout: float | None = None, w
 
     probe = Worker(plan, None, n_trials)
     base = probe.base_data()
-    checked = common.check_training_options(common.resolve_config(plan.config_with({}), plan.source, base),
-                                              plan.source, base)
+    checked = common.check_training_options(
+        common.resolve_config(plan.config_with({}), plan.source, base), plan.source, base
+    )
     _check_data(plan, base, checked)
     notes = []
     n_columns = len(base.schema.columns)
     if plan.tune.sampler == "grid":
         if plan.tune.features == "select":
-            plan.config = plan.config.model_copy(update={"data": plan.config.data.model_copy(
-                update={"features": [column.name for column in base.schema.columns]})})
+            plan.config = plan.config.model_copy(
+                update={
+                    "data": plan.config.data.model_copy(
+                        update={"features": [column.name for column in base.schema.columns]}
+                    )
+                }
+            )
         size = _grid_size(plan, n_columns)
         if size < n_trials:
             notes.append(f"the grid has {size} points; searching all of them instead of {n_trials} trials")
@@ -1016,12 +1158,18 @@ def tune(config_path, trials: int | None = None, timeout: float | None = None, w
 
     context = multiprocessing.get_context("spawn")
     errors = context.SimpleQueue()
-    children = [context.Process(target=_child_worker, daemon=False,
-                                args=(config_path, place, n_trials,
-                                      deadline, index, workers, trials_before, errors))
-                for index in range(1, workers)]
-    on_stage(f"searching: {n_trials} trials, {workers} worker{'s' if workers > 1 else ''}, "
-             f"study {place.study_name!r} in {place.shown_storage}")
+    children = [
+        context.Process(
+            target=_child_worker,
+            daemon=False,
+            args=(config_path, place, n_trials, deadline, index, workers, trials_before, errors),
+        )
+        for index in range(1, workers)
+    ]
+    on_stage(
+        f"searching: {n_trials} trials, {workers} worker{'s' if workers > 1 else ''}, "
+        f"study {place.study_name!r} in {place.shown_storage}"
+    )
     for child in children:
         child.start()
     try:
@@ -1033,7 +1181,8 @@ def tune(config_path, trials: int | None = None, timeout: float | None = None, w
         raise TrainingInterrupted(
             f"interrupted: {running} recorded as failed; {study_dir} keeps the finished trials; continue "
             f"with: dltrain tune {config_path} --out {study_dir}" + (f" --storage {storage}" if storage else ""),
-            signal_of(interrupt)) from None
+            signal_of(interrupt),
+        ) from None
     except BaseException:
         _stop(children)
         raise

@@ -10,6 +10,25 @@ from .plan import ColumnOptions, DataPlan, infer_task, plan_data, target_labels
 from .schema import DataSchema, read_features
 from .split import Split, stratified_split
 
-__all__ = ["BOOLEAN_WORDS", "MAX_CATEGORIES", "ColumnEncoding", "checked_rows", "column_encodings", "DELIMITER_NAMES",
-           "DELIMITERS", "ENCODING_HINT", "MISSING_TOKENS", "Columns", "CsvFile", "ColumnOptions", "DataPlan",
-           "infer_task", "plan_data", "target_labels", "DataSchema", "read_features", "Split", "stratified_split"]
+__all__ = [
+    "BOOLEAN_WORDS",
+    "MAX_CATEGORIES",
+    "ColumnEncoding",
+    "checked_rows",
+    "column_encodings",
+    "DELIMITER_NAMES",
+    "DELIMITERS",
+    "ENCODING_HINT",
+    "MISSING_TOKENS",
+    "Columns",
+    "CsvFile",
+    "ColumnOptions",
+    "DataPlan",
+    "infer_task",
+    "plan_data",
+    "target_labels",
+    "DataSchema",
+    "read_features",
+    "Split",
+    "stratified_split",
+]

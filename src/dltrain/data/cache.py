@@ -22,9 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..files import atomic_file, atomic_write
 from ..errors import DltrainError
-from ..files import MANIFEST_LIMIT, check_npz, open_regular, read_regular
+from ..files import MANIFEST_LIMIT, atomic_file, atomic_write, check_npz, open_regular, read_regular
 from .csv import MISSING_TOKENS, Columns, CsvFile
 
 CACHE_FORMAT = 1
@@ -62,15 +61,23 @@ def read_columns(table: CsvFile, request: dict, folder: Path | None) -> Columns:
     if folder is None or fingerprint[0] < MIN_BYTES:
         return table.read(**request)
     options = {
-        "format": CACHE_FORMAT, "delimiter": table.delimiter, "encoding": table.encoding,
-        "decimal": table.decimal, "header": table.header, "missing_tokens": sorted(MISSING_TOKENS),
-        "numeric": list(request.get("numeric", ())), "wide": list(request.get("wide", ())),
-        "text": list(request.get("text", ())), "fixed": sorted(request.get("fixed", {})),
+        "format": CACHE_FORMAT,
+        "delimiter": table.delimiter,
+        "encoding": table.encoding,
+        "decimal": table.decimal,
+        "header": table.header,
+        "missing_tokens": sorted(MISSING_TOKENS),
+        "numeric": list(request.get("numeric", ())),
+        "wide": list(request.get("wide", ())),
+        "text": list(request.get("text", ())),
+        "fixed": sorted(request.get("fixed", {})),
     }
-    key = hashlib.sha256(json.dumps({"path": str(table.path.resolve()), **options}, sort_keys=True)
-                         .encode("utf-8")).hexdigest()[:20]
-    stem = "".join(character if character.isalnum() or character in "._-" else "_"
-                   for character in table.path.stem)[:40]
+    key = hashlib.sha256(
+        json.dumps({"path": str(table.path.resolve()), **options}, sort_keys=True).encode("utf-8")
+    ).hexdigest()[:20]
+    stem = "".join(character if character.isalnum() or character in "._-" else "_" for character in table.path.stem)[
+        :40
+    ]
     entry = Path(folder) / f"{stem}-{key}"
     columns = _load(entry, table, options, fingerprint)
     if columns is not None:
@@ -93,8 +100,9 @@ def _load(entry: Path, table: CsvFile, options: dict, fingerprint: list) -> Colu
         meta = json.loads(read_regular(meta_path, OSError, limit=MANIFEST_LIMIT).decode("utf-8"))
         if meta.get("options") != options:
             return None
-        trusted = (meta.get("fingerprint") == fingerprint
-                   and meta.get("hashed_at", 0) - fingerprint[2] > _RACY_SECONDS * 1e9)
+        trusted = (
+            meta.get("fingerprint") == fingerprint and meta.get("hashed_at", 0) - fingerprint[2] > _RACY_SECONDS * 1e9
+        )
         if not trusted:
             if file_sha256(table.path) != meta.get("sha256"):
                 return None
@@ -111,9 +119,12 @@ def _load(entry: Path, table: CsvFile, options: dict, fingerprint: list) -> Colu
             wide_columns = {name: archive[f"wide_{index}"] for index, name in enumerate(wide)}
             text_columns = {name: archive[f"text_{index}"] for index, name in enumerate(text)}
         n_rows = lines.shape[0]
-        if (matrix.shape != (n_rows, len(numeric)) or n_rows == 0
-                or any(values.shape != (n_rows,) or values.dtype != np.float64 for values in wide_columns.values())
-                or any(values.shape != (n_rows,) or values.dtype.kind != "U" for values in text_columns.values())):
+        if (
+            matrix.shape != (n_rows, len(numeric))
+            or n_rows == 0
+            or any(values.shape != (n_rows,) or values.dtype != np.float64 for values in wide_columns.values())
+            or any(values.shape != (n_rows,) or values.dtype.kind != "U" for values in text_columns.values())
+        ):
             return None
         return Columns(table.path, lines, list(numeric), matrix, wide_columns, text_columns, bool(meta["integral"]))
     except (OSError, DltrainError, ValueError, KeyError, TypeError, AttributeError, zipfile.BadZipFile, EOFError):
@@ -143,19 +154,29 @@ def _write_meta(path: Path, meta: dict):
 
 
 def _store(entry: Path, columns: Columns, options: dict, digest: str, fingerprint: list, hashed_at: int):
-    arrays = {"matrix": _compact(columns.matrix, columns.integral),
-              "lines": columns.lines.astype(np.int32) if columns.lines[-1] < 2 ** 31 else columns.lines}
+    arrays = {
+        "matrix": _compact(columns.matrix, columns.integral),
+        "lines": columns.lines.astype(np.int32) if columns.lines[-1] < 2**31 else columns.lines,
+    }
     arrays.update({f"wide_{index}": values for index, values in enumerate(columns.wide.values())})
     arrays.update({f"text_{index}": values for index, values in enumerate(columns.text.values())})
-    meta = {"options": options, "sha256": digest, "fingerprint": fingerprint, "hashed_at": hashed_at,
-            "numeric": columns.numeric_names, "wide": list(columns.wide), "text": list(columns.text),
-            "integral": columns.integral, "rows": columns.n_rows}
+    meta = {
+        "options": options,
+        "sha256": digest,
+        "fingerprint": fingerprint,
+        "hashed_at": hashed_at,
+        "numeric": columns.numeric_names,
+        "wide": list(columns.wide),
+        "text": list(columns.text),
+        "integral": columns.integral,
+        "rows": columns.n_rows,
+    }
     meta_path, arrays_path = _paths(entry)
     try:
         entry.parent.mkdir(parents=True, exist_ok=True)
         meta_path.unlink(missing_ok=True)  # never a new meta beside old arrays
         with atomic_file(arrays_path) as handle:
-            np.savez(handle, **arrays)
+            np.savez(handle, **arrays)  # type: ignore[arg-type]  # numpy's stub types **kwds too narrowly
         _write_meta(meta_path, meta)
     except (OSError, DltrainError):
         pass  # a read-only or full disk only costs the next fit a parse

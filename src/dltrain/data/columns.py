@@ -15,8 +15,18 @@ from .plan import _NO_OPTIONS, DataPlan
 MAX_CATEGORIES = 1000  # one-hot columns beyond this are almost surely an ID or free text
 MISSING_POLICIES = ("error", "drop", "mean", "median", "mode", "constant")
 COLUMN_TYPES = ("numeric", "categorical", "boolean")
-BOOLEAN_WORDS = {"true": True, "false": False, "yes": True, "no": False, "t": True, "f": False,
-                 "y": True, "n": False, "1": True, "0": False}
+BOOLEAN_WORDS = {
+    "true": True,
+    "false": False,
+    "yes": True,
+    "no": False,
+    "t": True,
+    "f": False,
+    "y": True,
+    "n": False,
+    "1": True,
+    "0": False,
+}
 _KNOWN_SHOWN = 20  # known values listed in an error message
 _STATISTICS_ROWS = 8192  # rows per block when statistics or row moves stream through a matrix
 
@@ -28,9 +38,9 @@ class ColumnEncoding:
     name: str
     type: str = "numeric"
     missing: str = "error"
-    fill: object = None            # the value an empty cell takes (fitted for mean, median, mode)
+    fill: object = None  # the value an empty cell takes (fitted for mean, median, mode)
     categories: list = field(default_factory=list)
-    unknown: str = "error"         # categorical: an unseen value is an error, or all zeros
+    unknown: str = "error"  # categorical: an unseen value is an error, or all zeros
 
     @property
     def width(self) -> int:
@@ -49,11 +59,18 @@ class ColumnEncoding:
 
     @classmethod
     def from_dict(cls, data: dict) -> "ColumnEncoding":
-        encoding = cls(str(data["name"]), data["type"], data["missing"], data.get("fill"),
-                       [str(value) for value in data.get("categories", [])], data.get("unknown", "error"))
+        encoding = cls(
+            str(data["name"]),
+            data["type"],
+            data["missing"],
+            data.get("fill"),
+            [str(value) for value in data.get("categories", [])],
+            data.get("unknown", "error"),
+        )
         if encoding.type not in COLUMN_TYPES or encoding.missing not in MISSING_POLICIES:
-            raise ValueError(f"column {encoding.name!r}: unknown type {encoding.type!r} or missing "
-                             f"policy {encoding.missing!r}")
+            raise ValueError(
+                f"column {encoding.name!r}: unknown type {encoding.type!r} or missing policy {encoding.missing!r}"
+            )
         if encoding.unknown not in ("error", "ignore"):
             raise ValueError(f"column {encoding.name!r}: unknown must be error or ignore")
         if encoding.missing in ("mean", "median", "mode", "constant") and encoding.fill is None:
@@ -61,9 +78,11 @@ class ColumnEncoding:
         if encoding.type == "categorical" and not encoding.categories:
             raise ValueError(f"column {encoding.name!r}: a categorical column without categories")
         fill = encoding.fill
-        fits = {"numeric": lambda: isinstance(fill, (int, float)) and not isinstance(fill, bool) and math.isfinite(fill),
-                "boolean": lambda: isinstance(fill, bool),
-                "categorical": lambda: isinstance(fill, str)}
+        fits = {
+            "numeric": lambda: isinstance(fill, (int, float)) and not isinstance(fill, bool) and math.isfinite(fill),
+            "boolean": lambda: isinstance(fill, bool),
+            "categorical": lambda: isinstance(fill, str),
+        }
         if fill is not None and not fits[encoding.type]():
             raise ValueError(f"column {encoding.name!r}: the fill {fill!r} does not suit a {encoding.type} column")
         return encoding
@@ -82,8 +101,7 @@ def _suspect_numeric(columns: Columns, names) -> set:
     if positions:
         with np.errstate(all="ignore"):
             sums = np.add.reduce(columns.matrix, axis=0, dtype=np.float64)
-        suspects.update(columns.numeric_names[position] for position in positions
-                        if not math.isfinite(sums[position]))
+        suspects.update(columns.numeric_names[position] for position in positions if not math.isfinite(sums[position]))
     return suspects
 
 
@@ -101,8 +119,9 @@ def _boolean_values(values: np.ndarray) -> tuple[np.ndarray, int | None]:
     unique, inverse = np.unique(values, return_inverse=True)
     inverse = inverse.reshape(-1)
     words = [word.lower() for word in unique.tolist()]
-    mapped = np.array([float(BOOLEAN_WORDS[word]) if word in BOOLEAN_WORDS else np.nan for word in words],
-                      dtype=np.float32)
+    mapped = np.array(
+        [float(BOOLEAN_WORDS[word]) if word in BOOLEAN_WORDS else np.nan for word in words], dtype=np.float32
+    )
     other = np.array([word != "" and word not in BOOLEAN_WORDS for word in words], dtype=bool)
     bad_rows = np.flatnonzero(other[inverse])
     return mapped[inverse], (int(bad_rows[0]) if bad_rows.size else None)
@@ -131,12 +150,12 @@ def _rows_to_front(matrix: np.ndarray, rows: np.ndarray) -> np.ndarray:
     if rows.size and np.any(np.diff(rows) <= 0):
         return matrix[rows]
     if not rows.size or rows[-1] == len(rows) - 1:  # already the leading rows, in order
-        return matrix[:len(rows)]
+        return matrix[: len(rows)]
     for begin in range(0, len(rows), _STATISTICS_ROWS):
-        chunk = rows[begin:begin + _STATISTICS_ROWS]
+        chunk = rows[begin : begin + _STATISTICS_ROWS]
         # Row k moves to position <= k, and every later source lies beyond what was written.
-        matrix[begin:begin + len(chunk)] = matrix[chunk]
-    return matrix[:len(rows)]
+        matrix[begin : begin + len(chunk)] = matrix[chunk]
+    return matrix[: len(rows)]
 
 
 def _fit_column(columns: Columns, encoding: ColumnEncoding, train_rows: np.ndarray, all_rows: np.ndarray):
@@ -150,8 +169,10 @@ def _fit_column(columns: Columns, encoding: ColumnEncoding, train_rows: np.ndarr
             values = columns.numbers(name)[train_rows]
             present = values[~np.isnan(values)].astype(np.float64)
             if present.size == 0:
-                raise DataError(f"{columns.path}: column {name!r} has no values in the training rows to take "
-                                f"the {encoding.missing} of; fill it in or exclude the column")
+                raise DataError(
+                    f"{columns.path}: column {name!r} has no values in the training rows to take "
+                    f"the {encoding.missing} of; fill it in or exclude the column"
+                )
             if encoding.missing == "mean":
                 fill = float(present.mean())
             elif encoding.missing == "median":
@@ -167,23 +188,29 @@ def _fit_column(columns: Columns, encoding: ColumnEncoding, train_rows: np.ndarr
             words = _boolean_values(present)[0]
             words = words[~np.isnan(words)]
             if words.size == 0:
-                raise DataError(f"{columns.path}: column {name!r} has no values in the training rows to take "
-                                "the mode of; fill it in or exclude the column")
+                raise DataError(
+                    f"{columns.path}: column {name!r} has no values in the training rows to take "
+                    "the mode of; fill it in or exclude the column"
+                )
             fill = bool(np.count_nonzero(words) * 2 >= words.size)  # ties go to true
         else:
             present = present[present != ""]
             if present.size == 0:
-                raise DataError(f"{columns.path}: column {name!r} has no values in the training rows to take "
-                                "the mode of; fill it in or exclude the column")
+                raise DataError(
+                    f"{columns.path}: column {name!r} has no values in the training rows to take "
+                    "the mode of; fill it in or exclude the column"
+                )
             unique, counts = np.unique(present, return_counts=True)
             fill = str(unique[np.argmax(counts)])
     if encoding.type == "boolean":
         return ColumnEncoding(name, "boolean", encoding.missing, fill)
     categories = sorted(set(np.unique(values[all_rows]).tolist()) - {""} | ({str(fill)} if fill is not None else set()))
     if len(categories) > MAX_CATEGORIES:
-        raise DataError(f"{columns.path}: column {name!r} has {len(categories)} distinct values, too many to "
-                        f"one-hot encode (at most {MAX_CATEGORIES}); it looks like an ID or free text: add it to "
-                        "data.exclude")
+        raise DataError(
+            f"{columns.path}: column {name!r} has {len(categories)} distinct values, too many to "
+            f"one-hot encode (at most {MAX_CATEGORIES}); it looks like an ID or free text: add it to "
+            "data.exclude"
+        )
     return ColumnEncoding(name, "categorical", encoding.missing, fill, categories, encoding.unknown)
 
 
@@ -192,8 +219,11 @@ def checked_rows(columns: Columns, encodings: list, targets: list, target_missin
 
     ``mode``: 'train' and 'labelled' drop rows under ``drop``; 'predict' never drops a row."""
     suspects = _suspect_numeric(columns, [encoding.name for encoding in encodings] + list(targets))
-    masks = {encoding.name: _missing_mask(columns, encoding.name) for encoding in encodings
-             if encoding.name in columns.text or encoding.name in suspects}
+    masks = {
+        encoding.name: _missing_mask(columns, encoding.name)
+        for encoding in encodings
+        if encoding.name in columns.text or encoding.name in suspects
+    }
     drop, problems = _rows_to_drop(columns, encodings, masks, targets, target_missing, mode)
     keep = np.flatnonzero(~drop) if drop.any() else None
     problems += _feature_problems(columns, encodings, masks, keep, mode)
@@ -202,8 +232,7 @@ def checked_rows(columns: Columns, encodings: list, targets: list, target_missin
         row, _, message = min(problems, key=lambda problem: (columns.line(problem[0]), problem[1]))
         raise DataError(f"{columns.path}:{columns.line(row)}: {message}")
     if keep is not None and keep.size == 0:
-        raise DataError(f"{columns.path}: every row has an empty cell in a column with missing: drop; "
-                        "no rows are left")
+        raise DataError(f"{columns.path}: every row has an empty cell in a column with missing: drop; no rows are left")
     return keep
 
 
@@ -218,9 +247,15 @@ def _rows_to_drop(columns: Columns, encodings: list, masks: dict, targets: list,
         if mask is None or not mask.any() or encoding.missing != "drop":
             continue
         if mode == "predict":
-            problems.append((_first(mask, None), position, f"column {encoding.name!r} is empty (a missing value); "
-                             "the model was trained without such rows (missing: drop), so it cannot predict this "
-                             "one; fill the cell in"))
+            problems.append(
+                (
+                    _first(mask, None),
+                    position,
+                    f"column {encoding.name!r} is empty (a missing value); "
+                    "the model was trained without such rows (missing: drop), so it cannot predict this "
+                    "one; fill the cell in",
+                )
+            )
         else:
             drop |= mask
     for name in targets:
@@ -230,8 +265,14 @@ def _rows_to_drop(columns: Columns, encodings: list, masks: dict, targets: list,
         if target_missing == "drop":
             drop |= mask
         else:
-            problems.append((_first(mask, None), -1, f"target {name!r} is empty (a missing value); fill it in, or "
-                             f"set data.columns.{name}.missing: drop to skip rows without a target"))
+            problems.append(
+                (
+                    _first(mask, None),
+                    -1,
+                    f"target {name!r} is empty (a missing value); fill it in, or "
+                    f"set data.columns.{name}.missing: drop to skip rows without a target",
+                )
+            )
     return drop, problems
 
 
@@ -245,23 +286,31 @@ def _feature_problems(columns: Columns, encodings: list, masks: dict, keep, mode
         if encoding.missing == "error":
             row = _first(mask, keep)
             if row is not None:
-                advice = ("fill it in, or set data.columns.{0}.missing (drop, mean, median, mode or constant)"
-                          if mode == "train" else "the model was trained without missing values in this column; "
-                          "fill it in").format(encoding.name)
+                advice = (
+                    "fill it in, or set data.columns.{0}.missing (drop, mean, median, mode or constant)"
+                    if mode == "train"
+                    else "the model was trained without missing values in this column; fill it in"
+                ).format(encoding.name)
                 problems.append((row, position, f"column {encoding.name!r} is empty (a missing value); {advice}"))
         if encoding.name not in columns.text:
             values = columns.numbers(encoding.name)
             row = _first(np.isinf(values), keep)
             if row is not None:
-                problems.append((row, position, f"column {encoding.name!r} has {float(values[row])!r}; "
-                                 "features must be finite numbers"))
+                problems.append(
+                    (
+                        row,
+                        position,
+                        f"column {encoding.name!r} has {float(values[row])!r}; features must be finite numbers",
+                    )
+                )
         elif encoding.type == "boolean":
             _, bad = _boolean_values(columns.text[encoding.name] if keep is None else columns.text[encoding.name][keep])
             if bad is not None:
                 row = bad if keep is None else int(keep[bad])
                 word = str(columns.text[encoding.name][row])
-                problems.append((row, position, f"column {encoding.name!r} has {word!r}, which is not true/false "
-                                 "(or yes/no, 1/0)"))
+                problems.append(
+                    (row, position, f"column {encoding.name!r} has {word!r}, which is not true/false (or yes/no, 1/0)")
+                )
     return problems
 
 
@@ -299,20 +348,26 @@ def column_encodings(columns: Columns, plan: DataPlan) -> list:
                     others = ""
                     if bad.size > 1:
                         shown = ", ".join(f"{columns.line(int(index))} ({str(values[index])!r})" for index in bad[1:6])
-                        others = (f", nor are {bad.size - 1} more cell{'s' if bad.size > 2 else ''} (line "
-                                  f"{shown}{', …' if bad.size > 6 else ''})")
-                    raise DataError(f"{columns.path}:{columns.line(row)}: column {name!r} has {str(values[row])!r}, "
-                                    f"which is not a number{others}, though {numbers} of its {present} values are; "
-                                    f"fix the cell{'s' if bad.size > 1 else ''}, or set data.columns.{name}.type: "
-                                    "categorical to treat the column as text")
+                        others = (
+                            f", nor are {bad.size - 1} more cell{'s' if bad.size > 2 else ''} (line "
+                            f"{shown}{', …' if bad.size > 6 else ''})"
+                        )
+                    raise DataError(
+                        f"{columns.path}:{columns.line(row)}: column {name!r} has {str(values[row])!r}, "
+                        f"which is not a number{others}, though {numbers} of its {present} values are; "
+                        f"fix the cell{'s' if bad.size > 1 else ''}, or set data.columns.{name}.type: "
+                        "categorical to treat the column as text"
+                    )
                 present = np.unique(values)
                 words = {word.lower() for word in present.tolist()} - {""}
                 kind = "boolean" if words and words <= set(BOOLEAN_WORDS) else "categorical"
             elif kind == "boolean":
                 _, bad = _boolean_values(values)
                 if bad is not None:
-                    raise DataError(f"{columns.path}:{columns.line(bad)}: column {name!r} has {str(values[bad])!r}, "
-                                    f"which is not true/false (or yes/no, 1/0); data.columns.{name}.type is boolean")
+                    raise DataError(
+                        f"{columns.path}:{columns.line(bad)}: column {name!r} has {str(values[bad])!r}, "
+                        f"which is not true/false (or yes/no, 1/0); data.columns.{name}.type is boolean"
+                    )
         else:
             kind = "numeric"
         missing, fill, path = plan.policy(name)
@@ -324,11 +379,13 @@ def column_encodings(columns: Columns, plan: DataPlan) -> list:
             fill = _constant_fill(plan, name, kind, fill, path)
         elif missing not in ("mean", "median", "mode"):
             fill = None
-        encodings.append(ColumnEncoding(name, kind, missing, fill if missing == "constant" else None,
-                                        unknown=option.unknown))
+        encodings.append(
+            ColumnEncoding(name, kind, missing, fill if missing == "constant" else None, unknown=option.unknown)
+        )
         if option.unknown != "error" and kind != "categorical":
-            raise plan.fail(("data", "columns", name, "unknown"), f"applies to categorical columns, and {name!r} "
-                            f"is {kind}")
+            raise plan.fail(
+                ("data", "columns", name, "unknown"), f"applies to categorical columns, and {name!r} is {kind}"
+            )
     return encodings
 
 

@@ -25,8 +25,9 @@ from ..files import open_regular, text_codec
 DELIMITERS = (",", ";", "\t", "|")
 DELIMITER_NAMES = {",": "','", ";": "';'", "\t": "tab", "|": "'|'"}
 # Cells that mean "no value", as spreadsheets and pandas write them (compared after stripping).
-MISSING_TOKENS = frozenset({"", "NA", "N/A", "n/a", "#N/A", "NaN", "nan", "-nan", "-NaN", "NULL", "null",
-                            "None", "<NA>"})
+MISSING_TOKENS = frozenset(
+    {"", "NA", "N/A", "n/a", "#N/A", "NaN", "nan", "-nan", "-NaN", "NULL", "null", "None", "<NA>"}
+)
 BLOCK_CHARS = 1 << 22
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 _SAMPLE_CHARS = 1 << 16
@@ -56,12 +57,12 @@ class Columns:
     """The requested columns of one CSV: numbers in a float32 matrix, targets in float64, text as str."""
 
     path: Path
-    lines: np.ndarray                 # the line number where each row starts
+    lines: np.ndarray  # the line number where each row starts
     numeric_names: list[str]
-    matrix: np.ndarray                # float32 (rows, len(numeric_names)); NaN marks a missing cell
-    wide: dict = field(default_factory=dict)    # name -> float64 column (targets keep full precision)
-    text: dict = field(default_factory=dict)    # name -> str column, stripped; "" marks a missing cell
-    integral: bool = False            # every numeric cell was parsed as an integer
+    matrix: np.ndarray  # float32 (rows, len(numeric_names)); NaN marks a missing cell
+    wide: dict = field(default_factory=dict)  # name -> float64 column (targets keep full precision)
+    text: dict = field(default_factory=dict)  # name -> str column, stripped; "" marks a missing cell
+    integral: bool = False  # every numeric cell was parsed as an integer
 
     @property
     def n_rows(self) -> int:
@@ -97,9 +98,15 @@ class Columns:
 
     def take(self, rows: np.ndarray) -> "Columns":
         """A copy holding only ``rows``."""
-        return Columns(self.path, self.lines[rows], list(self.numeric_names), self.matrix[rows],
-                       {name: values[rows] for name, values in self.wide.items()},
-                       {name: values[rows] for name, values in self.text.items()}, self.integral)
+        return Columns(
+            self.path,
+            self.lines[rows],
+            list(self.numeric_names),
+            self.matrix[rows],
+            {name: values[rows] for name, values in self.wide.items()},
+            {name: values[rows] for name, values in self.text.items()},
+            self.integral,
+        )
 
 
 def _codec(encoding: str) -> str:
@@ -112,8 +119,17 @@ def _codec(encoding: str) -> str:
 class CsvFile:
     """A CSV file's header and dialect, read before its body is parsed."""
 
-    def __init__(self, path: Path, header: list[str], delimiter: str, detected: bool, encoding: str,
-                 decimal: str, header_lines: int, cr_lines: bool = False):
+    def __init__(
+        self,
+        path: Path,
+        header: list[str],
+        delimiter: str,
+        detected: bool,
+        encoding: str,
+        decimal: str,
+        header_lines: int,
+        cr_lines: bool = False,
+    ):
         self.path = path
         self.header = header
         self.delimiter = delimiter
@@ -126,8 +142,14 @@ class CsvFile:
         self.positions = dict(zip(header, range(len(header))))  # names are distinct
 
     @classmethod
-    def open(cls, path, delimiter: str | None = None, encoding: str = "utf-8", decimal: str = ".",
-             encoding_setting: str = "data.encoding") -> "CsvFile":
+    def open(
+        cls,
+        path,
+        delimiter: str | None = None,
+        encoding: str = "utf-8",
+        decimal: str = ".",
+        encoding_setting: str = "data.encoding",
+    ) -> "CsvFile":
         """Read the header, detecting the delimiter among , ; tab | unless one is given."""
         path = Path(path)
         codec = _codec(encoding)
@@ -137,8 +159,7 @@ class CsvFile:
         if not sample.strip():
             raise DataError(f"{path}: the file is empty; a header row of column names is needed")
         detected = delimiter is None
-        if detected:
-            delimiter = detect_delimiter(sample)
+        delimiter = detect_delimiter(sample) if delimiter is None else delimiter
         reader = csv.reader(io.StringIO(sample), delimiter=delimiter)
         try:
             header = next(reader)
@@ -153,14 +174,19 @@ class CsvFile:
             header = [name or f"column_{index}" for index, name in enumerate(header, start=1)]
         duplicates = []
         if len(set(header)) != len(header):
-            positions = {}
+            positions: dict[str, list[int]] = {}
             for index, name in enumerate(header, start=1):
                 positions.setdefault(name, []).append(index)
-            duplicates = [f"{name!r} (columns {' and '.join(map(str, places))})"
-                          for name, places in positions.items() if len(places) > 1]
+            duplicates = [
+                f"{name!r} (columns {' and '.join(map(str, places))})"
+                for name, places in positions.items()
+                if len(places) > 1
+            ]
         if duplicates:
-            raise DataError(f"{path}:{reader.line_num}: duplicated column name {', '.join(duplicates)}; "
-                            "give every column a distinct name")
+            raise DataError(
+                f"{path}:{reader.line_num}: duplicated column name {', '.join(duplicates)}; "
+                "give every column a distinct name"
+            )
         table = cls(path, header, delimiter, detected, codec, decimal, reader.line_num, cr_lines)
         table.encoding_setting = encoding_setting  # where a message tells the user to name the encoding
         return table
@@ -177,12 +203,18 @@ class CsvFile:
         """The error for a missing column; says so when the header was split on the wrong delimiter."""
         hint = ""
         if len(self.header) == 1:
-            others = [name for mark, name in DELIMITER_NAMES.items() if mark != self.delimiter and mark in self.header[0]]
+            others = [
+                name for mark, name in DELIMITER_NAMES.items() if mark != self.delimiter and mark in self.header[0]
+            ]
             if others:
-                hint = (f" (the header was read as one column with delimiter {DELIMITER_NAMES[self.delimiter]}, "
-                        f"but the file looks {others[0]}-separated)")
-        return DataError(f"{self.path}:1: {role} column {column!r} not found{hint or did_you_mean(column, self.header)}; "
-                         f"columns are {listed(self.header)}")
+                hint = (
+                    f" (the header was read as one column with delimiter {DELIMITER_NAMES[self.delimiter]}, "
+                    f"but the file looks {others[0]}-separated)"
+                )
+        return DataError(
+            f"{self.path}:1: {role} column {column!r} not found{hint or did_you_mean(column, self.header)}; "
+            f"columns are {listed(self.header)}"
+        )
 
     def read(self, numeric=(), wide=(), text=(), fixed: dict | None = None) -> Columns:
         """Read the named columns: ``numeric`` into float32, ``wide`` into float64, ``text`` as str.
@@ -209,13 +241,13 @@ class CsvFile:
         matrix = np.empty((capacity, len(numeric)), dtype=np.float32)
         wide_values = np.empty((capacity, len(wide)), dtype=np.float64)
         lines = np.empty(capacity, dtype=np.int64)
-        text_blocks = {name: [] for name in text}
+        text_blocks: dict[str, list] = {name: [] for name in text}
         usecols = [self.positions[name] for name in numeric + wide]
         # Where each requested column lands in a block parsed by NumPy (every column, in file
         # order, when all are requested; else in usecols order): a slice when contiguous.
         fast_order = usecols if len(usecols) == len(self.header) else list(range(len(usecols)))
-        fast_numeric = _as_slice(fast_order[:len(numeric)])
-        fast_wide = _as_slice(fast_order[len(numeric):])
+        fast_numeric = _as_slice(fast_order[: len(numeric)])
+        fast_wide = _as_slice(fast_order[len(numeric) :])
         integer = True
         integral = True
         rows = 0
@@ -232,10 +264,11 @@ class CsvFile:
                 text_cells = dict(zip(text, text_values))
             else:
                 parsed, block_lines, text_cells, block_integral = self._parse_records(
-                    block, first_line, numeric + wide, text, fixed)
+                    block, first_line, numeric + wide, text, fixed
+                )
                 integral = integral and block_integral
                 count = parsed.shape[0]
-                block_numeric, block_wide = parsed[:, :len(numeric)], parsed[:, len(numeric):]
+                block_numeric, block_wide = parsed[:, : len(numeric)], parsed[:, len(numeric) :]
             if rows + count > capacity:  # only if the line count was wrong; never expected
                 capacity = 2 * (rows + count)
                 matrix = _grow(matrix, capacity)
@@ -243,24 +276,31 @@ class CsvFile:
                 lines = _grow(lines, capacity)
             self._refuse_beyond_float32(block_numeric, block_lines, numeric)
             self._refuse_beyond_float32(block_wide, block_lines, wide)
-            matrix[rows:rows + count] = block_numeric
-            wide_values[rows:rows + count] = block_wide
-            lines[rows:rows + count] = block_lines
+            matrix[rows : rows + count] = block_numeric
+            wide_values[rows : rows + count] = block_wide
+            lines[rows : rows + count] = block_lines
             for name, cells in text_cells.items():
                 text_blocks[name].append(cells)
             rows += count
         if rows == 0:
             raise DataError(f"{self.path}: the file has a header but no data rows")
         text_columns = {name: np.concatenate(blocks) for name, blocks in text_blocks.items()}
-        return Columns(self.path, lines[:rows], list(numeric), matrix[:rows],
-                       {name: wide_values[:rows, index] for index, name in enumerate(wide)},
-                       text_columns, integral)
+        return Columns(
+            self.path,
+            lines[:rows],
+            list(numeric),
+            matrix[:rows],
+            {name: wide_values[:rows, index] for index, name in enumerate(wide)},
+            text_columns,
+            integral,
+        )
 
     def _blocks(self):
         """(first line number, text, line breaks in it) of consecutive blocks of whole records."""
         try:
-            with open_regular(self.path, DataError, kind="CSV file", text=True, encoding=self.encoding,
-                              newline="") as handle:
+            with open_regular(
+                self.path, DataError, kind="CSV file", text=True, encoding=self.encoding, newline=""
+            ) as handle:
                 skip, line = self.header_lines, 1
                 for block in self._chunks(handle):
                     start = 0
@@ -321,8 +361,15 @@ class CsvFile:
             if not text_indices:
                 return numbers, []
             try:  # no quotes here (checked above), so splitting on the delimiter is the csv module's answer
-                cells = np.loadtxt(io.StringIO(block), delimiter=self.delimiter, dtype=str, usecols=text_indices,
-                                   ndmin=2, comments=None, quotechar=None)
+                cells = np.loadtxt(
+                    io.StringIO(block),
+                    delimiter=self.delimiter,
+                    dtype=str,
+                    usecols=text_indices,
+                    ndmin=2,
+                    comments=None,
+                    quotechar=None,
+                )
             except ValueError:
                 return None
         if cells.shape[0] != n_rows:
@@ -333,11 +380,17 @@ class CsvFile:
         return numbers, [_missing_as_empty(column) for column in stripped]
 
     def _numbers(self, block: str, usecols, every_column: bool, integer: bool):
-        for dtype in ((np.int32, np.float64) if integer else (np.float64,)):
+        for dtype in (np.int32, np.float64) if integer else (np.float64,):
             try:
-                values = np.loadtxt(io.StringIO(block), delimiter=self.delimiter, dtype=dtype,
-                                    usecols=None if every_column else usecols, ndmin=2, quotechar='"',
-                                    comments=None)
+                values = np.loadtxt(
+                    io.StringIO(block),
+                    delimiter=self.delimiter,
+                    dtype=dtype,
+                    usecols=None if every_column else usecols,
+                    ndmin=2,
+                    quotechar='"',
+                    comments=None,
+                )
             except (ValueError, OverflowError):
                 continue
             if every_column and values.shape[1] != len(self.header):
@@ -357,9 +410,11 @@ class CsvFile:
         hits = np.argwhere(beyond)
         if hits.size:
             row, column = (int(index) for index in hits[0])
-            raise DataError(f"{self.path}:{int(lines[row])}: column {names[column]!r} has {values[row, column]:g}, "
-                            f"beyond the range of float32 (±{FLOAT32_MAX:.3g}) that models compute in; rescale "
-                            "the column, e.g. change its unit")
+            raise DataError(
+                f"{self.path}:{int(lines[row])}: column {names[column]!r} has {values[row, column]:g}, "
+                f"beyond the range of float32 (±{FLOAT32_MAX:.3g}) that models compute in; rescale "
+                "the column, e.g. change its unit"
+            )
 
     def _refuse_nul(self, records, lines, names):
         """A NUL byte in a used cell is an error: NumPy's strings would drop it, and '1.5\\x00'
@@ -367,8 +422,10 @@ class CsvFile:
         for position in sorted(self.positions[name] for name in names):
             for record, line in zip(records, lines):
                 if "\x00" in record[position]:
-                    raise DataError(f"{self.path}:{line}: column {self.header[position]!r} has a NUL byte (\\x00) in "
-                                    f"{record[position]!r}; the file looks damaged or binary: fix the cell")
+                    raise DataError(
+                        f"{self.path}:{line}: column {self.header[position]!r} has a NUL byte (\\x00) in "
+                        f"{record[position]!r}; the file looks damaged or binary: fix the cell"
+                    )
 
     def _parse_records(self, block: str, first_line: int, numeric_names, text_names, fixed):
         """The block by the csv module: numbers (float64), line numbers, text cells, integral flag."""
@@ -383,15 +440,24 @@ class CsvFile:
                 if not record or not "".join(record).strip():
                     continue
                 if len(record) != width:
-                    hint = (f" (the delimiter {DELIMITER_NAMES[self.delimiter]} was detected; set "
-                            "data.delimiter if that is wrong)") if self.detected else ""
-                    raise DataError(f"{self.path}:{line}: row has {len(record)} fields but the header has "
-                                    f"{width}; fix the row or its quoting{hint}")
+                    hint = (
+                        (
+                            f" (the delimiter {DELIMITER_NAMES[self.delimiter]} was detected; set "
+                            "data.delimiter if that is wrong)"
+                        )
+                        if self.detected
+                        else ""
+                    )
+                    raise DataError(
+                        f"{self.path}:{line}: row has {len(record)} fields but the header has "
+                        f"{width}; fix the row or its quoting{hint}"
+                    )
                 records.append(record)
                 lines.append(line)
         except csv.Error as error:
-            raise DataError(f"{self.path}:{first_line + previous}: cannot parse the row ({error}); "
-                            "check its quoting") from None
+            raise DataError(
+                f"{self.path}:{first_line + previous}: cannot parse the row ({error}); check its quoting"
+            ) from None
         if "\x00" in block:
             self._refuse_nul(records, lines, numeric_names + text_names)
         columns = list(zip(*records)) if records else [()] * width
@@ -403,8 +469,10 @@ class CsvFile:
             numbers, bad = to_numbers(cells, self.decimal)
             if bad is not None:
                 if name in fixed:
-                    raise DataError(f"{self.path}:{lines[bad]}: column {name!r} has {cells[bad].strip()!r}, "
-                                    f"which is not a number; {fixed[name]}")
+                    raise DataError(
+                        f"{self.path}:{lines[bad]}: column {name!r} has {cells[bad].strip()!r}, "
+                        f"which is not a number; {fixed[name]}"
+                    )
                 discovered.append(name)
                 continue
             values[:, position] = numbers
@@ -426,7 +494,7 @@ def _as_slice(positions: list):
 
 def _grow(array: np.ndarray, capacity: int) -> np.ndarray:
     grown = np.empty((capacity,) + array.shape[1:], dtype=array.dtype)
-    grown[:array.shape[0]] = array
+    grown[: array.shape[0]] = array
     return grown
 
 
@@ -493,8 +561,9 @@ def _normalized(text: str, cr_lines: bool) -> str:
 def _read_sample(path: Path, codec: str, encoding_setting: str = "data.encoding") -> str:
     """The start of the file as text: whole lines, enough to see the header and the dialect."""
     try:
-        with open_regular(path, DataError, kind="CSV file", not_found=f"{path}: file not found", text=True,
-                          encoding=codec, newline="") as handle:
+        with open_regular(
+            path, DataError, kind="CSV file", not_found=f"{path}: file not found", text=True, encoding=codec, newline=""
+        ) as handle:
             sample = handle.read(_SAMPLE_CHARS)
             while len(sample) >= _SAMPLE_CHARS and not sample.endswith(("\n", "\r")):
                 more = handle.readline()
@@ -520,19 +589,26 @@ def _decode_error(path: Path, codec: str, encoding_setting: str = "data.encoding
                 decoder.decode(raw)
             except UnicodeDecodeError as error:
                 shown = codec.replace("-sig", "")
-                where = (f"byte {raw[error.start]:#04x} at column {error.start + 1}" if 0 <= error.start < len(raw)
-                         else str(error.reason))
-                return DataError(f"{path}:{line_number}: not {shown} text ({where}); save the file as UTF-8, or set "
-                                 f"{encoding_setting} (e.g. latin-1 or cp1252)")
+                where = (
+                    f"byte {raw[error.start]:#04x} at column {error.start + 1}"
+                    if 0 <= error.start < len(raw)
+                    else str(error.reason)
+                )
+                return DataError(
+                    f"{path}:{line_number}: not {shown} text ({where}); save the file as UTF-8, or set "
+                    f"{encoding_setting} (e.g. latin-1 or cp1252)"
+                )
             except UnicodeError as error:  # e.g. UTF-16 without its byte-order mark
-                return DataError(f"{path}:{line_number}: not {codec} text ({error}); save the file as UTF-8, or set "
-                                 f"{encoding_setting} (e.g. latin-1 or cp1252)")
+                return DataError(
+                    f"{path}:{line_number}: not {codec} text ({error}); save the file as UTF-8, or set "
+                    f"{encoding_setting} (e.g. latin-1 or cp1252)"
+                )
     return DataError(f"{path}: not {codec} text; save the file as UTF-8 or set {encoding_setting}")
 
 
 def detect_delimiter(sample: str) -> str:
     """The delimiter among , ; tab | that splits the sample's rows into equal numbers of fields."""
-    rows_text = sample.splitlines()[:_SAMPLE_ROWS + 1]
+    rows_text = sample.splitlines()[: _SAMPLE_ROWS + 1]
     best, best_score = ",", (False, 1)
     for delimiter in DELIMITERS:
         try:

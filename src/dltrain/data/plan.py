@@ -90,7 +90,8 @@ class DataPlan:
         return "drop" if self.policy(name)[0] == "drop" else "error"
 
     def fail(self, path: tuple, message: str) -> ConfigError:
-        return self.source.fail(path, message)
+        source = self.source or ConfigSource("config", {}, {})
+        return source.fail(path, message)
 
     def request(self, task: str) -> dict:
         """What to ask the CSV reader for: numeric, wide (float64 targets) and text columns."""
@@ -102,8 +103,7 @@ class DataPlan:
             else:
                 numeric.append(name)
                 if kind == "numeric":
-                    fixed[name] = (f"data.columns.{name}.type is numeric; fix the cell, or mark the column "
-                                   "categorical")
+                    fixed[name] = f"data.columns.{name}.type is numeric; fix the cell, or mark the column categorical"
         regression = task == "regression" or len(self.targets) > 1
         for name in self.targets:
             if regression:
@@ -111,8 +111,9 @@ class DataPlan:
         return {"numeric": numeric, "wide": list(self.targets), "text": text, "fixed": fixed}
 
 
-def plan_data(table: CsvFile, target, features, exclude, columns: dict, missing: str, fill,
-              source: ConfigSource) -> DataPlan:
+def plan_data(
+    table: CsvFile, target, features, exclude, columns: dict, missing: str, fill, source: ConfigSource
+) -> DataPlan:
     """Check the column names a config uses against the CSV header and build the plan."""
     header = table.header
     known = table.positions  # membership tests by dict: a file may have 10⁶ columns
@@ -122,9 +123,11 @@ def plan_data(table: CsvFile, target, features, exclude, columns: dict, missing:
     fail = source.fail
 
     def unknown_column(path, name):
-        return fail(path, f"column {name!r} is not in {table.path}{did_you_mean(name, header)}; "
-                    f"columns are {listed(header)}",
-                    key=path[1] == "columns")
+        return fail(
+            path,
+            f"column {name!r} is not in {table.path}{did_you_mean(name, header)}; columns are {listed(header)}",
+            key=path[1] == "columns",
+        )
 
     for name in targets:
         if name not in known:
@@ -135,7 +138,7 @@ def plan_data(table: CsvFile, target, features, exclude, columns: dict, missing:
         if name in targets:
             raise fail(("data", "exclude", index), f"excludes the target {name!r}; remove it from data.exclude")
     if features is not None:
-        for index, name in enumerate(features):
+        for name in features:
             if name not in known:
                 raise table.column_not_found(name, "feature")
             if name in targets:
@@ -158,13 +161,20 @@ def plan_data(table: CsvFile, target, features, exclude, columns: dict, missing:
             raise fail(("data", "columns", name), f"{name!r} is not a feature (data.features leaves it out)")
         if name in targets:
             if spec.type is not None:
-                raise fail(("data", "columns", name, "type"), "not used for the target; set task: "
-                           "classification or regression instead")
+                raise fail(
+                    ("data", "columns", name, "type"),
+                    "not used for the target; set task: classification or regression instead",
+                )
             if spec.unknown != "error":
-                raise fail(("data", "columns", name, "unknown"), "a class label training never saw is always "
-                           "an error; remove unknown from the target")
+                raise fail(
+                    ("data", "columns", name, "unknown"),
+                    "a class label training never saw is always an error; remove unknown from the target",
+                )
             if spec.missing not in (None, "error", "drop"):
-                raise fail(("data", "columns", name, "missing"), f"a target cannot be filled in "
-                           f"({spec.missing}); use error, or drop to skip rows with an empty target")
+                raise fail(
+                    ("data", "columns", name, "missing"),
+                    f"a target cannot be filled in "
+                    f"({spec.missing}); use error, or drop to skip rows with an empty target",
+                )
         options[name] = spec
     return DataPlan(table.path, feature_names, targets, options, missing, fill, source)

@@ -10,10 +10,18 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import DataError
-from .columns import (ColumnEncoding, _KNOWN_SHOWN, _STATISTICS_ROWS, _boolean_values,
-                      _fit_column, _rows_to_front, checked_rows)
+from .columns import (
+    _KNOWN_SHOWN,
+    _STATISTICS_ROWS,
+    ColumnEncoding,
+    _boolean_values,
+    _fit_column,
+    _rows_to_front,
+    checked_rows,
+)
 from .csv import DELIMITERS, Columns, CsvFile
 from .plan import _label_sort_key, target_labels
+
 
 @dataclass
 class DataSchema:
@@ -27,12 +35,12 @@ class DataSchema:
     divisor: np.ndarray
     class_labels: list[str] = field(default_factory=list)
     binary: bool = False  # two classes predicted by one sigmoid output
-    columns: list = field(default_factory=list)      # one ColumnEncoding per feature
-    target_missing: str = "error"                     # drop: labelled rows with an empty target are skipped
-    delimiter: str | None = None                      # None: detected in each file
+    columns: list = field(default_factory=list)  # one ColumnEncoding per feature
+    target_missing: str = "error"  # drop: labelled rows with an empty target are skipped
+    delimiter: str | None = None  # None: detected in each file
     decimal: str = "."
     encoding: str = "utf-8"
-    target_scale: str = "none"                        # regression: standard trains on (y - offset) / divisor
+    target_scale: str = "none"  # regression: standard trains on (y - offset) / divisor
     target_offset: np.ndarray | None = None
     target_divisor: np.ndarray | None = None
 
@@ -63,9 +71,19 @@ class DataSchema:
     # ------------------------------------------------------------ fitting
 
     @classmethod
-    def fit(cls, columns: Columns, encodings: list, train_rows: np.ndarray, all_rows: np.ndarray, targets,
-            task: str, scale: str, target_missing: str = "error", csv_options: dict | None = None,
-            target_scale: str = "none") -> "DataSchema":
+    def fit(
+        cls,
+        columns: Columns,
+        encodings: list,
+        train_rows: np.ndarray,
+        all_rows: np.ndarray,
+        targets,
+        task: str,
+        scale: str,
+        target_missing: str = "error",
+        csv_options: dict | None = None,
+        target_scale: str = "none",
+    ) -> "DataSchema":
         """Fit fills and scaling on ``train_rows``; categories and class labels on ``all_rows``."""
         fitted = [_fit_column(columns, encoding, train_rows, all_rows) for encoding in encodings]
         labels = []
@@ -74,9 +92,18 @@ class DataSchema:
             raw = columns.text[name] if name in columns.text else columns.numbers(name)
             labels = sorted(set(target_labels(raw[all_rows]).tolist()), key=_label_sort_key)
         width = sum(column.width for column in fitted)
-        schema = cls([column.name for column in fitted], targets[0] if len(targets) == 1 else list(targets),
-                     task, scale, np.zeros(width, dtype=np.float32), np.ones(width, dtype=np.float32), labels,
-                     columns=fitted, target_missing=target_missing, **(csv_options or {}))
+        schema = cls(
+            [column.name for column in fitted],
+            targets[0] if len(targets) == 1 else list(targets),
+            task,
+            scale,
+            np.zeros(width, dtype=np.float32),
+            np.ones(width, dtype=np.float32),
+            labels,
+            columns=fitted,
+            target_missing=target_missing,
+            **(csv_options or {}),
+        )
         schema._fit_scaling(columns, train_rows)
         if task == "regression" and target_scale == "standard":
             schema._fit_target_scaling(columns, train_rows)
@@ -114,7 +141,7 @@ class DataSchema:
 
         def blocks():
             for begin in range(0, len(train_rows), _STATISTICS_ROWS):
-                chunk = train_rows[begin:begin + _STATISTICS_ROWS]
+                chunk = train_rows[begin : begin + _STATISTICS_ROWS]
                 block = columns.matrix[chunk] if every_column else columns.matrix[np.ix_(chunk, positions)]
                 if any_fill:
                     block = np.where(np.isnan(block), fills, block)
@@ -146,7 +173,7 @@ class DataSchema:
         if column.fill is not None:
             missing = np.isnan(values)
             if missing.any():
-                values = np.where(missing, np.float32(column.fill), values)
+                values = np.where(missing, np.float32(column.fill), values)  # type: ignore[arg-type]  # a number
         return values
 
     def encode_features(self, columns: Columns, rows: np.ndarray | None = None, in_place: bool = False) -> np.ndarray:
@@ -155,8 +182,7 @@ class DataSchema:
         When every feature is numeric, the reader's matrix already is the model input. With
         ``in_place`` the chosen (ascending) rows are moved to its front instead of copied, so
         a training split costs no second matrix; the columns are then spent."""
-        plain = (all(column.type == "numeric" for column in self.columns)
-                 and columns.numeric_names == self.feature_names)
+        plain = all(column.type == "numeric" for column in self.columns) and columns.numeric_names == self.feature_names
         if plain:
             if rows is None:
                 features = columns.matrix
@@ -181,7 +207,7 @@ class DataSchema:
                     values = np.where(values == "", "true" if column.fill else "false", values)
                 features[:, start] = _boolean_values(values)[0]
             else:
-                self._one_hot(columns, column, rows, features[:, start:start + column.width])
+                self._one_hot(columns, column, rows, features[:, start : start + column.width])
             start += column.width
         return self.transform(features)
 
@@ -200,9 +226,11 @@ class DataSchema:
             row = bad if rows is None else int(rows[bad])
             shown = ", ".join(column.categories[:_KNOWN_SHOWN])
             shown += " …" if len(column.categories) > _KNOWN_SHOWN else ""
-            raise DataError(f"{columns.path}:{columns.line(row)}: column {column.name!r} has {str(values[bad])!r}, "
-                            f"which training never saw; known values: {shown} (to encode unseen values as all zeros, "
-                            f"set data.columns.{column.name}.unknown: ignore in the config and train again)")
+            raise DataError(
+                f"{columns.path}:{columns.line(row)}: column {column.name!r} has {str(values[bad])!r}, "
+                f"which training never saw; known values: {shown} (to encode unseen values as all zeros, "
+                f"set data.columns.{column.name}.unknown: ignore in the config and train again)"
+            )
         hit = np.flatnonzero(known)
         out[hit, order[positions[hit]]] = 1.0
 
@@ -223,8 +251,10 @@ class DataSchema:
         if (indices < 0).any():
             bad = int(np.flatnonzero(indices < 0)[0])
             row = bad if rows is None else int(rows[bad])
-            raise DataError(f"{columns.path}:{columns.line(row)}: target {name!r} has class {str(labels[bad])!r}, "
-                            f"which training never saw; known classes: {', '.join(self.class_labels)}")
+            raise DataError(
+                f"{columns.path}:{columns.line(row)}: target {name!r} has class {str(labels[bad])!r}, "
+                f"which training never saw; known classes: {', '.join(self.class_labels)}"
+            )
         if self.binary:
             return indices.astype(np.float32).reshape(-1, 1)
         return indices
@@ -239,8 +269,13 @@ class DataSchema:
         model. The decimal mark stays the model's, unless the file is comma-separated."""
         if dialect is None:
             return CsvFile.open(path, self.delimiter, self.encoding, self.decimal)
-        table = CsvFile.open(path, dialect.get("delimiter"), dialect.get("encoding") or "utf-8", self.decimal,
-                             encoding_setting="--encoding")
+        table = CsvFile.open(
+            path,
+            dialect.get("delimiter"),
+            dialect.get("encoding") or "utf-8",
+            self.decimal,
+            encoding_setting="--encoding",
+        )
         if table.delimiter == ",":
             table.decimal = "."
         return table
@@ -263,22 +298,26 @@ class DataSchema:
     def usable_rows(self, columns: Columns, labelled: bool) -> np.ndarray | None:
         """Rows a trained model can use; raises for cells it cannot (None: every row)."""
         targets = self.targets if labelled else []
-        return checked_rows(columns, self.columns, targets, self.target_missing,
-                            "labelled" if labelled else "predict")
+        return checked_rows(columns, self.columns, targets, self.target_missing, "labelled" if labelled else "predict")
 
     # ------------------------------------------------------------ stored form
 
     def to_dict(self) -> dict:
         return {
-            "target": self.target, "task": self.task, "feature_names": self.feature_names,
-            "class_labels": self.class_labels, "binary": self.binary,
+            "target": self.target,
+            "task": self.task,
+            "feature_names": self.feature_names,
+            "class_labels": self.class_labels,
+            "binary": self.binary,
             "scaler": {"method": self.scale, "offset": self.offset.tolist(), "divisor": self.divisor.tolist()},
             "columns": [column.to_dict() for column in self.columns],
             "target_missing": self.target_missing,
             "csv": {"delimiter": self.delimiter, "decimal": self.decimal, "encoding": self.encoding},
-            "target_scaler": {"method": self.target_scale,
-                              "offset": None if self.target_offset is None else self.target_offset.tolist(),
-                              "divisor": None if self.target_divisor is None else self.target_divisor.tolist()},
+            "target_scaler": {
+                "method": self.target_scale,
+                "offset": None if self.target_offset is None else self.target_offset.tolist(),
+                "divisor": None if self.target_divisor is None else self.target_divisor.tolist(),
+            },
         }
 
     @classmethod
@@ -293,20 +332,37 @@ class DataSchema:
         if columns and [column.name for column in columns] != feature_names:
             raise ValueError("the column encodings do not match feature_names")
         csv_options = data.get("csv", {})
-        if not isinstance(csv_options, dict) or not isinstance(scaler, dict) or not isinstance(data["class_labels"], list):
+        if (
+            not isinstance(csv_options, dict)
+            or not isinstance(scaler, dict)
+            or not isinstance(data["class_labels"], list)
+        ):
             raise ValueError("csv, scaler and class_labels must be a mapping, a mapping and a list")
-        schema = cls(feature_names, target, data["task"], scaler["method"],
-                     np.asarray(scaler["offset"], dtype=np.float32), np.asarray(scaler["divisor"], dtype=np.float32),
-                     [str(label) for label in data["class_labels"]], bool(data["binary"]), columns,
-                     data.get("target_missing", "error"), csv_options.get("delimiter"),
-                     csv_options.get("decimal", "."), csv_options.get("encoding", "utf-8"))
+        schema = cls(
+            feature_names,
+            target,
+            data["task"],
+            scaler["method"],
+            np.asarray(scaler["offset"], dtype=np.float32),
+            np.asarray(scaler["divisor"], dtype=np.float32),
+            [str(label) for label in data["class_labels"]],
+            bool(data["binary"]),
+            columns,
+            data.get("target_missing", "error"),
+            csv_options.get("delimiter"),
+            csv_options.get("decimal", "."),
+            csv_options.get("encoding", "utf-8"),
+        )
         if schema.task not in ("classification", "regression") or schema.scale not in ("standard", "minmax", "none"):
             raise ValueError(f"unknown task {schema.task!r} or scaling {schema.scale!r}")
         if schema.offset.shape != (schema.n_inputs,) or schema.divisor.shape != (schema.n_inputs,):
-            raise ValueError(f"the scaler has {schema.offset.size} offsets and {schema.divisor.size} divisors "
-                             f"for {schema.n_inputs} inputs")
-        if not (np.all(np.isfinite(schema.offset)) and np.all(np.isfinite(schema.divisor))
-                and np.all(schema.divisor != 0)):
+            raise ValueError(
+                f"the scaler has {schema.offset.size} offsets and {schema.divisor.size} divisors "
+                f"for {schema.n_inputs} inputs"
+            )
+        if not (
+            np.all(np.isfinite(schema.offset)) and np.all(np.isfinite(schema.divisor)) and np.all(schema.divisor != 0)
+        ):
             raise ValueError("the scaler holds non-finite values or a zero divisor")
         if schema.task == "classification" and len(schema.class_labels) < 2:
             raise ValueError("a classifier needs at least two class labels")
@@ -319,8 +375,10 @@ class DataSchema:
             offset = np.asarray(target_scaler["offset"], dtype=np.float64)
             divisor = np.asarray(target_scaler["divisor"], dtype=np.float64)
             if schema.task != "regression" or offset.shape != (len(schema.targets),) or divisor.shape != offset.shape:
-                raise ValueError(f"the target scaler has {offset.size} offsets and {divisor.size} divisors "
-                                 f"for {len(schema.targets)} regression targets")
+                raise ValueError(
+                    f"the target scaler has {offset.size} offsets and {divisor.size} divisors "
+                    f"for {len(schema.targets)} regression targets"
+                )
             if not (np.all(np.isfinite(offset)) and np.all(np.isfinite(divisor)) and np.all(divisor > 0)):
                 raise ValueError("the target scaler holds non-finite values or a divisor <= 0")
             schema.target_scale, schema.target_offset, schema.target_divisor = "standard", offset, divisor

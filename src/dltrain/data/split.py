@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+
 @dataclass
 class Split:
     """Model-ready arrays for one part of the data."""
@@ -25,11 +26,11 @@ def stratified_split(raw_labels: np.ndarray | None, n_rows: int, fraction: float
         order = rng.permutation(n_rows)
         n_validation = max(1, int(round(fraction * n_rows)))
         return np.sort(order[n_validation:]), np.sort(order[:n_validation])
-    validation = []
+    per_class = []
     for label in np.unique(raw_labels):
         members = rng.permutation(np.flatnonzero(raw_labels == label))
-        validation.append(members[:int(round(fraction * members.size))])
-    validation = np.sort(np.concatenate(validation))
+        per_class.append(members[: int(round(fraction * members.size))])
+    validation = np.sort(np.concatenate(per_class))
     mask = np.ones(n_rows, dtype=bool)
     mask[validation] = False
     return np.flatnonzero(mask), validation

@@ -23,7 +23,7 @@ def _fit_erf():
     NumPy has no erf. Below 2, erf(x) = x * core(x**2); above, erfc(x) = exp(-x**2 + tail(s))
     with s mapping [2, 6.5] to [-1, 1]. Both are polynomials evaluated by Horner's rule."""
     nodes = xp.cos(xp.pi * (xp.arange(400) + 0.5) / 400)
-    squares = (nodes + 1) * _ERF_SPLIT ** 2 / 2
+    squares = (nodes + 1) * _ERF_SPLIT**2 / 2
     roots = xp.sqrt(squares)
     core_values = [math.erf(x) / x if x > 0 else 2 / math.sqrt(math.pi) for x in roots]
     core = xp.polynomial.Polynomial.fit(squares, core_values, 14).convert().coef[::-1]

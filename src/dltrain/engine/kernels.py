@@ -60,8 +60,10 @@ def describe() -> str:
         return "reference NumPy path (numba not installed)"
     layers = os.environ.get("NUMBA_THREADING_LAYER", "") or os.environ.get("NUMBA_THREADING_LAYER_PRIORITY", "")
     layers = ", else ".join(layers.split()) or "numba's default"
-    return (f"fused numba kernels (numba {importlib.metadata.version('numba')}; threading layer {layers}); "
-            "small problems run the reference NumPy path")
+    return (
+        f"fused numba kernels (numba {importlib.metadata.version('numba')}; threading layer {layers}); "
+        "small problems run the reference NumPy path"
+    )
 
 
 def _load_numba():
@@ -95,8 +97,13 @@ def set_threads(count: int) -> None:
 def _serial_copy(function):
     """The same Python function under another qualified name, so numba caches its serial
     and parallel compilations in separate files."""
-    copy = types.FunctionType(function.__code__, function.__globals__, function.__name__ + "_serial",
-                              function.__defaults__, function.__closure__)
+    copy = types.FunctionType(
+        function.__code__,
+        function.__globals__,
+        function.__name__ + "_serial",
+        function.__defaults__,
+        function.__closure__,
+    )
     copy.__qualname__ = function.__qualname__ + "_serial"
     return copy
 
@@ -113,8 +120,9 @@ def _kernel(function, size: int):
         # NumPy does), so the loops vectorise. Only the sums of squares may be reordered
         # ("reassoc", in an order fixed by the code and the block, never by the threads).
         fastmath = {"reassoc"} if function in _REORDERED_SUMS else False
-        compiled = _compiled[key] = numba.njit(cache=True, parallel=parallel, nogil=True, error_model="numpy",
-                                               fastmath=fastmath)(source)
+        compiled = _compiled[key] = numba.njit(
+            cache=True, parallel=parallel, nogil=True, error_model="numpy", fastmath=fastmath
+        )(source)
     return compiled
 
 
@@ -184,8 +192,23 @@ def _softmax_cross_entropy_loop(logits, targets, weights, scale, grad, row_loss)
         out[target] -= weight * scale  # - onehot * weight * scale
 
 
-def _adam_loop(param, grad, m, v, lr, beta1, beta2, one_minus_beta1, one_minus_beta2, correction1,
-               correction2, eps, decay, partial, block_size):
+def _adam_loop(
+    param,
+    grad,
+    m,
+    v,
+    lr,
+    beta1,
+    beta2,
+    one_minus_beta1,
+    one_minus_beta2,
+    correction1,
+    correction2,
+    eps,
+    decay,
+    partial,
+    block_size,
+):
     size = param.size
     for block in prange(partial.size):
         start = block * block_size
@@ -225,7 +248,8 @@ def softmax_cross_entropy(logits, targets, weights, scale, grad, row_loss):
     """grad = (softmax(logits) - onehot(targets)) * weights * scale; row_loss = each row's
     weighted cross-entropy."""
     _kernel(_softmax_cross_entropy_loop, logits.size)(
-        logits, targets, weights, logits.dtype.type(scale), grad, row_loss)
+        logits, targets, weights, logits.dtype.type(scale), grad, row_loss
+    )
     return row_loss
 
 
@@ -236,8 +260,22 @@ def adam(param, grad, m, v, lr, beta1, beta2, eps, step, decay, partial) -> floa
     real = param.dtype.type
     block_size = -(-param.size // partial.size)  # the block size partial was sized for
     _kernel(_adam_loop, param.size)(
-        param, grad, m, v, real(lr), real(beta1), real(beta2), real(1.0 - beta1), real(1.0 - beta2),
-        real(1.0 - beta1 ** step), real(1.0 - beta2 ** step), real(eps), real(decay), partial, block_size)
+        param,
+        grad,
+        m,
+        v,
+        real(lr),
+        real(beta1),
+        real(beta2),
+        real(1.0 - beta1),
+        real(1.0 - beta2),
+        real(1.0 - beta1**step),
+        real(1.0 - beta2**step),
+        real(eps),
+        real(decay),
+        partial,
+        block_size,
+    )
     total = 0.0
     for value in partial.tolist():  # block by block, in order
         total += value

@@ -79,8 +79,7 @@ class Dense(Layer):
 
     kind = "dense"
 
-    def __init__(self, input_units, units, init="glorot_uniform", rng=None, dtype=DEFAULT_DTYPE,
-                 activation="linear"):
+    def __init__(self, input_units, units, init="glorot_uniform", rng=None, dtype=DEFAULT_DTYPE, activation="linear"):
         super().__init__()
         self.units = units
         self.activation = ACTIVATIONS[activation]

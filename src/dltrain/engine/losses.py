@@ -44,7 +44,7 @@ class Loss:
 
     def __init__(self, output_activation: str):
         self.output_activation = ACTIVATIONS[output_activation]
-        self._buffers = {}
+        self._buffers: dict = {}
         self.fused = False  # run the fused kernel where the loss has one (set by the trainer)
 
     def predict(self, logits):
@@ -198,7 +198,6 @@ def make_loss(name: str, output_activation: str) -> Loss:
     loss_class = LOSSES[name]
     if loss_class.required_activation not in (None, output_activation):
         raise ValueError(
-            f"loss {name!r} needs output activation {loss_class.required_activation!r}, "
-            f"got {output_activation!r}"
+            f"loss {name!r} needs output activation {loss_class.required_activation!r}, got {output_activation!r}"
         )
     return loss_class(output_activation)

@@ -37,17 +37,27 @@ class Sequential:
             counts[layer.kind] = counts.get(layer.kind, 0) + 1
             self.names.append(name)
             for key, value in list(layer.params.items()):
-                view = self.flat_params[offset:offset + value.size].reshape(value.shape)
+                view = self.flat_params[offset : offset + value.size].reshape(value.shape)
                 view[...] = value
                 layer.params[key] = view
-                layer.grads[key] = self.flat_grads[offset:offset + value.size].reshape(value.shape)
+                layer.grads[key] = self.flat_grads[offset : offset + value.size].reshape(value.shape)
                 self.params[f"{name}.{key}"] = layer.params[key]
                 self.grads[f"{name}.{key}"] = layer.grads[key]
                 offset += value.size
 
     @classmethod
-    def build(cls, n_inputs, hidden, n_outputs, output_activation, *, init_rng, dropout_rng=None,
-              output_init=None, dtype=DEFAULT_DTYPE):
+    def build(
+        cls,
+        n_inputs,
+        hidden,
+        n_outputs,
+        output_activation,
+        *,
+        init_rng,
+        dropout_rng=None,
+        output_init=None,
+        dtype=DEFAULT_DTYPE,
+    ):
         """Build from hidden layer specs (``{"type": <a LAYERS name>, ...}``), then a dense
         output layer whose activation the loss applies."""
         rngs = {"init": init_rng, "dropout": dropout_rng}
@@ -107,8 +117,9 @@ class Sequential:
         outputs = xp.empty((x.shape[0], self.n_outputs), dtype=self.dtype)
         with xp.errstate(over="ignore", invalid="ignore"):
             for start in range(0, x.shape[0], batch_size):
-                outputs[start:start + batch_size] = self.forward(
-                    xp.asarray(x[start:start + batch_size], dtype=self.dtype))
+                outputs[start : start + batch_size] = self.forward(
+                    xp.asarray(x[start : start + batch_size], dtype=self.dtype)
+                )
         return outputs
 
     def summary(self):

@@ -38,8 +38,7 @@ class Optimizer:
         self.step_count = 0
         self.fused = False  # run the fused kernel where the optimizer has one (set by the trainer)
         self._scratch = {key: xp.empty_like(value) for key, value in params.items()}
-        self.slots = {name: {key: xp.zeros_like(value) for key, value in params.items()}
-                      for name in self.slot_names}
+        self.slots = {name: {key: xp.zeros_like(value) for key, value in params.items()} for name in self.slot_names}
 
     @classmethod
     def options(cls) -> dict:
@@ -75,7 +74,7 @@ class Optimizer:
         squares = 0.0
         for key in self.params:  # in order: the sum of squares never depends on the machine
             squares += self._update_one(key, constants, measure)
-        return math.sqrt(squares) if measure else gradient_norm
+        return math.sqrt(squares) if gradient_norm is None else gradient_norm
 
     def _update_one(self, key, constants, measure=False) -> float:
         """Update one array; the sum of its squared gradients when ``measure``, else 0."""
@@ -114,8 +113,7 @@ class Optimizer:
 def _keyword_defaults(cls, exclude=()) -> dict:
     """Keyword arguments of ``cls.__init__`` with their defaults, minus ``exclude``."""
     parameters = inspect.signature(cls.__init__).parameters.values()
-    return {p.name: p.default for p in parameters
-            if p.default is not inspect.Parameter.empty and p.name not in exclude}
+    return {p.name: p.default for p in parameters if p.default is not inspect.Parameter.empty and p.name not in exclude}
 
 
 # The defaults of the common arguments, as every optimizer's constructor has them.
@@ -134,8 +132,7 @@ class SGD(Optimizer):
 
     name = "sgd"
 
-    def __init__(self, params, grads, lr=0.001, weight_decay=0.0, clip_norm=None, momentum=0.0,
-                 nesterov=False):
+    def __init__(self, params, grads, lr=0.001, weight_decay=0.0, clip_norm=None, momentum=0.0, nesterov=False):
         self.slot_names = ("velocity",) if momentum else ()
         super().__init__(params, grads, lr, weight_decay, clip_norm)
         self.momentum = momentum
@@ -174,12 +171,12 @@ class Adam(Optimizer):
     slot_names = ("m", "v")
     decoupled_decay = True
 
-    def __init__(self, params, grads, lr=0.001, weight_decay=0.0, clip_norm=None, beta1=0.9, beta2=0.999,
-                 eps=1e-8):
+    def __init__(self, params, grads, lr=0.001, weight_decay=0.0, clip_norm=None, beta1=0.9, beta2=0.999, eps=1e-8):
         super().__init__(params, grads, lr, weight_decay, clip_norm)
         self.beta1, self.beta2, self.eps = beta1, beta2, eps
-        self._partial = {key: xp.empty(kernels.blocks_for(value.size), dtype=xp.float64)
-                         for key, value in params.items()}
+        self._partial = {
+            key: xp.empty(kernels.blocks_for(value.size), dtype=xp.float64) for key, value in params.items()
+        }
 
     def _begin_step(self, lr, gradient_norm):
         self._prepare_gradients(gradient_norm)
@@ -192,10 +189,13 @@ class Adam(Optimizer):
         if not self.fused:
             return super()._update_one(key, lr, measure)
         decay = 1.0 - lr * self.weight_decay if key in self.decayed else 1.0
-        flat = [array.reshape(-1) for array in (self.params[key], self.grads[key], self.slots["m"][key],
-                                                  self.slots["v"][key])]
-        squares = kernels.adam(*flat, lr, self.beta1, self.beta2, self.eps, self.step_count, decay,
-                               self._partial[key])
+        param, grad, m, v = (
+            array.reshape(-1)
+            for array in (self.params[key], self.grads[key], self.slots["m"][key], self.slots["v"][key])
+        )
+        squares = kernels.adam(
+            param, grad, m, v, lr, self.beta1, self.beta2, self.eps, self.step_count, decay, self._partial[key]
+        )
         return squares if measure else 0.0
 
     def _update_array(self, param, grad, slots, scratch, lr):
@@ -210,11 +210,11 @@ class Adam(Optimizer):
         scratch *= 1.0 - self.beta2
         v += scratch
         # param -= lr * m_hat / (sqrt(v_hat) + eps), with m_hat = m / (1 - beta1^t), v_hat = v / (1 - beta2^t)
-        xp.divide(v, 1.0 - self.beta2 ** self.step_count, out=scratch)
+        xp.divide(v, 1.0 - self.beta2**self.step_count, out=scratch)
         xp.sqrt(scratch, out=scratch)
         scratch += self.eps
         xp.divide(m, scratch, out=scratch)
-        scratch *= lr / (1.0 - self.beta1 ** self.step_count)
+        scratch *= lr / (1.0 - self.beta1**self.step_count)
         param -= scratch
 
 
@@ -241,9 +241,7 @@ class RMSprop(Optimizer):
         param -= scratch
 
 
-OPTIMIZERS: dict[str, type[Optimizer]] = {
-    cls.name: cls for cls in (GradientDescent, SGD, Adam, RMSprop)
-}
+OPTIMIZERS: dict[str, type[Optimizer]] = {cls.name: cls for cls in (GradientDescent, SGD, Adam, RMSprop)}
 
 
 def make_optimizer(name, params, grads, **options) -> Optimizer:

@@ -18,8 +18,11 @@ class Schedule:
     def options(cls) -> dict:
         """This schedule's own options and their defaults (beyond ``lr``, ``epochs``, ``warmup_epochs``)."""
         parameters = inspect.signature(cls.__init__).parameters.values()
-        return {p.name: p.default for p in parameters if p.default is not inspect.Parameter.empty
-                and p.name not in ("warmup_epochs",) + cls.internal_options}
+        return {
+            p.name: p.default
+            for p in parameters
+            if p.default is not inspect.Parameter.empty and p.name not in ("warmup_epochs",) + cls.internal_options
+        }
 
     def __init__(self, lr: float, epochs: int, warmup_epochs: int = 0):
         self.base_lr = lr
@@ -68,7 +71,7 @@ class Exponential(Schedule):
         self.gamma = gamma
 
     def _after_warmup(self, step):
-        return self.base_lr * self.gamma ** step
+        return self.base_lr * self.gamma**step
 
 
 class Cosine(Schedule):
@@ -95,8 +98,7 @@ class Plateau(Schedule):
     name = "plateau"
     internal_options = ("higher_is_better",)  # follows from the monitored metric
 
-    def __init__(self, lr, epochs, warmup_epochs=0, monitor="val_loss", factor=0.1, patience=5,
-                 higher_is_better=False):
+    def __init__(self, lr, epochs, warmup_epochs=0, monitor="val_loss", factor=0.1, patience=5, higher_is_better=False):
         super().__init__(lr, epochs, warmup_epochs)
         self.monitor, self.factor, self.patience = monitor, factor, patience
         self.higher_is_better = higher_is_better
