@@ -69,7 +69,7 @@ class _EngineTrainer:
         from dltrain.engine.losses import make_loss
         from dltrain.engine.model import Sequential
         from dltrain.engine.optimizers import make_model_optimizer
-        from dltrain.train import Trainer, TrainOptions
+        from dltrain.train import Trainer, TrainingData, TrainOptions, TrainSettings
 
         hidden = [{"type": "dense", "units": units, "activation": "relu"} for units in self.layer_sizes[1:-1]]
         model = Sequential.build(
@@ -80,15 +80,14 @@ class _EngineTrainer:
             model,
             make_loss("cross_entropy", "softmax"),
             optimizer,
-            Split(X, y),
-            None,
-            TrainOptions(epochs=1, batch_size=self.batch_size),
-            "classification",
-            shuffle_rng=np.random.default_rng(self.seed),
-            n_classes=self.layer_sizes[-1],
-            blas_threads=self.blas_threads,
-            kernel_threads=self.kernel_threads,
-            fused=self.fused,
+            TrainingData(Split(X, y), None, "classification", n_classes=self.layer_sizes[-1]),
+            TrainSettings(
+                TrainOptions(epochs=1, batch_size=self.batch_size),
+                np.random.default_rng(self.seed),
+                blas_threads=self.blas_threads,
+                kernel_threads=self.kernel_threads,
+                fused=self.fused,
+            ),
         )
 
     def train_epoch(self, X: np.ndarray, y: np.ndarray, max_batches: int | None = None) -> float:

@@ -18,7 +18,7 @@ from dltrain.engine.layers import Dense
 from dltrain.engine.losses import make_loss
 from dltrain.engine.model import Sequential
 from dltrain.engine.optimizers import make_model_optimizer, make_optimizer
-from dltrain.train import Trainer, TrainOptions
+from dltrain.train import Trainer, TrainingData, TrainOptions, TrainSettings
 
 needs_numba = pytest.mark.skipif(not kernels.active(), reason="numba not installed: only the reference path runs")
 
@@ -132,14 +132,13 @@ def _wide_trainer(fused, rows=300, seed=0):
         model,
         make_loss("cross_entropy", "softmax"),
         optimizer,
-        Split(features, targets),
-        None,
-        TrainOptions(epochs=2, batch_size=64),
-        "classification",
-        shuffle_rng=np.random.default_rng(2),
-        dropout_rng=model.layers[1].rng,
-        n_classes=5,
-        fused=fused,
+        TrainingData(Split(features, targets), None, "classification", n_classes=5),
+        TrainSettings(
+            TrainOptions(epochs=2, batch_size=64),
+            np.random.default_rng(2),
+            dropout_rng=model.layers[1].rng,
+            fused=fused,
+        ),
     )
 
 
@@ -206,11 +205,8 @@ def test_the_environment_variable_forces_the_reference_path(monkeypatch):
         model,
         make_loss("cross_entropy", "softmax"),
         make_model_optimizer("adam", model),
-        Split(np.zeros((256, 784), np.float32), np.zeros(256, np.int64)),
-        None,
-        TrainOptions(epochs=1, batch_size=256),
-        "classification",
-        shuffle_rng=np.random.default_rng(0),
+        TrainingData(Split(np.zeros((256, 784), np.float32), np.zeros(256, np.int64)), None, "classification"),
+        TrainSettings(TrainOptions(epochs=1, batch_size=256), np.random.default_rng(0)),
     )
     assert trainer.fused is False and not any(layer.fused for layer in model.layers)
 

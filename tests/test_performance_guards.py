@@ -11,7 +11,7 @@ from dltrain.engine.backend import threads_for
 from dltrain.engine.losses import make_loss
 from dltrain.engine.model import Sequential
 from dltrain.engine.optimizers import make_model_optimizer
-from dltrain.train import Trainer, TrainOptions
+from dltrain.train import Trainer, TrainingData, TrainOptions, TrainSettings
 
 
 def _trainer(batch_size=32, rows=512, optimizer="adam", fused=None):
@@ -26,13 +26,8 @@ def _trainer(batch_size=32, rows=512, optimizer="adam", fused=None):
         model,
         loss,
         make_model_optimizer(optimizer, model, lr=0.001),
-        Split(features, targets),
-        None,
-        TrainOptions(epochs=1, batch_size=batch_size),
-        "classification",
-        shuffle_rng=np.random.default_rng(2),
-        n_classes=10,
-        fused=fused,
+        TrainingData(Split(features, targets), None, "classification", n_classes=10),
+        TrainSettings(TrainOptions(epochs=1, batch_size=batch_size), np.random.default_rng(2), fused=fused),
     )
     return trainer, features, targets
 

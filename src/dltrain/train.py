@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
+from typing import Any, Callable
 
 import numpy as np
 
@@ -43,6 +44,34 @@ class EarlyStopping:
     patience: int = 10
     min_delta: float = 0.0
     restore_best: bool = True
+
+
+@dataclass
+class TrainingData:
+    """What the loop trains on: splits (anything with ``features`` and ``targets``) and their meaning."""
+
+    train: Any
+    validation: Any = None
+    task: str = "classification"
+    n_classes: int = 0
+    sample_weight: Any = None  # per-row weights of the training loss (class weights)
+    target_divisor: Any = None  # regression: metrics are reported in the target's own units
+
+
+@dataclass
+class TrainSettings:
+    """How the loop runs: options, random streams, stopping rules, hooks and threads."""
+
+    options: TrainOptions
+    shuffle_rng: Any
+    dropout_rng: Any = None
+    schedule: Any = None
+    early_stopping: EarlyStopping | None = None
+    callbacks: Callbacks | None = None
+    on_epoch_saved: Callable | None = None
+    blas_threads: int | None = None  # None: chosen by problem size and the cores others leave free
+    kernel_threads: int | None = None
+    fused: bool | None = None  # None: the fused kernels where they pay and are available
 
 
 @dataclass
@@ -157,47 +186,30 @@ def _finite(value):
 class Trainer:
     """Trains a model in place, one epoch at a time, from any saved state."""
 
-    def __init__(
-        self,
-        model,
-        loss,
-        optimizer,
-        train_split,
-        validation_split,
-        options: TrainOptions,
-        task: str,
-        *,
-        shuffle_rng,
-        dropout_rng=None,
-        schedule=None,
-        early_stopping: EarlyStopping | None = None,
-        sample_weight=None,
-        n_classes=0,
-        target_divisor=None,
-        callbacks: Callbacks | None = None,
-        on_epoch_saved=None,
-        blas_threads: int | None = None,
-        kernel_threads: int | None = None,
-        fused: bool | None = None,
-    ):
+    def __init__(self, model, loss, optimizer, data: TrainingData, settings: TrainSettings):
+        train_split, validation_split, task = data.train, data.validation, data.task
+        options, blas_threads = settings.options, settings.blas_threads
+        shuffle_rng, early_stopping = settings.shuffle_rng, settings.early_stopping
         self.model, self.loss, self.optimizer = model, loss, optimizer
         self.options, self.task = options, task
-        self.shuffle_rng, self.dropout_rng = shuffle_rng, dropout_rng
-        self.schedule, self.early_stopping = schedule, early_stopping
-        self.callbacks = callbacks or Callbacks()
-        self.on_epoch_saved = on_epoch_saved
+        self.shuffle_rng, self.dropout_rng = shuffle_rng, settings.dropout_rng
+        self.schedule, self.early_stopping = settings.schedule, early_stopping
+        self.callbacks = settings.callbacks or Callbacks()
+        self.on_epoch_saved = settings.on_epoch_saved
         batch_size = len(train_split) if options.full_batch else options.batch_size
         self.batches = BatchIterator(
             train_split.features,
             train_split.targets,
-            sample_weight,
+            data.sample_weight,
             batch_size,
             options.shuffle and not options.full_batch,
             shuffle_rng,
         )
         # Regression metrics are reported in the target's units, whatever scale training uses.
-        self.target_divisor = target_divisor
-        self.predictions = EpochPredictions(train_split.targets, task, model.n_outputs, n_classes, target_divisor)
+        self.target_divisor = data.target_divisor
+        self.predictions = EpochPredictions(
+            train_split.targets, task, model.n_outputs, data.n_classes, data.target_divisor
+        )
         # None: as many threads as the step's largest product can use (see threads.threads_for),
         # and the fused kernels where they are available and the problem is large enough to pay.
         # Unless told, the thread count follows the cores others leave free, epoch by epoch.
@@ -205,9 +217,10 @@ class Trainer:
         self.wanted_threads = threads_for(largest)
         self.machine_load = MachineLoad() if blas_threads is None and self.wanted_threads > 1 else None
         self.blas_threads = blas_threads or self.wanted_threads
+        fused = settings.fused
         self.fused = (fused_pays(largest) and kernels.ready()) if fused is None else fused
-        self.requested_kernel_threads = kernel_threads
-        self.kernel_threads = (kernel_threads or self.blas_threads) if self.fused else None
+        self.requested_kernel_threads = settings.kernel_threads
+        self.kernel_threads = (settings.kernel_threads or self.blas_threads) if self.fused else None
         model.use_kernels(self.fused)
         loss.fused = optimizer.fused = self.fused
         has_validation = validation_split is not None and len(validation_split) > 0

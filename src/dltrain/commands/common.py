@@ -35,7 +35,7 @@ from ..engine.schedules import make_schedule
 from ..errors import ArtifactError, ConfigError, DataError, did_you_mean
 from ..files import available_memory, human_bytes
 from ..metrics import CLASSIFICATION_METRICS, DEFAULT_METRICS, REGRESSION_METRICS, class_indices, higher_is_better
-from ..train import Callbacks, EarlyStopping, Trainer, TrainOptions
+from ..train import Callbacks, EarlyStopping, Trainer, TrainingData, TrainOptions, TrainSettings
 
 _OUTPUT_FOR_LOSS = {"cross_entropy": "softmax", "binary_cross_entropy": "sigmoid", "mse": "linear"}
 
@@ -392,25 +392,25 @@ def build_trainer(
         full_batch=config.optimizer.name == "gd",
         metrics=tuple(config.train.metrics),
     )
-    return Trainer(
-        model,
-        loss,
-        optimizer,
+    training_data = TrainingData(
         data.train,
         data.validation,
-        options,
         config.task,
-        shuffle_rng=seeds.shuffle,
+        n_classes=len(data.schema.class_labels),
+        sample_weight=sample_weights(config, data.schema, data.train.targets),
+        target_divisor=data.schema.target_divisor,
+    )
+    settings = TrainSettings(
+        options,
+        seeds.shuffle,
         dropout_rng=seeds.dropout,
         schedule=schedule,
         early_stopping=stopping,
-        sample_weight=sample_weights(config, data.schema, data.train.targets),
-        n_classes=len(data.schema.class_labels),
-        target_divisor=data.schema.target_divisor,
         callbacks=callbacks,
         on_epoch_saved=on_epoch_saved,
         blas_threads=blas_threads,
     )
+    return Trainer(model, loss, optimizer, training_data, settings)
 
 
 @dataclass
