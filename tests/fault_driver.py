@@ -13,6 +13,7 @@ import sys
 
 from dltrain import artifacts, files, train
 from dltrain.cli import main
+from dltrain.commands import common
 from dltrain.commands import fit as fit_command
 
 kind, *args = os.environ["DLTRAIN_FAULT"].split(":")
@@ -56,7 +57,7 @@ if kind == "signal-phase":
 
         return wrapped
 
-    fit_command.prepare_data = at_phase(fit_command.prepare_data, "data")
+    common.prepare_data = at_phase(common.prepare_data, "data")
     fit_command._split_metrics = at_phase(fit_command._split_metrics, "evaluate")
     train_epoch = train.Trainer.train_epoch
 

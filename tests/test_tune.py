@@ -447,13 +447,11 @@ def test_a_metric_fit_logs_on_training_rows_can_be_searched_too(tmp_path):
 
 
 def test_the_dataset_is_parsed_once_per_worker(tmp_path, monkeypatch):
-    from dltrain.commands import common, fit
+    from dltrain.commands import common
 
     calls = []
     original = common.prepare_data
-    counted = lambda *args, **kwargs: calls.append(1) or original(*args, **kwargs)  # noqa: E731
-    for module in (common, fit):  # the search's parse, and fit's (best/ is trained by fit)
-        monkeypatch.setattr(module, "prepare_data", counted)
+    monkeypatch.setattr(common, "prepare_data", lambda *args, **kwargs: calls.append(1) or original(*args, **kwargs))
     config = write_config(tmp_path, trials=5, features="select")
     result = tune_module.tune(config, out=tmp_path / "study", on_trial=lambda *args: None)
     assert result.counts["COMPLETE"] + result.counts["PRUNED"] == 5

@@ -37,8 +37,6 @@ from ..files import available_memory, human_bytes
 from ..metrics import CLASSIFICATION_METRICS, DEFAULT_METRICS, REGRESSION_METRICS, class_indices, higher_is_better
 from ..train import Callbacks, EarlyStopping, Trainer, TrainingData, TrainOptions, TrainSettings
 
-_OUTPUT_FOR_LOSS = {"cross_entropy": "softmax", "binary_cross_entropy": "sigmoid", "mse": "linear"}
-
 
 @dataclass
 class PreparedData:
@@ -224,6 +222,16 @@ _PREDICT_BYTES_PER_UNIT = 4 * 2  # per row of a prediction batch: output and act
 
 
 _PREDICT_ROWS = 4096  # Sequential.logits' batch
+
+
+def prepare(config: Config, source: ConfigSource, base_dir: Path) -> tuple[Config, Seeds, PreparedData]:
+    """Config and data checked together, as fit and check both need them: the CSVs read and split,
+    every ``auto`` resolved, the training options checked, and the model's memory estimated."""
+    seeds = Seeds.from_seed(config.seed)
+    data = prepare_data(config, source, base_dir, seeds)
+    config = check_training_options(data.config, source, data)
+    check_model_memory(config, data.schema, source, len(data.train))  # before a run folder is made
+    return config, seeds, data
 
 
 def check_model_memory(config: Config, schema: DataSchema, source: ConfigSource, train_rows: int | None = None) -> None:

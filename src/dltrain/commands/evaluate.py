@@ -4,8 +4,6 @@ from ..data import read_features
 from ..metrics import evaluate
 from .common import _check_argument_order, csv_dialect, load_run
 
-_OUTPUT_FOR_LOSS = {"cross_entropy": "softmax", "binary_cross_entropy": "sigmoid", "mse": "linear"}
-
 
 def evaluate_run(run_dir, data_path, dialect: dict | None = None) -> tuple[dict, list[str]]:
     """Loss and every metric of a saved run on a labelled CSV, with the class labels in index order.

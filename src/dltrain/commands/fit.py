@@ -35,18 +35,7 @@ from ..errors import (
 )
 from ..metrics import evaluate
 from ..train import Callbacks, Trainer, history_from_checkpoint
-from .common import (
-    PreparedData,
-    Seeds,
-    _data_path,
-    _relocate_paths,
-    build_trainer,
-    check_model_memory,
-    check_training_options,
-    prepare_data,
-)
-
-_OUTPUT_FOR_LOSS = {"cross_entropy": "softmax", "binary_cross_entropy": "sigmoid", "mse": "linear"}
+from .common import PreparedData, Seeds, _data_path, _relocate_paths, build_trainer, prepare
 
 
 @dataclass
@@ -417,10 +406,7 @@ def fit(
         checkpoint = read_checkpoint(target.directory) if resume else None
         if checkpoint:
             _refuse_changed_data(checkpoint[0], hashes, files, target.directory)
-        seeds = Seeds.from_seed(config.seed)
-        data = prepare_data(config, source, base_dir, seeds)
-        config = check_training_options(data.config, source, data)
-        check_model_memory(config, data.schema, source, len(data.train))  # before a run folder is made
+        config, seeds, data = prepare(config, source, base_dir)
         comparable = _comparable(config, base_dir)
         if checkpoint:
             _refuse_changed_config(checkpoint[0]["config"], comparable, target.directory)

@@ -13,8 +13,6 @@ from ..errors import ArtifactError, ConfigError
 from ..metrics import predicted_classes
 from .common import _check_argument_order, csv_dialect, load_run
 
-_OUTPUT_FOR_LOSS = {"cross_entropy": "softmax", "binary_cross_entropy": "sigmoid", "mse": "linear"}
-
 
 def format_number(value) -> str:
     """The shortest text that reads back as the same float32, the model's precision: 0.5,
