@@ -16,6 +16,7 @@ import numpy as np
 
 from .engine import kernels
 from .engine.backend import blas_threads, compute_threads
+from .engine.schedules import improves
 from .engine.threads import MachineLoad, fused_pays, threads_beside, threads_for
 from .errors import TrainingDiverged
 from .metrics import (
@@ -323,13 +324,7 @@ class Trainer:
         if not _finite(value):
             return
         min_delta = self.early_stopping.min_delta if self.early_stopping else 0.0
-        if self.best_value is None:
-            improved = True
-        elif higher_is_better(self.monitor):
-            improved = value > self.best_value + min_delta
-        else:
-            improved = value < self.best_value - min_delta
-        if improved:
+        if improves(value, self.best_value, higher_is_better(self.monitor), min_delta):
             self.best_value, self.best_epoch, self.wait = value, epoch, 0
             if self.early_stopping and self.early_stopping.restore_best:
                 self.best_params = self.model.state()

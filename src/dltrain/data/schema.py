@@ -339,19 +339,19 @@ class DataSchema:
         ):
             raise ValueError("csv, scaler and class_labels must be a mapping, a mapping and a list")
         schema = cls(
-            feature_names,
-            target,
-            data["task"],
-            scaler["method"],
-            np.asarray(scaler["offset"], dtype=np.float32),
-            np.asarray(scaler["divisor"], dtype=np.float32),
-            [str(label) for label in data["class_labels"]],
-            bool(data["binary"]),
-            columns,
-            data.get("target_missing", "error"),
-            csv_options.get("delimiter"),
-            csv_options.get("decimal", "."),
-            csv_options.get("encoding", "utf-8"),
+            feature_names=feature_names,
+            target=target,
+            task=data["task"],
+            scale=scaler["method"],
+            offset=np.asarray(scaler["offset"], dtype=np.float32),
+            divisor=np.asarray(scaler["divisor"], dtype=np.float32),
+            class_labels=[str(label) for label in data["class_labels"]],
+            binary=bool(data["binary"]),
+            columns=columns,
+            target_missing=data.get("target_missing", "error"),
+            delimiter=csv_options.get("delimiter"),
+            decimal=csv_options.get("decimal", "."),
+            encoding=csv_options.get("encoding", "utf-8"),
         )
         if schema.task not in ("classification", "regression") or schema.scale not in ("standard", "minmax", "none"):
             raise ValueError(f"unknown task {schema.task!r} or scaling {schema.scale!r}")

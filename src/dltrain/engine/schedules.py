@@ -92,6 +92,15 @@ class Cosine(Schedule):
         return self.min_lr + (self.base_lr - self.min_lr) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
+def improves(value: float, best: float | None, higher_is_better: bool, min_delta: float = 0.0) -> bool:
+    """Whether a monitored value beats the best so far by more than ``min_delta`` (the first always does).
+
+    The one rule for the plateau schedule and for early stopping."""
+    if best is None:
+        return True
+    return value > best + min_delta if higher_is_better else value < best - min_delta
+
+
 class Plateau(Schedule):
     """Multiply the rate by ``factor`` when ``monitor`` has not improved for ``patience`` epochs."""
 
@@ -113,8 +122,7 @@ class Plateau(Schedule):
         value = record.get(self.monitor)
         if value is None or not math.isfinite(value):
             return
-        improved = self.best is None or (value > self.best if self.higher_is_better else value < self.best)
-        if improved:
+        if improves(value, self.best, self.higher_is_better):
             self.best, self.wait = value, 0
             return
         self.wait += 1
