@@ -61,3 +61,52 @@ def test_only_backend_names_the_array_library(path):
     source = path.read_text(encoding="utf-8")
     assert "numpy" not in _imports(path) and not any(name.startswith("numpy.") for name in _imports(path))
     assert "np." not in source
+
+
+# Dependencies point down: a module imports only from its own layer or the layers below it.
+LAYERS = [
+    ("engine",),  # the NumPy engine
+    ("errors", "labels", "files", "metrics"),  # errors a user can cause, safe files, label spelling, metrics
+    ("config",),  # specs, YAML with positions, --set
+    ("data",),  # CSV -> typed columns -> arrays
+    ("train", "artifacts"),  # the loop, the run folder
+    ("commands",),  # one module per command
+    ("cli", "report", "plot", "__main__"),  # the face
+]
+
+
+def _layer(module: str) -> int:
+    """The layer of ``dltrain.x.y`` (the package's own __init__ sits with the engine set-up it does)."""
+    parts = module.split(".")
+    top = parts[1] if len(parts) > 1 else "__init__"
+    if top in ("__init__", "__version__"):
+        return 0
+    for rank, names in enumerate(LAYERS):
+        if top in names:
+            return rank
+    raise AssertionError(f"{module} is in no layer; add it to LAYERS")
+
+
+def _module_name(path: Path) -> str:
+    return ".".join(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+
+
+@pytest.mark.parametrize("path", MODULES, ids=lambda p: p.relative_to(PACKAGE).as_posix())
+def test_dependencies_point_down(path):
+    own = _layer(_module_name(path))
+    upward = [
+        name
+        for name in _imports(path)
+        if name.split(".")[0] == "dltrain" and name != "dltrain" and _layer(name) > own
+    ]
+    assert upward == [], f"{_module_name(path)} (layer {own}) imports {upward} from a layer above"
+
+
+def test_the_named_rules_hold():
+    """The issue's words: data never imports commands, cli or report; config does not import data."""
+    for path in MODULES:
+        name, imported = _module_name(path), _imports(path)
+        if name.startswith("dltrain.data"):
+            assert not [m for m in imported if m.startswith(("dltrain.commands", "dltrain.cli", "dltrain.report"))]
+        if name == "dltrain.config":
+            assert not [m for m in imported if m.startswith("dltrain.data")]
