@@ -95,9 +95,7 @@ def _module_name(path: Path) -> str:
 def test_dependencies_point_down(path):
     own = _layer(_module_name(path))
     upward = [
-        name
-        for name in _imports(path)
-        if name.split(".")[0] == "dltrain" and name != "dltrain" and _layer(name) > own
+        name for name in _imports(path) if name.split(".")[0] == "dltrain" and name != "dltrain" and _layer(name) > own
     ]
     assert upward == [], f"{_module_name(path)} (layer {own}) imports {upward} from a layer above"
 

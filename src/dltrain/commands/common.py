@@ -7,6 +7,7 @@ trained model from its run folder alone. Nothing here prints."""
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from pydantic import ValidationError
@@ -114,15 +115,25 @@ def _data_plan(spec, table: CsvFile, source: ConfigSource) -> DataPlan:
     return plan_data(table, spec.target, spec.features, spec.exclude, options, spec.missing, spec.fill, source)
 
 
-def prepare_data(config: Config, source: ConfigSource, base_dir: Path, seeds: Seeds) -> PreparedData:
-    """Read the CSVs, type the columns, resolve ``auto`` settings, split, fit preprocessing on train only."""
+@dataclass
+class _ParsedTraining:
+    """The training CSV parsed once: its plan, typed columns, and the rows training may use."""
+
+    table: CsvFile
+    plan: DataPlan
+    columns: Any
+    encodings: list
+    rows: np.ndarray
+    target_missing: str
+
+
+def _parse_training_csv(config: Config, source: ConfigSource, base_dir: Path) -> _ParsedTraining:
     spec = config.data
     table = CsvFile.open(
         _config_data_path(base_dir, spec.train, "train", source), spec.delimiter, spec.encoding, spec.decimal
     )
     plan = _data_plan(spec, table, source)
-    multi_output = len(plan.targets) > 1
-    if multi_output and config.task == "classification":
+    if len(plan.targets) > 1 and config.task == "classification":
         raise source.fail(
             ("task",),
             "several targets mean multi-output regression; use task: regression (or auto), or give one target",
@@ -136,67 +147,86 @@ def prepare_data(config: Config, source: ConfigSource, base_dir: Path, seeds: Se
     encodings = column_encodings(columns, plan)
     rows = checked_rows(columns, encodings, plan.targets, target_missing, "train")
     rows = np.arange(columns.n_rows) if rows is None else rows
+    return _ParsedTraining(table, plan, columns, encodings, rows, target_missing)
 
-    target = plan.targets[0]
-    raw_target = (columns.text[target] if target in columns.text else columns.numbers(target))[rows]
-    task = "regression" if multi_output else infer_task(raw_target) if config.task == "auto" else config.task
-    labels = target_labels(raw_target) if task == "classification" else None
-    n_classes = len(np.unique(labels)) if labels is not None else 0
-    if task == "classification" and n_classes < 2:
-        raise DataError(
-            f"{table.path}: target {target!r} has only one class ({str(labels[0])!r}); a classifier needs at least two"
-        )
-    config = _resolve(config, source, task, n_classes)
 
-    if isinstance(spec.validation, str):
-        train_rows, validation_rows = rows, None
+def _task_and_labels(config: Config, parsed: _ParsedTraining) -> tuple[str, np.ndarray | None]:
+    """The task (given, or guessed from the target) and, for classes, each usable row's label."""
+    target, columns = parsed.plan.targets[0], parsed.columns
+    raw_target = (columns.text[target] if target in columns.text else columns.numbers(target))[parsed.rows]
+    if len(parsed.plan.targets) > 1:
+        task = "regression"
     else:
-        if labels is not None and spec.validation > 0:
-            classes, counts = np.unique(labels, return_counts=True)
-            if counts.min() < 2:
-                rare = str(classes[counts.argmin()])
-                raise DataError(
-                    f"{table.path}: target {target!r}: class {rare!r} has only 1 row; a stratified validation "
-                    "split needs at least 2 rows per class. Add rows of it or remove it"
-                    + (", set task: regression if the target is a quantity" if config.task == "auto" else "")
-                    + ", or give data.validation a CSV file"
-                )
-        train_positions, validation_positions = stratified_split(labels, len(rows), spec.validation, seeds.split)
-        if spec.validation > 0 and len(validation_positions) == 0:
-            raise source.fail(
-                ("data", "validation"),
-                f"{spec.validation:g} of {len(rows)} rows "
-                f"leaves no validation rows{' once each class is split' if labels is not None else ''}; "
-                "raise it, give a CSV file, or set 0 to train without validation",
-            )
-        train_rows, validation_rows = rows[train_positions], rows[validation_positions]
-        if not len(train_rows):
+        task = infer_task(raw_target) if config.task == "auto" else config.task
+    labels = target_labels(raw_target) if task == "classification" else None
+    if labels is not None and len(np.unique(labels)) < 2:
+        raise DataError(
+            f"{parsed.table.path}: target {target!r} has only one class ({str(labels[0])!r}); "
+            "a classifier needs at least two"
+        )
+    return task, labels
+
+
+def _split_rows(config: Config, source: ConfigSource, parsed: _ParsedTraining, labels, seeds: Seeds):
+    """(training rows, validation rows or None): a fraction held out, stratified by class."""
+    spec, rows, path, target = config.data, parsed.rows, parsed.table.path, parsed.plan.targets[0]
+    if isinstance(spec.validation, str):
+        return rows, None
+    if labels is not None and spec.validation > 0:
+        classes, counts = np.unique(labels, return_counts=True)
+        if counts.min() < 2:
+            rare = str(classes[counts.argmin()])
             raise DataError(
-                f"{table.path}: {len(rows)} usable row{'s' if len(rows) != 1 else ''} and data.validation: "
-                f"{spec.validation:g} leave no rows to train on; add rows, or lower data.validation "
-                "(0 trains on every row)"
+                f"{path}: target {target!r}: class {rare!r} has only 1 row; a stratified validation "
+                "split needs at least 2 rows per class. Add rows of it or remove it"
+                + (", set task: regression if the target is a quantity" if config.task == "auto" else "")
+                + ", or give data.validation a CSV file"
             )
-        if labels is not None and len(np.unique(labels[train_positions])) < 2:
-            raise DataError(f"{table.path}: the training split has only one class; lower data.validation")
+    train_positions, validation_positions = stratified_split(labels, len(rows), spec.validation, seeds.split)
+    if spec.validation > 0 and len(validation_positions) == 0:
+        raise source.fail(
+            ("data", "validation"),
+            f"{spec.validation:g} of {len(rows)} rows "
+            f"leaves no validation rows{' once each class is split' if labels is not None else ''}; "
+            "raise it, give a CSV file, or set 0 to train without validation",
+        )
+    if not len(train_positions):
+        raise DataError(
+            f"{path}: {len(rows)} usable row{'s' if len(rows) != 1 else ''} and data.validation: "
+            f"{spec.validation:g} leave no rows to train on; add rows, or lower data.validation "
+            "(0 trains on every row)"
+        )
+    if labels is not None and len(np.unique(labels[train_positions])) < 2:
+        raise DataError(f"{path}: the training split has only one class; lower data.validation")
+    return rows[train_positions], rows[validation_positions]
+
+
+def prepare_data(config: Config, source: ConfigSource, base_dir: Path, seeds: Seeds) -> PreparedData:
+    """Read the CSVs, type the columns, resolve ``auto`` settings, split, fit preprocessing on train only."""
+    spec = config.data
+    parsed = _parse_training_csv(config, source, base_dir)
+    task, labels = _task_and_labels(config, parsed)
+    config = _resolve(config, source, task, len(np.unique(labels)) if labels is not None else 0)
+    train_rows, validation_rows = _split_rows(config, source, parsed, labels, seeds)
+    columns = parsed.columns
     csv_options = {"delimiter": spec.delimiter, "decimal": spec.decimal, "encoding": spec.encoding}
     schema = DataSchema.fit(
         columns,
-        encodings,
+        parsed.encodings,
         train_rows,
-        rows,
-        plan.targets,
+        parsed.rows,
+        parsed.plan.targets,
         task,
         spec.scale,
-        target_missing,
+        parsed.target_missing,
         csv_options,
         spec.target_scale,
     )
     schema.binary = config.loss == "binary_cross_entropy"
     validation = None
     if isinstance(spec.validation, str):
-        validation = Split(
-            *read_features(_config_data_path(base_dir, spec.validation, "validation", source), schema, with_target=True)
-        )
+        path = _config_data_path(base_dir, spec.validation, "validation", source)
+        validation = Split(*read_features(path, schema, with_target=True))
     elif validation_rows is not None and len(validation_rows):
         validation = Split(
             schema.encode_features(columns, validation_rows), schema.encode_target(columns, validation_rows)
