@@ -1082,36 +1082,19 @@ def _child_worker(
         raise SystemExit(128 + signal_of(interrupt)) from None
 
 
-def tune(
-    config_path,
-    trials: int | None = None,
-    timeout: float | None = None,
-    workers: int = 1,
-    storage: str | None = None,
-    study_name: str | None = None,
-    out=None,
-    on_trial=None,
-    on_stage=None,
-) -> TuneResult:
-    """Search the config's ``tune.space`` until the study has N finished trials; returns the summary.
-
-    ``on_trial(trial, counts, n_trials, metric, best_value)`` is called after every trial this process runs, and
-    ``on_stage(text)`` before each long step, for the CLI to show progress."""
+def _check_arguments(workers: int, trials: int | None, timeout: float | None):
     if workers < 1:
         raise ConfigError(f"--workers {workers}: give at least 1")
     if trials is not None and trials < 1:
         raise ConfigError(f"--trials {trials}: give at least 1")
     if timeout is not None and timeout <= 0:
         raise ConfigError(f"--timeout {timeout:g}: give a number of seconds above 0")
-    on_stage = on_stage or (lambda text: None)
-    plan = load_plan(config_path)
-    _optuna()
-    if storage is not None:
-        _database_url(storage)
-    n_trials = trials or plan.tune.trials
-    timeout = timeout if timeout is not None else plan.tune.timeout
-    deadline = time.time() + timeout if timeout is not None else None
 
+
+def _prepare_search(plan: SearchPlan, n_trials: int):
+    """The data parsed once (a probe worker holds it), checked for the search; a grid caps the trials.
+
+    Returns (probe worker, base data, number of trials, notes for the summary)."""
     probe = Worker(plan, None, n_trials)
     base = probe.base_data()
     checked = common.check_training_options(
@@ -1119,43 +1102,21 @@ def tune(
     )
     _check_data(plan, base, checked)
     notes = []
-    n_columns = len(base.schema.columns)
     if plan.tune.sampler == "grid":
         if plan.tune.features == "select":
+            features = [column.name for column in base.schema.columns]
             plan.config = plan.config.model_copy(
-                update={
-                    "data": plan.config.data.model_copy(
-                        update={"features": [column.name for column in base.schema.columns]}
-                    )
-                }
+                update={"data": plan.config.data.model_copy(update={"features": features})}
             )
-        size = _grid_size(plan, n_columns)
+        size = _grid_size(plan, len(base.schema.columns))
         if size < n_trials:
             notes.append(f"the grid has {size} points; searching all of them instead of {n_trials} trials")
             n_trials = size
+    return probe, base, n_trials, notes
 
-    study_dir = study_folder(plan.config.name, out)
-    place = StudyPlace(study_dir, storage, study_name or plan.config.name)
-    opened = open_storage(place)
-    study = _make_study(plan, place, opened, 0)
-    _check_same_search(study, plan, place)
-    trials_before = len(study.get_trials(deepcopy=False))
-    study = _load_study(plan, place, opened, 0, trials_before)
-    worker = Worker(plan, study, n_trials, deadline, on_trial)
-    worker._prepared = probe._prepared
-    counts = worker.counts()
-    if counts["COMPLETE"] + counts["PRUNED"] >= n_trials:
-        result = write_study_folder(study, plan, place, study.user_attrs.get("feature_importance"))
-        result.n_trials, result.already_finished, result.notes = n_trials, True, notes
-        return result
 
-    if plan.tune.features == "select" and _ranking(study) is None:
-        on_stage("feature selection: fitting the config as written to rank its columns")
-        rows = rank_features(probe)
-        study.set_user_attr("feature_importance", rows)
-        study.set_user_attr("columns", [column.name for column in base.schema.columns])
-    worker.ranking = _ranking(study)
-
+def _run_workers(config_path, worker, place, n_trials, deadline, workers, trials_before, on_stage) -> bool:
+    """This process's worker and ``workers - 1`` child processes against one study; True if stopped early."""
     context = multiprocessing.get_context("spawn")
     errors = context.SimpleQueue()
     children = [
@@ -1175,14 +1136,6 @@ def tune(
     try:
         with _ThreadShare(_thread_share(workers)):
             stopped = worker.run(wait_for_others=True)
-    except KeyboardInterrupt as interrupt:
-        _stop(children)
-        running = "the running trial is" if workers == 1 else "the running trials are"
-        raise TrainingInterrupted(
-            f"interrupted: {running} recorded as failed; {study_dir} keeps the finished trials; continue "
-            f"with: dltrain tune {config_path} --out {study_dir}" + (f" --storage {storage}" if storage else ""),
-            signal_of(interrupt),
-        ) from None
     except BaseException:
         _stop(children)
         raise
@@ -1190,6 +1143,63 @@ def tune(
         child.join()
     if not errors.empty():
         raise DltrainError(errors.get())
+    return stopped
+
+
+def tune(
+    config_path,
+    trials: int | None = None,
+    timeout: float | None = None,
+    workers: int = 1,
+    storage: str | None = None,
+    study_name: str | None = None,
+    out=None,
+    on_trial=None,
+    on_stage=None,
+) -> TuneResult:
+    """Search the config's ``tune.space`` until the study has N finished trials; returns the summary.
+
+    ``on_trial(trial, counts, n_trials, metric, best_value)`` is called after every trial this process runs, and
+    ``on_stage(text)`` before each long step, for the CLI to show progress."""
+    _check_arguments(workers, trials, timeout)
+    on_stage = on_stage or (lambda text: None)
+    plan = load_plan(config_path)
+    _optuna()
+    if storage is not None:
+        _database_url(storage)
+    timeout = timeout if timeout is not None else plan.tune.timeout
+    deadline = time.time() + timeout if timeout is not None else None
+    probe, base, n_trials, notes = _prepare_search(plan, trials or plan.tune.trials)
+
+    study_dir = study_folder(plan.config.name, out)
+    place = StudyPlace(study_dir, storage, study_name or plan.config.name)
+    opened = open_storage(place)
+    study = _make_study(plan, place, opened, 0)
+    _check_same_search(study, plan, place)
+    trials_before = len(study.get_trials(deepcopy=False))
+    study = _load_study(plan, place, opened, 0, trials_before)
+    worker = Worker(plan, study, n_trials, deadline, on_trial)
+    worker._prepared = probe._prepared
+    counts = worker.counts()
+    if counts["COMPLETE"] + counts["PRUNED"] >= n_trials:
+        result = write_study_folder(study, plan, place, study.user_attrs.get("feature_importance"))
+        result.n_trials, result.already_finished, result.notes = n_trials, True, notes
+        return result
+
+    if plan.tune.features == "select" and _ranking(study) is None:
+        on_stage("feature selection: fitting the config as written to rank its columns")
+        study.set_user_attr("feature_importance", rank_features(probe))
+        study.set_user_attr("columns", [column.name for column in base.schema.columns])
+    worker.ranking = _ranking(study)
+    try:
+        stopped = _run_workers(config_path, worker, place, n_trials, deadline, workers, trials_before, on_stage)
+    except KeyboardInterrupt as interrupt:
+        running = "the running trial is" if workers == 1 else "the running trials are"
+        raise TrainingInterrupted(
+            f"interrupted: {running} recorded as failed; {study_dir} keeps the finished trials; continue "
+            f"with: dltrain tune {config_path} --out {study_dir}" + (f" --storage {storage}" if storage else ""),
+            signal_of(interrupt),
+        ) from None
     on_stage("training the best trial's config into the study folder")
     result = write_study_folder(study, plan, place, study.user_attrs.get("feature_importance"))
     result.n_trials, result.stopped, result.notes = n_trials, stopped, notes
