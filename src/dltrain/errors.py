@@ -72,7 +72,7 @@ def did_you_mean(word, options) -> str:
             return f" (did you mean {option!r}?)"
     if len(options) > _MAX_FUZZY_OPTIONS:
         return ""
-    by_folded = {}
+    by_folded: dict[str, str] = {}
     for option in options:
         by_folded.setdefault(option.casefold(), option)
     matches = difflib.get_close_matches(folded, list(by_folded), n=1, cutoff=0.6)
