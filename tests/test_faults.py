@@ -392,13 +392,7 @@ def test_predict_never_overwrites_its_input_or_a_run(project):
 
 def test_resume_of_an_early_stopped_run_is_refused_and_says_how_to_go_on(project):
     run = project / "stopped"
-    result = dltrain(
-        project,
-        "fit",
-        "c.yaml",
-        "--out",
-        run.name,
-        "--quiet",
+    stops_early = (
         "--set",
         "train.epochs=300",
         "--set",
@@ -406,26 +400,13 @@ def test_resume_of_an_early_stopped_run_is_refused_and_says_how_to_go_on(project
         "--set",
         "optimizer.lr=0.2",
     )
+    result = dltrain(project, "fit", "c.yaml", "--out", run.name, "--quiet", *stops_early)
     assert result.returncode == 0, result.stderr
     model = (run / "model.npz").read_bytes()
     epochs_done = len((run / "history.csv").read_text().splitlines()) - 1
     assert epochs_done < 300
     for _ in range(2):  # the same answer every time, and the model untouched
-        again = dltrain(
-            project,
-            "fit",
-            "c.yaml",
-            "--out",
-            run.name,
-            "--resume",
-            "--quiet",
-            "--set",
-            "train.epochs=300",
-            "--set",
-            "train.early_stopping={patience: 2}",
-            "--set",
-            "optimizer.lr=0.2",
-        )
+        again = dltrain(project, "fit", "c.yaml", "--out", run.name, "--resume", "--quiet", *stops_early)
         assert again.returncode == 2
         assert f"already finished (early stop at epoch {epochs_done})" in again.stderr
         assert (run / "model.npz").read_bytes() == model

@@ -650,7 +650,10 @@ def _claim_out(directory: Path, force: bool, resume: bool, inputs) -> RunTarget:
     return target
 
 
-def _claim_numbered(name: str, root: Path) -> RunTarget:
+def numbered_folder(root: Path, name: str) -> Path:
+    """A new folder ``root/<name>``, or ``<name>-2``, ``-3``… when taken (mkdir decides, so two
+    processes never get the same one)."""
+    root = Path(root)
     if root.exists() and not root.is_dir():
         raise ArtifactError(f"{root}: exists and is not a folder; move it, or give --out")
     try:
@@ -662,11 +665,14 @@ def _claim_numbered(name: str, root: Path) -> RunTarget:
         directory = root / (name if suffix == 1 else f"{name}-{suffix}")
         try:
             directory.mkdir()
+            return directory
         except FileExistsError:
             suffix += 1
-            continue
         except OSError as error:
             raise disk_error(error, directory) from None
-        target = RunTarget(directory, created=True, replacing=False)
-        target.lock.acquire()
-        return target
+
+
+def _claim_numbered(name: str, root: Path) -> RunTarget:
+    target = RunTarget(numbered_folder(root, name), created=True, replacing=False)
+    target.lock.acquire()
+    return target

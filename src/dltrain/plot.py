@@ -57,11 +57,8 @@ def read_history(run_dir) -> list[dict]:
 FORMATS = {".png": "png", ".svg": "svg", ".pdf": "pdf"}
 
 
-def plot_curves(run_dir, out=None) -> Path:
-    """Write a PNG (or SVG or PDF, by ``out``'s suffix) of loss and every logged metric per epoch,
-    train beside validation, best epoch marked."""
-    run_dir = Path(run_dir)
-    out = Path(out) if out is not None else run_dir / "curves.png"
+def _pyplot(out: Path):
+    """(matplotlib.pyplot, the image format ``out``'s suffix names), or one message for what is missing."""
     image_format = FORMATS.get(out.suffix.lower())
     if image_format is None:
         raise DltrainError(
@@ -75,6 +72,15 @@ def plot_curves(run_dir, out=None) -> Path:
         import matplotlib.pyplot as plt
     except ImportError:
         raise DltrainError("plotting needs matplotlib: pip install 'dltrain[plot]'") from None
+    return plt, image_format
+
+
+def plot_curves(run_dir, out=None) -> Path:
+    """Write a PNG (or SVG or PDF, by ``out``'s suffix) of loss and every logged metric per epoch,
+    train beside validation, best epoch marked."""
+    run_dir = Path(run_dir)
+    out = Path(out) if out is not None else run_dir / "curves.png"
+    plt, image_format = _pyplot(out)
     manifest = read_manifest(run_dir)
     history = read_history(run_dir)
     training = manifest.get("training")
@@ -115,19 +121,7 @@ def plot_study(study_dir, out=None) -> Path:
 
     study_dir = Path(study_dir)
     out = Path(out) if out is not None else study_dir / "study.png"
-    image_format = FORMATS.get(out.suffix.lower())
-    if image_format is None:
-        raise DltrainError(
-            f"{out}: cannot tell the image format from {out.suffix or 'a name without a suffix'!r}; "
-            "end --out with .png, .svg or .pdf"
-        )
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise DltrainError("plotting needs matplotlib: pip install 'dltrain[plot]'") from None
+    plt, image_format = _pyplot(out)
     meta = json.loads((study_dir / "study.json").read_text(encoding="utf-8"))
     rows = list(csv.DictReader(io.StringIO((study_dir / "trials.csv").read_text(encoding="utf-8"))))
     rows = [row for row in rows if row["state"] in ("complete", "pruned") and row["value"]]

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 from pydantic import ValidationError
 
-from ..artifacts import holds_run
+from ..artifacts import holds_run, numbered_folder
 from ..config import (
     Config,
     ConfigSource,
@@ -1003,21 +1003,7 @@ def study_folder(name: str, out=None, runs_root="runs") -> Path:
         except OSError as error:
             raise disk_error(error, directory) from None
         return directory
-    root = Path(runs_root)
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise disk_error(error, root) from None
-    suffix = 1
-    while True:
-        directory = root / (f"{name}-tune" if suffix == 1 else f"{name}-tune-{suffix}")
-        try:
-            directory.mkdir()
-            return directory
-        except FileExistsError:
-            suffix += 1
-        except OSError as error:
-            raise disk_error(error, directory) from None
+    return numbered_folder(Path(runs_root), f"{name}-tune")
 
 
 def _sampler_seed(seed: int, worker_index: int, trials_before: int) -> int:
