@@ -75,6 +75,16 @@ def _pyplot(out: Path):
     return plt, image_format
 
 
+def _save(plt, figure, out: Path, image_format: str) -> Path:
+    """Lay the figure out and write it whole (atomically) in the format ``out`` names."""
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format=image_format, dpi=100)
+    plt.close(figure)
+    atomic_write(out, buffer.getvalue())
+    return out
+
+
 def plot_curves(run_dir, out=None) -> Path:
     """Write a PNG (or SVG or PDF, by ``out``'s suffix) of loss and every logged metric per epoch,
     train beside validation, best epoch marked."""
@@ -101,12 +111,7 @@ def plot_curves(run_dir, out=None) -> Path:
     axes[-1, 0].set_xlabel("epoch")
     name = manifest["config"].get("name") if isinstance(manifest["config"], dict) else None
     figure.suptitle(f"{name if isinstance(name, str) else run_dir.name}: learning curves")
-    figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format=image_format, dpi=100)
-    plt.close(figure)
-    atomic_write(out, buffer.getvalue())
-    return out
+    return _save(plt, figure, out, image_format)
 
 
 def is_study_folder(path) -> bool:
@@ -175,9 +180,4 @@ def plot_study(study_dir, out=None) -> Path:
         axis.set_xlabel(name)
         axis.set_ylabel(meta.get("metric", "value"))
         axis.grid(alpha=0.3)
-    figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format=image_format, dpi=100)
-    plt.close(figure)
-    atomic_write(out, buffer.getvalue())
-    return out
+    return _save(plt, figure, out, image_format)
