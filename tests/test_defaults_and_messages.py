@@ -339,18 +339,9 @@ def test_log_lines_are_not_wrapped_at_80_columns_off_a_terminal(tmp_path, root):
 
     environment = {key: value for key, value in os.environ.items() if key not in ("COLUMNS", "LINES")}
     out = tmp_path / ("run-with-a-long-name-" + "x" * 80)
+    arguments = ["fit", str(root / "configs" / "diabetes.yaml"), "--out", str(out), "--set", "train.epochs=2"]
     completed = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "dltrain",
-            "fit",
-            str(root / "configs" / "diabetes.yaml"),
-            "--out",
-            str(out),
-            "--set",
-            "train.epochs=2",
-        ],
+        [sys.executable, "-m", "dltrain", *arguments],
         capture_output=True,
         text=True,
         timeout=120,
@@ -365,15 +356,7 @@ def test_log_lines_are_not_wrapped_at_80_columns_off_a_terminal(tmp_path, root):
     from datetime import datetime
 
     run = json.loads((out / "model.json").read_text())["run"]
-    assert run["command"] == [
-        "dltrain",
-        "fit",
-        str(root / "configs" / "diabetes.yaml"),
-        "--out",
-        str(out),
-        "--set",
-        "train.epochs=2",
-    ]
+    assert run["command"] == ["dltrain", *arguments]
     started, ended = datetime.fromisoformat(run["started"]), datetime.fromisoformat(run["ended"])
     assert started <= ended and started.tzinfo is not None
     assert 0 < run["seconds"] < 120 and run["seconds"] <= (ended - started).total_seconds() + 1
