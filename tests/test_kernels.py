@@ -115,6 +115,35 @@ def test_adam_kernel_equals_the_textbook_update(size, dtype, weight_decay, varia
     np.testing.assert_allclose(got_norms, expected_norms, rtol=1e-6)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("fused", [pytest.param(True, marks=needs_numba), False], ids=["fused", "reference"])
+def test_adam_sets_subnormal_moments_to_zero(dtype, fused, variant):
+    # A weight whose gradient stays 0 has its moments decay by beta1 and beta2 each step; once
+    # they drop below the smallest normal number both paths store 0 (subnormal arithmetic is
+    # slow). Every other moment is the textbook value, and the weights are unchanged by it.
+    tiny = np.finfo(dtype).tiny
+    size = 1001
+    rows = np.arange(size)
+    m0 = np.where(rows % 2, 1.05 * tiny, 20 * tiny) * np.where(rows % 3, 1, -1)  # odd rows fall below tiny
+    v0 = np.where(rows % 5 == 0, 1.0005 * tiny, 1.0)  # every fifth row falls below tiny
+    params = {"dense_0.W": np.linspace(-1, 1, size).astype(dtype).reshape(size, 1)}
+    start = params["dense_0.W"].copy()
+    grads = {"dense_0.W": np.zeros_like(start)}
+    optimizer = make_optimizer("adam", params, grads, lr=0.01)
+    optimizer.fused = fused
+    m, v = optimizer.slots["m"]["dense_0.W"][:, 0], optimizer.slots["v"]["dense_0.W"][:, 0]
+    m[...], v[...] = m0, v0
+    optimizer.step()
+    textbook_m, textbook_v = dtype(0.9) * m0.astype(dtype), dtype(0.999) * v0.astype(dtype)
+    below_m, below_v = np.abs(textbook_m) < tiny, textbook_v < tiny
+    assert below_m.sum() == size // 2 and below_v.sum() == (size + 4) // 5
+    assert np.all(textbook_m[below_m] != 0) and np.all(textbook_v[below_v] != 0)  # subnormal, not 0
+    assert np.all(m[below_m] == 0) and np.all(v[below_v] == 0)
+    np.testing.assert_array_equal(m[~below_m], textbook_m[~below_m])
+    np.testing.assert_array_equal(v[~below_v], textbook_v[~below_v])
+    np.testing.assert_allclose(params["dense_0.W"], start, rtol=0, atol=np.finfo(dtype).eps)
+
+
 def _wide_trainer(fused, rows=300, seed=0):
     rng = np.random.default_rng(seed)
     features = rng.random((rows, 40), dtype=np.float32)

@@ -127,6 +127,13 @@ def _sum_of_squares(array, scratch) -> float:
     return float(scratch.sum())
 
 
+def _flush_subnormal(array, scratch):
+    """Set the entries of ``array`` below the smallest normal number in size to 0 (a nan stays nan)."""
+    xp.abs(array, out=scratch)
+    xp.greater_equal(scratch, xp.finfo(array.dtype).tiny, out=scratch, casting="unsafe")  # 1 where kept
+    array *= scratch
+
+
 class SGD(Optimizer):
     """Stochastic gradient descent with optional (Nesterov) momentum, as in PyTorch."""
 
@@ -209,6 +216,10 @@ class Adam(Optimizer):
         xp.multiply(grad, grad, out=scratch)
         scratch *= 1.0 - self.beta2
         v += scratch
+        # Moments below the smallest normal number become 0: subnormal arithmetic is slow, and
+        # the moments of a weight whose gradient stays 0 decay through it (see kernels.adam).
+        _flush_subnormal(m, scratch)
+        _flush_subnormal(v, scratch)
         # param -= lr * m_hat / (sqrt(v_hat) + eps), with m_hat = m / (1 - beta1^t), v_hat = v / (1 - beta2^t)
         xp.divide(v, 1.0 - self.beta2**self.step_count, out=scratch)
         xp.sqrt(scratch, out=scratch)
