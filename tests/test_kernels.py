@@ -144,6 +144,23 @@ def test_adam_sets_subnormal_moments_to_zero(dtype, fused, variant):
     np.testing.assert_allclose(params["dense_0.W"], start, rtol=0, atol=np.finfo(dtype).eps)
 
 
+@pytest.mark.parametrize(
+    "name, options, slot, factor",
+    [("sgd", {"momentum": 0.9}, "velocity", 0.9), ("rmsprop", {"rho": 0.9}, "mean_square", 0.9)],
+)
+def test_decaying_optimizer_state_stops_at_zero_not_in_the_subnormals(name, options, slot, factor):
+    tiny = np.finfo(np.float32).tiny
+    params = {"dense_0.W": np.ones((4, 1), np.float32)}
+    grads = {"dense_0.W": np.zeros((4, 1), np.float32)}
+    optimizer = make_optimizer(name, params, grads, lr=0.01, **options)
+    state = optimizer.slots[slot]["dense_0.W"][:, 0]
+    state[...] = [1.05 * tiny, 2 * tiny, 0.5, 1.05 * tiny if name == "rmsprop" else -1.05 * tiny]
+    expected = np.float32(factor) * state
+    assert np.count_nonzero((expected != 0) & (np.abs(expected) < tiny)) == 2  # subnormal after one step
+    optimizer.step()
+    assert state.tolist() == [0.0, expected[1], expected[2], 0.0]
+
+
 def _wide_trainer(fused, rows=300, seed=0):
     rng = np.random.default_rng(seed)
     features = rng.random((rows, 40), dtype=np.float32)

@@ -153,6 +153,7 @@ class SGD(Optimizer):
         v = slots["velocity"]
         v *= self.momentum
         v += grad
+        _flush_subnormal(v, scratch)  # a velocity that decays stops at 0, not in the slow subnormals
         if self.nesterov:
             xp.multiply(v, self.momentum, out=scratch)
             scratch += grad
@@ -245,6 +246,7 @@ class RMSprop(Optimizer):
         xp.multiply(grad, grad, out=scratch)
         scratch *= 1.0 - self.rho
         s += scratch
+        _flush_subnormal(s, scratch)  # a mean square that decays stops at 0, not in the slow subnormals
         xp.sqrt(s, out=scratch)
         scratch += self.eps
         xp.divide(grad, scratch, out=scratch)
