@@ -194,6 +194,29 @@ def test_predict_never_drops_a_row_but_eval_does(tmp_path):
     assert features.shape[0] == 1 and schema.unscale_targets(targets)[0, 0] == pytest.approx(7.0)
 
 
+def test_a_row_of_empty_cells_is_a_row_at_predict_and_trailing_ones_are_residue(tmp_path):
+    # ",,," used to be skipped like a blank line, so predictions stopped lining up with the rows.
+    config = project(tmp_path, customers(income=4), "  missing: mode\n")
+    fit.fit(config, out=tmp_path / "filled", overrides=["train.epochs=1"])
+    strict_config = project(tmp_path, customers(), extra="")
+    fit.fit(strict_config, out=tmp_path / "strict", overrides=["train.epochs=1"])
+    rows = "income,region,member\n50,north,yes\n,,\n60,south,no\n,,\n,,\n"
+    (tmp_path / "new.csv").write_text(rows)
+    with pytest.raises(DataError, match=r"new.csv:3: column 'income' is empty \(a missing value\)"):
+        predict.predict_rows(tmp_path / "strict", tmp_path / "new.csv")
+    schema = common.load_run(tmp_path / "filled").schema
+    features, _ = read_features(tmp_path / "new.csv", schema, with_target=False)
+    assert features.shape[0] == 3  # the empty row in the middle kept, the two at the end dropped
+    fills = ",".join(str(column.fill) for column in schema.columns)  # the row as the fills make it
+    (tmp_path / "filled.csv").write_text(f"income,region,member\n{fills}\n")
+    filled, _ = read_features(tmp_path / "filled.csv", schema, with_target=False)
+    np.testing.assert_array_equal(features[1], filled[0])
+    # eval, like training, skips a row with nothing in it (not even its target)
+    (tmp_path / "labelled.csv").write_text("income,region,member,spend\n50,north,yes,7\n,,,\n60,south,no,3\n")
+    features, targets = read_features(tmp_path / "labelled.csv", schema, with_target=True)
+    assert features.shape[0] == targets.shape[0] == 2
+
+
 def test_a_mostly_numeric_column_with_a_stray_word_is_an_error_not_a_category(tmp_path):
     text = customers().replace("\nC0005,", "\nC0005,", 1).splitlines()
     parts = text[6].split(",")

@@ -140,6 +140,11 @@ class CsvFile:
         self.encoding_setting = "data.encoding"
         self.cr_lines = cr_lines  # lines end in a lone \r (old Mac files); else \r inside a line is a space
         self.positions = dict(zip(header, range(len(header))))  # names are distinct
+        # A record whose every cell is empty (",,,,") is skipped, like a blank line, unless this
+        # is set: then it is a row of missing values, so that each output row (predict) stands
+        # for one input row. Trailing ones (a spreadsheet's residue) are dropped either way.
+        self.keep_empty_rows = False
+        self._empty_row_lines: set[int] = set()
 
     @classmethod
     def open(
@@ -237,6 +242,7 @@ class CsvFile:
                 text = text + [name for name in restart.names if name not in already]
 
     def _read_once(self, numeric, wide, text, fixed) -> Columns:
+        self._empty_row_lines.clear()
         capacity = count_lines(self.path)
         matrix = np.empty((capacity, len(numeric)), dtype=np.float32)
         wide_values = np.empty((capacity, len(wide)), dtype=np.float64)
@@ -282,9 +288,11 @@ class CsvFile:
             for name, cells in text_cells.items():
                 text_blocks[name].append(cells)
             rows += count
+        while rows and int(lines[rows - 1]) in self._empty_row_lines:  # only keep_empty_rows adds any
+            rows -= 1
         if rows == 0:
             raise DataError(f"{self.path}: the file has a header but no data rows")
-        text_columns = {name: np.concatenate(blocks) for name, blocks in text_blocks.items()}
+        text_columns = {name: np.concatenate(blocks)[:rows] for name, blocks in text_blocks.items()}
         return Columns(
             self.path,
             lines[:rows],
@@ -438,7 +446,9 @@ class CsvFile:
                 line = first_line + previous
                 previous = reader.line_num
                 if not record or not "".join(record).strip():
-                    continue
+                    if not (self.keep_empty_rows and len(record) == width):
+                        continue
+                    self._empty_row_lines.add(line)
                 if len(record) != width:
                     hint = (
                         (

@@ -394,6 +394,7 @@ def read_features(path, schema: DataSchema, *, with_target: bool, dialect: dict 
     predictions never skip a row, so an empty cell there is an error unless it can be filled.
     ``dialect``: see ``DataSchema.open`` (None: the config's, for its validation and test files)."""
     table = schema.open(path, dialect)
+    table.keep_empty_rows = not with_target  # one prediction per input row, even an empty one
     columns = schema.read_columns(table, with_target)
     rows = schema.usable_rows(columns, labelled=with_target)
     features = schema.encode_features(columns, rows)
