@@ -25,6 +25,7 @@ the same one, so both sides do the same work):
 from __future__ import annotations
 
 import os
+import time
 
 import numpy as np
 
@@ -36,6 +37,7 @@ __all__ = [
     "ENGINE_LABEL",
     "engine_path",
     "start_engine_threads",
+    "step_breakdown",
 ]
 
 # Shown in the benchmark output.
@@ -113,6 +115,98 @@ def make_engine_trainer(
     return _EngineTrainer(layer_sizes, batch_size, lr, seed, blas_threads, kernel_threads, fused)
 
 
+class _Timed:
+    """Seconds spent in the wrapped calls, summed per part of a step."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    def wrap(self, part: str, function):
+        def timed(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                self.seconds[part] = self.seconds.get(part, 0.0) + time.perf_counter() - start
+
+        return timed
+
+    def iterable(self, part: str, iterable):
+        """``iterable`` whose every ``next`` is timed (the batch gather happens there)."""
+        timer = self
+
+        class Timed:
+            def __len__(self):
+                return len(iterable)
+
+            def __iter__(self):
+                iterator = iter(iterable)
+                while True:
+                    start = time.perf_counter()
+                    try:
+                        item = next(iterator)
+                    except StopIteration:
+                        return
+                    finally:
+                        timer.seconds[part] = timer.seconds.get(part, 0.0) + time.perf_counter() - start
+                    yield item
+
+        return Timed()
+
+
+def step_breakdown(trainer, X: np.ndarray, y: np.ndarray, batches: int) -> dict[str, float]:
+    """Mean seconds per step of each part of a training step, over ``batches`` steps of a
+    trainer from ``make_engine_trainer`` (trained one epoch first, so everything is warm).
+
+    Parts: ``gather`` (the shuffled batch rows), ``products`` (every matrix product of the
+    layers), ``layers`` (the rest of forward and backward: bias, activations and their
+    gradients), ``loss``, ``record`` (the epoch's predictions kept for its metrics),
+    ``optimizer``, and ``step`` (the whole step, so ``step`` minus the parts is the loop's
+    own overhead)."""
+    from dltrain.engine import layers
+
+    trainer.train_epoch(X, y, batches)
+    inner = trainer.trainer
+    timer = _Timed()
+    numpy_module = layers.xp
+
+    class TimedArrays:  # the layers' array module, with its matrix product timed
+        matmul = staticmethod(timer.wrap("products", numpy_module.matmul))
+
+        def __getattr__(self, name):
+            return getattr(numpy_module, name)
+
+    saved = {
+        (inner, "batches"): inner.batches,
+        (inner.loss, "value_and_gradient"): None,
+        (inner.predictions, "record"): None,
+        (inner.optimizer, "step"): None,
+    }
+    inner.batches = timer.iterable("gather", inner.batches)
+    inner.loss.value_and_gradient = timer.wrap("loss", inner.loss.value_and_gradient)
+    inner.predictions.record = timer.wrap("record", inner.predictions.record)
+    inner.optimizer.step = timer.wrap("optimizer", inner.optimizer.step)
+    for layer in inner.model.layers:
+        for name in ("forward", "backward"):
+            saved[(layer, name)] = None
+            setattr(layer, name, timer.wrap(f"layer.{name}", getattr(layer, name)))
+    layers.xp = TimedArrays()
+    try:
+        start = time.perf_counter()
+        trainer.train_epoch(X, y, batches)
+        timer.seconds["step"] = time.perf_counter() - start
+    finally:
+        layers.xp = numpy_module
+        for (owner, name), value in saved.items():
+            if value is None:
+                delattr(owner, name)  # the instance attribute shadowed the method
+            else:
+                setattr(owner, name, value)
+    seconds = timer.seconds
+    seconds["layers"] = seconds.pop("layer.forward", 0.0) + seconds.pop("layer.backward", 0.0) - seconds["products"]
+    return {part: value / batches for part, value in seconds.items()}
+
+
 def engine_path() -> str:
     """Which engine path runs (fused kernels or reference NumPy), as `dltrain --version` says."""
     from dltrain.engine import kernels
@@ -127,7 +221,7 @@ def start_engine_threads() -> str | None:
 
     if not kernels.active():
         return None
-    size = kernels.PARALLEL_MIN_ELEMENTS
+    size = kernels.PARALLEL_MIN_ELEMENTS * kernels.LIGHT_KERNEL_FACTOR  # large enough to run in parallel
     kernels.bias_activation(np.zeros((1, size), np.float32), np.zeros(size, np.float32), relu=True)
     import numba
 

@@ -26,8 +26,15 @@ from .threads import KERNELS_VARIABLE
 
 # Arrays with fewer elements run the serial version of a kernel: below this, waking a
 # second thread costs more than the pass itself (tests lower it to exercise the parallel
-# versions on small arrays).
+# versions on small arrays). Waking sleeping threads is slow (76 us for an empty parallel
+# loop on 2 threads on a 2-core virtual machine), so only a kernel with a good deal of work
+# per element (Adam: a square root and a division; softmax: an exponential) goes parallel
+# from 65,536 elements; the light ones, one or two additions per element (bias, bias + ReLU,
+# ReLU mask + column sums), need LIGHT_KERNEL_FACTOR times as many. Measured on 2 cores for
+# 784-512-512-10 at batch 256: those light kernels took 521 us per step in parallel from
+# 65,536 elements and 244 us serial.
 PARALLEL_MIN_ELEMENTS = 1 << 16
+LIGHT_KERNEL_FACTOR = 16
 # The fixed chunk of a blocked reduction (sums of squares), and the columns per block of a
 # column reduction: the order of every addition follows from these and the shape alone.
 BLOCK = 4096
@@ -110,7 +117,7 @@ def _serial_copy(function):
 
 def _kernel(function, size: int):
     """The compiled version of ``function`` for arrays of ``size`` elements."""
-    parallel = size >= PARALLEL_MIN_ELEMENTS
+    parallel = size >= PARALLEL_MIN_ELEMENTS * (LIGHT_KERNEL_FACTOR if function in _LIGHT else 1)
     key = (function.__name__, parallel)
     compiled = _compiled.get(key)
     if compiled is None:
@@ -233,6 +240,7 @@ def _adam_loop(
 
 
 _REORDERED_SUMS = (_adam_loop,)
+_LIGHT = (_bias_loop, _bias_relu_loop, _column_sums_loop)
 
 
 # --------------------------------------------------------------------------- the kernels
