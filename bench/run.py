@@ -24,7 +24,10 @@ Sections (one table, ratios are dltrain / reference, lower is better unless note
   6. busy    - with one more CPU-bound process running: the engine's own thread choice
                against serial kernels (and PyTorch), at batch 256;
   7. paths   - the engine's fused kernels against its reference NumPy path (does the
-               fast path pay?).
+               fast path pay?);
+  8. step    - where a training step's time goes at batch 256 (gather, products, the
+               layers' other work, loss, recorded predictions, optimizer), each part
+               against the products-only floor.
 """
 
 from __future__ import annotations
@@ -92,7 +95,16 @@ ACCURACY_EPOCHS = 10
 MEMORY_SLACK_BYTES = 150e6
 PEAK_MATMUL_N = 2048
 PEAK_MATMUL_REPEATS = 15
-SECTIONS = ("engine", "flops", "e2e", "csv", "threads", "busy", "paths")
+SECTIONS = ("engine", "flops", "e2e", "csv", "threads", "busy", "paths", "step")
+STEP_PARTS = {
+    "gather": "gather the shuffled batch rows",
+    "products": "matrix products, inside the step",
+    "layers": "bias, activations and their gradients",
+    "loss": "loss and its gradient",
+    "record": "keep the batch's predictions (for the epoch's metrics)",
+    "optimizer": "optimizer update (and gradient norm)",
+    "other": "the loop's own Python",
+}
 MB = 1e6  # memory is reported in MB = 10^6 bytes
 
 
@@ -839,6 +851,42 @@ def section_paths(report: Report, X, y, args) -> None:
         )
 
 
+def section_step(report: Report, X, y, args) -> None:
+    """Section 8: the parts of one training step at batch 256, each against the products-only
+    floor timed in the same run (the engine's step, instrumented by the adapter)."""
+    sec = "8 step"
+    batches = args.max_batches or n_batches(X.shape[0], 256)
+    for sizes in (SEED_MODEL, WIDE_MODEL):
+        trainer = adapter.make_engine_trainer(list(sizes), 256, LR, args.seed)
+        floor = ProductsOnly(list(sizes), 256)
+        floor.train_epoch(X, y, batches)  # warm-up
+        runs, floors = [], []
+        for _ in range(args.runs):
+            gc.collect()
+            runs.append(adapter.step_breakdown(trainer, X, y, batches))
+            t0 = time.perf_counter()
+            floor.train_epoch(X, y, batches)
+            floors.append((time.perf_counter() - t0) / batches)
+        parts = {
+            part: statistics.median(run[part] for run in runs) for part in ("step", *STEP_PARTS) if part != "other"
+        }
+        parts["other"] = parts["step"] - sum(value for part, value in parts.items() if part != "step")
+        floor_step = statistics.median(floors)
+        log(
+            "step",
+            f"{model_name(sizes)}: " + ", ".join(f"{part} {value * 1e6:.0f} µs" for part, value in parts.items()),
+        )
+        rows = [("step", "whole step")] + list(STEP_PARTS.items())
+        for part, label in rows:
+            report.add(
+                sec,
+                f"{model_name(sizes)}, batch 256, per step: {label} vs the products-only floor",
+                f"{parts[part] * 1e6:.0f} µs",
+                f"{floor_step * 1e6:.0f} µs",
+                fmt_ratio(parts[part] / floor_step),
+            )
+
+
 # --------------------------------------------------------------------------- main
 def csv_dims(path: Path) -> tuple[int, int]:
     with path.open("rb") as fh:
@@ -950,7 +998,7 @@ def main(argv: list[str] | None = None) -> int:
     started = _dt.datetime.now().astimezone()
     n_rows, n_features = csv_dims(TRAIN_CSV)
 
-    needs_data = any(s in args.sections for s in ("engine", "flops", "threads", "busy", "paths"))
+    needs_data = any(s in args.sections for s in ("engine", "flops", "threads", "busy", "paths", "step"))
     X = y = None
     if needs_data:
         t0 = time.perf_counter()
@@ -983,6 +1031,8 @@ def main(argv: list[str] | None = None) -> int:
         guarded("6 busy", lambda: section_busy(report, X, y, args, torch_ref))
     if "paths" in args.sections:
         guarded("7 paths", lambda: section_paths(report, X, y, args))
+    if "step" in args.sections:
+        guarded("8 step", lambda: section_step(report, X, y, args))
 
     load = other_load(counters_start, cpu_counters())
     args.other_load = load
@@ -1111,6 +1161,11 @@ def render_markdown(report, table, args, command, started, threadpoolctl, torch,
         "fused kernels) against the same engine with the kernels on one thread, and PyTorch, timed in turn.",
         "7. **paths**: the engine with its fused kernels against the same engine on its reference NumPy path "
         "(`fused=False`: textbook NumPy for bias, activations, loss and Adam; the same BLAS products), in turn.",
+        "8. **step**: one epoch's first batches of the engine's own training loop with each part timed where "
+        "it is called (`step_breakdown` in `bench/dltrain_adapter.py` wraps the batch iterator, the layers' "
+        "matrix products, forward and backward, the loss, the recorded predictions and the optimizer); medians "
+        "per step over the runs, each part against the products-only floor timed in turn with it. *The loop's "
+        "own Python* is the whole step less the parts.",
         "",
     ]
     return "\n".join(lines)
