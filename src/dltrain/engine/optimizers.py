@@ -127,10 +127,15 @@ def _sum_of_squares(array, scratch) -> float:
     return float(scratch.sum())
 
 
+def _smallest_normal(array) -> float:
+    """The smallest positive normal number of the array's float type (1.2e-38 for float32)."""
+    return float(xp.finfo(array.dtype).tiny)
+
+
 def _flush_subnormal(array, scratch):
     """Set the entries of ``array`` below the smallest normal number in size to 0 (a nan stays nan)."""
     xp.abs(array, out=scratch)
-    xp.greater_equal(scratch, xp.finfo(array.dtype).tiny, out=scratch, casting="unsafe")  # 1 where kept
+    xp.greater_equal(scratch, _smallest_normal(array), out=scratch, casting="unsafe")  # 1 where kept
     array *= scratch
 
 
@@ -202,7 +207,18 @@ class Adam(Optimizer):
             for array in (self.params[key], self.grads[key], self.slots["m"][key], self.slots["v"][key])
         )
         squares = kernels.adam(
-            param, grad, m, v, lr, self.beta1, self.beta2, self.eps, self.step_count, decay, self._partial[key]
+            param,
+            grad,
+            m,
+            v,
+            lr,
+            self.beta1,
+            self.beta2,
+            self.eps,
+            self.step_count,
+            decay,
+            _smallest_normal(param),
+            self._partial[key],
         )
         return squares if measure else 0.0
 
