@@ -3,6 +3,7 @@
 import contextlib
 import os
 import resource
+import shutil
 import signal
 from pathlib import Path
 
@@ -34,6 +35,18 @@ def assert_close(actual, expected, rtol=1e-5, atol=1e-7):
 @pytest.fixture
 def root():
     return ROOT
+
+
+@pytest.fixture(scope="session")
+def bad_inputs_base(tmp_path_factory):
+    """The bad-input corpus's base project (tests/bad_inputs/_base) with its run trained, once
+    per session: tests copy it before changing anything."""
+    from dltrain.commands import fit
+
+    folder = tmp_path_factory.mktemp("bad_inputs_base")
+    shutil.copytree(ROOT / "tests" / "bad_inputs" / "_base", folder, dirs_exist_ok=True)
+    fit.fit(folder / "base.yaml", out=folder / "run")
+    return folder
 
 
 class Overrun(Exception):

@@ -12,19 +12,10 @@ from typer.testing import CliRunner
 
 from conftest import bounded
 from dltrain.cli import app
-from dltrain.commands import fit
 
 CORPUS = Path(__file__).parent / "bad_inputs"
 CASES = sorted(path.parent for path in CORPUS.glob("*/case.yaml"))
 runner = CliRunner()
-
-
-@pytest.fixture(scope="module")
-def trained_run(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("base")
-    shutil.copytree(CORPUS / "_base", folder, dirs_exist_ok=True)
-    fit.fit(folder / "base.yaml", out=folder / "run")
-    return folder / "run"
 
 
 def _edit(folder: Path, step: dict):
@@ -79,12 +70,12 @@ def test_the_corpus_is_large_enough():
 
 
 @pytest.mark.parametrize("case", CASES, ids=[case.name for case in CASES])
-def test_bad_input_exits_2_with_its_message(case, tmp_path, trained_run, monkeypatch):
+def test_bad_input_exits_2_with_its_message(case, tmp_path, bad_inputs_base, monkeypatch):
     spec = yaml.safe_load((case / "case.yaml").read_text())
     work = tmp_path / case.name
     shutil.copytree(case, work)
     if spec.get("run"):
-        shutil.copytree(trained_run, work / "run")
+        shutil.copytree(bad_inputs_base / "run", work / "run")
     for step in spec.get("edit", []):
         _edit(work, step)
     monkeypatch.chdir(work)

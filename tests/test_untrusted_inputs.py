@@ -20,23 +20,13 @@ from typer.testing import CliRunner
 from conftest import Overrun, bounded
 from dltrain.artifacts import CHECKPOINT_FORMAT_VERSION, npz_bytes
 from dltrain.cli import app
-from dltrain.commands import fit
 
-CORPUS = Path(__file__).parent / "bad_inputs"
 runner = CliRunner()
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("trained")
-    shutil.copytree(CORPUS / "_base", folder, dirs_exist_ok=True)
-    fit.fit(folder / "base.yaml", out=folder / "run")
-    return folder
-
-
 @pytest.fixture
-def work(trained, tmp_path, monkeypatch):
-    shutil.copytree(trained, tmp_path / "w")
+def work(bad_inputs_base, tmp_path, monkeypatch):
+    shutil.copytree(bad_inputs_base, tmp_path / "w")
     monkeypatch.chdir(tmp_path / "w")
     return tmp_path / "w"
 
