@@ -137,3 +137,24 @@ def test_small_files_and_unwritable_folders_skip_the_cache(tmp_path, monkeypatch
     (tmp_path / "blocked").write_text("a file where the cache folder should be")
     columns = datacache.read_columns(CsvFile.open(path), REQUEST, tmp_path / "blocked" / "cache")
     assert columns.n_rows == 200
+
+
+def test_arrays_replaced_behind_an_intact_record_are_ignored_and_rebuilt(tmp_path, cache_everything, parses):
+    # Well-formed arrays of the right shapes and types, but not the CSV's: all-ones features.
+    path = make_csv(tmp_path / "d.csv")
+    expected = datacache.read_columns(CsvFile.open(path), REQUEST, tmp_path / "cache")
+    arrays = next((tmp_path / "cache").glob("*.npz"))
+    meta = next((tmp_path / "cache").glob("*.json"))
+    record = meta.read_bytes()
+    with np.load(arrays, allow_pickle=False) as archive:
+        forged = {name: archive[name] for name in archive.files}
+    forged["matrix"] = np.ones_like(forged["matrix"])
+    with open(arrays, "wb") as handle:
+        np.savez(handle, **forged)
+    assert meta.read_bytes() == record
+    columns = datacache.read_columns(CsvFile.open(path), REQUEST, tmp_path / "cache")
+    np.testing.assert_array_equal(columns.matrix, expected.matrix)
+    assert len(parses) == 2
+    again = datacache.read_columns(CsvFile.open(path), REQUEST, tmp_path / "cache")
+    np.testing.assert_array_equal(again.matrix, expected.matrix)
+    assert len(parses) == 2  # the rebuilt entry is used

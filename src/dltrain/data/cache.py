@@ -2,7 +2,8 @@
 
 One entry per CSV file and set of read options: ``<name>-<key>.npz`` holds plain arrays only
 (loaded with ``allow_pickle=False``), and ``<name>-<key>.json`` beside it records the CSV's
-SHA-256 and the options. An entry is used only while both match. Hashing is skipped when the
+SHA-256, the options and the SHA-256 of the ``.npz`` itself. An entry is used only while all
+three match: arrays replaced or damaged behind an intact record are never trained on. Hashing is skipped when the
 file's size, inode, modification and change times are exactly those seen when it was last
 hashed, and that hash was taken well after the last modification (the rule git uses for its
 index). Entries live in ``.dltrain-cache/`` beside the config, or in ``$DLTRAIN_CACHE_DIR``;
@@ -26,7 +27,7 @@ from ..errors import DltrainError
 from ..files import MANIFEST_LIMIT, atomic_file, atomic_write, check_npz, open_regular, read_regular
 from .csv import MISSING_TOKENS, Columns, CsvFile
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: the record holds the arrays' own SHA-256
 CACHE_ENV = "DLTRAIN_CACHE_DIR"
 MIN_BYTES = 1 << 20
 _RACY_SECONDS = 2.0  # a file modified this close to its hashing may change again within one mtime tick
@@ -40,10 +41,14 @@ def cache_folder(base_dir: Path) -> Path:
 
 
 def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
     with open_regular(path, OSError) as handle:
-        while chunk := handle.read(1 << 22):
-            digest.update(chunk)
+        return _handle_sha256(handle)
+
+
+def _handle_sha256(handle) -> str:
+    digest = hashlib.sha256()
+    while chunk := handle.read(1 << 22):
+        digest.update(chunk)
     return digest.hexdigest()
 
 
@@ -109,6 +114,9 @@ def _load(entry: Path, table: CsvFile, options: dict, fingerprint: list) -> Colu
             meta.update(fingerprint=fingerprint, hashed_at=time.time_ns())
             _write_meta(meta_path, meta)
         with open_regular(arrays_path, OSError) as handle:
+            if _handle_sha256(handle) != meta.get("arrays_sha256"):
+                return None  # arrays replaced or damaged behind an intact record
+            handle.seek(0)
             check_npz(handle)  # a forged header must not make np.load allocate terabytes
             handle.seek(0)
             archive = np.load(handle, allow_pickle=False)
@@ -177,6 +185,7 @@ def _store(entry: Path, columns: Columns, options: dict, digest: str, fingerprin
         meta_path.unlink(missing_ok=True)  # never a new meta beside old arrays
         with atomic_file(arrays_path) as handle:
             np.savez(handle, **arrays)  # type: ignore[arg-type]  # numpy's stub types **kwds too narrowly
+        meta["arrays_sha256"] = file_sha256(arrays_path)
         _write_meta(meta_path, meta)
     except (OSError, DltrainError):
         pass  # a read-only or full disk only costs the next fit a parse
