@@ -70,6 +70,7 @@ LAYERS = [
     ("config",),  # specs, YAML with positions, --set
     ("data",),  # CSV -> typed columns -> arrays
     ("train", "artifacts"),  # the loop, the run folder
+    ("tune",),  # the search: space, storage, liveness, workers, the study folder
     ("commands",),  # one module per command
     ("cli", "report", "plot", "__main__"),  # the face
 ]
@@ -108,3 +109,53 @@ def test_the_named_rules_hold():
             assert not [m for m in imported if m.startswith(("dltrain.commands", "dltrain.cli", "dltrain.report"))]
         if name == "dltrain.config":
             assert not [m for m in imported if m.startswith("dltrain.data")]
+
+
+TUNE_MODULES = [
+    p for p in MODULES if p.parent.name == "tune" or p.relative_to(PACKAGE).as_posix() == "commands/tune.py"
+]
+
+
+def _private_imports(path: Path) -> list[str]:
+    """``from x import _name`` in ``path``: a name another module keeps to itself."""
+    return [
+        f"{node.module}.{alias.name}"
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+        if isinstance(node, ast.ImportFrom)
+        for alias in node.names
+        if alias.name.startswith("_") and not alias.name.startswith("__")
+    ]
+
+
+def _private_attributes(path: Path) -> list[str]:
+    """``thing._name`` (not ``self._name``): another object's private attribute, or a private module."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__"):
+            if not (isinstance(node.value, ast.Name) and node.value.id in ("self", "cls")):
+                found.append(node.attr)
+        if isinstance(node, ast.ImportFrom) and node.module:
+            found += [part for part in node.module.split(".") if part.startswith("_") and not part.startswith("__")]
+    return found
+
+
+def test_the_scan_sees_the_tune_package():
+    names = {path.relative_to(PACKAGE).as_posix() for path in TUNE_MODULES}
+    assert {"tune/space.py", "tune/storage.py", "tune/liveness.py", "tune/worker.py", "tune/study_folder.py"} <= names
+    assert "_storage" in _private_attributes(PACKAGE / "tune" / "storage.py")
+
+
+@pytest.mark.parametrize("path", TUNE_MODULES, ids=lambda p: p.relative_to(PACKAGE).as_posix())
+def test_tune_imports_no_private_name_of_another_module(path):
+    assert _private_imports(path) == []
+
+
+@pytest.mark.parametrize(
+    "path", [p for p in TUNE_MODULES if p.name != "storage.py"], ids=lambda p: p.relative_to(PACKAGE).as_posix()
+)
+def test_only_the_storage_module_touches_optunas_private_parts(path):
+    """Optuna's private attributes and modules (``study._storage``, ``trial._trial_id``, its journal
+    backend's ``_lock``) and its version differences are kept in tune/storage.py."""
+    source = path.read_text(encoding="utf-8")
+    assert _private_attributes(path) == []
+    assert "hasattr(optuna" not in source and "__version__" not in source

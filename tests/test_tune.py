@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 
 from dltrain.cli import app
 from dltrain.commands import tune as tune_module
+from dltrain.tune import storage as tune_storage
 
 optuna = pytest.importorskip("optuna", reason="dltrain[tune] is not installed")
 
@@ -360,7 +361,7 @@ def postgres_study_name(request):
 
 
 def postgres_study(name):
-    storage = tune_module.open_storage(tune_module.StudyPlace(Path("."), POSTGRES_URL, name))
+    storage = tune_storage.open_storage(tune_storage.StudyPlace(Path("."), POSTGRES_URL, name))
     return optuna.load_study(study_name=name, storage=storage)
 
 

@@ -27,6 +27,12 @@ def higher_is_better(name: str) -> bool:
     return CLASSIFICATION_METRICS.get(base, REGRESSION_METRICS.get(base, False))
 
 
+def logged_names(metrics, has_validation: bool) -> list[str]:
+    """The values fit logs each epoch: the loss and ``metrics``, and ``val_`` of each with validation data."""
+    names = ["loss", *metrics]
+    return names + [f"val_{name}" for name in names] if has_validation else names
+
+
 def predicted_classes(outputs: np.ndarray) -> np.ndarray:
     """Class indices from probabilities: threshold 0.5 for one sigmoid output, else argmax."""
     if outputs.shape[1] == 1:

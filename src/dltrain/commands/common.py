@@ -35,7 +35,14 @@ from ..engine.optimizers import make_model_optimizer
 from ..engine.schedules import make_schedule
 from ..errors import ArtifactError, ConfigError, DataError, did_you_mean
 from ..files import available_memory, human_bytes
-from ..metrics import CLASSIFICATION_METRICS, DEFAULT_METRICS, REGRESSION_METRICS, class_indices, higher_is_better
+from ..metrics import (
+    CLASSIFICATION_METRICS,
+    DEFAULT_METRICS,
+    REGRESSION_METRICS,
+    class_indices,
+    higher_is_better,
+    logged_names,
+)
 from ..train import Callbacks, EarlyStopping, Trainer, TrainingData, TrainOptions, TrainSettings
 
 
@@ -321,7 +328,7 @@ def build_model(
     )
 
 
-def _relocate_paths(config: Config, base_dir: Path, run_dir: Path) -> Config:
+def relocate_paths(config: Config, base_dir: Path, run_dir: Path) -> Config:
     """Rewrite data paths relative to the run folder, so its config.yaml trains again as it is."""
 
     def moved(value):
@@ -333,11 +340,6 @@ def _relocate_paths(config: Config, base_dir: Path, run_dir: Path) -> Config:
     validation = moved(spec.validation) if isinstance(spec.validation, str) else spec.validation
     data = spec.model_copy(update={"train": moved(spec.train), "test": moved(spec.test), "validation": validation})
     return config.model_copy(update={"data": data})
-
-
-def _logged_names(config: Config, has_validation: bool) -> list[str]:
-    names = ["loss", *config.train.metrics]
-    return names + [f"val_{name}" for name in names] if has_validation else names
 
 
 def check_training_options(config: Config, source: ConfigSource, data: PreparedData) -> Config:
@@ -354,7 +356,7 @@ def check_training_options(config: Config, source: ConfigSource, data: PreparedD
         if name == "roc_auc" and n_classes != 2:
             raise source.fail(("train", "metrics", index), f"roc_auc needs two classes, the target has {n_classes}")
     config = config.model_copy(update={"train": config.train.model_copy(update={"metrics": list(metrics)})})
-    logged = _logged_names(config, data.validation is not None)
+    logged = logged_names(config.train.metrics, data.validation is not None)
     monitors = [(("train", "early_stopping", "monitor"), config.train.early_stopping)]
     if config.optimizer.schedule.name == "plateau":
         monitors.append((("optimizer", "schedule", "monitor"), config.optimizer.schedule))

@@ -35,7 +35,7 @@ from ..errors import (
 )
 from ..metrics import evaluate
 from ..train import Callbacks, Trainer, history_from_checkpoint
-from .common import PreparedData, Seeds, _data_path, _relocate_paths, build_trainer, prepare
+from .common import PreparedData, Seeds, _data_path, build_trainer, prepare, relocate_paths
 
 
 @dataclass
@@ -163,7 +163,7 @@ class _Session:
     def save(self, model, loss, history, stop_reason, best_epoch, monitor) -> dict:
         """Evaluate the model on every split and commit the run folder, checkpoint included."""
         metrics = _split_metrics(model, loss, self.data)
-        stored = _relocate_paths(self.config, self.base_dir, self.target.directory)
+        stored = relocate_paths(self.config, self.base_dir, self.target.directory)
         manifest = {
             "config": stored.to_dict(),
             "data": self.data.schema.to_dict(),

@@ -1,0 +1,19 @@
+"""`dltrain tune`: model selection, hyperparameter search and feature selection with Optuna.
+
+Every trial is one fit of the config with the sampled values applied as ``--set`` would
+apply them, run inside a worker process that parsed the dataset once. Workers share one
+Optuna storage: a journal file in the study folder by default, or a PostgreSQL database
+(``--storage postgresql://…``) for workers on many machines. Nothing here prints.
+
+The modules, from the bottom up:
+
+- ``space``: the ``tune:`` section as a search plan, each entry checked before any trial;
+- ``liveness``: which worker runs a trial and whether it is still alive;
+- ``storage``: the one adapter to Optuna (its storages, its private attributes, its versions);
+- ``trials``: what a trial is to dltrain (counted states, surplus trials, values as config);
+- ``fitting``: what a trial needs from the fit machinery above this package;
+- ``features``: feature selection (ranking the columns, keeping the top ``k``);
+- ``worker``: the loop that runs trials in one process, and the pruner's per-epoch hook;
+- ``study_folder``: trials.csv, best.yaml, best/, study.json;
+- ``search``: the whole command: checks, workers in processes, the summary.
+"""
