@@ -427,7 +427,7 @@ def test_version_schema_and_completion(root):
 
 def test_help_texts_say_what_the_commands_do():
     plot_help = runner.invoke(app, ["plot", "--help"]).output
-    assert "dltrain[plot]" in " ".join(plot_help.split())  # rich once took [plot] for markup
+    assert "pip install '.[plot]'" in " ".join(plot_help.split())  # rich once took [plot] for markup
     eval_help = " ".join(runner.invoke(app, ["eval", "--help"]).output.split())
     assert "flat" not in eval_help and "nested" in eval_help
     predict_help = " ".join(runner.invoke(app, ["predict", "--help"]).output.split())

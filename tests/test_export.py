@@ -487,7 +487,7 @@ def test_a_missing_onnx_extra_is_one_message_with_the_pip_command(shipped_runs, 
     monkeypatch.setitem(sys.modules, "onnx", None)
     result = run("export", shipped_runs["iris"], "--out", tmp_path / "x.onnx")
     assert result.exit_code == 2
-    assert "pip install 'dltrain[onnx]'" in result.output and "Traceback" not in result.output
+    assert "pip install '.[onnx]'" in result.output and "Traceback" not in result.output
     assert not (tmp_path / "x.onnx").exists()
 
 

@@ -18,7 +18,7 @@ from dltrain.cli import app
 from dltrain.commands import tune as tune_module
 from dltrain.tune import storage as tune_storage
 
-optuna = pytest.importorskip("optuna", reason="dltrain[tune] is not installed")
+optuna = pytest.importorskip("optuna", reason="the tune extra is not installed")
 
 ROOT = Path(__file__).resolve().parents[1]
 IRIS = ROOT / "data" / "iris.csv"
@@ -265,7 +265,7 @@ def test_a_missing_tune_extra_is_one_message(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "optuna", None)  # import optuna now fails
     result = runner.invoke(app, ["tune", str(config), "--out", str(tmp_path / "study")])
     assert result.exit_code == 2
-    assert "dltrain tune needs Optuna: pip install 'dltrain[tune]'" in result.output
+    assert "dltrain tune needs Optuna: pip install '.[tune]'" in result.output
     assert "Traceback" not in result.output
 
 
@@ -468,7 +468,7 @@ def test_a_missing_psycopg_is_one_message(tmp_path, monkeypatch):
         ["tune", str(config), "--out", str(tmp_path / "study"), "--storage", "postgresql://nobody@127.0.0.1:9/nodb"],
     )
     assert result.exit_code == 2
-    assert "a PostgreSQL storage needs psycopg: pip install 'dltrain[tune]'" in result.output
+    assert "a PostgreSQL storage needs psycopg: pip install '.[tune]'" in result.output
 
 
 def test_feature_selection_keeps_a_categorical_columns_inputs_together(tmp_path):

@@ -373,9 +373,10 @@ def plot(
         Optional[Path], typer.Option(help="Image file, .png, .svg or .pdf (default: RUN_DIR/curves.png).")
     ] = None,
 ):
-    """Draw training and validation curves per epoch, with the best epoch marked (needs dltrain\\[plot]).
+    """Draw training and validation curves per epoch, with the best epoch marked.
 
-    Given a study folder from `dltrain tune`: the optimisation history and each parameter's slice."""
+    Given a study folder from `dltrain tune`: the optimisation history and each parameter's slice.
+    Needs matplotlib: pip install '.\\[plot]' in dltrain's project folder."""
     from .plot import is_study_folder, plot_curves, plot_study
 
     path = plot_study(run_dir, out) if is_study_folder(run_dir) else plot_curves(run_dir, out)

@@ -1,7 +1,10 @@
 """Errors a user can cause. The CLI turns each into one readable message and an exit code."""
 
 import difflib
+import re
+import shlex
 import signal
+from importlib import metadata
 
 _MAX_FUZZY_OPTIONS = 5000  # difflib compares with every option; a huge header gets only the case match
 
@@ -77,3 +80,18 @@ def did_you_mean(word, options) -> str:
         by_folded.setdefault(option.casefold(), option)
     matches = difflib.get_close_matches(folded, list(by_folded), n=1, cutoff=0.6)
     return f" (did you mean {by_folded[matches[0]]!r}?)" if matches else ""
+
+
+def install_hint(extra: str) -> str:
+    """How to install one of dltrain's extras (plot, onnx, tune): from the project's folder, as
+    ``pip install '.[onnx]'``, never by the name dltrain, which on the public index is another
+    project. The packages themselves are named too, from the installed metadata, for a dltrain
+    installed from elsewhere."""
+    try:
+        requirements = metadata.requires("dltrain") or []
+    except metadata.PackageNotFoundError:
+        requirements = []
+    marker = re.compile(rf"""extra\s*==\s*['"]{re.escape(extra)}['"]""")
+    packages = [text.split(";")[0].strip() for text in requirements if marker.search(text)]
+    alternative = f" (or: pip install {shlex.join(packages)})" if packages else ""
+    return f"pip install '.[{extra}]' in dltrain's project folder{alternative}"

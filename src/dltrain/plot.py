@@ -8,7 +8,7 @@ import math
 from pathlib import Path
 
 from .artifacts import read_manifest
-from .errors import ArtifactError, DltrainError
+from .errors import ArtifactError, DltrainError, install_hint
 from .files import MANIFEST_LIMIT, atomic_write, read_regular
 
 
@@ -71,7 +71,7 @@ def _pyplot(out: Path):
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        raise DltrainError("plotting needs matplotlib: pip install 'dltrain[plot]'") from None
+        raise DltrainError(f"plotting needs matplotlib: {install_hint('plot')}") from None
     return plt, image_format
 
 

@@ -24,12 +24,11 @@ from ..artifacts import CHECKPOINT, LOCK, PENDING_CHECKPOINT, RUN_FILES, holds_r
 from ..data import DataSchema
 from ..engine.activations import LeakyReLU
 from ..engine.layers import ActivationLayer, Dense, Dropout
-from ..errors import ArtifactError, DltrainError
+from ..errors import ArtifactError, DltrainError, install_hint
 from ..files import atomic_write, check_writable
 from .common import load_run
 from .predict import predict_rows
 
-INSTALL_HINT = "pip install 'dltrain[onnx]'"
 FORMATS = ("onnx",)
 INPUT_FORMS = ("columns", "features")
 OUTPUT_NAMES = {"classification": ("label", "probabilities"), "regression": ("prediction",)}
@@ -86,7 +85,8 @@ def _onnx_modules():
         import onnxruntime
     except ImportError as error:
         raise DltrainError(
-            f"dltrain export needs the onnx extra ({error.name} is not installed); install it with: {INSTALL_HINT}"
+            f"dltrain export needs the onnx extra ({error.name} is not installed); "
+            f"install it with: {install_hint('onnx')}"
         ) from None
     return onnx, onnxruntime
 

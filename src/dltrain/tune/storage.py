@@ -9,7 +9,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import ConfigError, DltrainError
+from ..errors import ConfigError, DltrainError, install_hint
 from .liveness import dead_workers, heartbeat_seconds
 from .space import SearchPlan
 
@@ -21,7 +21,7 @@ def load_optuna():
     try:
         import optuna
     except ImportError:
-        raise DltrainError("dltrain tune needs Optuna: pip install 'dltrain[tune]'") from None
+        raise DltrainError(f"dltrain tune needs Optuna: {install_hint('tune')}") from None
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     optuna.logging.disable_default_handler()
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
@@ -99,7 +99,7 @@ def open_storage(place: StudyPlace):
         try:
             import psycopg  # noqa: F401 - only to say what is missing
         except ImportError:
-            raise DltrainError("a PostgreSQL storage needs psycopg: pip install 'dltrain[tune]'") from None
+            raise DltrainError(f"a PostgreSQL storage needs psycopg: {install_hint('tune')}") from None
         engine_kwargs = {"connect_args": {"connect_timeout": 10}}
     interval = heartbeat_seconds()
     retry = retry_once()
