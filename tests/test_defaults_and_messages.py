@@ -3,6 +3,8 @@ did-you-mean, command-line hints, and the peers' conveniences."""
 
 import json
 import math
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -86,6 +88,19 @@ def test_gelu_is_exact_and_gelu_tanh_is_the_approximation():
     # torch.nn.functional.gelu(torch.tensor(1.0)) = 0.8413447, approximate="tanh": 0.8411920
     assert ACTIVATIONS["gelu"].forward(np.ones(1), np.empty(1))[0] == pytest.approx(0.8413447460685429)
     assert ACTIVATIONS["gelu_tanh"].forward(np.ones(1), np.empty(1))[0] == pytest.approx(0.8411919906082768)
+
+
+def test_erf_uses_written_out_coefficients_equal_to_a_fresh_fit():
+    from dltrain.engine.activations import erf, fit_erf
+
+    x = np.concatenate([np.linspace(-8, 8, 4001), [-2.0, 1.9999999, 2.0, 2.0000001, 6.5, 6.5000001]])
+    written = erf(x)
+    np.testing.assert_allclose(written, erf(x, *fit_erf()), rtol=0, atol=1e-15)
+    np.testing.assert_allclose(written, [math.erf(value) for value in x], rtol=0, atol=1e-13)
+    assert erf(x.astype(np.float32)).dtype == np.float32
+    # Importing the engine fits nothing: NumPy's polynomial package is never loaded.
+    probe = "import sys, dltrain.engine.model; print(any(m.startswith('numpy.polynomial') for m in sys.modules))"
+    assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout == "False\n"
 
 
 def test_a_run_saved_when_gelu_meant_the_tanh_form_predicts_as_before(tmp_path, root):
