@@ -83,11 +83,11 @@ def test_gelu_is_exact_and_gelu_tanh_is_the_approximation():
     z = np.linspace(-6, 6, 241)
     exact = np.array([x * 0.5 * (1 + math.erf(x / math.sqrt(2))) for x in z])
     tanh_form = 0.5 * z * (1 + np.tanh(math.sqrt(2 / math.pi) * (z + 0.044715 * z**3)))
-    np.testing.assert_allclose(ACTIVATIONS["gelu"].forward(z, np.empty_like(z)), exact, rtol=0, atol=5e-14)
-    np.testing.assert_allclose(ACTIVATIONS["gelu_tanh"].forward(z, np.empty_like(z)), tanh_form, rtol=1e-13)
+    np.testing.assert_allclose(ACTIVATIONS["gelu"].forward(z), exact, rtol=0, atol=5e-14)
+    np.testing.assert_allclose(ACTIVATIONS["gelu_tanh"].forward(z), tanh_form, rtol=1e-13)
     # torch.nn.functional.gelu(torch.tensor(1.0)) = 0.8413447, approximate="tanh": 0.8411920
-    assert ACTIVATIONS["gelu"].forward(np.ones(1), np.empty(1))[0] == pytest.approx(0.8413447460685429)
-    assert ACTIVATIONS["gelu_tanh"].forward(np.ones(1), np.empty(1))[0] == pytest.approx(0.8411919906082768)
+    assert ACTIVATIONS["gelu"].forward(np.ones(1))[0] == pytest.approx(0.8413447460685429)
+    assert ACTIVATIONS["gelu_tanh"].forward(np.ones(1))[0] == pytest.approx(0.8411919906082768)
 
 
 def test_erf_uses_written_out_coefficients_equal_to_a_fresh_fit():

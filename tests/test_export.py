@@ -17,6 +17,7 @@ from dltrain.cli import app  # noqa: E402
 from dltrain.commands import common, export, fit, predict  # noqa: E402
 from dltrain.data import read_features  # noqa: E402
 from dltrain.engine.activations import ACTIVATIONS  # noqa: E402
+from dltrain.engine.layers import LAYERS  # noqa: E402
 
 runner = CliRunner()
 ROOT = Path(__file__).resolve().parents[1]
@@ -365,8 +366,49 @@ def test_every_engine_activation_has_an_export_equal_to_its_forward():
         )
         model.ir_version = 8
         got = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"z": z})[0]
-        expected = activation.forward(z.copy(), np.empty_like(z))
+        expected = activation.forward(z.copy())
         np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6, err_msg=name)
+
+
+# An example spec for each engine layer type; a new type needs one here, and an export entry.
+LAYER_EXAMPLES = {
+    "dense": {"type": "dense", "units": 3, "activation": "tanh"},
+    "dropout": {"type": "dropout", "rate": 0.5},
+}
+
+
+@pytest.mark.parametrize("kind", sorted(LAYERS))
+def test_every_engine_layer_type_has_an_export_equal_to_its_inference_forward(kind):
+    assert set(LAYERS) == set(export.LAYER_EXPORTS) == set(LAYER_EXAMPLES)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(6, 4)).astype(np.float32)
+    layer = LAYERS[kind].from_spec(LAYER_EXAMPLES[kind], 4, {"init": rng, "dropout": rng}, np.float32)
+    expected = layer.forward(x, training=False)
+    graph = export.GraphBuilder(onnx)
+    if export.LAYER_EXPORTS[kind](graph, layer, "x", 0, None) == "x":
+        graph.node("Identity", ["x"])
+    graph.nodes[-1].output[0] = "y"
+    model = onnx.helper.make_model(
+        onnx.helper.make_graph(
+            graph.nodes,
+            kind,
+            [onnx.helper.make_tensor_value_info("x", 1, [None, 4])],
+            [onnx.helper.make_tensor_value_info("y", 1, [None, expected.shape[1]])],
+            graph.initializers,
+        ),
+        opset_imports=[onnx.helper.make_opsetid("", 17)],
+    )
+    model.ir_version = 8
+    got = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_a_layer_type_the_exporter_lacks_is_refused_by_name(shipped_runs, tmp_path, monkeypatch):
+    monkeypatch.delitem(export.LAYER_EXPORTS, "dense")
+    result = run("export", shipped_runs["iris"], "--out", tmp_path / "x.onnx")
+    assert result.exit_code == 2
+    assert "the layer 'dense' (layer 0) cannot be expressed in ONNX" in result.output
+    assert not (tmp_path / "x.onnx").exists()
 
 
 def test_the_exact_gelu_entry_is_ready_for_an_erf_gelu():
@@ -411,9 +453,10 @@ def test_target_scaling_statistics_are_inverted_in_the_graph(shipped_runs):
     features = np.column_stack([values[name] for name in loaded.schema.feature_names]).astype(np.float32)
     expected = loaded.model.predict(loaded.schema.transform(features)) * 75.0 + 150.0
     np.testing.assert_allclose(got, expected, rtol=1e-5)
-    loaded.manifest["data"]["target_scaler"] = {"method": "log"}
-    with pytest.raises(export.DltrainError, match="the target scaling 'log' cannot be expressed in ONNX"):
-        export.build_model(loaded)
+    for method in ("log", "minmax"):  # minmax scales features only, never targets
+        loaded.manifest["data"]["target_scaler"] = {"method": method}
+        with pytest.raises(export.DltrainError, match=f"the target scaling '{method}' cannot be expressed in ONNX"):
+            export.build_model(loaded)
 
 
 # ---------------------------------------------------------------- opset and metadata

@@ -87,10 +87,11 @@ def _tiny_model():
     return model
 
 
-@pytest.mark.parametrize("name", ["sgd", "adam"])
+@pytest.mark.parametrize("name", ["sgd", "adam", "rmsprop"])
 def test_weight_decay_and_clipping_through_the_model_optimizer(name):
     """The production path (make_model_optimizer over a model's flat arrays): the global gradient
-    norm is clipped, weight matrices decay (coupled for sgd, decoupled for adam), biases do not."""
+    norm is clipped, weight matrices decay (coupled for sgd and rmsprop, decoupled for adam),
+    biases do not."""
     from dltrain.engine.optimizers import make_model_optimizer
 
     model = _tiny_model()
@@ -106,6 +107,9 @@ def test_weight_decay_and_clipping_through_the_model_optimizer(name):
         decays = key.endswith(".W")
         if name == "sgd":
             expected = weight - lr * (clipped[key] + (decay * weight if decays else 0.0))
+        elif name == "rmsprop":  # first step: s = (1 - rho) g^2 with g the clipped gradient plus decay * W
+            g = clipped[key] + (decay * weight if decays else 0.0)
+            expected = weight - lr * g / (np.sqrt(0.1 * g * g) + 1e-8)
         else:  # first Adam step: m_hat = g, v_hat = g**2, so the step is lr * g / (|g| + eps)
             shrunk = weight * (1 - lr * decay) if decays else weight
             expected = shrunk - lr * clipped[key] / (np.abs(clipped[key]) + 1e-8)

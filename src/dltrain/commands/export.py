@@ -23,7 +23,6 @@ from .. import __version__
 from ..artifacts import CHECKPOINT, LOCK, PENDING_CHECKPOINT, RUN_FILES, holds_run
 from ..data import DataSchema
 from ..engine.activations import LeakyReLU
-from ..engine.layers import ActivationLayer, Dense, Dropout
 from ..errors import ArtifactError, DltrainError, install_hint
 from ..files import atomic_write, check_writable
 from .common import load_run
@@ -170,6 +169,24 @@ ACTIVATION_EXPORTS = {
 }
 
 
+def _dense(graph: GraphBuilder, layer, x: str, position: int, order) -> str:
+    """x W + b, then the layer's activation; ``order`` (or None) permutes the rows of W."""
+    weights = np.asarray(layer.params["W"], dtype=np.float32)
+    if order is not None:
+        weights = weights[order]
+    x = graph.node("MatMul", [x, graph.constant(f"W{position}", weights)])
+    x = graph.node("Add", [x, graph.constant(f"b{position}", np.asarray(layer.params["b"], np.float32))])
+    return ACTIVATION_EXPORTS[layer.activation.name](graph, x)
+
+
+# One entry per engine layer type (layers.LAYERS), as it runs at inference; a test checks
+# each against the engine's forward. A type without an entry is refused by name.
+LAYER_EXPORTS = {
+    "dense": _dense,
+    "dropout": lambda graph, layer, x, position, order: x,  # the identity at inference
+}
+
+
 def _inverse_standard(graph: GraphBuilder, values: str, statistics: dict) -> str:
     divisor = np.asarray(statistics["divisor"], dtype=np.float32).reshape(1, -1)
     offset = np.asarray(statistics["offset"], dtype=np.float32).reshape(1, -1)
@@ -179,7 +196,7 @@ def _inverse_standard(graph: GraphBuilder, values: str, statistics: dict) -> str
 
 # Regression targets scaled for training are scaled back with the stored statistics
 # (values * divisor + offset); "none" means predictions come out as they are.
-TARGET_INVERSES = {"none": None, "standard": _inverse_standard, "minmax": _inverse_standard}
+TARGET_INVERSES = {"none": None, "standard": _inverse_standard}
 
 
 # ---------------------------------------------------------------- what is exported
@@ -261,8 +278,8 @@ def _check_exportable(run, input_form: str):
         activation = getattr(layer, "activation", None)  # Dense layers apply their own activation
         if activation is not None and activation.name not in ACTIVATION_EXPORTS:
             raise _unsupported(run_dir, f"the activation {activation.name!r}")
-        if not isinstance(layer, (Dense, ActivationLayer, Dropout)):
-            raise _unsupported(run_dir, f"the layer {type(layer).__name__} (layer {position})")
+        if layer.kind not in LAYER_EXPORTS:
+            raise _unsupported(run_dir, f"the layer {layer.kind!r} (layer {position})")
     if run.model.output_activation not in ACTIVATION_EXPORTS:
         raise _unsupported(run_dir, f"the output activation {run.model.output_activation!r}")
 
@@ -350,18 +367,12 @@ def _model_input(graph: GraphBuilder, schema: DataSchema, input_form: str):
 
 
 def _network(graph: GraphBuilder, model, x: str, order: np.ndarray) -> str:
-    """Dense layers and activations as the engine runs them at inference (dropout is the identity)."""
-    first_dense = True
+    """The layers as the engine runs them at inference, then the output activation; ``order``
+    permutes the rows of the first layer with weights to the graph's input columns."""
     for position, layer in enumerate(model.layers):
-        if isinstance(layer, Dense):
-            weights = np.asarray(layer.params["W"], dtype=np.float32)
-            if first_dense:
-                weights, first_dense = weights[order], False
-            x = graph.node("MatMul", [x, graph.constant(f"W{position}", weights)])
-            x = graph.node("Add", [x, graph.constant(f"b{position}", np.asarray(layer.params["b"], np.float32))])
-            x = ACTIVATION_EXPORTS[layer.activation.name](graph, x)
-        elif isinstance(layer, ActivationLayer):
-            x = ACTIVATION_EXPORTS[layer.activation.name](graph, x)
+        x = LAYER_EXPORTS[layer.kind](graph, layer, x, position, order)
+        if layer.params:
+            order = None
     return ACTIVATION_EXPORTS[model.output_activation](graph, x)
 
 

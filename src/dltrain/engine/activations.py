@@ -1,8 +1,9 @@
 """Activations: each forward beside its backward, in a name-keyed registry.
 
-``forward(z, out)`` writes ``a = f(z)`` into ``out``; ``backward(z, a, grad, out)`` writes
-``dL/dz`` given ``dL/da``. ``out`` may be the same array as an input where noted, so the
-training loop can reuse buffers instead of allocating per step.
+``forward(z)`` returns ``a = f(z)``; ``backward(z, a, grad)`` returns ``dL/dz`` given
+``dL/da``, as ``grad`` times ``f'(z)``. Both are the formulas as written, on whole arrays, in
+the dtype of ``z`` (float32 stays float32). The fused kernels (kernels.py) cover ReLU and the
+linear output where a step is large; everything else runs these.
 """
 
 from __future__ import annotations
@@ -98,17 +99,22 @@ def erf(x, core=ERF_CORE, tail=ERF_TAIL):
     return xp.copysign(xp.where(size < _ERF_SPLIT, small, large), x).astype(x.dtype, copy=False)
 
 
+def normal_cdf(z):
+    """Phi(z), the standard normal distribution function."""
+    return 0.5 * (1.0 + erf(z * _SQRT_HALF))
+
+
 class Activation:
     name = ""
     default_init = "glorot_uniform"
     output_only = False
 
     @staticmethod
-    def forward(z, out):
+    def forward(z):
         raise NotImplementedError
 
     @staticmethod
-    def backward(z, a, grad, out):
+    def backward(z, a, grad):
         raise NotImplementedError
 
 
@@ -116,47 +122,40 @@ class Linear(Activation):
     name = "linear"
 
     @staticmethod
-    def forward(z, out):
-        if out is not z:
-            xp.copyto(out, z)
-        return out
+    def forward(z):
+        return z  # a = z (the same array: nothing to compute)
 
     @staticmethod
-    def backward(z, a, grad, out):
-        if out is not grad:
-            xp.copyto(out, grad)
-        return out
+    def backward(z, a, grad):
+        return grad
 
 
 class Sigmoid(Activation):
     name = "sigmoid"
 
     @staticmethod
-    def forward(z, out):
-        # exp(-|z|) never overflows, and e / (1 + e) keeps small probabilities exact in
-        # float32 (1e-9 stays 1e-9; 0.5 * (1 + tanh(z / 2)) rounds it to 0).
+    def forward(z):
+        # 1 / (1 + e^-z), written as e / (1 + e) with e = exp(-|z|) for z < 0: exp never
+        # overflows, and small probabilities stay exact in float32 (1e-9 stays 1e-9;
+        # 0.5 * (1 + tanh(z / 2)) rounds it to 0).
         small = xp.exp(-xp.abs(z))
-        xp.divide(xp.where(z >= 0, 1.0, small), 1.0 + small, out=out, casting="same_kind")
-        return out
+        return xp.where(z >= 0, 1.0, small) / (1.0 + small)
 
     @staticmethod
-    def backward(z, a, grad, out):
-        # da/dz = a * (1 - a); out may alias grad.
-        slope = a * (1.0 - a)
-        return xp.multiply(grad, slope, out=out)
+    def backward(z, a, grad):
+        return grad * (a * (1.0 - a))  # da/dz = a (1 - a)
 
 
 class Tanh(Activation):
     name = "tanh"
 
     @staticmethod
-    def forward(z, out):
-        return xp.tanh(z, out=out)
+    def forward(z):
+        return xp.tanh(z)
 
     @staticmethod
-    def backward(z, a, grad, out):
-        slope = 1.0 - a * a
-        return xp.multiply(grad, slope, out=out)
+    def backward(z, a, grad):
+        return grad * (1.0 - a * a)  # da/dz = 1 - a^2
 
 
 class ReLU(Activation):
@@ -164,13 +163,12 @@ class ReLU(Activation):
     default_init = "he_normal"
 
     @staticmethod
-    def forward(z, out):
-        return xp.maximum(z, 0, out=out)
+    def forward(z):
+        return xp.maximum(z, 0)
 
     @staticmethod
-    def backward(z, a, grad, out):
-        # The ReLU mask: the gradient passes where z > 0, which is where a > 0.
-        return xp.multiply(grad, a > 0, out=out)
+    def backward(z, a, grad):
+        return grad * (a > 0)  # the ReLU mask: the gradient passes where z > 0, which is where a > 0
 
 
 class LeakyReLU(Activation):
@@ -179,16 +177,12 @@ class LeakyReLU(Activation):
     slope = 0.01
 
     @staticmethod
-    def forward(z, out):
-        negative_part = xp.minimum(z, 0) * LeakyReLU.slope
-        xp.maximum(z, 0, out=out)
-        out += negative_part
-        return out
+    def forward(z):
+        return xp.where(z > 0, z, LeakyReLU.slope * z)
 
     @staticmethod
-    def backward(z, a, grad, out):
-        factor = xp.where(z > 0, 1.0, LeakyReLU.slope).astype(grad.dtype, copy=False)
-        return xp.multiply(grad, factor, out=out)
+    def backward(z, a, grad):
+        return xp.where(z > 0, grad, LeakyReLU.slope * grad)
 
 
 class ELU(Activation):
@@ -196,17 +190,12 @@ class ELU(Activation):
     default_init = "he_normal"
 
     @staticmethod
-    def forward(z, out):
-        negative_part = xp.expm1(xp.minimum(z, 0))
-        xp.maximum(z, 0, out=out)
-        out += negative_part
-        return out
+    def forward(z):
+        return xp.where(z > 0, z, xp.expm1(xp.minimum(z, 0)))  # e^z - 1 for z <= 0 (never exp of a large z)
 
     @staticmethod
-    def backward(z, a, grad, out):
-        # For z <= 0, a = exp(z) - 1, so da/dz = a + 1; for z > 0 it is 1.
-        factor = xp.where(z > 0, 1.0, a + 1.0).astype(grad.dtype, copy=False)
-        return xp.multiply(grad, factor, out=out)
+    def backward(z, a, grad):
+        return xp.where(z > 0, grad, grad * (a + 1.0))  # for z <= 0, a = e^z - 1, so da/dz = e^z = a + 1
 
 
 class GELU(Activation):
@@ -216,16 +205,13 @@ class GELU(Activation):
     default_init = "he_normal"
 
     @staticmethod
-    def forward(z, out):
-        cdf = 0.5 * (1.0 + erf(z * _SQRT_HALF))
-        return xp.multiply(z, cdf, out=out, casting="same_kind")
+    def forward(z):
+        return z * normal_cdf(z)
 
     @staticmethod
-    def backward(z, a, grad, out):
-        # d/dz z * Phi(z) = Phi(z) + z * phi(z)
-        cdf = 0.5 * (1.0 + erf(z * _SQRT_HALF))
-        slope = cdf + z * (_INV_SQRT_2PI * xp.exp(-0.5 * z * z))
-        return xp.multiply(grad, slope, out=out, casting="same_kind")
+    def backward(z, a, grad):
+        # d/dz z Phi(z) = Phi(z) + z phi(z), with the normal density phi
+        return grad * (normal_cdf(z) + z * (_INV_SQRT_2PI * xp.exp(-0.5 * z * z)))
 
 
 class GELUTanh(Activation):
@@ -236,33 +222,25 @@ class GELUTanh(Activation):
     default_init = "he_normal"
 
     @staticmethod
-    def forward(z, out):
-        inner = _GELU_C * (z + 0.044715 * z**3)
-        return xp.multiply(0.5 * z, 1.0 + xp.tanh(inner), out=out)
+    def forward(z):
+        return 0.5 * z * (1.0 + xp.tanh(_GELU_C * (z + 0.044715 * z**3)))
 
     @staticmethod
-    def backward(z, a, grad, out):
-        inner = _GELU_C * (z + 0.044715 * z**3)
-        t = xp.tanh(inner)
-        slope = 0.5 * (1.0 + t) + 0.5 * z * (1.0 - t * t) * _GELU_C * (1.0 + 3 * 0.044715 * z * z)
-        return xp.multiply(grad, slope, out=out)
+    def backward(z, a, grad):
+        t = xp.tanh(_GELU_C * (z + 0.044715 * z**3))
+        return grad * (0.5 * (1.0 + t) + 0.5 * z * (1.0 - t * t) * _GELU_C * (1.0 + 3 * 0.044715 * z * z))
 
 
 class Softplus(Activation):
     name = "softplus"
 
     @staticmethod
-    def forward(z, out):
-        # log(1 + e^z) = max(z, 0) + log1p(e^-|z|), finite for any z.
-        tail = xp.log1p(xp.exp(-xp.abs(z)))
-        xp.maximum(z, 0, out=out)
-        out += tail
-        return out
+    def forward(z):
+        return xp.maximum(z, 0) + xp.log1p(xp.exp(-xp.abs(z)))  # log(1 + e^z), finite for any z
 
     @staticmethod
-    def backward(z, a, grad, out):
-        slope = Sigmoid.forward(z, xp.empty_like(z))
-        return xp.multiply(grad, slope, out=out)
+    def backward(z, a, grad):
+        return grad * Sigmoid.forward(z)  # d/dz log(1 + e^z) = sigmoid(z)
 
 
 class Softmax(Activation):
@@ -272,19 +250,14 @@ class Softmax(Activation):
     output_only = True
 
     @staticmethod
-    def forward(z, out):
-        xp.subtract(z, z.max(axis=1, keepdims=True), out=out)
-        xp.exp(out, out=out)
-        out /= out.sum(axis=1, keepdims=True)
-        return out
+    def forward(z):
+        exponentials = xp.exp(z - z.max(axis=1, keepdims=True))  # shifted: never exp of a large number
+        return exponentials / exponentials.sum(axis=1, keepdims=True)
 
     @staticmethod
-    def backward(z, a, grad, out):
-        # Jacobian-vector product: dz = a * (g - sum(g * a)).
-        dot = (grad * a).sum(axis=1, keepdims=True)
-        xp.subtract(grad, dot, out=out)
-        out *= a
-        return out
+    def backward(z, a, grad):
+        # The Jacobian-vector product, row by row: dz = a * (g - sum(g * a)).
+        return a * (grad - (grad * a).sum(axis=1, keepdims=True))
 
 
 ACTIVATIONS: dict[str, type[Activation]] = {

@@ -1,7 +1,9 @@
 """Layers: forward and backward side by side; parameters and gradients in dicts with equal keys.
 
-Each layer keeps its output and gradient buffers between steps (one set per batch shape), so
-a training step allocates no new large arrays once the first step has run.
+The reference path is the formulas on whole arrays. On the fused path (``fused``, set by the
+model when the kernels pay) a Dense layer keeps its output and gradient buffers between steps
+(one set per batch shape), so a training step allocates no new large arrays once the first
+step has run.
 """
 
 from __future__ import annotations
@@ -100,59 +102,48 @@ class Dense(Layer):
     def describe(self):
         return self.activation.name
 
-    def _fused_kind(self):
+    def _runs_fused(self):
         """The fused kernels cover the linear output and ReLU, the layers that dominate a step."""
-        return self.activation.name in ("linear", "relu")
+        return self.fused and self.activation.name in ("linear", "relu")
 
     def forward(self, x, training):
-        W, b = self.params["W"], self.params["b"]
+        """a = f(z) with z = x W + b; x, z and a are kept for ``backward``."""
         self._input = x
-        z = self._buffer("z", (x.shape[0], self.units), W.dtype)
-        xp.matmul(x, W, out=z)
-        if self.fused and self._fused_kind():
-            # z + b and max(z + b, 0) in one pass; ReLU's backward needs only a, so a replaces z.
-            self._z = self._a = kernels.bias_activation(z, b, self.activation.name == "relu")
-            return self._a
-        z += b
-        self._z = z
-        # A linear activation is z itself: no copy.
-        out = z if self.activation.name == "linear" else self._buffer("a", z.shape, z.dtype)
-        self._a = self.activation.forward(z, out)
+        if self._runs_fused():
+            return self._forward_fused(x)
+        self._z = x @ self.params["W"] + self.params["b"]
+        self._a = self.activation.forward(self._z)
         return self._a
 
     def backward(self, grad, need_input_grad=True):
         """``grad`` is dL/da; fills dL/dW and dL/db and returns dL/dx (None when not needed)."""
+        if self._runs_fused():
+            return self._backward_fused(grad, need_input_grad)
         W = self.params["W"]
-        if self.fused and self._fused_kind():
-            # The ReLU mask and the column sums of dL/dz in one pass.
-            dz = kernels.bias_gradient(grad, self._a, self.grads["b"], self.activation.name == "relu")
-        else:
-            # The incoming gradient buffer belongs to the next layer and is not read again.
-            dz = self.activation.backward(self._z, self._a, grad, out=grad)
-            xp.sum(dz, axis=0, out=self.grads["b"])  # dL/db: the column sums of dL/dz
+        dz = self.activation.backward(self._z, self._a, grad)  # dL/dz = dL/da * f'(z)
+        # The gradients are views into the model's flat gradient array: written in place.
         xp.matmul(self._input.T, dz, out=self.grads["W"])  # dL/dW = x^T dL/dz
+        xp.sum(dz, axis=0, out=self.grads["b"])  # dL/db = the column sums of dL/dz
+        return dz @ W.T if need_input_grad else None  # dL/dx = dL/dz W^T
+
+    def _forward_fused(self, x):
+        """The same into a kept buffer: z + b and max(z + b, 0) in one pass after the product."""
+        W, b = self.params["W"], self.params["b"]
+        z = self._buffer("z", (x.shape[0], self.units), W.dtype)
+        xp.matmul(x, W, out=z)
+        # ReLU's backward needs only a, so a replaces z.
+        self._z = self._a = kernels.bias_activation(z, b, self.activation.name == "relu")
+        return self._a
+
+    def _backward_fused(self, grad, need_input_grad):
+        """The same with the ReLU mask and the column sums of dL/dz in one pass; the incoming
+        gradient buffer belongs to the next layer and is not read again, so dL/dz replaces it."""
+        W = self.params["W"]
+        dz = kernels.bias_gradient(grad, self._a, self.grads["b"], self.activation.name == "relu")
+        xp.matmul(self._input.T, dz, out=self.grads["W"])
         if not need_input_grad:
             return None
-        return xp.matmul(dz, W.T, out=self._buffer("dx", self._input.shape, grad.dtype))  # dL/dx
-
-
-class ActivationLayer(Layer):
-    """An activation on its own (Dense applies its activation itself)."""
-
-    kind = "activation"
-
-    def __init__(self, name):
-        super().__init__()
-        self.activation = ACTIVATIONS[name]
-
-    def forward(self, x, training):
-        self._input = x
-        self._output = self._buffer("a", x.shape, x.dtype)
-        return self.activation.forward(x, self._output)
-
-    def backward(self, grad, need_input_grad=True):
-        # The incoming gradient buffer belongs to the next layer and is not read again.
-        return self.activation.backward(self._input, self._output, grad, out=grad)
+        return xp.matmul(dz, W.T, out=self._buffer("dx", self._input.shape, grad.dtype))
 
 
 class Dropout(Layer):
@@ -177,19 +168,15 @@ class Dropout(Layer):
         if not training or self.rate == 0.0:
             self._mask = None
             return x
+        # Each unit is kept with probability keep and scaled by 1 / keep, so the expected
+        # output is x: nothing changes at inference.
         keep = 1.0 - self.rate
-        mask = self._buffer("mask", x.shape, x.dtype)
-        self.rng.random(out=mask, dtype=mask.dtype)
-        xp.less(mask, keep, out=mask, casting="unsafe")
-        mask *= 1.0 / keep
-        self._mask = mask
-        out = self._buffer("out", x.shape, x.dtype)
-        return xp.multiply(x, mask, out=out)
+        kept = self.rng.random(x.shape, dtype=x.dtype) < keep
+        self._mask = kept * x.dtype.type(1.0 / keep)
+        return x * self._mask
 
     def backward(self, grad, need_input_grad=True):
-        if self._mask is None:
-            return grad
-        return xp.multiply(grad, self._mask, out=grad)
+        return grad if self._mask is None else grad * self._mask
 
 
 # The layer types a config may name: ``type`` in a layer spec -> the class that builds it.

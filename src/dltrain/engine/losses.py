@@ -1,9 +1,14 @@
 """Losses on the output layer's logits, with the output activation fused where it pays.
 
 Every loss is a mean over the batch. ``value_and_gradient`` returns the loss and writes
-dL/dlogits into ``out``. The fused gradients (softmax + cross-entropy, sigmoid + binary
-cross-entropy, identity + MSE) all reduce to ``(y_hat - y) * scale``; that is derived here
-and nowhere else. Optional per-sample weights multiply each row's loss.
+dL/dlogits into ``out``. Optional per-sample weights multiply each row's loss.
+
+Each loss takes the logits z, not the activations, because paired with its output activation
+the gradient at z is short (``output_gradient``): for softmax + cross-entropy,
+L = -sum(y log softmax(z)) with one-hot y gives dL/dz = softmax(z) - y; for sigmoid + binary
+cross-entropy, L = -y log s - (1 - y) log(1 - s) with s = sigmoid(z) gives s - y; for the
+identity + squared error, L = (z - y)^2 gives 2 (z - y). The chain rule through the
+activation's own backward is needed only for mse on a non-linear output.
 """
 
 from __future__ import annotations
@@ -17,6 +22,16 @@ def _row_weights(sample_weight, n):
     if sample_weight is None:
         return None
     return sample_weight.reshape(n, 1)
+
+
+def output_gradient(predictions, targets, sample_weight, scale):
+    """dL/dz = (y_hat - y) * weight * scale, the gradient at the logits of a loss paired with
+    its output activation (see the module docstring): scale is 1/n for the cross-entropies
+    and 2/n for the squared error, n the number of terms averaged."""
+    gradient = predictions - targets
+    if sample_weight is not None:
+        gradient *= _row_weights(sample_weight, len(gradient))
+    return gradient * scale
 
 
 class Loss:
@@ -49,7 +64,7 @@ class Loss:
 
     def predict(self, logits):
         """The network's output (probabilities or values) for these logits."""
-        return self.output_activation.forward(logits, xp.empty_like(logits))
+        return self.output_activation.forward(logits)
 
     def value(self, logits, targets, sample_weight=None) -> float:
         raise NotImplementedError
@@ -83,19 +98,15 @@ class CrossEntropy(Loss):
         return float(row_loss.sum(dtype=xp.float64)) / logits.shape[0]
 
     def value_and_gradient(self, logits, targets, out, sample_weight=None):
-        n = logits.shape[0]
         if self.fused:
             return self._fused_value_and_gradient(logits, targets, out, sample_weight)
+        n, classes = logits.shape
         log_probabilities = self._log_softmax(logits)
-        rows = xp.arange(n)
-        row_loss = -log_probabilities[rows, targets]
-        # dL/dz = (softmax - onehot) * weight / n
-        xp.exp(log_probabilities, out=out)  # softmax
-        out[rows, targets] -= 1.0  # - onehot
+        row_loss = -log_probabilities[xp.arange(n), targets]
         if sample_weight is not None:
-            out *= sample_weight.reshape(n, 1)
             row_loss = row_loss * sample_weight
-        out *= 1.0 / n
+        onehot = xp.eye(classes, dtype=logits.dtype)[targets]
+        out[...] = output_gradient(xp.exp(log_probabilities), onehot, sample_weight, 1.0 / n)  # softmax - onehot
         return float(row_loss.sum(dtype=xp.float64)) / n
 
     def _fused_value_and_gradient(self, logits, targets, out, sample_weight):
@@ -136,14 +147,8 @@ class BinaryCrossEntropy(Loss):
         return float(losses.mean(dtype=xp.float64))
 
     def value_and_gradient(self, logits, targets, out, sample_weight=None):
-        loss = self.value(logits, targets, sample_weight)
-        self.output_activation.forward(logits, out)
-        out -= targets
-        weights = _row_weights(sample_weight, logits.shape[0])
-        if weights is not None:
-            out *= weights
-        out *= 1.0 / logits.size
-        return loss
+        out[...] = output_gradient(self.predict(logits), targets, sample_weight, 1.0 / logits.size)  # sigmoid - y
+        return self.value(logits, targets, sample_weight)
 
 
 class MeanSquaredError(Loss):
@@ -167,19 +172,11 @@ class MeanSquaredError(Loss):
         return float(squared.mean(dtype=xp.float64))
 
     def value_and_gradient(self, logits, targets, out, sample_weight=None):
-        predictions = self.output_activation.forward(logits, out)
-        predictions -= targets  # out now holds y_hat - y
-        squared = predictions * predictions
-        weights = _row_weights(sample_weight, logits.shape[0])
-        if weights is not None:
-            squared *= weights
-            out *= weights
-        loss = float(squared.mean(dtype=xp.float64))
-        out *= 2.0 / logits.size
-        if self.output_activation.name != "linear":
-            activated = self.predict(logits)
-            self.output_activation.backward(logits, activated, out, out=out)
-        return loss
+        predictions = self.predict(logits)
+        gradient = output_gradient(predictions, targets, sample_weight, 2.0 / logits.size)  # dL/dy_hat
+        # The identity's is the whole gradient; any other output activation chains its own.
+        out[...] = self.output_activation.backward(logits, predictions, gradient)
+        return self.value(logits, targets, sample_weight)
 
 
 LOSSES: dict[str, type[Loss]] = {cls.name: cls for cls in (MeanSquaredError, CrossEntropy, BinaryCrossEntropy)}

@@ -22,8 +22,8 @@ class Sequential:
         self.output_activation = output_activation
         self.dtype = dtype
         # All parameters live in one contiguous array (and all gradients in another); the
-        # per-layer arrays are views into them. Optimizers then update everything in a
-        # dozen vectorised passes per step instead of a dozen per parameter array.
+        # per-layer arrays are views into them, so the whole model is also one array to copy,
+        # compare or check.
         size = sum(value.size for layer in layers for value in layer.params.values())
         self.flat_params = xp.empty(size, dtype=dtype)
         self.flat_grads = xp.zeros(size, dtype=dtype)
@@ -109,7 +109,7 @@ class Sequential:
         activation = ACTIVATIONS[self.output_activation]
         outputs = self.logits(x, batch_size)
         with xp.errstate(over="ignore", invalid="ignore"):
-            return activation.forward(outputs, outputs)
+            return activation.forward(outputs)
 
     def logits(self, x, batch_size=4096):
         """Output-layer logits for ``x``, in batches. Weights that overflowed give inf or nan
@@ -137,10 +137,6 @@ class Sequential:
     def largest_product(self, batch_size: int) -> int:
         """Multiply-adds of the largest matrix product in a training step at this batch size."""
         return max(batch_size * value.shape[0] * value.shape[1] for value in self.params.values() if value.ndim == 2)
-
-    def decayed(self):
-        """(weight, gradient) pairs that weight decay applies to: weight matrices, not biases."""
-        return [(self.params[key], self.grads[key]) for key in self.params if key.endswith(".W")]
 
     def state(self):
         """A copy of every parameter, keyed like ``params``."""

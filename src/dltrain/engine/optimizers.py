@@ -1,10 +1,18 @@
 """Optimizers: state in plain arrays keyed by parameter name (``m/dense_0.W``), updated in place.
 
-Every optimizer supports ``weight_decay`` (L2 added to the gradient; decoupled, AdamW-style,
-for adam) on weight matrices only, and ``clip_norm`` (global gradient-norm clipping).
-Each optimizer writes its update for one array (``_update_array``, the reference path);
-the base class runs it over every array, measuring the gradient norm on the way. Adam also
-has a fused kernel (``kernels.adam``) that does the whole update of an array in one pass.
+Each optimizer writes its equations for one parameter array in ``update`` (the reference
+path): one whole-array expression per quantity, as the papers write them. The base class
+clips the gradients, runs ``update`` over every array and measures the gradient norm on the
+way. Adam also has a fused kernel (``kernels.adam``) that does the same update of an array
+in one pass, without temporary arrays; it is tested equal to ``Adam.update``.
+
+Every optimizer supports ``weight_decay`` on weight matrices only (``<layer>.W``, not the
+biases): L2, its gradient added to the loss's, for gd, sgd and rmsprop; decoupled, the
+weights shrinking by ``lr * weight_decay`` each step, for adam (AdamW). ``clip_norm``
+rescales all gradients together when their global norm exceeds it.
+
+State that decays towards 0 (Adam's m and v, SGD's velocity, RMSprop's mean square) is set
+to 0 once it falls below the smallest normal number (see ``flush_subnormal``).
 
 An optimizer's constructor arguments and their defaults are its options: the config reads
 them from here (``options``), so each has one default, written once.
@@ -24,72 +32,61 @@ COMMON_OPTIONS = ("lr", "weight_decay", "clip_norm")
 
 class Optimizer:
     name = ""
-    slot_names: tuple = ()
-    decoupled_decay = False  # True: weight decay acts on the weights, the gradients stay as computed
+    slot_names: tuple = ()  # the state kept per parameter array, e.g. ("m", "v")
 
     def __init__(self, params, grads, lr=0.001, weight_decay=0.0, clip_norm=None):
         self.params = params
         self.grads = grads
-        # Weight decay applies to weight matrices ("<layer>.W"), not to biases.
-        self.decayed = [key for key in params if key.endswith(".W")]
         self.lr = lr
         self.weight_decay = weight_decay
         self.clip_norm = clip_norm
         self.step_count = 0
         self.fused = False  # run the fused kernel where the optimizer has one (set by the trainer)
-        self._scratch = {key: xp.empty_like(value) for key, value in params.items()}
         self.slots = {name: {key: xp.zeros_like(value) for key, value in params.items()} for name in self.slot_names}
+        self._squares = {key: xp.empty_like(value) for key, value in params.items()}  # for the gradient norm
 
     @classmethod
     def options(cls) -> dict:
         """This optimizer's own options and their defaults (beyond ``COMMON_OPTIONS``)."""
         return _keyword_defaults(cls, exclude=COMMON_OPTIONS)
 
+    def decay_of(self, key) -> float:
+        """The weight decay of one parameter array: weight matrices decay, biases do not."""
+        return self.weight_decay if key.endswith(".W") else 0.0
+
     def gradient_norm(self) -> float:
         """Global L2 norm of all gradients."""
-        return math.sqrt(sum(_sum_of_squares(self.grads[key], self._scratch[key]) for key in self.grads))
-
-    def _prepare_gradients(self, norm):
-        """Clip and (coupled) decay the gradients; ``norm`` is their norm, known whenever
-        either applies."""
-        if self.clip_norm is not None and norm > self.clip_norm:
-            scale = self.clip_norm / (norm + 1e-12)
-            for grad in self.grads.values():
-                grad *= scale
-        if self.weight_decay and not self.decoupled_decay:
-            for key in self.decayed:
-                self.grads[key] += self.weight_decay * self.params[key]
+        return math.sqrt(sum(_sum_of_squares(self.grads[key], self._squares[key]) for key in self.grads))
 
     def step(self, lr=None) -> float:
         """One update of every parameter from its gradient, at ``lr`` (default: ``self.lr``).
 
         Returns the global gradient norm before clipping. It takes a pass of its own only when
-        clipping or coupled decay must change the gradients first; otherwise it is measured
-        array by array just before each update reads the gradient."""
+        clipping needs it first; otherwise it is measured array by array just before each
+        update reads the gradient."""
         self.step_count += 1
-        changes_gradients = self.clip_norm is not None or (self.weight_decay and not self.decoupled_decay)
-        gradient_norm = self.gradient_norm() if changes_gradients else None
-        constants = self._begin_step(self.lr if lr is None else lr, gradient_norm)
-        measure = gradient_norm is None
+        lr = self.lr if lr is None else lr
+        norm = None
+        if self.clip_norm is not None:
+            norm = self.gradient_norm()
+            if norm > self.clip_norm:
+                for grad in self.grads.values():
+                    grad *= self.clip_norm / (norm + 1e-12)
         squares = 0.0
         for key in self.params:  # in order: the sum of squares never depends on the machine
-            squares += self._update_one(key, constants, measure)
-        return math.sqrt(squares) if gradient_norm is None else gradient_norm
+            squares += self._step_array(key, lr, measure=norm is None)
+        return math.sqrt(squares) if norm is None else norm
 
-    def _update_one(self, key, constants, measure=False) -> float:
+    def _step_array(self, key, lr, measure) -> float:
         """Update one array; the sum of its squared gradients when ``measure``, else 0."""
-        param, grad = self.params[key], self.grads[key]
-        squares = _sum_of_squares(grad, self._scratch[key]) if measure else 0.0
-        slots = {name: values[key] for name, values in self.slots.items()}
-        self._update_array(param, grad, slots, self._scratch[key], constants)
+        squares = _sum_of_squares(self.grads[key], self._squares[key]) if measure else 0.0
+        state = {name: values[key] for name, values in self.slots.items()}
+        self.update(self.params[key], self.grads[key], state, lr, self.decay_of(key))
         return squares
 
-    def _begin_step(self, lr, gradient_norm):
-        """Prepare gradients and return whatever every array's update needs this step."""
-        self._prepare_gradients(gradient_norm)
-        return lr
-
-    def _update_array(self, param, grad, slots, scratch, constants):
+    def update(self, param, grad, state, lr, decay):
+        """The update of one parameter array in place, with its ``state`` arrays (by slot
+        name) and its weight decay."""
         raise NotImplementedError
 
     def state(self):
@@ -127,16 +124,20 @@ def _sum_of_squares(array, scratch) -> float:
     return float(scratch.sum())
 
 
-def _smallest_normal(array) -> float:
+def smallest_normal(array) -> float:
     """The smallest positive normal number of the array's float type (1.2e-38 for float32)."""
     return float(xp.finfo(array.dtype).tiny)
 
 
-def _flush_subnormal(array, scratch):
-    """Set the entries of ``array`` below the smallest normal number in size to 0 (a nan stays nan)."""
-    xp.abs(array, out=scratch)
-    xp.greater_equal(scratch, _smallest_normal(array), out=scratch, casting="unsafe")  # 1 where kept
-    array *= scratch
+def flush_subnormal(*arrays):
+    """Set the entries below the smallest normal number in size to 0, in place (a nan stays nan).
+
+    The state of a weight whose gradient stays 0 (an input that is always 0, a ReLU unit that
+    no longer fires) decays by a constant factor each step, and would spend ~150 steps among
+    the subnormal numbers, where every multiplication takes a slow microcode path. What is
+    lost is below 1.2e-38 (float32), a change to the weights far below their rounding."""
+    for array in arrays:
+        array[xp.abs(array) < smallest_normal(array)] = 0
 
 
 class SGD(Optimizer):
@@ -150,22 +151,16 @@ class SGD(Optimizer):
         self.momentum = momentum
         self.nesterov = nesterov
 
-    def _update_array(self, param, grad, slots, scratch, lr):
+    def update(self, param, grad, state, lr, decay):
+        if decay:
+            grad = grad + decay * param  # the gradient of the L2 penalty decay/2 * |W|^2
         if not self.momentum:
-            xp.multiply(grad, lr, out=scratch)
-            param -= scratch
+            param -= lr * grad
             return
-        v = slots["velocity"]
-        v *= self.momentum
-        v += grad
-        _flush_subnormal(v, scratch)  # a velocity that decays stops at 0, not in the slow subnormals
-        if self.nesterov:
-            xp.multiply(v, self.momentum, out=scratch)
-            scratch += grad
-        else:
-            xp.copyto(scratch, v)
-        scratch *= lr
-        param -= scratch
+        v = state["velocity"]
+        v[...] = self.momentum * v + grad
+        flush_subnormal(v)
+        param -= lr * (grad + self.momentum * v if self.nesterov else v)
 
 
 class GradientDescent(SGD):
@@ -182,7 +177,6 @@ class Adam(Optimizer):
 
     name = "adam"
     slot_names = ("m", "v")
-    decoupled_decay = True
 
     def __init__(self, params, grads, lr=0.001, weight_decay=0.0, clip_norm=None, beta1=0.9, beta2=0.999, eps=1e-8):
         super().__init__(params, grads, lr, weight_decay, clip_norm)
@@ -191,17 +185,20 @@ class Adam(Optimizer):
             key: xp.empty(kernels.blocks_for(value.size), dtype=xp.float64) for key, value in params.items()
         }
 
-    def _begin_step(self, lr, gradient_norm):
-        self._prepare_gradients(gradient_norm)
-        if self.weight_decay and not self.fused:  # the fused kernel decays as it updates
-            for key in self.decayed:
-                self.params[key] *= 1.0 - lr * self.weight_decay  # decoupled: the weights shrink
-        return lr
+    def update(self, param, grad, state, lr, decay):
+        m, v, t = state["m"], state["v"], self.step_count
+        m[...] = self.beta1 * m + (1 - self.beta1) * grad
+        v[...] = self.beta2 * v + (1 - self.beta2) * grad**2
+        flush_subnormal(m, v)
+        m_hat = m / (1 - self.beta1**t)
+        v_hat = v / (1 - self.beta2**t)
+        if decay:
+            param *= 1 - lr * decay  # decoupled: the weights shrink, the gradient stays as computed
+        param -= lr * m_hat / (xp.sqrt(v_hat) + self.eps)
 
-    def _update_one(self, key, lr, measure=False) -> float:
+    def _step_array(self, key, lr, measure) -> float:
         if not self.fused:
-            return super()._update_one(key, lr, measure)
-        decay = 1.0 - lr * self.weight_decay if key in self.decayed else 1.0
+            return super()._step_array(key, lr, measure)
         param, grad, m, v = (
             array.reshape(-1)
             for array in (self.params[key], self.grads[key], self.slots["m"][key], self.slots["v"][key])
@@ -216,34 +213,11 @@ class Adam(Optimizer):
             self.beta2,
             self.eps,
             self.step_count,
-            decay,
-            _smallest_normal(param),
+            1.0 - lr * self.decay_of(key),
+            smallest_normal(param),
             self._partial[key],
         )
         return squares if measure else 0.0
-
-    def _update_array(self, param, grad, slots, scratch, lr):
-        m, v = slots["m"], slots["v"]
-        # m = beta1 * m + (1 - beta1) * g
-        m *= self.beta1
-        xp.multiply(grad, 1.0 - self.beta1, out=scratch)
-        m += scratch
-        # v = beta2 * v + (1 - beta2) * g^2
-        v *= self.beta2
-        xp.multiply(grad, grad, out=scratch)
-        scratch *= 1.0 - self.beta2
-        v += scratch
-        # Moments below the smallest normal number become 0: subnormal arithmetic is slow, and
-        # the moments of a weight whose gradient stays 0 decay through it (see kernels.adam).
-        _flush_subnormal(m, scratch)
-        _flush_subnormal(v, scratch)
-        # param -= lr * m_hat / (sqrt(v_hat) + eps), with m_hat = m / (1 - beta1^t), v_hat = v / (1 - beta2^t)
-        xp.divide(v, 1.0 - self.beta2**self.step_count, out=scratch)
-        xp.sqrt(scratch, out=scratch)
-        scratch += self.eps
-        xp.divide(m, scratch, out=scratch)
-        scratch *= lr / (1.0 - self.beta1**self.step_count)
-        param -= scratch
 
 
 class RMSprop(Optimizer):
@@ -256,18 +230,13 @@ class RMSprop(Optimizer):
         super().__init__(params, grads, lr, weight_decay, clip_norm)
         self.rho, self.eps = rho, eps
 
-    def _update_array(self, param, grad, slots, scratch, lr):
-        s = slots["mean_square"]
-        s *= self.rho
-        xp.multiply(grad, grad, out=scratch)
-        scratch *= 1.0 - self.rho
-        s += scratch
-        _flush_subnormal(s, scratch)  # a mean square that decays stops at 0, not in the slow subnormals
-        xp.sqrt(s, out=scratch)
-        scratch += self.eps
-        xp.divide(grad, scratch, out=scratch)
-        scratch *= lr
-        param -= scratch
+    def update(self, param, grad, state, lr, decay):
+        if decay:
+            grad = grad + decay * param  # the gradient of the L2 penalty decay/2 * |W|^2
+        s = state["mean_square"]
+        s[...] = self.rho * s + (1 - self.rho) * grad**2
+        flush_subnormal(s)
+        param -= lr * grad / (xp.sqrt(s) + self.eps)
 
 
 OPTIMIZERS: dict[str, type[Optimizer]] = {cls.name: cls for cls in (GradientDescent, SGD, Adam, RMSprop)}
