@@ -8,6 +8,7 @@ import json
 import math
 import signal
 import sys
+import warnings
 from pathlib import Path
 from typing import Annotated, List, Optional
 
@@ -20,6 +21,7 @@ from .commands import evaluate as evaluate_command
 from .commands import fit as fit_command
 from .commands import predict as predict_command
 from .config import dump_config
+from .engine.kernel_cache import KernelCacheWarning
 from .errors import DltrainError, Interrupted, signal_of
 from .files import atomic_write
 
@@ -36,6 +38,11 @@ def _show_version(value: bool):
     if value:
         from .engine import kernels
 
+        try:
+            common.check_environment()
+        except DltrainError as error:
+            report.show_error(str(error))
+            raise typer.Exit(error.exit_code) from None
         report.write_text(f"dltrain {__version__}\nengine: {kernels.describe()}\n")
         raise typer.Exit()
 
@@ -62,7 +69,9 @@ def user_errors(command):
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
         try:
-            return command(*args, **kwargs)
+            common.check_environment()
+            with one_line_warnings():
+                return command(*args, **kwargs)
         except DltrainError as error:
             report.show_error(str(error))
             raise typer.Exit(error.exit_code) from None
@@ -71,6 +80,23 @@ def user_errors(command):
             raise typer.Exit(128 + signal_of(interrupt)) from None
 
     return wrapper
+
+
+@contextlib.contextmanager
+def one_line_warnings():
+    """dltrain's own warnings (a kernel cache it cannot use) as one "warning: ..." line each,
+    instead of Python's two lines with a file name and source line."""
+    shown = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, KernelCacheWarning):
+            report.show_warning(str(message))
+        else:
+            shown(message, category, filename, lineno, file, line)
+
+    with warnings.catch_warnings():
+        warnings.showwarning = show
+        yield
 
 
 @contextlib.contextmanager

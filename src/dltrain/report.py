@@ -344,6 +344,10 @@ def show_error(message: str):
     error_console.print(f"error: {message}", soft_wrap=True, markup=False)
 
 
+def show_warning(message: str):
+    error_console.print(f"warning: {message}", soft_wrap=True, markup=False)
+
+
 def write_text(text: str):
     sys.stdout.write(text)
     sys.stdout.flush()

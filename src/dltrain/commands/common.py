@@ -29,11 +29,13 @@ from ..data import (
 )
 from ..data import cache as data_cache
 from ..data.csv import DELIMITERS, CsvFile
+from ..engine import kernels
 from ..engine.losses import LOSSES, default_loss, make_loss
 from ..engine.model import Sequential
 from ..engine.optimizers import make_model_optimizer
 from ..engine.schedules import make_schedule
-from ..errors import ArtifactError, ConfigError, DataError, did_you_mean
+from ..engine.threads import KERNELS_VARIABLE
+from ..errors import ArtifactError, ConfigError, DataError, DltrainError, did_you_mean
 from ..files import available_memory, human_bytes
 from ..metrics import (
     CLASSIFICATION_METRICS,
@@ -541,3 +543,18 @@ def csv_dialect(delimiter: str | None = None, encoding: str | None = None) -> di
         if delimiter not in DELIMITERS:
             raise ConfigError(f"--delimiter {delimiter!r}: use one of , ; tab |, or leave it out to detect it")
     return {"delimiter": delimiter, "encoding": encoding}
+
+
+def check_environment(environ=os.environ) -> None:
+    """The DLTRAIN_* variables dltrain reads, checked before any command runs: a value it
+    cannot use is one message naming the variable, never a setting silently ignored."""
+    try:
+        kernels.setting(environ)
+    except ValueError:
+        value = environ.get(KERNELS_VARIABLE, "")
+        raise DltrainError(
+            f"{KERNELS_VARIABLE}={value}: not a setting{did_you_mean(value.strip().lower(), kernels.SETTINGS)}; "
+            f"set it to {' or '.join(kernels.SETTINGS)} (auto, the default: the fused kernels where "
+            "they pay; reference: the plain NumPy path everywhere), or unset it"
+        ) from None
+    data_cache.configured_folder(environ)

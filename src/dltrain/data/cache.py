@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import stat
 import time
 import zipfile
 from pathlib import Path
@@ -36,8 +37,33 @@ _COMPACT_TYPES = (np.uint8, np.int8, np.uint16, np.int16)
 
 def cache_folder(base_dir: Path) -> Path:
     """Where entries for a config in ``base_dir`` go: $DLTRAIN_CACHE_DIR, else ``.dltrain-cache/``."""
-    override = os.environ.get(CACHE_ENV)
-    return Path(override) if override else Path(base_dir) / ".dltrain-cache"
+    override = configured_folder()
+    return override if override is not None else Path(base_dir) / ".dltrain-cache"
+
+
+def configured_folder(environ=os.environ) -> Path | None:
+    """$DLTRAIN_CACHE_DIR (None when unset or empty), checked: a path that is, or runs through,
+    something other than a folder is a mistake to name, not a cache to skip in silence. (A
+    folder that cannot be written is still only skipped.)"""
+    value = environ.get(CACHE_ENV, "")
+    if not value:
+        return None
+    folder = Path(value)
+    for path in (folder, *folder.parents):  # the nearest part that exists must be a folder
+        try:
+            is_folder = stat.S_ISDIR(os.stat(path).st_mode)
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        except OSError:
+            break  # unreadable, a link loop...: the cache is skipped when it cannot be written
+        if not is_folder:
+            what = "is" if path == folder else f"runs through {path}, which is"
+            raise DltrainError(
+                f"{CACHE_ENV}={value}: {what} not a folder; point it at a folder for the parsed-data "
+                "cache, or unset it to keep the cache in .dltrain-cache/ beside each config"
+            )
+        break
+    return folder
 
 
 def file_sha256(path: Path) -> str:

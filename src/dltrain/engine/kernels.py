@@ -11,7 +11,9 @@ engine asks ``active()`` and calls the functions at the bottom; a GPU backend wo
 the same functions for its arrays here.
 
 numba is imported only when a kernel is first needed, so small fits (which use the reference
-path) never pay for it. Compiled kernels are cached on disk (see threads.kernel_cache_dir).
+path) never pay for it. Compiled kernels are cached on disk (see threads.kernel_cache_dir) in
+files sealed with their checksum; a cache that cannot be written or read costs a compilation,
+never the run (see kernel_cache.py).
 """
 
 from __future__ import annotations
@@ -22,7 +24,12 @@ import math
 import os
 import types
 
+from . import kernel_cache
 from .threads import KERNELS_VARIABLE
+
+# The values DLTRAIN_KERNELS may take (case aside): auto (unset or empty too) runs the fused
+# kernels where they pay; reference runs the plain NumPy path everywhere.
+SETTINGS = ("auto", "reference")
 
 # Arrays with fewer elements run the serial version of a kernel: below this, waking a
 # second thread costs more than the pass itself (tests lower it to exercise the parallel
@@ -54,14 +61,27 @@ def installed() -> bool:
         return False
 
 
+def setting(environ=os.environ) -> str:
+    """DLTRAIN_KERNELS, checked: one of SETTINGS; a ValueError names the variable, the value
+    and the allowed values (a typo must not silently leave the other path running)."""
+    value = environ.get(KERNELS_VARIABLE, "")
+    chosen = value.strip().lower() or "auto"
+    if chosen not in SETTINGS:
+        raise ValueError(
+            f"{KERNELS_VARIABLE}={value!r} is not a setting; use {' or '.join(SETTINGS)} "
+            "(auto, the default: the fused kernels where they pay; reference: the plain NumPy path)"
+        )
+    return chosen
+
+
 def active() -> bool:
     """Whether the fused path is available: numba installed and not switched off."""
-    return os.environ.get(KERNELS_VARIABLE, "").lower() != "reference" and installed()
+    return setting() != "reference" and installed()
 
 
 def describe() -> str:
     """Which path the engine runs, in words (for ``dltrain --version``)."""
-    if os.environ.get(KERNELS_VARIABLE, "").lower() == "reference":
+    if setting() == "reference":
         return f"reference NumPy path ({KERNELS_VARIABLE}=reference)"
     if not installed():
         return "reference NumPy path (numba not installed)"
@@ -127,9 +147,9 @@ def _kernel(function, size: int):
         # NumPy does), so the loops vectorise. Only the sums of squares may be reordered
         # ("reassoc", in an order fixed by the code and the block, never by the threads).
         fastmath = {"reassoc"} if function in _REORDERED_SUMS else False
-        compiled = _compiled[key] = numba.njit(
-            cache=True, parallel=parallel, nogil=True, error_model="numpy", fastmath=fastmath
-        )(source)
+        compiled = numba.njit(parallel=parallel, nogil=True, error_model="numpy", fastmath=fastmath)(source)
+        kernel_cache.enable(compiled)
+        _compiled[key] = compiled
     return compiled
 
 

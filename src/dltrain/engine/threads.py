@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-# "reference" forces the plain NumPy path even where numba is installed.
+# "reference" forces the plain NumPy path even where numba is installed (kernels.SETTINGS: the values).
 KERNELS_VARIABLE = "DLTRAIN_KERNELS"
 
 # Two pools that both spin-wait for work (OpenBLAS's and numba's) fight for the cores: on a

@@ -1,0 +1,159 @@
+"""numba's on-disk cache of compiled kernels, made unable to crash or mislead a fit.
+
+The one module that uses numba's caching internals (``numba.core.caching``). Two promises:
+
+- A cache that cannot be written (a read-only install with ``XDG_CACHE_HOME`` or ``HOME`` a
+  file, a read-only cache folder, a full disk) leaves the kernels compiled in memory.
+- A damaged cache file is never handed to numba: each index and data file carries the SHA-256
+  of its content and is used only while it matches (numba's own files, unpickled as they are,
+  raised ``UnpicklingError`` or made LLVM abort the process). A damaged file is ignored, the
+  kernel compiled again, and the file rewritten.
+
+Either way the run goes on, and at most one ``KernelCacheWarning`` per process says why.
+The sealed files have names of their own (``….dltrain.nbi``, ``….dltrain.N.nbc``), so numba's
+plain cache and this one never read each other's files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import pickle
+import warnings
+
+_MAGIC = b"dltrain kernel cache 1\n"
+_DIGEST_BYTES = 32
+_warned = False
+_guarded_cache = None  # the cache class, built on first use (importing numba's caching module)
+
+
+class KernelCacheWarning(RuntimeWarning):
+    """The on-disk kernel cache could not be used as it is; the run goes on without it."""
+
+
+class DamagedCacheFile(OSError):
+    """A cache file whose content does not match its own checksum (an OSError: numba then
+    treats a data file as missing, and compiles)."""
+
+
+def warn_once(message: str) -> None:
+    """One KernelCacheWarning per process, however many kernels meet the same problem."""
+    global _warned
+    if not _warned:
+        _warned = True
+        warnings.warn(message, KernelCacheWarning, stacklevel=2)
+
+
+def seal(payload: bytes) -> bytes:
+    """``payload`` behind a marker and its SHA-256."""
+    return _MAGIC + hashlib.sha256(payload).digest() + payload
+
+
+def unseal(blob: bytes, path) -> bytes:
+    """The payload of a sealed file; DamagedCacheFile when the marker or the checksum is wrong."""
+    start = len(_MAGIC) + _DIGEST_BYTES
+    payload, digest = blob[start:], blob[len(_MAGIC) : start]
+    if not blob.startswith(_MAGIC) or len(blob) < start or hashlib.sha256(payload).digest() != digest:
+        raise DamagedCacheFile(f"{path}: damaged (its checksum does not match)")
+    return payload
+
+
+def enable(dispatcher) -> None:
+    """Cache ``dispatcher``'s compilations on disk where that works; else they stay in memory."""
+    try:
+        cache = _cache_class()(dispatcher.py_func)
+    except Exception as error:  # numba raises RuntimeError when no folder can be written
+        warn_once(
+            f"compiled kernels cannot be cached on disk ({_first_line(error)}); they are compiled "
+            "in memory for this run. Set NUMBA_CACHE_DIR to a writable folder to keep them"
+        )
+        return
+    dispatcher._cache = cache  # what numba's own enable_caching() sets, with the guarded cache
+
+
+def _first_line(error: Exception) -> str:
+    return (str(error).splitlines() or [type(error).__name__])[0]
+
+
+def _cache_class():
+    global _guarded_cache
+    if _guarded_cache is None:
+        _guarded_cache = _build_cache_class()
+    return _guarded_cache
+
+
+def _build_cache_class():
+    from numba.core import caching
+
+    class SealedFile(caching.IndexDataCacheFile):
+        """numba's index and data files, each sealed with its checksum."""
+
+        def __init__(self, cache_path, filename_base, source_stamp):
+            super().__init__(cache_path, f"{filename_base}.dltrain", source_stamp)
+
+        def _read_sealed(self, path) -> bytes:
+            with open(path, "rb") as handle:
+                return unseal(handle.read(), path)
+
+        def _write_sealed(self, path, payload: bytes) -> None:
+            with self._open_for_write(path) as handle:
+                handle.write(seal(payload))
+
+        def _load_index(self):
+            try:
+                stream = io.BytesIO(self._read_sealed(self._index_path))
+            except FileNotFoundError:
+                return {}
+            except DamagedCacheFile as error:
+                warn_once(f"kernel cache file {error}; it is replaced after compiling again")
+                return {}  # compiled again, then saved over it
+            if pickle.load(stream) != self._version:  # another numba's entries: not unpickled
+                return {}
+            stamp, overloads = pickle.loads(stream.read())
+            return overloads if stamp == self._source_stamp else {}
+
+        def _save_index(self, overloads):
+            payload = pickle.dumps(self._version, protocol=-1) + self._dump((self._source_stamp, overloads))
+            self._write_sealed(self._index_path, payload)
+
+        def _load_data(self, name):
+            path = self._data_path(name)
+            try:
+                payload = self._read_sealed(path)
+            except DamagedCacheFile as error:
+                warn_once(f"kernel cache file {error}; it is replaced after compiling again")
+                raise  # an OSError: numba treats the entry as missing
+            return pickle.loads(payload)
+
+        def _save_data(self, name, data):
+            self._write_sealed(self._data_path(name), self._dump(data))
+
+    class GuardedCache(caching.FunctionCache):
+        """A per-function cache whose failures cost a compilation, never the run."""
+
+        def __init__(self, py_func):
+            super().__init__(py_func)  # RuntimeError when no cache folder can be written
+            self._cache_file = SealedFile(
+                self._cache_path, self._impl.filename_base, self._impl.locator.get_source_stamp()
+            )
+
+        def load_overload(self, sig, target_context):
+            try:
+                return super().load_overload(sig, target_context)
+            except Exception as error:  # anything in a cached entry that numba cannot rebuild
+                warn_once(
+                    f"a compiled kernel in {self._cache_path} cannot be loaded ({_first_line(error)}); compiled again"
+                )
+                return None
+
+        def save_overload(self, sig, data):
+            try:
+                super().save_overload(sig, data)
+            except Exception as error:  # a read-only folder, a full disk, a file in the way
+                self.disable()
+                warn_once(
+                    f"compiled kernels cannot be saved in {self._cache_path} ({_first_line(error)}); they are "
+                    "kept in memory for this run. Set NUMBA_CACHE_DIR to a writable folder to keep them"
+                )
+
+    return GuardedCache
