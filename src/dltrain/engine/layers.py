@@ -42,7 +42,7 @@ INITIALIZERS = {
 
 
 class Layer:
-    """Base layer: no parameters, buffers cached by shape."""
+    """Base layer: no parameters; buffers for the fused path, cached by shape."""
 
     kind = ""
 
@@ -52,12 +52,12 @@ class Layer:
         self._buffers: dict = {}
         self.fused = False  # run the fused kernels (set by the model when they pay)
 
-    def _buffer(self, name, shape, dtype, fill=None):
-        """The layer's buffer ``name`` of this shape, made once (holding ``fill`` when given)."""
+    def _buffer(self, name, shape, dtype):
+        """The layer's buffer ``name`` of this shape, made once."""
         key = (name, shape)
         buffer = self._buffers.get(key)
         if buffer is None or buffer.dtype != dtype:
-            buffer = xp.empty(shape, dtype=dtype) if fill is None else xp.full(shape, fill, dtype=dtype)
+            buffer = xp.empty(shape, dtype=dtype)
             self._buffers[key] = buffer
         return buffer
 
