@@ -236,9 +236,10 @@ def test_labels_that_look_like_markup_are_printed_as_written(markup_run):
     assert "[b]x[/b]" in result.output and "[/]" in result.output
 
 
-def test_writing_into_a_missing_folder_or_onto_a_folder_is_a_clear_error(markup_run):
+def test_writing_onto_a_folder_or_through_a_file_is_a_clear_error(markup_run):
+    (markup_run / "notes").write_text("a file, not a folder")
     for target, message in [
-        (markup_run / "nowhere" / "p.csv", "folder not found"),
+        (markup_run / "notes" / "p.csv", "notes: is a file, not a folder; choose another --out"),
         (markup_run / "run", "is a folder"),
     ]:
         result = run("predict", markup_run / "run", markup_run / "labels.csv", "--out", target)
@@ -252,3 +253,20 @@ def test_eval_json_writes_null_for_undefined_metrics(markup_run):
     assert result.exit_code == 0, result.output
     metrics = json.loads(result.output, parse_constant=lambda name: pytest.fail(f"bare {name} in JSON"))
     assert metrics["roc_auc"] is None
+
+
+def test_every_out_file_gets_its_missing_folders_as_fit_does(project, trained):
+    cases = {
+        "predict": [trained, project / "iris.csv"],
+        "plot": [trained],
+        "export": [trained],
+        "init": [project / "iris.csv", "--target", "species"],
+    }
+    names = {"predict": "p.csv", "plot": "curves.svg", "export": "model.onnx", "init": "c.yaml"}
+    for command, arguments in cases.items():
+        out = project / "new" / command / "deeper" / names[command]
+        result = run(command, *arguments, "--out", out)
+        assert result.exit_code == 0, (command, result.output)
+        assert out.is_file() and out.stat().st_size > 0, command
+    refused = run("plot", trained, "--out", project / "elsewhere" / "curves.gif")
+    assert refused.exit_code == 2 and not (project / "elsewhere").exists()  # nothing is made for a refused command

@@ -23,7 +23,7 @@ from .commands import predict as predict_command
 from .config import dump_config
 from .engine.kernel_cache import KernelCacheWarning
 from .errors import DltrainError, Interrupted, signal_of
-from .files import atomic_write
+from .files import check_writable, write_output
 
 app = typer.Typer(
     add_completion=True,
@@ -332,12 +332,13 @@ def predict(
     Example: dltrain predict runs/churn customers.csv --keep customer_id --out predictions.csv"""
     if out is not None:
         predict_command.refuse_overwriting_inputs(out, [data], run_dir)
+        check_writable(out, make_parents=True)
     header, rows = predict_command.predict_rows(run_dir, data, keep or [], common.csv_dialect(delimiter, encoding))
     text = predict_command.predictions_csv(header, rows)
     if out is None:
         report.write_text(text)
     else:
-        atomic_write(out, text)
+        write_output(out, text)
         report.error_console.print(f"wrote {len(rows)} predictions to {out}", markup=False)
 
 

@@ -257,12 +257,43 @@ def _fsync_folder(path: Path):
         os.close(descriptor)
 
 
-def check_writable(path: Path):
-    """A clear error, before any writing, when ``path`` cannot become a file."""
+def check_writable(path: Path, make_parents: bool = False):
+    """A clear error, before any writing, when ``path`` cannot become a file.
+
+    With ``make_parents`` (a command's --out, written by ``write_output``), missing folders above
+    it are no error, but a file where one of them should be is."""
+    path = Path(path)
     if path.is_dir():
         raise ArtifactError(f"{path}: is a folder; give a file name to write to")
-    if not path.parent.is_dir():
-        raise ArtifactError(f"{path.parent}: folder not found; create it first or write elsewhere")
+    if not make_parents:
+        if not path.parent.is_dir():
+            raise ArtifactError(f"{path.parent}: folder not found; create it first or write elsewhere")
+        return
+    try:
+        nearest = next(folder for folder in path.parents if folder.exists())
+    except OSError as error:  # a name too long, ...
+        raise disk_error(error, path) from None
+    if not nearest.is_dir():
+        raise ArtifactError(f"{nearest}: is a file, not a folder; choose another --out")
+
+
+def make_parent_folders(path):
+    """Create the missing folders above an output file, as ``fit`` does for its --out."""
+    parent = Path(path).parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise ArtifactError(f"{parent}: is a file, not a folder; choose another --out") from None
+    except OSError as error:
+        raise disk_error(error, parent) from None
+
+
+def write_output(path, data: bytes | str):
+    """A command's --out file (predictions, a plot, an ONNX model, a starter config): the missing
+    folders above it made, then the file replaced atomically."""
+    check_writable(Path(path), make_parents=True)
+    make_parent_folders(path)
+    atomic_write(path, data)
 
 
 @contextlib.contextmanager

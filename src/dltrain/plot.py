@@ -9,7 +9,7 @@ from pathlib import Path
 
 from .artifacts import read_manifest
 from .errors import ArtifactError, DltrainError, install_hint
-from .files import MANIFEST_LIMIT, atomic_write, read_regular
+from .files import MANIFEST_LIMIT, check_writable, read_regular, write_output
 
 
 def read_history(run_dir) -> list[dict]:
@@ -65,6 +65,7 @@ def _pyplot(out: Path):
             f"{out}: cannot tell the image format from {out.suffix or 'a name without a suffix'!r}; "
             "end --out with .png, .svg or .pdf"
         )
+    check_writable(out, make_parents=True)
     try:
         import matplotlib
 
@@ -81,7 +82,7 @@ def _save(plt, figure, out: Path, image_format: str) -> Path:
     buffer = io.BytesIO()
     figure.savefig(buffer, format=image_format, dpi=100)
     plt.close(figure)
-    atomic_write(out, buffer.getvalue())
+    write_output(out, buffer.getvalue())
     return out
 
 

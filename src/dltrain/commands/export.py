@@ -24,7 +24,7 @@ from ..artifacts import CHECKPOINT, LOCK, PENDING_CHECKPOINT, RUN_FILES, holds_r
 from ..data import DataSchema
 from ..engine.activations import LeakyReLU
 from ..errors import ArtifactError, DltrainError, install_hint
-from ..files import atomic_write, check_writable
+from ..files import check_writable, write_output
 from .common import load_run
 from .predict import predict_rows
 
@@ -648,7 +648,7 @@ def export_run(
     _onnx_modules()
     run = load_run(run_dir)
     out = Path(out) if out is not None else run_dir / "model.onnx"
-    check_writable(out)
+    check_writable(out, make_parents=True)
     if out.name in RUN_FILES + (CHECKPOINT, PENDING_CHECKPOINT, LOCK) and holds_run(out.parent):
         raise ArtifactError(
             f"--out {out} is a file of the run folder {out.parent}; writing there would break "
@@ -659,7 +659,7 @@ def export_run(
     model = build_model(run, input_form, opset)
     payload = model.SerializeToString()
     verified = verify(run, payload, input_form)
-    atomic_write(out, payload)
+    write_output(out, payload)
     return ExportResult(
         out,
         model.opset_import[0].version,

@@ -21,7 +21,7 @@ from ..data import BOOLEAN_WORDS, MAX_CATEGORIES, infer_task, target_labels
 from ..data.columns import _mostly_numbers
 from ..data.csv import DELIMITER_NAMES, ENCODING_HINT, CsvFile
 from ..errors import ConfigError, DataError
-from ..files import atomic_write
+from ..files import check_writable, write_output
 
 MAX_LISTED_COLUMNS = 40  # wider files list only the columns that need a setting
 MAX_STARTER_CATEGORIES = 200
@@ -414,8 +414,7 @@ def write_starter_config(data_path, target, out_path, force: bool = False, encod
         raise ConfigError(f"{out_path}: already exists; pass --force to overwrite it, or choose another --out")
     if out_path.is_dir():
         raise ConfigError(f"{out_path}: is a folder; give --out a file name such as config.yaml")
-    if not out_path.parent.is_dir():
-        raise ConfigError(f"{out_path.parent}: folder not found; create it or choose another --out")
+    check_writable(out_path, make_parents=True)
     try:
         starter = starter_config(data_path, target, out_path, encoding)
     except DataError as error:
@@ -423,7 +422,7 @@ def write_starter_config(data_path, target, out_path, force: bool = False, encod
     data, positions = parse_yaml(starter.text, str(out_path))
     build_config(data, ConfigSource(str(out_path), positions, {}))  # a config that does not load is our bug
     try:
-        atomic_write(out_path, starter.text)
+        write_output(out_path, starter.text)
     except OSError as error:
         raise ConfigError(f"{out_path}: cannot write ({error.strerror or error})") from None
     return starter
