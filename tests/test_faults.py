@@ -221,6 +221,18 @@ def test_a_signal_inside_the_save_waits_for_the_commit(project, number):
     assert settle_fresh(project, run, result.stderr) == "finished"
 
 
+def test_a_signal_while_an_epoch_is_saved_names_the_last_epoch_printed(project):
+    """The signal arrives while epoch 2's checkpoint is written: it waits until epoch 2's line is
+    printed too (it once named epoch 2 after printing only epoch 1)."""
+    run = "signal-in-checkpoint"
+    result = dltrain(project, "fit", "c.yaml", "--out", run, fault=f"signal-write:{int(signal.SIGINT)}:2")
+    assert result.returncode == 130, result.stderr
+    printed = re.findall(r"^epoch (\d+)/", result.stdout, re.MULTILINE)
+    named = re.search(r"holds the model after epoch (\d+);", result.stderr)
+    assert named and printed and printed[-1] == named.group(1) == "2", (result.stdout, result.stderr)
+    assert len((project / run / "history.csv").read_text().splitlines()) == 1 + 2
+
+
 def test_printed_resume_command_repeats_the_overrides(project):
     run = "overrides"
     result = dltrain(

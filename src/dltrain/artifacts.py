@@ -77,18 +77,25 @@ def npz_bytes(arrays: dict) -> bytes:
     return buffer.getvalue()
 
 
+_deferring = False  # whether a deferred_interrupts block is open on the main thread
+
+
 @contextlib.contextmanager
 def deferred_interrupts():
     """Hold Ctrl-C, SIGTERM and SIGHUP until the block is done, so a group of files is never
-    left half-updated; the first signal received is raised afterwards."""
-    if threading.current_thread() is not threading.main_thread():
+    left half-updated; the first signal received is raised afterwards. Inside another such
+    block, the outer one holds them until it is done."""
+    global _deferring
+    if threading.current_thread() is not threading.main_thread() or _deferring:
         yield
         return
     received = []
     previous = {number: signal.signal(number, lambda number, frame: received.append(number)) for number in _INTERRUPTS}
+    _deferring = True
     try:
         yield
     finally:
+        _deferring = False
         for number, handler in previous.items():
             signal.signal(number, handler)
         if received:

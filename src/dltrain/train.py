@@ -7,10 +7,11 @@ random generators, history, schedule and early-stopping state) is exposed by
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, ContextManager
 
 import numpy as np
 
@@ -70,6 +71,9 @@ class TrainSettings:
     early_stopping: EarlyStopping | None = None
     callbacks: Callbacks | None = None
     on_epoch_saved: Callable | None = None
+    # A context that holds interrupts (fit: artifacts.deferred_interrupts) while an epoch is
+    # saved and reported: the epoch a stopped fit names is then the last one printed.
+    epoch_end_guard: Callable[[], ContextManager] | None = None
     blas_threads: int | None = None  # None: chosen by problem size and the cores others leave free
     kernel_threads: int | None = None
     fused: bool | None = None  # None: the fused kernels where they pay and are available
@@ -197,6 +201,7 @@ class Trainer:
         self.schedule, self.early_stopping = settings.schedule, early_stopping
         self.callbacks = settings.callbacks or Callbacks()
         self.on_epoch_saved = settings.on_epoch_saved
+        self.epoch_end_guard = settings.epoch_end_guard or contextlib.nullcontext
         batch_size = len(train_split) if options.full_batch else options.batch_size
         self.batches = BatchIterator(
             train_split.features,
@@ -349,9 +354,10 @@ class Trainer:
             if self.schedule:
                 self.schedule.observe(epoch, record)
             self.stop_reason = self.stopping_reason()
-            if self.on_epoch_saved:
-                self.on_epoch_saved(self)
-            self.callbacks.on_epoch_end(epoch, record)
+            with self.epoch_end_guard():
+                if self.on_epoch_saved:
+                    self.on_epoch_saved(self)
+                self.callbacks.on_epoch_end(epoch, record)
             if self.stop_reason != "running":
                 break
         if self.stop_reason == "running":

@@ -410,6 +410,7 @@ def build_trainer(
     callbacks: Callbacks | None = None,
     *,
     on_epoch_saved=None,
+    epoch_end_guard=None,
     blas_threads: int | None = None,
 ) -> Trainer:
     """The model, loss, optimizer, schedule and loop a checked config describes, ready to run
@@ -450,6 +451,7 @@ def build_trainer(
         early_stopping=stopping,
         callbacks=callbacks,
         on_epoch_saved=on_epoch_saved,
+        epoch_end_guard=epoch_end_guard,
         blas_threads=blas_threads,
     )
     return Trainer(model, loss, optimizer, training_data, settings)

@@ -16,6 +16,7 @@ from ..artifacts import (
     CHECKPOINT_FORMAT_VERSION,
     RunTarget,
     claim_run_dir,
+    deferred_interrupts,
     read_checkpoint,
     read_manifest,
     resume_command,
@@ -217,7 +218,12 @@ class _Checkpointer:
 
 def _make_trainer(session: _Session, seeds: Seeds, comparable: dict, callbacks) -> Trainer:
     return build_trainer(
-        session.config, session.data, seeds, callbacks, on_epoch_saved=_Checkpointer(session, comparable)
+        session.config,
+        session.data,
+        seeds,
+        callbacks,
+        on_epoch_saved=_Checkpointer(session, comparable),
+        epoch_end_guard=deferred_interrupts,  # the checkpoint of an epoch and its line, both or neither
     )
 
 
