@@ -270,3 +270,20 @@ def test_every_out_file_gets_its_missing_folders_as_fit_does(project, trained):
         assert out.is_file() and out.stat().st_size > 0, command
     refused = run("plot", trained, "--out", project / "elsewhere" / "curves.gif")
     assert refused.exit_code == 2 and not (project / "elsewhere").exists()  # nothing is made for a refused command
+
+
+def test_a_study_folder_given_for_a_run_points_at_its_best_run(project, trained):
+    study = project / "iris-tune"  # what dltrain tune leaves: its files, and best/ trained from best.yaml
+    study.mkdir()
+    for name in ("study.json", "trials.csv", "best.yaml", "journal.log"):
+        (study / name).write_text("")
+    shutil.copytree(trained, study / "best")
+    for command in (["eval"], ["predict"], ["explain"]):
+        result = run(*command, study, project / "iris.csv")
+        assert result.exit_code == 2, result.output
+        assert f"{study} is a study folder of dltrain tune" in result.output
+        assert f"is the run folder {study / 'best'}: give that instead" in result.output
+    assert run("export", study).exit_code == 2
+    shutil.rmtree(study / "best")
+    result = run("eval", study, project / "iris.csv")
+    assert result.exit_code == 2 and f"dltrain fit {study / 'best.yaml'}" in result.output

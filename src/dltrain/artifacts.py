@@ -512,9 +512,31 @@ def _read_at(folder: int, directory: Path, name: str) -> bytes:
     )
 
 
+# Files of a `dltrain tune` study folder (tune/study_folder.py): its model is the run in best/.
+_STUDY_FILES = ("study.json", "trials.csv", "best.yaml", "journal.log")
+
+
+def study_message(directory: Path) -> str | None:
+    """For a study folder given where a run folder belongs: the run folder to give instead."""
+    directory = Path(directory)
+    if not any((directory / name).is_file() for name in _STUDY_FILES):
+        return None
+    best = directory / "best"
+    if holds_run(best):
+        return (
+            f"{directory} is a study folder of dltrain tune, not a run folder; its best trial, trained, "
+            f"is the run folder {best}: give that instead"
+        )
+    if (directory / "best.yaml").is_file():
+        how = f"train its best trial with: dltrain fit {shlex.quote(str(directory / 'best.yaml'))}"
+    else:
+        how = "no trial has completed yet; continue the search with dltrain tune"
+    return f"{directory} is a study folder of dltrain tune, not a run folder, and holds no trained best/ run; {how}"
+
+
 def _missing(directory: Path, name: str) -> ArtifactError:
     if name == "model.json":
-        unfinished = unfinished_message(directory)
+        unfinished = unfinished_message(directory) or study_message(directory)
         return ArtifactError(unfinished or f"{directory / name}: missing; {directory} does not hold a finished run")
     return ArtifactError(f"{directory / name}: missing; the run folder is incomplete, train again")
 
