@@ -143,3 +143,25 @@ def test_init_detects_decimal_commas_and_quotes_values_in_comments(tmp_path):
     assert '"b, c"' in config  # a value holding a comma stays one value in the comment
     fitted = run("fit", tmp_path / "d.yaml", "--out", tmp_path / "run", "--quiet")
     assert fitted.exit_code == 0, fitted.output
+
+
+@pytest.mark.parametrize(
+    "name, text, kind",
+    [
+        ("cars.json", '[\n  {"mpg": 18, "year": 70},\n  {"mpg": 15, "year": 70}\n]\n', "JSON"),
+        ("cars.csv", '{"rows": [{"mpg": 18, "year": 70}]}', "JSON"),
+        ("cars.jsonl", '{"mpg": 18, "year": 70}\n{"mpg": 15, "year": 70}\n', "JSON lines"),
+    ],
+)
+def test_init_names_a_json_file_as_json(tmp_path, name, text, kind):
+    (tmp_path / name).write_text(text)
+    result = run("init", tmp_path / name, "--target", "mpg", "--out", tmp_path / "c.yaml")
+    assert result.exit_code == 2, result.output
+    assert f"this looks like {kind}, not CSV" in result.output and "columns are" not in result.output
+    assert "Traceback" not in result.output and not (tmp_path / "c.yaml").exists()
+
+
+def test_init_reads_a_header_that_only_starts_with_a_bracket(tmp_path):
+    (tmp_path / "brackets.csv").write_text("[a],[b]\n" + "".join(f"{i % 7 / 2},{i}\n" for i in range(30)))
+    result = run("init", tmp_path / "brackets.csv", "--target", "[b]", "--out", tmp_path / "c.yaml")
+    assert result.exit_code == 0, result.output

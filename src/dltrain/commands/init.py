@@ -21,7 +21,7 @@ from ..data import BOOLEAN_WORDS, MAX_CATEGORIES, infer_task, target_labels
 from ..data.columns import _mostly_numbers
 from ..data.csv import DELIMITER_NAMES, ENCODING_HINT, CsvFile
 from ..errors import ConfigError, DataError
-from ..files import check_writable, write_output
+from ..files import check_writable, open_regular, write_output
 
 MAX_LISTED_COLUMNS = 40  # wider files list only the columns that need a setting
 MAX_STARTER_CATEGORIES = 200
@@ -175,6 +175,34 @@ class _TargetProfile:
     empty: np.ndarray  # rows whose target (any of them) is empty: skipped by training
     present: np.ndarray  # the target's non-empty values
     warnings: list
+
+
+# An opening bracket or brace followed by what JSON puts next (a key, a value, a nested array or
+# object): a JSON document or JSON lines, not a CSV header such as "[a],[b]".
+_JSON_START = re.compile(r'\s*[\[{]\s*(["{\[\]}]|-?\d|true|false|null)')
+
+
+def _refuse_json(data_path: Path, encoding: str):
+    """A JSON file given to init is named as such, instead of a header of JSON fragments."""
+    try:
+        with open_regular(data_path, DataError, kind="CSV file") as handle:
+            head = handle.read(4096).decode(encoding, errors="replace").lstrip("\ufeff")
+    except (DataError, LookupError):
+        return  # the CSV reader says what is wrong with the file or the encoding
+    if not _JSON_START.match(head):
+        return
+    rows = [line.strip() for line in head.splitlines() if line.strip()]
+    try:
+        lines = len(rows) > 1 and isinstance(json.loads(rows[0]), dict)  # one object per line: JSON lines
+    except ValueError:
+        lines = False
+    converted = f"{data_path.stem}{'.converted' if data_path.suffix.lower() == '.csv' else ''}.csv"
+    reader = f"pandas.read_json({str(data_path)!r}{', lines=True' if lines else ''})"
+    raise DataError(
+        f"{data_path}: this looks like JSON{' lines' if lines else ''}, not CSV (it starts with "
+        f"{rows[0][:1]!r}); dltrain reads CSV files with a header row. Convert it first, e.g. with "
+        f"{reader}.to_csv({converted!r}, index=False)"
+    )
 
 
 def _read_for_init(data_path: Path, targets: list, encoding: str):
@@ -368,6 +396,7 @@ def starter_config(data_path, target, out_path, encoding: str = "utf-8") -> Star
     repeated = sorted({name for name in targets if targets.count(name) > 1})
     if repeated:
         raise ConfigError(f"--target {repeated[0]} is given twice; name each target once")
+    _refuse_json(data_path, encoding)
     table, columns, others, all_filled = _read_for_init(data_path, targets, encoding)
     reports = _column_reports(data_path, columns, others)
     features = [report for report in reports if report.excluded is None]
