@@ -498,6 +498,51 @@ def explain(
     report.console.print(report.importance_table(rows))
 
 
+@app.command()
+@user_errors
+def serve(
+    runs: Annotated[
+        List[Path],
+        typer.Argument(
+            help="Run folders written by `dltrain fit`, each served under its folder name (or NAME=RUN_DIR).",
+            show_default=False,
+        ),
+    ],
+    host: Annotated[
+        str, typer.Option(help="Address to listen on; anything but 127.0.0.1/localhost is reachable from elsewhere.")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on (0: any free port, printed at start).")] = 8000,
+    workers: Annotated[int, typer.Option(help="Processes answering requests, sharing the loaded runs.")] = 1,
+    max_body: Annotated[
+        float, typer.Option("--max-body", help="Largest request body, in MB; larger ones are refused (413).")
+    ] = 10.0,
+    max_rows: Annotated[int, typer.Option("--max-rows", help="Most rows in one request (413 beyond).")] = 100_000,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No access line per request.")] = False,
+):
+    """Answer predictions over HTTP: POST /predict with JSON rows or a CSV, GET /metadata, GET /health (needs the
+    serve extra).
+
+    The same numbers as dltrain predict; every request is one access line (method, path, status, rows, ms).
+    With DLTRAIN_SERVE_TOKEN set, requests need Authorization: Bearer <token>. SIGTERM or Ctrl-C finish
+    the requests in flight and exit 0.
+
+    Example: dltrain serve runs/iris --port 8000, then
+    curl -H 'Content-Type: text/csv' --data-binary @data/iris.csv localhost:8000/predict
+    """
+    from .commands.serve.server import serve as run_server
+
+    run_server(
+        [str(run) for run in runs],
+        host,
+        port,
+        workers,
+        max_body,
+        max_rows,
+        log=None if quiet else report.log_line,
+        announce=report.log_line,
+    )
+
+
 def main():
     if hasattr(signal, "SIGXFSZ"):
         # Past `ulimit -f` a write then fails with EFBIG, reported in words, instead of killing us.

@@ -351,3 +351,9 @@ def show_warning(message: str):
 def write_text(text: str):
     sys.stdout.write(text)
     sys.stdout.flush()
+
+
+def log_line(text: str):
+    """One line on stderr, flushed at once (a server's access and lifecycle lines)."""
+    sys.stderr.write(text + "\n")
+    sys.stderr.flush()

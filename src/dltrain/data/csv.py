@@ -48,6 +48,16 @@ def listed(names, limit: int = 30) -> str:
     return shown if len(names) <= limit else f"{shown}, … ({len(names)} in all)"
 
 
+def _open_csv(path: Path, content: bytes | None, *, not_found=None, text=False, encoding=None, newline=None):
+    """A CSV file opened for reading (see files.open_regular), or ``content`` read as if it were that file."""
+    if content is not None:
+        handle = io.BytesIO(content)
+        return io.TextIOWrapper(handle, encoding=encoding, newline=newline) if text else handle
+    return open_regular(
+        path, DataError, kind="CSV file", not_found=not_found, text=text, encoding=encoding, newline=newline
+    )
+
+
 def is_missing(cell: str) -> bool:
     return cell.strip() in MISSING_TOKENS
 
@@ -145,6 +155,7 @@ class CsvFile:
         # for one input row. Trailing ones (a spreadsheet's residue) are dropped either way.
         self.keep_empty_rows = False
         self._empty_row_lines: set[int] = set()
+        self.content: bytes | None = None  # the CSV's bytes when it is not read from ``path``
 
     @classmethod
     def open(
@@ -154,11 +165,14 @@ class CsvFile:
         encoding: str = "utf-8",
         decimal: str = ".",
         encoding_setting: str = "data.encoding",
+        content: bytes | None = None,
     ) -> "CsvFile":
-        """Read the header, detecting the delimiter among , ; tab | unless one is given."""
+        """Read the header, detecting the delimiter among , ; tab | unless one is given.
+
+        With ``content`` (a request's body), that text is read instead, ``path`` naming it in messages."""
         path = Path(path)
         codec = _codec(encoding)
-        sample = _read_sample(path, codec, encoding_setting)
+        sample = _read_sample(path, codec, encoding_setting, content)
         cr_lines = "\r" in sample and "\n" not in sample
         sample = _normalized(sample, cr_lines)
         if not sample.strip():
@@ -193,6 +207,7 @@ class CsvFile:
                 "give every column a distinct name"
             )
         table = cls(path, header, delimiter, detected, codec, decimal, reader.line_num, cr_lines)
+        table.content = content
         table.encoding_setting = encoding_setting  # where a message tells the user to name the encoding
         return table
 
@@ -243,7 +258,7 @@ class CsvFile:
 
     def _read_once(self, numeric, wide, text, fixed) -> Columns:
         self._empty_row_lines.clear()
-        capacity = count_lines(self.path)
+        capacity = count_lines(self.path, self.content)
         matrix = np.empty((capacity, len(numeric)), dtype=np.float32)
         wide_values = np.empty((capacity, len(wide)), dtype=np.float64)
         lines = np.empty(capacity, dtype=np.int64)
@@ -280,8 +295,8 @@ class CsvFile:
                 matrix = _grow(matrix, capacity)
                 wide_values = _grow(wide_values, capacity)
                 lines = _grow(lines, capacity)
-            self._refuse_beyond_float32(block_numeric, block_lines, numeric)
-            self._refuse_beyond_float32(block_wide, block_lines, wide)
+            refuse_beyond_float32(self.path, block_numeric, block_lines, numeric)
+            refuse_beyond_float32(self.path, block_wide, block_lines, wide)
             matrix[rows : rows + count] = block_numeric
             wide_values[rows : rows + count] = block_wide
             lines[rows : rows + count] = block_lines
@@ -306,9 +321,7 @@ class CsvFile:
     def _blocks(self):
         """(first line number, text, line breaks in it) of consecutive blocks of whole records."""
         try:
-            with open_regular(
-                self.path, DataError, kind="CSV file", text=True, encoding=self.encoding, newline=""
-            ) as handle:
+            with _open_csv(self.path, self.content, text=True, encoding=self.encoding, newline="") as handle:
                 skip, line = self.header_lines, 1
                 for block in self._chunks(handle):
                     start = 0
@@ -324,7 +337,7 @@ class CsvFile:
                     yield line, block, breaks
                     line += breaks
         except UnicodeError:
-            raise _decode_error(self.path, self.encoding, self.encoding_setting) from None
+            raise _decode_error(self.path, self.encoding, self.encoding_setting, self.content) from None
         except OSError as error:
             raise DataError(f"{self.path}: cannot read ({error.strerror or error})") from None
 
@@ -406,24 +419,6 @@ class CsvFile:
             return values
         return None
 
-    def _refuse_beyond_float32(self, values: np.ndarray, lines: np.ndarray, names: list):
-        """Finite numbers that float32 (what the model computes in) cannot hold are an error naming the cell."""
-        if values.dtype.kind != "f" or not values.size:
-            return
-        with np.errstate(invalid="ignore"):
-            beyond = np.abs(values) > FLOAT32_MAX
-        if not beyond.any():
-            return
-        beyond &= np.isfinite(values)  # inf itself is reported later as a non-finite value
-        hits = np.argwhere(beyond)
-        if hits.size:
-            row, column = (int(index) for index in hits[0])
-            raise DataError(
-                f"{self.path}:{int(lines[row])}: column {names[column]!r} has {values[row, column]:g}, "
-                f"beyond the range of float32 (±{FLOAT32_MAX:.3g}) that models compute in; rescale "
-                "the column, e.g. change its unit"
-            )
-
     def _refuse_nul(self, records, lines, names):
         """A NUL byte in a used cell is an error: NumPy's strings would drop it, and '1.5\\x00'
         would pass for the number 1.5 in one place and text in another."""
@@ -495,6 +490,25 @@ class CsvFile:
         return values, np.asarray(lines, dtype=np.int64), text_cells, integral
 
 
+def refuse_beyond_float32(path, values: np.ndarray, lines: np.ndarray, names: list):
+    """Finite numbers that float32 (what the model computes in) cannot hold are an error naming the cell."""
+    if values.dtype.kind != "f" or not values.size:
+        return
+    with np.errstate(invalid="ignore"):
+        beyond = np.abs(values) > FLOAT32_MAX
+    if not beyond.any():
+        return
+    beyond &= np.isfinite(values)  # inf itself is reported later as a non-finite value
+    hits = np.argwhere(beyond)
+    if hits.size:
+        row, column = (int(index) for index in hits[0])
+        raise DataError(
+            f"{path}:{int(lines[row])}: column {names[column]!r} has {values[row, column]:g}, "
+            f"beyond the range of float32 (±{FLOAT32_MAX:.3g}) that models compute in; rescale "
+            "the column, e.g. change its unit"
+        )
+
+
 def _as_slice(positions: list):
     """A slice for ascending consecutive positions (a view, no copy), else the list itself."""
     if positions and positions == list(range(positions[0], positions[0] + len(positions))):
@@ -544,12 +558,12 @@ def _missing_as_empty(cells: np.ndarray) -> np.ndarray:
     return cells
 
 
-def count_lines(path: Path) -> int:
+def count_lines(path: Path, content: bytes | None = None) -> int:
     """An upper bound on the number of records: line breaks of any style, plus one."""
     counts = {b"\n": 0, b"\r": 0}
     try:
         for separator in counts:  # \r only for old Mac files, which have no \n at all
-            with open_regular(path, DataError, kind="CSV file") as handle:
+            with _open_csv(path, content) as handle:
                 while chunk := handle.read(1 << 22):
                     counts[separator] += chunk.count(separator)
             if counts[separator]:
@@ -568,11 +582,11 @@ def _normalized(text: str, cr_lines: bool) -> str:
     return text.replace("\r\n", "\n").replace("\r", "\n" if cr_lines else " ")
 
 
-def _read_sample(path: Path, codec: str, encoding_setting: str = "data.encoding") -> str:
+def _read_sample(path: Path, codec: str, encoding_setting: str = "data.encoding", content: bytes | None = None) -> str:
     """The start of the file as text: whole lines, enough to see the header and the dialect."""
     try:
-        with open_regular(
-            path, DataError, kind="CSV file", not_found=f"{path}: file not found", text=True, encoding=codec, newline=""
+        with _open_csv(
+            path, content, not_found=f"{path}: file not found", text=True, encoding=codec, newline=""
         ) as handle:
             sample = handle.read(_SAMPLE_CHARS)
             while len(sample) >= _SAMPLE_CHARS and not sample.endswith(("\n", "\r")):
@@ -582,7 +596,7 @@ def _read_sample(path: Path, codec: str, encoding_setting: str = "data.encoding"
                 sample += more
             return sample
     except UnicodeError:
-        raise _decode_error(path, codec, encoding_setting) from None
+        raise _decode_error(path, codec, encoding_setting, content) from None
     except OSError as error:
         raise DataError(f"{path}: cannot read ({error.strerror or error})") from None
 
@@ -590,10 +604,12 @@ def _read_sample(path: Path, codec: str, encoding_setting: str = "data.encoding"
 ENCODING_HINT = "set data.encoding"  # init says --encoding instead (commands/init.py)
 
 
-def _decode_error(path: Path, codec: str, encoding_setting: str = "data.encoding") -> DataError:
+def _decode_error(
+    path: Path, codec: str, encoding_setting: str = "data.encoding", content: bytes | None = None
+) -> DataError:
     """Name the first line that is not valid text in ``codec``."""
     decoder = codecs.getincrementaldecoder(codec)()
-    with open_regular(path, DataError, kind="CSV file") as handle:
+    with _open_csv(path, content) as handle:
         for line_number, raw in enumerate(handle, start=1):
             try:
                 decoder.decode(raw)

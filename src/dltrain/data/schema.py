@@ -5,11 +5,14 @@ at eval or predict time."""
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
-from ..errors import DataError
+from ..errors import DataError, did_you_mean
 from .columns import (
     _KNOWN_SHOWN,
     _STATISTICS_ROWS,
@@ -19,7 +22,7 @@ from .columns import (
     _rows_to_front,
     checked_rows,
 )
-from .csv import DELIMITERS, Columns, CsvFile
+from .csv import DELIMITERS, Columns, CsvFile, listed, refuse_beyond_float32, to_numbers, to_text
 from .plan import _label_sort_key, target_labels
 
 
@@ -261,20 +264,22 @@ class DataSchema:
 
     # ------------------------------------------------------------ reading a CSV like training did
 
-    def open(self, path, dialect: dict | None = None) -> CsvFile:
+    def open(self, path, dialect: dict | None = None, content: bytes | None = None) -> CsvFile:
         """Open a CSV as training did (the config's delimiter and encoding), or with ``dialect``.
 
         ``dialect`` ({"delimiter", "encoding"}, None values meaning detect and UTF-8) is for
         files from elsewhere, at eval and predict: the dialect belongs to each file, not to the
-        model. The decimal mark stays the model's, unless the file is comma-separated."""
+        model. The decimal mark stays the model's, unless the file is comma-separated.
+        ``content``: the CSV's bytes (a request's body), ``path`` then naming it in messages."""
         if dialect is None:
-            return CsvFile.open(path, self.delimiter, self.encoding, self.decimal)
+            return CsvFile.open(path, self.delimiter, self.encoding, self.decimal, content=content)
         table = CsvFile.open(
             path,
             dialect.get("delimiter"),
             dialect.get("encoding") or "utf-8",
             self.decimal,
             encoding_setting="--encoding",
+            content=content,
         )
         if table.delimiter == ",":
             table.decimal = "."
@@ -294,6 +299,43 @@ class DataSchema:
         for name in self.feature_names:
             table.index(name, "feature")
         return table.read(numeric=numeric, wide=wide, text=text, fixed=fixed)
+
+    def read_cells(self, cells: Mapping[str, Sequence], source: str = "row") -> Columns:
+        """The feature columns of ``cells`` ({column: cells}, as from JSON), typed as ``read_columns``
+        types a CSV's: a cell is a number, a text, a boolean or None, and is read as the same text
+        in a CSV file would be (None, NaN and the missing-value tokens are empty cells). Rows are
+        numbered from 0 in messages, which start ``{source}:{row}:``; extra columns are ignored."""
+        where = Path(source)
+        for name in self.feature_names:
+            if name not in cells:
+                raise DataError(
+                    f"{where}: feature column {name!r} not found{did_you_mean(name, list(cells))}; "
+                    f"the model needs {listed(self.feature_names)}"
+                )
+        lengths = {name: len(cells[name]) for name in self.feature_names}
+        n_rows = lengths[self.feature_names[0]]
+        if n_rows == 0 or any(length != n_rows for length in lengths.values()):
+            other = next((name for name, length in lengths.items() if length != n_rows), None)
+            raise DataError(
+                f"{where}: no rows to predict; give each column a list of cells"
+                if other is None
+                else f"{where}: column {self.feature_names[0]!r} has {n_rows} cells and {other!r} "
+                f"{lengths[other]}; give every column one cell per row"
+            )
+        numeric = [column.name for column in self.columns if column.type == "numeric"]
+        lines = np.arange(n_rows)
+        matrix = np.empty((n_rows, len(numeric)), dtype=np.float64)
+        for position, name in enumerate(numeric):
+            matrix[:, position] = _cell_numbers(cells[name], where, name)
+        refuse_beyond_float32(where, matrix, lines, numeric)
+        text = {
+            column.name: to_text(
+                [_cell_text(value, where, column.name, row) for row, value in enumerate(cells[column.name])]
+            )
+            for column in self.columns
+            if column.type != "numeric"
+        }
+        return Columns(where, lines, numeric, matrix.astype(np.float32), {}, text)
 
     def usable_rows(self, columns: Columns, labelled: bool) -> np.ndarray | None:
         """Rows a trained model can use; raises for cells it cannot (None: every row)."""
@@ -387,13 +429,55 @@ class DataSchema:
         return schema
 
 
-def read_features(path, schema: DataSchema, *, with_target: bool, dialect: dict | None = None):
+def _cell_text(value, where: Path, name: str, row: int) -> str:
+    """A JSON cell as the text a CSV would hold: None and NaN are empty, true is "true", 3 is "3"."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return "" if math.isnan(value) else repr(value)
+    shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:40] + " …"
+    raise DataError(
+        f"{where}:{row}: column {name!r} has {shown}, a {type(value).__name__}; a cell is a number, "
+        "a text, true/false or null"
+    )
+
+
+def _cell_numbers(values: Sequence, where: Path, name: str) -> np.ndarray:
+    """A numeric column's cells as float64 (NaN: missing); text that is not a number names its row."""
+    if isinstance(values, np.ndarray) and values.dtype.kind in "fiu":
+        return values.astype(np.float64).reshape(-1)
+    if all(type(value) in (int, float) or value is None for value in values):
+        try:
+            return np.array(values, dtype=np.float64).reshape(-1)  # None becomes NaN
+        except OverflowError:  # an integer beyond float64: read as text, like a CSV's
+            pass
+    texts = [_cell_text(value, where, name, row) for row, value in enumerate(values)]
+    numbers, bad = to_numbers(texts)
+    if bad is not None:
+        raise DataError(
+            f"{where}:{bad}: column {name!r} has {texts[bad].strip()!r}, which is not a number; "
+            "the model was trained on numbers in this column"
+        )
+    return numbers
+
+
+def read_features(
+    path, schema: DataSchema, *, with_target: bool, dialect: dict | None = None, content: bytes | None = None
+):
     """Read a CSV for eval or predict: scaled features, and encoded targets when asked.
 
     Labelled data is treated like training data (rows under ``missing: drop`` are skipped);
     predictions never skip a row, so an empty cell there is an error unless it can be filled.
-    ``dialect``: see ``DataSchema.open`` (None: the config's, for its validation and test files)."""
-    table = schema.open(path, dialect)
+    ``dialect``, ``content``: see ``DataSchema.open`` (None: the config's, for its validation and test files)."""
+    table = schema.open(path, dialect, content)
     table.keep_empty_rows = not with_target  # one prediction per input row, even an empty one
     columns = schema.read_columns(table, with_target)
     rows = schema.usable_rows(columns, labelled=with_target)

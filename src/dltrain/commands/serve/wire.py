@@ -1,0 +1,181 @@
+"""Request bodies to cells and predictions to answers; every mistake a 4xx naming its place.
+
+A cell error from the shared pipeline starts with where it is (``row:3:`` for a JSON row
+counted from 0, ``body:5:`` for a line of a CSV body); that place becomes the answer's
+``row`` or ``line``, and the column it names its ``column``."""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+from collections.abc import Mapping
+
+import numpy as np
+
+from ...data import DataSchema
+from ..predict import Predictions, cells_from_rows
+
+ROW_SOURCE = "row"  # JSON rows in messages: row:<index from 0>:
+CSV_SOURCE = "body"  # a CSV body in messages: body:<line>:
+
+_PLACE = re.compile(r"^(row|body):(?:(\d+):)? ")
+_COLUMN = re.compile(r"\b(?:column|target) ('(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\")")
+
+
+class RequestError(Exception):
+    """A request the server cannot answer: its HTTP status and a JSON body saying why."""
+
+    def __init__(self, status: int, message: str, **place):
+        super().__init__(message)
+        self.status = status
+        self.place = {key: value for key, value in place.items() if value is not None}
+
+    def body(self) -> bytes:
+        return json.dumps({"error": str(self), **self.place}).encode()
+
+
+def from_user_error(message: str, status: int = 422) -> RequestError:
+    """A DltrainError's message, its ``row:N:`` or ``body:N:`` prefix made the answer's row or line."""
+    place: dict = {}
+    match = _PLACE.match(message)
+    if match:
+        source, number = match.groups()
+        rest = message[match.end() :]
+        if number is None:
+            message = rest if source == ROW_SOURCE else f"the CSV body: {rest}"
+        elif source == ROW_SOURCE:
+            place["row"] = int(number)
+            message = f"row {number}: {rest}"
+        else:
+            place["line"] = int(number)
+            message = f"line {number} of the CSV body: {rest}"
+    column = _COLUMN.search(message)
+    if column:
+        place["column"] = ast.literal_eval(column.group(1))
+    return RequestError(status, message, **place)
+
+
+_SHAPES = 'send {"rows": [{"column": value, ...}, ...]} or {"columns": {"column": [value, ...], ...}}'
+
+
+def json_cells(body: bytes, schema: DataSchema, max_rows: int) -> tuple[dict, int]:
+    """(columns of cells, number of rows) of a JSON request body."""
+    try:
+        data = json.loads(body)
+    except UnicodeDecodeError:
+        raise RequestError(400, "the body is not UTF-8 text; send JSON in UTF-8") from None
+    except ValueError as error:
+        raise RequestError(
+            400,
+            f"the body is not JSON ({error}); {_SHAPES}, or a CSV file with Content-Type: text/csv",
+        ) from None
+    if not isinstance(data, dict) or len({"rows", "columns"} & set(data)) != 1:
+        raise RequestError(422, f"{_SHAPES}")
+    if "rows" in data:
+        rows = data["rows"]
+        if not isinstance(rows, list) or not rows:
+            raise RequestError(422, f'"rows" must be a list of row objects with at least one row; {_SHAPES}')
+        _check_rows(len(rows), max_rows)
+        return cells_from_rows(rows, schema.feature_names, ROW_SOURCE), len(rows)
+    columns = data["columns"]
+    if not isinstance(columns, dict):
+        raise RequestError(422, f'"columns" must be an object of column: [values]; {_SHAPES}')
+    for name, values in columns.items():
+        if not isinstance(values, list):
+            raise RequestError(
+                422, f"column {name!r} must be a list of cells (got {type(values).__name__})", column=name
+            )
+    n_rows = max((len(columns[name]) for name in schema.feature_names if name in columns), default=0)
+    _check_rows(n_rows, max_rows)
+    return columns, n_rows
+
+
+def _check_rows(n_rows: int, max_rows: int) -> None:
+    if n_rows > max_rows:
+        raise RequestError(
+            413,
+            f"{n_rows:,} rows in one request, more than the {max_rows:,} this server takes "
+            "(dltrain serve --max-rows); send them in several requests",
+        )
+
+
+def predictions_json(predictions: Predictions) -> bytes:
+    """{"predictions": [{column: value, ...}, ...]} with predict's column names; numbers are the
+    float32 values themselves (read back as float32 they equal predict's text)."""
+    numbers = predictions.values if predictions.values is not None else predictions.probabilities
+    assert numbers is not None
+    finite = np.isfinite(numbers).all(axis=1)
+    if not finite.all():
+        row = int(np.flatnonzero(~finite)[0])
+        raise RequestError(
+            422,
+            f"row {row}: the model's output is not a finite number (its inputs are far outside the "
+            "training data, so float32 overflowed); check the row's values",
+            row=row,
+        )
+    header, rows = predictions.header, numbers.astype(np.float64).tolist()
+    if predictions.labels is None:
+        items = [dict(zip(header, row)) for row in rows]
+    else:
+        target, names = header[0], header[1:]
+        items = [{target: label, **dict(zip(names, row))} for label, row in zip(predictions.labels.tolist(), rows)]
+    return json.dumps({"predictions": items}, allow_nan=False, separators=(",", ":")).encode()
+
+
+def v2_cells(body: bytes, schema: DataSchema, max_rows: int) -> tuple[dict, int]:
+    """The KServe V2 inference request ({"inputs": [{"name", "shape", "datatype", "data"}]}) as cells."""
+    try:
+        data = json.loads(body)
+    except ValueError as error:
+        raise RequestError(400, f"the body is not JSON ({error})") from None
+    inputs = data.get("inputs") if isinstance(data, dict) else None
+    if not isinstance(inputs, list) or not all(isinstance(item, Mapping) for item in inputs):
+        raise RequestError(422, 'send {"inputs": [{"name": column, "shape": [rows], "datatype": ..., "data": [...]}]}')
+    cells = {}
+    for item in inputs:
+        name, values = item.get("name"), item.get("data")
+        if not isinstance(name, str) or not isinstance(values, list):
+            raise RequestError(422, "each input needs a name (the column) and data (a list of cells)")
+        if values and isinstance(values[0], list):  # shape [rows, 1], nested
+            values = [cell for row in values for cell in (row if isinstance(row, list) else [row])]
+        cells[name] = values
+    n_rows = max((len(cells[name]) for name in schema.feature_names if name in cells), default=0)
+    _check_rows(n_rows, max_rows)
+    return cells, n_rows
+
+
+def v2_outputs(name: str, predictions: Predictions) -> bytes:
+    """The KServe V2 inference answer: label (BYTES) and probabilities (FP32), or the values."""
+    numbers = predictions.values if predictions.values is not None else predictions.probabilities
+    assert numbers is not None
+    if not np.isfinite(numbers).all():
+        predictions_json(predictions)  # raises the error naming the row
+    outputs = []
+    if predictions.labels is not None:
+        outputs.append(
+            {
+                "name": "label",
+                "datatype": "BYTES",
+                "shape": [len(predictions)],
+                "data": predictions.labels.tolist(),
+            }
+        )
+        outputs.append(
+            {
+                "name": "probabilities",
+                "datatype": "FP32",
+                "shape": list(numbers.shape),
+                "data": numbers.astype(np.float64).reshape(-1).tolist(),
+            }
+        )
+    else:
+        outputs.append(
+            {
+                "name": "prediction",
+                "datatype": "FP32",
+                "shape": list(numbers.shape),
+                "data": numbers.astype(np.float64).reshape(-1).tolist(),
+            }
+        )
+    return json.dumps({"model_name": name, "outputs": outputs}, allow_nan=False).encode()
