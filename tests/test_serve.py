@@ -1,0 +1,486 @@
+"""`dltrain serve`: a real server on 127.0.0.1 (a free port), started and stopped by the tests.
+
+Most tests share one server holding two runs (iris and a customers model with categorical,
+boolean and filled columns); the token, SIGTERM and kill -9 tests start their own."""
+
+import asyncio
+import csv
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import httpx
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from conftest import ROOT
+from dltrain.cli import app
+from dltrain.commands import fit
+from dltrain.commands.common import load_run
+from dltrain.commands.predict import predict_cells, predict_rows, predictions_csv
+
+pytest.importorskip("uvicorn")
+
+CUSTOMERS_CONFIG = """\
+name: customers
+data:
+  train: customers.csv
+  target: member
+  features: [age, region, monthly_spend]
+  missing: mode
+  columns:
+    age: {missing: median}
+    monthly_spend: {missing: mean}
+model:
+  layers: [{units: 8, activation: relu}]
+train: {epochs: 3}
+"""
+IRIS_ROW = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
+
+
+class Server:
+    """``dltrain serve ... --port 0`` in a subprocess; the port is read from its first line."""
+
+    def __init__(self, folder, arguments, env=None, wait_ready=True):
+        self.log_path = folder / f"serve-{time.monotonic_ns()}.log"
+        self.log = open(self.log_path, "w")
+        command = [sys.executable, "-m", "dltrain", "serve", *map(str, arguments), "--port", "0"]
+        self.process = subprocess.Popen(
+            command, stdout=subprocess.DEVNULL, stderr=self.log, env=env, cwd=folder, start_new_session=True
+        )
+        deadline = time.monotonic() + 30
+        self.port = None
+        while self.port is None:
+            found = re.search(r"at http://127\.0\.0\.1:(\d+)", self.output())
+            if found:
+                self.port = int(found.group(1))
+            elif self.process.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"the server did not start:\n{self.output()}")
+            else:
+                time.sleep(0.05)
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.client = httpx.Client(base_url=self.base, timeout=30)
+        while wait_ready and self.get("/health", token=(env or {}).get("DLTRAIN_SERVE_TOKEN")).status_code != 200:
+            assert time.monotonic() < deadline, self.output()
+            time.sleep(0.05)
+
+    def output(self) -> str:
+        return self.log_path.read_text()
+
+    def get(self, path, token=None):
+        return self.client.get(path, headers={"Authorization": f"Bearer {token}"} if token else {})
+
+    def post(self, path, **kwargs):
+        return self.client.post(path, **kwargs)
+
+    def stop(self, number=signal.SIGTERM, timeout=30) -> int:
+        self.client.close()
+        if self.process.poll() is None:
+            self.process.send_signal(number)
+        code = self.process.wait(timeout)
+        self.log.close()
+        return code
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """Trained runs: iris (as shipped) and customers (categorical, boolean target, fills)."""
+    folder = tmp_path_factory.mktemp("serve_runs")
+    for name in ("configs", "data"):
+        shutil.copytree(ROOT / name, folder / name, ignore=shutil.ignore_patterns(".dltrain-cache"))
+    shutil.copy(ROOT / "docs" / "examples" / "customers.csv", folder / "customers.csv")
+    (folder / "customers.yaml").write_text(CUSTOMERS_CONFIG)
+    fit.fit(folder / "configs" / "iris.yaml", out=folder / "iris")
+    fit.fit(folder / "customers.yaml", out=folder / "customers")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def server(runs):
+    """One server for most tests: both runs, served from copies (one of them gets replaced)."""
+    for name in ("iris", "customers"):
+        shutil.copytree(runs / name, runs / "served" / name)
+    running = Server(runs, [runs / "served" / "iris", runs / "served" / "customers", "--max-body", "0.5"])
+    yield running
+    assert running.stop() == 0, running.output()
+
+
+def _rows(path):
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def _assert_same_as_predict(answer, header, expected_rows):
+    """JSON predictions against predict's text: labels identical, numbers within 1e-6."""
+    assert len(answer) == len(expected_rows)
+    for item, expected in zip(answer, expected_rows):
+        assert list(item) == header
+        for name, text in zip(header, expected):
+            if isinstance(item[name], str):
+                assert item[name] == text
+            else:
+                assert np.float32(item[name]) == np.float32(float(text)), (name, item[name], text)
+                assert abs(item[name] - float(text)) <= 1e-6 * max(1.0, abs(float(text)))
+
+
+def test_health_is_503_until_every_model_is_warmed_up(runs):
+    """In-process uvicorn with the warm-up held back: /health is 503, predictions too; then 200."""
+    import uvicorn
+
+    from dltrain.commands.serve.app import Settings, create_app
+    from dltrain.commands.serve.models import load_models
+    from dltrain.commands.serve.server import bind
+
+    released = threading.Event()
+
+    async def hold():
+        while not released.is_set():
+            await asyncio.sleep(0.01)
+
+    application = create_app(load_models([str(runs / "iris")]), Settings(1 << 20, 1000), before_warm_up=hold)
+    listener = bind("127.0.0.1", 0)
+    server = uvicorn.Server(uvicorn.Config(application, log_config=None, log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]})
+    thread.start()
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{listener.getsockname()[1]}", timeout=10) as client:
+            deadline = time.monotonic() + 10
+            while True:
+                try:
+                    before = client.get("/health")
+                    break
+                except httpx.ConnectError:
+                    assert time.monotonic() < deadline
+                    time.sleep(0.02)
+            assert before.status_code == 503 and before.json()["status"] == "loading"
+            early = client.post("/predict", json={"rows": [IRIS_ROW]})
+            assert early.status_code == 503 and "GET /health" in early.json()["error"]
+            released.set()
+            while client.get("/health").status_code != 200:
+                assert time.monotonic() < deadline
+                time.sleep(0.02)
+            assert client.get("/health").json() == {"status": "ready", "models": ["iris"]}
+            assert client.post("/predict", json={"rows": [IRIS_ROW]}).json()["predictions"][0]["species"] == "setosa"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+def test_metadata_describes_each_model(server, runs):
+    listing = server.get("/metadata").json()
+    assert [model["name"] for model in listing["models"]] == ["iris", "customers"]
+    assert server.get("/models").json() == {"models": ["iris", "customers"], "default": None}
+    iris = server.get("/models/iris").json()
+    manifest = json.loads((runs / "iris" / "model.json").read_text())
+    assert iris["task"] == "classification" and iris["targets"] == ["species"]
+    assert iris["class_labels"] == ["setosa", "versicolor", "virginica"]
+    assert iris["model_sha256"] == manifest["model_sha256"]
+    assert iris["trained_at"] == manifest["run"]["ended"] and iris["dltrain_version"]
+    assert [column["name"] for column in iris["inputs"]] == list(IRIS_ROW)
+    customers = {column["name"]: column for column in server.get("/models/customers").json()["inputs"]}
+    assert customers["region"]["kind"] == "categorical" and customers["region"]["categories"] == [
+        "east",
+        "north",
+        "south",
+        "west",
+    ]
+    assert customers["age"] == {"name": "age", "kind": "numeric", "missing": "median", "fill": 51.0}
+
+
+def test_json_rows_and_columns_give_predicts_numbers(server, runs):
+    for name, data in (("iris", runs / "data" / "iris.csv"), ("customers", runs / "customers.csv")):
+        header, expected = predict_rows(runs / name, data)
+        rows = _rows(data)
+        answer = server.post(f"/models/{name}/predict", json={"rows": rows})
+        assert answer.status_code == 200, answer.text
+        _assert_same_as_predict(answer.json()["predictions"], header, expected)
+        columns = {key: [row[key] for row in rows] for key in rows[0]}
+        by_columns = server.post(f"/models/{name}/predict", json={"columns": columns}).json()["predictions"]
+        assert by_columns == answer.json()["predictions"]
+    # JSON numbers, null and the NA tokens are cells as in a CSV: a missing age takes the median.
+    cells = [
+        {"age": None, "region": "NA", "monthly_spend": 70.5},
+        {"age": 51, "region": "north", "monthly_spend": 70.5},
+    ]
+    first, second = server.post("/models/customers/predict", json={"rows": cells}).json()["predictions"]
+    assert first == second
+
+
+def test_a_csv_body_answers_predicts_bytes(server, runs):
+    for name, data in (("iris", runs / "data" / "iris.csv"), ("customers", runs / "customers.csv")):
+        expected = predictions_csv(*predict_rows(runs / name, data)).encode()
+        answer = server.post(f"/models/{name}/predict", content=data.read_bytes(), headers={"Content-Type": "text/csv"})
+        assert answer.status_code == 200 and answer.headers["content-type"].startswith("text/csv")
+        assert answer.content == expected
+    # The dialect is sniffed as predict sniffs a file's: ';'-separated with a BOM and CRLF.
+    text = (runs / "data" / "iris.csv").read_text().replace(",", ";").replace("\n", "\r\n")
+    semicolons = runs / "iris-semicolons.csv"
+    semicolons.write_bytes(b"\xef\xbb\xbf" + text.encode())
+    answer = server.post("/models/iris/predict", content=semicolons.read_bytes(), headers={"Content-Type": "text/csv"})
+    assert answer.content == predictions_csv(*predict_rows(runs / "iris", semicolons)).encode()
+    kept = server.post(
+        "/models/customers/predict?keep=customer_id",
+        content=(runs / "customers.csv").read_bytes(),
+        headers={"Content-Type": "text/csv"},
+    )
+    assert (
+        kept.text.splitlines()[:2]
+        == predictions_csv(
+            *predict_rows(runs / "customers", runs / "customers.csv", keep=["customer_id"])
+        ).splitlines()[:2]
+    )
+
+
+BAD_REQUESTS = [
+    # (path, body, content type, status, words in the error, row, column)
+    (
+        "/models/iris/predict",
+        {"rows": [{**IRIS_ROW, "sepal_width": "wide"}]},
+        None,
+        422,
+        "not a number",
+        0,
+        "sepal_width",
+    ),
+    ("/models/iris/predict", {"rows": [IRIS_ROW, {"sepal_length": 5.0}]}, None, 422, "absent", 1, "sepal_width"),
+    ("/models/iris/predict", {"columns": {"sepal_length": [5.0]}}, None, 422, "not found", None, "sepal_width"),
+    ("/models/iris/predict", {"rows": [{**IRIS_ROW, "petal_width": None}]}, None, 422, "fill it in", 0, "petal_width"),
+    ("/models/iris/predict", {"rows": [{**IRIS_ROW, "petal_width": "1e999"}]}, None, 422, "finite", 0, "petal_width"),
+    ("/models/iris/predict", {"rows": [{**IRIS_ROW, "petal_width": 1e300}]}, None, 422, "float32", 0, "petal_width"),
+    ("/models/iris/predict", {"rows": [{**IRIS_ROW, "petal_width": [1]}]}, None, 422, "a list", 0, "petal_width"),
+    ("/models/iris/predict", {"rows": [3]}, None, 422, "not an object", 0, None),
+    ("/models/iris/predict", {"rows": []}, None, 422, "at least one row", None, None),
+    ("/models/iris/predict", {"columns": {"sepal_length": 5}}, None, 422, "must be a list", None, "sepal_length"),
+    ("/models/iris/predict", {"table": []}, None, 422, '{"rows"', None, None),
+    ("/models/iris/predict", b"{not json", "application/json", 400, "not JSON", None, None),
+    ("/models/iris/predict", b"a=1", "application/x-www-form-urlencoded", 415, "text/csv", None, None),
+    ("/models/iris/predict", b"sepal_length,sepal_width\n1,2\n", "text/csv", 422, "not found", 1, "petal_length"),
+    (
+        "/models/iris/predict",
+        b"sepal_length,sepal_width,petal_length,petal_width\n1,2,3\n",
+        "text/csv",
+        422,
+        "3 fields",
+        2,
+        None,
+    ),
+    (
+        "/models/iris/predict",
+        b"sepal_length,sepal_width,petal_length,petal_width\n1,2,x,4\n",
+        "text/csv",
+        422,
+        "not a number",
+        2,
+        "petal_length",
+    ),
+    (
+        "/models/customers/predict",
+        {"rows": [{"age": 30, "region": "mars", "monthly_spend": 1}]},
+        None,
+        422,
+        "never saw",
+        0,
+        "region",
+    ),
+    ("/predict", {"rows": [IRIS_ROW]}, None, 404, "several models", None, None),
+    ("/models/nope/predict", {"rows": [IRIS_ROW]}, None, 404, "no model named 'nope'", None, None),
+    ("/models/..%2F..%2Fetc%2Fpasswd/predict", {"rows": [IRIS_ROW]}, None, 404, "no such path", None, None),
+]
+
+
+@pytest.mark.parametrize("path, body, kind, status, words, row, column", BAD_REQUESTS)
+def test_a_wrong_request_is_a_4xx_naming_the_row_and_column(server, path, body, kind, status, words, row, column):
+    if isinstance(body, bytes):
+        answer = server.post(path, content=body, headers={"Content-Type": kind})
+    else:
+        answer = server.post(path, json=body)
+    assert answer.status_code == status, answer.text
+    error = answer.json()
+    assert words in error["error"]
+    assert error.get("row", error.get("line")) == row
+    assert error.get("column") == column
+
+
+def test_limits_on_body_size_and_rows(server, runs):
+    big = {"rows": [IRIS_ROW] * 20000}  # about 1.6 MB, over --max-body 0.5
+    answer = server.post("/models/iris/predict", json=big)
+    assert answer.status_code == 413 and "--max-body" in answer.json()["error"]
+
+    def chunks():  # no Content-Length: counted as it arrives
+        for _ in range(100):
+            yield b" " * 10000
+
+    streamed = server.post("/models/iris/predict", content=chunks(), headers={"Content-Type": "application/json"})
+    assert streamed.status_code == 413
+    assert server.get("/health").status_code == 200  # and the server is still fine
+
+
+def test_200_concurrent_requests_are_all_answered_correctly(server, runs):
+    header, expected = predict_rows(runs / "iris", runs / "data" / "iris.csv")
+    rows = _rows(runs / "data" / "iris.csv")
+    order = [index % len(rows) for index in range(200)]
+
+    async def ask_all():
+        limits = httpx.Limits(max_connections=200)
+        async with httpx.AsyncClient(base_url=server.base, timeout=30, limits=limits) as client:
+            return await asyncio.gather(
+                *(client.post("/models/iris/predict", json={"rows": [rows[index]]}) for index in order)
+            )
+
+    answers = asyncio.run(ask_all())
+    assert [answer.status_code for answer in answers] == [200] * 200
+    for index, answer in zip(order, answers):
+        _assert_same_as_predict(answer.json()["predictions"], header, [expected[index]])
+
+
+def test_kserve_v2_paths(server, runs):
+    assert server.get("/v2/health/ready").json() == {"ready": True}
+    described = server.get("/v2/models/iris").json()
+    assert [item["name"] for item in described["inputs"]] == list(IRIS_ROW)
+    inputs = [
+        {"name": key, "shape": [2], "datatype": "FP32", "data": [value, value]} for key, value in IRIS_ROW.items()
+    ]
+    answer = server.post("/v2/models/iris/infer", json={"inputs": inputs}).json()
+    label, probabilities = answer["outputs"]
+    assert label["data"] == ["setosa", "setosa"] and probabilities["shape"] == [2, 3]
+
+
+def test_a_run_folder_replaced_while_serving_keeps_the_loaded_model(server, runs):
+    before = server.post("/models/iris/predict", json={"rows": [IRIS_ROW]}).json()
+    served = runs / "served" / "iris"
+    shutil.rmtree(served)
+    shutil.copytree(runs / "customers", served)  # another model in its place, as fit --force would leave
+    assert server.post("/models/iris/predict", json={"rows": [IRIS_ROW]}).json() == before
+    assert server.get("/models/iris").json()["task"] == "classification"
+    log = server.output()
+    assert re.search(r"^POST /models/iris/predict 200 1 \d+\.\dms$", log, re.M), log
+
+
+def test_the_token_is_required_compared_and_never_logged(runs):
+    token = "s3cret-token-for-the-test"
+    env = {**os.environ, "DLTRAIN_SERVE_TOKEN": token}
+    running = Server(runs, [runs / "iris"], env=env)
+    try:
+        assert running.get("/health").status_code == 401
+        missing = running.post("/predict", json={"rows": [IRIS_ROW]})
+        assert missing.status_code == 401 and missing.headers["www-authenticate"] == "Bearer"
+        assert "Authorization: Bearer" in missing.json()["error"]
+        wrong = running.post("/predict", json={"rows": [IRIS_ROW]}, headers={"Authorization": "Bearer nope"})
+        assert wrong.status_code == 401
+        right = running.post("/predict", json={"rows": [IRIS_ROW]}, headers={"Authorization": f"Bearer {token}"})
+        assert right.status_code == 200 and right.json()["predictions"][0]["species"] == "setosa"
+    finally:
+        assert running.stop() == 0
+    assert token not in running.output()
+
+
+def _send(port, path, body: bytes, kind: str) -> socket.socket:
+    """A whole HTTP request written on a new connection; the answer is read by ``_answer``."""
+    connection = socket.create_connection(("127.0.0.1", port), timeout=30)
+    head = f"POST {path} HTTP/1.1\r\nHost: test\r\nContent-Type: {kind}\r\nContent-Length: {len(body)}\r\n\r\n"
+    connection.sendall(head.encode() + body)
+    return connection
+
+
+def _answer(connection: socket.socket) -> tuple[int, bytes]:
+    received = b""
+    with connection:
+        while b"\r\n\r\n" not in received:
+            chunk = connection.recv(65536)
+            if not chunk:
+                return 0, received
+            received += chunk
+        head, _, body = received.partition(b"\r\n\r\n")
+        length = int(re.search(rb"content-length: (\d+)", head, re.I).group(1))
+        while len(body) < length:
+            chunk = connection.recv(65536)
+            if not chunk:
+                break
+            body += chunk
+    return int(head.split()[1]), body
+
+
+def test_sigterm_finishes_the_requests_in_flight_and_exits_0(runs):
+    running = Server(runs, [runs / "iris"])
+    text = (runs / "data" / "iris.csv").read_text()
+    body = (text + "".join(text.splitlines(keepends=True)[1:]) * 40).encode()  # 6,150 rows: tens of ms each
+    expected = predictions_csv(*predict_rows(runs / "iris", runs / "data" / "iris.csv")).encode()
+    in_flight = [_send(running.port, "/predict", body, "text/csv") for _ in range(12)]
+    time.sleep(0.2)  # accepted by the server; answered one after another on the model's thread
+    running.process.send_signal(signal.SIGTERM)
+    answers = [_answer(connection) for connection in in_flight]
+    assert running.stop() == 0, running.output()
+    assert [status for status, _ in answers] == [200] * 12, running.output()
+    assert all(answer.startswith(expected) for _, answer in answers)
+    assert "POST /predict 200 6150" in running.output()
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"{running.base}/health", timeout=5)
+
+
+def test_kill_9_leaves_nothing_behind(runs, tmp_path):
+    scratch, work = tmp_path / "tmp", tmp_path / "work"
+    scratch.mkdir()
+    work.mkdir()
+    before = sorted(path.name for path in (runs / "iris").iterdir())
+    running = Server(work, [runs / "iris"], env={**os.environ, "TMPDIR": str(scratch)})
+    answer = running.post(
+        "/predict", content=(runs / "data" / "iris.csv").read_bytes(), headers={"Content-Type": "text/csv"}
+    )
+    assert answer.status_code == 200
+    port = running.port
+    running.stop(signal.SIGKILL)
+    assert list(scratch.iterdir()) == []
+    assert [path.name for path in work.iterdir()] == [running.log_path.name]
+    assert sorted(path.name for path in (runs / "iris").iterdir()) == before
+    with socket.socket() as again:  # the port is free again
+        again.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        again.bind(("127.0.0.1", port))
+
+
+def test_a_damaged_run_is_refused_at_start_with_one_message(runs, tmp_path):
+    damaged = tmp_path / "iris"
+    shutil.copytree(runs / "iris", damaged)
+    weights = damaged / "model.npz"
+    weights.write_bytes(weights.read_bytes()[:-10] + b"0123456789")
+    result = CliRunner().invoke(app, ["serve", str(damaged), "--port", "0"])
+    assert result.exit_code == 2
+    assert result.output.count("\n") == 1 and "model.npz" in result.output, result.output
+    result = CliRunner().invoke(app, ["serve", str(runs / "iris"), f"{runs / 'iris'}"])
+    assert result.exit_code == 2 and "two runs are named 'iris'" in result.output
+
+
+def test_without_the_serve_extra_the_message_says_what_to_install(runs, monkeypatch):
+    monkeypatch.setitem(sys.modules, "uvicorn", None)
+    result = CliRunner().invoke(app, ["serve", str(runs / "iris")])
+    assert result.exit_code == 2
+    assert "pip install '.[serve]'" in result.output and "dltrain[" not in result.output
+
+
+def test_only_loopback_hosts_are_local():
+    from dltrain.commands.serve.server import is_local
+
+    assert is_local("127.0.0.1") and is_local("localhost") and is_local("::1") and is_local("127.0.0.2")
+    assert not is_local("0.0.0.0") and not is_local("192.168.1.4") and not is_local("example.org")
+
+
+@pytest.mark.parametrize("config", ["iris", "breast_cancer", "diabetes", "digits"])
+def test_predict_cells_gives_predicts_numbers_on_every_shipped_dataset(config, tmp_path):
+    """The one function the server and the Python API call: the same text as predict, row for row."""
+    fit.fit(ROOT / "configs" / f"{config}.yaml", overrides=["train.epochs=2"], out=tmp_path / "run")
+    data = ROOT / "data" / f"{config}.csv"
+    header, expected = predict_rows(tmp_path / "run", data)
+    run = load_run(tmp_path / "run")
+    rows = _rows(data)
+    as_text = {name: [row[name] for row in rows] for name in run.schema.feature_names}
+    as_numbers = {name: [float(cell) for cell in cells] for name, cells in as_text.items()}
+    for cells in (as_text, as_numbers):
+        predictions = predict_cells(run, cells)
+        assert predictions.header == header and predictions.text_rows() == expected
