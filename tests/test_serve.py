@@ -11,10 +11,12 @@ import re
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -108,7 +110,9 @@ def server(runs):
     """One server for most tests: both runs, served from copies (one of them gets replaced)."""
     for name in ("iris", "customers"):
         shutil.copytree(runs / name, runs / "served" / name)
-    running = Server(runs, [runs / "served" / "iris", runs / "served" / "customers", "--max-body", "0.5"])
+    running = Server(
+        runs, [runs / "served" / "iris", runs / "served" / "customers", "--max-body", "0.5", "--max-rows", "1000"]
+    )
     yield running
     assert running.stop() == 0, running.output()
 
@@ -320,6 +324,10 @@ def test_limits_on_body_size_and_rows(server, runs):
 
     streamed = server.post("/models/iris/predict", content=chunks(), headers={"Content-Type": "application/json"})
     assert streamed.status_code == 413
+    many = server.post(
+        "/models/iris/predict", json={"columns": {key: [value] * 1001 for key, value in IRIS_ROW.items()}}
+    )
+    assert many.status_code == 413 and "--max-rows" in many.json()["error"]
     assert server.get("/health").status_code == 200  # and the server is still fine
 
 
@@ -339,6 +347,36 @@ def test_200_concurrent_requests_are_all_answered_correctly(server, runs):
     assert [answer.status_code for answer in answers] == [200] * 200
     for index, answer in zip(order, answers):
         _assert_same_as_predict(answer.json()["predictions"], header, [expected[index]])
+
+
+def test_the_event_loop_answers_while_a_big_prediction_runs(server, runs):
+    text = (runs / "data" / "iris.csv").read_text()
+    body = (text + "".join(text.splitlines(keepends=True)[1:]) * 5).encode()  # 900 rows, under --max-rows
+    statuses = []
+
+    def post_csv():
+        for _ in range(10):
+            answer = server.post("/models/iris/predict", content=body, headers={"Content-Type": "text/csv"})
+            statuses.append(answer.status_code)
+
+    posting = threading.Thread(target=post_csv)
+    posting.start()
+    waits = []
+    with httpx.Client(base_url=server.base, timeout=30) as client:
+        while posting.is_alive():
+            started = time.perf_counter()
+            assert client.get("/health").status_code == 200
+            waits.append(time.perf_counter() - started)
+    posting.join()
+    assert statuses == [200] * 10
+    assert len(waits) > 3 and statistics.median(waits) < 0.1, waits
+
+
+def test_a_prediction_that_overflows_is_a_4xx_never_invalid_json(server):
+    huge = {key: 3e38 for key in IRIS_ROW}
+    answer = server.post("/models/iris/predict", json={"rows": [IRIS_ROW, huge]})
+    assert answer.status_code == 422, answer.text
+    assert answer.json()["row"] == 1 and "not a finite number" in answer.json()["error"]
 
 
 def test_kserve_v2_paths(server, runs):
@@ -378,7 +416,7 @@ def test_the_token_is_required_compared_and_never_logged(runs):
         right = running.post("/predict", json={"rows": [IRIS_ROW]}, headers={"Authorization": f"Bearer {token}"})
         assert right.status_code == 200 and right.json()["predictions"][0]["species"] == "setosa"
     finally:
-        assert running.stop() == 0
+        assert running.stop(signal.SIGINT) == 0  # Ctrl-C stops it as SIGTERM does
     assert token not in running.output()
 
 
@@ -411,16 +449,16 @@ def _answer(connection: socket.socket) -> tuple[int, bytes]:
 def test_sigterm_finishes_the_requests_in_flight_and_exits_0(runs):
     running = Server(runs, [runs / "iris"])
     text = (runs / "data" / "iris.csv").read_text()
-    body = (text + "".join(text.splitlines(keepends=True)[1:]) * 40).encode()  # 6,150 rows: tens of ms each
+    body = (text + "".join(text.splitlines(keepends=True)[1:]) * 20).encode()  # 3,150 rows: tens of ms each
     expected = predictions_csv(*predict_rows(runs / "iris", runs / "data" / "iris.csv")).encode()
-    in_flight = [_send(running.port, "/predict", body, "text/csv") for _ in range(12)]
+    in_flight = [_send(running.port, "/predict", body, "text/csv") for _ in range(8)]
     time.sleep(0.2)  # accepted by the server; answered one after another on the model's thread
     running.process.send_signal(signal.SIGTERM)
     answers = [_answer(connection) for connection in in_flight]
     assert running.stop() == 0, running.output()
-    assert [status for status, _ in answers] == [200] * 12, running.output()
+    assert [status for status, _ in answers] == [200] * 8, running.output()
     assert all(answer.startswith(expected) for _, answer in answers)
-    assert "POST /predict 200 6150" in running.output()
+    assert running.output().count("POST /predict 200 3150") == 8
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"{running.base}/health", timeout=5)
 
@@ -462,6 +500,43 @@ def test_without_the_serve_extra_the_message_says_what_to_install(runs, monkeypa
     result = CliRunner().invoke(app, ["serve", str(runs / "iris")])
     assert result.exit_code == 2
     assert "pip install '.[serve]'" in result.output and "dltrain[" not in result.output
+
+
+def test_a_host_other_machines_reach_prints_one_warning(runs, monkeypatch):
+    from dltrain.commands.serve import server as serve_module
+
+    monkeypatch.setattr(serve_module, "bind", lambda host, port: serve_module.socket.create_server(("127.0.0.1", 0)))
+    monkeypatch.setattr(
+        serve_module, "_uvicorn_server", lambda uvicorn, app: type("Stub", (), {"run": lambda *a, **k: None})()
+    )
+    monkeypatch.delenv("DLTRAIN_SERVE_TOKEN", raising=False)
+    said = []
+    serve_module.serve([str(runs / "iris")], host="0.0.0.0", announce=said.append)
+    warnings = [line for line in said if line.startswith("warning:")]
+    assert len(warnings) == 1 and "0.0.0.0" in warnings[0] and "DLTRAIN_SERVE_TOKEN" in warnings[0]
+    said.clear()
+    serve_module.serve([str(runs / "iris")], host="127.0.0.1", announce=said.append)
+    assert not [line for line in said if line.startswith("warning:")]
+
+
+def _children(pid: int) -> list[int]:
+    return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def test_workers_share_the_port_and_a_dead_one_is_replaced(runs):
+    running = Server(runs, [runs / "iris", "--workers", "2"])
+    try:
+        assert len(_children(running.process.pid)) == 2
+        os.kill(_children(running.process.pid)[0], signal.SIGKILL)
+        deadline = time.monotonic() + 20
+        while "starting another" not in running.output() or len(_children(running.process.pid)) != 2:
+            assert time.monotonic() < deadline, running.output()
+            time.sleep(0.05)
+        answers = [httpx.post(f"{running.base}/predict", json={"rows": [IRIS_ROW]}, timeout=30) for _ in range(20)]
+        assert {answer.status_code for answer in answers} <= {200, 503} and answers[-1].status_code == 200
+        assert answers[-1].json()["predictions"][0]["species"] == "setosa"
+    finally:
+        assert running.stop() == 0, running.output()
 
 
 def test_only_loopback_hosts_are_local():

@@ -1,0 +1,425 @@
+"""`dltrain serve` against a minimal FastAPI + uvicorn + onnxruntime app on the same run's ONNX export.
+
+Loopback only, bounded in requests and time. Side by side in one run:
+
+1. latency and throughput: CLIENTS concurrent keep-alive clients, each sending one-row JSON
+   requests for SECONDS, against each server in turn (the same client code for both, checking
+   every answer's label); 0 errors expected; p50, p99 and requests per second;
+2. one 10,000-row request (JSON columns, and CSV) against the same prediction in process
+   (``predict_cells`` on the same columns, ``predict_rows`` on the same file), medians of 5;
+3. answers equal ``dltrain predict`` (labels identical, probabilities within 1e-6, CSV bytes
+   equal) on every shipped dataset (configs/*.yaml whose data is in data/).
+
+    python bench/serve.py [--seconds 10] [--clients 32] [--config configs/iris.yaml]
+
+Needs the serve, onnx and bench extras (FastAPI for the reference app)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import json
+import os
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+LIMIT_SECONDS = 120  # no single step of the bench runs longer than this
+
+
+# ---------------------------------------------------------------- the reference app
+
+
+def reference_app(model_path: str):
+    """The peers' usual serving path: FastAPI, a sync endpoint, onnxruntime on the exported graph."""
+    import numpy as np
+    import onnxruntime
+    from fastapi import Body, FastAPI
+
+    session = onnxruntime.InferenceSession(model_path, providers=["CPUExecutionProvider"])
+    inputs = [(item.name, item.type) for item in session.get_inputs()]
+    outputs = [item.name for item in session.get_outputs()]
+    app = FastAPI()
+
+    @app.post("/predict")
+    def predict(body: dict = Body(...)):  # noqa: B008 (FastAPI's way of taking the JSON body)
+        rows = body["rows"]
+        feed = {
+            name: np.array(
+                [[row[name]] for row in rows], dtype=object if kind == "tensor(string)" else np.float32
+            ).reshape(-1, 1)
+            for name, kind in inputs
+        }
+        results = dict(zip(outputs, session.run(None, feed)))
+        if "label" in results:
+            return {
+                "predictions": [
+                    {"label": str(label), "probabilities": probabilities.tolist()}
+                    for label, probabilities in zip(results["label"].reshape(-1), results["probabilities"])
+                ]
+            }
+        return {"predictions": [{"values": values.tolist()} for values in results["prediction"]]}
+
+    return app
+
+
+def run_reference(model_path: str) -> None:
+    import socket
+
+    import uvicorn
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(2048)
+    print(f"serving at http://127.0.0.1:{listener.getsockname()[1]}", file=sys.stderr, flush=True)
+    config = uvicorn.Config(reference_app(model_path), log_level="warning", access_log=False)
+    uvicorn.Server(config).run(sockets=[listener])
+
+
+# ---------------------------------------------------------------- servers as processes
+
+
+class ServerProcess:
+    def __init__(self, command: list[str], log: Path, cwd: Path):
+        self.log = log
+        self.handle = open(log, "w")
+        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=self.handle, cwd=cwd)
+        deadline = time.monotonic() + 60
+        while True:
+            found = re.search(r"at http://127\.0\.0\.1:(\d+)", log.read_text())
+            if found:
+                self.port = int(found.group(1))
+                break
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"{command[:4]} did not start:\n{log.read_text()}")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self.handle.close()
+
+
+# ---------------------------------------------------------------- an HTTP/1.1 client as light as can be
+
+
+async def _exchange(reader, writer, request: bytes) -> tuple[int, bytes]:
+    writer.write(request)
+    head = await reader.readuntil(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1])
+    length = int(re.search(rb"content-length: *(\d+)", head, re.I).group(1))
+    return status, await reader.readexactly(length)
+
+
+def _request(path: str, body: bytes, kind: str = "application/json") -> bytes:
+    head = f"POST {path} HTTP/1.1\r\nHost: bench\r\nContent-Type: {kind}\r\nContent-Length: {len(body)}\r\n\r\n"
+    return head.encode() + body
+
+
+async def _client(port, requests, labels_of, stop_at, latencies, errors):
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    index = 0
+    while time.perf_counter() < stop_at:
+        request, expected = requests[index % len(requests)]
+        index += 1
+        started = time.perf_counter()
+        try:
+            status, body = await _exchange(reader, writer, request)
+        except (OSError, asyncio.IncompleteReadError) as error:
+            errors.append(repr(error))
+            return
+        latencies.append(time.perf_counter() - started)
+        if status != 200 or labels_of(json.loads(body)) != expected:
+            errors.append(f"{status} {body[:200]!r}")
+    writer.close()
+
+
+def load_test(port: int, requests, labels_of, clients: int, seconds: float) -> dict:
+    latencies: list[float] = []
+    errors: list[str] = []
+
+    async def run():
+        stop_at = time.perf_counter() + seconds
+        await asyncio.gather(
+            *(
+                _client(port, requests[i::clients] or requests, labels_of, stop_at, latencies, errors)
+                for i in range(clients)
+            )
+        )
+
+    started = time.perf_counter()
+    asyncio.run(asyncio.wait_for(run(), seconds + 30))
+    elapsed = time.perf_counter() - started
+    latencies.sort()
+    return {
+        "requests": len(latencies),
+        "errors": len(errors),
+        "first_error": errors[0] if errors else None,
+        "p50_ms": 1e3 * latencies[len(latencies) // 2],
+        "p99_ms": 1e3 * latencies[int(len(latencies) * 0.99)],
+        "per_second": len(latencies) / elapsed,
+    }
+
+
+def one_request(port: int, request: bytes) -> tuple[int, bytes]:
+    async def run():
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            return await _exchange(reader, writer, request)
+        finally:
+            writer.close()
+
+    return asyncio.run(asyncio.wait_for(run(), LIMIT_SECONDS))
+
+
+def _median_seconds(function, repeats: int = 5) -> float:
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        function()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+# ---------------------------------------------------------------- the bench
+
+
+def _dltrain(*arguments: str, cwd: Path) -> None:
+    subprocess.run(
+        [sys.executable, "-m", "dltrain", *arguments],
+        cwd=cwd,
+        check=True,
+        timeout=LIMIT_SECONDS,
+        stdout=subprocess.DEVNULL,
+    )
+
+
+def _rows(path: Path) -> list[dict]:
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def latency_section(folder: Path, config: Path, clients: int, seconds: float) -> dict:
+    from dltrain.commands.common import load_run
+    from dltrain.commands.predict import predict_rows
+
+    name = config.stem
+    run = folder / "runs" / name
+    _dltrain("export", str(run), cwd=folder)
+    schema = load_run(run).schema
+    data = folder / "data" / f"{name}.csv"
+    header, expected = predict_rows(run, data)
+    rows = _rows(data)
+    numeric = {column.name for column in schema.columns if column.type == "numeric"}
+
+    def cell(column, text):
+        return float(text) if column in numeric else text
+
+    one_rows = [{column: cell(column, row[column]) for column in schema.feature_names} for row in rows]
+    ours = [
+        (_request("/predict", json.dumps({"rows": [row]}).encode()), [line[0]]) for row, line in zip(one_rows, expected)
+    ]
+    results = {}
+    for _ in (1, 2):  # each server twice, alternating, so a neighbour's load hits both alike
+        server = ServerProcess(
+            [sys.executable, "-m", "dltrain", "serve", str(run), "--port", "0", "--quiet"],
+            folder / "dltrain.log",
+            folder,
+        )
+        try:
+            results.setdefault("dltrain serve", []).append(
+                load_test(
+                    server.port,
+                    ours,
+                    lambda answer: [item[header[0]] for item in answer["predictions"]],
+                    clients,
+                    seconds,
+                )
+            )
+        finally:
+            server.stop()
+        reference = ServerProcess(
+            [sys.executable, __file__, "--reference", str(run / "model.onnx")], folder / "reference.log", folder
+        )
+        try:
+            results.setdefault("FastAPI + onnxruntime", []).append(
+                load_test(
+                    reference.port,
+                    ours,
+                    lambda answer: [item["label"] for item in answer["predictions"]],
+                    clients,
+                    seconds,
+                )
+            )
+        finally:
+            reference.stop()
+    return results
+
+
+def big_request_section(folder: Path, config: Path, n_rows: int = 10_000) -> dict:
+    from dltrain.commands.common import load_run
+    from dltrain.commands.predict import predict_cells, predict_rows, predictions_csv
+
+    name = config.stem
+    run_dir = folder / "runs" / name
+    run = load_run(run_dir)
+    lines = (folder / "data" / f"{name}.csv").read_text().splitlines(keepends=True)
+    body_lines = lines[1:] * (n_rows // (len(lines) - 1) + 1)
+    big_csv = folder / "big.csv"
+    big_csv.write_text(lines[0] + "".join(body_lines[:n_rows]))
+    rows = _rows(big_csv)
+    columns = {column: [float(row[column]) for row in rows] for column in run.schema.feature_names}
+    json_body = json.dumps({"columns": columns}).encode()
+    csv_body = big_csv.read_bytes()
+    server = ServerProcess(
+        [sys.executable, "-m", "dltrain", "serve", str(run_dir), "--port", "0", "--quiet"], folder / "big.log", folder
+    )
+    try:
+        status, answer = one_request(server.port, _request("/predict", csv_body, "text/csv"))
+        expected = predictions_csv(*predict_rows(run_dir, big_csv)).encode()
+        assert status == 200 and answer == expected, "the CSV answer differs from dltrain predict"
+        return {
+            "rows": n_rows,
+            "json_request_s": _median_seconds(lambda: one_request(server.port, _request("/predict", json_body))),
+            "json_in_process_s": _median_seconds(lambda: predict_cells(run, columns)),
+            "csv_request_s": _median_seconds(
+                lambda: one_request(server.port, _request("/predict", csv_body, "text/csv"))
+            ),
+            "csv_in_process_s": _median_seconds(lambda: predict_rows(run_dir, big_csv)),
+        }
+    finally:
+        server.stop()
+
+
+def equality_section(folder: Path) -> dict:
+    """Every shipped dataset served at once; JSON and CSV answers against predict."""
+    from dltrain.commands.predict import predict_rows, predictions_csv
+
+    configs = [
+        path for path in sorted((folder / "configs").glob("*.yaml")) if (folder / "data" / f"{path.stem}.csv").exists()
+    ]
+    for config in configs:
+        if not (folder / "runs" / config.stem).exists():
+            _dltrain(
+                "fit",
+                str(config.relative_to(folder)),
+                "--quiet",
+                "--set",
+                "train.epochs=5",
+                "--out",
+                f"runs/{config.stem}",
+                cwd=folder,
+            )
+    server = ServerProcess(
+        [
+            sys.executable,
+            "-m",
+            "dltrain",
+            "serve",
+            *(f"runs/{config.stem}" for config in configs),
+            "--port",
+            "0",
+            "--quiet",
+        ],
+        folder / "equality.log",
+        folder,
+    )
+    results = {}
+    try:
+        for config in configs:
+            name, data = config.stem, folder / "data" / f"{config.stem}.csv"
+            header, expected = predict_rows(folder / "runs" / name, data)
+            status, answer = one_request(
+                server.port, _request(f"/models/{name}/predict", json.dumps({"rows": _rows(data)}).encode())
+            )
+            predictions = json.loads(answer)["predictions"]
+            labels_equal, worst = True, 0.0
+            for item, line in zip(predictions, expected):
+                for column, text in zip(header, line):
+                    if isinstance(item[column], str):
+                        labels_equal &= item[column] == text
+                    else:
+                        worst = max(worst, abs(item[column] - float(text)))
+            status_csv, answer_csv = one_request(
+                server.port, _request(f"/models/{name}/predict", data.read_bytes(), "text/csv")
+            )
+            results[name] = {
+                "rows": len(expected),
+                "labels_identical": status == 200 and len(predictions) == len(expected) and labels_equal,
+                "largest_difference": worst,
+                "csv_bytes_equal": status_csv == 200 and answer_csv == predictions_csv(header, expected).encode(),
+            }
+    finally:
+        server.stop()
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--config", type=Path, default=ROOT / "configs" / "iris.yaml")
+    parser.add_argument("--reference", help=argparse.SUPPRESS)  # run the reference app on this ONNX file
+    parser.add_argument("--json", action="store_true", help="print the results as one JSON object")
+    arguments = parser.parse_args()
+    if arguments.reference:
+        run_reference(arguments.reference)
+        return
+    arguments.seconds = min(arguments.seconds, 60.0)
+    with tempfile.TemporaryDirectory(prefix="dltrain-bench-serve-") as temporary:
+        folder = Path(temporary)
+        for name in ("configs", "data"):
+            shutil.copytree(ROOT / name, folder / name, ignore=shutil.ignore_patterns(".dltrain-cache"))
+        config = folder / "configs" / arguments.config.name
+        _dltrain("fit", f"configs/{config.name}", "--quiet", "--out", f"runs/{config.stem}", cwd=folder)
+        results = {
+            "machine": f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f} at start",
+            "latency": latency_section(folder, config, arguments.clients, arguments.seconds),
+            "big_request": big_request_section(folder, config),
+            "equal_to_predict": equality_section(folder),
+        }
+    if arguments.json:
+        print(json.dumps(results, indent=2))
+        return
+    print(
+        f"dltrain serve bench ({results['machine']}); {arguments.clients} clients x "
+        f"{arguments.seconds:g} s, one-row JSON"
+    )
+    print(f"{'server':<24}{'requests':>10}{'errors':>8}{'p50 ms':>9}{'p99 ms':>9}{'req/s':>9}")
+    for server, rounds in results["latency"].items():
+        for figures in rounds:
+            print(
+                f"{server:<24}{figures['requests']:>10}{figures['errors']:>8}{figures['p50_ms']:>9.2f}"
+                f"{figures['p99_ms']:>9.2f}{figures['per_second']:>9.0f}"
+            )
+    ours = statistics.median(item["per_second"] for item in results["latency"]["dltrain serve"])
+    theirs = statistics.median(item["per_second"] for item in results["latency"]["FastAPI + onnxruntime"])
+    print(f"throughput, dltrain serve / reference (medians): {ours / theirs:.2f}x")
+    big = results["big_request"]
+    print(
+        f"{big['rows']:,}-row request: JSON columns {big['json_request_s'] * 1e3:.1f} ms vs in process "
+        f"{big['json_in_process_s'] * 1e3:.1f} ms ({big['json_request_s'] / big['json_in_process_s']:.2f}x); CSV "
+        f"{big['csv_request_s'] * 1e3:.1f} ms vs predict_rows {big['csv_in_process_s'] * 1e3:.1f} ms "
+        f"({big['csv_request_s'] / big['csv_in_process_s']:.2f}x)"
+    )
+    for name, figures in results["equal_to_predict"].items():
+        print(
+            f"{name}: {figures['rows']} rows, labels identical {figures['labels_identical']}, largest difference "
+            f"{figures['largest_difference']:.1e}, CSV bytes equal {figures['csv_bytes_equal']}"
+        )
+
+
+if __name__ == "__main__":
+    main()
