@@ -287,3 +287,46 @@ def test_a_study_folder_given_for_a_run_points_at_its_best_run(project, trained)
     shutil.rmtree(study / "best")
     result = run("eval", study, project / "iris.csv")
     assert result.exit_code == 2 and f"dltrain fit {study / 'best.yaml'}" in result.output
+
+
+@pytest.fixture
+def two_targets(tmp_path):
+    """Two regression targets in very different units, and rows whose targets are empty (skipped)."""
+    rng = np.random.default_rng(0)
+    lines = ["x1,x2,price,share"]
+    for index in range(60):
+        x1, x2 = rng.normal(size=2)
+        price = "" if index in (7, 31) else f"{1000 + 300 * x1 + rng.normal() * 50:.2f}"
+        share = "" if index == 31 else f"{0.5 + 0.01 * x2:.5f}"
+        lines.append(f"{x1:.4f},{x2:.4f},{price},{share}")
+    (tmp_path / "prices.csv").write_text("\n".join(lines) + "\n")
+    (tmp_path / "prices.yaml").write_text(
+        "name: prices\ndata:\n  train: prices.csv\n  target: [price, share]\n  validation: 0.2\n"
+        "  columns: {price: {missing: drop}, share: {missing: drop}}\n"
+        "model: {layers: [{units: 8, activation: tanh}]}\ntrain: {epochs: 5, batch_size: 16}\n"
+    )
+    assert run("fit", tmp_path / "prices.yaml", "--out", tmp_path / "run", "--quiet").exit_code == 0
+    return tmp_path
+
+
+def test_eval_counts_the_rows_it_scored_and_skipped_and_scores_each_target(two_targets):
+    result = run("eval", two_targets / "run", two_targets / "prices.csv", "--json")
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(result.output)
+    # Rows 7 and 31 (file lines 9 and 33) have an empty target: skipped, as in training, and said.
+    assert (metrics["rows_scored"], metrics["rows_skipped"], metrics["rows_skipped_empty_target"]) == (58, 2, 2)
+    assert metrics["skipped_lines"] == [9, 33]
+    truth = list(csv.DictReader(open(two_targets / "prices.csv")))
+    predictions = run("predict", two_targets / "run", two_targets / "prices.csv").output
+    predicted = list(csv.DictReader(io.StringIO(predictions)))
+    kept = [index for index, row in enumerate(truth) if row["price"] and row["share"]]
+    for target in ("price", "share"):
+        errors = np.array([float(predicted[i][target]) - float(truth[i][target]) for i in kept])
+        assert metrics["per_target"][target]["mse"] == pytest.approx(np.mean(errors**2), rel=1e-4)
+        assert metrics["per_target"][target]["mae"] == pytest.approx(np.mean(np.abs(errors)), rel=1e-4)
+    for name in ("mse", "rmse", "mae", "r2"):  # the plain figures are the means over the targets
+        assert metrics[name] == pytest.approx(np.mean([metrics["per_target"][t][name] for t in ("price", "share")]))
+    table = " ".join(run("eval", two_targets / "run", two_targets / "prices.csv").output.split())
+    assert "rows scored │ 58" in table and "rows skipped │ 2" in table
+    assert "skipped 2 of 60 rows with an empty target, as in training (missing: drop); lines 9, 33" in table
+    assert "per target" in table and "means over the 2 targets" in table

@@ -294,20 +294,11 @@ def evaluate(
 ):
     """Loss and metrics of a trained run on a labelled CSV (per class and a confusion matrix for classes)."""
     metrics, labels = evaluate_command.evaluate_run(run_dir, data, common.csv_dialect(delimiter, encoding))
-    per_class = metrics.pop("per_class", None)
-    matrix = metrics.pop("confusion_matrix", None)
     if as_json:
-        if per_class is not None:
-            for name, values in per_class.items():
-                metrics[name] = {label: (int(v) if name == "support" else float(v)) for label, v in zip(labels, values)}
-            metrics["confusion_matrix"] = matrix.tolist()
-            metrics["class_labels"] = labels
-        report.write_text(json.dumps(_json_safe(metrics)) + "\n")
+        report.write_text(json.dumps(_json_safe(report.evaluation_json(metrics, labels))) + "\n")
         return
-    report.console.print(report.scalar_table(metrics, title=str(data)))
-    if per_class is not None:
-        report.console.print(report.per_class_table(labels, per_class))
-        report.console.print(report.confusion_table(labels, matrix))
+    for part in report.evaluation_report(metrics, labels, title=str(data)):
+        report.console.print(part)
 
 
 @app.command()

@@ -105,8 +105,8 @@ def classification_scalars(matrix: np.ndarray, true_classes=None, positive_score
     return results
 
 
-def regression_metrics(targets: np.ndarray, outputs: np.ndarray, target_divisor=None) -> dict:
-    """MSE, RMSE, MAE and R² per output column, averaged over the outputs (multi-output regression).
+def regression_scores(targets: np.ndarray, outputs: np.ndarray, target_divisor=None) -> dict:
+    """MSE, RMSE, MAE and R² of each output column, as arrays of one value per target.
 
     ``target_divisor``: the per-column scale the targets were divided by in training; errors
     are multiplied back, so every figure is in the target's own units (R² is scale-free)."""
@@ -123,11 +123,18 @@ def regression_metrics(targets: np.ndarray, outputs: np.ndarray, target_divisor=
     r2 = np.where(residual == 0, 1.0, 0.0)
     r2 = np.where(total > 0, 1.0 - np.divide(residual, total, out=np.zeros_like(total), where=total > 0), r2)
     return {
-        "mse": float(np.mean(squared)),
-        "rmse": float(np.mean(np.sqrt(squared))),
-        "mae": float(np.mean(np.abs(errors))),
-        "r2": float(np.mean(r2)) if len(targets) >= 2 else float("nan"),
+        "mse": squared,
+        "rmse": np.sqrt(squared),
+        "mae": np.mean(np.abs(errors), axis=0),
+        "r2": r2 if len(targets) >= 2 else np.full(r2.shape, np.nan),
     }
+
+
+def regression_metrics(targets: np.ndarray, outputs: np.ndarray, target_divisor=None) -> dict:
+    """MSE, RMSE, MAE and R², each the mean of its per-target values (see ``regression_scores``);
+    for one target, that target's."""
+    scores = regression_scores(targets, outputs, target_divisor)
+    return {name: float(np.mean(values)) for name, values in scores.items()}
 
 
 def positive_scores(outputs: np.ndarray):
@@ -141,12 +148,16 @@ def evaluate(model, loss, features, targets, task: str, detailed: bool = False, 
     """Loss and scalar metrics of ``model`` on one split, as a flat dict of lowercase names.
 
     With ``detailed``, classification adds the confusion matrix and per-class scores (as
-    arrays in class-index order; the caller attaches labels)."""
+    arrays in class-index order), and a regression of several targets its scores per target
+    (``per_target``, arrays in target order); the caller attaches the names."""
     logits = model.logits(features)
     results = {"loss": loss.value(logits, targets)}
     outputs = loss.predict(logits)
     if task != "classification":
-        results.update(regression_metrics(targets, outputs, target_divisor))
+        scores = regression_scores(targets, outputs, target_divisor)
+        results.update({name: float(np.mean(values)) for name, values in scores.items()})
+        if detailed and outputs.shape[1] > 1:
+            results["per_target"] = scores
         return results
     n_classes = max(2, outputs.shape[1])
     true_classes = class_indices(targets)

@@ -1,6 +1,6 @@
 """`dltrain eval`: loss and every metric of a trained run on a labelled CSV."""
 
-from ..data import read_features
+from ..data import read_labelled
 from ..metrics import evaluate
 from .common import _check_argument_order, csv_dialect, load_run
 
@@ -8,19 +8,30 @@ from .common import _check_argument_order, csv_dialect, load_run
 def evaluate_run(run_dir, data_path, dialect: dict | None = None) -> tuple[dict, list[str]]:
     """Loss and every metric of a saved run on a labelled CSV, with the class labels in index order.
 
-    ``dialect``: the CSV's delimiter and encoding (see ``csv_dialect``); detected by default."""
+    Beside the metrics: ``rows_scored``, ``rows_skipped`` (rows ``missing: drop`` left out, of
+    them ``rows_skipped_empty_target``, and the first ones' ``skipped_lines``), and for several
+    regression targets ``per_target`` ({target: {metric: value}}; the plain metrics are their
+    means). ``dialect``: the CSV's delimiter and encoding (see ``csv_dialect``); detected by default."""
     _check_argument_order("eval", run_dir, data_path)
     run = load_run(run_dir)
-    features, targets = read_features(data_path, run.schema, with_target=True, dialect=dialect or csv_dialect())
-    return (
-        evaluate(
-            run.model,
-            run.loss,
-            features,
-            targets,
-            run.schema.task,
-            detailed=True,
-            target_divisor=run.schema.target_divisor,
-        ),
-        run.schema.class_labels,
+    labelled = read_labelled(data_path, run.schema, dialect=dialect or csv_dialect())
+    metrics = evaluate(
+        run.model,
+        run.loss,
+        labelled.features,
+        labelled.targets,
+        run.schema.task,
+        detailed=True,
+        target_divisor=run.schema.target_divisor,
     )
+    per_target = metrics.pop("per_target", None)
+    if per_target is not None:
+        metrics["per_target"] = {
+            target: {name: float(values[index]) for name, values in per_target.items()}
+            for index, target in enumerate(run.schema.targets)
+        }
+    metrics["rows_scored"] = len(labelled.features)
+    metrics["rows_skipped"] = labelled.rows_skipped
+    metrics["rows_skipped_empty_target"] = labelled.skipped_for_target
+    metrics["skipped_lines"] = labelled.first_skipped_lines
+    return metrics, run.schema.class_labels

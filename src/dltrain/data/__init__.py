@@ -7,7 +7,7 @@ it never prints."""
 from .columns import BOOLEAN_WORDS, MAX_CATEGORIES, ColumnEncoding, checked_rows, column_encodings
 from .csv import DELIMITER_NAMES, DELIMITERS, ENCODING_HINT, MISSING_TOKENS, Columns, CsvFile
 from .plan import ColumnOptions, DataPlan, infer_task, plan_data, target_labels
-from .schema import DataSchema, read_features
+from .schema import DataSchema, LabelledRows, read_features, read_labelled
 from .split import Split, stratified_split
 
 __all__ = [
@@ -29,6 +29,8 @@ __all__ = [
     "target_labels",
     "DataSchema",
     "read_features",
+    "LabelledRows",
+    "read_labelled",
     "Split",
     "stratified_split",
 ]

@@ -469,6 +469,47 @@ def _cell_numbers(values: Sequence, where: Path, name: str) -> np.ndarray:
     return numbers
 
 
+@dataclass
+class LabelledRows:
+    """A labelled CSV read as training data is: the usable rows' inputs and targets, and what the
+    ``missing: drop`` policies skipped (a target's or a feature's empty cell)."""
+
+    features: np.ndarray
+    targets: np.ndarray
+    rows_read: int
+    rows_skipped: int
+    skipped_for_target: int  # of the skipped rows, those whose target cell is empty
+    first_skipped_lines: list  # the first few skipped rows' lines in the file
+
+    SHOWN_LINES = 10
+
+
+def read_labelled(
+    path, schema: DataSchema, dialect: dict | None = None, content: bytes | None = None
+) -> LabelledRows:
+    """Read a labelled CSV (eval, a validation or test file): see ``read_features``, and say which
+    rows were skipped."""
+    table = schema.open(path, dialect, content)
+    columns = schema.read_columns(table, with_target=True)
+    rows = schema.usable_rows(columns, labelled=True)
+    skipped = np.zeros(columns.n_rows, dtype=bool)
+    if rows is not None:
+        skipped[:] = True
+        skipped[rows] = False
+    empty_target = np.zeros(columns.n_rows, dtype=bool)
+    for name in schema.targets:
+        empty_target |= columns.text[name] == "" if name in columns.text else np.isnan(columns.numbers(name))
+    skipped_rows = np.flatnonzero(skipped)
+    return LabelledRows(
+        schema.encode_features(columns, rows),
+        schema.encode_target(columns, rows),
+        columns.n_rows,
+        len(skipped_rows),
+        int(empty_target[skipped_rows].sum()),
+        [columns.line(row) for row in skipped_rows[: LabelledRows.SHOWN_LINES]],
+    )
+
+
 def read_features(
     path, schema: DataSchema, *, with_target: bool, dialect: dict | None = None, content: bytes | None = None
 ):
@@ -477,11 +518,10 @@ def read_features(
     Labelled data is treated like training data (rows under ``missing: drop`` are skipped);
     predictions never skip a row, so an empty cell there is an error unless it can be filled.
     ``dialect``, ``content``: see ``DataSchema.open`` (None: the config's, for its validation and test files)."""
+    if with_target:
+        labelled = read_labelled(path, schema, dialect, content)
+        return labelled.features, labelled.targets
     table = schema.open(path, dialect, content)
-    table.keep_empty_rows = not with_target  # one prediction per input row, even an empty one
-    columns = schema.read_columns(table, with_target)
-    rows = schema.usable_rows(columns, labelled=with_target)
-    features = schema.encode_features(columns, rows)
-    if not with_target:
-        return features, None
-    return features, schema.encode_target(columns, rows)
+    table.keep_empty_rows = True  # one prediction per input row, even an empty one
+    columns = schema.read_columns(table, with_target=False)
+    return schema.encode_features(columns, schema.usable_rows(columns, labelled=False)), None
