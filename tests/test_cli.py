@@ -292,6 +292,8 @@ def test_a_study_folder_given_for_a_run_points_at_its_best_run(project, trained)
 @pytest.fixture
 def two_targets(tmp_path):
     """Two regression targets in very different units, and rows whose targets are empty (skipped)."""
+    tmp_path = tmp_path / "prices"
+    tmp_path.mkdir()
     rng = np.random.default_rng(0)
     lines = ["x1,x2,price,share"]
     for index in range(60):
@@ -330,3 +332,23 @@ def test_eval_counts_the_rows_it_scored_and_skipped_and_scores_each_target(two_t
     assert "rows scored │ 58" in table and "rows skipped │ 2" in table
     assert "skipped 2 of 60 rows with an empty target, as in training (missing: drop); lines 9, 33" in table
     assert "per target" in table and "means over the 2 targets" in table
+
+
+def test_predict_keeps_the_target_beside_the_prediction(project, trained, two_targets):
+    plain = list(csv.reader(io.StringIO(run("predict", trained, project / "iris.csv").output)))
+    result = run("predict", trained, project / "iris.csv", "--keep", "species")
+    assert result.exit_code == 0, result.output
+    rows = list(csv.reader(io.StringIO(result.output)))
+    assert rows[0] == ["species", "predicted_species", "prob_setosa", "prob_versicolor", "prob_virginica"]
+    truth = [row["species"] for row in csv.DictReader(open(project / "iris.csv"))]
+    assert [row[0] for row in rows[1:]] == truth  # the kept column as written
+    assert [row[1:] for row in rows[1:]] == plain[1:]  # the predictions as without --keep
+    # Only a clashing prediction column is renamed: one of two regression targets here.
+    header = run("predict", two_targets / "run", two_targets / "prices.csv", "--keep", "share").output.splitlines()[0]
+    assert header == "share,price,predicted_share"
+    # A kept column already named predicted_<target> leaves no name for the prediction.
+    (project / "both.csv").write_text(
+        "sepal_length,sepal_width,petal_length,petal_width,species,predicted_species\n5.1,3.5,1.4,0.2,setosa,x\n"
+    )
+    clash = run("predict", trained, project / "both.csv", "--keep", "species", "--keep", "predicted_species")
+    assert clash.exit_code == 2 and "--keep predicted_species: the predictions have a column" in clash.output

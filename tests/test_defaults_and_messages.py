@@ -412,8 +412,8 @@ def test_predict_keeps_id_columns_and_writes_one_number_format(tmp_path):
         probabilities = line.split(",")[3:]
         assert all(text == format_number(float(text)) for text in probabilities)
         assert sum(map(float, probabilities)) == pytest.approx(1.0, abs=1e-6)
-    clash = runner.invoke(app, ["predict", str(tmp_path / "run"), str(tmp_path / "c.csv"), "--keep", "churned"])
-    assert clash.exit_code == 2 and "--keep churned: the predictions have a column of that name" in clash.output
+    truth = runner.invoke(app, ["predict", str(tmp_path / "run"), str(tmp_path / "c.csv"), "--keep", "churned"])
+    assert truth.exit_code == 0 and truth.output.splitlines()[0] == "churned,predicted_churned,prob_no,prob_yes"
     missing = runner.invoke(app, ["predict", str(tmp_path / "run"), str(tmp_path / "c.csv"), "--keep", "Customer_ID"])
     assert missing.exit_code == 2 and "(did you mean 'customer_id'?)" in missing.output
 

@@ -311,7 +311,8 @@ def predict(
         Optional[List[str]],
         typer.Option(
             "--keep",
-            help="Copy this input column (e.g. an ID) into the output, first (repeatable).",
+            help="Copy this input column (e.g. an ID, or the target) into the output, first (repeatable); "
+            "a prediction column of the same name becomes predicted_<name>.",
             show_default=False,
         ),
     ] = None,

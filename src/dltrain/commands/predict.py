@@ -114,9 +114,26 @@ def _kept_columns(data_path, schema: DataSchema, keep, dialect: dict, content: b
     return [columns.text[name] for name in keep]
 
 
+PREDICTED_PREFIX = "predicted_"
+
+
+def _prediction_names(header: list, keep: list) -> list:
+    """The prediction columns' names: as the target (and prob_<label>), or ``predicted_<name>``
+    where a kept column has that name (``--keep species``: the truth beside the prediction)."""
+    renamed = [PREDICTED_PREFIX + name if name in keep else name for name in header]
+    clashes = [name for name in renamed if name in keep]
+    if clashes:
+        raise ConfigError(
+            f"--keep {clashes[0]}: the predictions have a column of that name already; "
+            f"keep other columns, or rename {clashes[0]!r} in a copy of the CSV"
+        )
+    return renamed
+
+
 def predict_rows(run_dir, data_path, keep=(), dialect: dict | None = None) -> tuple[list[str], list[list]]:
     """Header and rows of predictions: the ``keep`` columns as given, then the target's predicted
-    label or value, then prob_<label> per class. ``dialect``: see ``csv_dialect`` (default: detected)."""
+    label or value, then prob_<label> per class; a prediction column named like a kept one is
+    ``predicted_<name>``. ``dialect``: see ``csv_dialect`` (default: detected)."""
     _check_argument_order("predict", run_dir, data_path)
     return predict_table(load_run(run_dir), data_path, keep, dialect)
 
@@ -132,14 +149,8 @@ def predict_table(
     features, _ = read_features(data_path, schema, with_target=False, dialect=dialect, content=content)
     predictions = predictions_from_features(run, features)
     header, rows = list(predictions.header), predictions.text_rows()
-    clashes = [name for name in keep if name in header]
-    if clashes:
-        raise ConfigError(
-            f"--keep {clashes[0]}: the predictions have a column of that name already; "
-            f"keep other columns, or rename {clashes[0]!r} in a copy of the CSV"
-        )
     if kept:
-        header = keep + header
+        header = keep + _prediction_names(header, keep)
         rows = [[column[index] for column in kept] + row for index, row in enumerate(rows)]
     return header, rows
 
