@@ -352,3 +352,26 @@ def test_predict_keeps_the_target_beside_the_prediction(project, trained, two_ta
     )
     clash = run("predict", trained, project / "both.csv", "--keep", "species", "--keep", "predicted_species")
     assert clash.exit_code == 2 and "--keep predicted_species: the predictions have a column" in clash.output
+
+
+def test_eval_and_predict_read_a_file_in_the_runs_training_encoding_and_say_so(tmp_path):
+    rows = ["name,size,colour"] + [f"café{i},{i % 7 / 3:.3f},{['rouge', 'grège'][i % 2]}" for i in range(24)]
+    (tmp_path / "latin.csv").write_bytes(("\n".join(rows) + "\n").encode("latin-1"))
+    (tmp_path / "c.yaml").write_text(
+        "name: latin\ndata: {train: latin.csv, target: colour, encoding: latin-1, exclude: [name], validation: 0}\n"
+        "train: {epochs: 2}\n"
+    )
+    assert run("fit", tmp_path / "c.yaml", "--out", tmp_path / "run", "--quiet").exit_code == 0
+    note = f"note: {tmp_path / 'latin.csv'} is not UTF-8 text; reading it as latin-1, the encoding the run was"
+    predicted = run("predict", tmp_path / "run", tmp_path / "latin.csv", "--keep", "name")
+    assert predicted.exit_code == 0, predicted.output
+    assert note in " ".join(predicted.stderr.split())
+    assert [line.split(",")[0] for line in predicted.stdout.splitlines()[1:3]] == ["café0", "café1"]
+    evaluated = run("eval", tmp_path / "run", tmp_path / "latin.csv", "--json")
+    assert evaluated.exit_code == 0 and json.loads(evaluated.stdout)["rows_scored"] == 24
+    assert note in " ".join(evaluated.stderr.split())
+    # --encoding still decides, and a UTF-8 file is read as UTF-8 without a note.
+    assert run("predict", tmp_path / "run", tmp_path / "latin.csv", "--encoding", "utf-8").exit_code == 2
+    (tmp_path / "utf8.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    plain = run("predict", tmp_path / "run", tmp_path / "utf8.csv", "--keep", "name")
+    assert plain.exit_code == 0 and plain.stderr == "" and plain.stdout == predicted.stdout

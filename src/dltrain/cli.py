@@ -293,7 +293,9 @@ def evaluate(
     encoding: EncodingOption = None,
 ):
     """Loss and metrics of a trained run on a labelled CSV (per class and a confusion matrix for classes)."""
-    metrics, labels = evaluate_command.evaluate_run(run_dir, data, common.csv_dialect(delimiter, encoding))
+    metrics, labels = evaluate_command.evaluate_run(
+        run_dir, data, common.csv_dialect(delimiter, encoding), on_note=report.show_note
+    )
     if as_json:
         report.write_text(json.dumps(_json_safe(report.evaluation_json(metrics, labels))) + "\n")
         return
@@ -325,7 +327,9 @@ def predict(
     if out is not None:
         predict_command.refuse_overwriting_inputs(out, [data], run_dir)
         check_writable(out, make_parents=True)
-    header, rows = predict_command.predict_rows(run_dir, data, keep or [], common.csv_dialect(delimiter, encoding))
+    header, rows = predict_command.predict_rows(
+        run_dir, data, keep or [], common.csv_dialect(delimiter, encoding), on_note=report.show_note
+    )
     text = predict_command.predictions_csv(header, rows)
     if out is None:
         report.write_text(text)

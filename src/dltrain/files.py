@@ -56,6 +56,22 @@ def text_codec(encoding: str) -> str:
     return "utf-8-sig" if info.name in ("utf-8", "utf-8-sig") else info.name
 
 
+def decodes_as(path, codec: str) -> bool:
+    """Whether a file's bytes are text in ``codec`` (read to the first byte that is not). A file
+    that cannot be read counts as text: reading it for real reports what is wrong."""
+    decoder = codecs.getincrementaldecoder(codec)()
+    try:
+        with open_regular(path) as handle:
+            while chunk := handle.read(1 << 20):
+                decoder.decode(chunk)
+            decoder.decode(b"", final=True)
+    except UnicodeError:
+        return False
+    except (DltrainError, OSError):
+        return True
+    return True
+
+
 _FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
 
 

@@ -423,6 +423,11 @@ def show_warning(message: str):
     error_console.print(f"warning: {message}", soft_wrap=True, markup=False)
 
 
+def show_note(message: str):
+    """Something the user should know about a result that is still right (on stderr, beside the output)."""
+    error_console.print(f"note: {message}", soft_wrap=True, markup=False)
+
+
 def write_text(text: str):
     sys.stdout.write(text)
     sys.stdout.flush()

@@ -36,7 +36,7 @@ from ..engine.optimizers import make_model_optimizer
 from ..engine.schedules import make_schedule
 from ..engine.threads import KERNELS_VARIABLE
 from ..errors import ArtifactError, ConfigError, DataError, DltrainError, did_you_mean
-from ..files import available_memory, human_bytes
+from ..files import available_memory, decodes_as, human_bytes, text_codec
 from ..metrics import (
     CLASSIFICATION_METRICS,
     DEFAULT_METRICS,
@@ -536,6 +536,26 @@ def _check_argument_order(command: str, run_dir, data_path):
         raise ArtifactError(
             f"{run_dir}: is a file, not a run folder; the run folder comes first: dltrain {command} RUN_DIR DATA.csv"
         )
+
+
+def file_dialect(schema: DataSchema, data_path, dialect: dict, on_note=None) -> dict:
+    """The dialect to read a file from elsewhere with (eval, predict): as given, except that
+    without --encoding a file that is not UTF-8 is read in the encoding the run was trained on
+    (its data.encoding, e.g. latin-1), and ``on_note`` is told so."""
+    if dialect.get("encoding") is not None:
+        return dialect
+    try:
+        trained = text_codec(schema.encoding)
+    except ValueError:
+        return dialect
+    if trained == text_codec("utf-8") or decodes_as(data_path, text_codec("utf-8")):
+        return dialect
+    if on_note is not None:
+        on_note(
+            f"{data_path} is not UTF-8 text; reading it as {schema.encoding}, the encoding the run was "
+            "trained with (data.encoding); pass --encoding to read it as another"
+        )
+    return {**dialect, "encoding": schema.encoding}
 
 
 def csv_dialect(delimiter: str | None = None, encoding: str | None = None) -> dict:

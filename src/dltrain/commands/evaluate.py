@@ -2,19 +2,21 @@
 
 from ..data import read_labelled
 from ..metrics import evaluate
-from .common import _check_argument_order, csv_dialect, load_run
+from .common import _check_argument_order, csv_dialect, file_dialect, load_run
 
 
-def evaluate_run(run_dir, data_path, dialect: dict | None = None) -> tuple[dict, list[str]]:
+def evaluate_run(run_dir, data_path, dialect: dict | None = None, on_note=None) -> tuple[dict, list[str]]:
     """Loss and every metric of a saved run on a labelled CSV, with the class labels in index order.
 
     Beside the metrics: ``rows_scored``, ``rows_skipped`` (rows ``missing: drop`` left out, of
     them ``rows_skipped_empty_target``, and the first ones' ``skipped_lines``), and for several
     regression targets ``per_target`` ({target: {metric: value}}; the plain metrics are their
-    means). ``dialect``: the CSV's delimiter and encoding (see ``csv_dialect``); detected by default."""
+    means). ``dialect``: the CSV's delimiter and encoding (see ``csv_dialect``); detected by default,
+    the encoding falling back to the run's (see ``file_dialect``, which tells ``on_note``)."""
     _check_argument_order("eval", run_dir, data_path)
     run = load_run(run_dir)
-    labelled = read_labelled(data_path, run.schema, dialect=dialect or csv_dialect())
+    dialect = file_dialect(run.schema, data_path, dialect or csv_dialect(), on_note)
+    labelled = read_labelled(data_path, run.schema, dialect=dialect)
     metrics = evaluate(
         run.model,
         run.loss,

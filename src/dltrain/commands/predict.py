@@ -16,7 +16,7 @@ from ..artifacts import holds_run
 from ..data import DataSchema, read_features
 from ..errors import ArtifactError, ConfigError, DataError
 from ..metrics import predicted_classes
-from .common import LoadedRun, _check_argument_order, csv_dialect, load_run
+from .common import LoadedRun, _check_argument_order, csv_dialect, file_dialect, load_run
 
 
 def format_number(value) -> str:
@@ -130,12 +130,17 @@ def _prediction_names(header: list, keep: list) -> list:
     return renamed
 
 
-def predict_rows(run_dir, data_path, keep=(), dialect: dict | None = None) -> tuple[list[str], list[list]]:
+def predict_rows(
+    run_dir, data_path, keep=(), dialect: dict | None = None, on_note=None
+) -> tuple[list[str], list[list]]:
     """Header and rows of predictions: the ``keep`` columns as given, then the target's predicted
     label or value, then prob_<label> per class; a prediction column named like a kept one is
-    ``predicted_<name>``. ``dialect``: see ``csv_dialect`` (default: detected)."""
+    ``predicted_<name>``. ``dialect``: see ``csv_dialect`` (default: detected), and ``file_dialect``
+    for the encoding's fallback, which ``on_note`` is told of."""
     _check_argument_order("predict", run_dir, data_path)
-    return predict_table(load_run(run_dir), data_path, keep, dialect)
+    run = load_run(run_dir)
+    dialect = file_dialect(run.schema, data_path, dialect or csv_dialect(), on_note)
+    return predict_table(run, data_path, keep, dialect)
 
 
 def predict_table(
