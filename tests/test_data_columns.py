@@ -225,8 +225,8 @@ def test_a_mostly_numeric_column_with_a_stray_word_is_an_error_not_a_category(tm
     with pytest.raises(
         DataError,
         match=r"shop.csv:7: column 'income' has 'n.a.', which is not a number, though 119 "
-        r"of its 120 values are; fix the cell, or set data.columns.income.type: "
-        "categorical",
+        r"of its 120 values are; if 'n.a.' marks a missing value, add it to data.na_values; else "
+        r"fix the cell, or set data.columns.income.type: categorical",
     ):
         check.check(project(tmp_path, "\n".join(text) + "\n"))
 

@@ -45,12 +45,15 @@ def test_init_writes_a_commented_config_that_trains_as_written(tmp_path, messy_c
     (tmp_path / "configs").mkdir()
     result = run("init", messy_csv, "--target", "monthly_spend", "--out", "configs/spend.yaml")
     assert result.exit_code == 0, result.output
-    assert "wrote configs/spend.yaml: 3 feature columns (6 inputs), 4 excluded; task regression" in result.output
+    # signup_date (one year, every month and day) becomes 8 inputs: month and its sine/cosine, day,
+    # weekday and its sine/cosine, day of year.
+    assert "wrote configs/spend.yaml: 4 feature columns (14 inputs), 3 excluded; task regression" in result.output
     text = (tmp_path / "configs" / "spend.yaml").read_text()
     assert "train: ../data/customers.csv" in text  # relative to the config itself
     assert 'delimiter: ";"' in text and "# detected: ';'" in text
     assert "- customer_id               # ID-like: all 160 values are different" in text
-    assert "- signup_date               # dates:" in text
+    assert "signup_date: {type: date}" in text and "-> 8 inputs: month, day, weekday, dayofyear" in text
+    assert "# A date column becomes numbers: year, month, day, weekday, day of year" in text
     assert "- note                      # free text: 160 distinct values" in text
     assert "- constant                  # constant: every row holds 1" in text
     assert "income: {type: numeric, missing: median}   # 18 empty cells (11%)" in text
@@ -61,7 +64,7 @@ def test_init_writes_a_commented_config_that_trains_as_written(tmp_path, messy_c
     assert "monthly_spend: {missing: drop}" in text and "those rows are skipped" in text
     assert "task: regression" in text
     config = yaml.safe_load(text)
-    assert config["data"]["exclude"] == ["customer_id", "signup_date", "note", "constant"]
+    assert config["data"]["exclude"] == ["customer_id", "note", "constant"]
     # It trains as written, from another working directory.
     monkeypatch.chdir(messy_csv.parent)
     fitted = run("fit", tmp_path / "configs" / "spend.yaml", "--out", tmp_path / "run", "--quiet")

@@ -6,6 +6,7 @@ Every mistake becomes one ConfigError of the form
 
 from __future__ import annotations
 
+import datetime
 import math
 import os
 import re
@@ -74,11 +75,35 @@ def _check_fill(missing, fill):
 
 
 def _fill_value(value):
+    if isinstance(value, (datetime.date, datetime.datetime)):
+        return value.isoformat(sep=" ") if isinstance(value, datetime.datetime) else value.isoformat()  # a date fill
     if value is not None and not isinstance(value, (bool, int, float, str)):
         raise ValueError("must be a number, text, or true/false")
     if isinstance(value, float) and not math.isfinite(value):
         raise ValueError("must be a finite number, text, or true/false")
     return value
+
+
+def _na_values(value):
+    """Markers of a missing value: text (numbers are taken as written, e.g. -999)."""
+    if value is None:
+        return value
+    if not isinstance(value, list):
+        raise ValueError('must be a list of cell texts that mean "missing", e.g. ["?", "-"]')
+    markers = []
+    for item in value:
+        if isinstance(item, dict):
+            raise ValueError('lists a mapping (YAML reads an unquoted ? that way); quote each marker: ["?"]')
+        if isinstance(item, bool) or not isinstance(item, (str, int, float)):
+            raise ValueError(
+                f"lists {item!r}; give each marker as quoted text, as it is written in the CSV "
+                '(e.g. "?", "-", "n.a.", "-999")'
+            )
+        marker = (canonical_label(item) if isinstance(item, (int, float)) else item).strip()
+        if not marker:
+            raise ValueError("lists an empty marker; empty cells are always missing, leave it out")
+        markers.append(marker)
+    return list(dict.fromkeys(markers))
 
 
 def _column_names(value, what):
@@ -93,19 +118,28 @@ def _column_names(value, what):
 class ColumnSpec(Spec):
     """One column's settings under ``data.columns``."""
 
-    type: Optional[Literal["numeric", "categorical", "boolean"]] = None  # None: inferred from the cells
+    type: Optional[Literal["numeric", "categorical", "boolean", "date"]] = None  # None: inferred from the cells
     missing: Optional[MissingPolicy] = None  # None: data.missing
     fill: Optional[Union[bool, float, str]] = None  # the value for missing: constant
     unknown: Literal["error", "ignore"] = "error"  # categorical: an unseen value
+    format: Optional[str] = None  # dates: e.g. "%d/%m/%Y" (None: detected for year-first dates)
+    na_values: Optional[list[str]] = None  # cells that mean "missing" here, beside data.na_values
 
     @field_validator("fill", mode="before")
     @classmethod
     def _scalar_fill(cls, value):
         return _fill_value(value)
 
+    @field_validator("na_values", mode="before")
+    @classmethod
+    def _markers(cls, value):
+        return _na_values(value)
+
     @model_validator(mode="after")
     def _fill_goes_with_constant(self):
         _check_fill(self.missing, self.fill)
+        if self.format is not None and self.type not in (None, "date"):
+            raise ValueError(f"format is for date columns (type: date), and this column is {self.type}")
         return self
 
     @model_serializer(mode="wrap")
@@ -133,6 +167,7 @@ class DataSpec(Spec):
     encoding: str = "utf-8"
     missing: MissingPolicy = "error"
     fill: Optional[Union[bool, float, str]] = None
+    na_values: list[str] = []  # cells that mean "missing" in every column, beside empty, NA, null, ...
     columns: dict[str, ColumnSpec] = {}
     cache: bool = True
 
@@ -186,6 +221,11 @@ class DataSpec(Spec):
     @classmethod
     def _scalar_fill(cls, value):
         return _fill_value(value)
+
+    @field_validator("na_values", mode="before")
+    @classmethod
+    def _markers(cls, value):
+        return [] if value is None else _na_values(value)
 
     @model_validator(mode="after")
     def _consistent(self):

@@ -21,7 +21,7 @@ from ..data import (
     Split,
     checked_rows,
     column_encodings,
-    infer_task,
+    infer_target_task,
     plan_data,
     read_features,
     stratified_split,
@@ -118,10 +118,14 @@ def _config_data_path(base_dir: Path, value: str, key: str, source: ConfigSource
 
 def _data_plan(spec, table: CsvFile, source: ConfigSource) -> DataPlan:
     options = {
-        name: ColumnOptions(column.type, column.missing, column.fill, column.unknown)
+        name: ColumnOptions(
+            column.type, column.missing, column.fill, column.unknown, column.format, tuple(column.na_values or ())
+        )
         for name, column in spec.columns.items()
     }
-    return plan_data(table, spec.target, spec.features, spec.exclude, options, spec.missing, spec.fill, source)
+    return plan_data(
+        table, spec.target, spec.features, spec.exclude, options, spec.missing, spec.fill, source, spec.na_values
+    )
 
 
 @dataclass
@@ -151,6 +155,7 @@ def _parse_training_csv(config: Config, source: ConfigSource, base_dir: Path) ->
     if len(target_policies) > 1:
         raise source.fail(("data", "columns"), "give every target the same missing policy (error or drop)")
     target_missing = target_policies.pop()
+    plan.read_markers(table)
     cache = data_cache.cache_folder(base_dir) if spec.cache else None
     columns = data_cache.read_columns(table, plan.request(config.task), cache)
     encodings = column_encodings(columns, plan)
@@ -166,7 +171,7 @@ def _task_and_labels(config: Config, parsed: _ParsedTraining) -> tuple[str, np.n
     if len(parsed.plan.targets) > 1:
         task = "regression"
     else:
-        task = infer_task(raw_target) if config.task == "auto" else config.task
+        task = infer_target_task(columns, target, parsed.rows) if config.task == "auto" else config.task
     labels = target_labels(raw_target) if task == "classification" else None
     if labels is not None and len(np.unique(labels)) < 2:
         raise DataError(
@@ -218,7 +223,13 @@ def prepare_data(config: Config, source: ConfigSource, base_dir: Path, seeds: Se
     config = _resolve(config, source, task, len(np.unique(labels)) if labels is not None else 0)
     train_rows, validation_rows = _split_rows(config, source, parsed, labels, seeds)
     columns = parsed.columns
-    csv_options = {"delimiter": spec.delimiter, "decimal": spec.decimal, "encoding": spec.encoding}
+    csv_options = {
+        "delimiter": spec.delimiter,
+        "decimal": spec.decimal,
+        "encoding": spec.encoding,
+        "na_values": list(parsed.plan.na_values),
+        "column_na_values": parsed.plan.column_na_values(),
+    }
     schema = DataSchema.fit(
         columns,
         parsed.encodings,

@@ -257,6 +257,12 @@ def _check_exportable(run, input_form: str):
                 f"feature column {column.name!r} (the name of an output or of an internal "
                 "tensor); rename the column and train again",
             )
+        if column.type == "date":  # the graph has no date parsing: say what to do instead (docs/data.md)
+            raise DltrainError(
+                f"{run_dir}: column {column.name!r} is a date column, which ONNX export does not take (the "
+                f"graph has no date parsing); nothing was written. To export, write its numbers "
+                f"({', '.join(column.parts)}) as columns of the CSV and train on those, or exclude it"
+            )
         if column.type not in ("numeric", "boolean", "categorical"):
             raise _unsupported(run_dir, f"column {column.name!r} of type {column.type!r}")
         if column.type == "categorical" and column.fill is not None and str(column.fill) not in column.categories:
@@ -476,6 +482,9 @@ def build_model(run, input_form: str = "columns", opset: int | None = None):
         "feature_kinds": json.dumps([column.type for column in schema.columns]),
         "class_labels": json.dumps(schema.class_labels),
         "target_names": json.dumps(schema.targets),
+        # Cells (stripped) that predict reads as missing: in every column, and per column where it has its own.
+        "missing_tokens": json.dumps(schema.missing_tokens()),
+        "column_missing_tokens": json.dumps({name: schema.missing_tokens(name) for name in schema.column_na_values}),
         **output_metadata,
     }
     onnx.helper.set_model_props(model, metadata)

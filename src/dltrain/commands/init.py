@@ -18,8 +18,8 @@ import numpy as np
 
 from ..config import ConfigSource, build_config, parse_yaml
 from ..data import BOOLEAN_WORDS, MAX_CATEGORIES, infer_task, target_labels
-from ..data.columns import _mostly_numbers
-from ..data.csv import DELIMITER_NAMES, ENCODING_HINT, CsvFile
+from ..data.csv import DELIMITER_NAMES, ENCODING_HINT, CsvFile, mostly_numbers
+from ..data.dates import YEAR_FIRST, detect_date_format, varying_parts
 from ..errors import ConfigError, DataError
 from ..files import check_writable, open_regular, write_output
 
@@ -27,9 +27,12 @@ MAX_LISTED_COLUMNS = 40  # wider files list only the columns that need a setting
 MAX_STARTER_CATEGORIES = 200
 TARGET_UPDATES = 3000  # epochs are chosen to give about this many optimizer steps
 _ID_NAME = re.compile(r"(^|[_\W])(id|uuid|guid|key|index)$|^(id|uuid|guid|key|index)($|[_\W])", re.I)
-_DATE = re.compile(
-    r"^\d{4}-\d{1,2}-\d{1,2}([ T]\d{1,2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})?)?$"
-    r"|^\d{1,2}[/.]\d{1,2}[/.]\d{2,4}$"
+# Cells that mark a missing value among numbers, as files from elsewhere write them (data.na_values).
+COMMON_MARKERS = ("?", "-", "--", "n/a", ".", "null", "None")
+DATE_EXPANSION = (
+    "# A date column becomes numbers: year, month, day, weekday, day of year, and hour and minute when",
+    "# the cells have a time; month and weekday also as sine/cosine (December beside January). Parts",
+    "# that never vary in the training rows are left out (dates that are all the 1st have no weekday).",
 )
 _PLAIN = re.compile(r"^[A-Za-z_./][A-Za-z0-9_./-]*$")
 _YAML_WORDS = {"y", "n", "yes", "no", "on", "off", "true", "false", "null", "none", "~"}
@@ -49,13 +52,14 @@ def yaml_scalar(value) -> str:
 @dataclass
 class ColumnReport:
     name: str
-    kind: str  # numeric | categorical | boolean
+    kind: str  # numeric | categorical | boolean | date
     empty: int
     rows: int
     distinct: int
     excluded: str | None = None  # why the column is left out
     settings: dict = field(default_factory=dict)
     note: str = ""
+    width: int = 1  # model inputs (categories, date parts)
 
 
 @dataclass
@@ -84,13 +88,13 @@ def _describe_text(name: str, values: np.ndarray, columns) -> ColumnReport:
     if present.size == 0:
         report.excluded = "every cell is empty"
         return report
-    mostly = _mostly_numbers(values)
+    mostly = mostly_numbers(values)
     if mostly is not None:
         bad, numbers, total = mostly
         row = int(bad[0])
         report.excluded = (
             f"mostly numbers ({numbers} of {total}), but line {columns.line(row)} has "
-            f"{str(values[row])!r}: fix such cells, then include it"
+            f"{str(values[row])!r}: fix such cells (or list the marker in data.na_values), then include it"
         )
         return report
     words = {word.lower() for word in unique.tolist()}
@@ -98,10 +102,9 @@ def _describe_text(name: str, values: np.ndarray, columns) -> ColumnReport:
         report.kind = "boolean"
         report.note = "/".join(sorted(words))
         return report
-    dates = sum(bool(_DATE.match(word)) for word in unique[:1000].tolist())
-    if dates >= 0.9 * min(unique.size, 1000):
-        report.excluded = "dates: derive numeric columns from them (e.g. month, weekday) to use them"
-    elif unique.size > 20 and np.mean([" " in word for word in unique[:1000].tolist()]) > 0.5:
+    if _describe_dates(report, values, columns):
+        return report
+    if unique.size > 20 and np.mean([" " in word for word in unique[:1000].tolist()]) > 0.5:
         report.excluded = f"free text: {unique.size} distinct values in {present.size} rows"
     elif unique.size == present.size and present.size >= 10:
         report.excluded = f"ID-like: all {present.size} values are different"
@@ -115,6 +118,41 @@ def _describe_text(name: str, values: np.ndarray, columns) -> ColumnReport:
         shown += ", …" if unique.size > 6 else ""
         report.note = f"{unique.size} values: {shown}"
     return report
+
+
+def _describe_dates(report: ColumnReport, values: np.ndarray, columns) -> bool:
+    """Whether the column holds dates; if so, the report says what the model will see, or why not."""
+    guess = detect_date_format(values)
+    if guess is None:
+        return False
+    if guess.alternatives:
+        formats = " or ".join(f'"{text}"' for text in [guess.format, *guess.alternatives])
+        report.excluded = (
+            f"dates whose day and month could be either way round: to use them, set "
+            f"data.columns.{report.name}.format: {formats} and remove the column from exclude"
+        )
+        return True
+    if guess.parsed.bad.any():
+        row = int(np.flatnonzero(guess.parsed.bad)[0])
+        report.excluded = (
+            f"mostly dates ({guess.format}), but line {columns.line(row)} has {str(values[row])!r}: "
+            "fix such cells (or list the marker in data.na_values), then include it"
+        )
+        return True
+    parsed = guess.parsed
+    seconds = parsed.seconds()[parsed.valid]
+    parts = varying_parts(parsed)
+    report.kind = "date"
+    report.width = len(parts)
+    if guess.format not in YEAR_FIRST:
+        report.settings["format"] = json.dumps(guess.format)  # day or month first: say which
+    shown = sorted({part.split("_")[0] for part in parts}, key=parts.index)
+    unit = "D" if np.all(seconds % 86400 == 0) else "m"
+    first, last = (
+        np.datetime_as_string(np.datetime64(int(value), "s"), unit=unit) for value in (seconds.min(), seconds.max())
+    )
+    report.note = f"dates {first} to {last} -> {len(parts)} inputs: {', '.join(shown)}"
+    return True
 
 
 _DECIMAL_COMMA = re.compile(r"^[-+]?\d*,\d+$")
@@ -222,12 +260,75 @@ def _read_for_init(data_path: Path, targets: list, encoding: str):
         # 3,14 in a ;-separated file: read it again as numbers rather than excluding it as text.
         table = CsvFile.open(data_path, encoding=encoding, delimiter=table.delimiter, decimal=",")
         columns = table.read(numeric=others, wide=targets)
+    markers = _missing_markers(columns, targets)
+    if markers.found:
+        # '?' among the numbers: read the file again with the markers as missing values.
+        table.set_na_values(markers.every_column, markers.per_column)
+        columns = table.read(numeric=others, wide=targets)
     # Several targets: the rows where all are filled (a text target is refused before anything else).
     all_filled = _multi_target_rows(data_path, targets, columns) if len(targets) > 1 else None
-    return table, columns, others, all_filled
+    return table, columns, others, all_filled, markers
 
 
-def _column_reports(data_path: Path, columns, others: list) -> list:
+@dataclass
+class _Markers:
+    """Cells that mark a missing value among numbers: where each was found, and how init writes them."""
+
+    found: dict = field(default_factory=dict)  # column -> {marker: first line}
+    every_column: list = field(default_factory=list)  # data.na_values
+    per_column: dict = field(default_factory=dict)  # data.columns.X.na_values, where a marker is a value elsewhere
+    warnings: list = field(default_factory=list)
+
+    def note(self, name: str) -> str:
+        words = ", ".join(repr(marker) for marker in self.found.get(name, {}))
+        return f"{words} read as missing" if words else ""
+
+
+def _missing_markers(columns, targets: list) -> _Markers:
+    """Markers such as '?' in columns of numbers or dates (and any word among a target's numbers).
+
+    A target of numbers with '?' in it would otherwise read as text, and text as 117 classes."""
+    markers = _Markers()
+    for name, values in columns.text.items():
+        mostly = mostly_numbers(values)
+        if mostly is not None:
+            bad = mostly[0]
+        else:
+            guess = detect_date_format(values) if name not in targets else None
+            if guess is None or guess.alternatives or not guess.parsed.bad.any():
+                continue
+            bad = np.flatnonzero(guess.parsed.bad)  # dates with '?' for missing
+        if bad.size == 0:
+            continue
+        words = dict.fromkeys(values[bad].tolist())  # in the order of their first line
+        uncommon = [word for word in words if word not in COMMON_MARKERS]
+        if uncommon and name not in targets:
+            continue  # excluded with the cell named, as before
+        first_line = {}
+        for index in bad.tolist():
+            first_line.setdefault(str(values[index]), columns.line(index))
+        markers.found[name] = first_line
+        if uncommon:
+            markers.warnings.append(
+                f"the target {name!r} holds numbers and {', '.join(map(repr, uncommon[:3]))} (line "
+                f"{first_line[uncommon[0]]}); init reads {'them' if len(uncommon) > 1 else 'it'} as missing "
+                f"(data.na_values) and skips those rows: check that {uncommon[0]!r} does not mean a value"
+            )
+    if not markers.found:
+        return markers
+    every = list(dict.fromkeys(word for found in markers.found.values() for word in found))
+    # A marker that is a real value in some other text column ('-' as a category) is set per column.
+    elsewhere = [
+        values for name, values in columns.text.items() if name not in markers.found and np.isin(values, every).any()
+    ]
+    if elsewhere:
+        markers.per_column = {name: list(found) for name, found in markers.found.items()}
+    else:
+        markers.every_column = every
+    return markers
+
+
+def _column_reports(data_path: Path, columns, others: list, markers: _Markers) -> list:
     """One report per non-target column: its kind, why it is excluded, and what it needs."""
     reports = [
         _describe_text(name, columns.text[name], columns)
@@ -236,9 +337,15 @@ def _column_reports(data_path: Path, columns, others: list) -> list:
         for name in others
     ]
     for report in reports:
+        if report.kind == "categorical":
+            report.width = report.distinct
         if report.excluded is None and report.empty:
-            report.settings["missing"] = "median" if report.kind == "numeric" else "mode"
-            report.note = f"{_share(report.empty, columns.n_rows)}; {report.note}".rstrip("; ")
+            report.settings["missing"] = "median" if report.kind in ("numeric", "date") else "mode"
+            marked = markers.note(report.name)
+            share = _share(report.empty, columns.n_rows) + (f", {marked}" if marked else "")
+            report.note = f"{share}; {report.note}".rstrip("; ")
+        if report.excluded is None and report.name in markers.per_column:
+            report.settings["na_values"] = _yaml_list(markers.per_column[report.name])
     if not any(report.excluded is None for report in reports):
         reasons = "; ".join(f"{report.name}: {report.excluded}" for report in reports)
         raise DataError(f"{data_path}: no column is usable as a feature ({reasons})")
@@ -307,7 +414,20 @@ def _training_sizes(n_inputs: int, kept_rows: int) -> dict:
     }
 
 
-def _data_lines(data_path: Path, out_path: Path, targets: list, table, reports: list, classes: list, encoding: str):
+def _yaml_list(values) -> str:
+    return f"[{', '.join(yaml_scalar(value) for value in values)}]"
+
+
+def _data_lines(
+    data_path: Path,
+    out_path: Path,
+    targets: list,
+    table,
+    reports: list,
+    classes: list,
+    encoding: str,
+    markers: _Markers,
+):
     """The ``data:`` section up to the per-column settings."""
     relative = os.path.relpath(data_path.resolve(), out_path.resolve().parent)
     target = yaml_scalar(targets[0]) if len(targets) == 1 else f"[{', '.join(yaml_scalar(name) for name in targets)}]"
@@ -321,6 +441,13 @@ def _data_lines(data_path: Path, out_path: Path, targets: list, table, reports: 
         lines.append(_commented(f"  decimal: {json.dumps(table.decimal)}", "detected: numbers like 3,14"))
     if table.encoding.replace("-sig", "") != "utf-8":
         lines.append(f"  encoding: {yaml_scalar(encoding)}")
+    if markers.every_column:
+        where = ", ".join(f"{name} (line {min(found.values())})" for name, found in list(markers.found.items())[:4]) + (
+            ", …" if len(markers.found) > 4 else ""
+        )
+        lines.append(
+            _commented(f"  na_values: {_yaml_list(markers.every_column)}", f"read as missing; found in {where}")
+        )
     excluded = {report.name: report.excluded for report in reports if report.excluded}
     if excluded:
         lines.append(_commented("  exclude:", "never used as features"))
@@ -332,7 +459,7 @@ def _data_lines(data_path: Path, out_path: Path, targets: list, table, reports: 
     ]
 
 
-def _column_lines(features: list, targets: list, target: _TargetProfile, columns) -> list:
+def _column_lines(features: list, targets: list, target: _TargetProfile, columns, markers: _Markers) -> list:
     """``data.columns``: every setting a column needs (all columns when the file is narrow)."""
     listed = [
         report
@@ -350,13 +477,18 @@ def _column_lines(features: list, targets: list, target: _TargetProfile, columns
             entries.append((f"    {yaml_scalar(report.name)}: {{{body}}}", report.note))
         for name in empty_targets:
             empty = columns.text[name] == "" if name in columns.text else np.isnan(columns.numbers(name))
+            own = f", na_values: {_yaml_list(markers.per_column[name])}" if name in markers.per_column else ""
+            marked = markers.note(name)
             entries.append(
                 (
-                    f"    {yaml_scalar(name)}: {{missing: drop}}",
-                    f"the target: {_share(int(empty.sum()), columns.n_rows)}; those rows are skipped",
+                    f"    {yaml_scalar(name)}: {{missing: drop{own}}}",
+                    f"the target: {_share(int(empty.sum()), columns.n_rows)}{', ' + marked if marked else ''}; "
+                    "those rows are skipped",
                 )
             )
         width = max(31, *(len(code) for code, _ in entries))
+        if any(report.kind == "date" for report in listed):
+            lines.extend(f"  {line}" for line in DATE_EXPANSION)
         lines.append("  columns:")
         lines.extend(_commented(code, note, width) for code, note in entries)
     unlisted = len(features) - len(listed)
@@ -366,11 +498,11 @@ def _column_lines(features: list, targets: list, target: _TargetProfile, columns
     return lines
 
 
-def _model_and_training_lines(target: _TargetProfile, n_inputs: int, sizes: dict) -> list:
+def _model_and_training_lines(target: _TargetProfile, n_inputs: int, sizes: dict, dates: bool) -> list:
     return [
         _commented(f"task: {target.task}", target.note),
         "model:",
-        _commented("  layers:", f"{n_inputs} inputs after one-hot encoding"),
+        _commented("  layers:", f"{n_inputs} inputs after one-hot encoding{' and date expansion' if dates else ''}"),
         *[f"    - {{units: {width}, activation: relu}}" for width in sizes["layers"]],
         _commented("  output: {activation: auto}", "softmax, sigmoid or linear, from the task"),
         f"optimizer: {{name: adam, lr: {sizes['learning_rate']}}}",
@@ -397,11 +529,12 @@ def starter_config(data_path, target, out_path, encoding: str = "utf-8") -> Star
     if repeated:
         raise ConfigError(f"--target {repeated[0]} is given twice; name each target once")
     _refuse_json(data_path, encoding)
-    table, columns, others, all_filled = _read_for_init(data_path, targets, encoding)
-    reports = _column_reports(data_path, columns, others)
+    table, columns, others, all_filled, markers = _read_for_init(data_path, targets, encoding)
+    reports = _column_reports(data_path, columns, others, markers)
     features = [report for report in reports if report.excluded is None]
     profile = _profile_target(data_path, targets, columns, all_filled)
-    n_inputs = sum(report.distinct if report.kind == "categorical" else 1 for report in features)
+    profile.warnings[:0] = markers.warnings
+    n_inputs = sum(report.width for report in features)
     sizes = _training_sizes(n_inputs, int(profile.present.size))
     name = re.sub(r"[^A-Za-z0-9._-]+", "-", data_path.stem).strip("-._") or "model"
     name = name if name[0].isalnum() else f"run-{name}"
@@ -412,9 +545,9 @@ def starter_config(data_path, target, out_path, encoding: str = "utf-8") -> Star
         *[f"# warning: {warning}" for warning in profile.warnings],
         f"name: {yaml_scalar(name)}",
         "seed: 0",
-        *_data_lines(data_path, out_path, targets, table, reports, profile.classes, encoding),
-        *_column_lines(features, targets, profile, columns),
-        *_model_and_training_lines(profile, n_inputs, sizes),
+        *_data_lines(data_path, out_path, targets, table, reports, profile.classes, encoding, markers),
+        *_column_lines(features, targets, profile, columns, markers),
+        *_model_and_training_lines(profile, n_inputs, sizes, any(report.kind == "date" for report in features)),
     ]
     excluded = {report.name: report.excluded for report in reports if report.excluded}
     return StarterConfig(

@@ -1,12 +1,12 @@
 """CSV files to model-ready arrays, one way: read (csv, cache), plan (what the config asks),
-type and fit each column (columns), store the fitted preprocessing (schema), split (split).
+type and fit each column (columns, with dates), store the fitted preprocessing (schema), split (split).
 
 The package imports nothing of dltrain but errors, files, labels and the config's error helper;
 it never prints."""
 
 from .columns import BOOLEAN_WORDS, MAX_CATEGORIES, ColumnEncoding, checked_rows, column_encodings
 from .csv import DELIMITER_NAMES, DELIMITERS, ENCODING_HINT, MISSING_TOKENS, Columns, CsvFile
-from .plan import ColumnOptions, DataPlan, infer_task, plan_data, target_labels
+from .plan import ColumnOptions, DataPlan, infer_target_task, infer_task, plan_data, target_labels
 from .schema import DataSchema, LabelledRows, read_features, read_labelled
 from .split import Split, stratified_split
 
@@ -24,6 +24,7 @@ __all__ = [
     "CsvFile",
     "ColumnOptions",
     "DataPlan",
+    "infer_target_task",
     "infer_task",
     "plan_data",
     "target_labels",

@@ -98,6 +98,7 @@ def read_columns(table: CsvFile, request: dict, folder: Path | None) -> Columns:
         "decimal": table.decimal,
         "header": table.header,
         "missing_tokens": sorted(MISSING_TOKENS),
+        "na_values": table.na_values_key(),
         "numeric": list(request.get("numeric", ())),
         "wide": list(request.get("wide", ())),
         "text": list(request.get("text", ())),

@@ -9,12 +9,23 @@ import numpy as np
 
 from ..errors import DataError
 from ..labels import canonical_label
-from .csv import Columns
+from .csv import Columns, mostly_numbers
+from .dates import (
+    DATE_PARTS,
+    ISO_FORMAT,
+    ParsedDates,
+    compile_format,
+    date_features,
+    detect_date_format,
+    iso_text,
+    parse_dates,
+    varying_parts,
+)
 from .plan import _NO_OPTIONS, DataPlan
 
 MAX_CATEGORIES = 1000  # one-hot columns beyond this are almost surely an ID or free text
 MISSING_POLICIES = ("error", "drop", "mean", "median", "mode", "constant")
-COLUMN_TYPES = ("numeric", "categorical", "boolean")
+COLUMN_TYPES = ("numeric", "categorical", "boolean", "date")
 BOOLEAN_WORDS = {
     "true": True,
     "false": False,
@@ -29,6 +40,7 @@ BOOLEAN_WORDS = {
 }
 _KNOWN_SHOWN = 20  # known values listed in an error message
 _STATISTICS_ROWS = 8192  # rows per block when statistics or row moves stream through a matrix
+_mostly_numbers = mostly_numbers  # the name init imports
 
 
 @dataclass
@@ -41,20 +53,28 @@ class ColumnEncoding:
     fill: object = None  # the value an empty cell takes (fitted for mean, median, mode)
     categories: list = field(default_factory=list)
     unknown: str = "error"  # categorical: an unseen value is an error, or all zeros
+    format: str | None = None  # date: how its cells are written; its fill is ISO text
+    parts: list = field(default_factory=list)  # date: the model inputs it becomes (DATE_PARTS)
 
     @property
     def width(self) -> int:
+        if self.type == "date":
+            return len(self.parts)
         return len(self.categories) if self.type == "categorical" else 1
 
     def input_names(self) -> list[str]:
         if self.type == "categorical":
             return [f"{self.name}={category}" for category in self.categories]
+        if self.type == "date":
+            return [f"{self.name}.{part}" for part in self.parts]
         return [self.name]
 
     def to_dict(self) -> dict:
         data = {"name": self.name, "type": self.type, "missing": self.missing, "fill": self.fill}
         if self.type == "categorical":
             data.update(categories=list(self.categories), unknown=self.unknown)
+        if self.type == "date":
+            data.update(format=self.format, parts=list(self.parts))
         return data
 
     @classmethod
@@ -66,7 +86,20 @@ class ColumnEncoding:
             data.get("fill"),
             [str(value) for value in data.get("categories", [])],
             data.get("unknown", "error"),
+            data.get("format"),
+            list(data.get("parts", [])),
         )
+        if encoding.type == "date":
+            if not isinstance(encoding.format, str) or not encoding.parts:
+                raise ValueError(f"column {encoding.name!r}: a date column without a format or parts")
+            compile_format(encoding.format)  # a ValueError says what is wrong with it
+            unknown_parts = [part for part in encoding.parts if part not in DATE_PARTS]
+            if unknown_parts or len(set(encoding.parts)) != len(encoding.parts):
+                raise ValueError(f"column {encoding.name!r}: unknown or repeated date parts {encoding.parts!r}")
+            if encoding.fill is not None and (
+                not isinstance(encoding.fill, str) or not parse_dates(np.array([encoding.fill]), ISO_FORMAT).valid[0]
+            ):
+                raise ValueError(f"column {encoding.name!r}: the date fill {encoding.fill!r} is not an ISO date")
         if encoding.type not in COLUMN_TYPES or encoding.missing not in MISSING_POLICIES:
             raise ValueError(
                 f"column {encoding.name!r}: unknown type {encoding.type!r} or missing policy {encoding.missing!r}"
@@ -82,6 +115,7 @@ class ColumnEncoding:
             "numeric": lambda: isinstance(fill, (int, float)) and not isinstance(fill, bool) and math.isfinite(fill),
             "boolean": lambda: isinstance(fill, bool),
             "categorical": lambda: isinstance(fill, str),
+            "date": lambda: isinstance(fill, str),
         }
         if fill is not None and not fits[encoding.type]():
             raise ValueError(f"column {encoding.name!r}: the fill {fill!r} does not suit a {encoding.type} column")
@@ -127,24 +161,6 @@ def _boolean_values(values: np.ndarray) -> tuple[np.ndarray, int | None]:
     return mapped[inverse], (int(bad_rows[0]) if bad_rows.size else None)
 
 
-def _mostly_numbers(values: np.ndarray):
-    """(indices of the non-numbers, numbers, non-missing) when at least half the cells are numbers."""
-    unique, inverse, counts = np.unique(values, return_inverse=True, return_counts=True)
-    numeric = np.zeros(unique.size, dtype=bool)
-    for index, word in enumerate(unique):
-        try:
-            float(word)
-            numeric[index] = word != ""
-        except ValueError:
-            pass
-    present = unique != ""
-    n_numbers, n_present = int(counts[numeric].sum()), int(counts[present].sum())
-    if n_present and n_numbers * 2 >= n_present and n_numbers < n_present:
-        bad = np.flatnonzero((present & ~numeric)[inverse.reshape(-1)])
-        return bad, n_numbers, n_present
-    return None
-
-
 def _rows_to_front(matrix: np.ndarray, rows: np.ndarray) -> np.ndarray:
     """``matrix[rows]`` for ascending ``rows``, made by moving them forward inside ``matrix``."""
     if rows.size and np.any(np.diff(rows) <= 0):
@@ -158,10 +174,53 @@ def _rows_to_front(matrix: np.ndarray, rows: np.ndarray) -> np.ndarray:
     return matrix[: len(rows)]
 
 
+def parsed_dates(columns: Columns, encoding: ColumnEncoding) -> ParsedDates:
+    """A date column's cells read with its format: parsed once per Columns, as several steps need them."""
+    key = (encoding.name, encoding.format)
+    if key not in columns.parsed:
+        columns.parsed[key] = parse_dates(columns.text[encoding.name], str(encoding.format))
+    return columns.parsed[key]
+
+
+def date_inputs(columns: Columns, encoding: ColumnEncoding, rows=None) -> np.ndarray:
+    """float32 (rows, parts) model inputs of a date column before scaling, empty cells filled."""
+    parsed = parsed_dates(columns, encoding)
+    parsed = parsed if rows is None else parsed.take(rows)
+    values = date_features(parsed, encoding.parts)
+    if encoding.fill is not None and parsed.missing.any():
+        fill = date_features(parse_dates(np.array([encoding.fill]), ISO_FORMAT), encoding.parts)
+        values[parsed.missing] = fill
+    return values
+
+
+def _fit_date(columns: Columns, encoding: ColumnEncoding, train_rows: np.ndarray) -> ColumnEncoding:
+    """The parts that vary in the training rows, and the fill (mean, median or mode date) of a date column."""
+    parsed = parsed_dates(columns, encoding).take(train_rows)
+    fill = encoding.fill
+    if encoding.missing in ("mean", "median", "mode"):
+        seconds = parsed.seconds()[parsed.valid]
+        if seconds.size == 0:
+            raise DataError(
+                f"{columns.path}: column {encoding.name!r} has no dates in the training rows to take "
+                f"the {encoding.missing} of; fill it in or exclude the column"
+            )
+        if encoding.missing == "mean":
+            fill = iso_text(float(seconds.astype(np.float64).mean()))
+        elif encoding.missing == "median":
+            fill = iso_text(float(np.median(seconds)))
+        else:
+            unique, counts = np.unique(seconds, return_counts=True)
+            fill = iso_text(float(unique[np.argmax(counts)]))
+    parts = varying_parts(parsed)
+    return ColumnEncoding(encoding.name, "date", encoding.missing, fill, format=encoding.format, parts=parts)
+
+
 def _fit_column(columns: Columns, encoding: ColumnEncoding, train_rows: np.ndarray, all_rows: np.ndarray):
     """The column with its fill value (mean, median or mode of the training rows) and categories."""
     name = encoding.name
     fill = encoding.fill
+    if encoding.type == "date":
+        return _fit_date(columns, encoding, train_rows)
     if encoding.type == "numeric":
         if encoding.missing not in ("mean", "median", "mode"):
             return encoding  # nothing to fit (most columns of a wide file)
@@ -303,6 +362,10 @@ def _feature_problems(columns: Columns, encodings: list, masks: dict, keep, mode
                         f"column {encoding.name!r} has {float(values[row])!r}; features must be finite numbers",
                     )
                 )
+        elif encoding.type == "date":
+            row = _first(parsed_dates(columns, encoding).bad, keep)
+            if row is not None:
+                problems.append((row, position, _not_a_date(columns, encoding, row, mode)))
         elif encoding.type == "boolean":
             _, bad = _boolean_values(columns.text[encoding.name] if keep is None else columns.text[encoding.name][keep])
             if bad is not None:
@@ -312,6 +375,19 @@ def _feature_problems(columns: Columns, encodings: list, masks: dict, keep, mode
                     (row, position, f"column {encoding.name!r} has {word!r}, which is not true/false (or yes/no, 1/0)")
                 )
     return problems
+
+
+def _not_a_date(columns: Columns, encoding: ColumnEncoding, row: int, mode: str) -> str:
+    name, cell = encoding.name, str(columns.text[encoding.name][row])
+    if mode != "train":
+        return (
+            f"column {name!r} has {cell!r}, which is not a date in the model's format ({encoding.format}); fix the cell"
+        )
+    return (
+        f"column {name!r} has {cell!r}, which is not a date in the format {encoding.format}; fix the cell, "
+        f"add it to data.na_values if it marks a missing value, or set data.columns.{name}.format "
+        "(or type: categorical)"
+    )
 
 
 def _target_problems(columns: Columns, targets: list, keep) -> list:
@@ -338,10 +414,14 @@ def column_encodings(columns: Columns, plan: DataPlan) -> list:
             continue
         option = option or _NO_OPTIONS
         kind = option.type
-        if name in columns.text:
+        date_format = None
+        if option.format is not None or kind == "date":
+            kind = "date"
+            date_format = _given_date_format(columns, plan, name)
+        elif name in columns.text:
             values = columns.text[name]
             if kind is None:
-                mostly = _mostly_numbers(values)
+                mostly = mostly_numbers(values)
                 if mostly is not None:
                     bad, numbers, present = mostly
                     row = int(bad[0])
@@ -355,12 +435,17 @@ def column_encodings(columns: Columns, plan: DataPlan) -> list:
                     raise DataError(
                         f"{columns.path}:{columns.line(row)}: column {name!r} has {str(values[row])!r}, "
                         f"which is not a number{others}, though {numbers} of its {present} values are; "
+                        f"if {str(values[row])!r} marks a missing value, add it to data.na_values; else "
                         f"fix the cell{'s' if bad.size > 1 else ''}, or set data.columns.{name}.type: "
                         "categorical to treat the column as text"
                     )
-                present = np.unique(values)
-                words = {word.lower() for word in present.tolist()} - {""}
-                kind = "boolean" if words and words <= set(BOOLEAN_WORDS) else "categorical"
+                date_format = _detected_date_format(columns, plan, name, required=False)
+                if date_format is not None:
+                    kind = "date"
+                else:
+                    present = np.unique(values)
+                    words = {word.lower() for word in present.tolist()} - {""}
+                    kind = "boolean" if words and words <= set(BOOLEAN_WORDS) else "categorical"
             elif kind == "boolean":
                 _, bad = _boolean_values(values)
                 if bad is not None:
@@ -371,22 +456,69 @@ def column_encodings(columns: Columns, plan: DataPlan) -> list:
         else:
             kind = "numeric"
         missing, fill, path = plan.policy(name)
-        if kind != "numeric" and missing in ("mean", "median"):
+        if kind not in ("numeric", "date") and missing in ("mean", "median"):
             if path[1] == "columns":
                 raise plan.fail(path, f"{missing} needs a numeric column and {name!r} is {kind}; use mode or constant")
             missing = "mode"  # the data-wide default falls back to the most frequent value for text
         if missing == "constant":
-            fill = _constant_fill(plan, name, kind, fill, path)
+            fill = _constant_fill(plan, name, kind, fill, path, date_format)
         elif missing not in ("mean", "median", "mode"):
             fill = None
         encodings.append(
-            ColumnEncoding(name, kind, missing, fill if missing == "constant" else None, unknown=option.unknown)
+            ColumnEncoding(
+                name,
+                kind,
+                missing,
+                fill if missing == "constant" else None,
+                unknown=option.unknown,
+                format=date_format,
+            )
         )
         if option.unknown != "error" and kind != "categorical":
             raise plan.fail(
                 ("data", "columns", name, "unknown"), f"applies to categorical columns, and {name!r} is {kind}"
             )
     return encodings
+
+
+def _given_date_format(columns: Columns, plan: DataPlan, name: str) -> str:
+    """The format of a column the config calls a date: its ``format`` (checked), else detected."""
+    given = plan.option(name).format
+    if given is None:
+        detected = _detected_date_format(columns, plan, name, required=True)
+        assert detected is not None  # required: a column that is not dates is an error
+        return detected
+    try:
+        compile_format(given)
+    except ValueError as error:
+        raise plan.fail(("data", "columns", name, "format"), f"{given!r}: {error}") from None
+    return given
+
+
+def _detected_date_format(columns: Columns, plan: DataPlan, name: str, required: bool) -> str | None:
+    """The format of a text column of dates (None: not dates, unless ``required``, which makes that an error).
+
+    Dates whose day and month could be either way round are an error asking for the format."""
+    values = columns.text[name]
+    guess = detect_date_format(values)
+    if guess is None:
+        if not required:
+            return None
+        present = np.flatnonzero(values != "")
+        example = f" such as {str(values[present[0]])!r} (line {columns.line(int(present[0]))})" if present.size else ""
+        raise DataError(
+            f"{columns.path}: column {name!r} is a date column (data.columns.{name}.type), but its cells"
+            f"{example} are not dates of a form dltrain reads by itself (2012-01-31, 2012/01/31, with a time "
+            f'or not); give data.columns.{name}.format, e.g. "%d/%m/%Y %H:%M"'
+        )
+    if guess.alternatives:
+        example = str(values[np.flatnonzero(guess.parsed.valid)[0]])
+        options = " or ".join(f'"{text}"' for text in [guess.format, *guess.alternatives])
+        raise DataError(
+            f"{columns.path}: column {name!r} holds dates such as {example!r}, which read both as day/month "
+            f"and as month/day; set data.columns.{name}.format: {options} (or type: categorical)"
+        )
+    return guess.format
 
 
 def _plain_numeric(plan: DataPlan, name: str) -> ColumnEncoding:
@@ -396,10 +528,19 @@ def _plain_numeric(plan: DataPlan, name: str) -> ColumnEncoding:
     return ColumnEncoding(name, "numeric", missing, fill)
 
 
-def _constant_fill(plan: DataPlan, name: str, kind: str, fill, path):
+def _constant_fill(plan: DataPlan, name: str, kind: str, fill, path, date_format: str | None = None):
     fill_path = path[:-1] + ("fill",)
     if fill is None:
         raise plan.fail(fill_path, "missing: constant needs a fill value")
+    if kind == "date":
+        text = canonical_label(fill) if not isinstance(fill, str) else fill
+        for form in (str(date_format), ISO_FORMAT):
+            parsed = parse_dates(np.array([text.strip()]), form)
+            if parsed.valid[0]:
+                return iso_text(float(parsed.seconds()[0]))
+        raise plan.fail(
+            fill_path, f"{name!r} is a date column, so the fill must be a date such as 2012-01-31 (got {fill!r})"
+        )
     if kind == "numeric":
         if isinstance(fill, bool) or not isinstance(fill, (int, float)) or not math.isfinite(fill):
             raise plan.fail(fill_path, f"{name!r} is numeric, so the fill must be a finite number (got {fill!r})")

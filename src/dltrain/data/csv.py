@@ -62,6 +62,42 @@ def is_missing(cell: str) -> bool:
     return cell.strip() in MISSING_TOKENS
 
 
+def na_tokens(values) -> frozenset:
+    """Extra missing-value markers (``data.na_values``) as the stripped cells they match."""
+    return frozenset(str(value).strip() for value in values or ())
+
+
+def _number_or_none(token: str) -> float | None:
+    try:
+        number = float(token)
+    except ValueError:
+        return None
+    return None if number != number else number  # "nan" is missing already
+
+
+def numeric_markers(tokens) -> list[float]:
+    """The markers that are numbers (``na_values: ["-999"]``): cells of that value are missing."""
+    return [number for number in map(_number_or_none, tokens) if number is not None]
+
+
+def mostly_numbers(values: np.ndarray):
+    """(indices of the non-numbers, numbers, non-missing) when at least half the cells are numbers."""
+    unique, inverse, counts = np.unique(values, return_inverse=True, return_counts=True)
+    numeric = np.zeros(unique.size, dtype=bool)
+    for index, word in enumerate(unique):
+        try:
+            float(word)
+            numeric[index] = word != ""
+        except ValueError:
+            pass
+    present = unique != ""
+    n_numbers, n_present = int(counts[numeric].sum()), int(counts[present].sum())
+    if n_present and n_numbers * 2 >= n_present and n_numbers < n_present:
+        bad = np.flatnonzero((present & ~numeric)[inverse.reshape(-1)])
+        return bad, n_numbers, n_present
+    return None
+
+
 @dataclass
 class Columns:
     """The requested columns of one CSV: numbers in a float32 matrix, targets in float64, text as str."""
@@ -73,6 +109,8 @@ class Columns:
     wide: dict = field(default_factory=dict)  # name -> float64 column (targets keep full precision)
     text: dict = field(default_factory=dict)  # name -> str column, stripped; "" marks a missing cell
     integral: bool = False  # every numeric cell was parsed as an integer
+    # Text columns already read as dates, by (name, format): several steps need them.
+    parsed: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def n_rows(self) -> int:
@@ -156,6 +194,29 @@ class CsvFile:
         self.keep_empty_rows = False
         self._empty_row_lines: set[int] = set()
         self.content: bytes | None = None  # the CSV's bytes when it is not read from ``path``
+        # Markers of a missing value beyond MISSING_TOKENS (data.na_values): for every column,
+        # and per column (data.columns.X.na_values).
+        self.na_values: frozenset = frozenset()
+        self.column_na_values: dict[str, frozenset] = {}
+
+    def set_na_values(self, every_column=(), per_column: dict | None = None) -> None:
+        """Cells (after stripping) that mean "missing" beyond MISSING_TOKENS, read from now on."""
+        self.na_values = na_tokens(every_column)
+        self.column_na_values = {name: na_tokens(values) for name, values in (per_column or {}).items() if values}
+
+    def missing_tokens(self, name: str) -> frozenset:
+        """Every cell text that is a missing value in column ``name``."""
+        own = self.column_na_values.get(name)
+        if own is None and not self.na_values:
+            return MISSING_TOKENS
+        return MISSING_TOKENS | self.na_values | (own or frozenset())
+
+    def na_values_key(self) -> list:
+        """The markers as plain JSON, for a cache key."""
+        return [
+            sorted(self.na_values),
+            {name: sorted(values) for name, values in sorted(self.column_na_values.items())},
+        ]
 
     @classmethod
     def open(
@@ -274,7 +335,7 @@ class CsvFile:
         rows = 0
         text_indices = [self.positions[name] for name in text]
         for first_line, block, breaks in self._blocks():
-            fast = self._parse_fast(block, breaks, usecols, text_indices, integer)
+            fast = self._parse_fast(block, breaks, usecols, text_indices, integer, text)
             if fast is not None:
                 parsed, text_values = fast
                 if parsed.dtype.kind == "f":
@@ -307,6 +368,8 @@ class CsvFile:
             rows -= 1
         if rows == 0:
             raise DataError(f"{self.path}: the file has a header but no data rows")
+        self._numeric_markers_as_missing(matrix[:rows], numeric)
+        self._numeric_markers_as_missing(wide_values[:rows], wide)
         text_columns = {name: np.concatenate(blocks)[:rows] for name, blocks in text_blocks.items()}
         return Columns(
             self.path,
@@ -317,6 +380,16 @@ class CsvFile:
             text_columns,
             integral,
         )
+
+    def _numeric_markers_as_missing(self, values: np.ndarray, names: list):
+        """A marker that is a number (``na_values: [-999]``) makes the cells of that value missing."""
+        if not self.na_values and not self.column_na_values:
+            return
+        for position, name in enumerate(names):
+            markers = numeric_markers(self.na_values | self.column_na_values.get(name, frozenset()))
+            if markers:
+                column = values[:, position]
+                column[np.isin(column, np.asarray(markers, dtype=values.dtype))] = np.nan
 
     def _blocks(self):
         """(first line number, text, line breaks in it) of consecutive blocks of whole records."""
@@ -361,7 +434,7 @@ class CsvFile:
                 quotes += last.count('"')
             yield _normalized("".join(parts), self.cr_lines)
 
-    def _parse_fast(self, block: str, breaks: int, usecols, text_indices, integer: bool):
+    def _parse_fast(self, block: str, breaks: int, usecols, text_indices, integer: bool, names=()):
         """(numbers, text columns) of a block by NumPy's C parser, or None when it needs the csv module."""
         if self.decimal != "." or block.isspace() or "\n\n" in block or block.startswith("\n"):
             return None  # blank lines would shift the line numbers
@@ -398,7 +471,7 @@ class CsvFile:
         stripped = [np.char.strip(cells[:, index]) for index in range(len(text_indices))]
         if width == 1 and (stripped[0] == "").any():
             return None  # a line of spaces or tabs: blank to the csv module, which skips it
-        return numbers, [_missing_as_empty(column) for column in stripped]
+        return numbers, [_missing_as_empty(column, self.missing_tokens(name)) for column, name in zip(stripped, names)]
 
     def _numbers(self, block: str, usecols, every_column: bool, integer: bool):
         for dtype in (np.int32, np.float64) if integer else (np.float64,):
@@ -471,7 +544,7 @@ class CsvFile:
         discovered = []
         for position, name in enumerate(numeric_names):
             cells = columns[self.positions[name]]
-            numbers, bad = to_numbers(cells, self.decimal)
+            numbers, bad = to_numbers(cells, self.decimal, self.missing_tokens(name))
             if bad is not None:
                 if name in fixed:
                     raise DataError(
@@ -486,7 +559,7 @@ class CsvFile:
                 integral = bool(np.all(finite == np.round(finite)))
         if discovered:
             raise _Restart(discovered)
-        text_cells = {name: to_text(columns[self.positions[name]]) for name in text_names}
+        text_cells = {name: to_text(columns[self.positions[name]], self.missing_tokens(name)) for name in text_names}
         return values, np.asarray(lines, dtype=np.int64), text_cells, integral
 
 
@@ -522,7 +595,7 @@ def _grow(array: np.ndarray, capacity: int) -> np.ndarray:
     return grown
 
 
-def to_numbers(cells, decimal: str = "."):
+def to_numbers(cells, decimal: str = ".", tokens: frozenset = MISSING_TOKENS):
     """(float64 values with NaN for missing cells, index of the first non-number or None)."""
     if decimal == ".":
         try:
@@ -532,7 +605,7 @@ def to_numbers(cells, decimal: str = "."):
     values = np.empty(len(cells), dtype=np.float64)
     for index, cell in enumerate(cells):
         cell = cell.strip()
-        if cell in MISSING_TOKENS:
+        if cell in tokens:
             values[index] = np.nan
             continue
         if decimal != ".":
@@ -546,15 +619,15 @@ def to_numbers(cells, decimal: str = "."):
     return values, None
 
 
-def to_text(cells) -> np.ndarray:
+def to_text(cells, tokens: frozenset = MISSING_TOKENS) -> np.ndarray:
     """Stripped cells as a str array, with every missing-value token as ""."""
     stripped = [cell.strip() for cell in cells]
-    return np.array(["" if cell in MISSING_TOKENS else cell for cell in stripped], dtype=str).reshape(-1)
+    return np.array(["" if cell in tokens else cell for cell in stripped], dtype=str).reshape(-1)
 
 
-def _missing_as_empty(cells: np.ndarray) -> np.ndarray:
+def _missing_as_empty(cells: np.ndarray, tokens: frozenset = MISSING_TOKENS) -> np.ndarray:
     cells = cells.reshape(-1)
-    cells[np.isin(cells, list(MISSING_TOKENS))] = ""
+    cells[np.isin(cells, list(tokens))] = ""
     return cells
 
 

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from ..config import ConfigSource
-from ..errors import ConfigError, did_you_mean
+from ..errors import ConfigError, DataError, did_you_mean
 from ..labels import _canonical_number, canonical_label
-from .csv import CsvFile, listed
+from .csv import Columns, CsvFile, listed, mostly_numbers
 
 MAX_AUTO_CLASSES = 20  # an integer target with at most this many values is taken as classes,
 MIN_ROWS_PER_CLASS = 5  # if it has on average this many rows per value (else it is a count or a score)
@@ -51,6 +52,29 @@ def infer_task(values: np.ndarray) -> str:
     return "classification" if integral and distinct <= MAX_AUTO_CLASSES and enough_rows else "regression"
 
 
+def infer_target_task(columns: Columns, name: str, rows: np.ndarray) -> str:
+    """``infer_task`` for a target column, refusing to guess classes for numbers with a marker in them.
+
+    A target of numbers with '?' for missing reads as text, and text means classes: 117 of
+    them, and a stratified split that fails on a class of one row. Name the marker instead."""
+    if name in columns.text:
+        values = columns.text[name][rows]
+        mostly = mostly_numbers(values)
+        if mostly is not None:
+            bad, numbers, present = mostly
+            word = str(values[bad[0]])
+            others = sorted(set(values[bad].tolist()) - {word})
+            also = f" (and {', '.join(map(repr, others[:3]))}{' …' if len(others) > 3 else ''})" if others else ""
+            raise DataError(
+                f"{columns.path}:{columns.line(int(rows[bad[0]]))}: target {name!r} has {word!r}{also}, which is "
+                f"not a number, though {numbers} of its {present} values are; if {word!r} marks a missing "
+                f"value, add it to data.na_values (data.na_values: [{json.dumps(word)}]) and set "
+                f"data.columns.{name}.missing: drop to skip those rows; to predict classes, set task: classification"
+            )
+        return infer_task(values)
+    return infer_task(columns.numbers(name)[rows])
+
+
 @dataclass
 class ColumnOptions:
     """One column's settings from ``data.columns`` (None: inferred, or the data-level default)."""
@@ -59,6 +83,8 @@ class ColumnOptions:
     missing: str | None = None
     fill: object = None
     unknown: str = "error"
+    format: str | None = None  # dates
+    na_values: tuple = ()  # markers of a missing value in this column, beside the data-wide ones
 
 
 _NO_OPTIONS = ColumnOptions()  # shared, never changed: most of a wide file's columns have no settings
@@ -75,9 +101,18 @@ class DataPlan:
     missing: str = "error"
     fill: object = None
     source: ConfigSource | None = None
+    na_values: tuple = ()  # data.na_values: markers of a missing value in every column
 
     def option(self, name: str) -> ColumnOptions:
         return self.options.get(name) or _NO_OPTIONS
+
+    def column_na_values(self) -> dict:
+        """Each column's own markers of a missing value (data.columns.X.na_values)."""
+        return {name: list(option.na_values) for name, option in self.options.items() if option.na_values}
+
+    def read_markers(self, table: CsvFile) -> None:
+        """Have ``table`` read the configured markers as missing values."""
+        table.set_na_values(self.na_values, self.column_na_values())
 
     def policy(self, name: str) -> tuple[str, object, tuple]:
         """(missing policy, fill, config path it came from) for one column."""
@@ -97,8 +132,9 @@ class DataPlan:
         """What to ask the CSV reader for: numeric, wide (float64 targets) and text columns."""
         numeric, text, fixed = [], [], {}
         for name in self.features:
-            kind = self.option(name).type
-            if kind in ("categorical", "boolean"):
+            option = self.option(name)
+            kind = "date" if option.format is not None else option.type
+            if kind in ("categorical", "boolean", "date"):
                 text.append(name)
             else:
                 numeric.append(name)
@@ -107,12 +143,22 @@ class DataPlan:
         regression = task == "regression" or len(self.targets) > 1
         for name in self.targets:
             if regression:
-                fixed[name] = "a regression target must be numeric"
+                fixed[name] = (
+                    "a regression target must be numeric (if the cell marks a missing value, add it to data.na_values)"
+                )
         return {"numeric": numeric, "wide": list(self.targets), "text": text, "fixed": fixed}
 
 
 def plan_data(
-    table: CsvFile, target, features, exclude, columns: dict, missing: str, fill, source: ConfigSource
+    table: CsvFile,
+    target,
+    features,
+    exclude,
+    columns: dict,
+    missing: str,
+    fill,
+    source: ConfigSource,
+    na_values=(),
 ) -> DataPlan:
     """Check the column names a config uses against the CSV header and build the plan."""
     header = table.header
@@ -170,6 +216,8 @@ def plan_data(
                     ("data", "columns", name, "unknown"),
                     "a class label training never saw is always an error; remove unknown from the target",
                 )
+            if spec.format is not None:
+                raise fail(("data", "columns", name, "format"), "not used for the target; dates are features only")
             if spec.missing not in (None, "error", "drop"):
                 raise fail(
                     ("data", "columns", name, "missing"),
@@ -177,4 +225,4 @@ def plan_data(
                     f"({spec.missing}); use error, or drop to skip rows with an empty target",
                 )
         options[name] = spec
-    return DataPlan(table.path, feature_names, targets, options, missing, fill, source)
+    return DataPlan(table.path, feature_names, targets, options, missing, fill, source, tuple(na_values))

@@ -21,8 +21,19 @@ from .columns import (
     _fit_column,
     _rows_to_front,
     checked_rows,
+    date_inputs,
 )
-from .csv import DELIMITERS, Columns, CsvFile, listed, refuse_beyond_float32, to_numbers, to_text
+from .csv import (
+    DELIMITERS,
+    MISSING_TOKENS,
+    Columns,
+    CsvFile,
+    listed,
+    numeric_markers,
+    refuse_beyond_float32,
+    to_numbers,
+    to_text,
+)
 from .plan import _label_sort_key, target_labels
 
 
@@ -46,6 +57,8 @@ class DataSchema:
     target_scale: str = "none"  # regression: standard trains on (y - offset) / divisor
     target_offset: np.ndarray | None = None
     target_divisor: np.ndarray | None = None
+    na_values: list = field(default_factory=list)  # data.na_values: missing-value markers of every column
+    column_na_values: dict = field(default_factory=dict)  # data.columns.X.na_values, features and targets
 
     def __post_init__(self):
         if not self.columns:
@@ -133,6 +146,15 @@ class DataSchema:
         if self.scale == "none":
             return
         starts = np.cumsum([0] + [column.width for column in self.columns])[:-1]
+        for start, column in zip(starts, self.columns):
+            if column.type == "date":  # a few inputs per column, computed from its parsed cells
+                values = date_inputs(columns, column, train_rows).astype(np.float64)
+                where = slice(start, start + column.width)
+                if self.scale == "standard":
+                    self._store_statistics(where, values.mean(axis=0), values.std(axis=0))
+                else:
+                    low = values.min(axis=0)
+                    self._store_statistics(where, low, values.max(axis=0) - low)
         numeric = [(start, column) for start, column in zip(starts, self.columns) if column.type == "numeric"]
         if not numeric:
             return
@@ -158,6 +180,10 @@ class DataSchema:
             extremes = [(block.min(axis=0), block.max(axis=0)) for block in blocks()]
             offset = np.minimum.reduce([low for low, _ in extremes]).astype(np.float64)
             divisor = np.maximum.reduce([high for _, high in extremes]).astype(np.float64) - offset
+        self._store_statistics(inputs, offset, divisor)
+
+    def _store_statistics(self, inputs, offset: np.ndarray, divisor: np.ndarray):
+        divisor = np.array(divisor, dtype=np.float64)
         divisor[~(divisor > 0) | ~np.isfinite(divisor)] = 1.0  # a constant column becomes 0, never NaN
         self.offset[inputs] = offset
         self.divisor[inputs] = divisor
@@ -204,6 +230,8 @@ class DataSchema:
         for column in self.columns:
             if column.type == "numeric":
                 features[:, start] = self._numeric_input(columns, column, rows)
+            elif column.type == "date":
+                features[:, start : start + column.width] = date_inputs(columns, column, rows)
             elif column.type == "boolean":
                 values = columns.text[column.name] if rows is None else columns.text[column.name][rows]
                 if column.fill is not None:
@@ -262,6 +290,11 @@ class DataSchema:
             return indices.astype(np.float32).reshape(-1, 1)
         return indices
 
+    def missing_tokens(self, name: str | None = None) -> list[str]:
+        """Every cell text (after stripping spaces) that is a missing value in column ``name`` (None: any column)."""
+        own = self.column_na_values.get(name, ()) if name is not None else ()
+        return sorted(MISSING_TOKENS | set(self.na_values) | set(own))
+
     # ------------------------------------------------------------ reading a CSV like training did
 
     def open(self, path, dialect: dict | None = None, content: bytes | None = None) -> CsvFile:
@@ -272,17 +305,19 @@ class DataSchema:
         model. The decimal mark stays the model's, unless the file is comma-separated.
         ``content``: the CSV's bytes (a request's body), ``path`` then naming it in messages."""
         if dialect is None:
-            return CsvFile.open(path, self.delimiter, self.encoding, self.decimal, content=content)
-        table = CsvFile.open(
-            path,
-            dialect.get("delimiter"),
-            dialect.get("encoding") or "utf-8",
-            self.decimal,
-            encoding_setting="--encoding",
-            content=content,
-        )
-        if table.delimiter == ",":
-            table.decimal = "."
+            table = CsvFile.open(path, self.delimiter, self.encoding, self.decimal, content=content)
+        else:
+            table = CsvFile.open(
+                path,
+                dialect.get("delimiter"),
+                dialect.get("encoding") or "utf-8",
+                self.decimal,
+                encoding_setting="--encoding",
+                content=content,
+            )
+            if table.delimiter == ",":
+                table.decimal = "."
+        table.set_na_values(self.na_values, self.column_na_values)  # the markers belong to the model's data
         return table
 
     def read_columns(self, table: CsvFile, with_target: bool) -> Columns:
@@ -326,11 +361,12 @@ class DataSchema:
         lines = np.arange(n_rows)
         matrix = np.empty((n_rows, len(numeric)), dtype=np.float64)
         for position, name in enumerate(numeric):
-            matrix[:, position] = _cell_numbers(cells[name], where, name)
+            matrix[:, position] = _cell_numbers(cells[name], where, name, frozenset(self.missing_tokens(name)))
         refuse_beyond_float32(where, matrix, lines, numeric)
         text = {
             column.name: to_text(
-                [_cell_text(value, where, column.name, row) for row, value in enumerate(cells[column.name])]
+                [_cell_text(value, where, column.name, row) for row, value in enumerate(cells[column.name])],
+                frozenset(self.missing_tokens(column.name)),
             )
             for column in self.columns
             if column.type != "numeric"
@@ -354,7 +390,13 @@ class DataSchema:
             "scaler": {"method": self.scale, "offset": self.offset.tolist(), "divisor": self.divisor.tolist()},
             "columns": [column.to_dict() for column in self.columns],
             "target_missing": self.target_missing,
-            "csv": {"delimiter": self.delimiter, "decimal": self.decimal, "encoding": self.encoding},
+            "csv": {
+                "delimiter": self.delimiter,
+                "decimal": self.decimal,
+                "encoding": self.encoding,
+                "na_values": list(self.na_values),
+                "column_na_values": {name: list(values) for name, values in self.column_na_values.items()},
+            },
             "target_scaler": {
                 "method": self.target_scale,
                 "offset": None if self.target_offset is None else self.target_offset.tolist(),
@@ -394,6 +436,8 @@ class DataSchema:
             delimiter=csv_options.get("delimiter"),
             decimal=csv_options.get("decimal", "."),
             encoding=csv_options.get("encoding", "utf-8"),
+            na_values=_markers(csv_options.get("na_values", [])),
+            column_na_values=_column_markers(csv_options.get("column_na_values", {})),
         )
         if schema.task not in ("classification", "regression") or schema.scale not in ("standard", "minmax", "none"):
             raise ValueError(f"unknown task {schema.task!r} or scaling {schema.scale!r}")
@@ -450,17 +494,24 @@ def _cell_text(value, where: Path, name: str, row: int) -> str:
     )
 
 
-def _cell_numbers(values: Sequence, where: Path, name: str) -> np.ndarray:
-    """A numeric column's cells as float64 (NaN: missing); text that is not a number names its row."""
+def _cell_numbers(values: Sequence, where: Path, name: str, tokens: frozenset = MISSING_TOKENS) -> np.ndarray:
+    """A numeric column's cells as float64 (NaN: missing, or a marker in ``tokens``); text that is not a
+    number names its row."""
+    markers = numeric_markers(tokens)
     if isinstance(values, np.ndarray) and values.dtype.kind in "fiu":
-        return values.astype(np.float64).reshape(-1)
+        numbers = values.astype(np.float64).reshape(-1)
+        numbers[np.isin(numbers, markers)] = np.nan
+        return numbers
     if all(type(value) in (int, float) or value is None for value in values):
         try:
-            return np.array(values, dtype=np.float64).reshape(-1)  # None becomes NaN
+            numbers = np.array(values, dtype=np.float64).reshape(-1)  # None becomes NaN
+            numbers[np.isin(numbers, markers)] = np.nan
+            return numbers
         except OverflowError:  # an integer beyond float64: read as text, like a CSV's
             pass
     texts = [_cell_text(value, where, name, row) for row, value in enumerate(values)]
-    numbers, bad = to_numbers(texts)
+    numbers, bad = to_numbers(texts, ".", tokens)
+    numbers[np.isin(numbers, markers)] = np.nan
     if bad is not None:
         raise DataError(
             f"{where}:{bad}: column {name!r} has {texts[bad].strip()!r}, which is not a number; "
@@ -484,9 +535,7 @@ class LabelledRows:
     SHOWN_LINES = 10
 
 
-def read_labelled(
-    path, schema: DataSchema, dialect: dict | None = None, content: bytes | None = None
-) -> LabelledRows:
+def read_labelled(path, schema: DataSchema, dialect: dict | None = None, content: bytes | None = None) -> LabelledRows:
     """Read a labelled CSV (eval, a validation or test file): see ``read_features``, and say which
     rows were skipped."""
     table = schema.open(path, dialect, content)
@@ -508,6 +557,18 @@ def read_labelled(
         int(empty_target[skipped_rows].sum()),
         [columns.line(row) for row in skipped_rows[: LabelledRows.SHOWN_LINES]],
     )
+
+
+def _markers(values) -> list[str]:
+    if not isinstance(values, list) or not all(isinstance(value, str) for value in values):
+        raise ValueError(f"na_values must be a list of text markers, not {values!r}")
+    return list(values)
+
+
+def _column_markers(values) -> dict:
+    if not isinstance(values, dict):
+        raise ValueError(f"column_na_values must map column names to lists of markers, not {values!r}")
+    return {str(name): _markers(markers) for name, markers in values.items()}
 
 
 def read_features(
