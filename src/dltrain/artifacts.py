@@ -157,15 +157,29 @@ def shown_path(path) -> str:
 
 
 class RunLock:
-    """An advisory lock on a run folder (``flock`` on its ``.lock`` file), held for a whole fit.
+    """The one lock protocol of every output folder (run or study): an advisory ``flock`` on its
+    ``.lock`` file, held while a dltrain command writes the folder.
 
-    The kernel drops the lock when its holder dies, so a lock left by a killed process is
-    taken over at once; the file only names the last holder for the message."""
+    ``fit`` and ``export`` hold it exclusively; ``tune`` holds it shared, so that several
+    ``tune`` commands can work on one study together while a ``fit`` or an ``export`` into the
+    folder is refused (and they refuse it while it is held). The kernel drops the lock when its
+    holder dies, so a lock left by a killed process is taken over at once; the file only names
+    the last holder (process id and command) for the message."""
 
-    def __init__(self, directory):
+    def __init__(self, directory, command: str = "fit", shared: bool = False):
         self.directory = Path(directory)
+        self.command, self.shared = command, shared
         self._held = {}  # path of a lock file -> its descriptor
         self.commits = 0  # runs committed under this lock (a signal may arrive just after one)
+
+    def _busy(self, descriptor: int) -> ArtifactError:
+        words = os.read(descriptor, 64).decode("ascii", "replace").split()
+        holder = words[0] if words else "unknown"
+        command = words[1] if len(words) > 1 else "command"
+        return ArtifactError(
+            f"{self.directory}: in use by another dltrain {command} (process {holder}); "
+            "wait for it to finish, or choose another --out"
+        )
 
     def acquire(self):
         path = self.directory / LOCK
@@ -173,14 +187,11 @@ class RunLock:
             while True:
                 descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o666 & ~_UMASK)
                 try:
-                    fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    fcntl.flock(descriptor, (fcntl.LOCK_SH if self.shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
                 except BlockingIOError:
-                    holder = os.read(descriptor, 64).decode("ascii", "replace").strip() or "unknown"
+                    error = self._busy(descriptor)
                     os.close(descriptor)
-                    raise ArtifactError(
-                        f"{self.directory}: in use by another dltrain fit (process {holder}); "
-                        "wait for it to finish, or choose another --out"
-                    ) from None
+                    raise error from None
                 # The file may have been replaced (a commit) or removed between open and flock.
                 try:
                     current = os.stat(path).st_ino
@@ -190,12 +201,13 @@ class RunLock:
                     break
                 os.close(descriptor)
             os.ftruncate(descriptor, 0)
-            os.write(descriptor, f"{os.getpid()}\n".encode("ascii"))
+            os.write(descriptor, f"{os.getpid()} {self.command}\n".encode("ascii"))
         except OSError as error:
             raise disk_error(error, path) from None
         self._held[path] = descriptor
-        _remove_stale_staging(self.directory)
-        (self.directory / PENDING_CHECKPOINT).unlink(missing_ok=True)
+        if not self.shared:  # the sole holder: whatever a killed writer left is stale
+            _remove_stale_staging(self.directory)
+            (self.directory / PENDING_CHECKPOINT).unlink(missing_ok=True)
         return self
 
     def adopt(self, folder: Path):
@@ -203,13 +215,15 @@ class RunLock:
         path = Path(folder) / LOCK
         descriptor = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o666 & ~_UMASK)
         fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        os.write(descriptor, f"{os.getpid()}\n".encode("ascii"))
+        os.write(descriptor, f"{os.getpid()} {self.command}\n".encode("ascii"))
         self._held[path] = descriptor
 
     def release(self):
         path = self.directory / LOCK
         for descriptor in self._held.values():
             with contextlib.suppress(OSError):
+                if self.shared:  # the file goes only with its last holder
+                    fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 if os.stat(path).st_ino == os.fstat(descriptor).st_ino:
                     os.unlink(path)  # while still holding it: a waiter then sees another inode and retries
             os.close(descriptor)

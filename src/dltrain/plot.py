@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import math
 from pathlib import Path
 
@@ -120,65 +121,115 @@ def is_study_folder(path) -> bool:
     return (path / "trials.csv").exists() and (path / "study.json").exists()
 
 
+STUDY_FILE_LIMIT = 64 * (1 << 20)  # trials.csv of ~100,000 trials; study.json is a few lines
+
+
+def _study_text(path: Path) -> str:
+    payload = read_regular(path, ArtifactError, kind="study file", limit=STUDY_FILE_LIMIT)
+    try:
+        return payload.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise ArtifactError(
+            f"{path}: not UTF-8 text (byte {error.start}); the file is damaged, run dltrain tune again "
+            "with the same --out to write it anew"
+        ) from None
+
+
+def _number(path: Path, line: int, column: str, cell: str, kind=float):
+    try:
+        value = kind(cell)
+    except (TypeError, ValueError):
+        value = None
+    if value is None or (kind is float and not math.isfinite(value)):
+        raise ArtifactError(
+            f"{path}: line {line}: {column} {cell!r} is not a number; the file is damaged, run dltrain tune "
+            "again with the same --out to write it anew"
+        )
+    return value
+
+
+def read_study(study_dir) -> tuple[dict, list, list]:
+    """study.json and the finished trials of trials.csv, checked: (description, rows, parameter names).
+
+    Each row holds ``number`` (int), ``value`` (float), ``state`` and the parameters' cells."""
+    study_dir = Path(study_dir)
+    meta_path, trials_path = study_dir / "study.json", study_dir / "trials.csv"
+    try:
+        meta = json.loads(_study_text(meta_path))
+    except json.JSONDecodeError as error:
+        raise ArtifactError(f"{meta_path}: not JSON ({error.msg}, line {error.lineno}); the file is damaged") from None
+    if not isinstance(meta, dict):
+        raise ArtifactError(f"{meta_path}: not a study description (a JSON object); the file is damaged")
+    try:
+        table = list(csv.reader(io.StringIO(_study_text(trials_path))))
+    except csv.Error as error:
+        raise ArtifactError(f"{trials_path}: cannot be read as CSV ({error}); the file is damaged") from None
+    header = table[0] if table else []
+    if not {"number", "state", "value"} <= set(header):
+        raise ArtifactError(f"{trials_path}: no number, state and value columns; the file is damaged")
+    rows = []
+    for line, cells in enumerate(table[1:], start=2):
+        row = dict(zip(header, cells))
+        if row.get("state") not in ("complete", "pruned") or not row.get("value"):
+            continue
+        row["number"] = _number(trials_path, line, "number", row.get("number"), int)
+        row["value"] = _number(trials_path, line, "value", row["value"])
+        rows.append(row)
+    if not rows:
+        raise ArtifactError(f"{trials_path}: no finished trial to plot yet")
+    params = [key for key in header if key not in ("number", "state", "value", "epochs", "seconds")]
+    return meta, rows, params
+
+
+def _history(axis, rows: list, maximize: bool):
+    for state, marker in (("complete", "o"), ("pruned", "x")):
+        chosen = [row for row in rows if row["state"] == state]
+        axis.scatter(
+            [row["number"] for row in chosen], [row["value"] for row in chosen], marker=marker, label=state, alpha=0.7
+        )
+    best, best_line = None, []
+    for row in sorted((row for row in rows if row["state"] == "complete"), key=lambda row: row["number"]):
+        value = row["value"]
+        best = value if best is None or (value > best if maximize else value < best) else best
+        best_line.append((row["number"], best))
+    if best_line:
+        axis.step(*zip(*best_line), where="post", color="black", label="best so far")
+    axis.set_xlabel("trial")
+    axis.legend(loc="best", fontsize="small")
+    axis.grid(alpha=0.3)
+
+
+def _slice(axis, rows: list, name: str):
+    cells = [str(row.get(name, "")) for row in rows]
+    try:
+        positions = [float(cell) for cell in cells]
+        labels = None
+    except ValueError:
+        labels = sorted(set(cells))
+        positions = [labels.index(cell) for cell in cells]
+    axis.scatter(
+        positions, [row["value"] for row in rows], c=[row["number"] for row in rows], cmap="viridis", alpha=0.8
+    )
+    if labels is not None:
+        axis.set_xticks(range(len(labels)))
+        axis.set_xticklabels([label if len(label) <= 24 else label[:23] + "…" for label in labels], fontsize="small")
+    axis.set_xlabel(name)
+    axis.grid(alpha=0.3)
+
+
 def plot_study(study_dir, out=None) -> Path:
     """Write the optimisation history (each trial's value and the best so far) and one slice per
     parameter (value against the parameter) from a study folder's trials.csv."""
-    import json
-
     study_dir = Path(study_dir)
     out = Path(out) if out is not None else study_dir / "study.png"
+    meta, rows, params = read_study(study_dir)
     plt, image_format = _pyplot(out)
-    meta = json.loads((study_dir / "study.json").read_text(encoding="utf-8"))
-    rows = list(csv.DictReader(io.StringIO((study_dir / "trials.csv").read_text(encoding="utf-8"))))
-    rows = [row for row in rows if row["state"] in ("complete", "pruned") and row["value"]]
-    if not rows:
-        raise ArtifactError(f"{study_dir / 'trials.csv'}: no finished trial to plot yet")
-    params = [key for key in rows[0] if key not in ("number", "state", "value", "epochs", "seconds")]
-    maximize = meta.get("direction") == "maximize"
+    metric = str(meta.get("metric", "value"))
     figure, axes = plt.subplots(1 + len(params), 1, figsize=(7, 2.8 * (1 + len(params))), squeeze=False)
-    history = axes[0, 0]
-    for state, marker in (("complete", "o"), ("pruned", "x")):
-        chosen = [row for row in rows if row["state"] == state]
-        history.scatter(
-            [int(row["number"]) for row in chosen],
-            [float(row["value"]) for row in chosen],
-            marker=marker,
-            label=state,
-            alpha=0.7,
-        )
-    best, best_line = None, []
-    for row in sorted((row for row in rows if row["state"] == "complete"), key=lambda row: int(row["number"])):
-        value = float(row["value"])
-        best = value if best is None or (value > best if maximize else value < best) else best
-        best_line.append((int(row["number"]), best))
-    if best_line:
-        history.step(*zip(*best_line), where="post", color="black", label="best so far")
-    history.set_xlabel("trial")
-    history.set_ylabel(meta.get("metric", "value"))
-    history.set_title(f"study {meta.get('study', study_dir.name)}: optimisation history")
-    history.legend(loc="best", fontsize="small")
-    history.grid(alpha=0.3)
+    _history(axes[0, 0], rows, meta.get("direction") == "maximize")
+    axes[0, 0].set_ylabel(metric)
+    axes[0, 0].set_title(f"study {meta.get('study', study_dir.name)}: optimisation history")
     for axis, name in zip(axes[1:, 0], params):
-        cells = [row[name] for row in rows]
-        try:
-            positions = [float(cell) for cell in cells]
-            labels = None
-        except ValueError:
-            labels = sorted(set(cells))
-            positions = [labels.index(cell) for cell in cells]
-        axis.scatter(
-            positions,
-            [float(row["value"]) for row in rows],
-            c=[int(row["number"]) for row in rows],
-            cmap="viridis",
-            alpha=0.8,
-        )
-        if labels is not None:
-            axis.set_xticks(range(len(labels)))
-            axis.set_xticklabels(
-                [label if len(label) <= 24 else label[:23] + "…" for label in labels], fontsize="small"
-            )
-        axis.set_xlabel(name)
-        axis.set_ylabel(meta.get("metric", "value"))
-        axis.grid(alpha=0.3)
+        _slice(axis, rows, name)
+        axis.set_ylabel(metric)
     return _save(plt, figure, out, image_format)

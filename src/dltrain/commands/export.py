@@ -9,6 +9,7 @@ schema, and its outputs must equal those of ``dltrain predict`` on the same rows
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import math
@@ -20,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__
-from ..artifacts import CHECKPOINT, LOCK, PENDING_CHECKPOINT, RUN_FILES, holds_run
+from ..artifacts import CHECKPOINT, LOCK, PENDING_CHECKPOINT, RUN_FILES, RunLock, holds_run
 from ..data import DataSchema
 from ..engine.activations import LeakyReLU
 from ..errors import ArtifactError, DltrainError, install_hint
@@ -655,8 +656,14 @@ def export_run(
     if format not in FORMATS:
         raise DltrainError(f"--format {format}: not supported; choose {', '.join(FORMATS)}")
     _onnx_modules()
-    run = load_run(run_dir)
     out = Path(out) if out is not None else run_dir / "model.onnx"
+    # Into a run folder: under fit's lock, so that a fit cannot swap the run away meanwhile.
+    with RunLock(out.parent, command="export") if holds_run(out.parent) else contextlib.nullcontext():
+        return _export_run(run_dir, out, opset, force, input_form)
+
+
+def _export_run(run_dir: Path, out: Path, opset: int | None, force: bool, input_form: str) -> ExportResult:
+    run = load_run(run_dir)
     check_writable(out, make_parents=True)
     if out.name in RUN_FILES + (CHECKPOINT, PENDING_CHECKPOINT, LOCK) and holds_run(out.parent):
         raise ArtifactError(

@@ -11,6 +11,8 @@ import os
 import socket
 from pathlib import Path
 
+from ..errors import ConfigError
+
 # Seconds between a worker's heartbeats in a database storage; a trial whose worker is silent
 # for twice as long is failed and retried. Tests shorten it through the environment.
 HEARTBEAT_SECONDS = 30
@@ -19,8 +21,24 @@ UNNAMED_GRACE_SECONDS = 60
 WORKER_ATTR = "worker"
 
 
+HEARTBEAT_VARIABLE = "DLTRAIN_TUNE_HEARTBEAT"
+
+
 def heartbeat_seconds() -> int:
-    return int(os.environ.get("DLTRAIN_TUNE_HEARTBEAT", HEARTBEAT_SECONDS))
+    """The heartbeat interval: DLTRAIN_TUNE_HEARTBEAT (whole seconds, at least 1) or 30."""
+    text = os.environ.get(HEARTBEAT_VARIABLE)
+    if text is None:
+        return HEARTBEAT_SECONDS
+    try:
+        seconds = int(text.strip())
+    except ValueError:
+        seconds = 0
+    if seconds < 1:
+        raise ConfigError(
+            f"environment variable {HEARTBEAT_VARIABLE}={text!r}: give a whole number of seconds of at "
+            f"least 1 (the default is {HEARTBEAT_SECONDS}), or unset it"
+        )
+    return seconds
 
 
 def worker_label() -> str:
@@ -28,11 +46,31 @@ def worker_label() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{_start_time(os.getpid())}"
 
 
-def _start_time(pid: int) -> str:
+def _stat_fields(pid: int) -> list:
+    """The fields of /proc/PID/stat after the command name (state first), or [] where there is none."""
     try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except (OSError, IndexError):
-        return "?"
+        return []
+
+
+def _start_time(pid: int) -> str:
+    fields = _stat_fields(pid)
+    return fields[19] if len(fields) > 19 else "?"
+
+
+def process_exists(pid: int, started: str = "?") -> bool:
+    """Whether process ``pid`` of this machine runs (and, given its start time, is still the same one)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    fields = _stat_fields(pid)
+    if fields and fields[0] in ("Z", "X"):
+        return False  # a zombie: dead, only not yet reaped by its parent
+    return started == "?" or (fields[19] if len(fields) > 19 else "?") == started
 
 
 def alive(label: str) -> bool:
@@ -40,13 +78,7 @@ def alive(label: str) -> bool:
     host, pid, started = (label.split(":") + ["", "", ""])[:3]
     if host != socket.gethostname() or not pid.isdigit():
         return True  # another machine's worker: only a database heartbeat can tell
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    return started == "?" or _start_time(int(pid)) == started
+    return process_exists(int(pid), started)
 
 
 def dead_workers(running_trials) -> list:

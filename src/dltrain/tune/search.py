@@ -1,24 +1,45 @@
-"""The whole search: the arguments and data checked, the study opened, this process's worker and
-``--workers - 1`` child processes run against it, the study folder written at the end."""
+"""The whole search: the arguments and data checked, the study folder claimed, the study opened,
+this process's worker and ``--workers - 1`` child processes run against it, the folder written."""
 
 from __future__ import annotations
 
+import math
 import multiprocessing
 import os
+import shlex
 import signal
 import time
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 from ..engine.backend import available_cores, blas_threads
 from ..errors import ConfigError, DltrainError, TrainingInterrupted, signal_of
+from ..files import available_memory, human_bytes
+from .credentials import has_secret, without_secrets
 from .features import COLUMNS_ATTR, RANKING_ATTR, rank_features, ranking
 from .fitting import Fitting
+from .identity import check_study_identity, experiment_of
+from .liveness import heartbeat_seconds
 from .space import SearchPlan, check_data, load_plan
-from .storage import StudyPlace, check_same_search, database_url, load_optuna, make_study, open_storage
-from .study_folder import TuneResult, study_folder, write_study_folder
+from .storage import (
+    StudyPlace,
+    database_url,
+    load_optuna,
+    make_study,
+    open_storage,
+    repair_journal,
+    storage_answers,
+    study_names,
+)
+from .study_folder import TuneResult, claim_study_folder, write_study_folder, write_study_json
 from .trials import finished_count
 from .worker import SafeInterrupts, Worker
+
+# What one worker process needs at least (the interpreter, NumPy, Optuna, a small dataset).
+WORKER_BYTES = 150 * 10**6
+CHILD_STOP_SECONDS = 30  # how long a child may take to reach its safe point once asked to stop
 
 
 def check_search(config_path, data, config) -> SearchPlan:
@@ -58,52 +79,66 @@ class _ThreadShare:
             self.limit.__exit__(*exc)
 
 
-def child_worker(
-    fitting: Fitting,
-    config_path,
-    place: StudyPlace,
-    n_trials: int,
-    deadline,
-    index: int,
-    workers: int,
-    trials_before: int,
-    errors,
-):
+def child_worker(fitting: Fitting, place: StudyPlace, n_trials: int, deadline, index: int, workers: int, errors):
     """A local worker process: its own storage connection, its share of the cores, no output."""
+    config_path, trials_before = errors.config_path, errors.trials_before
     try:
-        plan = load_plan(config_path)
-        storage = open_storage(place)
-        study = _load_study(plan, place, storage, index, trials_before)
-        worker = Worker(plan, fitting, study, n_trials, deadline)
-        worker.ranking = ranking(study)
-        # Ctrl-C reaches a local worker twice (from the terminal, then from the first worker): wait
-        # for the safe point both times.
-        worker.interrupts = SafeInterrupts(escalate=False)
-        with _ThreadShare(workers):
-            worker.run(wait_for_others=False)
+        with storage_answers(place):
+            plan = load_plan(config_path)
+            study = _load_study(plan, place, open_storage(place), index, trials_before)
+            worker = Worker(plan, fitting, study, n_trials, deadline)
+            worker.ranking = ranking(study)
+            # Ctrl-C reaches a local worker twice (from the terminal, then from the first worker): wait
+            # for the safe point both times.
+            worker.interrupts = SafeInterrupts(escalate=False)
+            with _ThreadShare(workers):
+                worker.run(wait_for_others=False)
     except DltrainError as error:
-        errors.put(str(error))
+        errors.queue.put(str(error))
         raise SystemExit(error.exit_code) from None
     except KeyboardInterrupt as interrupt:
         raise SystemExit(128 + signal_of(interrupt)) from None
 
 
-def _check_arguments(workers: int, trials: int | None, timeout: float | None):
+@dataclass
+class _ChildErrors:
+    """What every child gets besides its index: where to report, and the study's state at the start."""
+
+    queue: Any
+    config_path: Any
+    trials_before: int
+
+
+def check_arguments(plan: SearchPlan, workers: int, trials: int | None, timeout: float | None) -> float | None:
+    """Every bound before any process starts; returns the search's timeout (None: no deadline)."""
     if workers < 1:
         raise ConfigError(f"--workers {workers}: give at least 1")
+    cores, memory = available_cores(), available_memory()
+    limit = max(1, min(cores, memory // WORKER_BYTES))
+    if workers > limit:
+        raise ConfigError(
+            f"--workers {workers}: this machine has {cores} usable core{'s' if cores != 1 else ''} and "
+            f"{human_bytes(memory)} of free memory (a worker needs about {human_bytes(WORKER_BYTES)}); "
+            f"give at most {limit}"
+        )
     if trials is not None and trials < 1:
         raise ConfigError(f"--trials {trials}: give at least 1")
-    if timeout is not None and timeout <= 0:
-        raise ConfigError(f"--timeout {timeout:g}: give a number of seconds above 0")
+    if timeout is not None and not (math.isfinite(timeout) and timeout > 0):
+        raise ConfigError(f"--timeout {timeout:g}: give a finite number of seconds above 0")
+    if timeout is None and plan.tune.timeout is not None and not math.isfinite(plan.tune.timeout):
+        raise plan.source.fail(("tune", "timeout"), "give a finite number of seconds above 0, or null for none")
+    heartbeat_seconds()  # DLTRAIN_TUNE_HEARTBEAT, checked whatever the storage
+    return timeout if timeout is not None else plan.tune.timeout
 
 
 def _prepare_search(plan: SearchPlan, fitting: Fitting, n_trials: int):
     """The data parsed once (a probe worker holds it), checked for the search; a grid caps the trials.
 
-    Returns (probe worker, base data, number of trials, notes for the summary)."""
+    Returns (probe worker, base data, the task, number of trials, notes for the summary)."""
     probe = Worker(plan, fitting, None, n_trials)
     base = probe.data.base()
-    check_data(plan, base, fitting.checked(plan.config_with({}), plan.source, base))
+    checked = fitting.checked(plan.config_with({}), plan.source, base)
+    check_data(plan, base, checked)
     notes = []
     if plan.tune.sampler == "grid":
         if plan.tune.features == "select":
@@ -115,34 +150,74 @@ def _prepare_search(plan: SearchPlan, fitting: Fitting, n_trials: int):
         if size < n_trials:
             notes.append(f"the grid has {size} points; searching all of them instead of {n_trials} trials")
             n_trials = size
-    return probe, base, n_trials, notes
+    return probe, base, checked.task, n_trials, notes
 
 
-def _run_workers(worker: Worker, place: StudyPlace, workers: int, trials_before: int, on_stage) -> str:
+@dataclass
+class _Search:
+    """One ``dltrain tune`` command under way."""
+
+    plan: SearchPlan
+    fitting: Fitting
+    place: StudyPlace
+    workers: int
+    again: str  # the command that continues the study
+    notes: list = field(default_factory=list)
+    died: list = field(default_factory=list)  # children that died by a signal
+
+
+def continue_command(config_path, place: StudyPlace, named: bool) -> str:
+    """The command that continues the study, never with a password (PGPASSWORD or ~/.pgpass keep it)."""
+    argv = ["dltrain", "tune", str(config_path), "--out", str(place.study_dir)]
+    if place.storage_url is not None:
+        argv += ["--storage", without_secrets(place.storage_url)]
+    if named:
+        argv += ["--study", place.study_name]
+    command = shlex.join(argv)
+    if place.storage_url is not None and has_secret(place.storage_url):
+        command += " (with the password in PGPASSWORD or ~/.pgpass, not in the URL)"
+    return command
+
+
+def _reap(search: _Search, children: list):
+    """Collect children that ended (no zombie is left to look alive); note the ones a signal killed."""
+    for child in children:
+        if child.is_alive():  # looks with waitpid, which reaps a child that ended
+            continue
+        if child.exitcode is not None and child.exitcode < 0 and child.pid not in search.died:
+            search.died.append(child.pid)
+            name = signal.Signals(-child.exitcode).name
+            search.notes.append(f"worker process {child.pid} died ({name}); its trial was failed and retried")
+
+
+def _run_workers(search: _Search, worker: Worker, trials_before: int, on_stage) -> str:
     """This process's worker and ``workers - 1`` child processes against one study; returns why it stopped."""
     context = multiprocessing.get_context("spawn")
-    errors = context.SimpleQueue()
-    arguments = (worker.fitting, worker.plan.config_path, place, worker.n_trials, worker.deadline)
+    errors = _ChildErrors(context.SimpleQueue(), search.plan.config_path, trials_before)
+    arguments = (search.fitting, search.place, worker.n_trials, worker.deadline)
     children = [
-        context.Process(target=child_worker, daemon=False, args=(*arguments, index, workers, trials_before, errors))
-        for index in range(1, workers)
+        context.Process(target=child_worker, daemon=False, args=(*arguments, index, search.workers, errors))
+        for index in range(1, search.workers)
     ]
+    place = search.place
     on_stage(
-        f"searching: {worker.n_trials} trials, {workers} worker{'s' if workers > 1 else ''}, "
+        f"searching: {worker.n_trials} trials, {search.workers} worker{'s' if search.workers > 1 else ''}, "
         f"study {place.study_name!r} in {place.shown_storage}"
     )
     for child in children:
         child.start()
+    worker.between_trials = lambda: _reap(search, children)
     try:
-        with _ThreadShare(workers):
+        with _ThreadShare(search.workers):
             stopped = worker.run(wait_for_others=True)
     except BaseException:
         _stop(children)
         raise
     for child in children:
         child.join()
-    if not errors.empty():
-        raise DltrainError(errors.get())
+    _reap(search, children)
+    if not errors.queue.empty():
+        raise DltrainError(errors.queue.get())
     return stopped
 
 
@@ -151,19 +226,62 @@ def _stop(children):
         if child.is_alive():
             os.kill(child.pid, signal.SIGINT)
     for child in children:
-        child.join(timeout=30)
+        child.join(timeout=CHILD_STOP_SECONDS)
         if child.is_alive():
             child.kill()
             child.join()
 
 
-def _interrupted(interrupt, workers: int, place: StudyPlace, config_path, storage) -> TrainingInterrupted:
-    running = "the running trial is" if workers == 1 else "the running trials are"
-    return TrainingInterrupted(
-        f"interrupted: {running} recorded as failed; {place.study_dir} keeps the finished trials; continue "
-        f"with: dltrain tune {config_path} --out {place.study_dir}" + (f" --storage {storage}" if storage else ""),
-        signal_of(interrupt),
-    )
+def _open_study(search: _Search, task: str):
+    """The study, checked to be this search's and this experiment's; the folder's study.json written."""
+    plan, place = search.plan, search.place
+    note = repair_journal(place)
+    if note:
+        search.notes.append(note)
+    opened = open_storage(place)
+    if place.storage_url is None:
+        others = [name for name in study_names(opened) if name != place.study_name]
+        if others:
+            raise ConfigError(
+                f"{place.journal}: holds study {others[0]!r}, not {place.study_name!r}; a study folder holds one "
+                f"study: continue that one with --study {others[0]}, or choose another --out"
+            )
+    study = make_study(plan, place, opened, 0)
+    check_study_identity(study, plan, place, experiment_of(plan, task))
+    write_study_json(plan, place)
+    trials_before = len(study.get_trials(deepcopy=False))
+    return _load_study(plan, place, opened, 0, trials_before), trials_before
+
+
+def _search(search: _Search, probe: Worker, task: str, n_trials: int, deadline, on_trial, on_stage) -> TuneResult:
+    plan, fitting, place = search.plan, search.fitting, search.place
+    study, trials_before = _open_study(search, task)
+    worker = Worker(plan, fitting, study, n_trials, deadline, on_trial)
+    worker.data = probe.data
+    if finished_count(worker.counts()) >= n_trials:
+        result = write_study_folder(study, plan, fitting, place, study.user_attrs.get(RANKING_ATTR), search.again)
+        result.n_trials, result.already_finished, result.notes = n_trials, True, search.notes
+        return result
+    if plan.tune.features == "select" and ranking(study) is None:
+        on_stage("feature selection: fitting the config as written to rank its columns")
+        trainer, data, config, _ = probe.train(plan.config_with({}))
+        study.set_user_attr(RANKING_ATTR, rank_features(fitting, trainer, data, config))
+        study.set_user_attr(COLUMNS_ATTR, [column.name for column in probe.data.base().schema.columns])
+    worker.ranking = ranking(study)
+    try:
+        stopped = _run_workers(search, worker, trials_before, on_stage)
+    except KeyboardInterrupt as interrupt:
+        running = "the running trial is" if search.workers == 1 else "the running trials are"
+        raise TrainingInterrupted(
+            f"interrupted: {running} recorded as failed; {place.study_dir} keeps the finished trials; "
+            f"continue with: {search.again}",
+            signal_of(interrupt),
+        ) from None
+    on_stage("training the best trial's config into the study folder")
+    result = write_study_folder(study, plan, fitting, place, study.user_attrs.get(RANKING_ATTR), search.again)
+    result.n_trials, result.stopped, result.notes = n_trials, stopped, search.notes
+    result.overhead_seconds = worker.overhead_seconds
+    return result
 
 
 def tune(
@@ -182,41 +300,21 @@ def tune(
 
     ``on_trial(trial, counts, n_trials, metric, best_value)`` is called after every trial this process runs, and
     ``on_stage(text)`` before each long step, for the CLI to show progress."""
-    _check_arguments(workers, trials, timeout)
     on_stage = on_stage or (lambda text: None)
     plan = load_plan(config_path)
+    timeout = check_arguments(plan, workers, trials, timeout)
     load_optuna()
     if storage is not None:
         database_url(storage)
-    timeout = timeout if timeout is not None else plan.tune.timeout
     deadline = time.time() + timeout if timeout is not None else None
-    probe, base, n_trials, notes = _prepare_search(plan, fitting, trials or plan.tune.trials)
-
-    place = StudyPlace(study_folder(plan.config.name, out), storage, study_name or plan.config.name)
-    opened = open_storage(place)
-    study = make_study(plan, place, opened, 0)
-    check_same_search(study, plan, place)
-    trials_before = len(study.get_trials(deepcopy=False))
-    study = _load_study(plan, place, opened, 0, trials_before)
-    worker = Worker(plan, fitting, study, n_trials, deadline, on_trial)
-    worker.data = probe.data
-    if finished_count(worker.counts()) >= n_trials:
-        result = write_study_folder(study, plan, fitting, place, study.user_attrs.get(RANKING_ATTR))
-        result.n_trials, result.already_finished, result.notes = n_trials, True, notes
-        return result
-
-    if plan.tune.features == "select" and ranking(study) is None:
-        on_stage("feature selection: fitting the config as written to rank its columns")
-        trainer, data, config, _ = probe.train(plan.config_with({}))
-        study.set_user_attr(RANKING_ATTR, rank_features(fitting, trainer, data, config))
-        study.set_user_attr(COLUMNS_ATTR, [column.name for column in base.schema.columns])
-    worker.ranking = ranking(study)
+    probe, _, task, n_trials, notes = _prepare_search(plan, fitting, trials or plan.tune.trials)
+    name = study_name or plan.config.name
+    folder = claim_study_folder(plan.config.name, name, out)
     try:
-        stopped = _run_workers(worker, place, workers, trials_before, on_stage)
-    except KeyboardInterrupt as interrupt:
-        raise _interrupted(interrupt, workers, place, config_path, storage) from None
-    on_stage("training the best trial's config into the study folder")
-    result = write_study_folder(study, plan, fitting, place, study.user_attrs.get(RANKING_ATTR))
-    result.n_trials, result.stopped, result.notes = n_trials, stopped, notes
-    result.overhead_seconds = worker.overhead_seconds
-    return result
+        place = StudyPlace(folder.directory, storage, name)
+        search = _Search(plan, fitting, place, workers, continue_command(config_path, place, study_name is not None))
+        search.notes = notes
+        with storage_answers(place):
+            return _search(search, probe, task, n_trials, deadline, on_trial, on_stage)
+    finally:
+        folder.release()

@@ -6,6 +6,7 @@ import copy
 import json
 import math
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -172,6 +173,22 @@ def load_plan(config_path) -> SearchPlan:
     return plan
 
 
+def _check_step(where: str, key: str, spec: RangeSpec):
+    """Optuna would quietly shrink a range whose step does not divide it (a warning per trial)."""
+    if spec.step is None:
+        return
+    low, high, step = (Decimal(str(value)) for value in (spec.low, spec.high, spec.step))
+    steps = (high - low) / step
+    if steps == steps.to_integral_value():
+        return
+    last = low + int(steps) * step
+    raise ConfigError(
+        f"{where}: tune.space.{key}: step {spec.step:g} does not divide the range {spec.low:g} to "
+        f"{spec.high:g} (the largest value drawn would be {last}); set high to {last} or "
+        f"{last + step}, or choose a step that divides high - low"
+    )
+
+
 def _dimension(source: ConfigSource, key: str, entry) -> Dimension:
     where = source.where(("tune", "space", key), key=True)
     try:
@@ -191,6 +208,8 @@ def _dimension(source: ConfigSource, key: str, entry) -> Dimension:
         repeated = next((choice for choice, label in zip(entry, labels) if labels.count(label) > 1), None)
         if repeated is not None:
             raise ConfigError(f"{where}: tune.space.{key}: lists {repeated!r} twice; give each choice once")
+    else:
+        _check_step(where, key, entry)
     return Dimension(key, path, entry)
 
 
@@ -220,13 +239,29 @@ def _check_dimension(plan: SearchPlan, dimension: Dimension):
                 detail = str(error).split(": ", 1)[-1]
                 raise ConfigError(f"{where}: tune.space.{dimension.key}: {detail}") from None
             try:
-                Config.model_validate(data)
+                config = Config.model_validate(data)
             except ValidationError as error:
                 message = validation_message(error, data, source)
                 raise ConfigError(
                     f"{message}\n(the value {value!r} of tune.space.{dimension.key} does not "
                     "give a valid config; change that entry)"
                 ) from None
+            problem = _impossible_trial(plan, config)
+            if problem and not _impossible_trial(plan, plan.config):  # else the config as written is to blame
+                raise ConfigError(
+                    f"{where}: tune.space.{dimension.key}: the value {value!r} {problem}; change that entry"
+                )
+
+
+def _impossible_trial(plan: SearchPlan, config: Config) -> str | None:
+    """What makes a valid config unusable as a trial: no validation data, a metric it does not log."""
+    if not isinstance(config.data.validation, str) and not config.data.validation:
+        return "leaves no validation data, and tune scores every trial on validation data"
+    metric = plan.tune.metric.removeprefix("val_")
+    metrics = config.train.metrics
+    if metrics is not None and metric != "loss" and metric not in metrics:
+        return f"leaves {plan.tune.metric} unlogged (train.metrics is {metrics}), and tune.metric needs it"
+    return None
 
 
 def check_data(plan: SearchPlan, data, config: Config):

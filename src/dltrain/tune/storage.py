@@ -1,19 +1,28 @@
 """The one adapter to Optuna: importing it, its storages, the study, and every use of its private
-attributes or version differences (nowhere else in dltrain touches them)."""
+attributes or version differences (nowhere else in dltrain touches them).
+
+Whatever the storage answers wrongly (a server that stopped, a journal damaged meanwhile, a
+full disk) becomes one message naming the storage, its password masked (``credentials``)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import threading
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import ConfigError, DltrainError, install_hint
+from ..errors import ConfigError, DltrainError, StorageError, install_hint
+from ..files import disk_error, write_all
+from .credentials import masked, scrubbed
+from .journal import JOURNAL, JournalError, JournalMutex, check_journal
 from .liveness import dead_workers, heartbeat_seconds
 from .space import SearchPlan
 
-JOURNAL = "journal.log"
+# Modules whose exceptions mean "the storage did not answer as a storage should".
+_STORAGE_MODULES = ("optuna.storages", "optuna.study._optimize", "sqlalchemy", "psycopg")
 
 
 def load_optuna():
@@ -35,12 +44,13 @@ class StudyPlace:
     study_name: str
 
     @property
-    def shown_storage(self) -> str:
-        if self.storage_url is None:
-            return str(self.study_dir / JOURNAL)
-        from sqlalchemy.engine import make_url
+    def journal(self) -> Path:
+        return self.study_dir / JOURNAL
 
-        return make_url(self.storage_url).render_as_string(hide_password=True)
+    @property
+    def shown_storage(self) -> str:
+        """The storage as it may be shown and stored: the journal's path, or the URL, password masked."""
+        return str(self.journal) if self.storage_url is None else masked(self.storage_url)
 
 
 def database_url(url: str) -> str:
@@ -51,14 +61,15 @@ def database_url(url: str) -> str:
     if url.startswith("sqlite:///"):
         return url
     raise ConfigError(
-        f"--storage {url!r}: not a storage URL dltrain can use; give "
-        "postgresql://USER@HOST/DB (or sqlite:///FILE for one machine), or leave --storage out "
-        "for a journal file in the study folder"
+        f"--storage {masked(url)!r}: not a storage URL dltrain can use; give "
+        "postgresql://USER@HOST/DB (the password through PGPASSWORD or ~/.pgpass), or sqlite:///FILE "
+        "for one machine, or leave --storage out for a journal file in the study folder"
     )
 
 
-def _journal_file(path: Path):
-    """Optuna's journal file, flushed to disk (fsync) when a trial is created or changes state.
+def _journal_backend(path: Path):
+    """Optuna's journal file, appended under dltrain's ``flock`` (see ``journal``), and flushed to
+    disk (fsync) only when a trial is created or changes state.
 
     Optuna's backend syncs every entry; at about 5 ms a sync here, the per-epoch reports to
     the pruner and the attributes alone cost tens of milliseconds a trial. Unsynced entries
@@ -66,41 +77,65 @@ def _journal_file(path: Path):
     only a machine that loses power can drop the last intermediate values."""
     from optuna.storages.journal import JournalFileBackend
 
-    try:
-        from optuna.storages.journal._file import get_lock_file
-    except ImportError:  # another Optuna layout: its own backend, syncing every entry
-        return JournalFileBackend(str(path))
-
     class JournalFile(JournalFileBackend):
         def append_logs(self, logs):
-            with get_lock_file(self._lock):
-                with open(self._file_path, "ab") as handle:
-                    handle.write(
-                        ("\n".join(json.dumps(log, separators=(",", ":")) for log in logs) + "\n").encode("utf-8")
-                    )
+            payload = ("\n".join(json.dumps(log, separators=(",", ":")) for log in logs) + "\n").encode("utf-8")
+            try:
+                with JournalMutex(path), open(path, "ab") as handle:
+                    write_all(handle, payload)
                     handle.flush()
                     if any("state" in log or "datetime_start" in log for log in logs):
                         os.fsync(handle.fileno())
+            except OSError as error:
+                raise disk_error(error, path) from None
 
     return JournalFile(str(path))
+
+
+def journal_op_codes() -> frozenset:
+    """The journal operations this Optuna writes and replays."""
+    from optuna.storages.journal._storage import JournalOperation
+
+    return frozenset(int(operation) for operation in JournalOperation)
+
+
+def repair_journal(place: StudyPlace) -> str | None:
+    """Check the study's journal before it is read (see ``journal.check_journal``); a note if it was repaired."""
+    if place.storage_url is not None:
+        return None
+    load_optuna()
+    return check_journal(place.journal, journal_op_codes())
+
+
+def _open_journal(place: StudyPlace):
+    from optuna.storages.journal import JournalStorage
+
+    try:
+        return JournalStorage(_journal_backend(place.journal))
+    except DltrainError:
+        raise
+    except Exception as error:  # Optuna's replay of a record it cannot apply
+        raise JournalError(
+            f"{place.journal}: Optuna cannot replay this journal ({type(error).__name__}: {error}); "
+            "nothing was changed: restore the file from a backup, or start a new study with another --out"
+        ) from None
 
 
 def open_storage(place: StudyPlace):
     """Optuna's own storages: a journal file, or a database with heartbeats and one retry per dead trial."""
     optuna = load_optuna()
     if place.storage_url is None:
-        from optuna.storages.journal import JournalStorage
-
-        return JournalStorage(_journal_file(place.study_dir / JOURNAL))
+        return _open_journal(place)
     url = database_url(place.storage_url)
-    shown = place.shown_storage
     engine_kwargs = {}
     if url.startswith("postgresql"):
         try:
             import psycopg  # noqa: F401 - only to say what is missing
         except ImportError:
             raise DltrainError(f"a PostgreSQL storage needs psycopg: {install_hint('tune')}") from None
-        engine_kwargs = {"connect_args": {"connect_timeout": 10}}
+        # A server that stops answering is noticed within seconds, not at the kernel's TCP timeout.
+        timeouts = {"keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2, "keepalives_count": 3}
+        engine_kwargs = {"connect_args": {"connect_timeout": 10, "tcp_user_timeout": 20000, **timeouts}}
     interval = heartbeat_seconds()
     retry = retry_once()
     # Optuna 4.9 renamed the retry callback and its storage argument; older ones have only the first.
@@ -109,18 +144,75 @@ def open_storage(place: StudyPlace):
         if hasattr(optuna.storages, "RetryHeartbeatStaleTrialCallback")
         else {"failed_trial_callback": retry}
     )
+    _quiet_heartbeat_threads()
     try:
         return optuna.storages.RDBStorage(
             url, engine_kwargs=engine_kwargs, heartbeat_interval=interval, grace_period=2 * interval, **callback
         )
     except Exception as error:  # sqlalchemy's many connection and URL errors
-        first = str(getattr(error, "orig", None) or error).strip().splitlines()
-        reason = first[0] if first else type(error).__name__
         raise DltrainError(
-            f"--storage {shown}: cannot open the study database ({reason}); check the URL's "
-            "host, port, user, password and database name, and that the server accepts "
-            "connections"
+            f"--storage {place.shown_storage}: cannot open the study database ({_reason(error, place)}); check "
+            "the URL's host, port, user and database name, the password (PGPASSWORD or ~/.pgpass), and "
+            "that the server accepts connections"
         ) from None
+
+
+def _reason(error: BaseException, place: StudyPlace) -> str:
+    lines = str(getattr(error, "orig", None) or error).strip().splitlines()
+    return scrubbed(lines[0] if lines else type(error).__name__, place.storage_url)
+
+
+def _raised_by_storage(error: BaseException) -> bool:
+    optuna = load_optuna()
+    if isinstance(error, optuna.exceptions.StorageInternalError):
+        return True
+    traceback = error.__traceback__
+    while traceback is not None and traceback.tb_next is not None:
+        traceback = traceback.tb_next
+    module = traceback.tb_frame.f_globals.get("__name__", "") if traceback is not None else ""
+    return module.startswith(_STORAGE_MODULES)
+
+
+def storage_failure(error: BaseException, place: StudyPlace) -> DltrainError | None:
+    """The message for an error the storage raised (None for any other error)."""
+    if isinstance(error, DltrainError) or not isinstance(error, Exception) or not _raised_by_storage(error):
+        return None
+    if place.storage_url is None:
+        return JournalError(
+            f"{place.journal}: the study journal cannot be used ({type(error).__name__}: {_reason(error, place)}); "
+            "the command stopped. Run it again to see what is wrong with the file"
+        )
+    return StorageError(
+        f"--storage {place.shown_storage}: the study database stopped answering ({_reason(error, place)}); "
+        "the finished trials are kept there; run the same command again once the server is back"
+    )
+
+
+@contextlib.contextmanager
+def storage_answers(place: StudyPlace):
+    """Turn an error raised by the storage inside the block into one message (see ``storage_failure``)."""
+    try:
+        yield
+    except Exception as error:
+        failure = storage_failure(error, place)
+        if failure is None:
+            raise
+        raise failure from None
+
+
+def _quiet_heartbeat_threads():
+    """Optuna's heartbeat thread dies on a storage error with a traceback; the main thread reports it."""
+    previous = threading.excepthook
+    if getattr(previous, "dltrain_quiet", False):
+        return
+
+    def hook(arguments):
+        if isinstance(arguments.exc_value, Exception) and _raised_by_storage(arguments.exc_value):
+            return
+        previous(arguments)
+
+    hook.dltrain_quiet = True  # type: ignore[attr-defined]
+    threading.excepthook = hook
 
 
 def retry_once():
@@ -152,6 +244,17 @@ def fail_dead_trials(study):
             retry(study, storage.get_trial(trial._trial_id))
 
 
+def watch_seconds(study) -> float:
+    """How often a training worker looks for dead workers: each second on a journal (a look reads
+    the file's new lines), each heartbeat on a database (a look is a query)."""
+    return heartbeat_seconds() if isinstance(study._storage, load_optuna().storages.RDBStorage) else 1.0
+
+
+def study_names(storage) -> list:
+    """The names of the studies a storage holds."""
+    return [summary.study_name for summary in load_optuna().get_all_study_summaries(storage, include_best_trial=False)]
+
+
 def make_study(plan: SearchPlan, place: StudyPlace, storage, seed: int):
     """Create or load the study, with the plan's sampler (seeded) and pruner."""
     optuna = load_optuna()
@@ -177,20 +280,6 @@ def make_study(plan: SearchPlan, place: StudyPlace, storage, seed: int):
         )
     except Exception as error:
         raise DltrainError(
-            f"--storage {place.shown_storage}: cannot create or load study {place.study_name!r} ({error})"
+            f"--storage {place.shown_storage}: cannot create or load study {place.study_name!r} "
+            f"({_reason(error, place)})"
         ) from None
-
-
-def check_same_search(study, plan: SearchPlan, place: StudyPlace):
-    """A study continues only the search it was made for."""
-    signature = plan.space_signature()
-    stored = study.user_attrs.get("search")
-    if stored is None:
-        study.set_user_attr("search", signature)
-        study.set_user_attr("metric", plan.tune.metric)
-    elif stored != signature:
-        raise ConfigError(
-            f"{plan.config_path}: study {place.study_name!r} in {place.shown_storage} was made for "
-            "another tune.metric, tune.features or tune.space; keep them as they were to continue "
-            "it, or start a new study with another --out or --study"
-        )

@@ -10,12 +10,15 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..artifacts import holds_run, numbered_folder
+from ..artifacts import LOCK, RunLock, holds_run, numbered_folder
+from ..artifacts import foreign_entries as run_foreign_entries
 from ..config import dump_config
-from ..errors import DltrainError
-from ..files import atomic_write, disk_error
+from ..errors import ArtifactError, TrainingInterrupted, signal_of
+from ..files import atomic_write, disk_error, read_regular
 from .features import COLUMNS_ATTR, chosen_columns, importance_csv
 from .fitting import Fitting
+from .journal import JOURNAL, JOURNAL_LOCK
+from .liveness import process_exists
 from .space import FEATURES_PARAM, SearchPlan
 from .storage import StudyPlace, load_optuna
 from .trials import complete_trials, is_surplus, trial_counts
@@ -41,20 +44,125 @@ class TuneResult:
     notes: list = field(default_factory=list)
 
 
-def study_folder(name: str, out=None, runs_root="runs") -> Path:
-    """``--out`` (made if missing; a run folder is refused), else a free ``runs/<name>-tune[-k]``."""
-    if out is not None:
-        directory = Path(out)
-        if directory.exists() and not directory.is_dir():
-            raise DltrainError(f"{directory}: exists and is not a folder; choose another --out")
-        if holds_run(directory):
-            raise DltrainError(f"{directory}: holds a run of `dltrain fit`, not a study; choose another --out")
-        try:
-            directory.mkdir(parents=True, exist_ok=True)
-        except OSError as error:
-            raise disk_error(error, directory) from None
-        return directory
-    return numbered_folder(Path(runs_root), f"{name}-tune")
+# What a study folder may hold: the files tune writes, plot's figure of it, and best/ (a run folder).
+STUDY_FILES = ("journal.log", "trials.csv", "study.json", "best.yaml", "importance.csv", "best")
+DERIVED_FILES = ("study.png", "study.svg", "study.pdf")
+STUDY_JSON = "study.json"
+STUDY_JSON_LIMIT = 1 << 20
+_BEST_STAGING = ".best-"
+
+
+def _ours(name: str) -> bool:
+    """Hidden entries dltrain leaves: the folder's lock, the journal's, temporaries, best/ being trained."""
+    return (
+        name in (LOCK, JOURNAL_LOCK, JOURNAL + ".lock")
+        or (name.startswith(".") and name.endswith(".tmp"))
+        or name.startswith(_BEST_STAGING)
+    )
+
+
+def foreign_entries(directory: Path) -> list[str]:
+    """What in ``directory`` is not part of a dltrain study (a user's config, data, notes)."""
+    visible = sorted(name for name in os.listdir(directory) if not _ours(name))
+    if not visible:
+        return []
+    if STUDY_JSON not in visible and JOURNAL not in visible:
+        return visible  # not a study: nothing in it is ours
+    foreign = [name for name in visible if name not in STUDY_FILES + DERIVED_FILES]
+    best = directory / "best"
+    if os.path.lexists(best):
+        if not best.is_dir() or best.is_symlink():
+            foreign.append("best (not a run folder)")
+        else:
+            foreign += [f"best/{name}" for name in run_foreign_entries(best)]
+    return foreign
+
+
+def _refuse_foreign(directory: Path):
+    foreign = foreign_entries(directory)
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+        raise ArtifactError(
+            f"{directory}: holds files that are not part of a dltrain study ({shown}); tune writes "
+            "trials.csv, best.yaml and best/ there and would replace them, so choose a new or empty --out"
+        )
+
+
+def _stored_study(directory: Path) -> dict | None:
+    path = directory / STUDY_JSON
+    if not os.path.lexists(path):
+        return None
+    payload = read_regular(path, ArtifactError, kind="study description", limit=STUDY_JSON_LIMIT)
+    try:
+        stored = json.loads(payload.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        stored = None
+    if not isinstance(stored, dict) or not isinstance(stored.get("study"), str):
+        raise ArtifactError(
+            f"{path}: damaged (not a study description dltrain wrote); move it away or choose another --out"
+        )
+    return stored
+
+
+def _refuse_other_study(directory: Path, study_name: str):
+    """One study per folder: its files (trials.csv, best.yaml, best/) are one study's."""
+    stored = _stored_study(directory)
+    if stored is not None and stored["study"] != study_name:
+        raise ArtifactError(
+            f"{directory}: holds study {stored['study']!r} (see {STUDY_JSON}), not {study_name!r}; a study "
+            f"folder holds one study: continue that one with --study {stored['study']}, or choose another --out"
+        )
+
+
+def _remove_stale_best(directory: Path):
+    """best/ folders being trained by processes that died (kill -9, power loss)."""
+    for entry in directory.iterdir():
+        pid = entry.name.rsplit("-", 1)[-1]
+        if entry.name.startswith(_BEST_STAGING) and pid.isdigit() and not process_exists(int(pid)):
+            shutil.rmtree(entry, ignore_errors=True)
+
+
+class StudyFolder:
+    """The study folder, held (shared with other tune commands on the same study) for the whole command."""
+
+    def __init__(self, directory: Path, created: bool):
+        self.directory, self.created = Path(directory), created
+        self.lock = RunLock(directory, command="tune", shared=True)
+
+    def release(self):
+        empty = self.created and set(os.listdir(self.directory)) <= {LOCK}
+        self.lock.release()
+        if empty:
+            shutil.rmtree(self.directory, ignore_errors=True)  # nothing was written: leave no empty folder
+
+
+def claim_study_folder(name: str, study_name: str, out=None, runs_root="runs") -> StudyFolder:
+    """``--out`` (made if missing; a run folder, anything not a study, another study or a folder
+    another command writes are refused), else a free ``runs/<name>-tune[-k]``; locked."""
+    if out is None:
+        folder = StudyFolder(numbered_folder(Path(runs_root), f"{name}-tune"), created=True)
+        folder.lock.acquire()
+        return folder
+    directory = Path(out)
+    if directory.exists() and not directory.is_dir():
+        raise ArtifactError(f"{directory}: exists and is not a folder; choose another --out")
+    if holds_run(directory):
+        raise ArtifactError(f"{directory}: holds a run of `dltrain fit`, not a study; choose another --out")
+    created = not directory.exists()
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise disk_error(error, directory) from None
+    folder = StudyFolder(directory, created)
+    folder.lock.acquire()
+    try:
+        _refuse_foreign(directory)
+        _refuse_other_study(directory, study_name)
+        _remove_stale_best(directory)
+    except BaseException:
+        folder.release()
+        raise
+    return folder
 
 
 def trials_csv(study, plan: SearchPlan) -> str:
@@ -94,6 +202,14 @@ def best_config_yaml(study, plan: SearchPlan, fitting: Fitting, study_dir: Path,
     return comment + dump_config(config)
 
 
+def _read_text(path: Path) -> str | None:
+    """A small file of the study folder as text; None when it is not what tune wrote."""
+    try:
+        return read_regular(path, ArtifactError, kind="study file", limit=STUDY_JSON_LIMIT * 16).decode("utf-8")
+    except (ArtifactError, UnicodeDecodeError):
+        return None
+
+
 def _param_importance(study) -> dict:
     optuna = load_optuna()
     complete = [trial for trial in study.get_trials(deepcopy=False) if trial.state.name == "COMPLETE"]
@@ -106,13 +222,26 @@ def _param_importance(study) -> dict:
         return {}
 
 
-def _train_best(fitting: Fitting, best_yaml: Path, best_dir: Path):
+def _train_best(fitting: Fitting, best_yaml: Path, best_dir: Path, again: str):
     """Train best.yaml into a folder of its own, then swap it in for best/: a reader, or another
-    command ending the same study, never sees a half-written best/."""
-    fresh = best_dir.with_name(f".best-{os.getpid()}")
+    command ending the same study, never sees a half-written best/. Interrupted, it leaves no
+    hidden folder behind and says how to rebuild best/."""
+    fresh = best_dir.with_name(f"{_BEST_STAGING}{os.getpid()}")
     shutil.rmtree(fresh, ignore_errors=True)
-    fitting.fit(best_yaml, fresh)
-    old = best_dir.with_name(f".best-old-{os.getpid()}")
+    try:
+        fitting.fit(best_yaml, fresh)
+    except (KeyboardInterrupt, TrainingInterrupted) as interrupt:
+        shutil.rmtree(fresh, ignore_errors=True)
+        number = signal_of(interrupt) if isinstance(interrupt, KeyboardInterrupt) else interrupt.exit_code - 128
+        raise TrainingInterrupted(
+            f"interrupted while training {best_dir} again: the study and {best_yaml} are complete, "
+            f"{best_dir} was left as it was; rebuild it with: {again}",
+            number,
+        ) from None
+    except BaseException:
+        shutil.rmtree(fresh, ignore_errors=True)
+        raise
+    old = best_dir.with_name(f"{_BEST_STAGING}old-{os.getpid()}")
     try:
         if best_dir.exists():
             best_dir.rename(old)
@@ -121,6 +250,11 @@ def _train_best(fitting: Fitting, best_yaml: Path, best_dir: Path):
         pass
     shutil.rmtree(old, ignore_errors=True)
     shutil.rmtree(fresh, ignore_errors=True)
+
+
+def write_study_json(plan: SearchPlan, place: StudyPlace):
+    """study.json: which study the folder holds (written first, so a second study is refused at once)."""
+    atomic_write(place.study_dir / STUDY_JSON, _study_json(plan, place), durable=False)
 
 
 def _study_json(plan: SearchPlan, place: StudyPlace) -> str:
@@ -150,14 +284,14 @@ def _best_of(study, plan: SearchPlan, result: TuneResult):
 
 
 def write_study_folder(
-    study, plan: SearchPlan, fitting: Fitting, place: StudyPlace, ranking_rows: list | None, train_best: bool = True
+    study, plan: SearchPlan, fitting: Fitting, place: StudyPlace, ranking_rows: list | None, again: str
 ) -> TuneResult:
     """trials.csv, best.yaml and best/ (the best trial trained again into a run folder), and the summary."""
     study_dir = place.study_dir
     counts = trial_counts(study)
     result = TuneResult(study_dir, place.study_name, place.shown_storage, plan.tune.metric, plan.direction, 0, counts)
     atomic_write(study_dir / "trials.csv", trials_csv(study, plan), durable=False)
-    atomic_write(study_dir / "study.json", _study_json(plan, place), durable=False)
+    write_study_json(plan, place)
     if ranking_rows is not None:
         atomic_write(study_dir / "importance.csv", importance_csv(ranking_rows), durable=False)
         result.features = ranking_rows
@@ -167,10 +301,10 @@ def write_study_folder(
     ranking = [row["column"] for row in ranking_rows] if ranking_rows else None
     text = best_config_yaml(study, plan, fitting, study_dir, ranking)
     best_yaml = study_dir / "best.yaml"
-    unchanged = best_yaml.exists() and best_yaml.read_text(encoding="utf-8") == text
+    unchanged = os.path.lexists(best_yaml) and _read_text(best_yaml) == text
     atomic_write(best_yaml, text)
     best_dir = study_dir / "best"
-    if train_best and not (unchanged and holds_run(best_dir)):
-        _train_best(fitting, best_yaml, best_dir)
+    if not (unchanged and holds_run(best_dir)):
+        _train_best(fitting, best_yaml, best_dir, again)
     result.best_run = best_dir if holds_run(best_dir) else None
     return result

@@ -7,6 +7,7 @@ import math
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import replace
 
 from ..config import Config
@@ -16,8 +17,8 @@ from ..train import Callbacks
 from .features import chosen_columns, select_columns
 from .fitting import Fitting
 from .liveness import WORKER_ATTR, worker_label
-from .space import FEATURES_PARAM, SearchPlan
-from .storage import fail_dead_trials, load_optuna
+from .space import FEATURES_PARAM, SearchPlan, check_data
+from .storage import fail_dead_trials, load_optuna, watch_seconds
 from .trials import SURPLUS_ATTR, SurplusTrial, finished_count, is_surplus, is_surplus_number, trial_counts
 
 WAIT_SECONDS = 0.5  # how often a worker with nothing to start looks at the study again
@@ -61,9 +62,10 @@ class SafeInterrupts:
 class PrunerReport(Callbacks):
     """Reports the metric to the pruner after every epoch and stops the trial when told."""
 
-    def __init__(self, trial, metric: str, interrupts: SafeInterrupts):
+    def __init__(self, trial, metric: str, interrupts: SafeInterrupts, watch: Callable[[], None] | None = None):
         self.trial, self.metric, self.epochs = trial, metric, 0
         self.interrupts, self.seconds = interrupts, 0.0
+        self.watch = watch  # looks for dead workers now and then, also while this trial trains
 
     def on_epoch_begin(self, epoch):
         self.interrupts.check()
@@ -73,6 +75,8 @@ class PrunerReport(Callbacks):
 
     def on_epoch_end(self, epoch, record):
         self.interrupts.check()
+        if self.watch is not None:
+            self.watch()
         self.epochs = epoch
         value = record.get(self.metric)
         if value is None or not math.isfinite(value):
@@ -148,6 +152,10 @@ class Worker:
         self.interrupts = SafeInterrupts()
         self._last_trial, self._failures_in_a_row = None, 0
         self._training_seconds = None
+        self._watched: float = -math.inf
+        self._watch_every: float | None = None
+        # Called before each look at the study (the parent reaps its children there).
+        self.between_trials: Callable[[], None] | None = None
 
     def trial_config(self, values: dict, k: int | None) -> Config:
         features = None
@@ -159,8 +167,9 @@ class Worker:
         """A trainer for ``config`` in memory; returns (trainer, data, config as resolved, pruner report)."""
         data = self.data(config)
         config = self.fitting.checked(config, self.plan.source, data)
+        check_data(self.plan, data, config)  # a trial without validation data could not be scored
         data = replace(data, config=config)
-        report = PrunerReport(trial, self.plan.tune.metric, self.interrupts) if trial is not None else None
+        report = PrunerReport(trial, self.plan.tune.metric, self.interrupts, self.watch) if trial is not None else None
         return self.fitting.trainer(config, data, report), data, config, report
 
     def objective(self, trial) -> float:
@@ -210,6 +219,19 @@ class Worker:
     def counts(self) -> dict:
         return trial_counts(self.study)
 
+    def watch(self, always: bool = False):
+        """Reap ended children and fail the trials of dead workers: before each look at the study,
+        and once a second (a heartbeat, for a database) while a trial trains."""
+        now = time.monotonic()
+        if self._watch_every is None:
+            self._watch_every = watch_seconds(self.study)
+        if not always and now - self._watched < self._watch_every:
+            return
+        self._watched = now
+        if self.between_trials is not None:
+            self.between_trials()
+        fail_dead_trials(self.study)
+
     def run(self, wait_for_others: bool = True) -> str:
         """Start trials until the study has N finished ones; returns why it stopped."""
         with self.interrupts:
@@ -219,7 +241,7 @@ class Worker:
         while True:
             self.interrupts.check()
             loop_started = time.perf_counter()
-            fail_dead_trials(self.study)
+            self.watch(always=True)
             counts = self.counts()
             finished = finished_count(counts)
             if finished >= self.n_trials:
