@@ -102,6 +102,20 @@ class ServerProcess:
                 raise SystemExit(f"{command[:4]} did not start:\n{log.read_text()}")
             time.sleep(0.05)
 
+    def wait_ready(self) -> "ServerProcess":
+        """Until GET /health answers 200 (dltrain serve warms its models up after it listens)."""
+        deadline = time.monotonic() + 60
+        while True:
+            request = b"GET /health HTTP/1.1\r\nHost: bench\r\n\r\n"
+            try:
+                if one_request(self.port, request)[0] == 200:
+                    return self
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise SystemExit(f"the server never became ready:\n{self.log.read_text()}")
+            time.sleep(0.05)
+
     def stop(self) -> None:
         self.process.send_signal(signal.SIGTERM)
         try:
@@ -237,7 +251,7 @@ def latency_section(folder: Path, config: Path, clients: int, seconds: float) ->
             [sys.executable, "-m", "dltrain", "serve", str(run), "--port", "0", "--quiet"],
             folder / "dltrain.log",
             folder,
-        )
+        ).wait_ready()
         try:
             results.setdefault("dltrain serve", []).append(
                 load_test(
@@ -285,7 +299,7 @@ def big_request_section(folder: Path, config: Path, n_rows: int = 10_000) -> dic
     csv_body = big_csv.read_bytes()
     server = ServerProcess(
         [sys.executable, "-m", "dltrain", "serve", str(run_dir), "--port", "0", "--quiet"], folder / "big.log", folder
-    )
+    ).wait_ready()
     try:
         status, answer = one_request(server.port, _request("/predict", csv_body, "text/csv"))
         expected = predictions_csv(*predict_rows(run_dir, big_csv)).encode()
@@ -335,7 +349,7 @@ def equality_section(folder: Path) -> dict:
         ],
         folder / "equality.log",
         folder,
-    )
+    ).wait_ready()
     results = {}
     try:
         for config in configs:

@@ -208,7 +208,8 @@ def test_json_rows_and_columns_give_predicts_numbers(server, runs):
         _assert_same_as_predict(answer.json()["predictions"], header, expected)
         columns = {key: [row[key] for row in rows] for key in rows[0]}
         by_columns = server.post(f"/models/{name}/predict", json={"columns": columns}).json()["predictions"]
-        assert by_columns == answer.json()["predictions"]
+        assert list(by_columns) == header  # columns in, columns out: the same values
+        assert [dict(zip(by_columns, row)) for row in zip(*by_columns.values())] == answer.json()["predictions"]
     # JSON numbers, null and the NA tokens are cells as in a CSV: a missing age takes the median.
     cells = [
         {"age": None, "region": "NA", "monthly_spend": 70.5},
@@ -260,6 +261,15 @@ BAD_REQUESTS = [
     ("/models/iris/predict", {"rows": [{**IRIS_ROW, "petal_width": "1e999"}]}, None, 422, "finite", 0, "petal_width"),
     ("/models/iris/predict", {"rows": [{**IRIS_ROW, "petal_width": 1e300}]}, None, 422, "float32", 0, "petal_width"),
     ("/models/iris/predict", {"rows": [{**IRIS_ROW, "petal_width": [1]}]}, None, 422, "a list", 0, "petal_width"),
+    (
+        "/models/iris/predict",
+        {"rows": [{**IRIS_ROW, "sepal_length": True}]},
+        None,
+        422,
+        "'true', which is not a number",
+        0,
+        "sepal_length",
+    ),
     ("/models/iris/predict", {"rows": [3]}, None, 422, "not an object", 0, None),
     ("/models/iris/predict", {"rows": []}, None, 422, "at least one row", None, None),
     ("/models/iris/predict", {"columns": {"sepal_length": 5}}, None, 422, "must be a list", None, "sepal_length"),

@@ -494,6 +494,9 @@ def _cell_text(value, where: Path, name: str, row: int) -> str:
     )
 
 
+_NUMBER_TYPES = {int, float, type(None)}
+
+
 def _cell_numbers(values: Sequence, where: Path, name: str, tokens: frozenset = MISSING_TOKENS) -> np.ndarray:
     """A numeric column's cells as float64 (NaN: missing, or a marker in ``tokens``); text that is not a
     number names its row."""
@@ -502,7 +505,7 @@ def _cell_numbers(values: Sequence, where: Path, name: str, tokens: frozenset = 
         numbers = values.astype(np.float64).reshape(-1)
         numbers[np.isin(numbers, markers)] = np.nan
         return numbers
-    if all(type(value) in (int, float) or value is None for value in values):
+    if set(map(type, values)) <= _NUMBER_TYPES:  # map and set at C speed: no Python loop per cell
         try:
             numbers = np.array(values, dtype=np.float64).reshape(-1)  # None becomes NaN
             numbers[np.isin(numbers, markers)] = np.nan

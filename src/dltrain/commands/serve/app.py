@@ -194,13 +194,13 @@ def create_app(
                 "or a CSV file with Content-Type: text/csv",
             )
         parse = lambda: json_cells(body, model.run.schema, settings.max_rows)  # noqa: E731
-        cells, n_rows = await run_in_threadpool(parse) if len(body) > _BIG_BODY else parse()
+        cells, n_rows, by_columns = await run_in_threadpool(parse) if len(body) > _BIG_BODY else parse()
         request.state.rows = n_rows
         predictions = await batcher.predict(cells, n_rows)
         if n_rows > _BIG_ANSWER_ROWS:
-            payload = await run_in_threadpool(predictions_json, predictions)
+            payload = await run_in_threadpool(predictions_json, predictions, by_columns)
         else:
-            payload = predictions_json(predictions)
+            payload = predictions_json(predictions, by_columns)
         return Response(payload, media_type="application/json")
 
     async def _predict_csv(request, model, batcher, body: bytes, parameters: str) -> Response:

@@ -23,6 +23,7 @@ _GRACE_SECONDS = 30  # in-flight requests get this long after SIGTERM before the
 
 def _modules():
     try:
+        import orjson  # noqa: F401
         import starlette  # noqa: F401
         import uvicorn
     except ImportError as error:
