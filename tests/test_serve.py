@@ -244,6 +244,27 @@ def test_a_csv_body_answers_predicts_bytes(server, runs):
     )
 
 
+def test_a_csv_body_in_the_runs_encoding_is_read_as_predict_reads_the_file(runs, tmp_path):
+    """A body that is not UTF-8, sent without a charset, is read in the encoding the run was trained with."""
+    text = (runs / "data" / "iris.csv").read_text().replace("setosa", "sétosa")
+    (tmp_path / "iris-latin1.csv").write_bytes(text.encode("latin-1"))
+    config = (runs / "configs" / "iris.yaml").read_text().replace("../data/iris.csv", "iris-latin1.csv")
+    (tmp_path / "iris.yaml").write_text(config)
+    fit.fit(tmp_path / "iris.yaml", overrides=["data.encoding=latin-1", "train.epochs=2"], out=tmp_path / "run")
+    expected = predictions_csv(*predict_rows(tmp_path / "run", tmp_path / "iris-latin1.csv")).encode()
+    assert "sétosa" in expected.decode()
+    running = Server(tmp_path, [tmp_path / "run"])
+    try:
+        answer = running.post("/predict", content=text.encode("latin-1"), headers={"Content-Type": "text/csv"})
+        assert answer.status_code == 200 and answer.content == expected
+        named = running.post(
+            "/predict", content=text.encode("latin-1"), headers={"Content-Type": "text/csv; charset=latin-1"}
+        )
+        assert named.content == expected
+    finally:
+        assert running.stop() == 0
+
+
 BAD_REQUESTS = [
     # (path, body, content type, status, words in the error, row, column)
     (

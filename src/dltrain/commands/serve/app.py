@@ -24,6 +24,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from ...errors import DltrainError
+from ...files import text_codec
 from ..predict import predict_table, predictions_csv
 from .batching import Batcher
 from .models import ServedModel, warm_up_cells
@@ -215,6 +216,9 @@ def create_app(
                 f"the CSV body has more than {settings.max_rows:,} lines, the most this server takes "
                 "(dltrain serve --max-rows); send it in several requests",
             )
+        if charset is None and _trained_in_other_codec(model.run.schema.encoding) and not _utf8(body):
+            # As predict reads a file: not UTF-8 and no charset given, so the encoding the run was trained with.
+            charset = model.run.schema.encoding
         keep = request.query_params.getlist("keep")
         dialect = {"delimiter": None, "encoding": charset}
         header, rows = await batcher.call(
@@ -306,6 +310,21 @@ def create_app(
     )
     app.state.batchers = batchers
     return _Guard(app, settings.token, log)
+
+
+def _trained_in_other_codec(encoding: str) -> bool:
+    try:
+        return text_codec(encoding) != text_codec("utf-8")
+    except ValueError:
+        return False
+
+
+def _utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _too_large(size: int, limit: int) -> RequestError:
