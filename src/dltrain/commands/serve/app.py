@@ -25,9 +25,9 @@ from starlette.routing import Route
 
 from ...errors import DltrainError
 from ...files import text_codec
-from ..predict import predict_table, predictions_csv
+from ..predict import predict_table, predictions_csv, predictions_from_features
 from .batching import Batcher
-from .models import ServedModel, warm_up_cells
+from .models import ServedModel, warm_up_features
 from .wire import CSV_SOURCE, RequestError, from_user_error, json_cells, predictions_json, v2_cells, v2_outputs
 
 # Bodies above this are parsed, and answers above this many rows written, on a worker thread,
@@ -127,9 +127,9 @@ def create_app(
         if before_warm_up is not None:
             await before_warm_up()
         started = time.perf_counter()
-        for model in models:
-            cells = warm_up_cells(model.run.schema)
-            await batchers[model.name].predict(cells, len(next(iter(cells.values()))))
+        for model in models:  # the network once on the model's thread: BLAS, and the kernels where they run
+            features = warm_up_features(model.run.schema)
+            await batchers[model.name].call(lambda run=model.run, x=features: predictions_from_features(run, x))
         ready.set()
         if announce is not None:
             announce(

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from ... import __version__
-from ...data import DataSchema
+from ...data import MISSING_TOKENS, DataSchema
 from ...errors import DltrainError
 from ..common import LoadedRun, load_run
 
@@ -59,6 +59,11 @@ def describe(name: str, run: LoadedRun) -> dict:
         entry: dict = {"name": column.name, "kind": column.type, "missing": column.missing, "fill": column.fill}
         if column.type == "categorical":
             entry.update(categories=list(column.categories), unknown=column.unknown)
+        elif column.type == "date":
+            entry.update(format=column.format, parts=list(column.parts))
+        extra_markers = sorted(set(schema.missing_tokens(column.name)) - MISSING_TOKENS)
+        if extra_markers:
+            entry["na_values"] = extra_markers  # cells that mean "missing" beyond null, "" and the usual tokens
         columns.append(entry)
     metadata = {
         "name": name,
@@ -78,16 +83,6 @@ def describe(name: str, run: LoadedRun) -> dict:
     return metadata
 
 
-def warm_up_cells(schema: DataSchema, n_rows: int = 8) -> dict:
-    """Rows of ordinary values made from the stored statistics, to run once before serving."""
-    starts = np.cumsum([0] + [column.width for column in schema.columns])
-    cells: dict = {}
-    for index, column in enumerate(schema.columns):
-        if column.type == "numeric":
-            value = column.fill if column.fill is not None else float(schema.offset[starts[index]])
-        elif column.type == "boolean":
-            value = "true"
-        else:
-            value = column.categories[0]
-        cells[column.name] = [value] * n_rows
-    return cells
+def warm_up_features(schema: DataSchema, n_rows: int = 8) -> np.ndarray:
+    """Model inputs of ordinary size (the scaled means), to run the network once before serving."""
+    return np.zeros((n_rows, schema.n_inputs), dtype=np.float32)
