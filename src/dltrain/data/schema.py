@@ -312,7 +312,7 @@ class DataSchema:
                 dialect.get("delimiter"),
                 dialect.get("encoding") or "utf-8",
                 self.decimal,
-                encoding_setting="--encoding",
+                encoding_setting=dialect.get("encoding_setting", "--encoding"),  # what a message tells to set
                 content=content,
             )
             if table.delimiter == ",":

@@ -220,7 +220,11 @@ def create_app(
             # As predict reads a file: not UTF-8 and no charset given, so the encoding the run was trained with.
             charset = model.run.schema.encoding
         keep = request.query_params.getlist("keep")
-        dialect = {"delimiter": None, "encoding": charset}
+        dialect = {
+            "delimiter": None,
+            "encoding": charset,
+            "encoding_setting": "a charset: Content-Type: text/csv; charset=…",
+        }
         header, rows = await batcher.call(
             lambda: predict_table(model.run, Path(CSV_SOURCE), keep, dialect, content=body)
         )
