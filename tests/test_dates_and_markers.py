@@ -358,3 +358,19 @@ def test_predict_reads_the_markers_the_model_was_trained_with(tmp_path):
     assert "n.a." in schema.missing_tokens("x") and "n.a." not in schema.missing_tokens("site")
     cells = schema.read_cells({"site": ["a", "b"], "x": ["n.a.", 4]})  # JSON rows (dltrain serve) alike
     assert np.isnan(cells.numbers("x")).tolist() == [True, False]
+
+
+def test_init_writes_the_format_of_day_first_dates_and_excludes_ambiguous_ones(tmp_path):
+    rows = [
+        (f"{day % 28 + 1:02d}/{day % 12 + 1:02d}/2020", f"{day % 12 + 1:02d}/{day % 9 + 1:02d}/2020")
+        for day in range(60)
+    ]
+    text = "settled,ambiguous,x,y\n" + "".join(f"{a},{b},{i % 5},{i * 0.5}\n" for i, (a, b) in enumerate(rows))
+    (tmp_path / "d.csv").write_text(text)
+    result = run("init", tmp_path / "d.csv", "--target", "y", "--out", tmp_path / "d.yaml")
+    assert result.exit_code == 0, result.output
+    config = (tmp_path / "d.yaml").read_text()
+    assert 'settled: {type: date, format: "%d/%m/%Y"}' in config
+    assert "excluded ambiguous: dates whose day and month could be either way round" in result.output
+    assert 'data.columns.ambiguous.format: "%d/%m/%Y" or "%m/%d/%Y"' in config
+    assert check.check(tmp_path / "d.yaml").data.schema.columns[0].format == "%d/%m/%Y"
