@@ -114,3 +114,32 @@ def test_weight_decay_and_clipping_through_the_model_optimizer(name):
             shrunk = weight * (1 - lr * decay) if decays else weight
             expected = shrunk - lr * clipped[key] / (np.abs(clipped[key]) + 1e-8)
         np.testing.assert_allclose(model.params[key], expected, rtol=1e-5, atol=1e-6, err_msg=key)
+
+
+@pytest.mark.parametrize(
+    "name, options", [("gd", {}), ("sgd", {"momentum": 0.9, "nesterov": True}), ("adam", {}), ("rmsprop", {})]
+)
+def test_the_update_in_blocks_equals_the_update_of_whole_arrays(name, options, monkeypatch):
+    from dltrain.engine import optimizers
+
+    rng = np.random.default_rng(5)
+    shapes = {"dense_0.W": (13, 5), "dense_0.b": 5}
+    start = {key: rng.normal(size=shape).astype(np.float32) for key, shape in shapes.items()}
+    results = []
+    for block in (1 << 20, 7):  # one block per array; blocks that split rows and end mid-array
+        monkeypatch.setattr(optimizers, "UPDATE_BLOCK", block)
+        params = {key: value.copy() for key, value in start.items()}
+        grads = {key: np.empty_like(value) for key, value in params.items()}
+        optimizer = make_optimizer(name, params, grads, lr=0.01, weight_decay=0.1, **options)
+        gradient_rng = np.random.default_rng(6)
+        for _ in range(3):
+            for grad in grads.values():
+                grad[...] = gradient_rng.normal(size=grad.shape)
+            optimizer.step()
+        results.append((params, optimizer.state()["arrays"]))
+    (whole, whole_state), (blocked, blocked_state) = results
+    assert not np.array_equal(whole["dense_0.W"], start["dense_0.W"])
+    for key in whole:
+        np.testing.assert_array_equal(blocked[key], whole[key])
+    for key in whole_state:
+        np.testing.assert_array_equal(blocked_state[key], whole_state[key])

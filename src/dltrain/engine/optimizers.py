@@ -2,9 +2,10 @@
 
 Each optimizer writes its equations for one parameter array in ``update`` (the reference
 path): one whole-array expression per quantity, as the papers write them. The base class
-clips the gradients, runs ``update`` over every array and measures the gradient norm on the
-way. Adam also has a fused kernel (``kernels.adam``) that does the same update of an array
-in one pass, without temporary arrays; it is tested equal to ``Adam.update``.
+clips the gradients, runs ``update`` over every array (in blocks, see ``UPDATE_BLOCK``) and
+measures the gradient norm on the way. Adam also has a fused kernel (``kernels.adam``) that
+does the same update of an array in one pass, without temporary arrays; it is tested equal
+to ``Adam.update``.
 
 Every optimizer supports ``weight_decay`` on weight matrices only (``<layer>.W``, not the
 biases): L2, its gradient added to the loss's, for gd, sgd and rmsprop; decoupled, the
@@ -28,6 +29,14 @@ from .backend import xp
 
 # Arguments every optimizer takes, set by the config's common keys rather than per optimizer.
 COMMON_OPTIONS = ("lr", "weight_decay", "clip_norm")
+
+# ``update`` runs over blocks of this many elements of an array. Its expressions make
+# temporary arrays, and larger temporaries come back from the allocator as fresh pages
+# (page faults) every step. Measured on the reference path, 100-256-10 at batch 32 (CPU
+# time per step, 1 BLAS thread): 358 us in blocks of 2^14 (64 KB in float32), 599 us in
+# blocks of 2^16 or on whole arrays (93 page faults per step); 784-128-10 at batch 32:
+# 0.79 ms against 1.65 ms on whole arrays (457 page faults).
+UPDATE_BLOCK = 1 << 14
 
 
 class Optimizer:
@@ -78,10 +87,14 @@ class Optimizer:
         return math.sqrt(squares) if norm is None else norm
 
     def _step_array(self, key, lr, measure) -> float:
-        """Update one array; the sum of its squared gradients when ``measure``, else 0."""
+        """Update one array, block by block; the sum of its squared gradients when ``measure``, else 0."""
         squares = _sum_of_squares(self.grads[key], self._squares[key]) if measure else 0.0
-        state = {name: values[key] for name, values in self.slots.items()}
-        self.update(self.params[key], self.grads[key], state, lr, self.decay_of(key))
+        param, grad = self.params[key].reshape(-1), self.grads[key].reshape(-1)  # views: the arrays are contiguous
+        state = {name: values[key].reshape(-1) for name, values in self.slots.items()}
+        decay = self.decay_of(key)
+        for start in range(0, param.size, UPDATE_BLOCK):
+            block = slice(start, start + UPDATE_BLOCK)
+            self.update(param[block], grad[block], {name: array[block] for name, array in state.items()}, lr, decay)
         return squares
 
     def update(self, param, grad, state, lr, decay):
