@@ -3,8 +3,9 @@
 from dataclasses import dataclass
 
 from ..config import Config, load_config
+from ..data.prepare import PreparedData
 from ..engine.model import Sequential
-from .common import PreparedData, build_model, prepare
+from .common import build_model, prepare
 
 
 @dataclass

@@ -1,41 +1,30 @@
-"""What every command shares: config -> data -> model, and a trained run loaded back.
+"""What every command shares: config and prepared data (``data.prepare``) checked together,
+the model and its loop, and a trained run loaded back.
 
-``prepare_data`` reads and splits the CSVs and fits the preprocessing on the training rows;
-``build_model`` and ``build_trainer`` make the network and its loop; ``load_run`` rebuilds a
-trained model from its run folder alone. Nothing here prints."""
+``prepare`` checks a config against its data; ``build_model`` and ``build_trainer`` make the
+network and its loop; ``load_run`` rebuilds a trained model from its run folder alone. Nothing
+here prints."""
 
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from pydantic import ValidationError
 
 from ..artifacts import read_run
 from ..config import DELIMITER_ALIASES, Config, ConfigSource, closest_match
-from ..data import (
-    ColumnOptions,
-    DataPlan,
-    DataSchema,
-    Split,
-    checked_rows,
-    column_encodings,
-    infer_target_task,
-    plan_data,
-    read_features,
-    stratified_split,
-    target_labels,
-)
+from ..data import DataSchema
 from ..data import cache as data_cache
-from ..data.csv import DELIMITERS, CsvFile
+from ..data.csv import DELIMITERS
+from ..data.prepare import PreparedData, data_path, prepare_data, resolve_auto
 from ..engine import kernels
-from ..engine.losses import LOSSES, default_loss, make_loss
+from ..engine.losses import make_loss
 from ..engine.model import Sequential
 from ..engine.optimizers import make_model_optimizer
 from ..engine.schedules import make_schedule
 from ..engine.threads import KERNELS_VARIABLE
-from ..errors import ArtifactError, ConfigError, DataError, DltrainError, did_you_mean
+from ..errors import ArtifactError, ConfigError, DltrainError, did_you_mean
 from ..files import available_memory, decodes_as, human_bytes, text_codec
 from ..metrics import (
     CLASSIFICATION_METRICS,
@@ -46,15 +35,6 @@ from ..metrics import (
     logged_names,
 )
 from ..train import Callbacks, EarlyStopping, Trainer, TrainingData, TrainOptions, TrainSettings
-
-
-@dataclass
-class PreparedData:
-    config: Config
-    schema: DataSchema
-    train: Split
-    validation: Split | None
-    test: Split | None
 
 
 @dataclass
@@ -71,193 +51,9 @@ class Seeds:
         return cls(*(np.random.default_rng(child) for child in np.random.SeedSequence(seed).spawn(4)))
 
 
-def _resolve(config: Config, source: ConfigSource, task: str, n_classes: int) -> Config:
-    """Fill in every ``auto`` from the data, rejecting combinations that cannot train."""
-    fail = source.fail
-
-    loss = default_loss(task, n_classes) if config.loss == "auto" else config.loss
-    problem = LOSSES[loss].task_problem(task, n_classes)
-    if problem:
-        raise fail(("loss",), problem)
-    activation = config.model.output.activation
-    if activation == "auto":
-        activation = LOSSES[loss].default_activation
-    problem = LOSSES[loss].activation_problem(activation)
-    if problem:
-        raise fail(("model", "output", "activation"), problem)
-    output = config.model.output.model_copy(update={"activation": activation})
-    model = config.model.model_copy(update={"output": output})
-    return config.model_copy(update={"task": task, "loss": loss, "model": model})
-
-
 def resolve_config(config: Config, source: ConfigSource, data: PreparedData) -> Config:
     """A config's ``auto`` settings filled in from data already prepared (for another config)."""
-    return _resolve(config, source, data.schema.task, len(data.schema.class_labels))
-
-
-def _data_path(base_dir: Path, value: str) -> Path:
-    """A data path from the config, relative to the config's folder (kept short for messages)."""
-    path = Path(value)
-    return path if path.is_absolute() else Path(os.path.normpath(base_dir / path))
-
-
-def _config_data_path(base_dir: Path, value: str, key: str, source: ConfigSource) -> Path:
-    """A data path from the config that exists; if not, say where relative paths start."""
-    path = _data_path(base_dir, value)
-    if not os.path.lexists(path) and not Path(value).is_absolute():  # lexists: never raises (a name too long)
-        siblings = [item.name for item in path.parent.iterdir()] if path.parent.is_dir() else []
-        raise source.fail(
-            ("data", key),
-            f"{path}: file not found"
-            f"{did_you_mean(path.name, siblings)}; paths in a config are relative to the config's "
-            f"folder ({base_dir.as_posix() if str(base_dir) else '.'}), not to where dltrain runs",
-            error=DataError,
-        )
-    return path
-
-
-def _data_plan(spec, table: CsvFile, source: ConfigSource) -> DataPlan:
-    options = {
-        name: ColumnOptions(
-            column.type, column.missing, column.fill, column.unknown, column.format, tuple(column.na_values or ())
-        )
-        for name, column in spec.columns.items()
-    }
-    return plan_data(
-        table, spec.target, spec.features, spec.exclude, options, spec.missing, spec.fill, source, spec.na_values
-    )
-
-
-@dataclass
-class _ParsedTraining:
-    """The training CSV parsed once: its plan, typed columns, and the rows training may use."""
-
-    table: CsvFile
-    plan: DataPlan
-    columns: Any
-    encodings: list
-    rows: np.ndarray
-    target_missing: str
-
-
-def _parse_training_csv(config: Config, source: ConfigSource, base_dir: Path) -> _ParsedTraining:
-    spec = config.data
-    table = CsvFile.open(
-        _config_data_path(base_dir, spec.train, "train", source), spec.delimiter, spec.encoding, spec.decimal
-    )
-    plan = _data_plan(spec, table, source)
-    if len(plan.targets) > 1 and config.task == "classification":
-        raise source.fail(
-            ("task",),
-            "several targets mean multi-output regression; use task: regression (or auto), or give one target",
-        )
-    target_policies = {plan.target_policy(name) for name in plan.targets}
-    if len(target_policies) > 1:
-        raise source.fail(("data", "columns"), "give every target the same missing policy (error or drop)")
-    target_missing = target_policies.pop()
-    plan.read_markers(table)
-    cache = data_cache.cache_folder(base_dir) if spec.cache else None
-    columns = data_cache.read_columns(table, plan.request(config.task), cache)
-    encodings = column_encodings(columns, plan)
-    rows = checked_rows(columns, encodings, plan.targets, target_missing, "train")
-    rows = np.arange(columns.n_rows) if rows is None else rows
-    return _ParsedTraining(table, plan, columns, encodings, rows, target_missing)
-
-
-def _task_and_labels(config: Config, parsed: _ParsedTraining) -> tuple[str, np.ndarray | None]:
-    """The task (given, or guessed from the target) and, for classes, each usable row's label."""
-    target, columns = parsed.plan.targets[0], parsed.columns
-    raw_target = (columns.text[target] if target in columns.text else columns.numbers(target))[parsed.rows]
-    if len(parsed.plan.targets) > 1:
-        task = "regression"
-    else:
-        task = infer_target_task(columns, target, parsed.rows) if config.task == "auto" else config.task
-    labels = target_labels(raw_target) if task == "classification" else None
-    if labels is not None and len(np.unique(labels)) < 2:
-        raise DataError(
-            f"{parsed.table.path}: target {target!r} has only one class ({str(labels[0])!r}); "
-            "a classifier needs at least two"
-        )
-    return task, labels
-
-
-def _split_rows(config: Config, source: ConfigSource, parsed: _ParsedTraining, labels, seeds: Seeds):
-    """(training rows, validation rows or None): a fraction held out, stratified by class."""
-    spec, rows, path, target = config.data, parsed.rows, parsed.table.path, parsed.plan.targets[0]
-    if isinstance(spec.validation, str):
-        return rows, None
-    if labels is not None and spec.validation > 0:
-        classes, counts = np.unique(labels, return_counts=True)
-        if counts.min() < 2:
-            rare = str(classes[counts.argmin()])
-            raise DataError(
-                f"{path}: target {target!r}: class {rare!r} has only 1 row; a stratified validation "
-                "split needs at least 2 rows per class. Add rows of it or remove it"
-                + (", set task: regression if the target is a quantity" if config.task == "auto" else "")
-                + ", or give data.validation a CSV file"
-            )
-    train_positions, validation_positions = stratified_split(labels, len(rows), spec.validation, seeds.split)
-    if spec.validation > 0 and len(validation_positions) == 0:
-        raise source.fail(
-            ("data", "validation"),
-            f"{spec.validation:g} of {len(rows)} rows "
-            f"leaves no validation rows{' once each class is split' if labels is not None else ''}; "
-            "raise it, give a CSV file, or set 0 to train without validation",
-        )
-    if not len(train_positions):
-        raise DataError(
-            f"{path}: {len(rows)} usable row{'s' if len(rows) != 1 else ''} and data.validation: "
-            f"{spec.validation:g} leave no rows to train on; add rows, or lower data.validation "
-            "(0 trains on every row)"
-        )
-    if labels is not None and len(np.unique(labels[train_positions])) < 2:
-        raise DataError(f"{path}: the training split has only one class; lower data.validation")
-    return rows[train_positions], rows[validation_positions]
-
-
-def prepare_data(config: Config, source: ConfigSource, base_dir: Path, seeds: Seeds) -> PreparedData:
-    """Read the CSVs, type the columns, resolve ``auto`` settings, split, fit preprocessing on train only."""
-    spec = config.data
-    parsed = _parse_training_csv(config, source, base_dir)
-    task, labels = _task_and_labels(config, parsed)
-    config = _resolve(config, source, task, len(np.unique(labels)) if labels is not None else 0)
-    train_rows, validation_rows = _split_rows(config, source, parsed, labels, seeds)
-    columns = parsed.columns
-    csv_options = {
-        "delimiter": spec.delimiter,
-        "decimal": spec.decimal,
-        "encoding": spec.encoding,
-        "na_values": list(parsed.plan.na_values),
-        "column_na_values": parsed.plan.column_na_values(),
-    }
-    schema = DataSchema.fit(
-        columns,
-        parsed.encodings,
-        train_rows,
-        parsed.rows,
-        parsed.plan.targets,
-        task,
-        spec.scale,
-        parsed.target_missing,
-        csv_options,
-        spec.target_scale,
-    )
-    schema.binary = config.loss == "binary_cross_entropy"
-    validation = None
-    if isinstance(spec.validation, str):
-        path = _config_data_path(base_dir, spec.validation, "validation", source)
-        validation = Split(*read_features(path, schema, with_target=True))
-    elif validation_rows is not None and len(validation_rows):
-        validation = Split(
-            schema.encode_features(columns, validation_rows), schema.encode_target(columns, validation_rows)
-        )
-    # Last, as it may reuse the parsed matrix in place instead of copying the training rows.
-    train_targets = schema.encode_target(columns, train_rows)
-    train = Split(schema.encode_features(columns, train_rows, in_place=True), train_targets)
-    test = None
-    if spec.test is not None:
-        test = Split(*read_features(_config_data_path(base_dir, spec.test, "test", source), schema, with_target=True))
-    return PreparedData(config, schema, train, validation, test)
+    return resolve_auto(config, source, data.schema.task, len(data.schema.class_labels))
 
 
 # Bytes per parameter while training: the float32 weight, its gradient, two optimizer moments,
@@ -278,7 +74,7 @@ def prepare(config: Config, source: ConfigSource, base_dir: Path) -> tuple[Confi
     """Config and data checked together, as fit and check both need them: the CSVs read and split,
     every ``auto`` resolved, the training options checked, and the model's memory estimated."""
     seeds = Seeds.from_seed(config.seed)
-    data = prepare_data(config, source, base_dir, seeds)
+    data = prepare_data(config, source, base_dir, seeds.split)
     config = check_training_options(data.config, source, data)
     check_model_memory(config, data.schema, source, len(data.train))  # before a run folder is made
     return config, seeds, data
@@ -347,7 +143,7 @@ def relocate_paths(config: Config, base_dir: Path, run_dir: Path) -> Config:
     def moved(value):
         if value is None:
             return None
-        return os.path.relpath(_data_path(base_dir, value).resolve(), run_dir.resolve())
+        return os.path.relpath(data_path(base_dir, value).resolve(), run_dir.resolve())
 
     spec = config.data
     validation = moved(spec.validation) if isinstance(spec.validation, str) else spec.validation

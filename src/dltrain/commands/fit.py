@@ -25,6 +25,7 @@ from ..artifacts import (
 )
 from ..config import Config, dump_config, load_config
 from ..data import cache as data_cache
+from ..data.prepare import PreparedData, data_path
 from ..errors import (
     ArtifactError,
     ConfigError,
@@ -36,7 +37,7 @@ from ..errors import (
 )
 from ..metrics import evaluate
 from ..train import Callbacks, Trainer, history_from_checkpoint
-from .common import PreparedData, Seeds, _data_path, build_trainer, prepare, relocate_paths
+from .common import Seeds, build_trainer, prepare, relocate_paths
 
 
 @dataclass
@@ -74,7 +75,7 @@ def _comparable(config: Config, base_dir: Path) -> dict:
     walk("", config.to_dict())
     for key in ("data.train", "data.test", "data.validation"):
         if isinstance(flat.get(key), str):
-            flat[key] = str(_data_path(base_dir, flat[key]).resolve())
+            flat[key] = str(data_path(base_dir, flat[key]).resolve())
     return flat
 
 
@@ -95,9 +96,9 @@ def _refuse_changed_config(stored: dict, current: dict, run_dir: Path):
 
 def _data_files(config: Config, base_dir: Path) -> dict:
     """The files training reads, by config key: the training CSV, and the validation CSV if one is given."""
-    files = {"data.train": _data_path(base_dir, config.data.train)}
+    files = {"data.train": data_path(base_dir, config.data.train)}
     if isinstance(config.data.validation, str):
-        files["data.validation"] = _data_path(base_dir, config.data.validation)
+        files["data.validation"] = data_path(base_dir, config.data.validation)
     return files
 
 
@@ -119,7 +120,7 @@ def _refuse_changed_data(meta: dict, hashes: dict, files: dict, run_dir: Path):
 def _input_paths(config_path, config: Config, base_dir: Path) -> list[Path]:
     """Every file a fit reads: none of them may live inside the run folder it replaces."""
     paths = [Path(config_path), *_data_files(config, base_dir).values()]
-    return paths + ([_data_path(base_dir, config.data.test)] if config.data.test else [])
+    return paths + ([data_path(base_dir, config.data.test)] if config.data.test else [])
 
 
 @dataclass

@@ -19,7 +19,7 @@ class CommandFitting:
     """The ``tune.fitting.Fitting`` of the commands: what every trial and best/ are built with."""
 
     def prepare(self, config, source, base_dir: Path, seed: int):
-        return common.prepare_data(config, source, base_dir, common.Seeds.from_seed(seed))
+        return common.prepare_data(config, source, base_dir, common.Seeds.from_seed(seed).split)
 
     def checked(self, config, source, data):
         resolved = common.resolve_config(config, source, data)

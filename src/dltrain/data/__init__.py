@@ -1,8 +1,9 @@
 """CSV files to model-ready arrays, one way: read (csv, cache), plan (what the config asks),
-type and fit each column (columns, with dates), store the fitted preprocessing (schema), split (split).
+type and fit each column (columns, with dates), store the fitted preprocessing (schema), split
+(split); prepare.py runs the whole step for a config in one call (``prepare_data``).
 
-The package imports nothing of dltrain but errors, files, labels and the config's error helper;
-it never prints."""
+The package imports nothing of dltrain but the engine's loss rules, errors, files, labels and
+the config; it never prints."""
 
 from .columns import BOOLEAN_WORDS, MAX_CATEGORIES, ColumnEncoding, checked_rows, column_encodings
 from .csv import DELIMITER_NAMES, DELIMITERS, ENCODING_HINT, MISSING_TOKENS, Columns, CsvFile
