@@ -1,5 +1,9 @@
 """`dltrain eval`: loss and every metric of a trained run on a labelled CSV."""
 
+import math
+
+import numpy as np
+
 from ..data import read_labelled
 from ..metrics import evaluate
 from .common import _check_argument_order, csv_dialect, file_dialect, load_run
@@ -17,15 +21,20 @@ def evaluate_run(run_dir, data_path, dialect: dict | None = None, on_note=None) 
     run = load_run(run_dir)
     dialect = file_dialect(run.schema, data_path, dialect or csv_dialect(), on_note)
     labelled = read_labelled(data_path, run.schema, dialect=dialect)
-    metrics = evaluate(
-        run.model,
-        run.loss,
-        labelled.features,
-        labelled.targets,
-        run.schema.task,
-        detailed=True,
-        target_divisor=run.schema.target_divisor,
-    )
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # a NaN row is named below instead
+        metrics = evaluate(
+            run.model,
+            run.loss,
+            labelled.features,
+            labelled.targets,
+            run.schema.task,
+            detailed=True,
+            target_divisor=run.schema.target_divisor,
+        )
+    if not math.isfinite(metrics["loss"]):
+        # Outputs that overflowed make the loss NaN or inf: name the row, never report metrics
+        # computed over NaN. (The check costs a second pass only when the loss shows one.)
+        labelled.refuse_non_finite(run.schema, run.model.logits(labelled.features))
     per_target = metrics.pop("per_target", None)
     if per_target is not None:
         metrics["per_target"] = {

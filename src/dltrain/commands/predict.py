@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ..artifacts import holds_run
-from ..data import DataSchema, read_features
+from ..data import DataSchema, read_rows
 from ..errors import ArtifactError, ConfigError, DataError
 from ..metrics import predicted_classes
 from .common import LoadedRun, _check_argument_order, csv_dialect, file_dialect, load_run
@@ -63,7 +63,8 @@ def predictions_from_features(run: LoadedRun, features: np.ndarray) -> Predictio
     schema = run.schema
     outputs = run.model.predict(features)
     if schema.task == "regression":  # one column per target
-        values = schema.unscale_targets(outputs.astype(np.float64)).astype(np.float32)
+        with np.errstate(over="ignore"):  # beyond float32: inf, which the callers refuse by row
+            values = schema.unscale_targets(outputs.astype(np.float64)).astype(np.float32)
         return Predictions(list(schema.targets), None, None, values)
     probabilities = np.column_stack([1.0 - outputs[:, 0], outputs[:, 0]]) if schema.binary else outputs
     labels = np.asarray(schema.class_labels, dtype=object)[predicted_classes(outputs)]
@@ -151,8 +152,10 @@ def predict_table(
     schema = run.schema
     keep = list(dict.fromkeys(keep))
     kept = _kept_columns(data_path, schema, keep, dialect, content)
-    features, _ = read_features(data_path, schema, with_target=False, dialect=dialect, content=content)
-    predictions = predictions_from_features(run, features)
+    read = read_rows(data_path, schema, dialect, content)
+    predictions = predictions_from_features(run, read.features)
+    # Never a label beside NaN probabilities, nor a NaN printed as a prediction.
+    read.refuse_non_finite(schema, predictions.values if predictions.values is not None else predictions.probabilities)
     header, rows = list(predictions.header), predictions.text_rows()
     if kept:
         header = keep + _prediction_names(header, keep)

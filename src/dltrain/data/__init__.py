@@ -8,7 +8,7 @@ the config; it never prints."""
 from .columns import BOOLEAN_WORDS, MAX_CATEGORIES, ColumnEncoding, checked_rows, column_encodings
 from .csv import DELIMITER_NAMES, DELIMITERS, ENCODING_HINT, MISSING_TOKENS, Columns, CsvFile
 from .plan import ColumnOptions, DataPlan, infer_target_task, infer_task, plan_data, target_labels
-from .schema import DataSchema, LabelledRows, read_features, read_labelled
+from .schema import DataSchema, FeatureRows, LabelledRows, read_features, read_labelled, read_rows
 from .split import Split, stratified_split
 
 __all__ = [
@@ -30,7 +30,9 @@ __all__ = [
     "plan_data",
     "target_labels",
     "DataSchema",
+    "FeatureRows",
     "read_features",
+    "read_rows",
     "LabelledRows",
     "read_labelled",
     "Split",

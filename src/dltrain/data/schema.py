@@ -25,6 +25,7 @@ from .columns import (
 )
 from .csv import (
     DELIMITERS,
+    FLOAT32_MAX,
     MISSING_TOKENS,
     Columns,
     CsvFile,
@@ -524,18 +525,67 @@ def _cell_numbers(values: Sequence, where: Path, name: str, tokens: frozenset = 
 
 
 @dataclass
-class LabelledRows:
+class FeatureRows:
+    """Model inputs read from a CSV for eval or predict, and the CSV line of each row."""
+
+    path: Path
+    lines: np.ndarray
+    features: np.ndarray
+    targets: np.ndarray | None
+
+    def refuse_non_finite(self, schema: DataSchema, outputs: np.ndarray) -> None:
+        """A row whose model outputs (in the units shown) are not finite float32 numbers is an
+        error naming its line and its input farthest from 0 once scaled: finite inputs can
+        still overflow inside the network, and a label beside NaN probabilities, or a metric
+        over them, would be a wrong answer given as a right one."""
+        with np.errstate(invalid="ignore"):
+            bad = ~(np.abs(outputs) <= FLOAT32_MAX).reshape(len(outputs), -1).all(axis=1)
+        if not bad.any():
+            return
+        row = int(np.flatnonzero(bad)[0])
+        scaled = self.features[row].astype(np.float64)
+        position = int(np.argmax(np.abs(scaled)))
+        raw = scaled[position] * float(schema.divisor[position]) + float(schema.offset[position])
+        raise DataError(
+            f"{self.path}:{int(self.lines[row])}: the model's output for this row is not a number: it "
+            f"overflows inside the network. The input farthest from 0 once scaled is "
+            f"{schema.input_names[position]!r} = {raw:.6g} (scaled: {scaled[position]:.3g}); correct or "
+            "remove the value"
+        )
+
+
+@dataclass
+class LabelledRows(FeatureRows):
     """A labelled CSV read as training data is: the usable rows' inputs and targets, and what the
     ``missing: drop`` policies skipped (a target's or a feature's empty cell)."""
 
-    features: np.ndarray
-    targets: np.ndarray
     rows_read: int
     rows_skipped: int
     skipped_for_target: int  # of the skipped rows, those whose target cell is empty
     first_skipped_lines: list  # the first few skipped rows' lines in the file
 
     SHOWN_LINES = 10
+
+
+def _encoded_features(schema: DataSchema, columns: Columns, rows) -> np.ndarray:
+    """``encode_features``, where a number that fits float32 but not once scaled (3e38 over a
+    divisor below 1) is an error naming its cell, instead of an input of inf that the model
+    would turn into NaN."""
+    with np.errstate(over="ignore", invalid="ignore"):  # reported below, by cell
+        features = schema.encode_features(columns, rows)
+    finite = np.isfinite(features)
+    if finite.all():
+        return features
+    row, position = (int(index) for index in np.argwhere(~finite)[0])
+    offset, divisor = float(schema.offset[position]), float(schema.divisor[position])
+    source = row if rows is None else int(rows[row])
+    # The cell itself may be scaled in place by now; what passes the limit is known.
+    raise DataError(
+        f"{columns.path}:{columns.line(source)}: column {schema.input_names[position]!r} has a number too "
+        f"large for this model (beyond about ±{FLOAT32_MAX * divisor:.3g}): scaled with the training "
+        f"statistics, (x - {offset:.6g}) / {divisor:.6g}, it passes float32's largest number "
+        f"({FLOAT32_MAX:.3g}); correct or remove the value"
+    )
 
 
 def read_labelled(path, schema: DataSchema, dialect: dict | None = None, content: bytes | None = None) -> LabelledRows:
@@ -553,13 +603,25 @@ def read_labelled(path, schema: DataSchema, dialect: dict | None = None, content
         empty_target |= columns.text[name] == "" if name in columns.text else np.isnan(columns.numbers(name))
     skipped_rows = np.flatnonzero(skipped)
     return LabelledRows(
-        schema.encode_features(columns, rows),
+        columns.path,
+        columns.lines if rows is None else columns.lines[rows],
+        _encoded_features(schema, columns, rows),
         schema.encode_target(columns, rows),
         columns.n_rows,
         len(skipped_rows),
         int(empty_target[skipped_rows].sum()),
         [columns.line(row) for row in skipped_rows[: LabelledRows.SHOWN_LINES]],
     )
+
+
+def read_rows(path, schema: DataSchema, dialect: dict | None = None, content: bytes | None = None) -> FeatureRows:
+    """Read a CSV for predict: one row of scaled inputs per row of the file, even an empty one
+    (filled where the model fills, else an error naming the line), with the rows' lines."""
+    table = schema.open(path, dialect, content)
+    table.keep_empty_rows = True
+    columns = schema.read_columns(table, with_target=False)
+    features = _encoded_features(schema, columns, schema.usable_rows(columns, labelled=False))
+    return FeatureRows(columns.path, columns.lines, features, None)
 
 
 def _markers(values) -> list[str]:
@@ -582,10 +644,5 @@ def read_features(
     Labelled data is treated like training data (rows under ``missing: drop`` are skipped);
     predictions never skip a row, so an empty cell there is an error unless it can be filled.
     ``dialect``, ``content``: see ``DataSchema.open`` (None: the config's, for its validation and test files)."""
-    if with_target:
-        labelled = read_labelled(path, schema, dialect, content)
-        return labelled.features, labelled.targets
-    table = schema.open(path, dialect, content)
-    table.keep_empty_rows = True  # one prediction per input row, even an empty one
-    columns = schema.read_columns(table, with_target=False)
-    return schema.encode_features(columns, schema.usable_rows(columns, labelled=False)), None
+    read = read_labelled(path, schema, dialect, content) if with_target else read_rows(path, schema, dialect, content)
+    return read.features, read.targets
