@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import platform
 import statistics
 import sys
@@ -46,18 +47,28 @@ BOOLEANS = {"true": 1.0, "yes": 1.0, "t": 1.0, "y": 1.0, "false": 0.0, "no": 0.0
 
 
 def onnx_predict_csv(session, path):
-    """The README's snippet: read the CSV with the csv module, feed raw columns, run."""
-    with open(path, newline="") as handle:
-        rows = list(csv.DictReader(handle))
+    """The README's snippet: read the CSV with the csv module (its delimiter, the model's NA
+    tokens and decimal mark), feed raw columns, run."""
+    meta = session.get_modelmeta().custom_metadata_map
+    missing = set(json.loads(meta["na_values"]))
+    with open(path, newline="", encoding="utf-8-sig") as handle:
+        delimiter = max(",;\t|", key=handle.readline().count)
+        handle.seek(0)
+        rows = list(csv.DictReader(handle, delimiter=delimiter))
+    decimal = meta["decimal"] if delimiter != "," else "."
+
+    def number(cell):
+        if cell in missing:
+            return float("nan")
+        return BOOLEANS[cell.lower()] if cell.lower() in BOOLEANS else float(cell.replace(decimal, "."))
+
     feed = {}
     for item in session.get_inputs():
         cells = [row[item.name].strip() for row in rows]
         if item.type == "tensor(string)":
             feed[item.name] = np.array(cells, dtype=object).reshape(-1, 1)
         else:
-            feed[item.name] = np.array(
-                [float(BOOLEANS.get(cell.lower(), cell or "nan")) for cell in cells], dtype=np.float32
-            ).reshape(-1, 1)
+            feed[item.name] = np.array([number(cell) for cell in cells], dtype=np.float32).reshape(-1, 1)
     return session.run(["label", "probabilities"], feed)
 
 

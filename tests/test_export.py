@@ -15,7 +15,8 @@ ort = pytest.importorskip("onnxruntime")
 
 from dltrain.cli import app  # noqa: E402
 from dltrain.commands import common, export, fit, predict  # noqa: E402
-from dltrain.data import read_features  # noqa: E402
+from dltrain.data import MISSING_TOKENS, read_features  # noqa: E402
+from dltrain.data.csv import FLOAT32_MAX  # noqa: E402
 from dltrain.engine.activations import ACTIVATIONS  # noqa: E402
 from dltrain.engine.layers import LAYERS  # noqa: E402
 
@@ -29,24 +30,27 @@ def run(*args):
     return runner.invoke(app, [str(arg) for arg in args])
 
 
-def cell_number(cell):
-    """A numeric or boolean cell as the model's float input: NaN when empty."""
-    if not cell:
+def cell_number(cell, missing=MISSING_TOKENS):
+    """A numeric or boolean cell as the model's float input: NaN when empty or a missing-value token."""
+    if cell in missing:
         return np.nan
     return BOOLEAN_WORDS[cell.lower()] if cell.lower() in BOOLEAN_WORDS else float(cell)
 
 
 def raw_inputs(session, csv_path):
-    """The feed a user builds from a CSV: each input column's stripped cells, '' and NaN for empty."""
+    """The feed a user builds from a CSV: each input column's stripped cells, the column's
+    missing-value tokens (from the model's metadata) as NaN in float inputs."""
     with open(csv_path, newline="") as handle:
         rows = list(csv.DictReader(handle))
+    meta = session.get_modelmeta().custom_metadata_map
+    tokens, own = json.loads(meta["missing_tokens"]), json.loads(meta["column_missing_tokens"])
     feed = {}
     for item in session.get_inputs():
         cells = [row[item.name].strip() for row in rows]
         if item.type == "tensor(string)":
             feed[item.name] = np.array(cells, dtype=object).reshape(-1, 1)
         else:
-            numbers = [cell_number(cell) for cell in cells]
+            numbers = [cell_number(cell, set(own.get(item.name, tokens))) for cell in cells]
             feed[item.name] = np.array(numbers, dtype=np.float32).reshape(-1, 1)
     return feed
 
@@ -293,15 +297,8 @@ def test_unknown_ignore_encodes_an_unseen_category_as_all_zeros(shop_run):
     loaded = common.load_run(shop_run / "run")
     model = export.build_model(loaded)
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    base = {"income": [50.0], "age": [30.0], "region": ["central"], "plan": ["pro"], "member": [1.0]}
-    feed = export.onnx_inputs(
-        loaded.schema,
-        {
-            key: np.array(value, dtype=object if isinstance(value[0], str) else np.float32)
-            for key, value in base.items()
-        },
-        "columns",
-    )
+    cells = {"income": ["50"], "age": ["30"], "region": ["central"], "plan": ["pro"], "member": ["yes"]}
+    feed = export.onnx_inputs(loaded.schema, cells, "columns")
     probabilities = session.run(["probabilities"], feed)[0]
     # The same row with region's one-hot block left at zeros, through the engine.
     schema = loaded.schema
@@ -313,6 +310,123 @@ def test_unknown_ignore_encodes_an_unseen_category_as_all_zeros(shop_run):
     features[0, names.index("member")] = 1.0
     expected = loaded.model.predict(schema.transform(features))
     np.testing.assert_allclose(probabilities, expected, atol=1e-5)
+
+
+# ---------------------------------------------------------------- hostile rows: huge numbers, NA tokens, overflow
+
+NA_TOKENS = sorted(MISSING_TOKENS)
+
+
+@pytest.fixture(scope="module")
+def shop_model(shop_run, tmp_path_factory):
+    path = tmp_path_factory.mktemp("shop_onnx") / "shop.onnx"
+    export.export_run(shop_run / "run", path)
+    return path
+
+
+def test_huge_numbers_beside_a_boolean_column_equal_predict(shop_run, shop_model, tmp_path):
+    # The boolean check x (x - 1) once overflowed on a numeric 1e20 (inf, times the mask's 0: NaN).
+    rows = tmp_path / "rows.csv"
+    rows.write_text(
+        "income,age,region,plan,member\n1e20,30,north,basic,yes\n-1e20,30,south,pro,no\n"
+        "50,1e20,east,plus,yes\n1e20,-1e20,west,basic,no\n3.3e38,1e30,north,pro,yes\n"
+    )
+    outputs = assert_matches_predict(shop_run / "run", shop_model, rows)
+    assert np.all(np.isfinite(outputs["probabilities"]))
+
+
+def test_every_na_token_is_a_missing_cell_in_the_graph_as_in_predict(shop_run, shop_model, tmp_path):
+    # predict fills NA, N/A, null, None... in every column kind; the graph took them for categories.
+    lines = ["income,age,region,plan,member"]
+    for index, token in enumerate(NA_TOKENS):
+        cells = ["55", "40", ["north", "south"][index % 2], ["pro", "plus"][index % 2], "yes"]
+        for column in (2, 3, 4, index % 2):  # both categoricals, the boolean, and a numeric column
+            cells[column] = token
+        lines.append(",".join(cells))
+    rows = tmp_path / "rows.csv"
+    rows.write_text("\n".join(lines) + "\n")
+    outputs = assert_matches_predict(shop_run / "run", shop_model, rows)
+    assert np.all(np.isfinite(outputs["probabilities"]))
+    meta = {prop.key: prop.value for prop in onnx.load(str(shop_model)).metadata_props}
+    assert json.loads(meta["missing_tokens"]) == NA_TOKENS and meta["decimal"] == "."
+
+
+def test_a_row_that_overflows_is_refused_by_the_graph_as_by_predict(shipped_runs, tmp_path):
+    model_path = tmp_path / "iris.onnx"
+    export.export_run(shipped_runs["iris"], model_path)
+    schema = common.load_run(shipped_runs["iris"]).schema
+    inside = [0.9 * FLOAT32_MAX * min(float(divisor), 1.0) for divisor in schema.divisor]  # finite once scaled
+    rows = [[5.1, 3.5, 1.4, 0.2], [3.0e38, 3.0, 1.0, 0.2], inside]
+    session = session_for(model_path)
+    feed = {name: np.array([[row[index]] for row in rows], dtype=np.float32) for index, name in enumerate(HEADER)}
+    labels, probabilities = session.run(["label", "probabilities"], feed)
+    assert np.all(np.isfinite(probabilities[0])) and labels[0] != ""
+    assert np.all(np.isnan(probabilities[1:])) and list(labels[1:]) == ["", ""]
+    for row in rows[1:]:
+        (tmp_path / "one.csv").write_text(",".join(HEADER) + "\n" + ",".join(repr(value) for value in row) + "\n")
+        refused = run("predict", shipped_runs["iris"], tmp_path / "one.csv")
+        assert refused.exit_code == 2 and "one.csv:2:" in refused.output
+
+
+HEADER = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
+
+
+def test_the_self_check_holds_huge_numbers_and_every_na_token(shop_run):
+    schema = common.load_run(shop_run / "run").schema
+    cells = export.verification_rows(schema)
+    for column in schema.columns:  # every column of the shop model has a fill
+        assert set(NA_TOKENS) <= set(cells[column.name]), column.name
+    holds = [what for what, _ in export.hostile_rows(schema)]
+    assert holds[:3] == ["every number 1e+20", "every number -1e+20", "every number 3e+38"]
+
+
+def _old_boolean_check(graph, block, is_boolean):
+    off_one = graph.node("Mul", [block, graph.node("Sub", [block, graph.constant("one", np.float32(1.0))])])
+    return graph.node("Mul", [graph.node("Abs", [off_one]), graph.constant("boolean_mask", is_boolean)])
+
+
+@pytest.mark.parametrize(
+    "patch", [("_boolean_check", _old_boolean_check), ("_missing_cells", lambda schema, name, categories: [""])]
+)
+def test_the_self_check_refuses_a_graph_that_mishandles_hostile_rows(patch, shop_run, tmp_path, monkeypatch):
+    monkeypatch.setattr(export, *patch)
+    result = run("export", shop_run / "run", "--out", tmp_path / "x.onnx")
+    assert result.exit_code == 1, result.output
+    assert "disagrees with dltrain predict on verification row" in result.output
+    if patch[0] == "_boolean_check":  # the numeric 1e20 beside the boolean column
+        assert "(every number 1e+20)" in result.output
+    else:  # a categorical cell holding an NA token
+        assert any(f"={token!r}" in result.output for token in NA_TOKENS if token)
+    assert not (tmp_path / "x.onnx").exists()
+
+
+def test_the_self_check_refuses_a_graph_that_answers_an_overflowing_row(shipped_runs, tmp_path, monkeypatch):
+    monkeypatch.setattr(
+        export, "_overflowed", lambda graph, outputs, width: graph.constant("no", np.zeros((1, 1), bool))
+    )
+    result = run("export", shipped_runs["iris"], "--out", tmp_path / "x.onnx")
+    assert result.exit_code == 1, result.output
+    assert "(every number 3e+38)" in result.output and "where dltrain predict refuses the row" in result.output
+
+
+def test_declared_markers_are_missing_in_the_graph_as_in_predict(tmp_path):
+    # data.na_values ("?", "-999") and a column's own marker: as text in every column kind, and
+    # a number marker whatever its spelling (-999.0) in a numeric one.
+    columns = SHOP_COLUMNS.replace("age: {missing: median}", "age: {missing: median, na_values: ['--']}")
+    config = shop_project(tmp_path, columns="  na_values: ['?', '-999']\n" + columns)
+    fit.fit(config, out=tmp_path / "run")
+    assert run("export", tmp_path / "run").exit_code == 0, "the self-check meets every marker"
+    rows = tmp_path / "rows.csv"
+    rows.write_text(
+        "income,age,region,plan,member\n?,30,north,basic,yes\n-999,?,?,pro,no\n-999.0,--,south,?,?\n"
+        "-999.00,40,east,plus,yes\n55,-999,west,basic,no\n"
+    )
+    model = tmp_path / "run" / "model.onnx"
+    outputs = assert_matches_predict(tmp_path / "run", model, rows)
+    assert np.all(np.isfinite(outputs["probabilities"]))
+    meta = {prop.key: prop.value for prop in onnx.load(str(model)).metadata_props}
+    assert {"?", "-999"} <= set(json.loads(meta["missing_tokens"])) and "--" not in json.loads(meta["missing_tokens"])
+    assert "--" in json.loads(meta["column_missing_tokens"])["age"]
 
 
 # ---------------------------------------------------------------- the features input, every activation
@@ -448,9 +562,9 @@ def test_target_scaling_statistics_are_inverted_in_the_graph(shipped_runs):
     loaded = common.load_run(shipped_runs["diabetes"])
     loaded.manifest["data"]["target_scaler"] = {"method": "standard", "offset": [150.0], "divisor": [75.0]}
     session = ort.InferenceSession(export.build_model(loaded).SerializeToString(), providers=["CPUExecutionProvider"])
-    values = export.verification_rows(loaded.schema)
-    got = session.run(["prediction"], export.onnx_inputs(loaded.schema, values, "columns"))[0]
-    features = np.column_stack([values[name] for name in loaded.schema.feature_names]).astype(np.float32)
+    cells = export.verification_rows(loaded.schema)
+    got = session.run(["prediction"], export.onnx_inputs(loaded.schema, cells, "columns"))[0]
+    features = export.onnx_inputs(loaded.schema, cells, "features")["features"]
     expected = loaded.model.predict(loaded.schema.transform(features)) * 75.0 + 150.0
     np.testing.assert_allclose(got, expected, rtol=1e-5)
     for method in ("log", "minmax"):  # minmax scales features only, never targets
@@ -569,10 +683,13 @@ def test_a_feature_named_like_an_output_is_refused(tmp_path):
 # ---------------------------------------------------------------- the README's snippet
 
 
+def readme_snippet(root):
+    section = (root / "README.md").read_text().split("## Export to ONNX", 1)[1]
+    return re.search(r"```python\n(.*?)```", section, re.S).group(1)
+
+
 def test_the_readme_onnxruntime_snippet_runs(root, tmp_path, monkeypatch):
-    readme = (root / "README.md").read_text()
-    section = readme.split("## Export to ONNX", 1)[1]
-    snippet = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    snippet = readme_snippet(root)
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "iris.csv").write_text((root / "data" / "iris.csv").read_text())
     fit.fit(root / "configs" / "iris.yaml", ["train.epochs=3"], out=tmp_path / "runs" / "iris")
@@ -583,3 +700,33 @@ def test_the_readme_onnxruntime_snippet_runs(root, tmp_path, monkeypatch):
     _, rows = predict.predict_rows(tmp_path / "runs" / "iris", tmp_path / "data" / "iris.csv")
     assert [str(label) for label in namespace["labels"]] == [row[0] for row in rows]
     np.testing.assert_allclose(namespace["probabilities"], [[float(v) for v in row[1:]] for row in rows], atol=1e-5)
+
+
+def semicolons(text, tokens=()):
+    """A shop CSV as a European spreadsheet writes it: ';' between cells, decimal commas; with
+    ``tokens``, row i has cell i % 5 replaced by tokens[i % len(tokens)]."""
+    lines = []
+    for index, line in enumerate(text.splitlines()):
+        cells = [cell.replace(".", ",") for cell in line.split(",")]
+        if tokens and index:
+            cells[index % 5] = tokens[index % len(tokens)]
+        lines.append(";".join(cells))
+    return "\n".join(lines) + "\n"
+
+
+def test_the_readme_snippet_reads_a_semicolon_file_with_na_cells_as_predict_does(root, tmp_path, monkeypatch):
+    # It crashed on both: csv.DictReader split at commas, and float("NA").
+    dialect = "  delimiter: ';'\n  decimal: ','\n"
+    config = shop_project(tmp_path, columns=dialect + SHOP_COLUMNS, text=semicolons(shop_csv(150, 0)))
+    fit.fit(config, out=tmp_path / "run")
+    assert run("export", tmp_path / "run").exit_code == 0
+    new = tmp_path / "new.csv"
+    new.write_text(semicolons(shop_csv(40, 1), tokens=[token for token in NA_TOKENS if token]))
+    assert "NA" in new.read_text() and "N/A" in new.read_text()
+    snippet = readme_snippet(root).replace("runs/iris/model.onnx", str(tmp_path / "run" / "model.onnx"))
+    namespace = {}
+    exec(compile(snippet.replace("data/iris.csv", str(new)), "README.md", "exec"), namespace)
+    _, rows = predict.predict_rows(tmp_path / "run", new)
+    assert [str(label) for label in namespace["labels"]] == [row[0] for row in rows]
+    np.testing.assert_allclose(namespace["probabilities"], [[float(v) for v in row[1:]] for row in rows], atol=1e-5)
+    assert np.all(np.isfinite(namespace["probabilities"]))

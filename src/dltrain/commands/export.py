@@ -22,7 +22,8 @@ import numpy as np
 
 from .. import __version__
 from ..artifacts import CHECKPOINT, LOCK, PENDING_CHECKPOINT, RUN_FILES, RunLock, holds_run
-from ..data import DataSchema
+from ..data import BOOLEAN_WORDS, DataSchema
+from ..data.csv import numeric_markers
 from ..engine.activations import LeakyReLU
 from ..errors import ArtifactError, DltrainError, install_hint
 from ..files import check_writable, write_output
@@ -54,6 +55,7 @@ OPERATOR_SINCE = {
     ("", "IsNaN"): 9,
     ("", "Not"): 1,
     ("", "Or"): 7,
+    ("", "And"): 7,
     ("", "Abs"): 6,
     ("", "Greater"): 7,
     ("", "Less"): 9,  # 9: int64 operands
@@ -291,6 +293,45 @@ def _check_exportable(run, input_form: str):
         raise _unsupported(run_dir, f"the output activation {run.model.output_activation!r}")
 
 
+def _boolean_check(graph: GraphBuilder, block: str, is_boolean: np.ndarray) -> str:
+    """|b (b - 1)| for the boolean columns b of ``block`` (0 elsewhere): positive for a boolean
+    input other than 0 and 1. The booleans are picked out (b = x * mask) before squaring, so a
+    numeric 1e20 beside them is 0 here, never an overflow to inf times 0, which is NaN."""
+    booleans = graph.node("Mul", [block, graph.constant("boolean_mask", is_boolean)])
+    off_one = graph.node("Mul", [booleans, graph.node("Sub", [booleans, graph.constant("one", np.float32(1.0))])])
+    return graph.node("Abs", [off_one])
+
+
+def _missing_cells(schema: DataSchema, name: str, categories: list) -> list:
+    """The string inputs that mean a missing cell in column ``name``: "" and the tokens predict
+    reads as missing there (NA, N/A, null, None, ..., and data.na_values), never a category."""
+    return [token for token in dict.fromkeys(["", *schema.missing_tokens(name)]) if token not in categories]
+
+
+def _markers_as_missing(graph: GraphBuilder, block: str, schema: DataSchema, float_columns: list) -> str:
+    """NaN where a numeric input equals a marker that is a number (``data.na_values: ["-999"]``):
+    predict reads such a cell as missing whatever its spelling (-999, -999.0), so the graph does.
+    Equality as not (x < m or x > m), which opset 9 has for floats."""
+    columns_of: dict = {}  # marker -> [1, F] mask of the columns it is a marker in
+    for position, (_, column) in enumerate(float_columns):
+        if column.type == "numeric":
+            for marker in numeric_markers(schema.missing_tokens(column.name)):
+                mask = columns_of.setdefault(np.float32(marker), np.zeros((1, len(float_columns)), dtype=bool))
+                mask[0, position] = True
+    for marker, mask in columns_of.items():
+        value = graph.constant("marker", np.float32(marker))
+        apart = graph.node("Or", [graph.node("Less", [block, value]), graph.node("Greater", [block, value])])
+        hit = graph.node("And", [graph.node("Not", [apart]), graph.constant("marker_columns", mask)])
+        block = graph.node("Where", [hit, graph.constant("nan", np.float32(np.nan)), block])
+    return block
+
+
+def _overflowed(graph: GraphBuilder, outputs: str, width: int) -> str:
+    """[N, 1] true for a row with an output that is inf or NaN (x - x summed over the row is NaN)."""
+    ones = graph.constant("ones", np.ones((width, 1), dtype=np.float32))
+    return graph.node("IsNaN", [graph.node("MatMul", [graph.node("Sub", [outputs, outputs]), ones])])
+
+
 def _model_input(graph: GraphBuilder, schema: DataSchema, input_form: str):
     """(graph inputs, model input tensor, row-refused flag [N, 1], order of the model inputs).
 
@@ -319,22 +360,18 @@ def _model_input(graph: GraphBuilder, schema: DataSchema, input_form: str):
                 block = graph.node("Transpose", [graph.node("Reshape", [stacked, shape])], perm=[1, 0])
             else:
                 block = names[0]
+        block = _markers_as_missing(graph, block, schema, float_columns)
         fills = np.array(
             [np.nan if column.fill is None else float(column.fill) for _, column in float_columns], dtype=np.float32
         ).reshape(1, -1)
         if not np.all(np.isnan(fills)):
             block = graph.node("Where", [graph.node("IsNaN", [block]), graph.constant("fills", fills), block])
         # A cell predict would refuse (missing without a fill, inf, a boolean other than 0/1)
-        # makes its row's sum of checks NaN or positive: x - x is NaN exactly for NaN and inf,
-        # and |x (x - 1)| is positive for a boolean input other than 0 and 1.
+        # makes its row's sum of checks NaN or positive: x - x is NaN exactly for NaN and inf.
         check = graph.node("Sub", [block, block])
         is_boolean = np.array([column.type == "boolean" for _, column in float_columns], dtype=np.float32)
         if is_boolean.any():
-            off_one = graph.node("Mul", [block, graph.node("Sub", [block, graph.constant("one", np.float32(1.0))])])
-            masked = graph.node(
-                "Mul", [graph.node("Abs", [off_one]), graph.constant("boolean_mask", is_boolean.reshape(1, -1))]
-            )
-            check = graph.node("Add", [check, masked])
+            check = graph.node("Add", [check, _boolean_check(graph, block, is_boolean.reshape(1, -1))])
         ones = graph.constant("ones", np.ones((len(float_columns), 1), dtype=np.float32))
         row_check = graph.node("MatMul", [check, ones])
         positive = graph.node("Greater", [row_check, graph.constant("zero", np.float32(0.0))])
@@ -346,15 +383,17 @@ def _model_input(graph: GraphBuilder, schema: DataSchema, input_form: str):
             continue
         inputs[column.name] = onnx.helper.make_tensor_value_info(column.name, string_type, ["N", 1])
         categories = list(column.categories)
-        # "" is a missing cell: the fill's category, else a row predict refuses (-2); an unseen
-        # value is all zeros under unknown: ignore (-1), else refused as well (-2).
+        # "" and every missing-value token (NA, N/A, null, None, ..., data.na_values: as predict
+        # reads them) are a missing cell: the fill's category, else a row predict refuses (-2);
+        # an unseen value is all zeros under unknown: ignore (-1), else refused as well (-2).
         missing_code = categories.index(str(column.fill)) if column.fill is not None else -2
+        missing = _missing_cells(schema, column.name, categories)
         codes = graph.node(
             "LabelEncoder",
             [column.name],
             domain=ML_DOMAIN,
-            keys_strings=categories + [""],
-            values_int64s=list(range(len(categories))) + [missing_code],
+            keys_strings=categories + missing,
+            values_int64s=list(range(len(categories))) + [missing_code] * len(missing),
             default_int64=-1 if column.unknown == "ignore" else -2,
         )
         positions = graph.constant("categories", np.arange(len(categories), dtype=np.int64).reshape(1, -1))
@@ -387,13 +426,15 @@ def _outputs(graph: GraphBuilder, schema: DataSchema, x: str, refused: str, targ
     """label and probabilities, or prediction, with NaN (and the invalid label) for refused rows."""
     onnx = graph.onnx
     float_type = onnx.TensorProto.FLOAT
+    if schema.task == "regression" and target_scaling is not None:
+        x = TARGET_INVERSES[target_scaling[0]](graph, x, target_scaling[1])
+    # predict refuses a row whose outputs overflowed inside the network (inf or NaN): so does the graph.
+    refused = graph.node("Or", [refused, _overflowed(graph, x, schema.n_outputs)])
     # NaN for a row predict would refuse, else 0: added to the outputs, cheaper than a Where on them.
     nan_or_zero = graph.node(
         "Where", [refused, graph.constant("nan", np.float32(np.nan)), graph.constant("zero", np.float32(0.0))]
     )
     if schema.task == "regression":
-        if target_scaling is not None:
-            x = TARGET_INVERSES[target_scaling[0]](graph, x, target_scaling[1])
         graph.node("Add", [x, nan_or_zero], output="prediction")
         return [onnx.helper.make_tensor_value_info("prediction", float_type, ["N", len(schema.targets)])], {}
     labels = schema.class_labels
@@ -486,6 +527,7 @@ def build_model(run, input_form: str = "columns", opset: int | None = None):
         # Cells (stripped) that predict reads as missing: in every column, and per column where it has its own.
         "missing_tokens": json.dumps(schema.missing_tokens()),
         "column_missing_tokens": json.dumps({name: schema.missing_tokens(name) for name in schema.column_na_values}),
+        "decimal": schema.decimal,
         **output_metadata,
     }
     onnx.helper.set_model_props(model, metadata)
@@ -495,106 +537,190 @@ def build_model(run, input_form: str = "columns", opset: int | None = None):
 
 # ---------------------------------------------------------------- verification
 
+# A number far beyond any training data that still fits float32 once scaled: the graph must
+# answer as predict does beside it (its boolean check once overflowed to NaN on 1e20).
+HUGE = 1e20
+# A number that fits float32 but passes its range once scaled (where training's spread is
+# below 1), or makes the network overflow: a row predict refuses.
+OVERFLOWING = 3.0e38
+
+
+def _number_text(value: float, decimal: str) -> str:
+    text = repr(float(value))
+    return text.replace(".", ",") if decimal == "," else text
+
+
+def _unseen(categories: list) -> str:
+    unseen = "unseen"
+    while unseen in categories:
+        unseen += "_"
+    return unseen
+
+
+def _missing_spellings(schema: DataSchema, column) -> list:
+    """The cells predict reads as missing in ``column``: empty, each token, and for a numeric
+    column each marker that is a number in another spelling (-999.0 for "-999")."""
+    tokens = ["", *schema.missing_tokens(column.name)]
+    if column.type == "numeric":
+        tokens += [_number_text(marker, schema.decimal) for marker in numeric_markers(tokens)]
+    return list(dict.fromkeys(tokens))
+
 
 def verification_rows(schema: DataSchema, seed: int = 0) -> dict:
-    """Raw column values that exercise every stored preprocessing step: {column: values}.
+    """CSV cells that exercise every stored preprocessing step, all of which predict accepts:
+    {column: [cell text]}.
 
     Made from the manifest alone (no training CSV needed): numbers spread over the training
-    statistics, every category, 0/1 for booleans, and empty cells where a fill exists."""
+    statistics, every category, true and false for booleans, and, wherever a column has a
+    fill, missing cells in staggered rows: empty, then each of its missing-value tokens in turn."""
     columns = schema.columns
     widest = max([len(column.categories) for column in columns if column.type == "categorical"] + [0])
-    n_rows = max(16, widest + 2)
+    tokens = {column.name: _missing_spellings(schema, column) for column in columns}
+    filled = [len(tokens[column.name]) for column in columns if column.fill is not None and len(columns) > 1]
+    n_rows = max(16, widest + 2, 4 * max(filled + [0]))
     rng = np.random.default_rng(seed)
     starts = np.cumsum([0] + [column.width for column in columns])
-    values = {}
+    cells = {}
     for index, column in enumerate(columns):
-        # Empty cells in rows staggered by column, so no line is all empty: the CSV reader
-        # skips such a line as blank (and a one-column file keeps its cells).
-        missing = (np.arange(n_rows) + index) % 4 == 1
-        if column.fill is None or len(columns) == 1:
-            missing[:] = False
         if column.type == "numeric":
             offset, divisor = float(schema.offset[starts[index]]), float(schema.divisor[starts[index]])
             if schema.scale == "none" and isinstance(column.fill, (int, float)):
                 offset = float(column.fill)
             spread = rng.normal(0.0, 1.5, n_rows) if schema.scale != "minmax" else rng.uniform(-0.2, 1.2, n_rows)
             numbers = (offset + divisor * spread).astype(np.float32)
-            numbers[missing] = np.nan
-            values[column.name] = numbers
+            column_cells = [_number_text(value, schema.decimal) for value in numbers]
         elif column.type == "boolean":
-            numbers = (np.arange(n_rows) % 2).astype(np.float32)
-            numbers[missing] = np.nan
-            values[column.name] = numbers
+            column_cells = [("false", "true")[row % 2] for row in range(n_rows)]
         else:
             categories = list(column.categories)
-            cells = np.array([categories[(row + index) % len(categories)] for row in range(n_rows)], dtype=object)
-            cells[missing] = ""
+            column_cells = [categories[(row + index) % len(categories)] for row in range(n_rows)]
             if column.unknown == "ignore":
-                unseen = "unseen"
-                while unseen in categories:
-                    unseen += "_"
-                cells[n_rows - 1] = unseen
-            values[column.name] = cells
-    return values
+                column_cells[n_rows - 1] = _unseen(categories)
+        # Missing cells in rows staggered by column, so no line is all missing (and a
+        # one-column file keeps its cells); each column meets every token.
+        if column.fill is not None and len(columns) > 1:
+            missing_rows = [row for row in range(n_rows) if (row + index) % 4 == 1]
+            for count, row in enumerate(missing_rows):
+                column_cells[row] = tokens[column.name][count % len(tokens[column.name])]
+        cells[column.name] = column_cells
+    return cells
 
 
-def _cell_text(value, kind: str, decimal: str) -> str:
-    if kind == "categorical":
-        return str(value)
-    if np.isnan(value):
-        return ""
-    if kind == "boolean":
-        return "true" if value else "false"
-    text = repr(float(value))
-    return text.replace(".", ",") if decimal == "," else text
+def hostile_rows(schema: DataSchema) -> list[tuple[str, dict]]:
+    """Single rows at the edges, each checked alone against predict, which may refuse it: then
+    the graph must mark it refused. [(what the row holds, {column: cell text})]"""
+    columns = schema.columns
+    starts = np.cumsum([0] + [column.width for column in columns])
+
+    def row(numbers: float | None = None, boolean: str = "true", **changed) -> dict:
+        cells = {}
+        for index, column in enumerate(columns):
+            if column.type == "numeric":
+                value = float(schema.offset[starts[index]]) if numbers is None else numbers
+                cells[column.name] = _number_text(value, schema.decimal)
+            elif column.type == "boolean":
+                cells[column.name] = boolean
+            else:
+                cells[column.name] = column.categories[0]
+        cells.update(changed)
+        return cells
+
+    rows = []
+    if any(column.type == "numeric" for column in columns):
+        rows.append((f"every number {HUGE:g}", row(HUGE)))
+        rows.append((f"every number {-HUGE:g}", row(-HUGE, "false")))
+        rows.append((f"every number {OVERFLOWING:g}", row(OVERFLOWING)))
+    unfilled = next((column for column in columns if column.fill is None), None)
+    if unfilled is not None:
+        rows.append((f"{unfilled.name} missing (N/A) without a fill", row(**{unfilled.name: "N/A"})))
+    strict = next((column for column in columns if column.type == "categorical" and column.unknown == "error"), None)
+    if strict is not None:
+        unseen = _unseen(list(strict.categories))
+        rows.append((f"{strict.name} unseen under unknown: error", row(**{strict.name: unseen})))
+    return rows
 
 
-def _predict_with_dltrain(run_dir: Path, schema: DataSchema, values: dict, folder: Path):
-    """``dltrain predict``'s header and rows for the verification values, via a CSV like a user's."""
+def onnx_inputs(schema: DataSchema, cells: dict, input_form: str, decimal: str | None = None) -> dict:
+    """The feed for an onnxruntime session of an exported model, from CSV cells (stripped), as
+    the README's snippet builds it: a column's missing-value tokens become NaN in float inputs
+    (the graph maps them in string inputs itself), boolean words 1.0 and 0.0, ``decimal``
+    (default: the model's) the decimal mark."""
+    decimal = schema.decimal if decimal is None else decimal
+
+    def number(cell: str, missing: set) -> float:
+        if cell in missing:
+            return math.nan
+        word = BOOLEAN_WORDS.get(cell.lower())
+        return float(word) if word is not None else float(cell.replace(decimal, "."))
+
+    columns = {}
+    for column in schema.columns:
+        values = cells[column.name]
+        if column.type == "categorical":
+            columns[column.name] = np.array(values, dtype=object).reshape(-1, 1)
+        else:
+            missing = set(schema.missing_tokens(column.name))
+            numbers = [number(value, missing) for value in values]
+            columns[column.name] = np.array(numbers, dtype=np.float32).reshape(-1, 1)
+    if input_form == "features":
+        return {"features": np.column_stack([columns[name] for name in schema.feature_names])}
+    return columns
+
+
+def _predict_with_dltrain(run_dir: Path, schema: DataSchema, cells: dict, path: Path):
+    """``dltrain predict``'s header and rows for the cells, via a CSV like a user's."""
     delimiter = schema.delimiter or (";" if schema.decimal == "," else ",")
-    path = folder / "verification.csv"
-    n_rows = len(next(iter(values.values())))
+    n_rows = len(next(iter(cells.values())))
     with open(path, "w", encoding=schema.encoding, newline="") as handle:
         writer = csv.writer(handle, delimiter=delimiter, lineterminator="\n")
         writer.writerow(schema.feature_names)
         for row in range(n_rows):
-            writer.writerow(
-                [_cell_text(values[column.name][row], column.type, schema.decimal) for column in schema.columns]
-            )
+            writer.writerow([cells[name][row] for name in schema.feature_names])
     return predict_rows(run_dir, path, dialect={"delimiter": delimiter, "encoding": schema.encoding})
 
 
-def onnx_inputs(schema: DataSchema, values: dict, input_form: str) -> dict:
-    """The feed for an onnxruntime session of an exported model, from raw column values."""
-    if input_form == "features":
-        return {
-            "features": np.column_stack([np.asarray(values[name], dtype=np.float32) for name in schema.feature_names])
-        }
-    feed = {}
-    for column in schema.columns:
-        if column.type == "categorical":
-            feed[column.name] = np.asarray(values[column.name], dtype=object).reshape(-1, 1)
-        else:
-            feed[column.name] = np.asarray(values[column.name], dtype=np.float32).reshape(-1, 1)
-    return feed
+def _describe_row(schema: DataSchema, cells: dict, row: int) -> str:
+    shown = [f"{name}={cells[name][row]!r}" for name in schema.feature_names[:6]]
+    return ", ".join(shown) + (" …" if len(schema.feature_names) > 6 else "")
 
 
-def _describe_row(schema: DataSchema, values: dict, row: int) -> str:
-    cells = [
-        f"{column.name}={_cell_text(values[column.name][row], column.type, '.')!r}" for column in schema.columns[:6]
-    ]
-    more = " …" if len(schema.feature_names) > 6 else ""
-    return ", ".join(cells) + more
+def _difference(schema: DataSchema, outputs: dict, row: int, expected: list | None) -> str | None:
+    """How the graph's row differs from predict's (``expected`` None: predict refused it), or None."""
+    if expected is None:
+        values = outputs["prediction" if schema.task == "regression" else "probabilities"][row]
+        label_ok = schema.task == "regression" or str(outputs["label"][row]) == str(_invalid_label(schema.class_labels))
+        if np.all(np.isnan(values)) and label_ok:
+            return None
+        shown = values.tolist() if schema.task == "regression" else [str(outputs["label"][row]), values.tolist()]
+        return f"{shown} where dltrain predict refuses the row (the graph must give NaN and the invalid label)"
+    if schema.task == "regression":
+        want = np.array([float(value) for value in expected])
+        got = outputs["prediction"][row].astype(np.float64)
+        if not np.allclose(got, want, rtol=VALUE_TOLERANCE, atol=VALUE_TOLERANCE):
+            return f"prediction {got.tolist()} against dltrain predict's {want.tolist()}"
+        return None
+    want = np.array([float(value) for value in expected[1:]])
+    got = outputs["probabilities"][row].astype(np.float64)
+    label = str(outputs["label"][row])
+    if not np.allclose(got, want, rtol=0, atol=PROBABILITY_TOLERANCE):
+        return f"probabilities {got.tolist()} against dltrain predict's {want.tolist()}"
+    if label != expected[0] and not _near_tie(want):
+        return f"label {label!r} against dltrain predict's {expected[0]!r}"
+    return None
 
 
 def verify(run, model_bytes: bytes, input_form: str) -> int:
-    """Run the exported graph and ``dltrain predict`` on the verification rows; ExportMismatch if they differ."""
+    """Run the exported graph and ``dltrain predict`` on the verification rows and the hostile
+    rows (each alone); ExportMismatch if they differ. Returns the number of rows compared."""
     _, onnxruntime = _onnx_modules()
     schema = run.schema
-    values = verification_rows(schema)
+    cells = verification_rows(schema)
+    hostile = hostile_rows(schema)
+    n_rows = len(next(iter(cells.values())))
+    every = {name: cells[name] + [row[name] for _, row in hostile] for name in schema.feature_names}
     try:
         session = onnxruntime.InferenceSession(model_bytes, providers=["CPUExecutionProvider"])
-        results = session.run(None, onnx_inputs(schema, values, input_form))
+        results = session.run(None, onnx_inputs(schema, every, input_form))
     except Exception as error:  # onnxruntime raises its own exception types for a model it cannot run
         raise DltrainError(
             f"{run.run_dir}: onnxruntime {onnxruntime.__version__} cannot run the exported model "
@@ -602,41 +728,38 @@ def verify(run, model_bytes: bytes, input_form: str) -> int:
             "or upgrade onnxruntime"
         ) from None
     outputs = dict(zip([output.name for output in session.get_outputs()], results))
+    expected: list = []
     with tempfile.TemporaryDirectory(prefix="dltrain-export-") as folder:
-        header, rows = _predict_with_dltrain(run.run_dir, schema, values, Path(folder))
-    if len(rows) != len(next(iter(values.values()))):
-        raise ExportMismatch(
-            f"{run.run_dir}: dltrain predict gave {len(rows)} rows for "
-            f"{len(next(iter(values.values())))} verification rows; nothing was written. "
-            "This is a dltrain bug; please report it"
-        )
-    for row, expected in enumerate(rows):
-        problem = None
-        if schema.task == "regression":
-            want = np.array([float(value) for value in expected])
-            got = outputs["prediction"][row].astype(np.float64)
-            if not np.allclose(got, want, rtol=VALUE_TOLERANCE, atol=VALUE_TOLERANCE):
-                problem = f"prediction {got.tolist()} against dltrain predict's {want.tolist()}"
-        else:
-            want = np.array([float(value) for value in expected[1:]])
-            got = outputs["probabilities"][row].astype(np.float64)
-            label = str(outputs["label"][row])
-            if not np.allclose(got, want, rtol=0, atol=PROBABILITY_TOLERANCE):
-                problem = f"probabilities {got.tolist()} against dltrain predict's {want.tolist()}"
-            elif label != expected[0] and not _near_tie(want):
-                problem = f"label {label!r} against dltrain predict's {expected[0]!r}"
+        _, rows = _predict_with_dltrain(run.run_dir, schema, cells, Path(folder) / "verification.csv")
+        if len(rows) != n_rows:
+            raise ExportMismatch(
+                f"{run.run_dir}: dltrain predict gave {len(rows)} rows for {n_rows} verification rows; "
+                "nothing was written. This is a dltrain bug; please report it"
+            )
+        expected.extend(rows)
+        for position, (_, row) in enumerate(hostile):
+            try:
+                _, rows = _predict_with_dltrain(
+                    run.run_dir, schema, {name: [cell] for name, cell in row.items()}, Path(folder) / f"{position}.csv"
+                )
+                expected.append(rows[0])
+            except DltrainError:
+                expected.append(None)  # predict refuses the row
+    for row, wanted in enumerate(expected):
+        problem = _difference(schema, outputs, row, wanted)
         if problem:
             if load_run(run.run_dir).manifest["model_sha256"] != run.manifest["model_sha256"]:
                 raise ArtifactError(
                     f"{run.run_dir}: the run was replaced while it was being exported (a fit "
                     "--force?); nothing was written; run dltrain export again"
                 )
+            what = f"row {row}" if row < n_rows else f"row {row} ({hostile[row - n_rows][0]})"
             raise ExportMismatch(
                 f"{run.run_dir}: the exported graph disagrees with dltrain predict on verification "
-                f"row {row} ({_describe_row(schema, values, row)}): {problem}; nothing was written. "
+                f"{what} ({_describe_row(schema, every, row)}): {problem}; nothing was written. "
                 "This is a dltrain bug; please report it"
             )
-    return len(rows)
+    return len(expected)
 
 
 def _near_tie(probabilities: np.ndarray) -> bool:
