@@ -7,6 +7,7 @@ message naming it (exit code 2), never a setting silently ignored."""
 from __future__ import annotations
 
 import errno
+import re
 import warnings
 
 import numpy as np
@@ -154,3 +155,19 @@ def test_a_cache_folder_variable_naming_a_file_is_an_error(inside, monkeypatch, 
     assert (tmp_path / "notes.txt").read_text() == "not a folder"
     monkeypatch.setenv(data_cache.CACHE_ENV, str(tmp_path / "new" / "cache"))  # a folder still to make is fine
     assert runner.invoke(app, ["check", str(root / "configs" / "iris.yaml")]).exit_code == 0
+
+
+# Every DLTRAIN_* variable the package reads, and where a value it cannot use is refused by name.
+CHECKED_VARIABLES = {
+    "DLTRAIN_KERNELS": "commands.common.check_environment (tested above)",
+    "DLTRAIN_CACHE_DIR": "commands.common.check_environment (tested above)",
+    "DLTRAIN_SERVE_TOKEN": "commands.serve.server.token_from_environment",
+    "DLTRAIN_TUNE_HEARTBEAT": "tune.liveness",
+}
+
+
+def test_every_dltrain_variable_the_package_reads_is_one_that_is_checked(root):
+    # A new variable must come with a check that names it (and a line here saying where).
+    source = "\n".join(path.read_text(encoding="utf-8") for path in (root / "src" / "dltrain").rglob("*.py"))
+    read = set(re.findall(r"\bDLTRAIN_[A-Z][A-Z_]*", source))
+    assert {"DLTRAIN_KERNELS", "DLTRAIN_CACHE_DIR"} <= read and read <= set(CHECKED_VARIABLES), read
