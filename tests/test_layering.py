@@ -70,6 +70,7 @@ LAYERS = [
     ("config",),  # specs, YAML with positions, --set
     ("data",),  # CSV -> typed columns -> arrays
     ("train", "artifacts"),  # the loop, the run folder
+    ("build",),  # config + prepared data -> model and trainer
     ("tune",),  # the search: space, storage, liveness, workers, the study folder
     ("commands",),  # one module per command
     ("cli", "report", "plot", "__main__"),  # the face

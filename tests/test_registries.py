@@ -99,3 +99,36 @@ def test_parameters_are_named_by_layer_and_old_numbered_files_still_load():
         assert np.array_equal(model.params[key], value), key
     with pytest.raises(KeyError, match="missing"):
         model.load_state({"0.W": saved["dense_0.W"]})
+
+
+# A spec of every registered layer type, as the config writes it.
+_LAYER_SPECS = {
+    "dense": {"type": "dense", "units": 6, "activation": "relu"},
+    "dropout": {"type": "dropout", "rate": 0.5},
+}
+
+
+def test_there_is_a_sample_spec_of_every_registered_layer():
+    assert set(_LAYER_SPECS) == set(LAYERS)
+
+
+@pytest.mark.parametrize("kind", sorted(LAYERS))
+def test_every_layer_knows_its_parameter_shapes_and_width_before_it_is_built(kind):
+    """The memory estimate reads them from the spec alone (nothing allocated), for any layer type."""
+    import numpy as np
+
+    spec = _LAYER_SPECS[kind]
+    layer = LAYERS[kind].from_spec(spec, 5, {"init": np.random.default_rng(0), "dropout": None}, np.float32)
+    assert LAYERS[kind].param_shapes(spec, 5) == {name: value.shape for name, value in layer.params.items()}
+    assert LAYERS[kind].spec_units(spec, 5) == layer.output_units(5)
+
+
+def test_the_model_lists_the_parameter_shapes_of_every_layer_that_has_some():
+    from dltrain.engine.model import Sequential
+
+    hidden = [_LAYER_SPECS["dense"], _LAYER_SPECS["dropout"], {"type": "dense", "units": 4, "activation": "tanh"}]
+    assert Sequential.param_shapes(3, hidden, 2) == [
+        (0, "dense", 3, 6, {"W": (3, 6), "b": (6,)}),
+        (2, "dense", 6, 4, {"W": (6, 4), "b": (4,)}),
+        (None, "dense", 4, 2, {"W": (4, 2), "b": (2,)}),
+    ]

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from dltrain import build
 from dltrain.cli import app
 from dltrain.commands import check, common, fit
 from dltrain.engine import kernels, threads
@@ -217,7 +218,7 @@ def test_balanced_class_weights(tmp_path, root):
         "train: {epochs: 2, class_weight: balanced}\n"
     )
     result = check.check(path)
-    weights = common.sample_weights(result.config, result.data.schema, result.data.train.targets)
+    weights = build.sample_weights(result.config, result.data.schema, result.data.train.targets)
     classes = result.data.train.targets[:, 0].astype(int)
     counts = np.bincount(classes)
     assert weights[classes == 0][0] == pytest.approx(len(classes) / (2 * counts[0]))

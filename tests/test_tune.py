@@ -448,11 +448,12 @@ def test_a_metric_fit_logs_on_training_rows_can_be_searched_too(tmp_path):
 
 
 def test_the_dataset_is_parsed_once_per_worker(tmp_path, monkeypatch):
-    from dltrain.commands import common
+    from dltrain import build
 
     calls = []
-    original = common.prepare_data
-    monkeypatch.setattr(common, "prepare_data", lambda *args, **kwargs: calls.append(1) or original(*args, **kwargs))
+    original = build.prepare_data
+    for module in (tune_module, build):  # the trials' data, and best/'s fit
+        monkeypatch.setattr(module, "prepare_data", lambda *args: calls.append(1) or original(*args))
     config = write_config(tmp_path, trials=5, features="select")
     result = tune_module.tune(config, out=tmp_path / "study", on_trial=lambda *args: None)
     assert result.counts["COMPLETE"] + result.counts["PRUNED"] == 5

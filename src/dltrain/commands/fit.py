@@ -6,6 +6,7 @@ old run, the new one, or a checkpoint with the printed command that resumes it."
 import hashlib
 import json
 import math
+import os
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -23,6 +24,7 @@ from ..artifacts import (
     save_checkpoint,
     save_run,
 )
+from ..build import Seeds, build_trainer, prepare_fit
 from ..config import Config, dump_config, load_config
 from ..data import cache as data_cache
 from ..data.prepare import PreparedData, data_path
@@ -37,7 +39,6 @@ from ..errors import (
 )
 from ..metrics import evaluate
 from ..train import Callbacks, Trainer, history_from_checkpoint
-from .common import Seeds, build_trainer, prepare, relocate_paths
 
 
 @dataclass
@@ -121,6 +122,20 @@ def _input_paths(config_path, config: Config, base_dir: Path) -> list[Path]:
     """Every file a fit reads: none of them may live inside the run folder it replaces."""
     paths = [Path(config_path), *_data_files(config, base_dir).values()]
     return paths + ([data_path(base_dir, config.data.test)] if config.data.test else [])
+
+
+def relocate_paths(config: Config, base_dir: Path, run_dir: Path) -> Config:
+    """Rewrite data paths relative to the run folder, so its config.yaml trains again as it is."""
+
+    def moved(value):
+        if value is None:
+            return None
+        return os.path.relpath(data_path(base_dir, value).resolve(), run_dir.resolve())
+
+    spec = config.data
+    validation = moved(spec.validation) if isinstance(spec.validation, str) else spec.validation
+    data = spec.model_copy(update={"train": moved(spec.train), "test": moved(spec.test), "validation": validation})
+    return config.model_copy(update={"data": data})
 
 
 @dataclass
@@ -413,7 +428,7 @@ def fit(
         checkpoint = read_checkpoint(target.directory) if resume else None
         if checkpoint:
             _refuse_changed_data(checkpoint[0], hashes, files, target.directory)
-        config, seeds, data = prepare(config, source, base_dir)
+        config, seeds, data = prepare_fit(config, source, base_dir)
         comparable = _comparable(config, base_dir)
         if checkpoint:
             _refuse_changed_config(checkpoint[0]["config"], comparable, target.directory)

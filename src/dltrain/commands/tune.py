@@ -3,33 +3,33 @@ machinery of the commands (preparing data, building trainers, a whole fit for ``
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 
+from ..build import Seeds, build_trainer, resolve_config
+from ..data.prepare import prepare_data
 from ..tune.search import check_search as check_plan
 from ..tune.search import tune as run_search
 from ..tune.space import SearchPlan
 from ..tune.study_folder import TuneResult
-from . import common
 from .explain import permutation_importance
 from .fit import fit as fit_run
+from .fit import relocate_paths
 
 
 class CommandFitting:
     """The ``tune.fitting.Fitting`` of the commands: what every trial and best/ are built with."""
 
     def prepare(self, config, source, base_dir: Path, seed: int):
-        return common.prepare_data(config, source, base_dir, common.Seeds.from_seed(seed).split)
+        return prepare_data(config, source, base_dir, Seeds.from_seed(seed).split)
 
     def checked(self, config, source, data):
-        resolved = common.resolve_config(config, source, data)
-        return common.check_training_options(resolved, source, replace(data, config=resolved))
+        return resolve_config(config, source, data)
 
     def trainer(self, config, data, callbacks):
-        return common.build_trainer(config, data, common.Seeds.from_seed(config.seed), callbacks)
+        return build_trainer(config, data, Seeds.from_seed(config.seed), callbacks)
 
     def relocate(self, config, base_dir: Path, folder: Path):
-        return common.relocate_paths(config, base_dir, folder)
+        return relocate_paths(config, base_dir, folder)
 
     def importance(self, model, loss, schema, features, targets, seed: int) -> list:
         return permutation_importance(model, loss, schema, features, targets, seed=seed)[1]

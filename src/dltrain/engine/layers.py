@@ -61,6 +61,17 @@ class Layer:
             self._buffers[key] = buffer
         return buffer
 
+    @classmethod
+    def param_shapes(cls, spec: dict, fan_in: int) -> dict[str, tuple[int, ...]]:
+        """The shape of each parameter a layer of ``spec`` after ``fan_in`` inputs holds, known
+        before anything is allocated (a memory estimate); none by default."""
+        return {}
+
+    @classmethod
+    def spec_units(cls, spec: dict, fan_in: int) -> int:
+        """The width of a ``spec`` layer's output after ``fan_in`` inputs, before it is built."""
+        return fan_in
+
     def output_units(self, input_units: int) -> int:
         return input_units
 
@@ -95,6 +106,14 @@ class Dense(Layer):
         activation = spec.get("activation", "linear")
         init = spec.get("init") or ACTIVATIONS[activation].default_init
         return cls(input_units, spec["units"], init, rngs["init"], dtype, activation)
+
+    @classmethod
+    def param_shapes(cls, spec, fan_in):
+        return {"W": (fan_in, spec["units"]), "b": (spec["units"],)}
+
+    @classmethod
+    def spec_units(cls, spec, fan_in):
+        return spec["units"]
 
     def output_units(self, input_units):
         return self.units

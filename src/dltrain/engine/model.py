@@ -71,17 +71,19 @@ class Sequential:
         return cls(layers, n_inputs, output_activation, dtype)
 
     @staticmethod
-    def dense_shapes(n_inputs, hidden, n_outputs):
-        """(index in ``hidden`` or None for the output layer, fan_in, fan_out) of every dense layer,
-        known before anything is allocated."""
+    def param_shapes(n_inputs, hidden, n_outputs):
+        """(index in ``hidden`` or None for the output layer, kind, fan_in, fan_out, {parameter:
+        shape}) of every layer with parameters, known before anything is allocated."""
         shapes = []
         units = n_inputs
-        for index, spec in enumerate(hidden):
-            if LAYERS[spec["type"]] is not Dense:  # only dense layers have weights
-                continue
-            shapes.append((index, units, spec["units"]))
-            units = spec["units"]
-        shapes.append((None, units, n_outputs))
+        specs = [*enumerate(hidden), (None, {"type": Dense.kind, "units": n_outputs})]
+        for index, spec in specs:
+            layer = LAYERS[spec["type"]]
+            fan_out = layer.spec_units(spec, units)
+            params = layer.param_shapes(spec, units)
+            if params:
+                shapes.append((index, layer.kind, units, fan_out, params))
+            units = fan_out
         return shapes
 
     def use_kernels(self, fused: bool):

@@ -1,0 +1,262 @@
+"""From a validated config and its prepared data to a model and a training loop, ready to run.
+
+``prepare_fit`` checks a config against its data as fit and check need it: the CSVs prepared
+(``data.prepare``, which fills in the task, loss and output activation), the training options
+checked (``check_training_options``: metrics, monitors, class weights), and the model's memory
+estimated before anything is allocated (``check_model_memory``). ``build_model`` and
+``build_trainer`` then make the network and its loop. Nothing here prints."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .config import Config, ConfigSource, closest_match
+from .data import DataSchema
+from .data.prepare import PreparedData, prepare_data, resolve_auto
+from .engine.losses import make_loss
+from .engine.model import Sequential
+from .engine.optimizers import make_model_optimizer
+from .engine.schedules import make_schedule
+from .files import available_memory, human_bytes
+from .metrics import (
+    CLASSIFICATION_METRICS,
+    DEFAULT_METRICS,
+    REGRESSION_METRICS,
+    class_indices,
+    higher_is_better,
+    logged_names,
+)
+from .train import Callbacks, EarlyStopping, Trainer, TrainingData, TrainOptions, TrainSettings
+
+
+@dataclass
+class Seeds:
+    """Independent random streams, all derived from the config's one seed."""
+
+    split: np.random.Generator
+    init: np.random.Generator
+    shuffle: np.random.Generator
+    dropout: np.random.Generator
+
+    @classmethod
+    def from_seed(cls, seed: int) -> "Seeds":
+        return cls(*(np.random.default_rng(child) for child in np.random.SeedSequence(seed).spawn(4)))
+
+
+def prepare_fit(config: Config, source: ConfigSource, base_dir: Path) -> tuple[Config, Seeds, PreparedData]:
+    """Config and data checked together, as fit and check both need them: the CSVs read and split,
+    every ``auto`` resolved, the training options checked, and the model's memory estimated."""
+    seeds = Seeds.from_seed(config.seed)
+    data = prepare_data(config, source, base_dir, seeds.split)
+    config = check_training_options(data.config, source, data)
+    check_model_memory(config, data.schema, source, len(data.train))  # before a run folder is made
+    return config, seeds, data
+
+
+def resolve_config(config: Config, source: ConfigSource, data: PreparedData) -> Config:
+    """Another config's ``auto`` settings filled in from data already prepared (a tune trial's),
+    and its training options checked against that data."""
+    resolved = resolve_auto(config, source, data.schema.task, len(data.schema.class_labels))
+    return check_training_options(resolved, source, data)
+
+
+def _checked_metrics(config: Config, source: ConfigSource, n_classes: int) -> list:
+    """``train.metrics`` (default: the task's), each one the task logs."""
+    task = config.task
+    choices = CLASSIFICATION_METRICS if task == "classification" else REGRESSION_METRICS
+    metrics = config.train.metrics if config.train.metrics is not None else DEFAULT_METRICS[task]
+    for index, name in enumerate(metrics):
+        if name not in choices:
+            raise source.fail(
+                ("train", "metrics", index), f"{name} is not a {task} metric; choose from {', '.join(choices)}"
+            )
+        if name == "roc_auc" and n_classes != 2:
+            raise source.fail(("train", "metrics", index), f"roc_auc needs two classes, the target has {n_classes}")
+    return list(metrics)
+
+
+def _check_monitors(config: Config, source: ConfigSource, has_validation: bool) -> None:
+    """Early stopping and the plateau schedule watch a value that is logged."""
+    logged = logged_names(config.train.metrics, has_validation)
+    monitors: list[tuple[tuple, Any]] = [(("train", "early_stopping", "monitor"), config.train.early_stopping)]
+    if config.optimizer.schedule.name == "plateau":
+        monitors.append((("optimizer", "schedule", "monitor"), config.optimizer.schedule))
+    for path, spec in monitors:
+        if spec is not None and spec.monitor not in logged:
+            no_validation = not has_validation and spec.monitor.startswith("val_")
+            hint = " (there is no validation data: set data.validation)" if no_validation else ""
+            raise source.fail(
+                path,
+                f"{spec.monitor!r} is not logged{hint}"
+                f"{closest_match(spec.monitor, logged)}; logged values: {', '.join(logged)}",
+            )
+
+
+def _check_class_weights(config: Config, source: ConfigSource, class_labels: list) -> None:
+    weights, task = config.train.class_weight, config.task
+    if isinstance(weights, dict):
+        unknown = sorted(set(weights) - set(class_labels))
+        if task != "classification":
+            raise source.fail(("train", "class_weight"), "only for classification")
+        if unknown:
+            raise source.fail(
+                ("train", "class_weight"), f"unknown class {unknown[0]!r}; classes are {', '.join(class_labels)}"
+            )
+    elif weights == "balanced" and task != "classification":
+        raise source.fail(("train", "class_weight"), "only for classification")
+
+
+def check_training_options(config: Config, source: ConfigSource, data: PreparedData) -> Config:
+    """Fill in the logged metrics and check monitors and class weights against the data."""
+    metrics = _checked_metrics(config, source, len(data.schema.class_labels))
+    config = config.model_copy(update={"train": config.train.model_copy(update={"metrics": metrics})})
+    _check_monitors(config, source, data.validation is not None)
+    _check_class_weights(config, source, data.schema.class_labels)
+    return config
+
+
+# Bytes per parameter while training: the float32 weight, its gradient, two optimizer moments,
+# and the float64 draw the initializer makes before it is copied in.
+BYTES_PER_PARAMETER = 4 * 4 + 8
+TRAIN_BYTES_PER_UNIT = 4 * 4  # per row of a batch: a layer's output, activation, and their gradients
+PREDICT_BYTES_PER_UNIT = 4 * 2  # per row of a prediction batch: output and activation
+PREDICT_ROWS = 4096  # Sequential.logits' batch
+
+
+def check_model_memory(config: Config, schema: DataSchema, source: ConfigSource, train_rows: int | None = None) -> None:
+    """Refuse a model whose parameters (and one batch of activations) exceed the available memory.
+
+    Estimated from each layer's parameter shapes before anything is allocated, so
+    ``units: 1000000000000`` is a message naming the layer instead of a MemoryError.
+    ``train_rows``: the training split's size, for the activations of a training batch (None:
+    the model only predicts)."""
+    hidden = [layer.model_dump() for layer in config.model.layers]
+    batch = 0
+    if train_rows is not None:  # a batch never holds more rows than the training split
+        batch = train_rows if config.optimizer.name == "gd" else min(config.train.batch_size, train_rows)
+    per_unit = batch * TRAIN_BYTES_PER_UNIT + PREDICT_ROWS * PREDICT_BYTES_PER_UNIT
+    sizes = []
+    for index, kind, fan_in, fan_out, shapes in Sequential.param_shapes(schema.n_inputs, hidden, schema.n_outputs):
+        count = sum(math.prod(shape) for shape in shapes.values())
+        sizes.append((index, kind, fan_in, fan_out, count, count * BYTES_PER_PARAMETER + fan_out * per_unit))
+    needed = sum(size for *_, size in sizes)
+    available = available_memory()
+    if needed <= available:
+        return
+    index, kind, fan_in, fan_out, count, size = max(sizes, key=lambda item: item[-1])
+    path: tuple
+    if index is None:
+        path, layer = ("model", "output"), f"the output layer ({fan_in} inputs x {fan_out} outputs)"
+    else:
+        path, layer = ("model", "layers", index, "units"), f"{kind} layer {index} ({fan_in} inputs x {fan_out} units)"
+    raise source.fail(
+        path,
+        f"{layer} needs {human_bytes(size)} "
+        f"({count:,} parameters with their gradients and optimizer state, and a "
+        "batch of activations); the "
+        f"whole model needs {human_bytes(needed)}, more than the {human_bytes(available)} of memory "
+        "available; use fewer units",
+    )
+
+
+def build_model(
+    config: Config,
+    schema: DataSchema,
+    seeds: Seeds | None = None,
+    source: ConfigSource | None = None,
+    train_rows: int | None = None,
+) -> Sequential:
+    """The network a config describes, for a fitted schema; refused when it cannot fit in memory."""
+    check_model_memory(config, schema, source or ConfigSource("config", {}, {}), train_rows)
+    seeds = seeds or Seeds.from_seed(config.seed)
+    hidden = [layer.model_dump() for layer in config.model.layers]
+    return Sequential.build(
+        schema.n_inputs,
+        hidden,
+        schema.n_outputs,
+        config.model.output.activation,
+        init_rng=seeds.init,
+        dropout_rng=seeds.dropout,
+        output_init=config.model.output.init,
+    )
+
+
+def sample_weights(config: Config, schema: DataSchema, targets) -> np.ndarray | None:
+    """Per-row training weights from ``train.class_weight`` (balanced: n / (classes * count))."""
+    weights = config.train.class_weight
+    if weights is None:
+        return None
+    classes = class_indices(targets)
+    if weights == "balanced":
+        counts = np.bincount(classes, minlength=len(schema.class_labels)).astype(np.float64)
+        per_class = np.divide(len(classes), len(counts) * counts, out=np.zeros_like(counts), where=counts > 0)
+    else:
+        per_class = np.array([weights.get(label, 1.0) for label in schema.class_labels])
+    return per_class[classes].astype(np.float32)
+
+
+def _schedule(config: Config):
+    spec = config.optimizer.schedule
+    options = spec.engine_options()
+    if spec.name == "plateau":  # the direction follows from the monitored value
+        options["higher_is_better"] = higher_is_better(spec.monitor)
+    return make_schedule(spec.name, config.optimizer.lr, config.train.epochs, **options)
+
+
+def build_trainer(
+    config: Config,
+    data: PreparedData,
+    seeds: Seeds,
+    callbacks: Callbacks | None = None,
+    *,
+    on_epoch_saved=None,
+    epoch_end_guard=None,
+    blas_threads: int | None = None,
+    kernel_threads: int | None = None,
+    fused: bool | None = None,
+) -> Trainer:
+    """The model, loss, optimizer, schedule and loop a checked config describes, ready to run
+    (fit's, each tune trial's in memory, the bench's). The thread counts and ``fused`` default
+    to the engine's own choice per problem size (see ``train.TrainSettings``)."""
+    assert config.train.metrics is not None, "a checked config (check_training_options) names its metrics"
+    model = build_model(config, data.schema, seeds)
+    loss = make_loss(config.loss, config.model.output.activation)
+    optimizer = make_model_optimizer(config.optimizer.name, model, **config.optimizer.engine_options())
+    stopping = None
+    if config.train.early_stopping is not None:
+        stopping = EarlyStopping(**config.train.early_stopping.model_dump())
+    options = TrainOptions(
+        config.train.epochs,
+        config.train.batch_size,
+        config.train.shuffle,
+        config.train.tolerance,
+        full_batch=config.optimizer.name == "gd",
+        metrics=tuple(config.train.metrics),
+    )
+    training_data = TrainingData(
+        data.train,
+        data.validation,
+        config.task,
+        n_classes=len(data.schema.class_labels),
+        sample_weight=sample_weights(config, data.schema, data.train.targets),
+        target_divisor=data.schema.target_divisor,
+    )
+    settings = TrainSettings(
+        options,
+        seeds.shuffle,
+        dropout_rng=seeds.dropout,
+        schedule=_schedule(config),
+        early_stopping=stopping,
+        callbacks=callbacks,
+        on_epoch_saved=on_epoch_saved,
+        epoch_end_guard=epoch_end_guard,
+        blas_threads=blas_threads,
+        kernel_threads=kernel_threads,
+        fused=fused,
+    )
+    return Trainer(model, loss, optimizer, training_data, settings)
