@@ -273,29 +273,33 @@ def wait_for_running_trial(url: str, name: str, timeout=60.0):
 
 
 @needs_postgres
-def test_no_password_is_printed_or_stored_by_a_postgres_study(tmp_path):
+def test_no_password_is_printed_or_stored_by_a_postgres_study(tmp_path, monkeypatch):
+    from dltrain.tune.worker import Worker
+
     secret = f"S3cret{os.getpid()}x"
     name = f"secret_{os.getpid()}_{time.time_ns() % 10**9}"
-    config = write_config(tmp_path, epochs=2000, trials=2)
+    config = write_config(tmp_path, trials=2)
     url = with_password(POSTGRES_URL, secret)
     out = tmp_path / "study"
-    process = dltrain_process("tune", config, "--out", out, "--storage", url, "--study", name)
-    try:
-        wait_for_running_trial(POSTGRES_URL, name)
-        process.send_signal(signal.SIGINT)
-        interrupted, _ = process.communicate(timeout=60)
-    finally:
-        process.kill()
-    assert process.returncode == 130, interrupted
-    assert "continue with: dltrain tune" in interrupted and "PGPASSWORD" in interrupted
-    write_config(tmp_path, epochs=2, trials=2)
-    finished_run = tune(config, "--out", out, "--storage", url, "--study", name)
+    real_train = Worker._train
+
+    def ctrl_c(self, *args):  # Ctrl-C during the first trial
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Worker, "_train", ctrl_c)
+    interrupted = tune(config, "--out", out, "--storage", url, "--study", name)
+    assert interrupted.exit_code == 130, interrupted.output
+    assert "continue with: dltrain tune" in interrupted.output and "PGPASSWORD" in interrupted.output
+    monkeypatch.setattr(Worker, "_train", real_train)
+    from sqlalchemy.engine import make_url
+
+    in_userinfo = make_url(POSTGRES_URL).set(password=secret).render_as_string(hide_password=False)
+    finished_run = tune(config, "--out", out, "--storage", in_userinfo, "--study", name)
     assert finished_run.exit_code == 0, finished_run.output
-    outputs = interrupted + finished_run.output
-    assert secret not in outputs
+    assert secret not in interrupted.output + finished_run.output
     written = [path for path in out.rglob("*") if path.is_file() and secret.encode() in path.read_bytes()]
     assert written == []
-    assert "password=***" in (out / "study.json").read_text()
+    assert ":***@" in (out / "study.json").read_text()  # the last run's URL, masked
 
 
 class _Proxy:
@@ -303,6 +307,7 @@ class _Proxy:
 
     def __init__(self, host: str, port: int):
         self.target, self.sockets, self.stopped = (host, port), [], threading.Event()
+        self.frozen = threading.Event()  # data still taken, never passed on: a server that stopped answering
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
         threading.Thread(target=self._accept, daemon=True).start()
@@ -312,17 +317,18 @@ class _Proxy:
             try:
                 client, _ = self.listener.accept()
                 server = socket.create_connection(self.target, timeout=10)
+                server.settimeout(None)
             except OSError:
                 return
             self.sockets += [client, server]
             for source, sink in ((client, server), (server, client)):
                 threading.Thread(target=self._pipe, args=(source, sink), daemon=True).start()
 
-    @staticmethod
-    def _pipe(source, sink):
+    def _pipe(self, source, sink):
         try:
             while data := source.recv(65536):
-                sink.sendall(data)
+                if not self.frozen.is_set():
+                    sink.sendall(data)
         except OSError:
             pass
 
@@ -353,6 +359,33 @@ def test_a_database_that_stops_ends_the_command_with_one_masked_message(tmp_path
     assert result.exit_code == 1, result.output
     assert "stopped answering" in result.output and "password=***" in result.output
     assert secret not in result.output and "Traceback" not in result.output
+
+
+@needs_postgres
+def test_a_database_that_stops_answering_ends_the_command_within_bounded_time(tmp_path, monkeypatch):
+    from sqlalchemy.engine import make_url
+
+    real = make_url(POSTGRES_URL)
+    proxy = _Proxy(real.host, real.port)
+    url = POSTGRES_URL.replace(f":{real.port}/", f":{proxy.port}/")
+    config = write_config(tmp_path, epochs=5000, trials=3)
+    name = f"frozen_{os.getpid()}_{time.time_ns() % 10**9}"
+    monkeypatch.setenv("DLTRAIN_TUNE_HEARTBEAT", "1")  # silent for two heartbeats: 2 s
+    frozen_at = []
+
+    def freeze():
+        wait_for_running_trial(POSTGRES_URL, name)
+        proxy.frozen.set()
+        frozen_at.append(time.monotonic())
+
+    threading.Thread(target=freeze, daemon=True).start()
+    threading.Timer(60, proxy.stop).start()  # in case the command waits forever: end the test all the same
+    result = tune(config, "--out", tmp_path / "study", "--storage", url, "--study", name)
+    waited = time.monotonic() - frozen_at[0]
+    proxy.stop()
+    assert result.exit_code == 1, result.output
+    assert "stopped answering (no answer from the server for 2 s)" in result.output
+    assert waited < 20, waited
 
 
 # ---------------------------------------------------------------- no hangs

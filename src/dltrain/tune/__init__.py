@@ -11,6 +11,7 @@ The modules, from the bottom up:
 - ``credentials``: storage URLs with their passwords masked, for every message and file;
 - ``liveness``: which worker runs a trial and whether it is still alive;
 - ``journal``: the journal file checked (and a torn last record cut) before anyone reads it;
+- ``silence``: a database statement without an answer for two heartbeats is cut off;
 - ``storage``: the one adapter to Optuna (its storages, its private attributes, its versions);
 - ``identity``: what a study is for (its search, its data, target and task);
 - ``trials``: what a trial is to dltrain (counted states, surplus trials, values as config);

@@ -19,10 +19,11 @@ from ..files import disk_error, write_all
 from .credentials import masked, scrubbed
 from .journal import JOURNAL, JournalError, JournalMutex, check_journal
 from .liveness import dead_workers, heartbeat_seconds
+from .silence import ServerSilent, SilenceWatch
 from .space import SearchPlan
 
 # Modules whose exceptions mean "the storage did not answer as a storage should".
-_STORAGE_MODULES = ("optuna.storages", "optuna.study._optimize", "sqlalchemy", "psycopg")
+_STORAGE_MODULES = ("optuna.storages", "optuna.study._optimize", "sqlalchemy", "psycopg", "dltrain.tune.silence")
 
 
 def load_optuna():
@@ -133,10 +134,13 @@ def open_storage(place: StudyPlace):
             import psycopg  # noqa: F401 - only to say what is missing
         except ImportError:
             raise DltrainError(f"a PostgreSQL storage needs psycopg: {install_hint('tune')}") from None
-        # A server that stops answering is noticed within seconds, not at the kernel's TCP timeout.
-        timeouts = {"keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2, "keepalives_count": 3}
-        engine_kwargs = {"connect_args": {"connect_timeout": 10, "tcp_user_timeout": 20000, **timeouts}}
     interval = heartbeat_seconds()
+    if url.startswith("postgresql"):
+        # A server that stops answering is noticed within seconds, not at the kernel's TCP timeout:
+        # keep-alives, and a connection that does not open within two heartbeats (10 s at most).
+        timeouts = {"keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2, "keepalives_count": 3}
+        connect = max(2, min(10, 2 * interval))
+        engine_kwargs = {"connect_args": {"connect_timeout": connect, "tcp_user_timeout": 20000, **timeouts}}
     retry = retry_once()
     # Optuna 4.9 renamed the retry callback and its storage argument; older ones have only the first.
     callback = (
@@ -146,9 +150,11 @@ def open_storage(place: StudyPlace):
     )
     _quiet_heartbeat_threads()
     try:
-        return optuna.storages.RDBStorage(
+        storage = optuna.storages.RDBStorage(
             url, engine_kwargs=engine_kwargs, heartbeat_interval=interval, grace_period=2 * interval, **callback
         )
+        SilenceWatch(storage.engine, 2 * interval)
+        return storage
     except Exception as error:  # sqlalchemy's many connection and URL errors
         raise DltrainError(
             f"--storage {place.shown_storage}: cannot open the study database ({_reason(error, place)}); check "
@@ -158,6 +164,10 @@ def open_storage(place: StudyPlace):
 
 
 def _reason(error: BaseException, place: StudyPlace) -> str:
+    cause: BaseException | None = error
+    while cause is not None and not isinstance(cause, ServerSilent):  # the first cause says it best
+        cause = cause.__cause__ or cause.__context__
+    error = cause or error
     lines = str(getattr(error, "orig", None) or error).strip().splitlines()
     return scrubbed(lines[0] if lines else type(error).__name__, place.storage_url)
 
