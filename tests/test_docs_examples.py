@@ -99,7 +99,7 @@ def test_every_example_in_the_docs_prints_what_it_shows(document, tmp_path, monk
     monkeypatch.chdir(tmp_path)
     runner = CliRunner()
     for command, shown in cases:
-        result = runner.invoke(app, shlex.split(command)[1:])
+        result = runner.invoke(app, shlex.split(command)[1:], prog_name="dltrain")
         actual = result.output.rstrip("\n").split("\n") if result.output else []
         assert output_matches(shown, actual), (
             f"{document.name}: `{command}` printed:\n{result.output}\nwhere the document shows:\n" + "\n".join(shown)

@@ -435,8 +435,8 @@ def test_a_killed_worker_process_is_noticed_while_the_other_trains_and_its_trial
     "args, words",
     [
         (["--workers", "1000"], ["--workers 1000", "give at most"]),
-        (["--timeout", "nan"], ["--timeout nan", "finite"]),
-        (["--timeout", "inf"], ["--timeout inf", "finite"]),
+        (["--timeout", "nan"], ["'--timeout'", "nan: give a finite number"]),
+        (["--timeout", "inf"], ["'--timeout'", "inf: give a finite number"]),
     ],
     ids=["workers", "timeout-nan", "timeout-inf"],
 )

@@ -1,10 +1,17 @@
-"""The `dltrain` command line: parse arguments, call one command function, render the result."""
+"""The `dltrain` command line: parse arguments, call one command function, render the result.
+
+It starts at once: this module imports the standard library and typer only, so `dltrain --help`,
+`dltrain COMMAND --help` and `dltrain --version` never load NumPy, pydantic, rich's tables or a
+command's module; each command imports what it needs when it runs. Every mistake, typer's (an
+unknown option, a value out of range) or dltrain's, reaches the user the same way: one
+``error: ...`` line on stderr, perhaps a ``hint: ...`` line, and its exit code (2 for a mistake).
+"""
 
 from __future__ import annotations
 
 import contextlib
+import enum
 import functools
-import json
 import math
 import signal
 import sys
@@ -13,19 +20,59 @@ from pathlib import Path
 from typing import Annotated, List, Optional
 
 import typer
+from typer.core import TyperGroup
 
-from . import __version__, report
-from .commands import check as check_command
-from .commands import common
-from .commands import evaluate as evaluate_command
-from .commands import fit as fit_command
-from .commands import predict as predict_command
-from .config import dump_config
-from .engine.kernel_cache import KernelCacheWarning
-from .errors import DltrainError, Interrupted, signal_of
-from .files import check_writable, write_output
+from . import __version__
+
+# typer exports BadParameter alone of click's errors; its base is click's UsageError (or the
+# copy of click newer typers carry), the class of every command-line mistake.
+_UsageError = next(base for base in typer.BadParameter.__mro__ if base.__name__ == "UsageError")
+
+
+def show_error(message: str, hint: str | None = None) -> None:
+    """The one way an error reaches the user: ``error: MESSAGE`` on stderr, then ``hint: HINT``."""
+    typer.echo(f"error: {message}", err=True)
+    if hint:
+        typer.echo(f"hint: {hint}", err=True)
+
+
+@contextlib.contextmanager
+def _usage_errors():
+    """A command-line mistake typer finds (or a command raises as one) printed as dltrain's errors are."""
+    try:
+        yield
+    except _UsageError as error:
+        if type(error).__name__ == "NoArgsIsHelpError":  # `dltrain` alone: typer shows the help
+            raise
+        ctx = getattr(error, "ctx", None)
+        show_error(error.format_message(), f"see {ctx.command_path if ctx else 'dltrain'} --help")
+        raise typer.Exit(error.exit_code) from None
+
+
+class _Commands(TyperGroup):
+    """The group of dltrain's commands, parsing and dispatching under ``_usage_errors``."""
+
+    def get_params(self, ctx):
+        params = super().get_params(ctx)
+        for param in params:
+            # A flag left out is False, which typer passes on as it is; None (the default typer
+            # gives --help and its completion flags) it parses through pydantic: 0.1 s more for
+            # `dltrain COMMAND --help`.
+            if getattr(param, "is_flag", False) and param.default is None:
+                param.default = False
+        return params
+
+    def make_context(self, info_name, args, parent=None, **extra):
+        with _usage_errors():
+            return super().make_context(info_name, args, parent=parent, **extra)
+
+    def invoke(self, ctx):
+        with _usage_errors():
+            return super().invoke(ctx)
+
 
 app = typer.Typer(
+    cls=_Commands,
     add_completion=True,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -36,21 +83,23 @@ app = typer.Typer(
 
 def _show_version(value: bool):
     if value:
+        from .commands.environment import check_kernels_variable
         from .engine import kernels
+        from .errors import DltrainError
 
         try:
-            common.check_environment()
+            check_kernels_variable()
         except DltrainError as error:
-            report.show_error(str(error))
+            show_error(error.message, error.hint)
             raise typer.Exit(error.exit_code) from None
-        report.write_text(f"dltrain {__version__}\nengine: {kernels.describe()}\n")
+        typer.echo(f"dltrain {__version__}\nengine: {kernels.describe()}")
         raise typer.Exit()
 
 
 @app.callback()
 def main_options(
     version: Annotated[
-        Optional[bool],
+        bool,
         typer.Option(
             "--version",
             callback=_show_version,
@@ -58,25 +107,29 @@ def main_options(
             help="Print dltrain's version and which engine path is active (fused kernels or reference NumPy), "
             "then exit.",
         ),
-    ] = None,
+    ] = False,
 ):
     """Train neural networks described in YAML on CSV files."""
 
 
 def user_errors(command):
-    """Turn dltrain's own errors into one message on stderr and their exit code."""
+    """Check the DLTRAIN_* variables, then run the command; dltrain's own errors become one
+    message on stderr and their exit code, Ctrl-C (or SIGTERM) "interrupted" and 128 + its number."""
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
+        from .commands.environment import check_environment
+        from .errors import DltrainError, signal_of
+
         try:
-            common.check_environment()
+            check_environment()
             with one_line_warnings():
                 return command(*args, **kwargs)
         except DltrainError as error:
-            report.show_error(str(error))
+            show_error(error.message, error.hint)
             raise typer.Exit(error.exit_code) from None
         except KeyboardInterrupt as interrupt:
-            report.show_error("interrupted")
+            show_error("interrupted")
             raise typer.Exit(128 + signal_of(interrupt)) from None
 
     return wrapper
@@ -86,10 +139,14 @@ def user_errors(command):
 def one_line_warnings():
     """dltrain's own warnings (a kernel cache it cannot use) as one "warning: ..." line each,
     instead of Python's two lines with a file name and source line."""
+    from .engine.kernel_cache import KernelCacheWarning
+
     shown = warnings.showwarning
 
     def show(message, category, filename, lineno, file=None, line=None):
         if issubclass(category, KernelCacheWarning):
+            from . import report
+
             report.show_warning(str(message))
         else:
             shown(message, category, filename, lineno, file, line)
@@ -102,6 +159,7 @@ def one_line_warnings():
 @contextlib.contextmanager
 def termination_as_interrupt():
     """SIGTERM (kill, systemd, Docker, batch schedulers) and SIGHUP stop a fit the way Ctrl-C does."""
+    from .errors import Interrupted
 
     def interrupt(number, frame):
         raise Interrupted(number)
@@ -115,12 +173,52 @@ def termination_as_interrupt():
             signal.signal(number, handler)
 
 
+# ---------------------------------------------------------------- argument types and checks
+
+
+def _above_zero(value: float | None) -> float | None:
+    """A number of seconds or megabytes: finite and above 0 (nan and inf parse as floats too)."""
+    if value is not None and not (math.isfinite(value) and value > 0):
+        raise typer.BadParameter(f"{value:g}: give a finite number above 0")
+    return value
+
+
+def _delimiter(value: str | None) -> str | None:
+    """--delimiter: , ; | or a tab, also written as a word (tab, comma, semicolon, pipe) or \\t."""
+    if value is None:
+        return None
+    from .config import DELIMITER_ALIASES
+    from .data.csv import DELIMITERS
+
+    delimiter = DELIMITER_ALIASES.get(value, value)
+    if delimiter not in DELIMITERS:
+        raise typer.BadParameter(f"{value!r}: use one of , ; tab |, or leave it out to detect it")
+    return delimiter
+
+
+class ExportFormat(str, enum.Enum):
+    """The file formats of ``dltrain export`` (commands/export.py's FORMATS)."""
+
+    onnx = "onnx"
+
+
+class ExportInputs(str, enum.Enum):
+    """The input forms of ``dltrain export`` (commands/export.py's INPUT_FORMS)."""
+
+    columns = "columns"
+    features = "features"
+
+
 ConfigArg = Annotated[Path, typer.Argument(help="YAML config file.", show_default=False)]
 RunArg = Annotated[Path, typer.Argument(help="Run folder written by `dltrain fit`.", show_default=False)]
 DataArg = Annotated[Path, typer.Argument(help="CSV file with a header row.", show_default=False)]
 DelimiterOption = Annotated[
     Optional[str],
-    typer.Option(help="The CSV's delimiter: , ; tab or | (default: detected in the file).", show_default=False),
+    typer.Option(
+        help="The CSV's delimiter: , ; tab or | (default: detected in the file).",
+        callback=_delimiter,
+        show_default=False,
+    ),
 ]
 EncodingOption = Annotated[
     Optional[str],
@@ -154,6 +252,7 @@ def init(
 
     Example: dltrain init customers.csv --target churn --out churn.yaml && dltrain fit churn.yaml
     """
+    from . import report
     from .commands.init import write_starter_config
 
     out = out if out is not None else Path(f"{data.stem}.yaml")
@@ -179,8 +278,8 @@ def _refuse_extra_arguments(ctx: typer.Context, overrides):
     extra = ctx.args[0]
     keys = [text for text in overrides or [] if "=" not in text]
     if keys:
-        raise DltrainError(f"--set {keys[0]} {extra}: write --set {keys[0]}={extra} (KEY=VALUE, no space)")
-    raise DltrainError(f"unexpected argument {extra!r}; see dltrain {ctx.command.name} --help")
+        raise _UsageError(f"--set {keys[0]} {extra}: write --set {keys[0]}={extra} (KEY=VALUE, no space)", ctx)
+    raise _UsageError(f"unexpected argument {extra!r}", ctx)
 
 
 _EXTRA_ARGUMENTS = {"allow_extra_args": True}
@@ -189,9 +288,16 @@ _EXTRA_ARGUMENTS = {"allow_extra_args": True}
 @app.command(context_settings=_EXTRA_ARGUMENTS)
 @user_errors
 def check(ctx: typer.Context, config: ConfigArg, overrides: SetOption = None):
-    """Validate a config and its data; print the resolved config and a model summary."""
+    """Validate a config and its data; print the resolved config and a model summary.
+
+    Example: dltrain check configs/iris.yaml --set train.epochs=50
+    """
+    from . import report
+    from .commands.check import check as check_config
+    from .config import dump_config
+
     _refuse_extra_arguments(ctx, overrides)
-    result = check_command.check(config, overrides or [])
+    result = check_config(config, overrides or [])
     report.console.print(f"# resolved config ({config})")
     report.console.print(dump_config(result.config), markup=False, soft_wrap=True)
     data = result.data
@@ -236,8 +342,15 @@ def fit(
 ):
     """Train the network a config describes and save a run folder.
 
-    Ctrl-C (or SIGTERM) saves the last finished epoch and prints the command that resumes it
-    (--out DIR --resume). With --force the old run stays until the new one is saved."""
+    Ctrl-C (or SIGTERM) saves the last finished epoch and prints the command that resumes it (--out DIR --resume).
+
+    With --force the old run stays until the new one is saved.
+
+    Example: dltrain fit configs/iris.yaml --out runs/iris --set train.epochs=100
+    """
+    from . import report
+    from .commands.fit import fit as fit_config
+
     _refuse_extra_arguments(ctx, overrides)
     reporter = report.TrainingReporter(quiet=quiet)
 
@@ -247,7 +360,7 @@ def fit(
 
     try:
         with termination_as_interrupt():
-            result = fit_command.fit(
+            result = fit_config(
                 config,
                 overrides or [],
                 out,
@@ -265,8 +378,14 @@ def fit(
     report.console.print(f"saved {result.run_dir}", markup=False)
 
 
+def _json_text(value) -> str:
+    """One line of JSON; NaN (e.g. ROC AUC when one class is absent) becomes null: bare NaN is not JSON."""
+    import json
+
+    return json.dumps(_json_safe(value))
+
+
 def _json_safe(value):
-    """NaN (e.g. ROC AUC when one class is absent) becomes null: bare NaN is not JSON."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
@@ -292,12 +411,17 @@ def evaluate(
     delimiter: DelimiterOption = None,
     encoding: EncodingOption = None,
 ):
-    """Loss and metrics of a trained run on a labelled CSV (per class and a confusion matrix for classes)."""
-    metrics, labels = evaluate_command.evaluate_run(
-        run_dir, data, common.csv_dialect(delimiter, encoding), on_note=report.show_note
-    )
+    """Loss and metrics of a trained run on a labelled CSV (per class and a confusion matrix for classes).
+
+    Example: dltrain eval runs/iris data/iris.csv --json
+    """
+    from . import report
+    from .commands.common import csv_dialect
+    from .commands.evaluate import evaluate_run
+
+    metrics, labels = evaluate_run(run_dir, data, csv_dialect(delimiter, encoding), on_note=report.show_note)
     if as_json:
-        report.write_text(json.dumps(_json_safe(report.evaluation_json(metrics, labels))) + "\n")
+        report.write_text(_json_text(report.evaluation_json(metrics, labels)) + "\n")
         return
     for part in report.evaluation_report(metrics, labels, title=str(data)):
         report.console.print(part)
@@ -323,12 +447,18 @@ def predict(
 ):
     """Predictions for every row of a CSV: the target column, then prob_<label> per class.
 
-    Example: dltrain predict runs/churn customers.csv --keep customer_id --out predictions.csv"""
+    Example: dltrain predict runs/churn customers.csv --keep customer_id --out predictions.csv
+    """
+    from . import report
+    from .commands import predict as predict_command
+    from .commands.common import csv_dialect
+    from .files import check_writable, write_output
+
     if out is not None:
         predict_command.refuse_overwriting_inputs(out, [data], run_dir)
         check_writable(out, make_parents=True)
     header, rows = predict_command.predict_rows(
-        run_dir, data, keep or [], common.csv_dialect(delimiter, encoding), on_note=report.show_note
+        run_dir, data, keep or [], csv_dialect(delimiter, encoding), on_note=report.show_note
     )
     text = predict_command.predictions_csv(header, rows)
     if out is None:
@@ -343,19 +473,21 @@ def predict(
 def export(
     run_dir: RunArg,
     out: Annotated[Optional[Path], typer.Option(help="ONNX file to write (default: RUN_DIR/model.onnx).")] = None,
-    format: Annotated[str, typer.Option("--format", help="File format; onnx is the one there is.")] = "onnx",
+    format: Annotated[ExportFormat, typer.Option("--format", help="File format; onnx is the one there is.")] = (
+        ExportFormat.onnx
+    ),
     opset: Annotated[
         Optional[int],
         typer.Option(help="ONNX opset (default: the lowest that holds every operator used).", show_default=False),
     ] = None,
     inputs: Annotated[
-        str,
+        ExportInputs,
         typer.Option(
             "--inputs",
             help="columns: one input per CSV column; features: one [N, F] "
             "float tensor (models without categorical columns).",
         ),
-    ] = "columns",
+    ] = ExportInputs.columns,
     force: Annotated[bool, typer.Option("--force", help="Overwrite --out if it exists.")] = False,
 ):
     """Export a trained run as one ONNX model: raw CSV columns in, labels and probabilities out (needs the onnx extra).
@@ -364,9 +496,10 @@ def export(
 
     Example: dltrain export runs/iris --out iris.onnx
     """
+    from . import report
     from .commands.export import export_run
 
-    result = export_run(run_dir, out, format, opset, force, inputs)
+    result = export_run(run_dir, out, format.value, opset, force, inputs.value)
     report.console.print(
         f"wrote {result.path} ({result.model_bytes:,} bytes, ONNX opset {result.opset}): inputs "
         f"{', '.join(result.inputs)}; outputs {', '.join(result.outputs)}; equal to dltrain predict "
@@ -382,7 +515,11 @@ def schema():
     """Print the config's JSON Schema, for editor completion and validation.
 
     Example: dltrain schema > dltrain.schema.json, then start a config with the line
-    # yaml-language-server: $schema=dltrain.schema.json"""
+    # yaml-language-server: $schema=dltrain.schema.json
+    """
+    import json
+
+    from . import report
     from .config import json_schema
 
     report.write_text(json.dumps(json_schema(), indent=2) + "\n")
@@ -399,7 +536,12 @@ def plot(
     """Draw training and validation curves per epoch, with the best epoch marked.
 
     Given a study folder from `dltrain tune`: the optimisation history and each parameter's slice.
-    Needs matplotlib: pip install '.\\[plot]' in dltrain's project folder."""
+
+    Needs matplotlib: pip install '.\\[plot]' in dltrain's project folder.
+
+    Example: dltrain plot runs/iris --out curves.svg
+    """
+    from . import report
     from .plot import is_study_folder, plot_curves, plot_study
 
     path = plot_study(run_dir, out) if is_study_folder(run_dir) else plot_curves(run_dir, out)
@@ -411,13 +553,17 @@ def plot(
 def tune(
     config: ConfigArg,
     trials: Annotated[
-        Optional[int], typer.Option(help="Finished trials to reach (default: tune.trials).", show_default=False)
+        Optional[int],
+        typer.Option(min=1, help="Finished trials to reach (default: tune.trials).", show_default=False),
     ] = None,
     timeout: Annotated[
-        Optional[float], typer.Option(help="Seconds for the whole search (default: tune.timeout).", show_default=False)
+        Optional[float],
+        typer.Option(
+            callback=_above_zero, help="Seconds for the whole search (default: tune.timeout).", show_default=False
+        ),
     ] = None,
     workers: Annotated[
-        int, typer.Option(help="Worker processes on this machine, each with its share of the cores.")
+        int, typer.Option(min=1, help="Worker processes on this machine, each with its share of the cores.")
     ] = 1,
     storage: Annotated[
         Optional[str],
@@ -437,11 +583,13 @@ def tune(
 ):
     """Search the config's tune: section (model, hyperparameters, features) with Optuna.
 
-    Running the same command again (same --out or --storage) continues the study until it has
-    N finished trials; the same command on several machines with --storage joins one study.
+    Running the same command again (same --out or --storage) continues the study until it has N finished trials.
+
+    The same command on several machines with --storage joins one study.
 
     Example: dltrain tune configs/iris.yaml --trials 20 --out runs/iris-tune && dltrain fit runs/iris-tune/best.yaml
     """
+    from . import report
     from .commands.tune import tune as run_tune
 
     def on_trial(trial, counts, n_trials, metric, best_value):
@@ -470,20 +618,22 @@ def explain(
     run_dir: RunArg,
     data: DataArg,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
-    repeats: Annotated[int, typer.Option(help="Shuffles per column; the spread is over these.")] = 5,
+    repeats: Annotated[int, typer.Option(min=1, help="Shuffles per column; the spread is over these.")] = 5,
 ):
-    """Permutation importance of each input column: how much the loss rises when it is shuffled."""
+    """Permutation importance of each input column: how much the loss rises when it is shuffled.
+
+    Example: dltrain explain runs/iris data/iris.csv --repeats 10
+    """
+    from . import report
     from .commands.explain import explain_run
 
-    if repeats < 1:
-        raise typer.BadParameter("give at least 1", param_hint="--repeats")
     baseline, importances = explain_run(run_dir, data, repeats)
     rows = [
         {"column": item.column, "importance": item.importance, "spread": item.spread, "inputs": item.inputs}
         for item in importances
     ]
     if as_json:
-        report.write_text(json.dumps(_json_safe({"loss": baseline, "repeats": repeats, "columns": rows})) + "\n")
+        report.write_text(_json_text({"loss": baseline, "repeats": repeats, "columns": rows}) + "\n")
         return
     report.console.print(
         f"{data}: loss {report.format_value(baseline)}; importance = mean rise of the loss "
@@ -507,24 +657,35 @@ def serve(
     host: Annotated[
         str, typer.Option(help="Address to listen on; anything but 127.0.0.1/localhost is reachable from elsewhere.")
     ] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on (0: any free port, printed at start).")] = 8000,
-    workers: Annotated[int, typer.Option(help="Processes answering requests, sharing the loaded runs.")] = 1,
+    port: Annotated[
+        int, typer.Option(min=0, max=65535, help="Port to listen on (0: any free port, printed at start).")
+    ] = 8000,
+    workers: Annotated[int, typer.Option(min=1, help="Processes answering requests, sharing the loaded runs.")] = 1,
     max_body: Annotated[
-        float, typer.Option("--max-body", help="Largest request body, in MB; larger ones are refused (413).")
+        float,
+        typer.Option(
+            "--max-body", callback=_above_zero, help="Largest request body, in MB; larger ones are refused (413)."
+        ),
     ] = 10.0,
-    max_rows: Annotated[int, typer.Option("--max-rows", help="Most rows in one request (413 beyond).")] = 100_000,
+    max_rows: Annotated[
+        int, typer.Option("--max-rows", min=1, help="Most rows in one request (413 beyond).")
+    ] = 100_000,
     quiet: Annotated[bool, typer.Option("--quiet", help="No access line per request.")] = False,
 ):
-    """Answer predictions over HTTP: POST /predict with JSON rows or a CSV, GET /metadata, GET /health (needs the
-    serve extra).
+    """Answer predictions over HTTP: POST /predict, GET /metadata, GET /health (needs the serve extra).
 
-    The same numbers as dltrain predict; every request is one access line (method, path, status, rows, ms).
-    With DLTRAIN_SERVE_TOKEN set, requests need Authorization: Bearer <token>. SIGTERM or Ctrl-C finish
-    the requests in flight and exit 0.
+    POST /predict takes JSON rows or a CSV and answers with the same numbers as dltrain predict.
+
+    Every request is one access line (method, path, status, rows, ms).
+
+    With DLTRAIN_SERVE_TOKEN set, requests need Authorization: Bearer <token>.
+
+    SIGTERM or Ctrl-C finish the requests in flight and exit 0.
 
     Example: dltrain serve runs/iris --port 8000, then
     curl -H 'Content-Type: text/csv' --data-binary @data/iris.csv localhost:8000/predict
     """
+    from . import report
     from .commands.serve.server import serve as run_server
 
     run_server(

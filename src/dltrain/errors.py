@@ -4,15 +4,34 @@ import difflib
 import re
 import shlex
 import signal
-from importlib import metadata
 
 _MAX_FUZZY_OPTIONS = 5000  # difflib compares with every option; a huge header gets only the case match
 
 
 class DltrainError(Exception):
-    """A mistake in the user's config, data, command line or run folder (exit code 2)."""
+    """A mistake in the user's config, data, command line or run folder (exit code 2).
+
+    ``hint`` says what to do, or where things stand, when the code that knows it is not the code
+    that found the mistake (fit knows where a run stands when a checkpoint cannot be written): the
+    CLI prints it on its own line after the message; ``str()`` holds both."""
 
     exit_code = 2
+
+    def __init__(self, message: str = "", *, hint: str | None = None):
+        super().__init__(message)
+        self.hint = hint
+
+    @property
+    def message(self) -> str:
+        """What went wrong, without the hint."""
+        return str(self.args[0]) if self.args else ""
+
+    def add_hint(self, hint: str) -> None:
+        """Add a hint after any the error has already."""
+        self.hint = f"{self.hint}; {hint}" if self.hint else hint
+
+    def __str__(self) -> str:
+        return f"{self.message}; {self.hint}" if self.hint else self.message
 
 
 class ConfigError(DltrainError):
@@ -87,6 +106,8 @@ def install_hint(extra: str) -> str:
     ``pip install '.[onnx]'``, never by the name dltrain, which on the public index is another
     project. The packages themselves are named too, from the installed metadata, for a dltrain
     installed from elsewhere."""
+    from importlib import metadata  # only here: its import is a tenth of the command line's start-up
+
     try:
         requirements = metadata.requires("dltrain") or []
     except metadata.PackageNotFoundError:

@@ -1,7 +1,6 @@
 """What the commands share: a trained run loaded back from its folder, and the checks of the
 CSV options and environment variables every command reads. Nothing here prints."""
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,13 +10,10 @@ from ..artifacts import read_run
 from ..build import build_model
 from ..config import DELIMITER_ALIASES, Config, ConfigSource
 from ..data import DataSchema
-from ..data import cache as data_cache
 from ..data.csv import DELIMITERS
-from ..engine import kernels
 from ..engine.losses import make_loss
 from ..engine.model import Sequential
-from ..engine.threads import KERNELS_VARIABLE
-from ..errors import ArtifactError, ConfigError, DltrainError, did_you_mean
+from ..errors import ArtifactError, ConfigError
 from ..files import decodes_as, text_codec
 
 
@@ -129,18 +125,3 @@ def csv_dialect(delimiter: str | None = None, encoding: str | None = None) -> di
         if delimiter not in DELIMITERS:
             raise ConfigError(f"--delimiter {delimiter!r}: use one of , ; tab |, or leave it out to detect it")
     return {"delimiter": delimiter, "encoding": encoding}
-
-
-def check_environment(environ=os.environ) -> None:
-    """The DLTRAIN_* variables dltrain reads, checked before any command runs: a value it
-    cannot use is one message naming the variable, never a setting silently ignored."""
-    try:
-        kernels.setting(environ)
-    except ValueError:
-        value = environ.get(KERNELS_VARIABLE, "")
-        raise DltrainError(
-            f"{KERNELS_VARIABLE}={value}: not a setting{did_you_mean(value.strip().lower(), kernels.SETTINGS)}; "
-            f"set it to {' or '.join(kernels.SETTINGS)} (auto, the default: the fused kernels where "
-            "they pay; reference: the plain NumPy path everywhere), or unset it"
-        ) from None
-    data_cache.configured_folder(environ)

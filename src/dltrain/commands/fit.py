@@ -279,22 +279,23 @@ def _interrupted(session: _Session, trainer: Trainer, number: int) -> TrainingIn
 
 
 def _diverged(session: _Session, trainer: Trainer, error: TrainingDiverged):
+    """Save the last good epoch where there is no old run to keep; the error's hint says where things stand."""
     directory = session.target.directory
     if session.target.replacing:
-        error.args = (f"{error.args[0]}. {directory} still holds the previous run, unchanged",)
+        error.add_hint(f"{directory} still holds the previous run, unchanged")
         return
     epoch = _save_from_checkpoint(session, trainer, "diverged")
     where = f"{directory} holds the model after epoch {epoch}, the last good one" if epoch else "nothing was saved"
-    error.args = (f"{error.args[0]}. {where}",)
+    error.add_hint(where)
 
 
-def _not_saved(session: _Session, what: str) -> str:
+def _not_saved(session: _Session) -> str:
     """Where things stand when the final save did not happen."""
     if session.target.replacing:
-        return f"{what}: {session.target.directory} still holds the previous run, unchanged"
+        return f"{session.target.directory} still holds the previous run, unchanged"
     return (
-        f"{what}: training finished but the model was not saved; {session.target.directory} holds its "
-        f"checkpoint. Save the model with: {session.resume_command()}"
+        f"training finished but the model was not saved; {session.target.directory} holds its "
+        f"checkpoint; save the model with: {session.resume_command()}"
     )
 
 
@@ -342,14 +343,15 @@ def _train_and_save(session: _Session, trainer: Trainer, resume: bool) -> FitRes
             _diverged(session, trainer, error)
             raise
         except DltrainError as error:  # the checkpoint could not be written (full disk, ...)
-            raise type(error)(
-                f"{error}. Training stopped; "
+            error.add_hint(
+                "training stopped; "
                 + (
                     "the previous run is unchanged"
                     if session.target.replacing
                     else f"continue later from the last saved epoch with: {session.resume_command()}"
                 )
-            ) from None
+            )
+            raise
     try:
         metrics = session.save(
             trainer.model, trainer.loss, result.history, result.stop_reason, result.best_epoch, result.monitor
@@ -359,9 +361,10 @@ def _train_and_save(session: _Session, trainer: Trainer, resume: bool) -> FitRes
             raise TrainingInterrupted(
                 f"interrupted after saving: {session.target.directory} holds the finished run", signal_of(interrupt)
             ) from None
-        raise TrainingInterrupted(_not_saved(session, "interrupted while saving"), signal_of(interrupt)) from None
+        raise TrainingInterrupted(f"interrupted while saving: {_not_saved(session)}", signal_of(interrupt)) from None
     except DltrainError as error:
-        raise type(error)(_not_saved(session, str(error))) from None
+        error.add_hint(_not_saved(session))
+        raise
     return FitResult(
         session.target.directory,
         session.config,

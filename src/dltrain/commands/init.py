@@ -18,7 +18,7 @@ import numpy as np
 
 from ..config import ConfigSource, build_config, parse_yaml
 from ..data import BOOLEAN_WORDS, MAX_CATEGORIES, infer_task, target_labels
-from ..data.csv import DELIMITER_NAMES, ENCODING_HINT, CsvFile, mostly_numbers
+from ..data.csv import DELIMITER_NAMES, CsvFile, mostly_numbers
 from ..data.dates import YEAR_FIRST, detect_date_format, varying_parts
 from ..errors import ConfigError, DataError
 from ..files import check_writable, open_regular, write_output
@@ -246,7 +246,8 @@ def _refuse_json(data_path: Path, encoding: str):
 def _read_for_init(data_path: Path, targets: list, encoding: str):
     """The CSV opened and parsed once (twice when ;-separated numbers turn out to use decimal commas);
     several targets must all be numeric."""
-    table = CsvFile.open(data_path, encoding=encoding)
+    # A file in another encoding: init's message names its --encoding, not a config's data.encoding.
+    table = CsvFile.open(data_path, encoding=encoding, encoding_setting="--encoding")
     for name in targets:
         table.index(name, "target")
     others = [name for name in table.header if name not in targets]
@@ -258,7 +259,9 @@ def _read_for_init(data_path: Path, targets: list, encoding: str):
     columns = table.read(numeric=others, wide=targets)
     if table.delimiter != "," and _uses_decimal_commas(columns):
         # 3,14 in a ;-separated file: read it again as numbers rather than excluding it as text.
-        table = CsvFile.open(data_path, encoding=encoding, delimiter=table.delimiter, decimal=",")
+        table = CsvFile.open(
+            data_path, encoding=encoding, delimiter=table.delimiter, decimal=",", encoding_setting="--encoding"
+        )
         columns = table.read(numeric=others, wide=targets)
     markers = _missing_markers(columns, targets)
     if markers.found:
@@ -561,14 +564,6 @@ def starter_config(data_path, target, out_path, encoding: str = "utf-8") -> Star
     )
 
 
-def _init_words(error: DataError) -> DataError:
-    """A CSV error in init's words: init has --encoding where a config has data.encoding."""
-    message = str(error)
-    if ENCODING_HINT in message:
-        return DataError(message.replace(ENCODING_HINT, "pass --encoding to dltrain init"))
-    return error
-
-
 def write_starter_config(data_path, target, out_path, force: bool = False, encoding: str = "utf-8") -> StarterConfig:
     """Write the starter config to ``out_path`` (refusing to overwrite unless ``force``)."""
     out_path = Path(out_path)
@@ -577,10 +572,7 @@ def write_starter_config(data_path, target, out_path, force: bool = False, encod
     if out_path.is_dir():
         raise ConfigError(f"{out_path}: is a folder; give --out a file name such as config.yaml")
     check_writable(out_path, make_parents=True)
-    try:
-        starter = starter_config(data_path, target, out_path, encoding)
-    except DataError as error:
-        raise _init_words(error) from None
+    starter = starter_config(data_path, target, out_path, encoding)
     data, positions = parse_yaml(starter.text, str(out_path))
     build_config(data, ConfigSource(str(out_path), positions, {}))  # a config that does not load is our bug
     try:

@@ -6,7 +6,7 @@ The package imports nothing of dltrain but the engine's loss rules, errors, file
 the config; it never prints."""
 
 from .columns import BOOLEAN_WORDS, MAX_CATEGORIES, ColumnEncoding, checked_rows, column_encodings
-from .csv import DELIMITER_NAMES, DELIMITERS, ENCODING_HINT, MISSING_TOKENS, Columns, CsvFile
+from .csv import DELIMITER_NAMES, DELIMITERS, MISSING_TOKENS, Columns, CsvFile
 from .plan import ColumnOptions, DataPlan, infer_target_task, infer_task, plan_data, target_labels
 from .schema import DataSchema, FeatureRows, LabelledRows, read_features, read_labelled, read_rows
 from .split import Split, stratified_split
@@ -19,7 +19,6 @@ __all__ = [
     "column_encodings",
     "DELIMITER_NAMES",
     "DELIMITERS",
-    "ENCODING_HINT",
     "MISSING_TOKENS",
     "Columns",
     "CsvFile",

@@ -674,9 +674,6 @@ def _read_sample(path: Path, codec: str, encoding_setting: str = "data.encoding"
         raise DataError(f"{path}: cannot read ({error.strerror or error})") from None
 
 
-ENCODING_HINT = "set data.encoding"  # init says --encoding instead (commands/init.py)
-
-
 def _decode_error(
     path: Path, codec: str, encoding_setting: str = "data.encoding", content: bytes | None = None
 ) -> DataError:
