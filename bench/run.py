@@ -72,6 +72,8 @@ TRAIN_CSV = REPO_ROOT / "data" / "fashion-mnist" / "train.csv"
 TEST_CSV = REPO_ROOT / "data" / "fashion-mnist" / "test.csv"
 E2E_CONFIG = Path("configs") / "fashion_mnist.yaml"  # relative to the repo root (the children's cwd)
 DEFAULT_OUTPUT = Path("docs") / "benchmarks.md"
+# From this line on, the document is written by other scripts (bench/startup.py) and kept here.
+KEPT_MARKER = "<!-- kept by bench/run.py: the sections below are written by other scripts -->"
 
 SEED_MODEL = [784, 128, 10]
 WIDE_MODEL = [784, 512, 512, 10]
@@ -1068,12 +1070,24 @@ def main(argv: list[str] | None = None) -> int:
     if args.output is not None:
         text = render_markdown(report, table, args, command, started, threadpoolctl, torch, pandas)
         out = args.output if args.output.is_absolute() else REPO_ROOT / args.output
+        text += kept_sections(out)
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = out.with_name(f".{out.name}.tmp")
         tmp.write_text(text, encoding="utf-8")
         os.replace(tmp, out)
         print(f"\nwrote {args.output}")
     return 0
+
+
+def kept_sections(path: Path) -> str:
+    """The part of the document other scripts write (bench/startup.py's start-up figures), from
+    KEPT_MARKER on: kept as it is when this run rewrites the rest."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return ""
+    index = text.find(KEPT_MARKER)
+    return "" if index < 0 else "\n" + text[index:]
 
 
 def render_markdown(report, table, args, command, started, threadpoolctl, torch, pandas) -> str:
