@@ -159,8 +159,8 @@ def test_a_cache_folder_variable_naming_a_file_is_an_error(inside, monkeypatch, 
 
 # Every DLTRAIN_* variable the package reads, and where a value it cannot use is refused by name.
 CHECKED_VARIABLES = {
-    "DLTRAIN_KERNELS": "commands.common.check_environment (tested above)",
-    "DLTRAIN_CACHE_DIR": "commands.common.check_environment (tested above)",
+    "DLTRAIN_KERNELS": "commands.environment.check_environment (tested above)",
+    "DLTRAIN_CACHE_DIR": "commands.environment.check_environment (tested above)",
     "DLTRAIN_SERVE_TOKEN": "commands.serve.server.token_from_environment",
     "DLTRAIN_TUNE_HEARTBEAT": "tune.liveness",
 }
