@@ -449,10 +449,11 @@ def test_a_metric_fit_logs_on_training_rows_can_be_searched_too(tmp_path):
 
 def test_the_dataset_is_parsed_once_per_worker(tmp_path, monkeypatch):
     from dltrain import build
+    from dltrain.tune import worker as tune_worker
 
     calls = []
     original = build.prepare_data
-    for module in (tune_module, build):  # the trials' data, and best/'s fit
+    for module in (tune_worker, build):  # the trials' data, and best/'s fit
         monkeypatch.setattr(module, "prepare_data", lambda *args: calls.append(1) or original(*args))
     config = write_config(tmp_path, trials=5, features="select")
     result = tune_module.tune(config, out=tmp_path / "study", on_trial=lambda *args: None)

@@ -1,12 +1,10 @@
-"""`dltrain tune`: the search lives in the ``tune`` package; this module hands it the fit
-machinery of the commands (preparing data, building trainers, a whole fit for ``best/``)."""
+"""`dltrain tune`: the search lives in the ``tune`` package; this module hands it what only the
+commands have (a whole fit for ``best/``, explain's permutation importance, fit's path rule)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from ..build import Seeds, build_trainer, resolve_config
-from ..data.prepare import prepare_data
 from ..tune.search import check_search as check_plan
 from ..tune.search import tune as run_search
 from ..tune.space import SearchPlan
@@ -17,16 +15,7 @@ from .fit import relocate_paths
 
 
 class CommandFitting:
-    """The ``tune.fitting.Fitting`` of the commands: what every trial and best/ are built with."""
-
-    def prepare(self, config, source, base_dir: Path, seed: int):
-        return prepare_data(config, source, base_dir, Seeds.from_seed(seed).split)
-
-    def checked(self, config, source, data):
-        return resolve_config(config, source, data)
-
-    def trainer(self, config, data, callbacks):
-        return build_trainer(config, data, Seeds.from_seed(config.seed), callbacks)
+    """The ``tune.fitting.Fitting`` of the commands: best/'s fit, the feature ranking, best.yaml's paths."""
 
     def relocate(self, config, base_dir: Path, folder: Path):
         return relocate_paths(config, base_dir, folder)

@@ -1,27 +1,20 @@
-"""What a trial needs from the fit machinery, which lives above this package (in ``commands``).
+"""What the search needs from the commands above this package: a whole fit (for ``best/``), the
+permutation importance ``dltrain explain`` computes, and fit's rule for relocating data paths.
 
 ``commands/tune.py`` hands the search one object with these methods; the worker processes
-receive it too (it must pickle: a plain instance of a module-level class)."""
+receive it too (it must pickle: a plain instance of a module-level class). Everything a trial
+itself needs (preparing the data, building the trainer) comes from ``data.prepare`` and
+``build``, below this package."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
-from ..config import Config, ConfigSource
-from ..train import Callbacks, Trainer
+from ..config import Config
 
 
 class Fitting(Protocol):
-    def prepare(self, config: Config, source: ConfigSource, base_dir: Path, seed: int) -> Any:
-        """The CSVs read, split and encoded for ``config`` (a PreparedData)."""
-
-    def checked(self, config: Config, source: ConfigSource, data) -> Config:
-        """``config`` with every ``auto`` resolved for ``data`` and its training options checked."""
-
-    def trainer(self, config: Config, data, callbacks: Callbacks | None) -> Trainer:
-        """The model and training loop of a checked config, in memory."""
-
     def relocate(self, config: Config, base_dir: Path, folder: Path) -> Config:
         """``config`` with its data paths relative to ``folder`` instead of ``base_dir``."""
 

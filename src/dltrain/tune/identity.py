@@ -3,10 +3,8 @@ content, the target, the task). A study continues only what it was made for."""
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 from ..data.cache import file_sha256
+from ..data.prepare import data_path
 from ..errors import ConfigError
 from .space import SearchPlan
 from .storage import StudyPlace
@@ -14,11 +12,6 @@ from .storage import StudyPlace
 SEARCH_ATTR = "search"
 METRIC_ATTR = "metric"
 EXPERIMENT_ATTR = "experiment"
-
-
-def _data_path(base_dir: Path, value: str) -> Path:
-    path = Path(value)
-    return path if path.is_absolute() else Path(os.path.normpath(base_dir / path))
 
 
 def experiment_of(plan: SearchPlan, task: str) -> dict:
@@ -30,8 +23,7 @@ def experiment_of(plan: SearchPlan, task: str) -> dict:
     return {
         "config": str(plan.config_path),
         "files": {
-            key: {"path": value, "sha256": file_sha256(_data_path(plan.base_dir, value))}
-            for key, value in files.items()
+            key: {"path": value, "sha256": file_sha256(data_path(plan.base_dir, value))} for key, value in files.items()
         },
         "target": spec.target,
         "task": task,

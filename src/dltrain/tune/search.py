@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from ..build import resolve_config
 from ..engine.backend import available_cores, blas_threads
 from ..errors import ConfigError, DltrainError, TrainingInterrupted, signal_of
 from ..files import available_memory, human_bytes
@@ -79,14 +80,14 @@ class _ThreadShare:
             self.limit.__exit__(*exc)
 
 
-def child_worker(fitting: Fitting, place: StudyPlace, n_trials: int, deadline, index: int, workers: int, errors):
+def child_worker(place: StudyPlace, n_trials: int, deadline, index: int, workers: int, errors):
     """A local worker process: its own storage connection, its share of the cores, no output."""
     config_path, trials_before = errors.config_path, errors.trials_before
     try:
         with storage_answers(place):
             plan = load_plan(config_path)
             study = _load_study(plan, place, open_storage(place), index, trials_before)
-            worker = Worker(plan, fitting, study, n_trials, deadline)
+            worker = Worker(plan, study, n_trials, deadline)
             worker.ranking = ranking(study)
             # Ctrl-C reaches a local worker twice (from the terminal, then from the first worker): wait
             # for the safe point both times.
@@ -131,13 +132,13 @@ def check_arguments(plan: SearchPlan, workers: int, trials: int | None, timeout:
     return timeout if timeout is not None else plan.tune.timeout
 
 
-def _prepare_search(plan: SearchPlan, fitting: Fitting, n_trials: int):
+def _prepare_search(plan: SearchPlan, n_trials: int):
     """The data parsed once (a probe worker holds it), checked for the search; a grid caps the trials.
 
     Returns (probe worker, base data, the task, number of trials, notes for the summary)."""
-    probe = Worker(plan, fitting, None, n_trials)
+    probe = Worker(plan, None, n_trials)
     base = probe.data.base()
-    checked = fitting.checked(plan.config_with({}), plan.source, base)
+    checked = resolve_config(plan.config_with({}), plan.source, base)
     check_data(plan, base, checked)
     notes = []
     if plan.tune.sampler == "grid":
@@ -194,7 +195,7 @@ def _run_workers(search: _Search, worker: Worker, trials_before: int, on_stage) 
     """This process's worker and ``workers - 1`` child processes against one study; returns why it stopped."""
     context = multiprocessing.get_context("spawn")
     errors = _ChildErrors(context.SimpleQueue(), search.plan.config_path, trials_before)
-    arguments = (search.fitting, search.place, worker.n_trials, worker.deadline)
+    arguments = (search.place, worker.n_trials, worker.deadline)
     children = [
         context.Process(target=child_worker, daemon=False, args=(*arguments, index, search.workers, errors))
         for index in range(1, search.workers)
@@ -256,7 +257,7 @@ def _open_study(search: _Search, task: str):
 def _search(search: _Search, probe: Worker, task: str, n_trials: int, deadline, on_trial, on_stage) -> TuneResult:
     plan, fitting, place = search.plan, search.fitting, search.place
     study, trials_before = _open_study(search, task)
-    worker = Worker(plan, fitting, study, n_trials, deadline, on_trial)
+    worker = Worker(plan, study, n_trials, deadline, on_trial)
     worker.data = probe.data
     if finished_count(worker.counts()) >= n_trials:
         result = write_study_folder(study, plan, fitting, place, study.user_attrs.get(RANKING_ATTR), search.again)
@@ -307,7 +308,7 @@ def tune(
     if storage is not None:
         database_url(storage)
     deadline = time.time() + timeout if timeout is not None else None
-    probe, _, task, n_trials, notes = _prepare_search(plan, fitting, trials or plan.tune.trials)
+    probe, _, task, n_trials, notes = _prepare_search(plan, trials or plan.tune.trials)
     name = study_name or plan.config.name
     folder = claim_study_folder(plan.config.name, name, out)
     try:

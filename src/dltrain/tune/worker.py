@@ -10,12 +10,13 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 
+from ..build import Seeds, build_trainer, resolve_config
 from ..config import Config
+from ..data.prepare import prepare_data
 from ..errors import ConfigError, DltrainError, Interrupted, TrainingDiverged
 from ..metrics import evaluate
 from ..train import Callbacks
 from .features import chosen_columns, select_columns
-from .fitting import Fitting
 from .liveness import WORKER_ATTR, worker_label
 from .space import FEATURES_PARAM, SearchPlan, check_data
 from .storage import fail_dead_trials, load_optuna, watch_seconds
@@ -110,8 +111,8 @@ def final_metric(trainer, data, metric: str) -> float:
 class TrialData:
     """Prepared data per distinct data section (usually one), and per kept column set."""
 
-    def __init__(self, plan: SearchPlan, fitting: Fitting):
-        self.plan, self.fitting = plan, fitting
+    def __init__(self, plan: SearchPlan):
+        self.plan = plan
         self.select = plan.tune.features == "select"
         self.cache: dict = {}
 
@@ -125,7 +126,8 @@ class TrialData:
             if self.select:
                 update = {"data": config.data.model_copy(update={"features": self.plan.config.data.features})}
                 base = config.model_copy(update=update)
-            self.cache[key] = self.fitting.prepare(base, self.plan.source, self.plan.base_dir, config.seed)
+            split_rng = Seeds.from_seed(config.seed).split
+            self.cache[key] = prepare_data(base, self.plan.source, self.plan.base_dir, split_rng)
         data = self.cache[key]
         if self.select and config.data.features is not None:
             selected = (key, tuple(config.data.features))
@@ -142,11 +144,11 @@ class TrialData:
 class Worker:
     """Runs trials of one study in this process, the dataset parsed once and reused."""
 
-    def __init__(self, plan: SearchPlan, fitting: Fitting, study, n_trials: int, deadline=None, on_trial=None):
-        self.plan, self.fitting, self.study, self.n_trials = plan, fitting, study, n_trials
+    def __init__(self, plan: SearchPlan, study, n_trials: int, deadline=None, on_trial=None):
+        self.plan, self.study, self.n_trials = plan, study, n_trials
         self.deadline, self.on_trial = deadline, on_trial
         self.ranking: list | None = None
-        self.data = TrialData(plan, fitting)
+        self.data = TrialData(plan)
         self.label = worker_label()
         self.overhead_seconds: list = []  # per trial run here: everything but training
         self.interrupts = SafeInterrupts()
@@ -166,11 +168,11 @@ class Worker:
     def train(self, config: Config, trial=None) -> tuple:
         """A trainer for ``config`` in memory; returns (trainer, data, config as resolved, pruner report)."""
         data = self.data(config)
-        config = self.fitting.checked(config, self.plan.source, data)
+        config = resolve_config(config, self.plan.source, data)
         check_data(self.plan, data, config)  # a trial without validation data could not be scored
         data = replace(data, config=config)
         report = PrunerReport(trial, self.plan.tune.metric, self.interrupts, self.watch) if trial is not None else None
-        return self.fitting.trainer(config, data, report), data, config, report
+        return build_trainer(config, data, Seeds.from_seed(config.seed), report), data, config, report
 
     def objective(self, trial) -> float:
         started = time.perf_counter()
