@@ -70,7 +70,8 @@ def finished(study) -> list:
 def one_message(result, *words):
     """Exit 2, no traceback, and every word in the output."""
     assert result.exit_code == 2, result.output
-    assert "Traceback" not in result.output and result.exception is None or isinstance(result.exception, SystemExit)
+    assert "Traceback" not in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
     for word in words:
         assert word in result.output, (word, result.output)
 
