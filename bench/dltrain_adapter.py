@@ -67,29 +67,26 @@ class _EngineTrainer:
         self.epoch = 0
 
     def _build(self, X: np.ndarray, y: np.ndarray):
-        from dltrain.data import Split
-        from dltrain.engine.losses import make_loss
-        from dltrain.engine.model import Sequential
-        from dltrain.engine.optimizers import make_model_optimizer
-        from dltrain.train import Trainer, TrainingData, TrainOptions, TrainSettings
+        from dltrain.build import Seeds, array_trainer
 
-        hidden = [{"type": "dense", "units": units, "activation": "relu"} for units in self.layer_sizes[1:-1]]
-        model = Sequential.build(
-            self.layer_sizes[0], hidden, self.layer_sizes[-1], "softmax", init_rng=np.random.default_rng(self.seed)
-        )
-        optimizer = make_model_optimizer("adam", model, lr=self.lr)
-        return Trainer(
-            model,
-            make_loss("cross_entropy", "softmax"),
-            optimizer,
-            TrainingData(Split(X, y), None, "classification", n_classes=self.layer_sizes[-1]),
-            TrainSettings(
-                TrainOptions(epochs=1, batch_size=self.batch_size),
-                np.random.default_rng(self.seed),
-                blas_threads=self.blas_threads,
-                kernel_threads=self.kernel_threads,
-                fused=self.fused,
-            ),
+        settings = {
+            "seed": self.seed,
+            "model": {"layers": [{"units": units, "activation": "relu"} for units in self.layer_sizes[1:-1]]},
+            "loss": "cross_entropy",
+            "optimizer": {"name": "adam", "lr": self.lr},
+            "train": {"epochs": 1, "batch_size": self.batch_size},
+        }
+        # The contract's streams: initialisation and each epoch's permutation from default_rng(seed).
+        seeds = Seeds(*(np.random.default_rng(self.seed) for _ in range(4)))
+        return array_trainer(
+            settings,
+            X,
+            y,
+            class_labels=list(range(self.layer_sizes[-1])),
+            seeds=seeds,
+            blas_threads=self.blas_threads,
+            kernel_threads=self.kernel_threads,
+            fused=self.fused,
         )
 
     def train_epoch(self, X: np.ndarray, y: np.ndarray, max_batches: int | None = None) -> float:

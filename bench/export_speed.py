@@ -40,8 +40,9 @@ sys.path.insert(0, str(REPO_ROOT / "src"))
 import onnxruntime  # noqa: E402
 from threadpoolctl import threadpool_limits  # noqa: E402
 
+import dltrain  # noqa: E402
 from dltrain import __version__  # noqa: E402
-from dltrain.commands import common, export, fit, predict  # noqa: E402
+from dltrain.commands import export, fit, predict  # noqa: E402
 
 BOOLEANS = {"true": 1.0, "yes": 1.0, "t": 1.0, "y": 1.0, "false": 0.0, "no": 0.0, "f": 0.0, "n": 0.0}
 
@@ -106,7 +107,7 @@ def main(argv=None) -> int:
     matrix_session = onnxruntime.InferenceSession(
         str(folder / "digits_features.onnx"), options, providers=["CPUExecutionProvider"]
     )
-    run = common.load_run(folder / "run")
+    run = dltrain.load(folder / "run")
     table = run.schema.open(data)
     columns = run.schema.read_columns(table, with_target=False)
     feed = {name: columns.numbers(name).reshape(-1, 1).copy() for name in run.schema.feature_names}

@@ -226,13 +226,13 @@ def _rows(path: Path) -> list[dict]:
 
 
 def latency_section(folder: Path, config: Path, clients: int, seconds: float) -> dict:
-    from dltrain.commands.common import load_run
+    from dltrain.api import load
     from dltrain.commands.predict import predict_rows
 
     name = config.stem
     run = folder / "runs" / name
     _dltrain("export", str(run), cwd=folder)
-    schema = load_run(run).schema
+    schema = load(run).schema
     data = folder / "data" / f"{name}.csv"
     header, expected = predict_rows(run, data)
     rows = _rows(data)
@@ -283,12 +283,13 @@ def latency_section(folder: Path, config: Path, clients: int, seconds: float) ->
 
 
 def big_request_section(folder: Path, config: Path, n_rows: int = 10_000) -> dict:
-    from dltrain.commands.common import load_run
-    from dltrain.commands.predict import predict_cells, predict_rows, predictions_csv
+    from dltrain.api import load
+    from dltrain.commands.predict import predict_rows, predictions_csv
+    from dltrain.predictions import predict_cells
 
     name = config.stem
     run_dir = folder / "runs" / name
-    run = load_run(run_dir)
+    run = load(run_dir)
     lines = (folder / "data" / f"{name}.csv").read_text().splitlines(keepends=True)
     body_lines = lines[1:] * (n_rows // (len(lines) - 1) + 1)
     big_csv = folder / "big.csv"

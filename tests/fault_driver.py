@@ -11,9 +11,8 @@ import os
 import signal
 import sys
 
-from dltrain import artifacts, build, files, train
+from dltrain import artifacts, build, files, fit_session, train
 from dltrain.cli import main
-from dltrain.commands import fit as fit_command
 
 kind, *args = os.environ["DLTRAIN_FAULT"].split(":")
 writes = [0]
@@ -57,7 +56,7 @@ if kind == "signal-phase":
         return wrapped
 
     build.prepare_data = at_phase(build.prepare_data, "data")
-    fit_command._split_metrics = at_phase(fit_command._split_metrics, "evaluate")
+    fit_session._split_metrics = at_phase(fit_session._split_metrics, "evaluate")
     train_epoch = train.Trainer.train_epoch
 
     def epoch_hook(self, epoch, lr, max_batches=None):

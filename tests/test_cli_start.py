@@ -32,7 +32,9 @@ HEAVY = [
     "onnxruntime",
     "dltrain.config",
     "dltrain.report",
-    "dltrain.commands.common",
+    "dltrain.api",
+    "dltrain.build",
+    "dltrain.fit_session",
 ]
 
 _PROBE = """

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+import dltrain
 from dltrain.cli import app
-from dltrain.commands import check, common, evaluate, fit, predict
+from dltrain.commands import check, evaluate, fit, predict
 from dltrain.data import DataSchema, read_features
 from dltrain.errors import ConfigError, DataError
 
@@ -89,7 +90,7 @@ def test_schema_round_trips_through_model_json(tmp_path):
         "  columns:\n    income: {missing: median}\n    region: {missing: mode, unknown: ignore}\n",
     )
     fit.fit(config, out=tmp_path / "run")
-    run = common.load_run(tmp_path / "run")
+    run = dltrain.load(tmp_path / "run")
     stored = json.loads((tmp_path / "run" / "model.json").read_text())["data"]
     again = DataSchema.from_dict(json.loads(json.dumps(run.schema.to_dict())))
     assert again.to_dict() == run.schema.to_dict() == stored
@@ -118,7 +119,7 @@ def test_fills_use_training_statistics_only_and_are_reused_at_predict(tmp_path):
     text = customers(rows=100, income=4)
     config = project(tmp_path, text, "  columns:\n    income: {missing: mean}\n")
     fit.fit(config, out=tmp_path / "run", overrides=["train.epochs=1"])
-    run = common.load_run(tmp_path / "run")
+    run = dltrain.load(tmp_path / "run")
     income = next(column for column in run.schema.columns if column.name == "income")
     # The mean over the training split, not over the whole file.
     data = check.check(config)
@@ -174,7 +175,7 @@ def test_unknown_categories_at_predict_time(tmp_path):
     ) in " ".join(result.output.split())
     config = project(tmp_path, customers(), "  columns:\n    region: {unknown: ignore}\n")
     fit.fit(config, out=tmp_path / "lenient", overrides=["train.epochs=1"])
-    run = common.load_run(tmp_path / "lenient")
+    run = dltrain.load(tmp_path / "lenient")
     features, _ = read_features(tmp_path / "new.csv", run.schema, with_target=False)
     assert features[1, 1:4].tolist() == [0.0, 0.0, 0.0] and features[0, 1:4].tolist() == [0.0, 1.0, 0.0]
 
@@ -189,7 +190,7 @@ def test_predict_never_drops_a_row_but_eval_does(tmp_path):
         r"trained without such rows \(missing: drop\)",
     ):
         predict.predict_rows(tmp_path / "run", tmp_path / "new.csv")
-    schema = common.load_run(tmp_path / "run").schema
+    schema = dltrain.load(tmp_path / "run").schema
     features, targets = read_features(tmp_path / "new.csv", schema, with_target=True)
     assert features.shape[0] == 1 and schema.unscale_targets(targets)[0, 0] == pytest.approx(7.0)
 
@@ -204,7 +205,7 @@ def test_a_row_of_empty_cells_is_a_row_at_predict_and_trailing_ones_are_residue(
     (tmp_path / "new.csv").write_text(rows)
     with pytest.raises(DataError, match=r"new.csv:3: column 'income' is empty \(a missing value\)"):
         predict.predict_rows(tmp_path / "strict", tmp_path / "new.csv")
-    schema = common.load_run(tmp_path / "filled").schema
+    schema = dltrain.load(tmp_path / "filled").schema
     features, _ = read_features(tmp_path / "new.csv", schema, with_target=False)
     assert features.shape[0] == 3  # the empty row in the middle kept, the two at the end dropped
     fills = ",".join(str(column.fill) for column in schema.columns)  # the row as the fills make it
@@ -287,7 +288,7 @@ def test_a_binary_target_uses_one_sigmoid_output(tmp_path):
     result = fit.fit(tmp_path / "churn.yaml", out=tmp_path / "run")
     assert result.config.loss == "binary_cross_entropy"
     assert result.config.model.output.activation == "sigmoid"
-    run = common.load_run(tmp_path / "run")
+    run = dltrain.load(tmp_path / "run")
     assert run.schema.class_labels == ["no", "yes"] and run.model.n_outputs == 1
     header, rows = predict.predict_rows(tmp_path / "run", tmp_path / "churn.csv")
     assert header == ["churn", "prob_no", "prob_yes"]
@@ -339,7 +340,7 @@ def test_numeric_class_labels_match_however_they_are_written(tmp_path):
     (tmp_path / "n.yaml").write_text("name: n\ndata: {train: n.csv, target: label}\ntrain: {epochs: 1}\n")
     fit.fit(tmp_path / "n.yaml", out=tmp_path / "run")
     (tmp_path / "eval.csv").write_text("x,label\n1,1.0\n2, 2\n3,0\n")
-    schema = common.load_run(tmp_path / "run").schema
+    schema = dltrain.load(tmp_path / "run").schema
     assert schema.class_labels == ["0", "1", "2"]
     assert read_features(tmp_path / "eval.csv", schema, with_target=True)[1].tolist() == [1, 2, 0]
 
@@ -369,7 +370,7 @@ def test_old_run_schemas_without_column_encodings_still_load():
 )
 def test_a_damaged_stored_schema_is_refused(tmp_path, change, message):
     fit.fit(project(tmp_path, customers()), out=tmp_path / "run", overrides=["train.epochs=1"])
-    data = common.load_run(tmp_path / "run").schema.to_dict()
+    data = dltrain.load(tmp_path / "run").schema.to_dict()
     change(data)
     with pytest.raises((ValueError, KeyError, TypeError), match=message):
         DataSchema.from_dict(data)

@@ -8,8 +8,9 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+import dltrain
 from dltrain.cli import app
-from dltrain.commands import check, common, fit, predict
+from dltrain.commands import check, fit, predict
 from dltrain.data import DataSchema, read_features
 from dltrain.data import cache as datacache
 from dltrain.data.csv import CsvFile
@@ -173,7 +174,7 @@ def test_the_schema_round_trips_and_refuses_a_damaged_date_column(tmp_path):
         '  na_values: ["?"]\n  missing: median\n  columns: {demand: {missing: drop}}\n',
     )
     fit.fit(config, out=tmp_path / "run")
-    run_ = common.load_run(tmp_path / "run")
+    run_ = dltrain.load(tmp_path / "run")
     stored = json.loads((tmp_path / "run" / "model.json").read_text())["data"]
     assert stored["csv"]["na_values"] == ["?"]
     day = stored["columns"][0]
@@ -354,7 +355,7 @@ def test_predict_reads_the_markers_the_model_was_trained_with(tmp_path):
     (tmp_path / "new.csv").write_text("site,x\na,n.a.\nb,4\n")
     header, rows = predict.predict_rows(tmp_path / "run", tmp_path / "new.csv")
     assert header == ["demand"] and len(rows) == 2
-    schema = common.load_run(tmp_path / "run").schema
+    schema = dltrain.load(tmp_path / "run").schema
     assert "n.a." in schema.missing_tokens("x") and "n.a." not in schema.missing_tokens("site")
     cells = schema.read_cells({"site": ["a", "b"], "x": ["n.a.", 4]})  # JSON rows (dltrain serve) alike
     assert np.isnan(cells.numbers("x")).tolist() == [True, False]

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+import dltrain
 from dltrain.cli import app
-from dltrain.commands import check, common, evaluate, fit, predict
+from dltrain.commands import check, evaluate, fit, predict
 from dltrain.engine.schedules import make_schedule
 from dltrain.errors import DltrainError
 from dltrain.train import Callbacks
@@ -115,7 +116,7 @@ def test_a_run_saved_when_gelu_meant_the_tanh_form_predicts_as_before(tmp_path, 
     del manifest["gelu"]
     manifest["config"]["model"]["layers"][0]["activation"] = "gelu"
     (out / "model.json").write_text(json.dumps(manifest))
-    assert common.load_run(out).config.model.layers[0].activation == "gelu_tanh"
+    assert dltrain.load(out).config.model.layers[0].activation == "gelu_tanh"
     assert predict.predict_rows(out, data) == before
     # The same weights read as exact gelu give other probabilities: the mapping matters.
     manifest["gelu"] = "exact"
@@ -161,7 +162,7 @@ def test_target_scale_none_and_a_run_saved_before_target_scaling(tmp_path, root)
     assert manifest["data"]["target_scaler"] == {"method": "none", "offset": None, "divisor": None}
     del manifest["data"]["target_scaler"], manifest["config"]["data"]["target_scale"]
     manifest_path.write_text(json.dumps(manifest))
-    run = common.load_run(tmp_path / "run")
+    run = dltrain.load(tmp_path / "run")
     assert run.config.data.target_scale == "none" and run.schema.target_divisor is None
     assert predict.predict_rows(tmp_path / "run", root / "data" / "diabetes.csv") == before
 
@@ -381,7 +382,7 @@ def test_log_lines_are_not_wrapped_at_80_columns_off_a_terminal(tmp_path, root):
 
 
 def test_predict_keeps_id_columns_and_writes_one_number_format(tmp_path):
-    from dltrain.commands.predict import format_number
+    from dltrain.predictions import format_number
 
     assert [format_number(v) for v in (0.5, 1.0, 0.0, 217.77785, 1 / 3, 2.5566e-11, 1e20)] == [
         "0.5",

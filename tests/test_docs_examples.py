@@ -7,6 +7,8 @@ or narrower. The commands of one document run in order in one folder holding ``c
 ``data/`` and ``docs/examples/``, so ``fit`` comes before the ``eval`` that reads its run.
 """
 
+import contextlib
+import io
 import re
 import shlex
 import shutil
@@ -90,13 +92,49 @@ def test_the_matcher_allows_last_digits_and_nothing_more():
     assert not output_matches(["a", "d"], ["a", "b", "d"])
 
 
-@pytest.mark.parametrize("document", DOCUMENTS, ids=[path.name for path in DOCUMENTS])
-def test_every_example_in_the_docs_prints_what_it_shows(document, tmp_path, monkeypatch):
-    cases = examples(document)
+def _example_folder(tmp_path, monkeypatch):
+    """A folder holding configs/, data/ and docs/examples/, made the working directory."""
     for folder in ("configs", "data"):
         shutil.copytree(ROOT / folder, tmp_path / folder, ignore=shutil.ignore_patterns(".dltrain-cache"))
     shutil.copytree(ROOT / "docs" / "examples", tmp_path, dirs_exist_ok=True)
     monkeypatch.chdir(tmp_path)
+
+
+_BLOCK = re.compile(r"^```(\w*)\n(.*?)^```", re.S | re.M)
+
+
+def python_examples(document):
+    """[(code, shown lines)]: each python block that uses dltrain, with the text block after it."""
+    blocks = _BLOCK.findall(document.read_text(encoding="utf-8"))
+    return [
+        (code, following.rstrip("\n").split("\n"))
+        for (kind, code), (next_kind, following) in zip(blocks, blocks[1:])
+        if kind == "python" and next_kind == "text" and "import dltrain" in code
+    ]
+
+
+def test_the_python_api_example_is_found():
+    (code, shown), *_ = python_examples(ROOT / "README.md")
+    assert "dltrain.fit(" in code and "dltrain.load(" in code and shown[0] == "epochs done 20"
+
+
+@pytest.mark.parametrize("document", [path for path in MARKDOWN if python_examples(path)], ids=lambda path: path.name)
+def test_every_python_example_prints_what_it_shows(document, tmp_path, monkeypatch):
+    _example_folder(tmp_path, monkeypatch)
+    for code, shown in python_examples(document):
+        printed = io.StringIO()
+        with contextlib.redirect_stdout(printed):
+            exec(compile(code, f"{document.name} example", "exec"), {})
+        actual = printed.getvalue().rstrip("\n").split("\n")
+        assert output_matches(shown, actual), f"{document.name} printed:\n{printed.getvalue()}\nwhere it shows:\n" + (
+            "\n".join(shown)
+        )
+
+
+@pytest.mark.parametrize("document", DOCUMENTS, ids=[path.name for path in DOCUMENTS])
+def test_every_example_in_the_docs_prints_what_it_shows(document, tmp_path, monkeypatch):
+    cases = examples(document)
+    _example_folder(tmp_path, monkeypatch)
     runner = CliRunner()
     for command, shown in cases:
         result = runner.invoke(app, shlex.split(command)[1:], prog_name="dltrain")

@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from dltrain.commands import common, evaluate, fit
+import dltrain
+from dltrain.commands import evaluate, fit
 from dltrain.data import CsvFile
 
 QUALITY = {
@@ -40,7 +41,7 @@ def test_linear_model_with_gd_reaches_the_least_squares_optimum(root, tmp_path):
         "train.early_stopping=null",
     ]
     result = fit.fit(root / "configs" / "diabetes.yaml", overrides, out=tmp_path / "run")
-    run = common.load_run(tmp_path / "run")
+    run = dltrain.load(tmp_path / "run")
     columns = CsvFile.open(root / "data" / "diabetes.csv").read(numeric=[*run.schema.feature_names, "progression"])
     features = run.schema.transform(columns.matrix[:, :-1]).astype(np.float64)
     target = columns.matrix[:, -1:].astype(np.float64)

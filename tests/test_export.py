@@ -13,8 +13,9 @@ from typer.testing import CliRunner
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
+import dltrain  # noqa: E402
 from dltrain.cli import app  # noqa: E402
-from dltrain.commands import common, export, fit, predict  # noqa: E402
+from dltrain.commands import export, fit, predict  # noqa: E402
 from dltrain.data import MISSING_TOKENS, read_features  # noqa: E402
 from dltrain.data.csv import FLOAT32_MAX  # noqa: E402
 from dltrain.engine.activations import ACTIVATIONS  # noqa: E402
@@ -61,7 +62,7 @@ def session_for(path):
 
 def engine_outputs(run_dir, csv_path):
     """predict's probabilities (or values) at full precision, and its printed rows."""
-    loaded = common.load_run(run_dir)
+    loaded = dltrain.load(run_dir)
     features, _ = read_features(csv_path, loaded.schema, with_target=False)
     outputs = loaded.model.predict(features)
     if loaded.schema.task == "regression":  # in the target's units, as predict writes them
@@ -106,7 +107,7 @@ def test_shipped_dataset_exports_and_equals_predict_on_the_raw_csv(name, shipped
     outputs = assert_matches_predict(shipped_runs[name], model_path, root / "data" / f"{name}.csv")
     model = onnx.load(str(model_path))
     onnx.checker.check_model(model, full_check=True)
-    schema = common.load_run(shipped_runs[name]).schema
+    schema = dltrain.load(shipped_runs[name]).schema
     assert [item.name for item in model.graph.input] == schema.feature_names
     if schema.task == "classification":
         assert [item.name for item in model.graph.output] == ["label", "probabilities"]
@@ -180,7 +181,7 @@ def shop_run(tmp_path_factory):
 
 
 def test_categorical_columns_and_missing_cells_equal_predict(shop_run, tmp_path):
-    schema = common.load_run(shop_run / "run").schema
+    schema = dltrain.load(shop_run / "run").schema
     assert [column.type for column in schema.columns] == ["numeric", "numeric", "categorical", "categorical", "boolean"]
     model_path = tmp_path / "shop.onnx"
     result = run("export", shop_run / "run", "--out", model_path)
@@ -284,7 +285,7 @@ def test_other_scalings_and_column_mixes_export_and_equal_predict(overrides, tmp
     new.write_text(shop_csv(40, 5, unseen=True))
     outputs = assert_matches_predict(tmp_path / "run", tmp_path / "run" / "model.onnx", new)
     assert_lowest_opset(onnx.load(str(tmp_path / "run" / "model.onnx")))
-    schema = common.load_run(tmp_path / "run").schema
+    schema = dltrain.load(tmp_path / "run").schema
     if all(column.type != "categorical" for column in schema.columns):  # booleans go in the features tensor too
         assert run("export", tmp_path / "run", "--inputs", "features", "--out", tmp_path / "f.onnx").exit_code == 0
         columns = raw_inputs(session_for(tmp_path / "run" / "model.onnx"), new)
@@ -294,7 +295,7 @@ def test_other_scalings_and_column_mixes_export_and_equal_predict(overrides, tmp
 
 
 def test_unknown_ignore_encodes_an_unseen_category_as_all_zeros(shop_run):
-    loaded = common.load_run(shop_run / "run")
+    loaded = dltrain.load(shop_run / "run")
     model = export.build_model(loaded)
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     cells = {"income": ["50"], "age": ["30"], "region": ["central"], "plan": ["pro"], "member": ["yes"]}
@@ -354,7 +355,7 @@ def test_every_na_token_is_a_missing_cell_in_the_graph_as_in_predict(shop_run, s
 def test_a_row_that_overflows_is_refused_by_the_graph_as_by_predict(shipped_runs, tmp_path):
     model_path = tmp_path / "iris.onnx"
     export.export_run(shipped_runs["iris"], model_path)
-    schema = common.load_run(shipped_runs["iris"]).schema
+    schema = dltrain.load(shipped_runs["iris"]).schema
     inside = [0.9 * FLOAT32_MAX * min(float(divisor), 1.0) for divisor in schema.divisor]  # finite once scaled
     rows = [[5.1, 3.5, 1.4, 0.2], [3.0e38, 3.0, 1.0, 0.2], inside]
     session = session_for(model_path)
@@ -372,7 +373,7 @@ HEADER = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
 
 
 def test_the_self_check_holds_huge_numbers_and_every_na_token(shop_run):
-    schema = common.load_run(shop_run / "run").schema
+    schema = dltrain.load(shop_run / "run").schema
     cells = export.verification_rows(schema)
     for column in schema.columns:  # every column of the shop model has a fill
         assert set(NA_TOKENS) <= set(cells[column.name]), column.name
@@ -559,7 +560,7 @@ def test_a_network_with_every_hidden_activation_and_dropout_exports(tmp_path, ro
 
 
 def test_target_scaling_statistics_are_inverted_in_the_graph(shipped_runs):
-    loaded = common.load_run(shipped_runs["diabetes"])
+    loaded = dltrain.load(shipped_runs["diabetes"])
     loaded.manifest["data"]["target_scaler"] = {"method": "standard", "offset": [150.0], "divisor": [75.0]}
     session = ort.InferenceSession(export.build_model(loaded).SerializeToString(), providers=["CPUExecutionProvider"])
     cells = export.verification_rows(loaded.schema)
@@ -590,7 +591,7 @@ def assert_lowest_opset(model):
 
 def test_opset_is_the_lowest_holding_every_operator_and_metadata_is_complete(shipped_runs, shop_run, tmp_path):
     for run_dir in (shipped_runs["breast_cancer"], shop_run / "run"):
-        loaded = common.load_run(run_dir)
+        loaded = dltrain.load(run_dir)
         model = export.build_model(loaded)
         assert_lowest_opset(model)
         meta = {prop.key: prop.value for prop in model.metadata_props}
@@ -601,7 +602,7 @@ def test_opset_is_the_lowest_holding_every_operator_and_metadata_is_complete(shi
         assert json.loads(meta["class_labels"]) == loaded.schema.class_labels
         assert json.loads(meta["target_names"]) == loaded.schema.targets
         assert meta["input_form"] == "columns" and meta["task"] == "classification"
-    ml = {item.domain: item.version for item in export.build_model(common.load_run(shop_run / "run")).opset_import}
+    ml = {item.domain: item.version for item in export.build_model(dltrain.load(shop_run / "run")).opset_import}
     assert ml["ai.onnx.ml"] == 2
 
 

@@ -11,14 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dltrain.data import Split
+from dltrain.build import Seeds, array_trainer
 from dltrain.engine import kernels, threads
 from dltrain.engine.backend import compute_threads
 from dltrain.engine.layers import Dense
 from dltrain.engine.losses import make_loss
-from dltrain.engine.model import Sequential
-from dltrain.engine.optimizers import make_model_optimizer, make_optimizer
-from dltrain.train import Trainer, TrainingData, TrainOptions, TrainSettings
+from dltrain.engine.optimizers import make_optimizer
 
 needs_numba = pytest.mark.skipif(not kernels.active(), reason="numba not installed: only the reference path runs")
 
@@ -165,27 +163,19 @@ def _wide_trainer(fused, rows=300, seed=0):
     rng = np.random.default_rng(seed)
     features = rng.random((rows, 40), dtype=np.float32)
     targets = rng.integers(0, 5, size=rows)
-    hidden = [
-        {"type": "dense", "units": 33, "activation": "relu"},
-        {"type": "dropout", "rate": 0.2},
-        {"type": "dense", "units": 17, "activation": "relu"},
-    ]
-    model = Sequential.build(
-        40, hidden, 5, "softmax", init_rng=np.random.default_rng(1), dropout_rng=np.random.default_rng(7)
-    )
-    optimizer = make_model_optimizer("adam", model, lr=0.01, weight_decay=0.01)
-    return Trainer(
-        model,
-        make_loss("cross_entropy", "softmax"),
-        optimizer,
-        TrainingData(Split(features, targets), None, "classification", n_classes=5),
-        TrainSettings(
-            TrainOptions(epochs=2, batch_size=64),
-            np.random.default_rng(2),
-            dropout_rng=model.layers[1].rng,
-            fused=fused,
-        ),
-    )
+    settings = {
+        "model": {
+            "layers": [
+                {"units": 33, "activation": "relu"},
+                {"type": "dropout", "rate": 0.2},
+                {"units": 17, "activation": "relu"},
+            ]
+        },
+        "optimizer": {"name": "adam", "lr": 0.01, "weight_decay": 0.01},
+        "train": {"epochs": 2, "batch_size": 64},
+    }
+    seeds = Seeds(*(np.random.default_rng(seed) for seed in (0, 1, 2, 7)))  # split, init, shuffle, dropout
+    return array_trainer(settings, features, targets, list(range(5)), seeds=seeds, fused=fused)
 
 
 @pytest.mark.parametrize("fused", [pytest.param(True, marks=needs_numba), False], ids=["fused", "reference"])
@@ -244,17 +234,10 @@ def test_the_environment_variable_forces_the_reference_path(monkeypatch):
     monkeypatch.setenv(threads.KERNELS_VARIABLE, "reference")
     assert not kernels.active()
     assert kernels.describe() == "reference NumPy path (DLTRAIN_KERNELS=reference)"
-    model = Sequential.build(
-        784, [{"type": "dense", "units": 128, "activation": "relu"}], 10, "softmax", init_rng=np.random.default_rng(0)
-    )
-    trainer = Trainer(
-        model,
-        make_loss("cross_entropy", "softmax"),
-        make_model_optimizer("adam", model),
-        TrainingData(Split(np.zeros((256, 784), np.float32), np.zeros(256, np.int64)), None, "classification"),
-        TrainSettings(TrainOptions(epochs=1, batch_size=256), np.random.default_rng(0)),
-    )
-    assert trainer.fused is False and not any(layer.fused for layer in model.layers)
+    settings = {"model": {"layers": [{"units": 128, "activation": "relu"}]}, "train": {"epochs": 1, "batch_size": 256}}
+    features, targets = np.zeros((256, 784), np.float32), np.arange(256) % 10
+    trainer = array_trainer(settings, features, targets, list(range(10)))
+    assert trainer.fused is False and not any(layer.fused for layer in trainer.model.layers)
 
 
 @needs_numba

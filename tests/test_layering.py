@@ -70,8 +70,9 @@ LAYERS = [
     ("config",),  # specs, YAML with positions, --set
     ("data",),  # CSV -> typed columns -> arrays
     ("train", "artifacts"),  # the loop, the run folder
-    ("build",),  # config + prepared data -> model and trainer
+    ("build", "fit_session", "predictions"),  # model and trainer; one fit into a run folder; predictions
     ("tune",),  # the search: space, storage, liveness, workers, the study folder
+    ("api",),  # the Python API: fit, load, Run
     ("commands",),  # one module per command
     ("cli", "report", "plot", "__main__"),  # the face
 ]
@@ -93,13 +94,29 @@ def _module_name(path: Path) -> str:
     return ".".join(path.relative_to(PACKAGE.parent).with_suffix("").parts)
 
 
+# The package's __init__ hands out the public API (dltrain.fit, dltrain.load, ...), imported on first use.
+PUBLIC_API = ("dltrain.api", "dltrain.predictions")
+
+
 @pytest.mark.parametrize("path", MODULES, ids=lambda p: p.relative_to(PACKAGE).as_posix())
 def test_dependencies_point_down(path):
     own = _layer(_module_name(path))
+    allowed = PUBLIC_API if path == PACKAGE / "__init__.py" else ()
     upward = [
-        name for name in _imports(path) if name.split(".")[0] == "dltrain" and name != "dltrain" and _layer(name) > own
+        name
+        for name in _imports(path)
+        if name.split(".")[0] == "dltrain" and name != "dltrain" and _layer(name) > own and name not in allowed
     ]
     assert upward == [], f"{_module_name(path)} (layer {own}) imports {upward} from a layer above"
+
+
+def test_the_api_sits_between_the_run_folder_and_the_commands():
+    """data.prepare inside data; build below the API; the API above train and artifacts, below commands."""
+    assert _layer("dltrain.data.prepare") == _layer("dltrain.data")
+    assert _layer("dltrain.train") < _layer("dltrain.build") < _layer("dltrain.api") < _layer("dltrain.commands")
+    assert _layer("dltrain.artifacts") < _layer("dltrain.fit_session") < _layer("dltrain.api")
+    assert {"dltrain.build", "dltrain.predictions", "dltrain.fit_session"} <= set(_imports(PACKAGE / "api.py"))
+    assert "dltrain.api" in _imports(PACKAGE / "commands" / "predict.py")
 
 
 def test_the_named_rules_hold():
@@ -160,3 +177,45 @@ def test_only_the_storage_module_touches_optunas_private_parts(path):
     source = path.read_text(encoding="utf-8")
     assert _private_attributes(path) == []
     assert "hasattr(optuna" not in source and "__version__" not in source
+
+
+def _private_names_of_other_modules(path: Path) -> list[str]:
+    """``from .x import _name`` and ``x._name`` (x a dltrain module) in ``path``: a name another
+    module of dltrain keeps to itself, used across the boundary."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    ours = {}  # local name -> what of dltrain it is bound to
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (node.level or (node.module or "").split(".")[0] == "dltrain"):
+            found += [
+                alias.name for alias in node.names if alias.name.startswith("_") and not alias.name.startswith("__")
+            ]
+            ours.update({alias.asname or alias.name: alias.name for alias in node.names})
+        elif isinstance(node, ast.Import):
+            ours.update(
+                {alias.asname or alias.name: alias.name for alias in node.names if alias.name.startswith("dltrain")}
+            )
+    for node in ast.walk(tree):
+        if (
+            isinstance(node, ast.Attribute)
+            and isinstance(node.value, ast.Name)
+            and node.value.id in ours
+            and node.attr.startswith("_")
+            and not node.attr.startswith("__")
+        ):
+            found.append(f"{node.value.id}.{node.attr}")
+    return found
+
+
+def test_the_private_name_scan_finds_both_forms(tmp_path):
+    module = tmp_path / "dltrain" / "x.py"
+    module.parent.mkdir()
+    module.write_text("import os\nfrom .files import _UMASK, UMASK\nfrom . import files\nfiles._fsync(os._exit)\n")
+    assert _private_names_of_other_modules(module) == ["_UMASK", "files._fsync"]
+
+
+@pytest.mark.parametrize("path", MODULES, ids=lambda p: p.relative_to(PACKAGE).as_posix())
+def test_no_module_uses_a_private_name_of_another(path):
+    """A name that starts with _ is its module's own: what another module needs is public, said so
+    by its name (and its docstring)."""
+    assert _private_names_of_other_modules(path) == []

@@ -5,30 +5,22 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from dltrain.data import Split
+from dltrain.build import Seeds, array_trainer
 from dltrain.engine import kernels
 from dltrain.engine.backend import threads_for
-from dltrain.engine.losses import make_loss
-from dltrain.engine.model import Sequential
-from dltrain.engine.optimizers import make_model_optimizer
-from dltrain.train import Trainer, TrainingData, TrainOptions, TrainSettings
 
 
 def _trainer(batch_size=32, rows=512, optimizer="adam", fused=None):
     rng = np.random.default_rng(0)
     features = rng.random((rows, 784), dtype=np.float32)
     targets = rng.integers(0, 10, size=rows)
-    model = Sequential.build(
-        784, [{"type": "dense", "units": 128, "activation": "relu"}], 10, "softmax", init_rng=np.random.default_rng(1)
-    )
-    loss = make_loss("cross_entropy", "softmax")
-    trainer = Trainer(
-        model,
-        loss,
-        make_model_optimizer(optimizer, model, lr=0.001),
-        TrainingData(Split(features, targets), None, "classification", n_classes=10),
-        TrainSettings(TrainOptions(epochs=1, batch_size=batch_size), np.random.default_rng(2), fused=fused),
-    )
+    settings = {
+        "model": {"layers": [{"units": 128, "activation": "relu"}]},
+        "optimizer": {"name": optimizer, "lr": 0.001},
+        "train": {"epochs": 1, "batch_size": batch_size},
+    }
+    seeds = Seeds(*(np.random.default_rng(seed) for seed in (0, 1, 2, 3)))
+    trainer = array_trainer(settings, features, targets, list(range(10)), seeds=seeds, fused=fused)
     return trainer, features, targets
 
 

@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+import dltrain
 from conftest import ROOT
 from dltrain.cli import app
-from dltrain.commands import common, fit
+from dltrain.commands import fit
 from dltrain.data import read_features
 from dltrain.data.csv import FLOAT32_MAX
 
@@ -52,7 +53,7 @@ def test_a_number_that_overflows_once_scaled_is_an_error_naming_its_cell(command
 @pytest.mark.parametrize("command", ["predict", "eval"])
 def test_a_row_that_overflows_inside_the_network_is_an_error_naming_it(command, iris_run, tmp_path):
     # Every input near float32's largest number, finite once scaled: the sums overflow.
-    schema = common.load_run(iris_run).schema
+    schema = dltrain.load(iris_run).schema
     huge = [0.9 * FLOAT32_MAX * min(float(divisor), 1.0) for divisor in schema.divisor]
     path = write_rows(tmp_path / "rows.csv", [[5.1, 3.5, 1.4, 0.2], huge], command == "eval")
     assert np.isfinite(read_features(path, schema, with_target=False)[0]).all()  # the inputs pass

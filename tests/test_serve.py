@@ -24,10 +24,11 @@ import pytest
 from typer.testing import CliRunner
 
 from conftest import ROOT
+from dltrain.api import load as load_run
 from dltrain.cli import app
 from dltrain.commands import fit
-from dltrain.commands.common import load_run
-from dltrain.commands.predict import predict_cells, predict_rows, predictions_csv
+from dltrain.commands.predict import predict_rows, predictions_csv
+from dltrain.predictions import predict_cells
 
 pytest.importorskip("uvicorn")
 

@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+import dltrain
 from dltrain import build
 from dltrain.cli import app
-from dltrain.commands import check, common, fit
+from dltrain.commands import check, fit
 from dltrain.engine import kernels, threads
 from dltrain.engine.optimizers import make_optimizer
 from dltrain.engine.schedules import make_schedule
@@ -241,7 +242,7 @@ def test_divergence_stops_with_a_message_and_keeps_the_last_good_epoch(tmp_path,
     message = str(caught.value)
     assert "training diverged" in message and "at epoch" in message and "batch 1" in message
     assert "lower optimizer.lr" in message
-    run = common.load_run(tmp_path / "run")
+    run = dltrain.load(tmp_path / "run")
     manifest = run.manifest
     assert manifest["training"]["stop_reason"] == "diverged"
     epoch = int(message.split("at epoch ")[1].split(",")[0])

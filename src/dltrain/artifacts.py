@@ -37,13 +37,13 @@ import numpy as np
 from . import __version__, files
 from .errors import ArtifactError, DltrainError, Interrupted
 from .files import (
-    _UMASK,
     MANIFEST_LIMIT,
-    _fsync_folder,
+    UMASK,
     atomic_write,
     available_memory,
     check_npz,
     disk_error,
+    fsync_folder,
     read_regular,
 )
 
@@ -103,7 +103,7 @@ def deferred_interrupts():
 
 
 def history_csv(history: list) -> str:
-    columns = []
+    columns: list[str] = []
     for record in history:
         columns.extend(key for key in record if key not in columns)
     buffer = io.StringIO()
@@ -169,7 +169,7 @@ class RunLock:
     def __init__(self, directory, command: str = "fit", shared: bool = False):
         self.directory = Path(directory)
         self.command, self.shared = command, shared
-        self._held = {}  # path of a lock file -> its descriptor
+        self._held: dict[Path, int] = {}  # path of a lock file -> its descriptor
         self.commits = 0  # runs committed under this lock (a signal may arrive just after one)
 
     def _busy(self, descriptor: int) -> ArtifactError:
@@ -185,7 +185,7 @@ class RunLock:
         path = self.directory / LOCK
         try:
             while True:
-                descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o666 & ~_UMASK)
+                descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o666 & ~UMASK)
                 try:
                     fcntl.flock(descriptor, (fcntl.LOCK_SH if self.shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
                 except BlockingIOError:
@@ -213,7 +213,7 @@ class RunLock:
     def adopt(self, folder: Path):
         """Hold the lock file of a staging folder too: after the exchange it is the run folder's."""
         path = Path(folder) / LOCK
-        descriptor = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o666 & ~_UMASK)
+        descriptor = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o666 & ~UMASK)
         fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
         os.write(descriptor, f"{os.getpid()} {self.command}\n".encode("ascii"))
         self._held[path] = descriptor
@@ -299,7 +299,7 @@ def commit_run(directory, files: dict, lock: RunLock, carry: dict | None = None)
                     shutil.copyfile(source, staging / name)
             current = staging
             lock.adopt(staging)
-            _fsync_folder(staging)
+            fsync_folder(staging)
             current = directory
             if not _exchange(staging, directory):
                 # No atomic exchange here: move the old run aside, then the new one in.
@@ -307,7 +307,7 @@ def commit_run(directory, files: dict, lock: RunLock, carry: dict | None = None)
                 os.rename(directory, previous)
                 os.rename(staging, directory)
                 os.rename(previous, staging)
-            _fsync_folder(directory.parent)
+            fsync_folder(directory.parent)
             lock.commits += 1
         except OSError as error:
             shutil.rmtree(staging, ignore_errors=True)
@@ -563,20 +563,21 @@ def _read_files(directory: Path, names) -> dict:
     for _attempt in range(5):
         folder = _open_folder(directory)
         try:
-            payloads = {}
+            payloads: dict[str, bytes] = {}
+            exchanged = False
             for name in names:
                 try:
                     payloads[name] = _read_at(folder, directory, name)
                 except FileNotFoundError:
-                    payloads = None
                     if os.fstat(folder).st_ino == _inode(directory):
                         raise _missing(directory, name) from None
+                    exchanged = True
                     break  # the folder was exchanged under us: read the new one
                 except IsADirectoryError:
                     raise ArtifactError(f"{directory / name}: is a folder, not a file; train again") from None
                 except OSError as error:
                     raise ArtifactError(f"{directory / name}: cannot be read ({error.strerror})") from None
-            if payloads is not None:
+            if not exchanged:
                 return payloads
         finally:
             os.close(folder)

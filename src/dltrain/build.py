@@ -4,19 +4,21 @@
 (``data.prepare``, which fills in the task, loss and output activation), the training options
 checked (``check_training_options``: metrics, monitors, class weights), and the model's memory
 estimated before anything is allocated (``check_model_memory``). ``build_model`` and
-``build_trainer`` then make the network and its loop. Nothing here prints."""
+``build_trainer`` then make the network and its loop; ``array_trainer`` does all of it for
+arrays already in memory (the benchmarks, the engine's tests). Nothing here prints."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .config import Config, ConfigSource, closest_match
-from .data import DataSchema
+from .config import Config, ConfigSource, build_config, closest_match
+from .data import DataSchema, Split
 from .data.prepare import PreparedData, prepare_data, resolve_auto
 from .engine.losses import make_loss
 from .engine.model import Sequential
@@ -260,3 +262,52 @@ def build_trainer(
         fused=fused,
     )
     return Trainer(model, loss, optimizer, training_data, settings)
+
+
+def array_data(config: Config, features: np.ndarray, targets: np.ndarray, class_labels=None) -> PreparedData:
+    """Model-ready arrays already in memory as prepared data (no CSV, no scaling, no validation):
+    ``features`` float32 [rows, inputs]; ``targets`` class indices into ``class_labels``, or
+    values [rows] or [rows, targets] for regression (``class_labels`` None)."""
+    n_inputs = features.shape[1]
+    target: str | list[str]
+    if class_labels is not None:
+        task, target = "classification", "target"
+    else:
+        task = "regression"
+        target = "target" if targets.ndim == 1 else [f"target_{index}" for index in range(targets.shape[1])]
+        targets = targets.reshape(len(targets), -1).astype(np.float32, copy=False)
+    schema = DataSchema(
+        [f"input_{index}" for index in range(n_inputs)],
+        target,
+        task,
+        "none",
+        np.zeros(n_inputs, dtype=np.float32),
+        np.ones(n_inputs, dtype=np.float32),
+        [str(label) for label in class_labels] if class_labels is not None else [],
+    )
+    return PreparedData(config, schema, Split(features, targets), None, None)
+
+
+def array_trainer(
+    settings: Mapping,
+    features: np.ndarray,
+    targets: np.ndarray,
+    class_labels=None,
+    *,
+    seeds: Seeds | None = None,
+    blas_threads: int | None = None,
+    kernel_threads: int | None = None,
+    fused: bool | None = None,
+) -> Trainer:
+    """The trainer a config's settings (``model``, ``loss``, ``optimizer``, ``train``, ``seed``,
+    as in YAML; no ``data`` needed) describe, on arrays already in memory (see ``array_data``),
+    checked as fit checks them. ``seeds``: the random streams (default: from ``seed``)."""
+    source = ConfigSource("settings", {}, {})
+    config = build_config({"data": {"train": "(arrays)", "target": "target"}, **settings}, source)
+    data = array_data(config, features, targets, class_labels)
+    config = resolve_config(config, source, data)
+    if class_labels is not None and config.loss == "binary_cross_entropy":  # one 0/1 output column
+        data.schema.binary = True
+        data.train.targets = data.train.targets.astype(np.float32).reshape(-1, 1)
+    seeds = seeds or Seeds.from_seed(config.seed)
+    return build_trainer(config, data, seeds, blas_threads=blas_threads, kernel_threads=kernel_threads, fused=fused)

@@ -416,7 +416,7 @@ def evaluate(
     Example: dltrain eval runs/iris data/iris.csv --json
     """
     from . import report
-    from .commands.common import csv_dialect
+    from .api import csv_dialect
     from .commands.evaluate import evaluate_run
 
     metrics, labels = evaluate_run(run_dir, data, csv_dialect(delimiter, encoding), on_note=report.show_note)
@@ -450,8 +450,8 @@ def predict(
     Example: dltrain predict runs/churn customers.csv --keep customer_id --out predictions.csv
     """
     from . import report
+    from .api import csv_dialect
     from .commands import predict as predict_command
-    from .commands.common import csv_dialect
     from .files import check_writable, write_output
 
     if out is not None:

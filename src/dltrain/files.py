@@ -225,8 +225,8 @@ def check_npz(source):
 
 # ---------------------------------------------------------------------- writing
 
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)
+UMASK = os.umask(0o022)  # the process's umask, read (by setting it) once: new files are made with it
+os.umask(UMASK)
 
 # ---------------------------------------------------------------------- disk errors
 
@@ -265,7 +265,8 @@ def write_all(handle, payload: bytes):
     handle.write(payload)
 
 
-def _fsync_folder(path: Path):
+def fsync_folder(path: Path):
+    """Flush a folder's entries (a rename, a new file in it) to disk."""
     descriptor = os.open(path, os.O_RDONLY)
     try:
         os.fsync(descriptor)
@@ -324,7 +325,7 @@ def atomic_file(path, durable: bool = True):
     temporary = None
     try:
         descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.fchmod(descriptor, 0o666 & ~_UMASK)  # mkstemp's 0600 would hide runs from other users
+        os.fchmod(descriptor, 0o666 & ~UMASK)  # mkstemp's 0600 would hide runs from other users
         with os.fdopen(descriptor, "wb") as handle:
             yield handle
             handle.flush()
@@ -333,7 +334,7 @@ def atomic_file(path, durable: bool = True):
         os.replace(temporary, path)
         temporary = None
         if durable:
-            _fsync_folder(path.parent)
+            fsync_folder(path.parent)
     except OSError as error:
         raise disk_error(error, path) from None
     finally:

@@ -12,8 +12,9 @@ def canonical_label(value) -> str:
         number = float(text)
     except ValueError:
         return text
-    return _canonical_number(number) if math.isfinite(number) else text
+    return canonical_number(number) if math.isfinite(number) else text
 
 
-def _canonical_number(number: float) -> str:
+def canonical_number(number: float) -> str:
+    """A finite number as a label: 3.0 -> "3", 2.5 -> "2.5"."""
     return str(int(number)) if number == int(number) else repr(float(number))

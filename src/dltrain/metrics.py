@@ -6,6 +6,8 @@ them on the fly from the predictions it already made, without a second pass.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 # Scalar metrics that can be logged per epoch, and whether larger is better.
@@ -25,6 +27,25 @@ def higher_is_better(name: str) -> bool:
     """Direction of a logged value: ``val_accuracy`` up, ``loss`` and ``val_mse`` down."""
     base = name.removeprefix("val_")
     return CLASSIFICATION_METRICS.get(base, REGRESSION_METRICS.get(base, False))
+
+
+def format_value(value) -> str:
+    """A metric as shown in a line or a table: four decimals, or scientific when tiny."""
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "nan"
+        if value != 0 and abs(value) < 1e-3:
+            return f"{value:.3e}"
+        return f"{value:.4f}" if abs(value) < 1e5 else f"{value:.4g}"
+    return str(value)
+
+
+def epoch_line(record: dict, epochs: int) -> str:
+    """An epoch's line of `dltrain fit`: the epoch, every logged value, the seconds it took."""
+    parts = [f"epoch {record['epoch']}/{epochs}"]
+    parts += [f"{key} {format_value(value)}" for key, value in record.items() if key not in ("epoch", "seconds", "lr")]
+    parts.append(f"{record['seconds']:.2f}s")
+    return "  ".join(parts)
 
 
 def logged_names(metrics, has_validation: bool) -> list[str]:

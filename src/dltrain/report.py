@@ -10,7 +10,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table as RichTable
 from rich.text import Text
 
-from .metrics import REGRESSION_METRICS, higher_is_better
+from .metrics import REGRESSION_METRICS, epoch_line, format_value, higher_is_better
 from .train import Callbacks
 
 
@@ -39,23 +39,6 @@ def _console(stderr: bool = False) -> Console:
 
 console = _console()
 error_console = _console(stderr=True)
-
-
-def format_value(value) -> str:
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "nan"
-        if value != 0 and abs(value) < 1e-3:
-            return f"{value:.3e}"
-        return f"{value:.4f}" if abs(value) < 1e5 else f"{value:.4g}"
-    return str(value)
-
-
-def epoch_line(record: dict, epochs: int) -> str:
-    parts = [f"epoch {record['epoch']}/{epochs}"]
-    parts += [f"{key} {format_value(value)}" for key, value in record.items() if key not in ("epoch", "seconds", "lr")]
-    parts.append(f"{record['seconds']:.2f}s")
-    return "  ".join(parts)
 
 
 class TrainingReporter(Callbacks):

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..api import load
 from ..data import DataSchema, read_features
 
 DEFAULT_REPEATS = 5
@@ -49,8 +50,6 @@ def permutation_importance(
 
 def explain_run(run_dir, data_path, repeats: int = DEFAULT_REPEATS, seed: int = 0) -> tuple[float, list[Importance]]:
     """Permutation importance of each input column of a saved run on a labelled CSV."""
-    from .common import load_run
-
-    run = load_run(run_dir)
+    run = load(run_dir)
     features, targets = read_features(data_path, run.schema, with_target=True)
     return permutation_importance(run.model, run.loss, run.schema, features, targets, repeats, seed)

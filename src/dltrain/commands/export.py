@@ -21,13 +21,13 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__
+from ..api import load
 from ..artifacts import CHECKPOINT, LOCK, PENDING_CHECKPOINT, RUN_FILES, RunLock, holds_run
 from ..data import BOOLEAN_WORDS, DataSchema
 from ..data.csv import numeric_markers
 from ..engine.activations import LeakyReLU
 from ..errors import ArtifactError, DltrainError, install_hint
 from ..files import check_writable, write_output
-from .common import load_run
 from .predict import predict_rows
 
 FORMATS = ("onnx",)
@@ -748,7 +748,7 @@ def verify(run, model_bytes: bytes, input_form: str) -> int:
     for row, wanted in enumerate(expected):
         problem = _difference(schema, outputs, row, wanted)
         if problem:
-            if load_run(run.run_dir).manifest["model_sha256"] != run.manifest["model_sha256"]:
+            if load(run.run_dir).manifest["model_sha256"] != run.manifest["model_sha256"]:
                 raise ArtifactError(
                     f"{run.run_dir}: the run was replaced while it was being exported (a fit "
                     "--force?); nothing was written; run dltrain export again"
@@ -786,7 +786,7 @@ def export_run(
 
 
 def _export_run(run_dir: Path, out: Path, opset: int | None, force: bool, input_form: str) -> ExportResult:
-    run = load_run(run_dir)
+    run = load(run_dir)
     check_writable(out, make_parents=True)
     if out.name in RUN_FILES + (CHECKPOINT, PENDING_CHECKPOINT, LOCK) and holds_run(out.parent):
         raise ArtifactError(

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..api import fit as fit_run
+from ..fit_session import relocate_paths
 from ..tune.search import check_search as check_plan
 from ..tune.search import tune as run_search
 from ..tune.space import SearchPlan
 from ..tune.study_folder import TuneResult
 from .explain import permutation_importance
-from .fit import fit as fit_run
-from .fit import relocate_paths
 
 
 class CommandFitting:
@@ -24,7 +24,7 @@ class CommandFitting:
         return permutation_importance(model, loss, schema, features, targets, seed=seed)[1]
 
     def fit(self, config_path: Path, out: Path) -> None:
-        fit_run(config_path, out=out)
+        fit_run(config_path, out)
 
 
 def check_search(config_path, data, config) -> SearchPlan:

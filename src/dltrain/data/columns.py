@@ -21,7 +21,7 @@ from .dates import (
     parse_dates,
     varying_parts,
 )
-from .plan import _NO_OPTIONS, DataPlan
+from .plan import NO_OPTIONS, DataPlan
 
 MAX_CATEGORIES = 1000  # one-hot columns beyond this are almost surely an ID or free text
 MISSING_POLICIES = ("error", "drop", "mean", "median", "mode", "constant")
@@ -38,9 +38,8 @@ BOOLEAN_WORDS = {
     "1": True,
     "0": False,
 }
-_KNOWN_SHOWN = 20  # known values listed in an error message
-_STATISTICS_ROWS = 8192  # rows per block when statistics or row moves stream through a matrix
-_mostly_numbers = mostly_numbers  # the name init imports
+KNOWN_SHOWN = 20  # known values listed in an error message
+STATISTICS_ROWS = 8192  # rows per block when statistics or row moves stream through a matrix
 
 
 @dataclass
@@ -148,7 +147,7 @@ def _first(mask: np.ndarray, rows: np.ndarray | None):
     return int(hits[0]) if hits.size else None
 
 
-def _boolean_values(values: np.ndarray) -> tuple[np.ndarray, int | None]:
+def boolean_values(values: np.ndarray) -> tuple[np.ndarray, int | None]:
     """0/1 floats for boolean words (NaN for missing), and the index of the first other word."""
     unique, inverse = np.unique(values, return_inverse=True)
     inverse = inverse.reshape(-1)
@@ -161,14 +160,14 @@ def _boolean_values(values: np.ndarray) -> tuple[np.ndarray, int | None]:
     return mapped[inverse], (int(bad_rows[0]) if bad_rows.size else None)
 
 
-def _rows_to_front(matrix: np.ndarray, rows: np.ndarray) -> np.ndarray:
+def rows_to_front(matrix: np.ndarray, rows: np.ndarray) -> np.ndarray:
     """``matrix[rows]`` for ascending ``rows``, made by moving them forward inside ``matrix``."""
     if rows.size and np.any(np.diff(rows) <= 0):
         return matrix[rows]
     if not rows.size or rows[-1] == len(rows) - 1:  # already the leading rows, in order
         return matrix[: len(rows)]
-    for begin in range(0, len(rows), _STATISTICS_ROWS):
-        chunk = rows[begin : begin + _STATISTICS_ROWS]
+    for begin in range(0, len(rows), STATISTICS_ROWS):
+        chunk = rows[begin : begin + STATISTICS_ROWS]
         # Row k moves to position <= k, and every later source lies beyond what was written.
         matrix[begin : begin + len(chunk)] = matrix[chunk]
     return matrix[: len(rows)]
@@ -215,7 +214,7 @@ def _fit_date(columns: Columns, encoding: ColumnEncoding, train_rows: np.ndarray
     return ColumnEncoding(encoding.name, "date", encoding.missing, fill, format=encoding.format, parts=parts)
 
 
-def _fit_column(columns: Columns, encoding: ColumnEncoding, train_rows: np.ndarray, all_rows: np.ndarray):
+def fit_column(columns: Columns, encoding: ColumnEncoding, train_rows: np.ndarray, all_rows: np.ndarray):
     """The column with its fill value (mean, median or mode of the training rows) and categories."""
     name = encoding.name
     fill = encoding.fill
@@ -244,7 +243,7 @@ def _fit_column(columns: Columns, encoding: ColumnEncoding, train_rows: np.ndarr
     if encoding.missing == "mode":
         present = values[train_rows]
         if encoding.type == "boolean":
-            words = _boolean_values(present)[0]
+            words = boolean_values(present)[0]
             words = words[~np.isnan(words)]
             if words.size == 0:
                 raise DataError(
@@ -367,7 +366,7 @@ def _feature_problems(columns: Columns, encodings: list, masks: dict, keep, mode
             if row is not None:
                 problems.append((row, position, _not_a_date(columns, encoding, row, mode)))
         elif encoding.type == "boolean":
-            _, bad = _boolean_values(columns.text[encoding.name] if keep is None else columns.text[encoding.name][keep])
+            _, bad = boolean_values(columns.text[encoding.name] if keep is None else columns.text[encoding.name][keep])
             if bad is not None:
                 row = bad if keep is None else int(keep[bad])
                 word = str(columns.text[encoding.name][row])
@@ -412,7 +411,7 @@ def column_encodings(columns: Columns, plan: DataPlan) -> list:
                 plain = _plain_numeric(plan, name)
             encodings.append(ColumnEncoding(name, "numeric", plain.missing, plain.fill))
             continue
-        option = option or _NO_OPTIONS
+        option = option or NO_OPTIONS
         kind = option.type
         date_format = None
         if option.format is not None or kind == "date":
@@ -447,7 +446,7 @@ def column_encodings(columns: Columns, plan: DataPlan) -> list:
                     words = {word.lower() for word in present.tolist()} - {""}
                     kind = "boolean" if words and words <= set(BOOLEAN_WORDS) else "categorical"
             elif kind == "boolean":
-                _, bad = _boolean_values(values)
+                _, bad = boolean_values(values)
                 if bad is not None:
                     raise DataError(
                         f"{columns.path}:{columns.line(bad)}: column {name!r} has {str(values[bad])!r}, "

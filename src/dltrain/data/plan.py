@@ -10,14 +10,15 @@ import numpy as np
 
 from ..config import ConfigSource
 from ..errors import ConfigError, DataError, did_you_mean
-from ..labels import _canonical_number, canonical_label
+from ..labels import canonical_label, canonical_number
 from .csv import Columns, CsvFile, listed, mostly_numbers
 
 MAX_AUTO_CLASSES = 20  # an integer target with at most this many values is taken as classes,
 MIN_ROWS_PER_CLASS = 5  # if it has on average this many rows per value (else it is a count or a score)
 
 
-def _label_sort_key(label: str):
+def label_sort_key(label: str):
+    """Class labels in order: numbers by value first, then texts."""
     try:
         return (0, float(label), label)
     except ValueError:
@@ -28,7 +29,7 @@ def target_labels(values: np.ndarray) -> np.ndarray:
     """Canonical label of every value (numbers or text), computed once per distinct value."""
     unique, inverse = np.unique(values, return_inverse=True)
     if values.dtype.kind == "f":
-        labels = [_canonical_number(float(value)) for value in unique]
+        labels = [canonical_number(float(value)) for value in unique]
     else:
         labels = [canonical_label(value) for value in unique]
     return np.asarray(labels, dtype=object)[inverse.reshape(-1)]
@@ -87,7 +88,7 @@ class ColumnOptions:
     na_values: tuple = ()  # markers of a missing value in this column, beside the data-wide ones
 
 
-_NO_OPTIONS = ColumnOptions()  # shared, never changed: most of a wide file's columns have no settings
+NO_OPTIONS = ColumnOptions()  # shared, never changed: most of a wide file's columns have no settings
 
 
 @dataclass
@@ -104,7 +105,7 @@ class DataPlan:
     na_values: tuple = ()  # data.na_values: markers of a missing value in every column
 
     def option(self, name: str) -> ColumnOptions:
-        return self.options.get(name) or _NO_OPTIONS
+        return self.options.get(name) or NO_OPTIONS
 
     def column_na_values(self) -> dict:
         """Each column's own markers of a missing value (data.columns.X.na_values)."""

@@ -14,14 +14,14 @@ import numpy as np
 
 from ..errors import DataError, did_you_mean
 from .columns import (
-    _KNOWN_SHOWN,
-    _STATISTICS_ROWS,
+    KNOWN_SHOWN,
+    STATISTICS_ROWS,
     ColumnEncoding,
-    _boolean_values,
-    _fit_column,
-    _rows_to_front,
+    boolean_values,
     checked_rows,
     date_inputs,
+    fit_column,
+    rows_to_front,
 )
 from .csv import (
     DELIMITERS,
@@ -35,7 +35,7 @@ from .csv import (
     to_numbers,
     to_text,
 )
-from .plan import _label_sort_key, target_labels
+from .plan import label_sort_key, target_labels
 
 
 @dataclass
@@ -102,12 +102,12 @@ class DataSchema:
         target_scale: str = "none",
     ) -> "DataSchema":
         """Fit fills and scaling on ``train_rows``; categories and class labels on ``all_rows``."""
-        fitted = [_fit_column(columns, encoding, train_rows, all_rows) for encoding in encodings]
+        fitted = [fit_column(columns, encoding, train_rows, all_rows) for encoding in encodings]
         labels = []
         if task == "classification":
             name = targets[0]
             raw = columns.text[name] if name in columns.text else columns.numbers(name)
-            labels = sorted(set(target_labels(raw[all_rows]).tolist()), key=_label_sort_key)
+            labels = sorted(set(target_labels(raw[all_rows]).tolist()), key=label_sort_key)
         width = sum(column.width for column in fitted)
         schema = cls(
             [column.name for column in fitted],
@@ -166,8 +166,8 @@ class DataSchema:
         any_fill = bool(np.any(~np.isnan(fills)))
 
         def blocks():
-            for begin in range(0, len(train_rows), _STATISTICS_ROWS):
-                chunk = train_rows[begin : begin + _STATISTICS_ROWS]
+            for begin in range(0, len(train_rows), STATISTICS_ROWS):
+                chunk = train_rows[begin : begin + STATISTICS_ROWS]
                 block = columns.matrix[chunk] if every_column else columns.matrix[np.ix_(chunk, positions)]
                 if any_fill:
                     block = np.where(np.isnan(block), fills, block)
@@ -217,7 +217,7 @@ class DataSchema:
             if rows is None:
                 features = columns.matrix
             elif in_place:
-                features = _rows_to_front(columns.matrix, rows)
+                features = rows_to_front(columns.matrix, rows)
             else:
                 features = columns.matrix[rows]
             filled = [position for position, column in enumerate(self.columns) if column.fill is not None]
@@ -237,7 +237,7 @@ class DataSchema:
                 values = columns.text[column.name] if rows is None else columns.text[column.name][rows]
                 if column.fill is not None:
                     values = np.where(values == "", "true" if column.fill else "false", values)
-                features[:, start] = _boolean_values(values)[0]
+                features[:, start] = boolean_values(values)[0]
             else:
                 self._one_hot(columns, column, rows, features[:, start : start + column.width])
             start += column.width
@@ -256,8 +256,8 @@ class DataSchema:
         if not known.all() and column.unknown == "error":
             bad = int(np.flatnonzero(~known)[0])
             row = bad if rows is None else int(rows[bad])
-            shown = ", ".join(column.categories[:_KNOWN_SHOWN])
-            shown += " …" if len(column.categories) > _KNOWN_SHOWN else ""
+            shown = ", ".join(column.categories[:KNOWN_SHOWN])
+            shown += " …" if len(column.categories) > KNOWN_SHOWN else ""
             raise DataError(
                 f"{columns.path}:{columns.line(row)}: column {column.name!r} has {str(values[bad])!r}, "
                 f"which training never saw; known values: {shown} (to encode unseen values as all zeros, "

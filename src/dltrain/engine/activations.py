@@ -216,7 +216,7 @@ class GELU(Activation):
 
 class GELUTanh(Activation):
     """GELU, tanh approximation (Hendrycks & Gimpel), as used by GPT-2 and BERT.
-    Run folders saved while ``gelu`` meant this form load with it (see commands.common.load_run)."""
+    Run folders saved while ``gelu`` meant this form load with it (see api.load)."""
 
     name = "gelu_tanh"
     default_init = "he_normal"

@@ -25,7 +25,8 @@ from starlette.routing import Route
 
 from ...errors import DltrainError
 from ...files import text_codec
-from ..predict import predict_table, predictions_csv, predictions_from_features
+from ...predictions import predictions_from_features
+from ..predict import predict_table, predictions_csv
 from .batching import Batcher
 from .models import ServedModel, warm_up_features
 from .wire import CSV_SOURCE, RequestError, from_user_error, json_cells, predictions_json, v2_cells, v2_outputs

@@ -17,8 +17,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from ..common import LoadedRun
-from ..predict import Predictions, predict_cells
+from ...api import Run
+from ...predictions import Predictions, predict_cells
 
 
 @dataclass
@@ -32,7 +32,7 @@ class _Job:
 @dataclass
 class Batcher:
     name: str
-    run: LoadedRun
+    run: Run
     max_batch_rows: int = 4096
     batches: int = 0  # counters, for the bench and the tests
     batched_requests: int = 0

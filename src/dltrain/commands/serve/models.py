@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 
 from ... import __version__
+from ...api import Run, load
 from ...data import MISSING_TOKENS, DataSchema
 from ...errors import DltrainError
-from ..common import LoadedRun, load_run
 
 # A model's name is a URL path segment: no slash, nothing that needs escaping.
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -23,7 +23,7 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 @dataclass
 class ServedModel:
     name: str
-    run: LoadedRun
+    run: Run
     metadata: dict
 
 
@@ -46,12 +46,12 @@ def load_models(arguments: list[str]) -> list[ServedModel]:
             )
         if not Path(folder).is_dir():
             raise DltrainError(f"{folder}: no such run folder; give a folder written by dltrain fit")
-        run = load_run(folder)
+        run = load(folder)
         models[name] = ServedModel(name, run, describe(name, run))
     return list(models.values())
 
 
-def describe(name: str, run: LoadedRun) -> dict:
+def describe(name: str, run: Run) -> dict:
     """What a client needs to call the model: the task, targets, labels and each input column."""
     schema, manifest = run.schema, run.manifest
     columns = []

@@ -15,7 +15,7 @@ import numpy as np
 import orjson
 
 from ...data import DataSchema
-from ..predict import Predictions, cells_from_rows
+from ...predictions import Predictions, cells_from_rows
 
 ROW_SOURCE = "row"  # JSON rows in messages: row:<index from 0>:
 CSV_SOURCE = "body"  # a CSV body in messages: body:<line>:

@@ -1,0 +1,452 @@
+"""One fit into a run folder: claim it, train with a checkpoint after every epoch (resumable bit
+for bit), and commit the finished run as one unit (``run_fit``; ``api.fit`` is its public face).
+
+Every way a fit can stop (finished, Ctrl-C/SIGTERM/SIGHUP, divergence, a full disk) leaves the
+old run, the new one, or a checkpoint with the printed command that resumes it."""
+
+import hashlib
+import json
+import math
+import os
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from .artifacts import (
+    CHECKPOINT,
+    CHECKPOINT_FORMAT_VERSION,
+    RunTarget,
+    claim_run_dir,
+    deferred_interrupts,
+    read_checkpoint,
+    read_manifest,
+    resume_command,
+    save_checkpoint,
+    save_run,
+)
+from .build import Seeds, build_trainer, prepare_fit
+from .config import Config, dump_config, load_config
+from .data import cache as data_cache
+from .data.prepare import PreparedData, data_path
+from .errors import (
+    ArtifactError,
+    ConfigError,
+    DataError,
+    DltrainError,
+    TrainingDiverged,
+    TrainingInterrupted,
+    signal_of,
+)
+from .metrics import evaluate
+from .train import Callbacks, Trainer, history_from_checkpoint
+
+
+@dataclass
+class FitResult:
+    run_dir: Path
+    config: Config
+    history: list
+    stop_reason: str
+    metrics: dict
+    best_epoch: int = 0
+    monitor: str = "loss"
+    resumed_from: int = 0
+
+
+def _split_metrics(model, loss, data: PreparedData) -> dict:
+    task, divisor = data.config.task, data.schema.target_divisor
+    metrics = {"train": evaluate(model, loss, data.train.features, data.train.targets, task, target_divisor=divisor)}
+    for name, split in (("validation", data.validation), ("test", data.test)):
+        if split is not None:
+            metrics[name] = evaluate(model, loss, split.features, split.targets, task, target_divisor=divisor)
+    return metrics
+
+
+def _comparable(config: Config, base_dir: Path) -> dict:
+    """The config as a flat {dotted key: value} with absolute data paths, to compare runs."""
+    flat = {}
+
+    def walk(prefix, value):
+        if isinstance(value, dict):
+            for key, item in value.items():
+                walk(f"{prefix}.{key}" if prefix else key, item)
+        else:
+            flat[prefix] = value
+
+    walk("", config.to_dict())
+    for key in ("data.train", "data.test", "data.validation"):
+        if isinstance(flat.get(key), str):
+            flat[key] = str(data_path(base_dir, flat[key]).resolve())
+    return flat
+
+
+_RESUMABLE_CHANGES = ("train.epochs", "train.early_stopping", "train.tolerance", "tune.")  # fit reads no tune:
+
+
+def _refuse_changed_config(stored: dict, current: dict, run_dir: Path):
+    keys = sorted(set(stored) | set(current))
+    differing = [key for key in keys if not key.startswith(_RESUMABLE_CHANGES) and stored.get(key) != current.get(key)]
+    if differing:
+        details = "; ".join(f"{key}: {stored.get(key)!r} -> {current.get(key)!r}" for key in differing)
+        raise ConfigError(
+            f"cannot resume {run_dir}: the config differs from the checkpoint in {details}. "
+            "Only train.epochs, train.early_stopping and train.tolerance may change; "
+            "train into a new --out instead"
+        )
+
+
+def _data_files(config: Config, base_dir: Path) -> dict:
+    """The files training reads, by config key: the training CSV, and the validation CSV if one is given."""
+    files = {"data.train": data_path(base_dir, config.data.train)}
+    if isinstance(config.data.validation, str):
+        files["data.validation"] = data_path(base_dir, config.data.validation)
+    return files
+
+
+def _data_hashes(files: dict) -> dict:
+    """SHA-256 of each training input (regular files only), so a resume can tell that the data changed."""
+    return {key: data_cache.file_sha256(path) for key, path in files.items() if path.is_file()}
+
+
+def _refuse_changed_data(meta: dict, hashes: dict, files: dict, run_dir: Path):
+    for key, digest in (meta.get("data_sha256") or {}).items():
+        if hashes.get(key) != digest:
+            raise DataError(
+                f"{files.get(key, key)}: {key} changed since the checkpoint in {run_dir} was written; "
+                "resuming on other data would not continue the same training. Train into a new --out "
+                "instead"
+            )
+
+
+def _input_paths(config_path, config: Config, base_dir: Path) -> list[Path]:
+    """Every file a fit reads: none of them may live inside the run folder it replaces."""
+    paths = [Path(config_path), *_data_files(config, base_dir).values()]
+    return paths + ([data_path(base_dir, config.data.test)] if config.data.test else [])
+
+
+def relocate_paths(config: Config, base_dir: Path, run_dir: Path) -> Config:
+    """Rewrite data paths relative to the run folder, so its config.yaml trains again as it is."""
+
+    def moved(value):
+        if value is None:
+            return None
+        return os.path.relpath(data_path(base_dir, value).resolve(), run_dir.resolve())
+
+    spec = config.data
+    validation = moved(spec.validation) if isinstance(spec.validation, str) else spec.validation
+    data = spec.model_copy(update={"train": moved(spec.train), "test": moved(spec.test), "validation": validation})
+    return config.model_copy(update={"data": data})
+
+
+@dataclass
+class RunRecord:
+    """How the run was made, for model.json: the command line, start and end time, duration."""
+
+    command: list | None
+    started: datetime
+    clock: float
+
+    @classmethod
+    def start(cls, command=None) -> "RunRecord":
+        return cls(list(command) if command else None, datetime.now(timezone.utc), time.monotonic())
+
+    def to_dict(self) -> dict:
+        return {
+            "command": self.command,
+            "started": self.started.isoformat(timespec="seconds"),
+            "ended": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "seconds": round(time.monotonic() - self.clock, 3),
+        }
+
+
+@dataclass
+class _Session:
+    """One fit: what it was asked, what it trains on, and the folder it holds."""
+
+    config_path: Path
+    overrides: list
+    config: Config
+    base_dir: Path
+    data: PreparedData
+    target: RunTarget
+    data_sha256: dict
+    record: RunRecord | None = None
+
+    def resume_command(self, overrides=None) -> str:
+        return resume_command(
+            self.config_path, self.target.directory, self.overrides if overrides is None else overrides
+        )
+
+    def save(self, model, loss, history, stop_reason, best_epoch, monitor) -> dict:
+        """Evaluate the model on every split and commit the run folder, checkpoint included."""
+        metrics = _split_metrics(model, loss, self.data)
+        stored = relocate_paths(self.config, self.base_dir, self.target.directory)
+        manifest = {
+            "config": stored.to_dict(),
+            "data": self.data.schema.to_dict(),
+            "metrics": metrics,
+            "training": {
+                "epochs_done": len(history),
+                "stop_reason": stop_reason,
+                "best_epoch": best_epoch,
+                "monitor": monitor,
+            },
+            "gelu": "exact",  # run folders without it meant the tanh form by gelu (see api.load)
+            "run": (self.record or RunRecord.start()).to_dict(),
+        }
+        checkpoint = self.target.checkpoint
+        carry = {CHECKPOINT: checkpoint} if checkpoint.exists() else None
+        save_run(self.target.directory, model.state(), manifest, dump_config(stored), history, self.target.lock, carry)
+        return metrics
+
+
+class _Checkpointer:
+    """Writes the checkpoint after every epoch (atomically), flushing it to disk every few seconds.
+
+    fsync costs tens of milliseconds here, more than an epoch of a small model; renaming
+    alone already protects the checkpoint from a crash or Ctrl-C of this process."""
+
+    SYNC_SECONDS = 5.0
+
+    def __init__(self, session: _Session, comparable: dict):
+        self.path = session.target.checkpoint
+        self.extra = {
+            "format_version": CHECKPOINT_FORMAT_VERSION,
+            "config": comparable,
+            "config_sha256": hashlib.sha256(json.dumps(comparable, sort_keys=True).encode()).hexdigest(),
+            "data_sha256": session.data_sha256,
+            "resume": {
+                "config": str(Path(session.config_path).resolve()),
+                "overrides": list(session.overrides),
+                "epochs": session.config.train.epochs,
+            },
+        }
+        self.last_sync = -math.inf
+
+    def __call__(self, trainer: Trainer):
+        meta, arrays = trainer.state()
+        meta.update(self.extra)
+        durable = time.monotonic() - self.last_sync >= self.SYNC_SECONDS or trainer.stop_reason != "running"
+        save_checkpoint(self.path, meta, arrays, durable)
+        if durable:
+            self.last_sync = time.monotonic()
+
+
+def _make_trainer(session: _Session, seeds: Seeds, comparable: dict, callbacks) -> Trainer:
+    return build_trainer(
+        session.config,
+        session.data,
+        seeds,
+        callbacks,
+        on_epoch_saved=_Checkpointer(session, comparable),
+        epoch_end_guard=deferred_interrupts,  # the checkpoint of an epoch and its line, both or neither
+    )
+
+
+def _save_from_checkpoint(session: _Session, trainer: Trainer, stop_reason: str) -> int:
+    """After Ctrl-C or divergence: the run's model becomes the last finished epoch's (0: none yet)."""
+    if session.target.replacing or not session.target.checkpoint.exists():
+        return 0
+    meta, arrays = read_checkpoint(session.target.directory)
+    model = trainer.model
+    model.load_state({key[len("param/") :]: value for key, value in arrays.items() if key.startswith("param/")})
+    session.save(
+        model, trainer.loss, history_from_checkpoint(meta, arrays), stop_reason, meta["best"]["epoch"], trainer.monitor
+    )
+    return meta["epoch"]
+
+
+def _interrupted(session: _Session, trainer: Trainer, number: int) -> TrainingInterrupted:
+    """Ctrl-C, SIGTERM or SIGHUP while training: keep what is finished, say how to go on."""
+    directory = session.target.directory
+    if session.target.replacing:
+        return TrainingInterrupted(
+            f"interrupted: {directory} still holds the previous run, unchanged; the new training was discarded", number
+        )
+    try:
+        epoch = _save_from_checkpoint(session, trainer, "interrupted")
+    except KeyboardInterrupt:
+        return TrainingInterrupted(
+            f"interrupted again while saving; {directory} holds the training checkpoint; "
+            f"resume with: {session.resume_command()}",
+            number,
+        )
+    if not epoch:
+        return TrainingInterrupted("interrupted before the first epoch finished; nothing was saved", number)
+    return TrainingInterrupted(
+        f"interrupted: {directory} holds the model after epoch {epoch}; resume with: {session.resume_command()}", number
+    )
+
+
+def _diverged(session: _Session, trainer: Trainer, error: TrainingDiverged):
+    """Save the last good epoch where there is no old run to keep; the error's hint says where things stand."""
+    directory = session.target.directory
+    if session.target.replacing:
+        error.add_hint(f"{directory} still holds the previous run, unchanged")
+        return
+    epoch = _save_from_checkpoint(session, trainer, "diverged")
+    where = f"{directory} holds the model after epoch {epoch}, the last good one" if epoch else "nothing was saved"
+    error.add_hint(where)
+
+
+def _not_saved(session: _Session) -> str:
+    """Where things stand when the final save did not happen."""
+    if session.target.replacing:
+        return f"{session.target.directory} still holds the previous run, unchanged"
+    return (
+        f"training finished but the model was not saved; {session.target.directory} holds its "
+        f"checkpoint; save the model with: {session.resume_command()}"
+    )
+
+
+def _already_finished(session: _Session, trainer: Trainer, reason: str) -> ConfigError:
+    """Resuming a run that stopped on its own: refused, with the change that would train on."""
+    epoch, config = trainer.epoch, session.config
+    stopping = config.train.early_stopping
+    value: int | str
+    if reason.startswith("early stop") and stopping is not None:
+        patience = stopping.patience
+        key, value = "train.early_stopping.patience", patience + max(10, patience)
+    elif reason.startswith("converged"):
+        key, value = "train.tolerance", "null"
+    else:
+        key, value = "train.epochs", epoch * 2
+    overrides = [item for item in session.overrides if not item.startswith(f"{key}=")] + [f"{key}={value}"]
+    if key != "train.epochs" and epoch >= config.train.epochs:
+        overrides = [item for item in overrides if not item.startswith("train.epochs=")] + [f"train.epochs={epoch * 2}"]
+    how = f"all {epoch} epochs done" if reason == "epochs done" else f"{reason.split(':')[0]} at epoch {epoch}"
+    return ConfigError(
+        f"{session.target.directory}: already finished ({how}); "
+        "the model is untouched. To train on anyway: " + session.resume_command(overrides)
+    )
+
+
+def _committed(directory: Path, trainer: Trainer) -> bool:
+    """Whether the folder's saved model is the one the checkpoint's training ended with."""
+    try:
+        return read_manifest(directory)["training"]["epochs_done"] == trainer.epoch
+    except (ArtifactError, KeyError, TypeError):
+        return False
+
+
+def _train_and_save(session: _Session, trainer: Trainer, resume: bool) -> FitResult:
+    resumed_from = trainer.epoch
+    finished = trainer.stopping_reason() if resume else "running"
+    if finished != "running":
+        if _committed(session.target.directory, trainer):
+            raise _already_finished(session, trainer, finished)
+        result = trainer.finish()  # the training ended before its model was saved: save it now
+    else:
+        try:
+            result = trainer.run()
+        except KeyboardInterrupt as interrupt:
+            raise _interrupted(session, trainer, signal_of(interrupt)) from None
+        except TrainingDiverged as error:
+            _diverged(session, trainer, error)
+            raise
+        except DltrainError as error:  # the checkpoint could not be written (full disk, ...)
+            error.add_hint(
+                "training stopped; "
+                + (
+                    "the previous run is unchanged"
+                    if session.target.replacing
+                    else f"continue later from the last saved epoch with: {session.resume_command()}"
+                )
+            )
+            raise
+    try:
+        metrics = session.save(
+            trainer.model, trainer.loss, result.history, result.stop_reason, result.best_epoch, result.monitor
+        )
+    except KeyboardInterrupt as interrupt:
+        if session.target.lock.commits:  # the signal came while the commit finished
+            raise TrainingInterrupted(
+                f"interrupted after saving: {session.target.directory} holds the finished run", signal_of(interrupt)
+            ) from None
+        raise TrainingInterrupted(f"interrupted while saving: {_not_saved(session)}", signal_of(interrupt)) from None
+    except DltrainError as error:
+        error.add_hint(_not_saved(session))
+        raise
+    return FitResult(
+        session.target.directory,
+        session.config,
+        result.history,
+        result.stop_reason,
+        metrics,
+        result.best_epoch,
+        result.monitor,
+        resumed_from,
+    )
+
+
+def _restore(trainer: Trainer, checkpoint, run_dir: Path):
+    """Load a checkpoint into the trainer; arrays that do not fit this model are an ArtifactError."""
+    meta, arrays = checkpoint
+    expected = {f"param/{key}" for key in trainer.model.params}
+    expected |= {f"optimizer/{key}" for key in trainer.optimizer.state()["arrays"]}
+    given = {key for key in arrays if not key.startswith("best/")} - {"history"}
+    best = {key[len("best/") :] for key in arrays if key.startswith("best/")}
+    problem = None
+    if given != expected:
+        problem = f"arrays missing {sorted(expected - given)[:3]}, unexpected {sorted(given - expected)[:3]}"
+    elif best and (
+        best != set(trainer.model.params)
+        or any(arrays[f"best/{key}"].shape != value.shape for key, value in trainer.model.params.items())
+    ):
+        problem = "the best epoch's parameters do not match the model"
+    if problem is None:
+        try:
+            trainer.load_state(meta, arrays)
+        except (KeyError, ValueError, TypeError, IndexError, AttributeError) as error:
+            problem = str(error) or type(error).__name__
+    if problem is not None:
+        raise ArtifactError(
+            f"{Path(run_dir) / CHECKPOINT}: the checkpoint does not fit this model ({problem}); "
+            "train again without --resume"
+        )
+
+
+def run_fit(
+    config_path,
+    overrides=(),
+    out=None,
+    force=False,
+    callbacks: Callbacks | None = None,
+    on_run_dir=None,
+    resume=False,
+    command_line=None,
+) -> FitResult:
+    """Train from a config file and commit the run folder; returns where and how it went.
+
+    With ``resume``, continue the checkpoint in ``out`` up to ``train.epochs``, bit for bit
+    as if training had never stopped. ``command_line`` is recorded in model.json."""
+    record = RunRecord.start(command_line)
+    overrides = list(overrides)
+    config, base_dir, source = load_config(config_path, overrides)
+    if resume and out is None:
+        raise ConfigError("--resume needs --out DIR: the run folder to continue")
+    inputs = _input_paths(config_path, config, base_dir)
+    target = claim_run_dir(config.name, out, force, resume, inputs) if out is not None else None
+    try:
+        files = _data_files(config, base_dir)
+        hashes = _data_hashes(files)
+        checkpoint = read_checkpoint(target.directory) if target is not None and resume else None
+        if target is not None and checkpoint:
+            _refuse_changed_data(checkpoint[0], hashes, files, target.directory)
+        config, seeds, data = prepare_fit(config, source, base_dir)
+        comparable = _comparable(config, base_dir)
+        if target is not None and checkpoint:
+            _refuse_changed_config(checkpoint[0]["config"], comparable, target.directory)
+        if target is None:
+            target = claim_run_dir(config.name, inputs=inputs)
+        if on_run_dir:
+            on_run_dir(target.directory)
+        session = _Session(Path(config_path), overrides, config, base_dir, data, target, hashes, record)
+        trainer = _make_trainer(session, seeds, comparable, callbacks)
+        if checkpoint:
+            _restore(trainer, checkpoint, target.directory)
+        return _train_and_save(session, trainer, resume)
+    finally:
+        if target is not None:
+            target.release()
