@@ -31,6 +31,7 @@ TOLERANCE = {np.float32: dict(rtol=2e-6, atol=2e-7), np.float64: dict(rtol=1e-13
 def variant(request, monkeypatch):
     """Run each kernel test with the serial and with the parallel version of the kernels."""
     if request.param == "parallel":
+        monkeypatch.setattr(kernels, "_threads", None)  # on one thread the serial versions run
         monkeypatch.setattr(kernels, "PARALLEL_MIN_ELEMENTS", 0)
         monkeypatch.setattr(kernels, "BLOCK", 16)  # several blocks even for small arrays
     return request.param

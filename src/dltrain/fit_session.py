@@ -38,6 +38,9 @@ from .errors import (
     TrainingInterrupted,
     signal_of,
 )
+from .engine import kernels
+from .engine.backend import DEFAULT_DTYPE
+from .engine.threads import fused_pays, threads_for
 from .metrics import evaluate
 from .train import Callbacks, Trainer, history_from_checkpoint
 
@@ -234,7 +237,7 @@ class _Checkpointer:
 
 
 def _make_trainer(session: _Session, seeds: Seeds, comparable: dict, callbacks) -> Trainer:
-    return build_trainer(
+    trainer = build_trainer(
         session.config,
         session.data,
         seeds,
@@ -242,6 +245,42 @@ def _make_trainer(session: _Session, seeds: Seeds, comparable: dict, callbacks) 
         on_epoch_saved=_Checkpointer(session, comparable),
         epoch_end_guard=deferred_interrupts,  # the checkpoint of an epoch and its line, both or neither
     )
+    kernels.warm_up(trainer.kernel_needs(), DEFAULT_DTYPE)  # what the early guess missed, if anything
+    return trainer
+
+
+def _header_columns(path: Path) -> int:
+    """The number of columns in a CSV's first line, counted roughly (no quotes, no encoding): 0
+    when it cannot be read. Enough to guess a network's width before the file is parsed."""
+    try:
+        with open(path, "rb") as handle:
+            header = handle.readline(1 << 20)
+    except OSError:
+        return 0
+    return max(header.count(delimiter) for delimiter in (b",", b";", b"\t", b"|")) + 1
+
+
+def _compile_kernels_early(config: Config, base_dir: Path) -> None:
+    """Start looking for (and compiling) the fused kernels in the background while the data is
+    read, where the network looks large enough to run them (``kernels.warm_up``): on a fresh
+    install, compiling them inside the first epoch made the first fit of Fashion-MNIST 3.9 s
+    longer than the second. The input width is guessed from the CSV's header and the output
+    width as 1; a wrong guess costs only time (the trainer asks again for what it runs)."""
+    targets = len(config.data.target) if isinstance(config.data.target, list) else 1
+    inputs = len(config.data.features or []) or _header_columns(data_path(base_dir, config.data.train)) - targets
+    dense = [layer for layer in config.model.layers if layer.type == "dense"]
+    widths = [max(1, inputs), *(layer.units for layer in dense), 1]
+    activations = [layer.activation for layer in dense] + ["linear"]
+    shapes = list(zip(widths, widths[1:], activations))
+    batch_size = config.train.batch_size
+    largest = batch_size * max(fan_in * fan_out for fan_in, fan_out, _ in shapes)
+    if not fused_pays(largest):
+        return
+    loss = "cross_entropy" if config.loss == "auto" and config.task != "regression" else config.loss
+    needs = kernels.needs_of(shapes, [batch_size], loss, config.optimizer.name)
+    if threads_for(largest) == 1:  # the serial versions run
+        needs = [(name, 0) for name, _ in needs]
+    kernels.warm_up(needs, DEFAULT_DTYPE)
 
 
 def _save_from_checkpoint(session: _Session, trainer: Trainer, stop_reason: str) -> int:
@@ -429,6 +468,7 @@ def run_fit(
     inputs = _input_paths(config_path, config, base_dir)
     target = claim_run_dir(config.name, out, force, resume, inputs) if out is not None else None
     try:
+        _compile_kernels_early(config, base_dir)
         files = _data_files(config, base_dir)
         hashes = _data_hashes(files)
         checkpoint = read_checkpoint(target.directory) if target is not None and resume else None

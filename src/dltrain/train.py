@@ -247,6 +247,23 @@ class Trainer:
         self._gradients = {}
         self._history_values, self._history_rows = None, 0  # see _history_matrix
 
+    def kernel_needs(self) -> list:
+        """The fused kernels this loop's steps call, with the sizes of their arrays (for
+        ``kernels.warm_up``); none on the reference path."""
+        if not self.fused:
+            return []
+        rows, batch_size = self.batches.n, self.batches.batch_size
+        # On one thread the kernels run their serial versions, which need no sizes.
+        one_thread = (self.requested_kernel_threads or self.wanted_threads) == 1
+        batch_sizes = [0] if one_thread else sorted({batch_size, rows % batch_size} - {0})
+        dense = [
+            (layer.params["W"].shape[0], layer.units, layer.activation.name)
+            for layer in self.model.layers
+            if layer.kind == "dense"
+        ]
+        needs = kernels.needs_of(dense, batch_sizes, self.loss.name, self.optimizer.name)
+        return [(name, 0) for name, _ in needs] if one_thread else needs
+
     # ------------------------------------------------------------------ one epoch
 
     def _gradient_buffer(self, logits):

@@ -58,8 +58,8 @@ def unseal(blob: bytes, path) -> bytes:
     return payload
 
 
-def enable(dispatcher) -> None:
-    """Cache ``dispatcher``'s compilations on disk where that works; else they stay in memory."""
+def enable(dispatcher) -> bool:
+    """Cache ``dispatcher``'s compilations on disk where that works (True); else they stay in memory."""
     try:
         cache = _cache_class()(dispatcher.py_func)
     except Exception as error:  # numba raises RuntimeError when no folder can be written
@@ -67,8 +67,20 @@ def enable(dispatcher) -> None:
             f"compiled kernels cannot be cached on disk ({_first_line(error)}); they are compiled "
             "in memory for this run. Set NUMBA_CACHE_DIR to a writable folder to keep them"
         )
-        return
+        return False
     dispatcher._cache = cache  # what numba's own enable_caching() sets, with the guarded cache
+    return True
+
+
+def holds(dispatcher, signature) -> bool:
+    """Whether the disk cache holds ``dispatcher``'s compilation for ``signature`` (its index
+    names it; the entry is loaded, and checked, only when the kernel is called)."""
+    cache = dispatcher._cache
+    if not getattr(cache, "_enabled", False):
+        return False
+    dispatcher.targetctx.refresh()
+    key = cache._index_key(signature, dispatcher.targetctx.codegen())
+    return key in cache._cache_file._load_index()
 
 
 def _first_line(error: Exception) -> str:

@@ -14,15 +14,24 @@ numba is imported only when a kernel is first needed, so small fits (which use t
 path) never pay for it. Compiled kernels are cached on disk (see threads.kernel_cache_dir) in
 files sealed with their checksum; a cache that cannot be written or read costs a compilation,
 never the run (see kernel_cache.py).
+
+Compiling all a fit needs takes seconds on a fresh install (1.9 s for the seed network here, 3.9 s
+on a 16-core machine), so ``warm_up`` compiles them in a background thread while the fit reads
+its data. The serial and the parallel version of a kernel give bit-identical results (tested),
+so while a parallel version is still compiling, a step runs the serial one: the first epoch
+never waits for it, and the model is the same.
 """
 
 from __future__ import annotations
 
+import atexit
 import importlib.metadata
 import importlib.util
 import math
 import os
+import threading
 import types
+from pathlib import Path
 
 from . import kernel_cache
 from .threads import KERNELS_VARIABLE
@@ -50,7 +59,13 @@ COLUMN_BLOCK = 64
 prange = range  # numba.prange once numba is loaded (a plain range in the serial versions)
 
 _numba = None
-_compiled: dict = {}
+_threads = None  # as set_threads last set them (None: numba's default, every core)
+_compiled: dict = {}  # (loop name, parallel) -> numba dispatcher
+_warming: dict = {}  # (loop name, parallel) -> threading.Event, set when warm_up is done with it
+_warm_up_lock = threading.Lock()
+_DONE = threading.Event()
+_DONE.set()
+_warm_up_stop = threading.Event()
 
 
 def installed() -> bool:
@@ -116,9 +131,12 @@ def ready() -> bool:
 
 
 def set_threads(count: int) -> None:
-    """Threads the parallel kernels use from now on in this thread."""
+    """Threads the parallel kernels use from now on in this thread (on one, the serial
+    versions run: the same results without waking a pool)."""
+    global _threads
     numba = _load_numba()
-    numba.set_num_threads(max(1, min(count, numba.config.NUMBA_NUM_THREADS)))
+    _threads = max(1, min(count, numba.config.NUMBA_NUM_THREADS))
+    numba.set_num_threads(_threads)
 
 
 def _serial_copy(function):
@@ -135,21 +153,43 @@ def _serial_copy(function):
     return copy
 
 
+def _parallel(function, size: int) -> bool:
+    """Whether ``function`` runs its parallel version on arrays of ``size`` elements."""
+    return _threads != 1 and size >= PARALLEL_MIN_ELEMENTS * (LIGHT_KERNEL_FACTOR if function in _LIGHT else 1)
+
+
 def _kernel(function, size: int):
-    """The compiled version of ``function`` for arrays of ``size`` elements."""
-    parallel = size >= PARALLEL_MIN_ELEMENTS * (LIGHT_KERNEL_FACTOR if function in _LIGHT else 1)
-    key = (function.__name__, parallel)
-    compiled = _compiled.get(key)
-    if compiled is None:
-        numba = _load_numba()
-        source = function if parallel else _serial_copy(function)
-        # error_model="numpy": a division never checks for zero (it gives inf or nan, as
-        # NumPy does), so the loops vectorise. Only the sums of squares may be reordered
-        # ("reassoc", in an order fixed by the code and the block, never by the threads).
-        fastmath = {"reassoc"} if function in _REORDERED_SUMS else False
-        compiled = numba.njit(parallel=parallel, nogil=True, error_model="numpy", fastmath=fastmath)(source)
-        kernel_cache.enable(compiled)
-        _compiled[key] = compiled
+    """The compiled version of ``function`` for arrays of ``size`` elements.
+
+    While a warm-up's helper still compiles the parallel version, the serial one runs in its
+    place (they give the same results, tested); a version a helper is about to put in the
+    disk cache is waited for rather than compiled a second time."""
+    parallel = _parallel(function, size)
+    name = function.__name__
+    compiled = _compiled.get((name, parallel))
+    if compiled is not None:
+        return compiled
+    if parallel and not _warming.get((name, True), _DONE).is_set():
+        _warming.get((name, False), _DONE).wait()
+        return _compiled.get((name, False)) or _compile(function, False)
+    _warming.get((name, parallel), _DONE).wait()
+    return _compile(function, parallel)
+
+
+def _compile(function, parallel: bool, signature=None):
+    """Compile ``function`` (its parallel or serial version), for ``signature`` now or else
+    for the types of its first call; cached on disk where that works."""
+    numba = _load_numba()
+    source = function if parallel else _serial_copy(function)
+    # error_model="numpy": a division never checks for zero (it gives inf or nan, as
+    # NumPy does), so the loops vectorise. Only the sums of squares may be reordered
+    # ("reassoc", in an order fixed by the code and the block, never by the threads).
+    fastmath = {"reassoc"} if function in _REORDERED_SUMS else False
+    compiled = numba.njit(parallel=parallel, nogil=True, error_model="numpy", fastmath=fastmath)(source)
+    kernel_cache.enable(compiled)
+    if signature is not None:
+        compiled.compile(signature)  # compiles (or loads from the cache) without running it
+    _compiled[(function.__name__, parallel)] = compiled
     return compiled
 
 
@@ -326,3 +366,206 @@ def adam(param, grad, m, v, lr, beta1, beta2, eps, step, decay, smallest, partia
 def blocks_for(size: int) -> int:
     """Length of the ``partial`` array that ``adam`` needs for ``size`` elements."""
     return max(1, (size + BLOCK - 1) // BLOCK)
+
+
+# --------------------------------------------------------------------------- warming up
+# A fit calls ``warm_up`` before it reads its data. A background thread imports numba and
+# looks in the disk cache for each kernel the fit needs; what the cache lacks (a fresh
+# install), helper processes compile into it, on other cores and without taking this
+# process's interpreter lock (a compiling thread held it long enough to slow the reading of
+# the data by a second here). A step loads each kernel from the cache when it first calls it,
+# as without a warm-up, waiting for a helper still compiling it, or running the serial
+# version while the parallel one is compiling. Where the cache cannot be written, nothing is
+# handed to helpers: the step compiles, as without a warm-up.
+
+# The kernels by the name ``warm_up`` knows them, in the order a step first calls them.
+_LOOPS = {
+    "bias_relu": _bias_relu_loop,
+    "bias": _bias_loop,
+    "softmax_cross_entropy": _softmax_cross_entropy_loop,
+    "column_sums": _column_sums_loop,
+    "adam": _adam_loop,
+}
+_FUNCTIONS = {function.__name__: function for function in _LOOPS.values()}
+_WARM_UP_THREAD = "dltrain kernels"
+
+
+def needs_of(dense_layers, batch_sizes, loss: str, optimizer: str) -> list[tuple[str, int]]:
+    """The (kernel, elements) pairs the fused path of a network calls: ``dense_layers`` holds
+    (fan_in, fan_out, activation) of each dense layer in order, the output layer last (linear:
+    the loss applies its activation); a size not known yet as 0 gives the serial version.
+    Dense layers run kernels for ReLU and linear only (layers.Dense), the cross-entropy loss
+    and Adam have one each."""
+    needs = []
+    for fan_in, fan_out, activation in dense_layers:
+        if activation not in ("relu", "linear"):
+            continue
+        forward = "bias_relu" if activation == "relu" else "bias"
+        for rows in batch_sizes:
+            needs += [(forward, rows * fan_out), ("column_sums", rows * fan_out)]
+        if optimizer == "adam":
+            needs += [("adam", fan_in * fan_out), ("adam", fan_out)]
+    if loss == "cross_entropy" and dense_layers:
+        needs += [("softmax_cross_entropy", rows * dense_layers[-1][1]) for rows in batch_sizes]
+    return needs
+
+
+def warm_up(needs, dtype, index_dtype="int64") -> None:
+    """Have the kernels in ``needs`` ((kernel, elements) pairs, see ``needs_of``) ready before a
+    step calls them, without waiting here. The serial version of each comes first: a step runs
+    it while the parallel one is not ready yet. Nothing happens where the fused path is off."""
+    if not active():
+        return
+    order = list(_FUNCTIONS)
+    wanted = {(_LOOPS[name].__name__, False) for name, _ in needs}
+    wanted |= {(_LOOPS[name].__name__, _parallel(_LOOPS[name], size)) for name, size in needs}
+    with _warm_up_lock:
+        todo = [key for key in wanted if key not in _compiled and key not in _warming]
+        todo.sort(key=lambda key: (key[1], order.index(key[0])))  # serial first, in the order a step calls them
+        for key in todo:
+            _warming[key] = threading.Event()
+    if todo:
+        arguments = (todo, _dtype(dtype).name, _dtype(index_dtype).name)
+        threading.Thread(target=_warm_up_thread, args=arguments, name=_WARM_UP_THREAD, daemon=True).start()
+
+
+def _signature(function, dtype: str, index_dtype: str):
+    """The argument types a step passes to ``function``: compiling for them compiles exactly
+    what the step calls (a test checks that a fit compiles nothing more)."""
+    numba = _load_numba()
+    real, index = numba.from_dtype(_dtype(dtype)), numba.from_dtype(_dtype(index_dtype))
+    matrix, vector = numba.types.Array(real, 2, "C"), numba.types.Array(real, 1, "C")
+    if function in (_bias_loop, _bias_relu_loop):
+        return matrix, vector
+    if function is _column_sums_loop:
+        return matrix, matrix, vector, numba.types.boolean, numba.types.int64
+    if function is _softmax_cross_entropy_loop:
+        return matrix, numba.types.Array(index, 1, "C"), vector, real, matrix, vector
+    return (
+        vector,
+        vector,
+        vector,
+        vector,
+        *[real] * 9,
+        numba.types.Array(numba.types.float64, 1, "C"),
+        numba.types.int64,
+    )
+
+
+def _dtype(name: str):
+    from .backend import xp  # here: backend imports this module
+
+    return xp.dtype(name)
+
+
+def _cached(name: str, parallel: bool, signature) -> bool | None:
+    """Whether the disk cache holds the kernel; None where there is no disk cache."""
+    numba = _load_numba()
+    function = _FUNCTIONS[name]
+    probe = numba.njit(parallel=parallel)(function if parallel else _serial_copy(function))
+    if not kernel_cache.enable(probe):
+        return None
+    return kernel_cache.holds(probe, signature)
+
+
+def _warm_up_thread(todo, dtype, index_dtype):
+    try:
+        _load_numba()
+        if not _warm_up_stop.is_set() and _finish_warm_up not in _exit_hooks:
+            _exit_hooks.append(_finish_warm_up)
+            atexit.register(_finish_warm_up)  # after numba's own: it runs first (last in, first out)
+        missing = []
+        for key in todo:
+            cached = _cached(*key, _signature(_FUNCTIONS[key[0]], dtype, index_dtype))
+            if cached is None:  # no disk cache: the steps compile in this process
+                missing = []
+                break
+            if not cached:
+                missing.append(key)
+            else:
+                _warming[key].set()
+        for key in _compiled_by_helper(missing, dtype, index_dtype):
+            _warming[key].set()
+    except Exception:  # a step compiles what is missing itself, and meets the error there
+        pass
+    finally:
+        for key in todo:
+            _warming[key].set()
+
+
+def _compiled_by_helper(missing, dtype: str, index_dtype: str):
+    """Yield each of ``missing`` as a helper process reports it compiled into the disk cache.
+
+    One helper per idle core (less one for this process), up to one per kernel, each compiling
+    its share in order: on many cores the wait is the longest kernel's, not the sum. On a
+    machine with no idle core, none: a helper would only take the core from this process, and
+    add its own start-up (0.35 s here), so the steps compile in this process."""
+    from .threads import idle_cores
+
+    count = min(len(missing), int(idle_cores() - 1 + 0.5))
+    if count < 1 or _warm_up_stop.is_set():
+        return
+    import selectors  # only on a fresh cache
+    import subprocess
+    import sys
+
+    shares = [missing[index::count] for index in range(count)]
+    script = "from dltrain.engine import kernels; kernels.compile_into_cache()"
+    source_root = str(Path(__file__).resolve().parents[2])  # where this dltrain is imported from
+    environ = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [source_root, os.environ.get("PYTHONPATH")]))}
+    selector = selectors.DefaultSelector()
+    for share in shares:
+        keys = [f"{name}:{int(parallel)}" for name, parallel in share]
+        helper = subprocess.Popen(
+            [sys.executable, "-c", script, dtype, index_dtype, *keys],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            env=environ,
+            text=True,
+        )
+        selector.register(helper.stdout, selectors.EVENT_READ)
+    with selector:
+        while selector.get_map() and not _warm_up_stop.is_set():
+            for ready, _ in selector.select(timeout=0.1):
+                line = ready.fileobj.readline()
+                if not line:
+                    selector.unregister(ready.fileobj)
+                    ready.fileobj.close()
+                    continue
+                name, _, parallel = line.strip().partition(":")
+                if (name, parallel == "1") in missing:
+                    yield name, parallel == "1"
+
+
+def compile_into_cache(arguments=None) -> None:
+    """The helper process: compile the kernels named on the command line (``name:parallel``
+    after the dtype and index dtype) into the disk cache, reporting each one on a line."""
+    import sys
+    import warnings
+
+    dtype, index_dtype, *keys = sys.argv[1:] if arguments is None else arguments
+    warnings.simplefilter("error", kernel_cache.KernelCacheWarning)  # not cached: not reported
+    for key in keys:
+        name, _, parallel = key.partition(":")
+        try:
+            _compile(_FUNCTIONS[name], parallel == "1", _signature(_FUNCTIONS[name], dtype, index_dtype))
+        except Exception:
+            continue
+        try:
+            print(key, flush=True)
+        except OSError:  # the fit has ended: fill the cache for the next one all the same
+            pass
+
+
+_exit_hooks: list = []
+
+
+def _finish_warm_up():
+    """At exit: let the thread end the kernel it is loading or compiling (the interpreter must
+    not end under numba). Helpers still compiling finish on their own: the next fit finds
+    their kernels in the cache."""
+    _warm_up_stop.set()
+    for thread in threading.enumerate():
+        if thread.name == _WARM_UP_THREAD:
+            thread.join()

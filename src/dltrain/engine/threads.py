@@ -115,6 +115,15 @@ class MachineLoad:
         return max(0.0, (busy - own) / elapsed) if elapsed > 0 else None
 
 
+def idle_cores(cores: int | None = None) -> float:
+    """Cores no process is using, from the load average of the last minute (0 where unknown)."""
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):  # pragma: no cover - not on Unix
+        return 0.0
+    return max(0.0, (cores or available_cores()) - load)
+
+
 def threads_beside(wanted: int, other_busy_cores: float | None, cores: int | None = None) -> int:
     """``wanted`` threads, less the cores other processes keep busy (at least one)."""
     if other_busy_cores is None:
