@@ -137,11 +137,13 @@ def test_fit_starts_the_warm_up_before_it_reads_the_data(fresh, monkeypatch, tmp
     monkeypatch.setattr(threads, "available_cores", lambda: 4)
     events = []
     warm_up, prepare = kernels.warm_up, fit_session.prepare_fit
-    monkeypatch.setattr(
-        kernels, "warm_up", lambda needs, *rest: events.append(("warm up", needs)) or warm_up(needs, *rest)
-    )
-    monkeypatch.setattr(fit_command, "prepare", lambda *args: events.append(("prepare", None)) or prepare(*args))
-    fit_command.fit(root / "configs" / "iris.yaml", ["train.epochs=1"], tmp_path / "run")
+
+    def recorded(name, call):
+        return lambda first, *rest: events.append((name, first)) or call(first, *rest)
+
+    monkeypatch.setattr(kernels, "warm_up", recorded("warm up", warm_up))
+    monkeypatch.setattr(fit_session, "prepare_fit", recorded("prepare", prepare))
+    fit_session.run_fit(root / "configs" / "iris.yaml", ["train.epochs=1"], tmp_path / "run")
     assert events[0][0] == "warm up" and events[1][0] == "prepare"
     # From the config and the CSV's header alone: 4 inputs, 16 ReLU units, Adam, cross-entropy.
     assert {name for name, _ in events[0][1]} == {"bias_relu", "bias", "column_sums", "softmax_cross_entropy", "adam"}

@@ -29,6 +29,9 @@ from .build import Seeds, build_trainer, prepare_fit
 from .config import Config, dump_config, load_config
 from .data import cache as data_cache
 from .data.prepare import PreparedData, data_path
+from .engine import kernels
+from .engine.backend import DEFAULT_DTYPE
+from .engine.threads import fused_pays, threads_for
 from .errors import (
     ArtifactError,
     ConfigError,
@@ -38,9 +41,6 @@ from .errors import (
     TrainingInterrupted,
     signal_of,
 )
-from .engine import kernels
-from .engine.backend import DEFAULT_DTYPE
-from .engine.threads import fused_pays, threads_for
 from .metrics import evaluate
 from .train import Callbacks, Trainer, history_from_checkpoint
 
