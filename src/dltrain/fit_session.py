@@ -26,7 +26,7 @@ from .artifacts import (
     save_run,
 )
 from .build import Seeds, build_trainer, prepare_fit
-from .config import Config, dump_config, load_config
+from .config import Config, DenseSpec, dump_config, load_config
 from .data import cache as data_cache
 from .data.prepare import PreparedData, data_path
 from .engine import kernels
@@ -253,6 +253,8 @@ def _header_columns(path: Path) -> int:
     """The number of columns in a CSV's first line, counted roughly (no quotes, no encoding): 0
     when it cannot be read. Enough to guess a network's width before the file is parsed."""
     try:
+        if not path.is_file():  # a FIFO or a device would block or never end
+            return 0
         with open(path, "rb") as handle:
             header = handle.readline(1 << 20)
     except OSError:
@@ -268,7 +270,7 @@ def _compile_kernels_early(config: Config, base_dir: Path) -> None:
     width as 1; a wrong guess costs only time (the trainer asks again for what it runs)."""
     targets = len(config.data.target) if isinstance(config.data.target, list) else 1
     inputs = len(config.data.features or []) or _header_columns(data_path(base_dir, config.data.train)) - targets
-    dense = [layer for layer in config.model.layers if layer.type == "dense"]
+    dense = [layer for layer in config.model.layers if isinstance(layer, DenseSpec)]
     widths = [max(1, inputs), *(layer.units for layer in dense), 1]
     activations = [layer.activation for layer in dense] + ["linear"]
     shapes = list(zip(widths, widths[1:], activations))

@@ -524,14 +524,16 @@ def _compiled_by_helper(missing, dtype: str, index_dtype: str):
             env=environ,
             text=True,
         )
-        selector.register(helper.stdout, selectors.EVENT_READ)
+        reports = helper.stdout
+        assert reports is not None  # stdout=PIPE
+        selector.register(reports, selectors.EVENT_READ, reports)
     with selector:
         while selector.get_map() and not _warm_up_stop.is_set():
             for ready, _ in selector.select(timeout=0.1):
-                line = ready.fileobj.readline()
+                line = ready.data.readline()
                 if not line:
-                    selector.unregister(ready.fileobj)
-                    ready.fileobj.close()
+                    selector.unregister(ready.data)
+                    ready.data.close()
                     continue
                 name, _, parallel = line.strip().partition(":")
                 if (name, parallel == "1") in missing:
