@@ -202,8 +202,19 @@ def test_a_class_with_one_row_or_an_empty_validation_split_is_a_clear_message(tm
     lines = ["x,kind"] + [f"{v},{'rare' if v == 0 else 'common' if v % 2 else 'usual'}" for v in range(30)]
     (tmp_path / "kinds.csv").write_text("\n".join(lines) + "\n")
     (tmp_path / "kinds.yaml").write_text("data: {train: kinds.csv, target: kind}\n")
-    with pytest.raises(DltrainError, match="class 'rare' has only 1 row; a stratified validation split needs"):
+    with pytest.raises(
+        DltrainError, match="class 'rare' has only 1 row; a stratified validation split needs"
+    ) as raised:
         check.check(tmp_path / "kinds.yaml")
+    assert "task: regression" not in str(raised.value)  # text is never a quantity
+    # Numbers taken for classes (task: auto): they may be a quantity after all.
+    lines = ["x,grade"] + [f"{v},{7 if v == 0 else v % 3}" for v in range(30)]
+    (tmp_path / "grades.csv").write_text("\n".join(lines) + "\n")
+    (tmp_path / "grades.yaml").write_text("data: {train: grades.csv, target: grade}\n")
+    with pytest.raises(
+        DltrainError, match="class '7' has only 1 row.*, set task: regression if the target is a quantity"
+    ):
+        check.check(tmp_path / "grades.yaml")
     check.check(tmp_path / "kinds.yaml", ["data.validation=0"])  # no split, no problem
     (tmp_path / "pairs.csv").write_text("x,kind\n1,a\n2,a\n3,b\n4,b\n5,c\n6,c\n")
     (tmp_path / "pairs.yaml").write_text("data: {train: pairs.csv, target: kind, validation: 0.2}\n")

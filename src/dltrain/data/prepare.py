@@ -141,8 +141,9 @@ def resolve_auto(config: Config, source: ConfigSource, task: str, n_classes: int
     return config.model_copy(update={"task": task, "loss": loss, "model": model})
 
 
-def _split_rows(config: Config, source: ConfigSource, parsed: _ParsedTraining, labels, split_rng):
-    """(training rows, validation rows or None): a fraction held out, stratified by class."""
+def _split_rows(config: Config, source: ConfigSource, parsed: _ParsedTraining, labels, split_rng, guessed: bool):
+    """(training rows, validation rows or None): a fraction held out, stratified by class.
+    ``guessed``: the task was guessed (task: auto) from a target of numbers."""
     spec, rows, path, target = config.data, parsed.rows, parsed.table.path, parsed.plan.targets[0]
     if isinstance(spec.validation, str):
         return rows, None
@@ -153,7 +154,7 @@ def _split_rows(config: Config, source: ConfigSource, parsed: _ParsedTraining, l
             raise DataError(
                 f"{path}: target {target!r}: class {rare!r} has only 1 row; a stratified validation "
                 "split needs at least 2 rows per class. Add rows of it or remove it"
-                + (", set task: regression if the target is a quantity" if config.task == "auto" else "")
+                + (", set task: regression if the target is a quantity" if guessed else "")
                 + ", or give data.validation a CSV file"
             )
     train_positions, validation_positions = stratified_split(labels, len(rows), spec.validation, split_rng)
@@ -209,8 +210,9 @@ def prepare_data(config: Config, source: ConfigSource, base_dir: Path, split_rng
     spec = config.data
     parsed = _parse_training_csv(config, source, base_dir)
     task, labels = _task_and_labels(config, parsed)
+    guessed = config.task == "auto" and parsed.plan.targets[0] not in parsed.columns.text
     config = resolve_auto(config, source, task, len(np.unique(labels)) if labels is not None else 0)
-    train_rows, validation_rows = _split_rows(config, source, parsed, labels, split_rng)
+    train_rows, validation_rows = _split_rows(config, source, parsed, labels, split_rng, guessed)
     schema = _fit_schema(config, parsed, train_rows)
     columns = parsed.columns
     validation = None
