@@ -60,6 +60,7 @@ class Run:
 
     @property
     def loss(self):
+        """The loss the run was trained with (its ``value`` on outputs and targets)."""
         return make_loss(self.config.loss, self.config.model.output.activation)
 
     def predict(self, rows, *, delimiter: str | None = None, encoding: str | None = None, on_note=None) -> Predictions:
