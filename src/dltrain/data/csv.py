@@ -1,11 +1,13 @@
-"""CSV text to column arrays: dialect detection, a block-wise NumPy fast path, a csv-module fallback.
+"""CSV text to column arrays: dialect detection, a fast path over the bytes, and the plain reader.
 
-The body is read in blocks of whole records. A block of plain numbers is parsed by
-``numpy.loadtxt`` (NumPy's C parser; integers first, which it parses several times faster
-than floats). A block that loadtxt refuses (text, empty cells, a ragged row, quotes around a
-delimiter) is parsed by the csv module instead, which knows every line number and names the
-exact cell at fault. Numeric columns land in one float32 matrix allocated once from the line
-count, so loading needs that matrix plus one block of memory.
+A file of MIN_BYTES or more (fastcsv.py) is parsed from its raw bytes by numba kernels, block
+by block in threads; any block they cannot parse exactly is handed back to the plain reader
+here, which gives the same arrays and every message. The plain reader reads the body in
+blocks of whole records: a block of plain numbers is parsed by ``numpy.loadtxt`` (NumPy's C
+parser; integers first, which it parses several times faster than floats); a block that
+loadtxt refuses (text, empty cells, a ragged row, quotes around a delimiter) is parsed by the
+csv module instead, which knows every line number and names the exact cell at fault. Numeric
+columns land in one float32 matrix, so loading needs that matrix plus a few blocks of memory.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import codecs
 import csv
 import io
 import warnings
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,6 +25,7 @@ import numpy as np
 
 from ..errors import DataError, did_you_mean
 from ..files import open_regular, text_codec
+from . import fastcsv
 
 DELIMITERS = (",", ";", "\t", "|")
 DELIMITER_NAMES = {",": "','", ";": "';'", "\t": "tab", "|": "'|'"}
@@ -319,67 +324,112 @@ class CsvFile:
 
     def _read_once(self, numeric, wide, text, fixed) -> Columns:
         self._empty_row_lines.clear()
-        capacity = count_lines(self.path, self.content)
-        matrix = np.empty((capacity, len(numeric)), dtype=np.float32)
-        wide_values = np.empty((capacity, len(wide)), dtype=np.float64)
-        lines = np.empty(capacity, dtype=np.int64)
-        text_blocks: dict[str, list] = {name: [] for name in text}
-        usecols = [self.positions[name] for name in numeric + wide]
-        # Where each requested column lands in a block parsed by NumPy (every column, in file
-        # order, when all are requested; else in usecols order): a slice when contiguous.
-        fast_order = usecols if len(usecols) == len(self.header) else list(range(len(usecols)))
-        fast_numeric = _as_slice(fast_order[: len(numeric)])
-        fast_wide = _as_slice(fast_order[len(numeric) :])
+        size = self._size()
+        if fastcsv.usable(self, size):
+            try:
+                return self._read_fast(numeric, wide, text, fixed, size)
+            except fastcsv.NotFast:
+                self._empty_row_lines.clear()
+        return self._read_plain(numeric, wide, text, fixed, size)
+
+    def _read_plain(self, numeric, wide, text, fixed, size: int) -> Columns:
+        """The plain reader: NumPy's loadtxt block by block, the csv module where it refuses."""
+        gathered = _Gathered(numeric, wide, text, count_lines(self.path, self.content))
         integer = True
-        integral = True
-        rows = 0
-        text_indices = [self.positions[name] for name in text]
-        for first_line, block, breaks in self._blocks():
-            fast = self._parse_fast(block, breaks, usecols, text_indices, integer, text)
-            if fast is not None:
-                parsed, text_values = fast
-                if parsed.dtype.kind == "f":
-                    integer = integral = False
-                count = parsed.shape[0]
-                block_lines = np.arange(first_line, first_line + count)
-                block_numeric, block_wide = parsed[:, fast_numeric], parsed[:, fast_wide]
-                text_cells = dict(zip(text, text_values))
-            else:
-                parsed, block_lines, text_cells, block_integral = self._parse_records(
-                    block, first_line, numeric + wide, text, fixed
+        done = 0
+        with _progress(self.path, size) as progress:
+            for first_line, block, breaks in self._blocks():
+                values, wide_values, lines, text_cells, integral, floats, problem = self._parse_block(
+                    first_line, block, breaks, numeric, wide, text, fixed, integer
                 )
-                integral = integral and block_integral
-                count = parsed.shape[0]
-                block_numeric, block_wide = parsed[:, : len(numeric)], parsed[:, len(numeric) :]
-            if rows + count > capacity:  # only if the line count was wrong; never expected
-                capacity = 2 * (rows + count)
-                matrix = _grow(matrix, capacity)
-                wide_values = _grow(wide_values, capacity)
-                lines = _grow(lines, capacity)
-            refuse_beyond_float32(self.path, block_numeric, block_lines, numeric)
-            refuse_beyond_float32(self.path, block_wide, block_lines, wide)
-            matrix[rows : rows + count] = block_numeric
-            wide_values[rows : rows + count] = block_wide
-            lines[rows : rows + count] = block_lines
-            for name, cells in text_cells.items():
-                text_blocks[name].append(cells)
-            rows += count
-        while rows and int(lines[rows - 1]) in self._empty_row_lines:  # only keep_empty_rows adds any
-            rows -= 1
-        if rows == 0:
-            raise DataError(f"{self.path}: the file has a header but no data rows")
-        self._numeric_markers_as_missing(matrix[:rows], numeric)
-        self._numeric_markers_as_missing(wide_values[:rows], wide)
-        text_columns = {name: np.concatenate(blocks)[:rows] for name, blocks in text_blocks.items()}
-        return Columns(
-            self.path,
-            lines[:rows],
-            list(numeric),
-            matrix[:rows],
-            {name: wide_values[:rows, index] for index, name in enumerate(wide)},
-            text_columns,
-            integral,
+                integer = integer and not floats
+                gathered.add(values, wide_values, lines, integral, text_cells=text_cells, problem=problem)
+                done += len(block)  # characters: bytes, near enough for a progress bar
+                progress(min(done, size))
+        return gathered.finish(self)
+
+    def _read_fast(self, numeric, wide, text, fixed, size: int) -> Columns:
+        """The fast path (fastcsv.py): the same arrays, parsed from the bytes by numba kernels."""
+        # Room for as many rows as the first block's line length suggests (a row takes at least
+        # one byte per column); the arrays grow if the guess was short.
+        gathered = _Gathered(numeric, wide, text, 0, codes=True)
+        with _progress(self.path, size) as progress:
+            for block in fastcsv.read_blocks(self, numeric, wide, text, fixed):
+                if gathered.capacity == 0:
+                    guess = int(size / max(block.end_offset, 1) * max(block.lines, 1) * 1.2) + 1024
+                    gathered.reserve(min(guess, size // len(self.header) + 2))
+                if block.empty is not None:
+                    self._empty_row_lines.update(block.line_numbers[block.empty].tolist())
+                gathered.add(
+                    block.numeric,
+                    block.wide,
+                    block.line_numbers,
+                    block.integral,
+                    text_codes=block.codes,
+                    vocabularies=block.vocabularies,
+                    problem=block.problem,
+                )
+                progress(block.end_offset)
+        return gathered.finish(self)
+
+    def parse_block(self, first_line: int, block: str, numeric, wide, text, fixed):
+        """A block of whole records (text, line ends as \\n) as the plain reader parses it:
+        (numeric values, wide values, line numbers, text cells, integral, lines of empty rows
+        kept, the error for a number beyond float32 or None). The fast path's fallback, so
+        every message is the plain reader's."""
+        before = set(self._empty_row_lines)
+        values, wide_values, lines, text_cells, integral, _, problem = self._parse_block(
+            first_line, block, block.count("\n"), numeric, wide, text, fixed, True
         )
+        return values, wide_values, lines, text_cells, integral, self._empty_row_lines - before, problem
+
+    def _parse_block(self, first_line, block, breaks, numeric, wide, text, fixed, integer):
+        """(numeric, wide, lines, text cells, integral, whether loadtxt read floats, the error for
+        a number beyond float32 or None) of one block."""
+        usecols = [self.positions[name] for name in numeric + wide]
+        text_indices = [self.positions[name] for name in text]
+        fast = self._parse_fast(block, breaks, usecols, text_indices, integer, text)
+        floats = False
+        if fast is not None:
+            parsed, text_values = fast
+            # Where each requested column lands in a block parsed by NumPy (every column, in file
+            # order, when all are requested; else in usecols order): a slice when contiguous.
+            order = usecols if len(usecols) == len(self.header) else list(range(len(usecols)))
+            floats = parsed.dtype.kind == "f"
+            integral = not floats
+            block_lines = np.arange(first_line, first_line + parsed.shape[0])
+            block_numeric = parsed[:, _as_slice(order[: len(numeric)])]
+            block_wide = parsed[:, _as_slice(order[len(numeric) :])]
+            text_cells = dict(zip(text, text_values))
+        else:
+            parsed, block_lines, text_cells, integral = self._parse_records(
+                block, first_line, numeric + wide, text, fixed
+            )
+            block_numeric, block_wide = parsed[:, : len(numeric)], parsed[:, len(numeric) :]
+        # Reported once the whole file is read: a later block may find the column to be text.
+        problem = beyond_float32(self.path, block_numeric, block_lines, numeric) or beyond_float32(
+            self.path, block_wide, block_lines, wide
+        )
+        return block_numeric, block_wide, block_lines, text_cells, integral, floats, problem
+
+    def _size(self) -> int:
+        if self.content is not None:
+            return len(self.content)
+        try:
+            return self.path.stat().st_size
+        except OSError:
+            return 0
+
+    def open_bytes(self):
+        """The CSV's bytes, opened for reading (see files.open_regular)."""
+        try:
+            return _open_csv(self.path, self.content)
+        except OSError as error:
+            raise DataError(f"{self.path}: cannot read ({error.strerror or error})") from None
+
+    def decode_error(self) -> DataError:
+        """The error naming the first line that is not valid text in this file's encoding."""
+        return _decode_error(self.path, self.encoding, self.encoding_setting, self.content)
 
     def _numeric_markers_as_missing(self, values: np.ndarray, names: list):
         """A marker that is a number (``na_values: [-999]``) makes the cells of that value missing."""
@@ -563,23 +613,137 @@ class CsvFile:
         return values, np.asarray(lines, dtype=np.int64), text_cells, integral
 
 
+class _Gathered:
+    """Rows gathered block by block into arrays that grow when needed: numbers in a float32
+    matrix and a float64 one, text as str blocks (the plain reader) or as codes into one
+    vocabulary per column (the fast path)."""
+
+    def __init__(self, numeric, wide, text, capacity: int, codes: bool = False):
+        self.numeric, self.wide, self.text = list(numeric), list(wide), list(text)
+        self.capacity = 0
+        self.rows = 0
+        self.integral = True
+        self.matrix = np.empty((0, len(self.numeric)), dtype=np.float32)
+        self.wide_values = np.empty((0, len(self.wide)), dtype=np.float64)
+        self.lines = np.empty(0, dtype=np.int64)
+        self.text_blocks: dict[str, list] = {name: [] for name in self.text}
+        self.problem: DataError | None = None  # the first number beyond float32, raised at the end
+        self.use_codes = codes
+        self.codes = {name: np.empty(0, dtype=np.int32) for name in self.text} if codes else {}
+        self.vocabularies: dict[str, dict] = {name: {} for name in self.text}
+        self.reserve(capacity)
+
+    def reserve(self, capacity: int) -> None:
+        """Room for ``capacity`` rows in all."""
+        if capacity <= self.capacity:
+            return
+        rows = self.rows
+        self.matrix = _grow(self.matrix[:rows], capacity)
+        self.wide_values = _grow(self.wide_values[:rows], capacity)
+        self.lines = _grow(self.lines[:rows], capacity)
+        self.codes = {name: _grow(codes[:rows], capacity) for name, codes in self.codes.items()}
+        self.capacity = capacity
+
+    def add(
+        self, numeric, wide, lines, integral, text_cells=None, text_codes=None, vocabularies=None, problem=None
+    ) -> None:
+        self.problem = self.problem or problem
+        rows, count = self.rows, len(lines)
+        if rows + count > self.capacity:
+            self.reserve(max(2 * self.capacity, rows + count))
+        with np.errstate(over="ignore"):  # a number beyond float32 is reported at the end (finish)
+            self.matrix[rows : rows + count] = numeric
+        self.wide_values[rows : rows + count] = wide
+        self.lines[rows : rows + count] = lines
+        self.integral = self.integral and bool(integral)
+        if text_cells is not None:
+            for name, cells in text_cells.items():
+                self.text_blocks[name].append(cells)
+        if text_codes is not None and vocabularies is not None:
+            for name, codes, words in zip(self.text, text_codes, vocabularies):
+                known = self.vocabularies[name]
+                mapping = np.array([known.setdefault(word, len(known)) for word in words], dtype=np.int32)
+                self.codes[name][rows : rows + count] = mapping[codes] if count else codes
+        self.rows += count
+
+    def finish(self, table: "CsvFile") -> Columns:
+        """The Columns: trailing empty rows dropped, numeric missing-value markers applied."""
+        if self.problem is not None:
+            raise self.problem
+        rows, lines = self.rows, self.lines
+        while rows and int(lines[rows - 1]) in table._empty_row_lines:  # only keep_empty_rows adds any
+            rows -= 1
+        if rows == 0:
+            raise DataError(f"{table.path}: the file has a header but no data rows")
+        table._numeric_markers_as_missing(self.matrix[:rows], self.numeric)
+        table._numeric_markers_as_missing(self.wide_values[:rows], self.wide)
+        if self.use_codes:
+            text_columns = {
+                name: np.array(list(self.vocabularies[name]), dtype=str)[self.codes[name][:rows]] for name in self.text
+            }
+        else:
+            text_columns = {name: np.concatenate(blocks)[:rows] for name, blocks in self.text_blocks.items()}
+        return Columns(
+            table.path,
+            lines[:rows],
+            self.numeric,
+            self.matrix[:rows],
+            {name: self.wide_values[:rows, index] for index, name in enumerate(self.wide)},
+            text_columns,
+            self.integral,
+        )
+
+
+_READ_PROGRESS: ContextVar = ContextVar("dltrain_read_progress", default=None)
+
+
+@contextmanager
+def reading_progress(start):
+    """Report the reading of each CSV file while in this context: ``start(path, total_bytes)``
+    returns a context manager that gives a function called with the bytes read so far (report.py
+    draws a bar on a terminal; the data package itself never prints)."""
+    token = _READ_PROGRESS.set(start)
+    try:
+        yield
+    finally:
+        _READ_PROGRESS.reset(token)
+
+
+@contextmanager
+def _progress(path: Path, size: int):
+    start = _READ_PROGRESS.get()
+    if start is None:
+        yield lambda done: None
+        return
+    with start(path, size) as update:
+        yield update
+
+
 def refuse_beyond_float32(path, values: np.ndarray, lines: np.ndarray, names: list):
     """Finite numbers that float32 (what the model computes in) cannot hold are an error naming the cell."""
+    problem = beyond_float32(path, values, lines, names)
+    if problem is not None:
+        raise problem
+
+
+def beyond_float32(path, values: np.ndarray, lines: np.ndarray, names: list) -> DataError | None:
+    """The error for the first finite number that float32 cannot hold, or None."""
     if values.dtype.kind != "f" or not values.size:
-        return
+        return None
     with np.errstate(invalid="ignore"):
         beyond = np.abs(values) > FLOAT32_MAX
     if not beyond.any():
-        return
+        return None
     beyond &= np.isfinite(values)  # inf itself is reported later as a non-finite value
     hits = np.argwhere(beyond)
-    if hits.size:
-        row, column = (int(index) for index in hits[0])
-        raise DataError(
-            f"{path}:{int(lines[row])}: column {names[column]!r} has {values[row, column]:g}, "
-            f"beyond the range of float32 (±{FLOAT32_MAX:.3g}) that models compute in; rescale "
-            "the column, e.g. change its unit"
-        )
+    if not hits.size:
+        return None
+    row, column = (int(index) for index in hits[0])
+    return DataError(
+        f"{path}:{int(lines[row])}: column {names[column]!r} has {values[row, column]:g}, "
+        f"beyond the range of float32 (±{FLOAT32_MAX:.3g}) that models compute in; rescale "
+        "the column, e.g. change its unit"
+    )
 
 
 def _as_slice(positions: list):
