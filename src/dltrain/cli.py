@@ -283,11 +283,14 @@ def _refuse_extra_arguments(ctx: typer.Context, overrides):
 
 
 _EXTRA_ARGUMENTS = {"allow_extra_args": True}
+QuietReadOption = Annotated[
+    bool, typer.Option("--quiet", help="No progress report while a large CSV file is read (on stderr).")
+]
 
 
 @app.command(context_settings=_EXTRA_ARGUMENTS)
 @user_errors
-def check(ctx: typer.Context, config: ConfigArg, overrides: SetOption = None):
+def check(ctx: typer.Context, config: ConfigArg, overrides: SetOption = None, quiet: QuietReadOption = False):
     """Validate a config and its data; print the resolved config and a model summary.
 
     Example: dltrain check configs/iris.yaml --set train.epochs=50
@@ -297,7 +300,8 @@ def check(ctx: typer.Context, config: ConfigArg, overrides: SetOption = None):
     from .config import dump_config
 
     _refuse_extra_arguments(ctx, overrides)
-    result = check_config(config, overrides or [])
+    with report.reading(quiet):
+        result = check_config(config, overrides or [])
     report.console.print(f"# resolved config ({config})")
     report.console.print(dump_config(result.config), markup=False, soft_wrap=True)
     data = result.data
@@ -359,7 +363,7 @@ def fit(
             report.console.print(f"run folder: {run_dir}", markup=False)
 
     try:
-        with termination_as_interrupt():
+        with termination_as_interrupt(), report.reading(quiet):
             result = fit_config(
                 config,
                 overrides or [],
@@ -410,6 +414,7 @@ def evaluate(
     ] = False,
     delimiter: DelimiterOption = None,
     encoding: EncodingOption = None,
+    quiet: QuietReadOption = False,
 ):
     """Loss and metrics of a trained run on a labelled CSV (per class and a confusion matrix for classes).
 
@@ -419,7 +424,8 @@ def evaluate(
     from .api import csv_dialect
     from .commands.evaluate import evaluate_run
 
-    metrics, labels = evaluate_run(run_dir, data, csv_dialect(delimiter, encoding), on_note=report.show_note)
+    with report.reading(quiet):
+        metrics, labels = evaluate_run(run_dir, data, csv_dialect(delimiter, encoding), on_note=report.show_note)
     if as_json:
         report.write_text(_json_text(report.evaluation_json(metrics, labels)) + "\n")
         return
@@ -444,6 +450,7 @@ def predict(
     ] = None,
     delimiter: DelimiterOption = None,
     encoding: EncodingOption = None,
+    quiet: QuietReadOption = False,
 ):
     """Predictions for every row of a CSV: the target column, then prob_<label> per class.
 
@@ -457,9 +464,10 @@ def predict(
     if out is not None:
         predict_command.refuse_overwriting_inputs(out, [data], run_dir)
         check_writable(out, make_parents=True)
-    header, rows = predict_command.predict_rows(
-        run_dir, data, keep or [], csv_dialect(delimiter, encoding), on_note=report.show_note
-    )
+    with report.reading(quiet):
+        header, rows = predict_command.predict_rows(
+            run_dir, data, keep or [], csv_dialect(delimiter, encoding), on_note=report.show_note
+        )
     text = predict_command.predictions_csv(header, rows)
     if out is None:
         report.write_text(text)
@@ -602,7 +610,8 @@ def tune(
         if not quiet:
             report.console.print(text, markup=False, soft_wrap=True)
 
-    result = run_tune(config, trials, timeout, workers, storage, study, out, on_trial=on_trial, on_stage=on_stage)
+    with report.reading(quiet):
+        result = run_tune(config, trials, timeout, workers, storage, study, out, on_trial=on_trial, on_stage=on_stage)
     lines, tables, footer = report.tune_summary(result)
     for line in lines:
         report.console.print(line, markup=False, soft_wrap=True)
