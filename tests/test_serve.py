@@ -117,7 +117,7 @@ def server(runs):
         runs, [runs / "served" / "iris", runs / "served" / "customers", "--max-body", "0.5", "--max-rows", "1000"]
     )
     yield running
-    assert running.stop() == 0, running.output()
+    assert running.stop(signal.SIGHUP) == 0, running.output()  # a closed terminal stops it as SIGTERM does
 
 
 def _rows(path):
@@ -595,7 +595,7 @@ def test_workers_share_the_port_and_a_dead_one_is_replaced(runs):
         assert {answer.status_code for answer in answers} <= {200, 503} and answers[-1].status_code == 200
         assert answers[-1].json()["predictions"][0]["species"] == "setosa"
     finally:
-        assert running.stop() == 0, running.output()
+        assert running.stop(signal.SIGHUP) == 0, running.output()  # passed on to the workers as SIGTERM
 
 
 def test_only_loopback_hosts_are_local():

@@ -25,17 +25,15 @@ import json
 import os
 import shlex
 import shutil
-import signal
 import sys
-import threading
 import zipfile
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 
-from . import __version__, files
-from .errors import ArtifactError, DltrainError, Interrupted
+from . import __version__, files, signals
+from .errors import ArtifactError, DltrainError
 from .files import (
     MANIFEST_LIMIT,
     UMASK,
@@ -59,11 +57,6 @@ PENDING_CHECKPOINT = ".checkpoint-pending.npz"
 LOCK = ".lock"
 # Files made from a run by other commands (plot, export): they belong to the run folder.
 DERIVED_FILES = ("curves.png", "curves.svg", "curves.pdf", "model.onnx")
-_INTERRUPTS = tuple(
-    number
-    for number in (signal.SIGINT, getattr(signal, "SIGTERM", None), getattr(signal, "SIGHUP", None))
-    if number is not None
-)
 
 
 def npz_bytes(arrays: dict) -> bytes:
@@ -75,31 +68,6 @@ def npz_bytes(arrays: dict) -> bytes:
             with archive.open(info, "w", force_zip64=True) as handle:
                 np.lib.format.write_array(handle, np.asanyarray(arrays[name]), allow_pickle=False)
     return buffer.getvalue()
-
-
-_deferring = False  # whether a deferred_interrupts block is open on the main thread
-
-
-@contextlib.contextmanager
-def deferred_interrupts():
-    """Hold Ctrl-C, SIGTERM and SIGHUP until the block is done, so a group of files is never
-    left half-updated; the first signal received is raised afterwards. Inside another such
-    block, the outer one holds them until it is done."""
-    global _deferring
-    if threading.current_thread() is not threading.main_thread() or _deferring:
-        yield
-        return
-    received = []
-    previous = {number: signal.signal(number, lambda number, frame: received.append(number)) for number in _INTERRUPTS}
-    _deferring = True
-    try:
-        yield
-    finally:
-        _deferring = False
-        for number, handler in previous.items():
-            signal.signal(number, handler)
-        if received:
-            raise Interrupted(received[0])
 
 
 def history_csv(history: list) -> str:
@@ -283,7 +251,7 @@ def commit_run(directory, files: dict, lock: RunLock, carry: dict | None = None)
     On any failure, or a signal before the exchange, ``directory`` is left exactly as it was."""
     directory = Path(directory)
     staging = directory.parent / f"{_staging_prefix(directory)}{os.getpid()}"
-    with deferred_interrupts():
+    with signals.deferred():
         current = staging
         try:
             shutil.rmtree(staging, ignore_errors=True)
@@ -345,7 +313,7 @@ def save_checkpoint(path, meta: dict, arrays: dict, durable: bool = True):
     """One file holding the training state: arrays, plus the metadata as a JSON text array."""
     payload = dict(arrays)
     payload["meta.json"] = np.array(json.dumps(meta, allow_nan=True))
-    with deferred_interrupts():
+    with signals.deferred():
         atomic_write(path, npz_bytes(payload), durable)
 
 

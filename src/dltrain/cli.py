@@ -114,17 +114,20 @@ def main_options(
 
 def user_errors(command):
     """Check the DLTRAIN_* variables, then run the command; dltrain's own errors become one
-    message on stderr and their exit code, Ctrl-C (or SIGTERM) "interrupted" and 128 + its number."""
+    message on stderr and their exit code; Ctrl-C, SIGTERM and SIGHUP stop it the same way
+    (signals.stop_as_interrupt): "interrupted" and 128 + the signal's number."""
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
         from .commands.environment import check_environment
         from .errors import DltrainError, signal_of
+        from .signals import stop_as_interrupt
 
         try:
-            check_environment()
-            with one_line_warnings():
-                return command(*args, **kwargs)
+            with stop_as_interrupt():
+                check_environment()
+                with one_line_warnings():
+                    return command(*args, **kwargs)
         except DltrainError as error:
             show_error(error.message, error.hint)
             raise typer.Exit(error.exit_code) from None
@@ -154,23 +157,6 @@ def one_line_warnings():
     with warnings.catch_warnings():
         warnings.showwarning = show
         yield
-
-
-@contextlib.contextmanager
-def termination_as_interrupt():
-    """SIGTERM (kill, systemd, Docker, batch schedulers) and SIGHUP stop a fit the way Ctrl-C does."""
-    from .errors import Interrupted
-
-    def interrupt(number, frame):
-        raise Interrupted(number)
-
-    numbers = [number for number in (getattr(signal, "SIGTERM", None), getattr(signal, "SIGHUP", None)) if number]
-    previous = {number: signal.signal(number, interrupt) for number in numbers}
-    try:
-        yield
-    finally:
-        for number, handler in previous.items():
-            signal.signal(number, handler)
 
 
 # ---------------------------------------------------------------- argument types and checks
@@ -346,7 +332,7 @@ def fit(
 ):
     """Train the network a config describes and save a run folder.
 
-    Ctrl-C (or SIGTERM) saves the last finished epoch and prints the command that resumes it (--out DIR --resume).
+    Ctrl-C, SIGTERM or SIGHUP saves the last finished epoch and prints the command that resumes it (--out DIR --resume).
 
     With --force the old run stays until the new one is saved.
 
@@ -363,7 +349,7 @@ def fit(
             report.console.print(f"run folder: {run_dir}", markup=False)
 
     try:
-        with termination_as_interrupt(), report.reading(quiet):
+        with report.reading(quiet):
             result = fit_config(
                 config,
                 overrides or [],
@@ -689,7 +675,7 @@ def serve(
 
     With DLTRAIN_SERVE_TOKEN set, requests need Authorization: Bearer <token>.
 
-    SIGTERM or Ctrl-C finish the requests in flight and exit 0.
+    SIGTERM, Ctrl-C or SIGHUP finish the requests in flight and exit 0.
 
     Example: dltrain serve runs/iris --port 8000, then
     curl -H 'Content-Type: text/csv' --data-binary @data/iris.csv localhost:8000/predict

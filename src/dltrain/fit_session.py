@@ -13,12 +13,12 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+from . import signals
 from .artifacts import (
     CHECKPOINT,
     CHECKPOINT_FORMAT_VERSION,
     RunTarget,
     claim_run_dir,
-    deferred_interrupts,
     read_checkpoint,
     read_manifest,
     resume_command,
@@ -243,7 +243,7 @@ def _make_trainer(session: _Session, seeds: Seeds, comparable: dict, callbacks) 
         seeds,
         callbacks,
         on_epoch_saved=_Checkpointer(session, comparable),
-        epoch_end_guard=deferred_interrupts,  # the checkpoint of an epoch and its line, both or neither
+        epoch_end_guard=signals.deferred,  # the checkpoint of an epoch and its line, both or neither
     )
     kernels.warm_up(trainer.kernel_needs(), DEFAULT_DTYPE)  # what the early guess missed, if anything
     return trainer

@@ -71,7 +71,7 @@ class TrainSettings:
     early_stopping: EarlyStopping | None = None
     callbacks: Callbacks | None = None
     on_epoch_saved: Callable | None = None
-    # A context that holds interrupts (fit: artifacts.deferred_interrupts) while an epoch is
+    # A context that holds interrupts (fit: signals.deferred) while an epoch is
     # saved and reported: the epoch a stopped fit names is then the last one printed.
     epoch_end_guard: Callable[[], ContextManager] | None = None
     blas_threads: int | None = None  # None: chosen by problem size and the cores others leave free

@@ -18,6 +18,7 @@ from ..build import resolve_config
 from ..engine.backend import available_cores, blas_threads
 from ..errors import ConfigError, DltrainError, TrainingInterrupted, signal_of
 from ..files import available_memory, human_bytes
+from ..signals import SafePoints
 from .credentials import has_secret, without_secrets
 from .features import COLUMNS_ATTR, RANKING_ATTR, rank_features, ranking
 from .fitting import Fitting
@@ -36,7 +37,7 @@ from .storage import (
 )
 from .study_folder import TuneResult, claim_study_folder, write_study_folder, write_study_json
 from .trials import finished_count
-from .worker import SafeInterrupts, Worker
+from .worker import Worker
 
 # What one worker process needs at least (the interpreter, NumPy, Optuna, a small dataset).
 WORKER_BYTES = 150 * 10**6
@@ -91,7 +92,7 @@ def child_worker(place: StudyPlace, n_trials: int, deadline, index: int, workers
             worker.ranking = ranking(study)
             # Ctrl-C reaches a local worker twice (from the terminal, then from the first worker): wait
             # for the safe point both times.
-            worker.interrupts = SafeInterrupts(escalate=False)
+            worker.interrupts = SafePoints(escalate=False)
             with _ThreadShare(workers):
                 worker.run(wait_for_others=False)
     except DltrainError as error:

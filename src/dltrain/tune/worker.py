@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import signal
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -13,8 +11,9 @@ from dataclasses import replace
 from ..build import Seeds, build_trainer, resolve_config
 from ..config import Config
 from ..data.prepare import prepare_data
-from ..errors import ConfigError, DltrainError, Interrupted, TrainingDiverged
+from ..errors import ConfigError, DltrainError, TrainingDiverged
 from ..metrics import evaluate
+from ..signals import SafePoints
 from ..train import Callbacks
 from .features import chosen_columns, select_columns
 from .liveness import WORKER_ATTR, worker_label
@@ -25,45 +24,11 @@ from .trials import SURPLUS_ATTR, SurplusTrial, finished_count, is_surplus, is_s
 WAIT_SECONDS = 0.5  # how often a worker with nothing to start looks at the study again
 MAX_FAILURES_IN_A_ROW = 5
 
-_SIGNALS = tuple(
-    number
-    for number in (signal.SIGINT, getattr(signal, "SIGTERM", None), getattr(signal, "SIGHUP", None))
-    if number is not None
-)
-
-
-class SafeInterrupts:
-    """Ctrl-C, SIGTERM and SIGHUP taken at safe points only: inside training or between trials,
-    never in the middle of a write to the storage (an interrupted journal write leaves its lock
-    behind). A second signal interrupts at once."""
-
-    def __init__(self, escalate: bool = True):
-        self.received, self.escalate = None, escalate
-        self.previous: dict = {}
-
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            self.previous = {number: signal.signal(number, self._handler) for number in _SIGNALS}
-        return self
-
-    def _handler(self, number, frame):
-        if self.received is not None and self.escalate:
-            raise Interrupted(number)
-        self.received = number
-
-    def check(self):
-        if self.received is not None:
-            raise Interrupted(self.received)
-
-    def __exit__(self, *exc):
-        for number, handler in self.previous.items():
-            signal.signal(number, handler)
-
 
 class PrunerReport(Callbacks):
     """Reports the metric to the pruner after every epoch and stops the trial when told."""
 
-    def __init__(self, trial, metric: str, interrupts: SafeInterrupts, watch: Callable[[], None] | None = None):
+    def __init__(self, trial, metric: str, interrupts: SafePoints, watch: Callable[[], None] | None = None):
         self.trial, self.metric, self.epochs = trial, metric, 0
         self.interrupts, self.seconds = interrupts, 0.0
         self.watch = watch  # looks for dead workers now and then, also while this trial trains
@@ -151,7 +116,7 @@ class Worker:
         self.data = TrialData(plan)
         self.label = worker_label()
         self.overhead_seconds: list = []  # per trial run here: everything but training
-        self.interrupts = SafeInterrupts()
+        self.interrupts = SafePoints()  # Ctrl-C, SIGTERM, SIGHUP: at batch, epoch and trial boundaries only
         self._last_trial, self._failures_in_a_row = None, 0
         self._training_seconds = None
         self._watched: float = -math.inf

@@ -1,7 +1,7 @@
-"""`dltrain serve`: load the runs, bind the port, answer until SIGTERM or Ctrl-C.
+"""`dltrain serve`: load the runs, bind the port, answer until SIGTERM, Ctrl-C or SIGHUP.
 
 The runs are loaded (and a damaged one refused) before the port is bound; /health answers 503
-until each model has been warmed up. SIGTERM and SIGINT stop accepting connections, let the
+until each model has been warmed up. SIGTERM, SIGINT and SIGHUP stop accepting connections, let the
 requests in flight finish, and exit 0. With --workers N the loaded runs are shared by N forked
 processes on one socket (a worker that dies is replaced from the same loaded runs)."""
 
@@ -14,6 +14,7 @@ import signal
 import socket
 from typing import Callable
 
+from ... import signals
 from ...errors import DltrainError
 
 INSTALL_HINT = "pip install '.[serve]'"
@@ -84,17 +85,8 @@ def _uvicorn_server(uvicorn, app):
     class Server(uvicorn.Server):
         """uvicorn's server, but a signal ends it with exit code 0 instead of being raised again."""
 
-        @contextlib.contextmanager
         def capture_signals(self):
-            numbers = [signal.SIGTERM] + (
-                [signal.SIGINT] if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN else []
-            )
-            previous = {number: signal.signal(number, self.handle_exit) for number in numbers}
-            try:
-                yield
-            finally:
-                for number, handler in previous.items():
-                    signal.signal(number, handler)
+            return signals.calling(self.handle_exit)
 
     config = uvicorn.Config(
         app,
@@ -118,7 +110,7 @@ def serve(
     log: Callable[[str], None] | None = None,
     announce: Callable[[str], None] | None = None,
 ) -> None:
-    """Serve ``runs`` until SIGTERM or SIGINT. ``log`` takes the access lines (None: --quiet),
+    """Serve ``runs`` until a stop signal (SIGTERM, SIGINT, SIGHUP). ``log`` takes the access lines (None: --quiet),
     ``announce`` the lines about the server itself (where it listens, warnings, ready)."""
     uvicorn = _modules()
     from .app import Settings, create_app
@@ -147,7 +139,7 @@ def serve(
 
 
 def _run_workers(count: int, run_worker: Callable[[], None], say: Callable[[str], None]) -> None:
-    """Fork ``count`` workers running ``run_worker``; pass SIGTERM/SIGINT on to them as SIGTERM,
+    """Fork ``count`` workers running ``run_worker``; pass a stop signal on to them as SIGTERM,
     replace a worker that dies on its own, and return when all have stopped."""
     stopping = False
     children: set[int] = set()
@@ -171,8 +163,7 @@ def _run_workers(count: int, run_worker: Callable[[], None], say: Callable[[str]
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
 
-    previous = {number: signal.signal(number, stop) for number in (signal.SIGTERM, signal.SIGINT)}
-    try:
+    with signals.calling(stop):
         for _ in range(count):
             start_one()
         while children:
@@ -184,9 +175,6 @@ def _run_workers(count: int, run_worker: Callable[[], None], say: Callable[[str]
             if not stopping:
                 say(f"warning: worker {pid} stopped ({_how(status)}); starting another")
                 start_one()
-    finally:
-        for number, handler in previous.items():
-            signal.signal(number, handler)
 
 
 def _how(status: int) -> str:
