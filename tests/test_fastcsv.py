@@ -282,7 +282,7 @@ def test_small_files_and_unsupported_files_take_the_plain_reader(tmp_path):
 def test_without_numba_the_plain_reader_reads_every_file(tmp_path, small_blocks, monkeypatch):
     path = _write(tmp_path, "a,b\n" + "".join(f"{index},{index / 4}\n" for index in range(200)))
     monkeypatch.setitem(sys.modules, "numba", None)
-    monkeypatch.setattr(fastcsv, "read_blocks", lambda *args: pytest.fail("the fast path ran"))
+    monkeypatch.setattr(fastcsv, "read_into", lambda *args: pytest.fail("the fast path ran"))
     columns = CsvFile.open(path).read(numeric=["a", "b"])
     assert columns.n_rows == 200 and columns.matrix[-1, 1] == 199 / 4
 

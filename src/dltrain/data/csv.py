@@ -343,33 +343,17 @@ class CsvFile:
                     first_line, block, breaks, numeric, wide, text, fixed, integer
                 )
                 integer = integer and not floats
-                gathered.add(values, wide_values, lines, integral, text_cells=text_cells, problem=problem)
+                gathered.add(values, wide_values, lines, integral, text_cells, problem)
                 done += len(block)  # characters: bytes, near enough for a progress bar
                 progress(min(done, size))
         return gathered.finish(self)
 
     def _read_fast(self, numeric, wide, text, fixed, size: int) -> Columns:
         """The fast path (fastcsv.py): the same arrays, parsed from the bytes by numba kernels."""
-        # Room for as many rows as the first block's line length suggests (a row takes at least
-        # one byte per column); the arrays grow if the guess was short.
         gathered = _Gathered(numeric, wide, text, 0, codes=True)
         with _progress(self.path, size) as progress:
-            for block in fastcsv.read_blocks(self, numeric, wide, text, fixed):
-                if gathered.capacity == 0:
-                    guess = int(size / max(block.end_offset, 1) * max(block.lines, 1) * 1.2) + 1024
-                    gathered.reserve(min(guess, size // len(self.header) + 2))
-                if block.empty is not None:
-                    self._empty_row_lines.update(block.line_numbers[block.empty].tolist())
-                gathered.add(
-                    block.numeric,
-                    block.wide,
-                    block.line_numbers,
-                    block.integral,
-                    text_codes=block.codes,
-                    vocabularies=block.vocabularies,
-                    problem=block.problem,
-                )
-                progress(block.end_offset)
+            for done in fastcsv.read_into(self, numeric, wide, text, fixed, gathered):
+                progress(done)
         return gathered.finish(self)
 
     def parse_block(self, first_line: int, block: str, numeric, wide, text, fixed):
@@ -614,56 +598,66 @@ class CsvFile:
 
 
 class _Gathered:
-    """Rows gathered block by block into arrays that grow when needed: numbers in a float32
-    matrix and a float64 one, text as str blocks (the plain reader) or as codes into one
-    vocabulary per column (the fast path)."""
+    """Rows gathered into arrays that grow when needed: numbers in a float32 matrix and a
+    float64 one, line numbers, and text as str blocks (the plain reader) or as codes into one
+    vocabulary per column (the fast path, whose kernels write into these arrays directly)."""
 
     def __init__(self, numeric, wide, text, capacity: int, codes: bool = False):
         self.numeric, self.wide, self.text = list(numeric), list(wide), list(text)
         self.capacity = 0
         self.rows = 0
         self.integral = True
+        self.problem: DataError | None = None  # the first number beyond float32, raised at the end
         self.matrix = np.empty((0, len(self.numeric)), dtype=np.float32)
         self.wide_values = np.empty((0, len(self.wide)), dtype=np.float64)
         self.lines = np.empty(0, dtype=np.int64)
+        self.empty = np.zeros(0, dtype=np.bool_)  # rows of empty cells, kept for keep_empty_rows
         self.text_blocks: dict[str, list] = {name: [] for name in self.text}
-        self.problem: DataError | None = None  # the first number beyond float32, raised at the end
         self.use_codes = codes
-        self.codes = {name: np.empty(0, dtype=np.int32) for name in self.text} if codes else {}
-        self.vocabularies: dict[str, dict] = {name: {} for name in self.text}
+        self.code_matrix = np.empty((len(self.text) if codes else 0, 0), dtype=np.int32)
+        self.vocabularies: list[dict] = [{} for _ in self.text]
         self.reserve(capacity)
 
-    def reserve(self, capacity: int) -> None:
-        """Room for ``capacity`` rows in all."""
+    def reserve(self, capacity: int, hint: int = 0) -> None:
+        """Room for ``capacity`` rows in all (``hint`` of them, if more, when the arrays must grow)."""
         if capacity <= self.capacity:
             return
+        capacity = max(capacity, hint, self.capacity + self.capacity // 2)
         rows = self.rows
         self.matrix = _grow(self.matrix[:rows], capacity)
         self.wide_values = _grow(self.wide_values[:rows], capacity)
         self.lines = _grow(self.lines[:rows], capacity)
-        self.codes = {name: _grow(codes[:rows], capacity) for name, codes in self.codes.items()}
+        self.empty = _grow(self.empty[:rows], capacity)
+        codes = np.empty((self.code_matrix.shape[0], capacity), dtype=np.int32)
+        codes[:, :rows] = self.code_matrix[:, :rows]
+        self.code_matrix = codes
         self.capacity = capacity
 
-    def add(
-        self, numeric, wide, lines, integral, text_cells=None, text_codes=None, vocabularies=None, problem=None
-    ) -> None:
+    def move(self, source: int, target: int, count: int) -> None:
+        """Rows source.. to target.. (closing the gap a skipped blank line left)."""
+        for values in (self.matrix, self.wide_values, self.lines, self.empty):
+            values[target : target + count] = values[source : source + count]
+        self.code_matrix[:, target : target + count] = self.code_matrix[:, source : source + count]
+
+    def word_codes(self, column: int, words: list) -> np.ndarray:
+        """The codes of ``words`` in text column ``column``'s vocabulary (new words added)."""
+        known = self.vocabularies[column]
+        return np.array([known.setdefault(word, len(known)) for word in words], dtype=np.int32)
+
+    def add(self, numeric, wide, lines, integral, text_cells, problem=None) -> None:
+        """Rows parsed by the plain reader."""
         self.problem = self.problem or problem
         rows, count = self.rows, len(lines)
         if rows + count > self.capacity:
-            self.reserve(max(2 * self.capacity, rows + count))
+            self.reserve(rows + count)
         with np.errstate(over="ignore"):  # a number beyond float32 is reported at the end (finish)
             self.matrix[rows : rows + count] = numeric
         self.wide_values[rows : rows + count] = wide
         self.lines[rows : rows + count] = lines
+        self.empty[rows : rows + count] = False
         self.integral = self.integral and bool(integral)
-        if text_cells is not None:
-            for name, cells in text_cells.items():
-                self.text_blocks[name].append(cells)
-        if text_codes is not None and vocabularies is not None:
-            for name, codes, words in zip(self.text, text_codes, vocabularies):
-                known = self.vocabularies[name]
-                mapping = np.array([known.setdefault(word, len(known)) for word in words], dtype=np.int32)
-                self.codes[name][rows : rows + count] = mapping[codes] if count else codes
+        for name, cells in text_cells.items():
+            self.text_blocks[name].append(cells)
         self.rows += count
 
     def finish(self, table: "CsvFile") -> Columns:
@@ -671,15 +665,16 @@ class _Gathered:
         if self.problem is not None:
             raise self.problem
         rows, lines = self.rows, self.lines
-        while rows and int(lines[rows - 1]) in table._empty_row_lines:  # only keep_empty_rows adds any
-            rows -= 1
+        while rows and (self.empty[rows - 1] or int(lines[rows - 1]) in table._empty_row_lines):
+            rows -= 1  # only keep_empty_rows keeps any
         if rows == 0:
             raise DataError(f"{table.path}: the file has a header but no data rows")
         table._numeric_markers_as_missing(self.matrix[:rows], self.numeric)
         table._numeric_markers_as_missing(self.wide_values[:rows], self.wide)
         if self.use_codes:
             text_columns = {
-                name: np.array(list(self.vocabularies[name]), dtype=str)[self.codes[name][:rows]] for name in self.text
+                name: np.array(list(self.vocabularies[column]), dtype=str)[self.code_matrix[column, :rows]]
+                for column, name in enumerate(self.text)
             }
         else:
             text_columns = {name: np.concatenate(blocks)[:rows] for name, blocks in self.text_blocks.items()}

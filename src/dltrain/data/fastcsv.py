@@ -25,7 +25,6 @@ import math
 import os
 import types
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 
 import numpy as np
 
@@ -298,6 +297,8 @@ def _parse_records(
     buf,
     start,
     end,
+    row0,
+    line0,
     delimiter,
     decimal,
     keep_empty,
@@ -308,7 +309,7 @@ def _parse_records(
     token_starts,
     matrix,
     wide,
-    line_offsets,
+    line_numbers,
     empty,
     codes,
     table,
@@ -317,12 +318,12 @@ def _parse_records(
     rep_length,
     n_unique,
 ):
-    """Parse the records of buf[start:end] (which ends with a line end) into the arrays, row by
-    row; returns (rows, flags, integral). A flag in FALLBACK stops at once: the block is read
-    again by the plain reader."""
+    """Parse the records of buf[start:end] (which ends with a line end, and starts on line
+    ``line0``) into rows row0, row0 + 1, ... of the arrays; returns (rows, flags, integral). A
+    flag in FALLBACK stops at once: the block is read again by the plain reader."""
     width = kinds.shape[0]
-    row = 0
-    line = 0
+    row = row0
+    line = line0
     flags = 0
     integral = True
     pos = start
@@ -345,7 +346,7 @@ def _parse_records(
                 escaped = False
                 while True:
                     if q >= end:
-                        return row, flags | QUOTING, integral
+                        return row - row0, flags | QUOTING, integral
                     c = buf[q]
                     if c == QUOTE:
                         if buf[q + 1] != QUOTE:
@@ -357,29 +358,29 @@ def _parse_records(
                     elif c >= 128:
                         high = True
                     elif c == 0 and kind != SKIP:
-                        return row, flags | NUL, integral
+                        return row - row0, flags | NUL, integral
                     q += 1
                 after = q + 1
                 if buf[after] == CR and buf[after + 1] == NL:
                     after += 1
                 elif buf[after] != delimiter and buf[after] != NL:
-                    return row, flags | QUOTING, integral  # "ab"c: the csv module appends c
+                    return row - row0, flags | QUOTING, integral  # "ab"c: the csv module appends c
                 for k in range(pos + 1, q):
                     if not WHITESPACE[buf[k]]:
                         visible = True
                         break
                 if kind == NUMERIC or kind == WIDE:
                     if escaped:
-                        return row, flags | CELL, integral
+                        return row - row0, flags | CELL, integral
                     value, code = parse_number(buf, pos + 1, q, decimal)
                     if code == 2 and not _is_marker(buf, pos + 1, q, masks, field, token_bytes, token_starts):
-                        return row, flags | CELL, integral
+                        return row - row0, flags | CELL, integral
                     if code == 3:
-                        return row, flags | RANGE, integral
+                        return row - row0, flags | RANGE, integral
                     if code != 0:
                         value = np.nan
                     elif abs(value) > FLOAT32_MAX:
-                        return row, flags | RANGE, integral
+                        return row - row0, flags | RANGE, integral
                     elif integral and value != math.floor(value):
                         integral = False
                     if kind == NUMERIC:
@@ -416,7 +417,7 @@ def _parse_records(
                     if 0 < count <= 19 and (c == delimiter or c == NL or (c == CR and buf[q + 1] == NL)):
                         value, exact = _to_float(mantissa, power, negative, False)
                         if not exact or abs(value) > FLOAT32_MAX:
-                            return row, flags | RANGE, integral
+                            return row - row0, flags | RANGE, integral
                         if integral and power < 0 and value != math.floor(value):
                             integral = False
                         if kind == NUMERIC:
@@ -435,22 +436,22 @@ def _parse_records(
                         if c >= 128:
                             high = True
                         elif c == 0 and kind != SKIP:
-                            return row, flags | NUL, integral
+                            return row - row0, flags | NUL, integral
                         elif c == QUOTE and (kind == NUMERIC or kind == WIDE):
-                            return row, flags | CELL, integral  # a literal quote: not a number
+                            return row - row0, flags | CELL, integral  # a literal quote: not a number
                         elif not visible and not WHITESPACE[c]:
                             visible = True
                         q += 1
                     if kind == NUMERIC or kind == WIDE:
                         value, code = parse_number(buf, pos, q, decimal)
                         if code == 2 and not _is_marker(buf, pos, q, masks, field, token_bytes, token_starts):
-                            return row, flags | CELL, integral
+                            return row - row0, flags | CELL, integral
                         if code == 3:
-                            return row, flags | RANGE, integral
+                            return row - row0, flags | RANGE, integral
                         if code != 0:
                             value = np.nan
                         elif abs(value) > FLOAT32_MAX:
-                            return row, flags | RANGE, integral
+                            return row - row0, flags | RANGE, integral
                         elif integral and value != math.floor(value):
                             integral = False
                         if kind == NUMERIC:
@@ -477,23 +478,33 @@ def _parse_records(
             flags |= HIGH
         if not visible:
             if high:
-                return row, flags | UNSURE, integral
+                return row - row0, flags | UNSURE, integral
             if field + 1 != width or not keep_empty:
                 continue  # a blank record is skipped, as the csv module's reader loop skips it
             empty[row] = True
         elif field + 1 != width:
-            return row, flags | WIDTH, integral
+            return row - row0, flags | WIDTH, integral
         else:
             empty[row] = False
-        line_offsets[row] = record_line
+        line_numbers[row] = record_line
         row += 1
-    return row, flags, integral
+    return row - row0, flags, integral
+
+
+def _count_newlines(buf, start, end):
+    count = 0
+    for i in range(start, end):
+        count += buf[i] == NL
+    return count
 
 
 def _parse_block(
     buf,
     start,
     end,
+    row0,
+    line0,
+    newlines,
     delimiter,
     decimal,
     keep_empty,
@@ -502,20 +513,17 @@ def _parse_block(
     masks,
     token_bytes,
     token_starts,
-    n_numeric,
-    n_wide,
-    n_text,
+    matrix,
+    wide,
+    line_numbers,
+    empty,
+    codes,
 ):
-    """Parse the block buf[start:end] into arrays of its own (one thread's work item)."""
-    newlines = 0
-    for i in range(start, end):
-        newlines += buf[i] == NL
+    """Parse the block buf[start:end] (``newlines`` line ends) into rows row0, ... of the arrays
+    (one thread's work item): (rows, flags, integral, and for each text column the offset and
+    length of each distinct cell, and their number)."""
+    n_text = codes.shape[0]
     capacity = max(newlines, 1)
-    matrix = np.empty((capacity, n_numeric), dtype=np.float32)
-    wide = np.empty((capacity, n_wide), dtype=np.float64)
-    line_offsets = np.empty(capacity, dtype=np.int64)
-    empty = np.zeros(capacity, dtype=np.bool_)
-    codes = np.empty((n_text, capacity), dtype=np.int32)
     size = 16
     while size < 2 * capacity:
         size *= 2
@@ -528,6 +536,8 @@ def _parse_block(
         buf,
         start,
         end,
+        row0,
+        line0,
         delimiter,
         decimal,
         keep_empty,
@@ -538,7 +548,7 @@ def _parse_block(
         token_starts,
         matrix,
         wide,
-        line_offsets,
+        line_numbers,
         empty,
         codes,
         table,
@@ -547,7 +557,7 @@ def _parse_block(
         rep_length,
         n_unique,
     )
-    return rows, newlines, flags, integral, matrix, wide, line_offsets, empty, codes, rep_start, rep_length, n_unique
+    return rows, flags, integral, rep_start, rep_length, n_unique
 
 
 def _record_cuts(buf, start, end, delimiter, block_bytes):
@@ -593,6 +603,7 @@ def _record_cuts(buf, start, end, delimiter, block_bytes):
 
 
 _KERNEL_NAMES = (
+    "_count_newlines",
     "_multiply_64",
     "_leading_zeros",
     "_eisel_lemire",
@@ -657,23 +668,6 @@ def usable(table, size: int) -> bool:
     )
 
 
-@dataclass
-class BlockRows:
-    """The rows of one block: numbers, line numbers, text as codes into ``vocabularies``."""
-
-    first_line: int  # the block's first line
-    lines: int  # line ends in the block
-    numeric: np.ndarray  # float32 (rows, numeric columns)
-    wide: np.ndarray  # float64 (rows, wide columns)
-    line_numbers: np.ndarray  # the line each row starts on
-    empty: np.ndarray | None  # rows whose every cell is empty (kept only for keep_empty_rows)
-    codes: list  # per text column: int codes into the matching vocabulary
-    vocabularies: list  # per text column: the distinct cells (stripped, markers as "")
-    integral: bool
-    end_offset: int  # bytes of the body read up to the end of this block
-    problem: Exception | None = None  # a number beyond float32, reported once the file is read
-
-
 class _Request:
     """What the kernels need to know about the columns asked for (arrays indexed by field)."""
 
@@ -699,7 +693,7 @@ class _Request:
         self.masks = np.zeros((width, len(tokens)), dtype=np.bool_)
         for markers, positions in groups.items():
             self.masks[np.array(positions, dtype=np.int64)] = [token in markers for token in tokens]
-        # What _parse_block takes after (buf, start, end).
+        # What _parse_block takes after (buf, start, end, first row, first line, line ends).
         self.arguments = (
             ord(table.delimiter),
             ord(table.decimal),
@@ -709,9 +703,6 @@ class _Request:
             self.masks,
             self.token_bytes,
             self.token_starts,
-            len(numeric),
-            len(wide),
-            len(text),
         )
 
 
@@ -723,65 +714,62 @@ def _encodable(token: str, codec: str) -> bool:
     return True
 
 
-def read_blocks(table, numeric, wide, text, fixed):
-    """The rows of the requested columns, block by block in file order (a generator of BlockRows).
+def read_into(table, numeric, wide, text, fixed, sink):
+    """Parse the body of ``table`` (a CsvFile) into ``sink``'s arrays, chunk by chunk; a generator
+    that yields the bytes read after each chunk, once its rows are in place.
 
-    ``table`` is the CsvFile, which parses any block the kernels cannot (and raises its
-    errors, and its _Restart when a numeric column turns out to hold text)."""
+    ``sink`` (csv._Gathered) holds the arrays the kernels write into: ``matrix``,
+    ``wide_values``, ``lines``, ``empty`` and ``code_matrix`` (text as codes into one vocabulary
+    per column), with ``rows`` filled so far; ``reserve(rows, hint)`` makes room. The table
+    parses any block the kernels cannot (and raises its errors, and its _Restart when a numeric
+    column turns out to hold text)."""
     codec = body_codec(table.encoding)
     kernels_ = _compiled()
+    count, parse = kernels_["_count_newlines"], kernels_["_parse_block"]
     request = _Request(table, numeric, wide, text, codec)
     workers = max(1, min(threads.available_cores(), 8))
     with _Source(table) as source, ThreadPoolExecutor(max_workers=workers) as pool:
-        pending: list = []
         line = table.header_lines + 1
         for data, cuts, base_offset in source.chunks(kernels_, ord(table.delimiter)):
-            buf = np.frombuffer(data, dtype=np.uint8)
-            begin = 0
-            for end in cuts.tolist():
-                future = pool.submit(kernels_["_parse_block"], buf, begin, end, *request.arguments)
-                pending.append((data, begin, end, base_offset, future))
-                begin = end
-                while len(pending) > 2 * workers:  # a bounded number of blocks in memory
-                    block, line = _finish(table, request, fixed, codec, pending.pop(0), line)
-                    yield block
-        while pending:
-            block, line = _finish(table, request, fixed, codec, pending.pop(0), line)
-            yield block
-
-
-def _finish(table, request, fixed, codec, item, line):
-    """The BlockRows of a kernel's result (or of the plain reader, for a marked block)."""
-    data, begin, end, base_offset, future = item
-    rows, newlines, flags, integral, matrix, wide, offsets, empty, codes, rep_start, rep_length, n_unique = (
-        future.result()
-    )
-    if _needs_plain(flags):
-        return _plain_block(table, request, fixed, codec, data[begin:end], line, base_offset + end), line + newlines
-    if flags & HIGH:
-        _check_encoding(table, data[begin:end], codec)
-    text_codes, vocabularies = [], []
-    for column in range(len(request.text)):
-        cells = [
-            _text_value(data, int(rep_start[column, k]), int(rep_length[column, k]), codec, table.delimiter)
-            for k in range(int(n_unique[column]))
-        ]
-        tokens = request.text_tokens[column]
-        vocabularies.append(["" if cell in tokens else cell for cell in cells])
-        text_codes.append(codes[column, :rows])
-    block = BlockRows(
-        line,
-        newlines,
-        matrix[:rows],
-        wide[:rows],
-        offsets[:rows] + line,
-        empty[:rows] if table.keep_empty_rows else None,
-        text_codes,
-        vocabularies,
-        bool(integral),
-        base_offset + end,
-    )
-    return block, line + newlines
+            buf = np.frombuffer(data, dtype=np.uint8, count=int(cuts[-1]))
+            ends = cuts.tolist()
+            starts = [0] + ends[:-1]
+            # First each block's line ends, so that every block knows where its rows go (a
+            # block has no more rows than line ends; a blank line leaves a gap, closed below).
+            newlines = list(pool.map(count, [buf] * len(ends), starts, ends))
+            before = np.concatenate(([0], np.cumsum(newlines)[:-1])).tolist()
+            first = sink.rows
+            read = base_offset + ends[-1]
+            sink.reserve(first + sum(newlines), hint=int((first + sum(newlines)) * source.size / max(read, 1) * 1.1))
+            arrays = (sink.matrix, sink.wide_values, sink.lines, sink.empty, sink.code_matrix)
+            futures = [
+                pool.submit(parse, buf, start, end, first + offset, line + offset, lines, *request.arguments, *arrays)
+                for start, end, offset, lines in zip(starts, ends, before, newlines)
+            ]
+            write = first
+            for start, end, offset, future in zip(starts, ends, before, futures):
+                rows, flags, integral, rep_start, rep_length, n_unique = future.result()
+                if _needs_plain(flags):
+                    write += _plain_block(table, request, fixed, codec, data[start:end], line + offset, sink, write)
+                    continue
+                if flags & HIGH:
+                    _check_encoding(table, data[start:end], codec)
+                if first + offset != write:
+                    sink.move(first + offset, write, rows)
+                for column in range(len(text)):
+                    words = [
+                        _text_value(data, int(rep_start[column, k]), int(rep_length[column, k]), codec, table.delimiter)
+                        for k in range(int(n_unique[column]))
+                    ]
+                    tokens = request.text_tokens[column]
+                    mapping = sink.word_codes(column, ["" if word in tokens else word for word in words])
+                    codes = sink.code_matrix[column, write : write + rows]
+                    codes[:] = mapping[codes]
+                sink.integral = sink.integral and bool(integral)
+                write += rows
+            sink.rows = write
+            line += sum(newlines)
+            yield read
 
 
 def _needs_plain(flags: int) -> bool:
@@ -789,47 +777,39 @@ def _needs_plain(flags: int) -> bool:
     return bool(flags & FALLBACK)
 
 
-def _plain_block(table, request, fixed, codec, raw: bytes, line: int, end_offset: int) -> BlockRows:
-    """A block the kernels left to the plain reader, parsed by it (its errors raised as they are)."""
+def _plain_block(table, request, fixed, codec, raw: bytearray, line: int, sink, write: int) -> int:
+    """A block the kernels left to the plain reader, parsed by it into the sink's rows from
+    ``write`` on (its errors raised as they are); returns its number of rows."""
     try:
         text = raw.decode(codec)
     except UnicodeDecodeError:
         raise table.decode_error() from None
     text = text.replace("\r\n", "\n").replace("\r", " ")
-    numeric_values, wide_values, line_numbers, cells, integral, empty_lines, problem = table.parse_block(
+    numeric_values, wide_values, line_numbers, cells, integral, _, problem = table.parse_block(
         line, text, request.numeric, request.wide, request.text, fixed
     )
-    text_codes, vocabularies = [], []
-    for name in request.text:
-        vocabulary, inverse = np.unique(cells[name], return_inverse=True)
-        text_codes.append(inverse.reshape(-1).astype(np.int32))
-        vocabularies.append(vocabulary.tolist())
-    empty = np.isin(line_numbers, list(empty_lines)) if table.keep_empty_rows else None
+    rows = len(line_numbers)
     with np.errstate(over="ignore"):  # a number beyond float32 is ``problem``, reported at the end
-        numeric_values = numeric_values.astype(np.float32)
-    return BlockRows(
-        line,
-        raw.count(b"\n"),
-        numeric_values,
-        wide_values.astype(np.float64),
-        line_numbers,
-        empty,
-        text_codes,
-        vocabularies,
-        integral,
-        end_offset,
-        problem,
-    )
+        sink.matrix[write : write + rows] = numeric_values
+    sink.wide_values[write : write + rows] = wide_values
+    sink.lines[write : write + rows] = line_numbers
+    sink.empty[write : write + rows] = False  # the table keeps the lines of its empty rows itself
+    for column, name in enumerate(request.text):
+        words, inverse = np.unique(cells[name], return_inverse=True)
+        sink.code_matrix[column, write : write + rows] = sink.word_codes(column, words.tolist())[inverse.reshape(-1)]
+    sink.integral = sink.integral and bool(integral)
+    sink.problem = sink.problem or problem
+    return rows
 
 
-def _check_encoding(table, raw: bytes, codec: str) -> None:
+def _check_encoding(table, raw: bytearray, codec: str) -> None:
     try:
         raw.decode(codec)
     except UnicodeDecodeError:
         raise table.decode_error() from None
 
 
-def _text_value(data: bytes, start: int, length: int, codec: str, delimiter: str) -> str:
+def _text_value(data: bytearray, start: int, length: int, codec: str, delimiter: str) -> str:
     """A distinct text cell as the plain reader sees it: decoded, unquoted, line ends as there, stripped."""
     cell = data[start : start + length].decode(codec)
     cell = cell.replace("\r\n", "\n").replace("\r", " ")
@@ -853,12 +833,13 @@ class _Source:
         else:
             self.handle = table.open_bytes()
         self.size = os.fstat(self.handle.fileno()).st_size if table.content is None else len(table.content)
-        head = self.handle.read(1 << 16)
+        piece = min(CHUNK_BYTES, 1 << 16)
+        head = self.handle.read(piece)
         skip = 3 if table.encoding == "utf-8-sig" and head.startswith(codecs.BOM_UTF8) else 0
         for _ in range(table.header_lines):
             cut = head.find(b"\n", skip)
-            while cut < 0:  # a header longer than the first read
-                more = self.handle.read(1 << 20)
+            while cut < 0:  # a header longer than what was read so far
+                more = self.handle.read(max(piece, len(head)))
                 if not more:
                     cut = len(head) - 1
                     break
@@ -873,44 +854,61 @@ class _Source:
         self.handle.close()
 
     def chunks(self, kernels_, delimiter: int):
-        """(bytes, block cuts, offset of the bytes in the file) of consecutive chunks of whole records."""
-        carry = self.head
+        """(buffer, block cuts, offset in the file) of consecutive chunks of whole records: the
+        chunk is buffer[:cuts[-1]], valid until the next one is asked for (the buffer is reused)."""
+        buffer = bytearray(max(CHUNK_BYTES, 2 * len(self.head)))
+        filled = len(self.head)
+        buffer[:filled] = self.head
         offset = self.offset
+        end_of_file = False
         while True:
-            # A record longer than a chunk (a quote left open) doubles the read, so that the bytes
-            # scanned again stay in proportion to the file.
-            more = self.handle.read(max(CHUNK_BYTES, len(carry)))
-            data = carry + more if carry else more
-            if not more:
-                if not data:
+            while not end_of_file and filled < len(buffer):
+                with memoryview(buffer) as view:
+                    got = self.handle.readinto(view[filled:])
+                end_of_file = not got
+                filled += got or 0
+            if end_of_file:
+                if filled == 0:
                     return
-                if not data.endswith(b"\n"):
-                    data += b"\n"
-            if b'"' in data:
+                if buffer[filled - 1] != NL:
+                    buffer = _room(buffer, filled + 1)
+                    buffer[filled] = NL
+                    filled += 1
+            if buffer.find(b'"', 0, filled) >= 0:
                 cuts = kernels_["_record_cuts"](
-                    np.frombuffer(data, dtype=np.uint8), 0, len(data), delimiter, BLOCK_BYTES
+                    np.frombuffer(buffer, dtype=np.uint8, count=filled), 0, filled, delimiter, BLOCK_BYTES
                 )
                 last = int(cuts[-1])
-                if not more and last < len(data):  # a quote left open at the end: the plain reader says so
-                    cuts = np.append(cuts[cuts > 0], len(data))
-                    last = len(data)
+                if end_of_file and last < filled:  # a quote left open at the end: the plain reader says so
+                    cuts = np.append(cuts[cuts > 0], filled)
+                    last = filled
             else:
-                last = data.rfind(b"\n") + 1
-                cuts = _line_cuts(data, last)
-            if last == 0:
-                if len(data) > MAX_RECORD_BYTES:
+                last = buffer.rfind(b"\n", 0, filled) + 1
+                cuts = _line_cuts(buffer, last)
+            if last == 0:  # no record ends in the buffer: a record longer than a chunk
+                if filled > MAX_RECORD_BYTES:
                     raise NotFast()
-                carry = data
+                buffer = _room(buffer, 2 * len(buffer))  # doubled: the bytes scanned again stay in proportion
                 continue
-            cuts = cuts[cuts > 0]
-            yield data[:last] if last < len(data) else data, cuts, offset
+            yield buffer, cuts[cuts > 0], offset
             offset += last
-            carry = data[last:]
-            if not more:
+            buffer[: filled - last] = buffer[last:filled]
+            filled -= last
+            if end_of_file and filled == 0:
                 return
 
 
-def _line_cuts(data: bytes, last: int) -> np.ndarray:
+def _room(buffer: bytearray, size: int) -> bytearray:
+    """``buffer``, or a copy of it of ``size`` bytes when it is smaller (never resized in place:
+    arrays may still look into it)."""
+    if len(buffer) >= size:
+        return buffer
+    grown = bytearray(size)
+    grown[: len(buffer)] = buffer
+    return grown
+
+
+def _line_cuts(data: bytearray, last: int) -> np.ndarray:
     """Cuts at the first line end past each BLOCK_BYTES of ``data[:last]`` (no quotes in it)."""
     cuts = []
     position = BLOCK_BYTES
