@@ -127,6 +127,28 @@ def _missing_mask(columns: Columns, name: str) -> np.ndarray:
     return np.isnan(columns.numbers(name))
 
 
+def _missing_masks(columns: Columns, names: list) -> tuple[dict, set]:
+    """(name -> mask of its missing cells, the names of numeric columns holding inf or -inf).
+
+    The columns in the reader's matrix are looked at together, a block of rows at a time: one
+    pass over the matrix, not one strided pass per column."""
+    in_matrix = [name for name in names if columns.is_numeric(name)]
+    masks: dict[str, np.ndarray] = {}
+    infinite = {name for name in names if name not in columns.text and not columns.is_numeric(name)}
+    if in_matrix:
+        positions = np.array(columns.numeric_positions(in_matrix))
+        missing = np.empty((len(in_matrix), columns.n_rows), dtype=bool)
+        has_inf = np.zeros(len(in_matrix), dtype=bool)
+        for begin in range(0, columns.n_rows, STATISTICS_ROWS):
+            block = columns.matrix[begin : begin + STATISTICS_ROWS, positions]
+            missing[:, begin : begin + len(block)] = np.isnan(block).T
+            has_inf |= np.isinf(block).any(axis=0)
+        masks.update(zip(in_matrix, missing))
+        infinite.update(name for name, found in zip(in_matrix, has_inf) if found)
+    masks.update((name, _missing_mask(columns, name)) for name in names if name not in masks)
+    return masks, infinite
+
+
 def _suspect_numeric(columns: Columns, names) -> set:
     """Numeric columns that may hold NaN or inf: one float64 sum per column finds them all."""
     positions = columns.numeric_positions(names)
@@ -277,14 +299,11 @@ def checked_rows(columns: Columns, encodings: list, targets: list, target_missin
 
     ``mode``: 'train' and 'labelled' drop rows under ``drop``; 'predict' never drops a row."""
     suspects = _suspect_numeric(columns, [encoding.name for encoding in encodings] + list(targets))
-    masks = {
-        encoding.name: _missing_mask(columns, encoding.name)
-        for encoding in encodings
-        if encoding.name in columns.text or encoding.name in suspects
-    }
+    names = [encoding.name for encoding in encodings if encoding.name in columns.text or encoding.name in suspects]
+    masks, infinite = _missing_masks(columns, names)
     drop, problems = _rows_to_drop(columns, encodings, masks, targets, target_missing, mode)
     keep = np.flatnonzero(~drop) if drop.any() else None
-    problems += _feature_problems(columns, encodings, masks, keep, mode)
+    problems += _feature_problems(columns, encodings, masks, infinite, keep, mode)
     problems += _target_problems(columns, targets, keep)
     if problems:
         row, _, message = min(problems, key=lambda problem: (columns.line(problem[0]), problem[1]))
@@ -334,8 +353,10 @@ def _rows_to_drop(columns: Columns, encodings: list, masks: dict, targets: list,
     return drop, problems
 
 
-def _feature_problems(columns: Columns, encodings: list, masks: dict, keep, mode: str) -> list:
-    """The first unusable cell of each feature among the kept rows: empty, infinite, not a boolean."""
+def _feature_problems(columns: Columns, encodings: list, masks: dict, infinite: set, keep, mode: str) -> list:
+    """The first unusable cell of each feature among the kept rows: empty, infinite, not a boolean.
+
+    ``infinite``: the numeric columns that may hold inf (see _missing_masks)."""
     problems = []
     for position, encoding in enumerate(encodings):
         mask = masks.get(encoding.name)
@@ -351,6 +372,8 @@ def _feature_problems(columns: Columns, encodings: list, masks: dict, keep, mode
                 ).format(encoding.name)
                 problems.append((row, position, f"column {encoding.name!r} is empty (a missing value); {advice}"))
         if encoding.name not in columns.text:
+            if encoding.name not in infinite:
+                continue
             values = columns.numbers(encoding.name)
             row = _first(np.isinf(values), keep)
             if row is not None:

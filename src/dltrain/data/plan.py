@@ -32,7 +32,7 @@ def target_labels(values: np.ndarray) -> np.ndarray:
         labels = [canonical_number(float(value)) for value in unique]
     else:
         labels = [canonical_label(value) for value in unique]
-    return np.asarray(labels, dtype=object)[inverse.reshape(-1)]
+    return np.asarray(labels, dtype=str)[inverse.reshape(-1)]
 
 
 def infer_task(values: np.ndarray) -> str:

@@ -107,7 +107,7 @@ class DataSchema:
         if task == "classification":
             name = targets[0]
             raw = columns.text[name] if name in columns.text else columns.numbers(name)
-            labels = sorted(set(target_labels(raw[all_rows]).tolist()), key=label_sort_key)
+            labels = sorted(set(target_labels(np.unique(raw[all_rows])).tolist()), key=label_sort_key)
         width = sum(column.width for column in fitted)
         schema = cls(
             [column.name for column in fitted],
@@ -220,17 +220,21 @@ class DataSchema:
                 features = rows_to_front(columns.matrix, rows)
             else:
                 features = columns.matrix[rows]
-            filled = [position for position, column in enumerate(self.columns) if column.fill is not None]
-            for position in filled:
-                values = features[:, position]
-                values[np.isnan(values)] = self.columns[position].fill
+            fills = np.array([np.nan if column.fill is None else column.fill for column in self.columns], np.float32)
+            filled = ~np.isnan(fills)
+            if filled.any():  # a block of rows at a time: one pass, not one strided pass per column
+                for begin in range(0, len(features), STATISTICS_ROWS):
+                    block = features[begin : begin + STATISTICS_ROWS]
+                    np.copyto(block, fills, where=np.isnan(block) & filled)
             return self.transform(features)
         n_rows = columns.n_rows if rows is None else len(rows)
         features = np.zeros((n_rows, self.n_inputs), dtype=np.float32)
+        from_matrix = self._numeric_from_matrix(columns, rows, features)
         start = 0
         for column in self.columns:
             if column.type == "numeric":
-                features[:, start] = self._numeric_input(columns, column, rows)
+                if column.name not in from_matrix:
+                    features[:, start] = self._numeric_input(columns, column, rows)
             elif column.type == "date":
                 features[:, start : start + column.width] = date_inputs(columns, column, rows)
             elif column.type == "boolean":
@@ -242,6 +246,46 @@ class DataSchema:
                 self._one_hot(columns, column, rows, features[:, start : start + column.width])
             start += column.width
         return self.transform(features)
+
+    def _numeric_from_matrix(self, columns: Columns, rows, features: np.ndarray) -> set:
+        """Copy the numeric features held in the reader's matrix into ``features`` (missing cells
+        filled), a block of rows at a time: one pass over the rows, not one per column. Returns
+        their names."""
+        chosen = [
+            (start, column)
+            for start, column in zip(np.cumsum([0] + [column.width for column in self.columns]), self.columns)
+            if column.type == "numeric" and columns.is_numeric(column.name)
+        ]
+        if not chosen:
+            return set()
+        inputs = [int(start) for start, _ in chosen]
+        positions = columns.numeric_positions([column.name for _, column in chosen])
+        fills = np.array([np.nan if column.fill is None else column.fill for _, column in chosen], dtype=np.float32)
+        # Runs of features that sit side by side in both matrices are copied as slices.
+        runs, first = [], 0
+        for index in range(1, len(chosen) + 1):
+            if (
+                index == len(chosen)
+                or inputs[index] != inputs[index - 1] + 1
+                or positions[index] != positions[index - 1] + 1
+            ):
+                runs.append(
+                    (
+                        slice(inputs[first], inputs[index - 1] + 1),
+                        slice(positions[first], positions[index - 1] + 1),
+                        fills[first:index],
+                    )
+                )
+                first = index
+        for begin in range(0, len(features), STATISTICS_ROWS):
+            stop = min(begin + STATISTICS_ROWS, len(features))
+            block = columns.matrix[begin:stop] if rows is None else columns.matrix[rows[begin:stop]]
+            for target, source, run_fills in runs:
+                out = features[begin:stop, target]
+                out[...] = block[:, source]
+                if not np.isnan(run_fills).all():
+                    np.copyto(out, run_fills, where=np.isnan(out) & ~np.isnan(run_fills))
+        return {column.name for _, column in chosen}
 
     def _one_hot(self, columns: Columns, column: ColumnEncoding, rows, out: np.ndarray):
         values = columns.text[column.name] if rows is None else columns.text[column.name][rows]
@@ -277,14 +321,15 @@ class DataSchema:
         name = self.targets[0]
         raw = columns.text[name] if name in columns.text else columns.numbers(name)
         raw = raw if rows is None else raw[rows]
-        labels = target_labels(raw)
+        distinct, inverse = np.unique(raw, return_inverse=True)  # each distinct value looked up once
+        labels = target_labels(distinct)
         index_of = {label: index for index, label in enumerate(self.class_labels)}
-        indices = np.fromiter((index_of.get(label, -1) for label in labels), dtype=np.int64, count=len(labels))
+        indices = np.array([index_of.get(label, -1) for label in labels.tolist()], dtype=np.int64)[inverse.reshape(-1)]
         if (indices < 0).any():
             bad = int(np.flatnonzero(indices < 0)[0])
             row = bad if rows is None else int(rows[bad])
             raise DataError(
-                f"{columns.path}:{columns.line(row)}: target {name!r} has class {str(labels[bad])!r}, "
+                f"{columns.path}:{columns.line(row)}: target {name!r} has class {str(labels[inverse[bad]])!r}, "
                 f"which training never saw; known classes: {', '.join(self.class_labels)}"
             )
         if self.binary:
