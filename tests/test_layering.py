@@ -71,7 +71,8 @@ LAYERS = [
     ("config",),  # specs, YAML with positions, --set
     ("data",),  # CSV -> typed columns -> arrays
     ("train", "artifacts"),  # the loop, the run folder
-    ("build", "fit_session", "predictions"),  # model and trainer; one fit into a run folder; predictions
+    # model and trainer; K-fold cross-validation; one fit into a run folder; predictions
+    ("build", "crossval", "fit_session", "predictions"),
     ("tune",),  # the search: space, storage, liveness, workers, the study folder
     ("api",),  # the Python API: fit, load, Run
     ("commands",),  # one module per command

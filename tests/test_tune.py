@@ -4,6 +4,8 @@ parallel workers on a journal file and on PostgreSQL, dead workers, Ctrl-C."""
 import csv
 import json
 import os
+import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -138,6 +140,7 @@ def test_trials_csv_has_a_column_per_parameter(searched):
         "optimizer.name",
         "model.layers",
         "features.k",
+        "network",
         "epochs",
         "seconds",
     ]
@@ -280,16 +283,24 @@ def assert_exactly_n_distinct(study, n):
     assert all(trial.user_attrs.get("surplus") or trial.state.name != "RUNNING" for trial in study.trials)
 
 
-def test_two_workers_on_the_journal_finish_exactly_n_trials(tmp_path):
-    config = write_config(tmp_path, trials=6, epochs=80, pruner="none")
+def test_two_workers_on_the_journal_finish_exactly_n_trials_and_every_trial_is_shown(tmp_path, monkeypatch):
+    from dltrain.tune.worker import Worker
+
+    # This process's worker is held back a little (its child processes are not), so that the
+    # second worker, however slowly its interpreter starts, runs some of the trials.
+    train = Worker._train
+    monkeypatch.setattr(Worker, "_train", lambda self, *args: time.sleep(0.4) or train(self, *args))
+    config = write_config(tmp_path, trials=6, epochs=20, pruner="none")
     result = runner.invoke(app, ["tune", str(config), "--out", str(tmp_path / "study"), "--workers", "2"])
     assert result.exit_code == 0, result.output
     study = journal_study(tmp_path / "study")
     assert_exactly_n_distinct(study, 6)
-    # Which worker ran what depends on how fast the second interpreter starts on a busy machine;
-    # test_two_commands_on_one_journal_share_the_trials asserts that both take part.
     assert len(trials_of(tmp_path / "study")) == len([t for t in study.trials if not t.user_attrs.get("surplus")])
     assert (tmp_path / "study" / "best" / "model.json").exists()
+    by_the_child = [t for t in finished(study.trials) if f":{os.getpid()}:" not in t.user_attrs["worker"]]
+    assert by_the_child
+    shown = [int(number) for number in re.findall(r"^\[\d/6\] trial (\d+) ", result.output, re.M)]
+    assert sorted(shown) == sorted(trial.number for trial in finished(study.trials))
 
 
 def test_two_commands_on_one_journal_share_the_trials(tmp_path):
@@ -530,5 +541,100 @@ def test_a_study_continues_only_the_search_it_was_made_for(tmp_path):
     write_config(tmp_path, trials=2, epochs=2, space={"optimizer.lr": {"low": 0.001, "high": 0.01}})
     result = runner.invoke(app, ["tune", str(config), "--out", str(out), "--quiet"])
     assert result.exit_code == 2
-    assert "was made for another tune.metric, tune.features or tune.space" in result.output
+    assert "was made for another tune.metric, tune.features, tune.space or tune.cv" in result.output
     assert len(trials_of(out)) == 1
+
+
+# ---------------------------------------------------------------- the pruner's warm-up
+
+
+class AlwaysPrune(optuna.pruners.BasePruner):
+    """A pruner that would stop every trial at its first report: only the warm-up holds it back."""
+
+    def prune(self, study, trial):
+        return True
+
+
+@pytest.mark.parametrize("warmup, pruned_at", [(None, 3), (5, 6)], ids=["default", "tune.pruner_warmup"])
+def test_no_trial_is_pruned_in_its_warm_up_epochs(tmp_path, monkeypatch, warmup, pruned_at):
+    monkeypatch.setattr(optuna.pruners, "MedianPruner", lambda **options: AlwaysPrune())
+    config = write_config(tmp_path, trials=2, epochs=20)  # default warm-up: max(2, 20 // 10) = 2 epochs
+    if warmup is not None:
+        document = yaml.safe_load(config.read_text())
+        document["tune"]["pruner_warmup"] = warmup
+        config.write_text(yaml.safe_dump(document))
+    result = runner.invoke(app, ["tune", str(config), "--out", str(tmp_path / "study")])
+    assert result.exit_code == 0, result.output
+    rows = trials_of(tmp_path / "study")
+    assert [(row["state"], row["epochs"]) for row in rows] == [("pruned", str(pruned_at))] * 2
+
+
+def test_a_warm_up_as_long_as_the_training_is_refused(tmp_path):
+    config = write_config(tmp_path, epochs=4)
+    document = yaml.safe_load(config.read_text())
+    document["tune"]["pruner_warmup"] = 4
+    config.write_text(yaml.safe_dump(document))
+    result = runner.invoke(app, ["tune", str(config), "--out", str(tmp_path / "study")])
+    assert result.exit_code == 2
+    assert (
+        "tune.pruner_warmup: 4 epochs is not below train.epochs (4), so no trial could ever be pruned" in result.output
+    )
+
+
+# ---------------------------------------------------------------- best.yaml and best/ of init-written configs
+
+
+def init_config_with_search(folder: Path, tune: dict) -> Path:
+    config = folder / "iris.yaml"
+    result = runner.invoke(app, ["init", str(IRIS), "--target", "species", "--out", str(config)])
+    assert result.exit_code == 0, result.output
+    document = yaml.safe_load(config.read_text())
+    assert set(document["data"]["columns"]) == {"sepal_length", "sepal_width", "petal_length", "petal_width"}
+    document["train"]["epochs"] = 6
+    document["tune"] = tune
+    config.write_text(yaml.safe_dump(document, sort_keys=False))
+    return config
+
+
+def test_feature_selection_on_an_init_config_writes_a_best_yaml_that_trains(tmp_path):
+    config = init_config_with_search(tmp_path, {"trials": 2, "features": "select", "pruner": "none"})
+    out = tmp_path / "study"
+    result = runner.invoke(app, ["tune", str(config), "--out", str(out), "--quiet"])
+    assert result.exit_code == 0, result.output
+    stored = yaml.safe_load((out / "best.yaml").read_text())
+    kept = stored["data"]["features"]
+    assert len(kept) < 4  # a column was dropped (the trial drew k = 1 or 2 of 4)
+    assert set(stored["data"]["columns"]) == set(kept)  # the dropped columns' entries went with them
+    assert (out / "best" / "model.json").exists()
+    again = runner.invoke(app, ["fit", str(out / "best.yaml"), "--out", str(tmp_path / "again"), "--quiet"])
+    assert again.exit_code == 0, again.output
+
+
+def test_a_failure_while_training_best_keeps_the_study_and_says_how_to_rebuild_best_alone(tmp_path, monkeypatch):
+    from dltrain.errors import StorageError
+
+    config = init_config_with_search(
+        tmp_path, {"trials": 2, "pruner": "none", "space": {"optimizer.lr": {"low": 0.005, "high": 0.05}}}
+    )
+    out = tmp_path / "study"
+
+    def full_disk(self, config_path, folder):
+        (folder / "model.npz").parent.mkdir(parents=True, exist_ok=True)
+        raise StorageError(f"{folder}/model.npz: No space left on device")
+
+    monkeypatch.setattr(tune_module.CommandFitting, "fit", full_disk)
+    result = runner.invoke(app, ["tune", str(config), "--out", str(out)])
+    assert result.exit_code == 1, result.output
+    assert "No space left on device" in result.output and "Traceback" not in result.output
+    assert "the search is complete and its files are kept" in result.output
+    for name in ("journal.log", "trials.csv", "study.json", "best.yaml"):
+        assert (out / name).stat().st_size > 0, name
+    assert len(trials_of(out)) == 2
+    assert not (out / "best").exists() and not [path for path in out.iterdir() if path.name.startswith(".best")]
+    command = re.search(r"Rebuild it alone with: (.+)$", " ".join(result.output.split())).group(1)
+    assert command == f"dltrain fit {out / 'best.yaml'} --out {out / 'best'}"
+    monkeypatch.undo()
+    rebuilt = runner.invoke(app, shlex.split(command)[1:] + ["--quiet"])
+    assert rebuilt.exit_code == 0, rebuilt.output
+    evaluated = runner.invoke(app, ["eval", str(out / "best"), str(IRIS)])
+    assert evaluated.exit_code == 0, evaluated.output

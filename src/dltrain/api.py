@@ -129,6 +129,8 @@ def fit(
     callbacks: Callbacks | None = None,
     on_run_dir: Callable[[Path], None] | None = None,
     command_line: list[str] | None = None,
+    cv: int | None = None,
+    on_fold: Callable[[int, Any], None] | None = None,
 ) -> Run:
     """Train the run a YAML config describes and commit its folder, as `dltrain fit` does.
 
@@ -136,7 +138,10 @@ def fit(
     holding a run is replaced only with ``force``, and ``resume`` continues its checkpoint.
     ``overrides``: {key path: value} (``{"train.epochs": 50, "model.layers[0].units": 32}``) or
     ``--set`` texts (``["train.epochs=50"]``). ``quiet=False`` writes a line per epoch to stderr;
-    ``callbacks`` (a ``train.Callbacks``) gets every epoch and batch instead."""
+    ``callbacks`` (a ``train.Callbacks``) gets every epoch and batch instead. ``cv=K`` first
+    cross-validates the config on K folds of the training rows (``run.fit_result.cross_validation``:
+    each fold's held-out scores, and ``summary()``: {name: (mean, spread)}; ``on_fold(index,
+    result)`` after each fold); the run trained after is the one trained without ``cv``."""
     if callbacks is None and not quiet:
         callbacks = _EpochLines()
     result = run_fit(
@@ -148,6 +153,8 @@ def fit(
         on_run_dir=on_run_dir,
         resume=resume,
         command_line=command_line,
+        cv=cv,
+        on_fold=on_fold,
     )
     run = load(result.run_dir)
     run.fit_result = result

@@ -309,7 +309,9 @@ def check(ctx: typer.Context, config: ConfigArg, overrides: SetOption = None, qu
         report.console.print(
             f"tune: {len(plan.dimensions)} entries in tune.space"
             + (" and feature selection" if plan.tune.features == "select" else "")
-            + f", {plan.tune.sampler} sampler, metric {plan.tune.metric}: OK",
+            + f", {plan.tune.sampler} sampler, metric {plan.tune.metric}"
+            + (f" over {plan.tune.cv} folds" if plan.tune.cv else "")
+            + ": OK",
             markup=False,
         )
     report.console.print("config OK")
@@ -329,6 +331,16 @@ def fit(
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue the checkpoint in --out up to train.epochs.")
     ] = False,
+    cv: Annotated[
+        Optional[int],
+        typer.Option(
+            min=2,
+            help="First cross-validate the config on K folds of the training rows and print each metric's "
+            "mean ± spread; then train the run as without it.",
+            metavar="K",
+            show_default=False,
+        ),
+    ] = None,
 ):
     """Train the network a config describes and save a run folder.
 
@@ -336,7 +348,7 @@ def fit(
 
     With --force the old run stays until the new one is saved.
 
-    Example: dltrain fit configs/iris.yaml --out runs/iris --set train.epochs=100
+    Example: dltrain fit configs/iris.yaml --out runs/iris --set train.epochs=100 (or --cv 5 to cross-validate first)
     """
     from . import report
     from .commands.fit import fit as fit_config
@@ -347,6 +359,16 @@ def fit(
     def announce(run_dir):
         if not quiet:
             report.console.print(f"run folder: {run_dir}", markup=False)
+
+    def on_fold(index, folds):
+        if index == 0 and not quiet:
+            report.console.print(report.cross_validation_heading(folds), markup=False, soft_wrap=True)
+        if not quiet:
+            report.console.print(report.cross_validation_line(index, folds), markup=False, soft_wrap=True)
+        if index == folds.k - 1:
+            report.console.print(report.cross_validation_table(folds))
+            if not quiet:
+                report.console.print("training the run itself, as without --cv:", markup=False)
 
     try:
         with report.reading(quiet):
@@ -359,6 +381,8 @@ def fit(
                 on_run_dir=announce,
                 resume=resume,
                 command_line=["dltrain", *sys.argv[1:]],
+                cv=cv,
+                on_fold=on_fold,
             )
     finally:
         reporter.close()

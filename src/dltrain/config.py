@@ -270,6 +270,23 @@ class ModelSpec(Spec):
     output: OutputSpec = OutputSpec()
 
 
+def describe_layers(layers) -> str | None:
+    """Hidden layers (specs or their dicts) as people write them: "306 relu, 64 relu, dropout 0.2";
+    None when ``layers`` is not a list of layers."""
+    if not isinstance(layers, list):
+        return None
+    parts = []
+    for layer in layers:
+        layer = layer.model_dump() if isinstance(layer, BaseModel) else layer
+        if not isinstance(layer, dict):
+            return None
+        if layer.get("type") == Dropout.kind:
+            parts.append(f"dropout {layer.get('rate')}")
+        else:
+            parts.append(f"{layer.get('units')} {layer.get('activation', 'relu')}")
+    return ", ".join(parts) or "no hidden layer"
+
+
 def _engine_defaults(classes) -> dict:
     """Each option of these engine classes with its default (one default per option name)."""
     defaults: dict = {}
@@ -450,6 +467,10 @@ class TuneSpec(Spec):
     pruner: Literal["median", "hyperband", "none"] = "median"
     space: dict[str, SpaceEntry] = {}
     features: Optional[Literal["select", "off"]] = None
+    # K-fold cross-validation over the training rows scores each trial (None: the validation split does).
+    cv: Optional[int] = Field(None, ge=2)
+    # Epochs a trial trains before the pruner may stop it (None: max(2, epochs // 10) of its own epochs).
+    pruner_warmup: Optional[int] = Field(None, ge=0)
 
     @model_validator(mode="after")
     def _grid_takes_choices(self):

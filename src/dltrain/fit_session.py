@@ -27,6 +27,7 @@ from .artifacts import (
 )
 from .build import Seeds, build_trainer, prepare_fit
 from .config import Config, DenseSpec, dump_config, load_config
+from .crossval import CrossValidation, cross_validate
 from .data import cache as data_cache
 from .data.prepare import PreparedData, data_path
 from .engine import kernels
@@ -55,6 +56,7 @@ class FitResult:
     best_epoch: int = 0
     monitor: str = "loss"
     resumed_from: int = 0
+    cross_validation: CrossValidation | None = None  # --cv K: the folds' scores, before this run was trained
 
 
 def _split_metrics(model, loss, data: PreparedData) -> dict:
@@ -448,6 +450,24 @@ def _restore(trainer: Trainer, checkpoint, run_dir: Path):
         )
 
 
+def _cross_validate(config: Config, source, base_dir: Path, k: int, target: RunTarget, on_fold) -> CrossValidation:
+    """``--cv K`` before the run is trained: nothing is written, so a stop leaves the folder as it was."""
+    where = (
+        f"{target.directory} still holds the previous run, unchanged"
+        if target.replacing
+        else "nothing was trained or saved"
+    )
+    try:
+        return cross_validate(config, source, base_dir, k, f"--cv {k}", on_fold=on_fold)
+    except KeyboardInterrupt as interrupt:
+        raise TrainingInterrupted(
+            f"interrupted during the cross-validation (--cv {k}); {where}", signal_of(interrupt)
+        ) from None
+    except TrainingDiverged as error:
+        error.add_hint(f"it happened in the cross-validation (--cv {k}), before the run was trained; {where}")
+        raise
+
+
 def run_fit(
     config_path,
     overrides=(),
@@ -457,16 +477,27 @@ def run_fit(
     on_run_dir=None,
     resume=False,
     command_line=None,
+    cv: int | None = None,
+    on_fold=None,
 ) -> FitResult:
     """Train from a config file and commit the run folder; returns where and how it went.
 
     With ``resume``, continue the checkpoint in ``out`` up to ``train.epochs``, bit for bit
-    as if training had never stopped. ``command_line`` is recorded in model.json."""
+    as if training had never stopped. ``command_line`` is recorded in model.json. With ``cv``,
+    the config is first cross-validated on ``cv`` folds of the training rows (``crossval``;
+    ``on_fold(index, result)`` after each fold); the run trained after is the same as without."""
     record = RunRecord.start(command_line)
     overrides = list(overrides)
     config, base_dir, source = load_config(config_path, overrides)
     if resume and out is None:
         raise ConfigError("--resume needs --out DIR: the run folder to continue")
+    if cv is not None and cv < 2:
+        raise ConfigError(f"--cv {cv}: give at least 2 folds")
+    if cv is not None and resume:
+        raise ConfigError(
+            f"--cv {cv} with --resume: cross-validation scores a config before its run trains from the start; "
+            "resume without --cv"
+        )
     inputs = _input_paths(config_path, config, base_dir)
     target = claim_run_dir(config.name, out, force, resume, inputs) if out is not None else None
     try:
@@ -484,11 +515,14 @@ def run_fit(
             target = claim_run_dir(config.name, inputs=inputs)
         if on_run_dir:
             on_run_dir(target.directory)
+        cross = _cross_validate(config, source, base_dir, cv, target, on_fold) if cv is not None else None
         session = _Session(Path(config_path), overrides, config, base_dir, data, target, hashes, record)
         trainer = _make_trainer(session, seeds, comparable, callbacks)
         if checkpoint:
             _restore(trainer, checkpoint, target.directory)
-        return _train_and_save(session, trainer, resume)
+        result = _train_and_save(session, trainer, resume)
+        result.cross_validation = cross
+        return result
     finally:
         if target is not None:
             target.release()

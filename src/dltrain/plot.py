@@ -177,8 +177,16 @@ def read_study(study_dir) -> tuple[dict, list, list]:
         rows.append(row)
     if not rows:
         raise ArtifactError(f"{trials_path}: no finished trial to plot yet")
-    params = [key for key in header if key not in ("number", "state", "value", "epochs", "seconds")]
+    described = meta.get("parameters")
+    if isinstance(described, dict) and all(isinstance(name, str) for name in described):
+        params = [name for name in described if name in header]
+    else:  # a study.json written before it described its parameters
+        params = [key for key in header if key not in _NOT_PARAMETERS and not key.startswith("fold_")]
     return meta, rows, params
+
+
+# trials.csv's columns that are not drawn parameters (fold_1 … fold_K too, under tune.cv).
+_NOT_PARAMETERS = ("number", "state", "value", "spread", "network", "epochs", "seconds")
 
 
 def _history(axis, rows: list, maximize: bool):
@@ -199,21 +207,49 @@ def _history(axis, rows: list, maximize: bool):
     axis.grid(alpha=0.3)
 
 
-def _slice(axis, rows: list, name: str):
+def _readable(cell: str) -> str:
+    """A choice as people write it: a whole architecture stored as JSON becomes "128 relu, 64 relu"."""
+    if cell.startswith("["):
+        from .config import describe_layers
+
+        try:
+            return describe_layers(json.loads(cell)) or cell
+        except ValueError:
+            return cell
+    return cell
+
+
+def _slice(axis, rows: list, name: str, described: dict | None):
+    """The metric against one parameter: a log axis for a range searched on a log scale; the
+    choices in the config's order, each labelled as people write it."""
     cells = [str(row.get(name, "")) for row in rows]
-    try:
-        positions = [float(cell) for cell in cells]
-        labels = None
-    except ValueError:
-        labels = sorted(set(cells))
-        positions = [labels.index(cell) for cell in cells]
+    described = described if isinstance(described, dict) else {}
+    labels = None
+    if described.get("kind") == "choice" and isinstance(described.get("choices"), list):
+        stored = [str(choice) for choice in described["choices"]]
+        shown = described.get("labels")
+        shown = shown if isinstance(shown, list) and len(shown) == len(stored) else [_readable(cell) for cell in stored]
+        stored += sorted(set(cells) - set(stored))  # a choice the config no longer lists
+        shown += [_readable(cell) for cell in stored[len(shown) :]]
+        positions = [stored.index(cell) for cell in cells]
+        labels = [str(label) for label in shown]
+    else:
+        try:
+            positions = [float(cell) for cell in cells]
+        except ValueError:
+            stored = sorted(set(cells))
+            positions = [stored.index(cell) for cell in cells]
+            labels = [_readable(cell) for cell in stored]
     axis.scatter(
         positions, [row["value"] for row in rows], c=[row["number"] for row in rows], cmap="viridis", alpha=0.8
     )
     if labels is not None:
         axis.set_xticks(range(len(labels)))
-        axis.set_xticklabels([label if len(label) <= 24 else label[:23] + "…" for label in labels], fontsize="small")
-    axis.set_xlabel(name)
+        axis.set_xlim(-0.5, len(labels) - 0.5)  # room for the first and last labels
+        axis.set_xticklabels([label if len(label) <= 32 else label[:31] + "…" for label in labels], fontsize="small")
+    elif described.get("log") is True and all(position > 0 for position in positions):
+        axis.set_xscale("log")
+    axis.set_xlabel(name + (" (log scale)" if axis.get_xscale() == "log" else ""))
     axis.grid(alpha=0.3)
 
 
@@ -222,14 +258,24 @@ def plot_study(study_dir, out=None) -> Path:
     parameter (value against the parameter) from a study folder's trials.csv."""
     study_dir = Path(study_dir)
     out = Path(out) if out is not None else study_dir / "study.png"
-    meta, rows, params = read_study(study_dir)
+    study = read_study(study_dir)
     plt, image_format = _pyplot(out)
+    return _save(plt, study_figure(plt, study_dir, study), out, image_format)
+
+
+def study_figure(plt, study_dir, study=None):
+    """The figure ``plot_study`` writes for a study folder (``study``: what ``read_study`` read from it)."""
+    study_dir = Path(study_dir)
+    meta, rows, params = study or read_study(study_dir)
+    described = meta.get("parameters") if isinstance(meta.get("parameters"), dict) else {}
     metric = str(meta.get("metric", "value"))
+    if meta.get("cv"):
+        metric += f" (mean of {meta['cv']} folds)"
     figure, axes = plt.subplots(1 + len(params), 1, figsize=(7, 2.8 * (1 + len(params))), squeeze=False)
     _history(axes[0, 0], rows, meta.get("direction") == "maximize")
     axes[0, 0].set_ylabel(metric)
     axes[0, 0].set_title(f"study {meta.get('study', study_dir.name)}: optimisation history")
     for axis, name in zip(axes[1:, 0], params):
-        _slice(axis, rows, name)
+        _slice(axis, rows, name, described.get(name))
         axis.set_ylabel(metric)
-    return _save(plt, figure, out, image_format)
+    return figure

@@ -366,19 +366,12 @@ def _architecture(text: str) -> str | None:
     """A layer list drawn by tune (stored as JSON) as "16 relu, 8 tanh, dropout 0.2"."""
     import json
 
+    from .config import describe_layers
+
     try:
-        layers = json.loads(text)
+        return describe_layers(json.loads(text))
     except ValueError:
         return None
-    if not isinstance(layers, list) or not all(isinstance(layer, dict) for layer in layers):
-        return None
-    parts = [
-        f"dropout {layer.get('rate')}"
-        if layer.get("type") == "dropout"
-        else f"{layer.get('units')} {layer.get('activation', 'relu')}"
-        for layer in layers
-    ]
-    return ", ".join(parts) or "no hidden layer"
 
 
 def _short(value, width=40) -> str:
@@ -388,14 +381,30 @@ def _short(value, width=40) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
+def _shown_params(params: dict, network: str | None) -> dict:
+    """A trial's parameters as shown: where the space changes the hidden layers, the network the
+    trial trained (a whole architecture drawn and then its first layer's units drawn too is one
+    network, not two values that contradict each other) in place of every model.layers value."""
+    if network is None:
+        return dict(params)
+    return {"network": network, **{key: value for key, value in params.items() if not key.startswith("model.layers")}}
+
+
+def _with_spread(value, spread) -> str:
+    return format_value(value) + (f" ± {format_value(spread)}" if spread is not None else "")
+
+
 def tune_trial_line(trial, counts: dict, n_trials: int, metric: str, best_value) -> str:
-    """One line per finished trial: its number, state, value and parameters, and the best so far."""
+    """One line per finished trial: its number, state, value (± its spread over the folds under
+    tune.cv) and parameters, and the best so far."""
     finished = counts["COMPLETE"] + counts["PRUNED"]
     state = trial.state.name.lower()
-    value = f"{metric} {format_value(trial.value)}" if trial.value is not None else ""
+    spread = trial.user_attrs.get("cv_spread")
+    value = f"{metric} {_with_spread(trial.value, spread)}" if trial.value is not None else ""
     if trial.user_attrs.get("diverged"):
         state = "pruned (diverged)"
-    params = "  ".join(f"{key}={_short(value)}" for key, value in trial.params.items())
+    shown = _shown_params(trial.params, trial.user_attrs.get("network"))
+    params = "  ".join(f"{key}={_short(value)}" for key, value in shown.items())
     best = f"best {format_value(best_value)}" if best_value is not None else ""
     seconds = trial.user_attrs.get("seconds")
     parts = [
@@ -406,6 +415,34 @@ def tune_trial_line(trial, counts: dict, n_trials: int, metric: str, best_value)
         params,
     ]
     return "  ".join(part for part in parts if part)
+
+
+def cross_validation_heading(folds) -> str:
+    """What ``fit --cv`` is about to print."""
+    stratified = ", stratified by class" if folds.stratified else ""
+    return (
+        f"cross-validation: {folds.k} folds of the {folds.n_rows} training rows{stratified}; each fold's model "
+        "trains as fit trains on the others and is scored on the fold"
+    )
+
+
+def cross_validation_line(index: int, folds) -> str:
+    """One fold's held-out scores."""
+    scores = "  ".join(
+        f"{name.removeprefix('val_')} {format_value(value)}" for name, value in folds.scores[index].items()
+    )
+    return f"fold {index + 1}/{folds.k}: held-out {scores}  ({folds.epochs[index]} epochs)"
+
+
+def cross_validation_table(folds) -> Table:
+    """Each metric's mean ± spread (standard deviation) over the folds' held-out rows."""
+    table = Table(title=f"cross-validated metrics ({folds.k} folds, held-out rows)")
+    table.add_column("metric")
+    table.add_column("mean", justify="right")
+    table.add_column("± spread", justify="right")
+    for name, (mean, spread) in folds.summary().items():
+        table.add_row(name.removeprefix("val_"), format_value(mean), format_value(spread))
+    return table
 
 
 def tune_summary(result) -> list:
@@ -435,19 +472,25 @@ def tune_summary(result) -> list:
     lines.append(f"storage: {result.storage}")
     items = []
     if result.best is not None:
+        best = result.best
+        folds = f" over {result.cv} folds" if result.cv else ""
         lines.append(
-            f"best: trial {result.best['number']}, {result.metric} {format_value(result.best['value'])} "
+            f"best: trial {best['number']}, {result.metric} {_with_spread(best['value'], best.get('spread'))}{folds} "
             f"({'higher' if result.direction == 'maximize' else 'lower'} is better)"
         )
-        table = Table(title=f"best trials ({result.metric})")
-        keys = list(result.top[0]["params"]) if result.top else []
-        for column in ("trial", result.metric, *keys, "epochs"):
+        title = f"best trials ({result.metric}{f', mean ± spread over {result.cv} folds' if result.cv else ''})"
+        table = Table(title=title)
+        shown = [_shown_params(row["params"], row.get("network")) for row in result.top]
+        keys = list(shown[0]) if shown else []
+        for column in ("trial", result.metric, *(["± spread"] if result.cv else []), *keys, "epochs"):
             table.add_column(column, justify="right")
-        for row in result.top:
+        for row, params in zip(result.top, shown):
+            spread = [format_value(row["spread"]) if row.get("spread") is not None else ""] if result.cv else []
             table.add_row(
                 str(row["number"]),
                 format_value(row["value"]),
-                *(_short(row["params"].get(key, ""), 30) for key in keys),
+                *spread,
+                *(_short(params.get(key, ""), 30) for key in keys),
                 str(row["epochs"] or ""),
             )
         items.append(table)

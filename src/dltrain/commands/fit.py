@@ -14,11 +14,14 @@ def fit(
     on_run_dir=None,
     resume=False,
     command_line=None,
+    cv: int | None = None,
+    on_fold=None,
 ) -> FitResult:
     """Train from a config file and commit the run folder; returns where and how it went.
 
     With ``resume``, continue the checkpoint in ``out`` up to ``train.epochs``, bit for bit
-    as if training had never stopped. ``command_line`` is recorded in model.json."""
+    as if training had never stopped. ``command_line`` is recorded in model.json. ``cv``: the
+    config is first cross-validated on that many folds (``on_fold(index, result)`` after each)."""
     run = fit_run(
         config_path,
         out,
@@ -28,6 +31,8 @@ def fit(
         callbacks=callbacks,
         on_run_dir=on_run_dir,
         command_line=command_line,
+        cv=cv,
+        on_fold=on_fold,
     )
     assert run.fit_result is not None
     return run.fit_result

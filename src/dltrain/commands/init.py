@@ -26,6 +26,9 @@ from ..files import check_writable, open_regular, write_output
 MAX_LISTED_COLUMNS = 40  # wider files list only the columns that need a setting
 MAX_STARTER_CATEGORIES = 200
 TARGET_UPDATES = 3000  # epochs are chosen to give about this many optimizer steps
+# Below this many training rows one validation split is too small to choose between trials:
+# the starter's search scores them by cross-validation (tune.cv).
+CV_BELOW_ROWS = 2000
 _ID_NAME = re.compile(r"(^|[_\W])(id|uuid|guid|key|index)$|^(id|uuid|guid|key|index)($|[_\W])", re.I)
 # Cells that mark a missing value among numbers, as files from elsewhere write them (data.na_values).
 COMMON_MARKERS = ("?", "-", "--", "n/a", ".", "null", "None")
@@ -414,6 +417,7 @@ def _training_sizes(n_inputs: int, kept_rows: int) -> dict:
         "patience": int(min(20, max(5, epochs // 10))),
         "learning_rate": 0.01 if train_rows < 5_000 else 0.001,
         "layers": [units, units] if train_rows >= 5_000 else [units],
+        "train_rows": train_rows,
     }
 
 
@@ -523,6 +527,32 @@ def _model_and_training_lines(target: _TargetProfile, n_inputs: int, sizes: dict
     ]
 
 
+def _tune_lines(sizes: dict, config_name: str) -> list:
+    """A search of the starter, commented out: with few training rows, scored by cross-validation."""
+    units = sizes["layers"][0]
+    lines = [
+        f"# To search this config, uncomment the section below and run: dltrain tune {config_name} (docs/tune.md)",
+        "# tune:",
+        "#   metric: val_loss",
+        "#   trials: 30",
+    ]
+    if sizes["train_rows"] < CV_BELOW_ROWS:
+        lines.append(
+            _commented(
+                "#   cv: 5",
+                f"{sizes['train_rows']} training rows: score each trial by 5-fold cross-validation, as one "
+                "small validation split would pick a lucky trial",
+            )
+        )
+    return lines + [
+        "#   space:",
+        "#     optimizer.lr: {low: 1.0e-4, high: 3.0e-2, log: true}",
+        "#     optimizer.weight_decay: {low: 1.0e-6, high: 1.0e-1, log: true}",
+        f"#     model.layers[0].units: {_yaml_list([max(1, units // 2), units, units * 2, units * 4])}",
+        "",
+    ]
+
+
 def starter_config(data_path, target, out_path, encoding: str = "utf-8") -> StarterConfig:
     """The YAML text of a starter config for ``data_path`` predicting ``target`` (a column, or a list of
     numeric columns for multi-target regression), to be saved at ``out_path``."""
@@ -551,6 +581,7 @@ def starter_config(data_path, target, out_path, encoding: str = "utf-8") -> Star
         *_data_lines(data_path, out_path, targets, table, reports, profile.classes, encoding, markers),
         *_column_lines(features, targets, profile, columns, markers),
         *_model_and_training_lines(profile, n_inputs, sizes, any(report.kind == "date" for report in features)),
+        *_tune_lines(sizes, out_path.name),
     ]
     excluded = {report.name: report.excluded for report in reports if report.excluded}
     return StarterConfig(

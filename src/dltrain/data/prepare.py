@@ -5,7 +5,10 @@ the task is taken from the config or guessed from the target, and with it every 
 the loss and output activation (the loss decides how classes are encoded: one 0/1 column for
 binary cross-entropy); the usable rows are split into training and validation by the split
 rules below; the preprocessing is fitted on the training rows only; and every split is
-encoded. Each rule's message names the file, the key and what to do."""
+encoded. Each rule's message names the file, the key and what to do.
+
+``prepare_folds`` does the same for K-fold cross-validation: the usable rows in K folds
+(stratified by class), each fold's preprocessing fitted on the other K - 1."""
 
 from __future__ import annotations
 
@@ -23,7 +26,7 @@ from .columns import checked_rows, column_encodings
 from .csv import Columns, CsvFile
 from .plan import ColumnOptions, DataPlan, infer_target_task, plan_data, target_labels
 from .schema import DataSchema, read_features
-from .split import Split, stratified_split
+from .split import Split, stratified_folds, stratified_split
 
 
 @dataclass
@@ -230,3 +233,84 @@ def prepare_data(config: Config, source: ConfigSource, base_dir: Path, split_rng
     if spec.test is not None:
         test = Split(*read_features(_existing_data_path(base_dir, spec.test, "test", source), schema, with_target=True))
     return PreparedData(config, schema, train, validation, test)
+
+
+def _check_fold_rows(config: Config, parsed: _ParsedTraining, labels, k: int, setting: str):
+    """Rows enough for K folds: each fold holds some of every class, and at least 2 rows."""
+    rows, path, target = parsed.rows, parsed.table.path, parsed.plan.targets[0]
+    if labels is not None:
+        classes, counts = np.unique(labels, return_counts=True)
+        if counts.min() < k:
+            rare, count = str(classes[counts.argmin()]), int(counts.min())
+            raise DataError(
+                f"{path}: target {target!r}: class {rare!r} has only {count} row{'s' if count != 1 else ''}; "
+                f"{k}-fold cross-validation ({setting}) holds out some rows of every class in each fold, "
+                f"so it needs at least {k} rows per class. Add rows of it or remove it, or use fewer folds"
+                + (", or set task: regression if the target is a quantity" if config.task == "auto" else "")
+            )
+    elif len(rows) < 2 * k:
+        raise DataError(
+            f"{path}: {len(rows)} usable row{'s' if len(rows) != 1 else ''} are too few for {k}-fold "
+            f"cross-validation ({setting}): each fold needs at least 2 rows to be scored on; use fewer folds"
+        )
+
+
+def _early_stopping_rows(
+    fraction: float, parsed: _ParsedTraining, labels, positions, setting: str, split_rng
+) -> tuple[np.ndarray, np.ndarray]:
+    """A fold's training rows split as the config splits the file (``data.validation``'s
+    ``fraction``): (rows to fit, rows to watch)."""
+    path = parsed.table.path
+    fold_labels = labels[positions] if labels is not None else None
+    fit, watch = stratified_split(fold_labels, len(positions), fraction, split_rng)
+    if not len(watch) or not len(fit):
+        raise DataError(
+            f"{path}: data.validation: {fraction:g} of a fold's {len(positions)} training rows leaves "
+            f"{'no validation' if not len(watch) else 'no training'} rows for {setting}; "
+            "add rows, use fewer folds, or change data.validation"
+        )
+    if fold_labels is not None and len(np.unique(fold_labels[fit])) < 2:
+        raise DataError(f"{path}: a fold's training rows have only one class once data.validation is held out")
+    return parsed.rows[positions[fit]], parsed.rows[positions[watch]]
+
+
+def prepare_folds(
+    config: Config, source: ConfigSource, base_dir: Path, k: int, split_rng: np.random.Generator, setting: str
+) -> list[PreparedData]:
+    """K-fold cross-validation's data: the training CSV's usable rows dealt into ``k`` folds
+    (stratified by class; ``split_rng`` deals them), one PreparedData per fold.
+
+    Each fold is the config's own fit made on the other K - 1 folds' rows: they are split as
+    ``data.validation`` says (its fraction held out to watch, for early stopping and the
+    per-epoch values; or its CSV), the preprocessing is fitted on the rows that train, and the
+    fold's own rows, which nothing in training sees, are its ``test`` split, to be scored once
+    the model is trained. With ``data.validation: 0`` (no early stopping then) the fold's rows
+    are also its validation split, for the per-epoch values. ``setting`` names what asked for the
+    folds in messages (``tune.cv: 5``, ``--cv 5``)."""
+    spec = config.data
+    parsed = _parse_training_csv(config, source, base_dir)
+    task, labels = _task_and_labels(config, parsed)
+    _check_fold_rows(config, parsed, labels, k, setting)  # before auto is resolved: its hint needs to know
+    config = resolve_auto(config, source, task, len(np.unique(labels)) if labels is not None else 0)
+    columns, folds = parsed.columns, []
+    for train_positions, held_out_positions in stratified_folds(labels, len(parsed.rows), k, split_rng):
+        held_out_rows = parsed.rows[held_out_positions]
+        watch_rows = None
+        if isinstance(spec.validation, str) or not spec.validation:
+            train_rows = parsed.rows[train_positions]
+        else:
+            train_rows, watch_rows = _early_stopping_rows(
+                spec.validation, parsed, labels, train_positions, setting, split_rng
+            )
+        schema = _fit_schema(config, parsed, train_rows)
+        held_out = Split(schema.encode_features(columns, held_out_rows), schema.encode_target(columns, held_out_rows))
+        if isinstance(spec.validation, str):
+            path = _existing_data_path(base_dir, spec.validation, "validation", source)
+            validation = Split(*read_features(path, schema, with_target=True))
+        elif watch_rows is not None:
+            validation = Split(schema.encode_features(columns, watch_rows), schema.encode_target(columns, watch_rows))
+        else:
+            validation = held_out
+        train = Split(schema.encode_features(columns, train_rows), schema.encode_target(columns, train_rows))
+        folds.append(PreparedData(config, schema, train, validation, held_out))
+    return folds

@@ -1,4 +1,4 @@
-"""Model-ready arrays and the train/validation split (stratified by class)."""
+"""Model-ready arrays, the train/validation split and the K folds of cross-validation (both stratified by class)."""
 
 from __future__ import annotations
 
@@ -34,3 +34,18 @@ def stratified_split(raw_labels: np.ndarray | None, n_rows: int, fraction: float
     mask = np.ones(n_rows, dtype=bool)
     mask[validation] = False
     return np.flatnonzero(mask), validation
+
+
+def stratified_folds(raw_labels: np.ndarray | None, n_rows: int, k: int, rng) -> list:
+    """K (train, held-out) index pairs; every row is held out once. With labels, each class is
+    dealt across the folds in turn, so every fold holds its share of each class (sizes differ by
+    at most one row)."""
+    if raw_labels is None:
+        order = rng.permutation(n_rows)
+    else:
+        order = np.concatenate(
+            [rng.permutation(np.flatnonzero(raw_labels == label)) for label in np.unique(raw_labels)]
+        )
+    fold_of = np.empty(n_rows, dtype=np.intp)
+    fold_of[order] = np.arange(n_rows) % k
+    return [(np.flatnonzero(fold_of != fold), np.flatnonzero(fold_of == fold)) for fold in range(k)]

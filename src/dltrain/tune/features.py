@@ -42,6 +42,16 @@ def chosen_columns(columns: list, ranked: list | None, k: int) -> list:
     return [name for name in columns if name in chosen]
 
 
+def without_dropped_settings(config, features: list):
+    """``config`` whose ``data.columns`` keeps the settings of the chosen ``features`` and of the
+    targets only: fit refuses a setting for a column that ``data.features`` leaves out (an
+    init-written config has one for every column)."""
+    data = config.data
+    targets = {data.target} if isinstance(data.target, str) else set(data.target)
+    kept = {name: spec for name, spec in data.columns.items() if name in features or name in targets}
+    return config.model_copy(update={"data": data.model_copy(update={"columns": kept})})
+
+
 def _column_blocks(schema, keep: list) -> np.ndarray:
     indices: list[int] = []
     start = 0

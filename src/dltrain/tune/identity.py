@@ -53,7 +53,7 @@ def check_study_identity(study, plan: SearchPlan, place: StudyPlace, experiment:
     if stored_search is not None and stored_search != signature:
         raise ConfigError(
             f"{plan.config_path}: study {place.study_name!r} in {place.shown_storage} was made for "
-            "another tune.metric, tune.features or tune.space; keep them as they were to continue "
+            "another tune.metric, tune.features, tune.space or tune.cv; keep them as they were to continue "
             "it, or start a new study with another --out or --study"
         )
     if isinstance(stored_experiment, dict) and not _same(stored_experiment, experiment):

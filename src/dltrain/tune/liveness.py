@@ -46,6 +46,11 @@ def worker_label() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{_start_time(os.getpid())}"
 
 
+def label_prefix(pid: int) -> str:
+    """The start of the label of every worker that process ``pid`` on this machine runs."""
+    return f"{socket.gethostname()}:{pid}:"
+
+
 def _stat_fields(pid: int) -> list:
     """The fields of /proc/PID/stat after the command name (state first), or [] where there is none."""
     try:

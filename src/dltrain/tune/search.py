@@ -23,7 +23,7 @@ from .credentials import has_secret, without_secrets
 from .features import COLUMNS_ATTR, RANKING_ATTR, rank_features, ranking
 from .fitting import Fitting
 from .identity import check_study_identity, experiment_of
-from .liveness import heartbeat_seconds
+from .liveness import heartbeat_seconds, label_prefix
 from .space import SearchPlan, check_data, load_plan
 from .storage import (
     StudyPlace,
@@ -48,6 +48,8 @@ def check_search(config_path, data, config) -> SearchPlan:
     """What ``dltrain check`` adds for a config with a tune: section: the search would start."""
     plan = load_plan(config_path)
     check_data(plan, data, config)
+    if plan.tune.cv:  # the folds' own rules (rows enough of every class)
+        Worker(plan, None, 1).data.folds(plan.config_with({}))
     return plan
 
 
@@ -141,6 +143,8 @@ def _prepare_search(plan: SearchPlan, n_trials: int):
     base = probe.data.base()
     checked = resolve_config(plan.config_with({}), plan.source, base)
     check_data(plan, base, checked)
+    if plan.tune.cv:  # the folds' own rules (rows enough of every class), before any trial
+        probe.data.folds(plan.config_with({}))
     notes = []
     if plan.tune.sampler == "grid":
         if plan.tune.features == "select":
@@ -208,7 +212,13 @@ def _run_workers(search: _Search, worker: Worker, trials_before: int, on_stage) 
     )
     for child in children:
         child.start()
-    worker.between_trials = lambda: _reap(search, children)
+    others = tuple(label_prefix(child.pid) for child in children if child.pid is not None)
+
+    def between_trials():
+        _reap(search, children)
+        worker.report_others(others)  # the children's trial lines, as they finish
+
+    worker.between_trials = between_trials
     try:
         with _ThreadShare(search.workers):
             stopped = worker.run(wait_for_others=True)
@@ -218,6 +228,7 @@ def _run_workers(search: _Search, worker: Worker, trials_before: int, on_stage) 
     for child in children:
         child.join()
     _reap(search, children)
+    worker.report_others(others)
     if not errors.queue.empty():
         raise DltrainError(errors.queue.get())
     return stopped

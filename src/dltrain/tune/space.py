@@ -19,6 +19,7 @@ from ..config import (
     apply_override,
     build_config,
     closest_match,
+    describe_layers,
     parse_override,
     read_config_data,
     validation_message,
@@ -32,6 +33,16 @@ FEATURES_PARAM = "features.k"
 def choice_label(choice):
     """Optuna stores choices as scalars: a list or mapping (a whole architecture) becomes its JSON."""
     return choice if choice is None or isinstance(choice, (bool, int, float, str)) else json.dumps(choice)
+
+
+def readable_choice(choice) -> str:
+    """A choice as people write it: an architecture as "128 relu, 64 relu", anything else as YAML would."""
+    layers = describe_layers(choice)
+    if layers is not None:
+        return layers
+    if choice is None or isinstance(choice, bool):
+        return json.dumps(choice)
+    return str(choice) if isinstance(choice, (int, float, str)) else json.dumps(choice)
 
 
 @dataclass
@@ -58,6 +69,14 @@ class Dimension:
     def value_of(self, label):
         """A stored parameter as a config value (an architecture's JSON label back to its list)."""
         return self.spec[self.labels.index(label)] if isinstance(self.spec, list) else label
+
+    def described(self) -> dict:
+        """What ``dltrain plot`` needs to draw the parameter: a range's ends and scale, or the
+        choices in the config's order, each as stored and as people read it."""
+        spec = self.spec
+        if isinstance(spec, list):
+            return {"kind": "choice", "choices": self.labels, "labels": [readable_choice(choice) for choice in spec]}
+        return {"kind": "range", "log": spec.log}
 
 
 class EntrySource(ConfigSource):
@@ -114,6 +133,19 @@ class SearchPlan:
         except ValidationError as error:
             raise ConfigError(validation_message(error, data, self.source)) from None
 
+    def network_of(self, config: Config) -> str | None:
+        """The hidden layers a trial's config trains, as people write them, when the space changes them."""
+        if not any(dimension.path[:2] == ("model", "layers") for dimension in self.dimensions):
+            return None
+        return describe_layers(config.model.layers)
+
+    def parameters(self) -> dict:
+        """Every parameter a trial draws, described for ``dltrain plot`` (study.json)."""
+        described = {dimension.key: dimension.described() for dimension in self.dimensions}
+        if self.tune.features == "select":
+            described[FEATURES_PARAM] = {"kind": "range", "log": False}
+        return described
+
     def values_of(self, params: dict) -> dict:
         """A trial's stored parameters as config values."""
         return {
@@ -123,17 +155,18 @@ class SearchPlan:
         }
 
     def space_signature(self) -> str:
-        return json.dumps(
-            {
-                "metric": self.tune.metric,
-                "features": self.tune.features,
-                "space": {
-                    key: (entry.model_dump() if isinstance(entry, RangeSpec) else entry)
-                    for key, entry in self.tune.space.items()
-                },
+        signature: dict = {
+            "metric": self.tune.metric,
+            "features": self.tune.features,
+            "space": {
+                key: (entry.model_dump() if isinstance(entry, RangeSpec) else entry)
+                for key, entry in self.tune.space.items()
             },
-            sort_keys=True,
-        )
+        }
+        # Means over K folds compare with no other values; a study without cv keeps its signature.
+        if self.tune.cv:
+            signature["cv"] = self.tune.cv
+        return json.dumps(signature, sort_keys=True)
 
     def grid_space(self) -> dict:
         space = {dimension.key: dimension.labels for dimension in self.dimensions}
@@ -170,7 +203,20 @@ def load_plan(config_path) -> SearchPlan:
     plan.dimensions = [_dimension(source, key, entry) for key, entry in config.tune.space.items()]
     for dimension in plan.dimensions:
         _check_dimension(plan, dimension)
+    _check_warmup(plan)
     return plan
+
+
+def _check_warmup(plan: SearchPlan):
+    """A warm-up as long as the training would turn the pruner off without a word."""
+    tune, epochs = plan.tune, plan.config.train.epochs
+    searched = any(dimension.path == ("train", "epochs") for dimension in plan.dimensions)
+    if tune.pruner != "none" and tune.pruner_warmup is not None and tune.pruner_warmup >= epochs and not searched:
+        raise plan.source.fail(
+            ("tune", "pruner_warmup"),
+            f"{tune.pruner_warmup} epochs is not below train.epochs ({epochs}), so no trial could ever be "
+            "pruned; lower it, or set pruner: none to turn pruning off",
+        )
 
 
 def _check_step(where: str, key: str, spec: RangeSpec):
@@ -254,8 +300,10 @@ def _check_dimension(plan: SearchPlan, dimension: Dimension):
 
 
 def _impossible_trial(plan: SearchPlan, config: Config) -> str | None:
-    """What makes a valid config unusable as a trial: no validation data, a metric it does not log."""
-    if not isinstance(config.data.validation, str) and not config.data.validation:
+    """What makes a valid config unusable as a trial: no validation data (unless the folds of
+    tune.cv supply it), a metric it does not log."""
+    no_validation = not isinstance(config.data.validation, str) and not config.data.validation
+    if no_validation and not plan.tune.cv:
         return "leaves no validation data, and tune scores every trial on validation data"
     metric = plan.tune.metric.removeprefix("val_")
     metrics = config.train.metrics
@@ -265,13 +313,15 @@ def _impossible_trial(plan: SearchPlan, config: Config) -> str | None:
 
 
 def check_data(plan: SearchPlan, data, config: Config):
-    """The search needs validation data, and a metric that fit logs (``data``: the prepared data)."""
-    if data.validation is None:
+    """The search needs validation data (the folds of tune.cv bring their own), and a metric that fit
+    logs (``data``: the prepared data)."""
+    if data.validation is None and not plan.tune.cv:
         raise plan.source.fail(
             ("data", "validation"),
             "tune scores every trial "
             "on validation data and there is none; set data.validation to a fraction of the "
-            "training rows (e.g. 0.2) or to a labelled CSV path",
+            "training rows (e.g. 0.2) or to a labelled CSV path, or score trials by cross-validation "
+            "(tune.cv: 5)",
         )
     logged = logged_names(config.train.metrics, has_validation=True)
     metric = plan.tune.metric

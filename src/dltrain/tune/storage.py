@@ -274,8 +274,9 @@ def make_study(plan: SearchPlan, place: StudyPlace, storage, seed: int):
         "random": lambda: optuna.samplers.RandomSampler(seed=seed),
         "grid": lambda: optuna.samplers.GridSampler(plan.grid_space(), seed=seed),
     }[tune.sampler]()
+    # The warm-up (no pruning in a trial's first epochs) is the worker's (worker.PrunerReport), per trial.
     pruner = {
-        "median": lambda: optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1),
+        "median": lambda: optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=0),
         "hyperband": lambda: optuna.pruners.HyperbandPruner(min_resource=1, reduction_factor=3),
         "none": lambda: optuna.pruners.NopPruner(),
     }[tune.pruner]()

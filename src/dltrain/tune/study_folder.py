@@ -5,23 +5,26 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import os
+import shlex
 import shutil
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..artifacts import LOCK, RunLock, holds_run, numbered_folder
 from ..artifacts import foreign_entries as run_foreign_entries
 from ..config import dump_config
-from ..errors import ArtifactError, TrainingInterrupted, signal_of
+from ..errors import ArtifactError, DltrainError, TrainingInterrupted, signal_of
 from ..files import atomic_write, disk_error, read_regular
-from .features import COLUMNS_ATTR, chosen_columns, importance_csv
+from .features import COLUMNS_ATTR, chosen_columns, importance_csv, without_dropped_settings
 from .fitting import Fitting
 from .journal import JOURNAL, JOURNAL_LOCK
 from .liveness import process_exists
 from .space import FEATURES_PARAM, SearchPlan
 from .storage import StudyPlace, load_optuna
-from .trials import complete_trials, is_surplus, trial_counts
+from .trials import FOLDS_ATTR, NETWORK_ATTR, SPREAD_ATTR, complete_trials, is_surplus, trial_counts
 
 
 @dataclass
@@ -42,6 +45,7 @@ class TuneResult:
     best_run: Path | None = None
     overhead_seconds: list = field(default_factory=list)
     notes: list = field(default_factory=list)
+    cv: int | None = None  # tune.cv: each value is a mean over this many folds
 
 
 # What a study folder may hold: the files tune writes, plot's figure of it, and best/ (a run folder).
@@ -166,24 +170,29 @@ def claim_study_folder(name: str, study_name: str, out=None, runs_root="runs") -
 
 
 def trials_csv(study, plan: SearchPlan) -> str:
+    """One row per trial: its value (under tune.cv the mean over the folds, then their spread and
+    each fold's value), the parameters drawn, the network trained when the space changes it, the
+    epochs (the first fold's) and the seconds."""
     keys = plan.parameter_keys
+    folds = [f"fold_{index}" for index in range(1, (plan.tune.cv or 0) + 1)]
+    network = plan.network_of(plan.config) is not None
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["number", "state", "value", *keys, "epochs", "seconds"])
+    header = ["number", "state", "value", *(["spread", *folds] if folds else []), *keys]
+    writer.writerow([*header, *(["network"] if network else []), "epochs", "seconds"])
     for trial in study.get_trials(deepcopy=False):
         if is_surplus(trial):
             continue
         value = trial.value if trial.state.name in ("COMPLETE", "PRUNED") else None
-        writer.writerow(
-            [
-                trial.number,
-                trial.state.name.lower(),
-                "" if value is None else repr(float(value)),
-                *(trial.params.get(key, "") for key in keys),
-                trial.user_attrs.get("epochs", ""),
-                trial.user_attrs.get("seconds", ""),
-            ]
-        )
+        row = [trial.number, trial.state.name.lower(), "" if value is None else repr(float(value))]
+        if folds:
+            values = trial.user_attrs.get(FOLDS_ATTR) or []
+            spread = trial.user_attrs.get(SPREAD_ATTR)
+            row += ["" if spread is None else repr(float(spread))]
+            row += [repr(float(values[index])) if index < len(values) else "" for index in range(len(folds))]
+        row += [trial.params.get(key, "") for key in keys]
+        row += [trial.user_attrs.get(NETWORK_ATTR, "")] if network else []
+        writer.writerow([*row, trial.user_attrs.get("epochs", ""), trial.user_attrs.get("seconds", "")])
     return buffer.getvalue()
 
 
@@ -193,10 +202,15 @@ def best_config_yaml(study, plan: SearchPlan, fitting: Fitting, study_dir: Path,
     k = best.params.get(FEATURES_PARAM)
     features = chosen_columns(study.user_attrs[COLUMNS_ATTR], ranking, k) if k is not None else None
     config = plan.config_with(plan.values_of(best.params), features)
+    if features is not None:
+        config = without_dropped_settings(config, features)
     config = config.model_copy(update={"tune": None})
     config = fitting.relocate(config, plan.base_dir, study_dir)
+    value = f"{plan.tune.metric} = {best.value:.6g}"
+    if plan.tune.cv:
+        value += f" (mean of {plan.tune.cv} folds, spread {best.user_attrs.get(SPREAD_ATTR, math.nan):.3g})"
     comment = (
-        f"# best of study {study.study_name!r}: trial {best.number}, {plan.tune.metric} = {best.value:.6g}\n"
+        f"# best of study {study.study_name!r}: trial {best.number}, {value}\n"
         f"# from {plan.config_path}; train it with: dltrain fit best.yaml\n"
     )
     return comment + dump_config(config)
@@ -216,8 +230,10 @@ def _param_importance(study) -> dict:
     if len(complete) < 2 or not complete[0].params:
         return {}
     try:
-        evaluator = optuna.importance.PedAnovaImportanceEvaluator()
-        return dict(optuna.importance.get_param_importances(study, evaluator=evaluator))
+        with warnings.catch_warnings():  # "quantiles select the same set of trials": few trials, said by the table
+            warnings.simplefilter("ignore")
+            evaluator = optuna.importance.PedAnovaImportanceEvaluator()
+            return dict(optuna.importance.get_param_importances(study, evaluator=evaluator))
     except Exception:  # too few distinct trials for the evaluator: leave the table out
         return {}
 
@@ -238,6 +254,17 @@ def _train_best(fitting: Fitting, best_yaml: Path, best_dir: Path, again: str):
             f"{best_dir} was left as it was; rebuild it with: {again}",
             number,
         ) from None
+    except DltrainError as error:  # best.yaml refused, the disk full, the training diverged …
+        shutil.rmtree(fresh, ignore_errors=True)
+        rebuild = ["dltrain", "fit", str(best_yaml), "--out", str(best_dir)] + (
+            ["--force"] if holds_run(best_dir) else []
+        )
+        error.add_hint(
+            f"the search is complete and its files are kept in {best_dir.parent} (journal, trials.csv, study.json, "
+            f"best.yaml); only {best_dir} could not be trained (it was left as it was). Rebuild it alone with: "
+            f"{shlex.join(rebuild)}"
+        )
+        raise
     except BaseException:
         shutil.rmtree(fresh, ignore_errors=True)
         raise
@@ -252,34 +279,44 @@ def _train_best(fitting: Fitting, best_yaml: Path, best_dir: Path, again: str):
     shutil.rmtree(fresh, ignore_errors=True)
 
 
-def write_study_json(plan: SearchPlan, place: StudyPlace):
-    """study.json: which study the folder holds (written first, so a second study is refused at once)."""
-    atomic_write(place.study_dir / STUDY_JSON, _study_json(plan, place), durable=False)
+def write_study_json(plan: SearchPlan, place: StudyPlace, best: dict | None = None):
+    """study.json: which study the folder holds (written first, so a second study is refused at
+    once), how each parameter is searched (for ``dltrain plot``), and at the end the best trial."""
+    atomic_write(place.study_dir / STUDY_JSON, _study_json(plan, place, best), durable=False)
 
 
-def _study_json(plan: SearchPlan, place: StudyPlace) -> str:
+def _study_json(plan: SearchPlan, place: StudyPlace, best: dict | None) -> str:
     fields = {
         "study": place.study_name,
         "storage": place.shown_storage,
         "metric": plan.tune.metric,
         "direction": plan.direction,
         "config": str(plan.config_path),
+        "cv": plan.tune.cv,
+        "parameters": plan.parameters(),
     }
+    if best is not None:
+        fields["best"] = best
     return json.dumps(fields, indent=2) + "\n"
 
 
+def _summary_of(trial) -> dict:
+    """A complete trial as the summary and study.json show it."""
+    summary = {
+        "number": trial.number,
+        "value": trial.value,
+        "params": dict(trial.params),
+        "epochs": trial.user_attrs.get("epochs"),
+        "network": trial.user_attrs.get(NETWORK_ATTR),
+    }
+    if SPREAD_ATTR in trial.user_attrs:
+        summary.update(spread=trial.user_attrs[SPREAD_ATTR], folds=trial.user_attrs.get(FOLDS_ATTR))
+    return summary
+
+
 def _best_of(study, plan: SearchPlan, result: TuneResult):
-    best = study.best_trial
-    result.best = {"number": best.number, "value": best.value, "params": dict(best.params)}
-    result.top = [
-        {
-            "number": trial.number,
-            "value": trial.value,
-            "params": dict(trial.params),
-            "epochs": trial.user_attrs.get("epochs"),
-        }
-        for trial in complete_trials(study, plan.direction)[:5]
-    ]
+    result.best = _summary_of(study.best_trial)
+    result.top = [_summary_of(trial) for trial in complete_trials(study, plan.direction)[:5]]
     result.param_importance = _param_importance(study)
 
 
@@ -290,14 +327,16 @@ def write_study_folder(
     study_dir = place.study_dir
     counts = trial_counts(study)
     result = TuneResult(study_dir, place.study_name, place.shown_storage, plan.tune.metric, plan.direction, 0, counts)
+    result.cv = plan.tune.cv
     atomic_write(study_dir / "trials.csv", trials_csv(study, plan), durable=False)
-    write_study_json(plan, place)
+    if counts["COMPLETE"]:
+        _best_of(study, plan, result)
+    write_study_json(plan, place, result.best)
     if ranking_rows is not None:
         atomic_write(study_dir / "importance.csv", importance_csv(ranking_rows), durable=False)
         result.features = ranking_rows
     if not counts["COMPLETE"]:
         return result
-    _best_of(study, plan, result)
     ranking = [row["column"] for row in ranking_rows] if ranking_rows else None
     text = best_config_yaml(study, plan, fitting, study_dir, ranking)
     best_yaml = study_dir / "best.yaml"

@@ -9,6 +9,9 @@ from __future__ import annotations
 STATES = ("COMPLETE", "PRUNED", "RUNNING", "WAITING", "FAIL")
 ACTIVE = ("COMPLETE", "PRUNED", "RUNNING", "WAITING")  # what takes one of the N places
 SURPLUS_ATTR = "surplus"
+NETWORK_ATTR = "network"  # the hidden layers the trial trained, as people write them ("306 relu, 64 relu")
+FOLDS_ATTR = "cv_values"  # under tune.cv: the metric on each fold
+SPREAD_ATTR = "cv_spread"  # … and its spread over the folds (the trial's value is their mean)
 
 
 class SurplusTrial(Exception):
