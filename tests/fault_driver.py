@@ -11,7 +11,7 @@ import os
 import signal
 import sys
 
-from dltrain import artifacts, build, files, fit_session, train
+from dltrain import build, files, fit_session, system, train
 from dltrain.cli import main
 
 kind, *args = os.environ["DLTRAIN_FAULT"].split(":")
@@ -33,7 +33,7 @@ def counted_write(handle, payload):
 files.write_all = counted_write
 
 if kind == "kill-exchange":
-    exchange = artifacts._exchange
+    exchange = system.exchange
 
     def killed_exchange(first, second):
         if args[0] == "before":
@@ -42,7 +42,7 @@ if kind == "kill-exchange":
         os.kill(os.getpid(), signal.SIGKILL)
         return done
 
-    artifacts._exchange = killed_exchange
+    system.exchange = killed_exchange
 
 if kind == "signal-phase":
     number, phase = int(args[0]), args[1]

@@ -66,8 +66,8 @@ def test_only_backend_names_the_array_library(path):
 # Dependencies point down: a module imports only from its own layer or the layers below it.
 LAYERS = [
     ("engine",),  # the NumPy engine
-    ("errors", "labels", "files", "metrics", "signals"),  # errors a user can cause, safe files, label spelling,
-    # metrics, the stop signals
+    # what differs between systems; errors a user can cause, safe files, label spelling, metrics, the stop signals
+    ("system", "errors", "labels", "files", "metrics", "signals"),
     ("config",),  # specs, YAML with positions, --set
     ("data",),  # CSV -> typed columns -> arrays
     ("train", "artifacts"),  # the loop, the run folder

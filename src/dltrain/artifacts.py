@@ -7,8 +7,11 @@ Files: ``model.npz`` (weights only, loaded with ``allow_pickle=False``), ``model
 
 A run is committed as one unit: the new files are written and fsynced in a staging folder
 beside the run folder, which then trades places with the run folder in one
-``renameat2(RENAME_EXCHANGE)``. At every instant the path holds the complete old run or the
-complete new one, and a reader that opens the folder once (``read_run``) never mixes them.
+``renameat2(RENAME_EXCHANGE)`` (``system.exchange``). At every instant the path holds the
+complete old run or the complete new one, and a reader that opens the folder once
+(``read_run``) never mixes them. Where the system has no such exchange (Windows, some file
+systems), the old run is moved aside and the new one in: two renames, with an instant between
+them when the path holds neither.
 While training, only ``checkpoint.npz`` changes, itself replaced atomically.
 """
 
@@ -16,34 +19,30 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import ctypes
-import errno
-import fcntl
 import hashlib
 import io
 import json
 import os
 import shlex
 import shutil
-import sys
 import zipfile
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 
-from . import __version__, files, signals
+from . import __version__, files, signals, system
 from .errors import ArtifactError, DltrainError
 from .files import (
     MANIFEST_LIMIT,
     UMASK,
     atomic_write,
-    available_memory,
     check_npz,
     disk_error,
     fsync_folder,
     read_regular,
 )
+from .system import available_memory
 
 FORMAT_VERSION = 1
 # Checkpoints change more often than run folders: 3 keys the optimizer state by parameter
@@ -126,7 +125,8 @@ def shown_path(path) -> str:
 
 class RunLock:
     """The one lock protocol of every output folder (run or study): an advisory ``flock`` on its
-    ``.lock`` file, held while a dltrain command writes the folder.
+    ``.lock`` file, held while a dltrain command writes the folder (where the system has no
+    ``flock``, none: ``system.lock`` warns once).
 
     ``fit`` and ``export`` hold it exclusively; ``tune`` holds it shared, so that several
     ``tune`` commands can work on one study together while a ``fit`` or an ``export`` into the
@@ -151,11 +151,15 @@ class RunLock:
 
     def acquire(self):
         path = self.directory / LOCK
+        if not system.CAN_LOCK:  # no file open in the folder either: Windows could not rename it
+            system.warn_unlocked()
+            self._clear_stale()
+            return self
         try:
             while True:
                 descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o666 & ~UMASK)
                 try:
-                    fcntl.flock(descriptor, (fcntl.LOCK_SH if self.shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
+                    system.lock(descriptor, shared=self.shared)
                 except BlockingIOError:
                     error = self._busy(descriptor)
                     os.close(descriptor)
@@ -173,16 +177,21 @@ class RunLock:
         except OSError as error:
             raise disk_error(error, path) from None
         self._held[path] = descriptor
+        self._clear_stale()
+        return self
+
+    def _clear_stale(self):
         if not self.shared:  # the sole holder: whatever a killed writer left is stale
             _remove_stale_staging(self.directory)
             (self.directory / PENDING_CHECKPOINT).unlink(missing_ok=True)
-        return self
 
     def adopt(self, folder: Path):
         """Hold the lock file of a staging folder too: after the exchange it is the run folder's."""
+        if not system.CAN_LOCK:
+            return
         path = Path(folder) / LOCK
         descriptor = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o666 & ~UMASK)
-        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        system.lock(descriptor)
         os.write(descriptor, f"{os.getpid()} {self.command}\n".encode("ascii"))
         self._held[path] = descriptor
 
@@ -191,7 +200,7 @@ class RunLock:
         for descriptor in self._held.values():
             with contextlib.suppress(OSError):
                 if self.shared:  # the file goes only with its last holder
-                    fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    system.lock(descriptor)
                 if os.stat(path).st_ino == os.fstat(descriptor).st_ino:
                     os.unlink(path)  # while still holding it: a waiter then sees another inode and retries
             os.close(descriptor)
@@ -211,30 +220,33 @@ def _staging_prefix(directory: Path) -> str:
     return f".{directory.name}.staging-"
 
 
+_ASIDE = "previous-"  # the old run, moved aside by a commit without an atomic exchange
+
+
 def _remove_stale_staging(directory: Path):
-    """Staging folders left by a killed commit (only the lock holder commits, so all are stale)."""
+    """Staging folders left by a killed commit (only the lock holder commits, so all are stale),
+    except an old run moved aside while the run folder holds none (the commit was killed between
+    its two moves: the old run is all there is)."""
     with contextlib.suppress(OSError):
         for entry in directory.parent.iterdir():
+            if entry.name.startswith(_staging_prefix(directory) + _ASIDE) and not holds_run(directory):
+                continue
             if entry.name.startswith(_staging_prefix(directory)):
                 shutil.rmtree(entry, ignore_errors=True)
 
 
-_RENAME_EXCHANGE = 2
-_libc = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
-
-
-def _exchange(first: Path, second: Path) -> bool:
-    """Swap two folders in one atomic step (Linux renameat2); False where the system cannot."""
-    renameat2 = getattr(_libc, "renameat2", None)
-    if renameat2 is None:
-        return False
-    at_cwd = -100
-    if renameat2(at_cwd, os.fsencode(first), at_cwd, os.fsencode(second), _RENAME_EXCHANGE) == 0:
-        return True
-    code = ctypes.get_errno()
-    if code in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP):
-        return False
-    raise OSError(code, os.strerror(code), str(second))
+def _move_in(staging: Path, directory: Path):
+    """Where the system cannot exchange two folders: the old run moved aside, the new one in, and
+    the old one to the staging path (removed after the commit). A move that fails puts the old
+    run back; a process killed between the moves leaves it in the ``previous-`` folder, kept."""
+    aside = directory.parent / f"{_staging_prefix(directory)}{_ASIDE}{os.getpid()}"
+    os.rename(directory, aside)
+    try:
+        os.rename(staging, directory)
+    except OSError:
+        os.rename(aside, directory)
+        raise
+    os.rename(aside, staging)
 
 
 def _write_new(path: Path, payload: bytes):
@@ -269,12 +281,8 @@ def commit_run(directory, files: dict, lock: RunLock, carry: dict | None = None)
             lock.adopt(staging)
             fsync_folder(staging)
             current = directory
-            if not _exchange(staging, directory):
-                # No atomic exchange here: move the old run aside, then the new one in.
-                previous = directory.parent / f"{_staging_prefix(directory)}previous-{os.getpid()}"
-                os.rename(directory, previous)
-                os.rename(staging, directory)
-                os.rename(previous, staging)
+            if not system.exchange(staging, directory):
+                _move_in(staging, directory)
             fsync_folder(directory.parent)
             lock.commits += 1
         except OSError as error:
@@ -480,12 +488,13 @@ def _open_folder(directory: Path) -> int:
 _RUN_FILE_KINDS = {"model.json": "model manifest", "model.npz": "weights file"}
 
 
-def _read_at(folder: int, directory: Path, name: str) -> bytes:
-    """A run file's bytes, opened relative to the folder's descriptor: a regular file of bounded size
-    (a symlink to /dev/zero or a FIFO planted in a run folder is refused, not read forever)."""
+def _read_at(folder: int | None, directory: Path, name: str) -> bytes:
+    """A run file's bytes, opened relative to the folder's descriptor (by its path where there is
+    none): a regular file of bounded size (a symlink to /dev/zero or a FIFO planted in a run
+    folder is refused, not read forever)."""
     limit = available_memory() if name.endswith(".npz") else MANIFEST_LIMIT
     return read_regular(
-        name,
+        name if folder is not None else directory / name,
         ArtifactError,
         kind=_RUN_FILE_KINDS.get(name, "run file"),
         limit=limit,
@@ -523,11 +532,26 @@ def _missing(directory: Path, name: str) -> ArtifactError:
     return ArtifactError(f"{directory / name}: missing; the run folder is incomplete, train again")
 
 
+def _read_by_path(directory: Path, names) -> dict:
+    """Where a folder cannot be opened (Windows): each file by its path. Two files may then come
+    from two commits; the weights' checksum in the manifest tells, and the message says train again."""
+    if not directory.is_dir():
+        raise ArtifactError(f"{directory}: run folder not found; give the folder that `dltrain fit` printed")
+    payloads: dict[str, bytes] = {}
+    for name in names:
+        if not (directory / name).exists():
+            raise _missing(directory, name)
+        payloads[name] = _read_at(None, directory, name)
+    return payloads
+
+
 def _read_files(directory: Path, names) -> dict:
     """The named files of a run folder, all from the same committed run.
 
     They are read through one open descriptor on the folder; a commit that exchanges the
     folder meanwhile (and removes the old run) shows as a vanished file, and the read starts over."""
+    if not system.OPEN_FOLDERS:
+        return _read_by_path(directory, names)
     for _attempt in range(5):
         folder = _open_folder(directory)
         try:

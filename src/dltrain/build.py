@@ -24,7 +24,7 @@ from .engine.losses import make_loss
 from .engine.model import Sequential
 from .engine.optimizers import make_model_optimizer
 from .engine.schedules import make_schedule
-from .files import available_memory, human_bytes
+from .files import human_bytes
 from .metrics import (
     CLASSIFICATION_METRICS,
     DEFAULT_METRICS,
@@ -33,6 +33,7 @@ from .metrics import (
     higher_is_better,
     logged_names,
 )
+from .system import available_memory
 from .train import Callbacks, EarlyStopping, Trainer, TrainingData, TrainOptions, TrainSettings
 
 

@@ -140,14 +140,15 @@ def user_errors(command):
 
 @contextlib.contextmanager
 def one_line_warnings():
-    """dltrain's own warnings (a kernel cache it cannot use) as one "warning: ..." line each,
-    instead of Python's two lines with a file name and source line."""
+    """dltrain's own warnings (a kernel cache it cannot use, a system without file locks) as one
+    "warning: ..." line each, instead of Python's two lines with a file name and source line."""
     from .engine.kernel_cache import KernelCacheWarning
+    from .system import NoLockWarning
 
     shown = warnings.showwarning
 
     def show(message, category, filename, lineno, file=None, line=None):
-        if issubclass(category, KernelCacheWarning):
+        if issubclass(category, (KernelCacheWarning, NoLockWarning)):
             from . import report
 
             report.show_warning(str(message))

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import ArtifactError, DltrainError, StorageError
+from .system import OPEN_FOLDERS, available_memory
 
 MiB = 1 << 20
 CONFIG_LIMIT = 4 * MiB  # a YAML config: parsing 4 MiB takes ~15 s and ~600 MB already
@@ -162,35 +163,6 @@ def read_regular(
     return b"".join(chunks)
 
 
-def available_memory() -> int:
-    """Bytes this process may still allocate: the system's available memory, within RLIMIT_AS."""
-    available = None
-    try:
-        with open("/proc/meminfo", encoding="ascii") as handle:
-            for line in handle:
-                if line.startswith("MemAvailable:"):
-                    available = int(line.split()[1]) * 1024
-                    break
-    except (OSError, ValueError, IndexError):
-        pass
-    if available is None:
-        try:
-            available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-        except (ValueError, OSError, AttributeError):
-            available = 1 << 62
-    try:
-        import resource
-
-        soft, _ = resource.getrlimit(resource.RLIMIT_AS)
-        if soft != resource.RLIM_INFINITY:
-            with open("/proc/self/statm", encoding="ascii") as handle:
-                used = int(handle.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
-            available = min(available, max(0, soft - used))
-    except (ImportError, OSError, ValueError, IndexError):
-        pass
-    return available
-
-
 def check_npz(source):
     """Raise ValueError when an .npz's .npy headers claim more data than the archive holds.
 
@@ -266,7 +238,10 @@ def write_all(handle, payload: bytes):
 
 
 def fsync_folder(path: Path):
-    """Flush a folder's entries (a rename, a new file in it) to disk."""
+    """Flush a folder's entries (a rename, a new file in it) to disk (where a folder can be opened:
+    not on Windows, whose NTFS journals them itself)."""
+    if not OPEN_FOLDERS:
+        return
     descriptor = os.open(path, os.O_RDONLY)
     try:
         os.fsync(descriptor)
@@ -325,7 +300,8 @@ def atomic_file(path, durable: bool = True):
     temporary = None
     try:
         descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.fchmod(descriptor, 0o666 & ~UMASK)  # mkstemp's 0600 would hide runs from other users
+        if hasattr(os, "fchmod"):  # not on Windows, which has no such modes
+            os.fchmod(descriptor, 0o666 & ~UMASK)  # mkstemp's 0600 would hide runs from other users
         with os.fdopen(descriptor, "wb") as handle:
             yield handle
             handle.flush()

@@ -503,7 +503,7 @@ def _compiled_by_helper(missing, dtype: str, index_dtype: str):
     from .threads import idle_cores
 
     count = min(len(missing), int(idle_cores() - 1 + 0.5))
-    if count < 1 or _warm_up_stop.is_set():
+    if count < 1 or _warm_up_stop.is_set() or os.name != "posix":  # Windows cannot select() on pipes
         return
     import selectors  # only on a fresh cache
     import subprocess

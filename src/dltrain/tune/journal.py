@@ -6,15 +6,16 @@ so that nothing is ever written after garbage. A damaged or foreign record elsew
 something that is not a regular file at the journal's path (a folder, a FIFO, a device), is
 refused with one message naming the file, before a byte of it is read; the file is left as
 it was. Every append and every repair happens under one ``flock`` (``.journal.lock`` beside
-the journal), which the kernel frees when its holder dies."""
+the journal), which the kernel frees when its holder dies (on a system without ``flock``, none:
+``system.lock`` warns once)."""
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 from pathlib import Path
 
+from .. import system
 from ..errors import DltrainError
 from ..files import MiB, open_regular
 
@@ -36,7 +37,7 @@ class JournalMutex:
 
     def __enter__(self):
         self.descriptor = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)  # the umask applies
-        fcntl.flock(self.descriptor, fcntl.LOCK_EX)
+        system.lock(self.descriptor, wait=True)
         return self
 
     def __exit__(self, *exc):

@@ -2,16 +2,17 @@
 
 A database storage tells a dead worker by Optuna's heartbeat; a journal file has none, so each
 trial names its worker (host, process id, the process's start time) and a worker on this
-machine that is gone is found here. Failing its trial is the storage's job (``storage``)."""
+machine that is gone is found here (start times and zombies from Linux's /proc; elsewhere by
+process id alone). Failing its trial is the storage's job (``storage``)."""
 
 from __future__ import annotations
 
 import datetime
 import os
 import socket
-from pathlib import Path
 
 from ..errors import ConfigError
+from ..system import process_running, process_stat
 
 # Seconds between a worker's heartbeats in a database storage; a trial whose worker is silent
 # for twice as long is failed and retried. Tests shorten it through the environment.
@@ -51,28 +52,18 @@ def label_prefix(pid: int) -> str:
     return f"{socket.gethostname()}:{pid}:"
 
 
-def _stat_fields(pid: int) -> list:
-    """The fields of /proc/PID/stat after the command name (state first), or [] where there is none."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return []
-
-
 def _start_time(pid: int) -> str:
-    fields = _stat_fields(pid)
+    """The process's start time ("?" where the system does not say: not Linux)."""
+    fields = process_stat(pid)
     return fields[19] if len(fields) > 19 else "?"
 
 
 def process_exists(pid: int, started: str = "?") -> bool:
-    """Whether process ``pid`` of this machine runs (and, given its start time, is still the same one)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+    """Whether process ``pid`` of this machine runs (and, given its start time, is still the same
+    one); True where the system cannot tell: a live worker's trial is never failed."""
+    if process_running(pid) is False:
         return False
-    except PermissionError:
-        pass
-    fields = _stat_fields(pid)
+    fields = process_stat(pid)
     if fields and fields[0] in ("Z", "X"):
         return False  # a zombie: dead, only not yet reaped by its parent
     return started == "?" or (fields[19] if len(fields) > 19 else "?") == started

@@ -17,8 +17,9 @@ import numpy as np
 from ..build import resolve_config
 from ..engine.backend import available_cores, blas_threads
 from ..errors import ConfigError, DltrainError, TrainingInterrupted, signal_of
-from ..files import available_memory, human_bytes
+from ..files import human_bytes
 from ..signals import SafePoints
+from ..system import available_memory
 from .credentials import has_secret, without_secrets
 from .features import COLUMNS_ATTR, RANKING_ATTR, rank_features, ranking
 from .fitting import Fitting

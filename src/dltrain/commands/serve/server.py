@@ -8,13 +8,14 @@ processes on one socket (a worker that dies is replaced from the same loaded run
 from __future__ import annotations
 
 import contextlib
+import errno
 import ipaddress
 import os
 import signal
 import socket
 from typing import Callable
 
-from ... import signals
+from ... import signals, system
 from ...errors import DltrainError
 
 INSTALL_HINT = "pip install '.[serve]'"
@@ -72,7 +73,7 @@ def bind(host: str, port: int) -> socket.socket:
         listener.listen(2048)
     except OSError as error:
         listener.close()
-        if error.errno == 98:  # EADDRINUSE
+        if error.errno == errno.EADDRINUSE:
             raise DltrainError(
                 f"--port {port}: {host}:{port} is in use (another server?); stop it or give another --port"
             ) from None
@@ -118,6 +119,11 @@ def serve(
 
     if workers < 1 or max_rows < 1 or not max_body_mb > 0:
         raise DltrainError("--workers, --max-rows and --max-body must be at least 1 (--max-body: above 0)")
+    if workers > 1 and not system.CAN_FORK:
+        raise DltrainError(
+            f"--workers {workers}: several workers are forked processes, and this system cannot fork "
+            "(Windows); serve with one worker (leave --workers out)"
+        )
     say = announce or (lambda line: None)
     settings = Settings(int(max_body_mb * 2**20), max_rows, token_from_environment())
     models = load_models(runs)
