@@ -185,3 +185,15 @@ def test_fit_cv_stopped_by_ctrl_c_saves_nothing_and_says_so(tmp_path):
     assert not (tmp_path / "run").exists()
     resumed = runner.invoke(app, ["fit", str(config), "--out", str(tmp_path / "run"), "--cv", "3", "--resume"])
     assert resumed.exit_code == 2 and "--cv 3 with --resume" in resumed.output
+
+
+def test_init_writes_a_search_scored_by_cross_validation_for_small_data_that_checks_once_uncommented(tmp_path):
+    config = tmp_path / "iris.yaml"
+    assert runner.invoke(app, ["init", str(IRIS), "--target", "species", "--out", str(config)]).exit_code == 0
+    text = config.read_text()
+    assert "#   cv: 5" in text and "120 training rows: score each trial by 5-fold cross-validation" in text
+    block = text[text.index("# tune:") :]
+    config.write_text(text.replace(block, "\n".join(line[2:] for line in block.splitlines()) + "\n"))
+    checked = runner.invoke(app, ["check", str(config)])
+    assert checked.exit_code == 0, checked.output
+    assert "tune: 3 entries in tune.space, tpe sampler, metric val_loss over 5 folds: OK" in checked.output

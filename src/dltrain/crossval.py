@@ -53,7 +53,9 @@ def metric_of(trainer, data: PreparedData, metric: str, fold: bool = False) -> f
     A ``fold``'s ``val_`` values are its held-out rows' (its test split), which training never saw."""
     if not metric.startswith("val_"):
         return scores_of(trainer, data, data.train)[metric]
-    return scores_of(trainer, data, data.test if fold else data.validation, "val_")[metric]
+    rows = data.test if fold else data.validation
+    assert rows is not None, "a fold holds its held-out rows; a trial scored on validation has them (check_data)"
+    return scores_of(trainer, data, rows, "val_")[metric]
 
 
 @dataclass
@@ -84,12 +86,13 @@ def cross_validate(
     on its held-out rows. ``setting`` names what asked for the folds in messages (``--cv 5``);
     ``on_fold(index, result)`` is called after each fold."""
     folds = prepare_folds(config, source, base_dir, k, Seeds.from_seed(config.seed).split, setting)
-    result = CrossValidation(k, sum(len(fold.test) for fold in folds), config.task == "classification")
-    for index, fold in enumerate(folds):
+    held_out = [fold.test for fold in folds if fold.test is not None]  # every fold holds its own rows
+    result = CrossValidation(k, sum(len(rows) for rows in held_out), config.task == "classification")
+    for index, (fold, rows) in enumerate(zip(folds, held_out)):
         data = replace(fold, config=config)
         trainer = build_trainer(config, data, Seeds.from_seed(config.seed), callbacks)
         trained = trainer.run()
-        result.scores.append(scores_of(trainer, data, data.test, "val_"))
+        result.scores.append(scores_of(trainer, data, rows, "val_"))
         result.epochs.append(len(trained.history))
         if on_fold is not None:
             on_fold(index, result)
