@@ -65,7 +65,7 @@ def test_deferred_blocks_nest_the_outer_one_holds_until_it_is_done():
     with pytest.raises(Interrupted):
         with signals.deferred():
             with signals.deferred():
-                signal.raise_signal(signal.SIGINT)
+                signal.raise_signal(signal.SIGTERM)
                 steps.append("checkpoint")
             steps.append("epoch line")
     assert steps == ["checkpoint", "epoch line"]
@@ -116,3 +116,19 @@ def test_the_handlers_are_put_back_when_a_block_ends_by_an_error():
         assert signal.getsignal(signal.SIGTERM) is not previous
         _ = 1 / 0
     assert signal.getsignal(signal.SIGTERM) is previous
+
+
+def test_outside_any_block_a_deferred_signal_goes_to_the_programs_own_handler():
+    """dltrain.fit inside a program with its own SIGTERM handler: a commit holds the signal, then
+    that handler gets it (it was once raised as Ctrl-C instead)."""
+    calls = []
+    previous = signal.signal(signal.SIGTERM, lambda number, frame: calls.append(number))
+    try:
+        with signals.deferred():
+            signal.raise_signal(signal.SIGTERM)
+            assert calls == []
+        assert calls == [signal.SIGTERM]
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    with pytest.raises(KeyboardInterrupt), signals.deferred():  # Python's own Ctrl-C handler
+        signal.raise_signal(signal.SIGINT)

@@ -6,7 +6,7 @@ command takes them.
   batch scheduler, SIGHUP from a closed terminal.
 - ``deferred()``: a group of files (a run folder's commit, an epoch's checkpoint and its line)
   is never left half-updated. The first signal is held until the block is done, then handed to
-  the block around it (raised where there is none).
+  the block around it (or to the program's own handler, else raised, where there is none).
 - ``SafePoints``: a tune worker takes signals only where it calls ``check()`` (between batches
   and trials), never in the middle of a write to the study's storage (an interrupted journal
   write leaves its lock behind). A second signal interrupts at once unless told otherwise.
@@ -143,14 +143,26 @@ def stop_as_interrupt():
 @contextlib.contextmanager
 def deferred():
     """Hold the stop signals until the block is done; the first one received is then handed to
-    the block around this one, or raised as ``Interrupted`` where there is none."""
+    the block around this one, or where there is none to the handler the program had (a Python
+    API user's own), or raised as ``Interrupted``."""
     hold = _Hold()
     try:
         with _opened(hold):
             yield
     finally:
         if hold.received is not None:
-            _deliver(hold.received, None)
+            _hand_on(hold.received)
+
+
+def _hand_on(number: int):
+    if _modes:
+        _modes[-1].receive(number)
+        return
+    handler = signal.getsignal(number)  # the program's own, put back by now
+    if callable(handler) and handler is not _deliver:
+        handler(number, None)  # Python's Ctrl-C handler raises KeyboardInterrupt
+    else:
+        raise Interrupted(number)
 
 
 @contextlib.contextmanager
