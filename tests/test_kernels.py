@@ -271,7 +271,9 @@ def test_version_names_the_active_path():
         [sys.executable, "-m", "dltrain", "--version"], capture_output=True, text=True, env=env, timeout=60
     )
     assert result.returncode == 0
-    assert result.stdout.splitlines() == ["dltrain 0.1.0", "engine: reference NumPy path (DLTRAIN_KERNELS=reference)"]
+    lines = result.stdout.splitlines()
+    assert lines[:2] == ["dltrain 0.1.0", "engine: reference NumPy path (DLTRAIN_KERNELS=reference)"]
+    assert lines[2].startswith("gpu: ") and len(lines) == 3
 
 
 def test_thread_pools_are_set_to_yield_without_overriding_the_user():

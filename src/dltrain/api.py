@@ -26,7 +26,7 @@ import numpy as np
 from pydantic import ValidationError
 
 from .artifacts import read_run
-from .build import build_model
+from .build import build_model, prediction_device
 from .config import DELIMITER_ALIASES, Config, ConfigSource
 from .data import DataSchema, read_labelled
 from .data.csv import DELIMITERS
@@ -131,6 +131,7 @@ def fit(
     command_line: list[str] | None = None,
     cv: int | None = None,
     on_fold: Callable[[int, Any], None] | None = None,
+    device: str | None = None,
 ) -> Run:
     """Train the run a YAML config describes and commit its folder, as `dltrain fit` does.
 
@@ -141,7 +142,8 @@ def fit(
     ``callbacks`` (a ``train.Callbacks``) gets every epoch and batch instead. ``cv=K`` first
     cross-validates the config on K folds of the training rows (``run.fit_result.cross_validation``:
     each fold's held-out scores, and ``summary()``: {name: (mean, spread)}; ``on_fold(index,
-    result)`` after each fold); the run trained after is the one trained without ``cv``."""
+    result)`` after each fold); the run trained after is the one trained without ``cv``. ``device`` ("auto", "cpu" or "cuda") replaces the config's
+    ``train.device``."""
     if callbacks is None and not quiet:
         callbacks = _EpochLines()
     result = run_fit(
@@ -155,6 +157,7 @@ def fit(
         command_line=command_line,
         cv=cv,
         on_fold=on_fold,
+        device=device,
     )
     run = load(result.run_dir)
     run.fit_result = result
@@ -184,9 +187,11 @@ class _EpochLines(Callbacks):
         print(epoch_line(record, self.epochs), file=sys.stderr)
 
 
-def load(run_dir) -> Run:
+def load(run_dir, device: str | None = None) -> Run:
     """A trained run rebuilt from its folder alone, the weights' checksum checked; a damaged or
-    unfinished folder is an ArtifactError saying what to do."""
+    unfinished folder is an ArtifactError saying what to do. ``device`` (auto, cpu or cuda)
+    is where it predicts (default: see ``build.prediction_device``); the weights are stored as
+    NumPy arrays, so a run trained on either device loads on either."""
     run_dir = Path(run_dir)
     manifest, arrays = read_run(run_dir)
     stored = run_dir / "model.json"
@@ -208,8 +213,9 @@ def load(run_dir) -> Run:
             f"{stored}: the stored class labels {schema.class_labels} do not fit the model; the file was "
             "changed, train again"
         )
+    backend = prediction_device(config, schema, device).backend
     try:
-        model = build_model(config, schema, source=ConfigSource(str(stored), {}, {}))
+        model = build_model(config, schema, source=ConfigSource(str(stored), {}, {}), backend=backend)
     except ConfigError as error:
         raise ArtifactError(str(error)) from None
     try:

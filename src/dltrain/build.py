@@ -20,10 +20,13 @@ import numpy as np
 from .config import Config, ConfigSource, build_config, closest_match
 from .data import DataSchema, Split
 from .data.prepare import PreparedData, prepare_data, resolve_auto
+from .engine import cuda
+from .engine.backend import CPU, Backend
 from .engine.losses import make_loss
 from .engine.model import Sequential
 from .engine.optimizers import make_model_optimizer
 from .engine.schedules import make_schedule
+from .errors import ConfigError
 from .files import human_bytes
 from .metrics import (
     CLASSIFICATION_METRICS,
@@ -173,8 +176,10 @@ def build_model(
     seeds: Seeds | None = None,
     source: ConfigSource | None = None,
     train_rows: int | None = None,
+    backend: Backend = CPU,
 ) -> Sequential:
-    """The network a config describes, for a fitted schema; refused when it cannot fit in memory."""
+    """The network a config describes, for a fitted schema, on ``backend`` (its weights drawn on
+    the host: the same start on every device); refused when it cannot fit in memory."""
     check_model_memory(config, schema, source or ConfigSource("config", {}, {}), train_rows)
     seeds = seeds or Seeds.from_seed(config.seed)
     hidden = [layer.model_dump() for layer in config.model.layers]
@@ -186,7 +191,53 @@ def build_model(
         init_rng=seeds.init,
         dropout_rng=seeds.dropout,
         output_init=config.model.output.init,
+        backend=backend,
     )
+
+
+@dataclass
+class DeviceChoice:
+    """Where a model trains (``train.device``, or --device), and why: printed by fit and
+    stored in model.json."""
+
+    name: str  # cpu or cuda
+    setting: str  # auto, cpu or cuda
+    reason: str
+    backend: Backend
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "setting": self.setting, "reason": self.reason}
+
+
+def step_macs(config: Config, schema: DataSchema, train_rows: int) -> int:
+    """Multiply-adds of a training step's forward products: batch size x the sum of fan_in x
+    fan_out over the dense layers (what ``train.device: auto`` weighs)."""
+    hidden = [layer.model_dump() for layer in config.model.layers]
+    batch = train_rows if config.optimizer.name == "gd" else min(config.train.batch_size, max(1, train_rows))
+    shapes = Sequential.param_shapes(schema.n_inputs, hidden, schema.n_outputs)
+    return batch * sum(fan_in * fan_out for _, kind, fan_in, fan_out, _ in shapes if kind == "dense")
+
+
+def choose_device(
+    config: Config,
+    schema: DataSchema,
+    train_rows: int,
+    source: ConfigSource | None = None,
+    flag: bool = False,
+) -> DeviceChoice:
+    """The device ``train.device`` asks for (``flag``: given as --device), by engine.cuda.choose;
+    ``cuda`` where CuPy or a GPU is missing is a ConfigError naming the setting and what to do."""
+    setting = config.train.device
+    try:
+        gpu, reason = cuda.choose(setting, step_macs(config, schema, train_rows))
+    except cuda.DeviceUnavailable as error:
+        what = f"{error}; use cpu, or auto (the GPU only where one is found and it pays)"
+        if flag or source is None:
+            raise ConfigError(f"--device {setting}: {what}".replace("use cpu", "use --device cpu")) from None
+        raise source.fail(("train", "device"), f"{setting}: {what}") from None
+    if gpu is None:
+        return DeviceChoice("cpu", setting, reason, CPU)
+    return DeviceChoice("cuda", setting, reason, gpu)
 
 
 def sample_weights(config: Config, schema: DataSchema, targets) -> np.ndarray | None:
@@ -211,6 +262,22 @@ def _schedule(config: Config):
     return make_schedule(spec.name, config.optimizer.lr, config.train.epochs, **options)
 
 
+# Rows per forward pass when predicting (Sequential.logits' batch): the work auto weighs there.
+PREDICTION_ROWS = 4096
+
+
+def prediction_device(config: Config, schema: DataSchema, device: str | None = None) -> DeviceChoice:
+    """Where a trained run predicts: ``device`` (--device) where given; else the CPU for a run
+    trained with ``train.device: cpu`` and auto otherwise, so a run trained on a GPU predicts on
+    a machine without one."""
+    setting = device or ("cpu" if config.train.device == "cpu" else "auto")
+    train = config.train.model_copy(update={"device": setting, "batch_size": PREDICTION_ROWS})
+    resolved = config.model_copy(
+        update={"train": train, "optimizer": config.optimizer.model_copy(update={"name": "adam"})}
+    )
+    return choose_device(resolved, schema, PREDICTION_ROWS, flag=device is not None)
+
+
 def build_trainer(
     config: Config,
     data: PreparedData,
@@ -222,12 +289,16 @@ def build_trainer(
     blas_threads: int | None = None,
     kernel_threads: int | None = None,
     fused: bool | None = None,
+    backend: Backend | None = None,
 ) -> Trainer:
     """The model, loss, optimizer, schedule and loop a checked config describes, ready to run
     (fit's, each tune trial's in memory, the bench's). The thread counts and ``fused`` default
-    to the engine's own choice per problem size (see ``train.TrainSettings``)."""
+    to the engine's own choice per problem size (see ``train.TrainSettings``); ``backend`` to
+    the device ``train.device`` chooses (``choose_device``)."""
     assert config.train.metrics is not None, "a checked config (check_training_options) names its metrics"
-    model = build_model(config, data.schema, seeds)
+    if backend is None:
+        backend = choose_device(config, data.schema, len(data.train)).backend
+    model = build_model(config, data.schema, seeds, backend=backend)
     loss = make_loss(config.loss, config.model.output.activation)
     optimizer = make_model_optimizer(config.optimizer.name, model, **config.optimizer.engine_options())
     stopping = None

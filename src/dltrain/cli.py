@@ -84,7 +84,7 @@ app = typer.Typer(
 def _show_version(value: bool):
     if value:
         from .commands.environment import check_kernels_variable
-        from .engine import kernels
+        from .engine import cuda, kernels
         from .errors import DltrainError
 
         try:
@@ -92,7 +92,8 @@ def _show_version(value: bool):
         except DltrainError as error:
             show_error(error.message, error.hint)
             raise typer.Exit(error.exit_code) from None
-        typer.echo(f"dltrain {__version__}\nengine: {kernels.describe()}")
+        # CuPy is imported only where it is installed, to name the GPU.
+        typer.echo(f"dltrain {__version__}\nengine: {kernels.describe()}\ngpu: {cuda.describe()}")
         raise typer.Exit()
 
 
@@ -104,8 +105,8 @@ def main_options(
             "--version",
             callback=_show_version,
             is_eager=True,
-            help="Print dltrain's version and which engine path is active (fused kernels or reference NumPy), "
-            "then exit.",
+            help="Print dltrain's version, which engine path is active (fused kernels or reference NumPy) "
+            "and the GPU (through CuPy) where there is one, then exit.",
         ),
     ] = False,
 ):
@@ -194,6 +195,29 @@ class ExportInputs(str, enum.Enum):
 
     columns = "columns"
     features = "features"
+
+
+class Device(str, enum.Enum):
+    """Where to compute (config.py's train.device)."""
+
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+DeviceOption = Annotated[
+    Optional[Device],
+    typer.Option(
+        help="Where to compute: cpu, cuda (a GPU, through CuPy: pip install '.[cuda12]'), or auto (the GPU where "
+        "one is found and the network is large enough to gain). Overrides train.device.",
+        case_sensitive=False,
+        show_default=False,
+    ),
+]
+
+
+def _device(value) -> str | None:
+    return None if value is None else Device(value).value
 
 
 ConfigArg = Annotated[Path, typer.Argument(help="YAML config file.", show_default=False)]
@@ -342,6 +366,7 @@ def fit(
             show_default=False,
         ),
     ] = None,
+    device: DeviceOption = None,
 ):
     """Train the network a config describes and save a run folder.
 
@@ -384,6 +409,7 @@ def fit(
                 command_line=["dltrain", *sys.argv[1:]],
                 cv=cv,
                 on_fold=on_fold,
+                device=_device(device),
             )
     finally:
         reporter.close()
@@ -426,6 +452,7 @@ def evaluate(
     delimiter: DelimiterOption = None,
     encoding: EncodingOption = None,
     quiet: QuietReadOption = False,
+    device: DeviceOption = None,
 ):
     """Loss and metrics of a trained run on a labelled CSV (per class and a confusion matrix for classes).
 
@@ -436,7 +463,9 @@ def evaluate(
     from .commands.evaluate import evaluate_run
 
     with report.reading(quiet):
-        metrics, labels = evaluate_run(run_dir, data, csv_dialect(delimiter, encoding), on_note=report.show_note)
+        metrics, labels = evaluate_run(
+            run_dir, data, csv_dialect(delimiter, encoding), on_note=report.show_note, device=_device(device)
+        )
     if as_json:
         report.write_text(_json_text(report.evaluation_json(metrics, labels)) + "\n")
         return
@@ -462,6 +491,7 @@ def predict(
     delimiter: DelimiterOption = None,
     encoding: EncodingOption = None,
     quiet: QuietReadOption = False,
+    device: DeviceOption = None,
 ):
     """Predictions for every row of a CSV: the target column, then prob_<label> per class.
 
@@ -477,7 +507,12 @@ def predict(
         check_writable(out, make_parents=True)
     with report.reading(quiet):
         header, rows = predict_command.predict_rows(
-            run_dir, data, keep or [], csv_dialect(delimiter, encoding), on_note=report.show_note
+            run_dir,
+            data,
+            keep or [],
+            csv_dialect(delimiter, encoding),
+            on_note=report.show_note,
+            device=_device(device),
         )
     text = predict_command.predictions_csv(header, rows)
     if out is None:
@@ -599,6 +634,7 @@ def tune(
         typer.Option(help="Study folder (default: runs/<name>-tune, or -2 … if taken).", show_default=False),
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", help="Print only the final summary.")] = False,
+    device: DeviceOption = None,
 ):
     """Search the config's tune: section (model, hyperparameters, features) with Optuna.
 
@@ -622,7 +658,9 @@ def tune(
             report.console.print(text, markup=False, soft_wrap=True)
 
     with report.reading(quiet):
-        result = run_tune(config, trials, timeout, workers, storage, study, out, on_trial=on_trial, on_stage=on_stage)
+        result = run_tune(
+            config, trials, timeout, workers, storage, study, out, on_trial, on_stage, device=_device(device)
+        )
     lines, tables, footer = report.tune_summary(result)
     for line in lines:
         report.console.print(line, markup=False, soft_wrap=True)

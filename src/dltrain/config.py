@@ -396,6 +396,8 @@ class TrainSpec(Spec):
     early_stopping: Optional[EarlyStoppingSpec] = None
     metrics: Optional[list[MetricName]] = None  # default: accuracy, or mse/rmse/mae/r2
     class_weight: Union[Literal["balanced"], dict[Union[str, int, float], float], None] = None
+    # auto: the GPU (CuPy) where one is found and the network is large enough to gain, else the CPU
+    device: Literal["auto", "cpu", "cuda"] = "auto"
 
     @field_validator("class_weight")
     @classmethod

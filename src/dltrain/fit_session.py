@@ -25,7 +25,7 @@ from .artifacts import (
     save_checkpoint,
     save_run,
 )
-from .build import Seeds, build_trainer, prepare_fit
+from .build import DeviceChoice, Seeds, build_trainer, choose_device, prepare_fit
 from .config import Config, DenseSpec, dump_config, load_config
 from .crossval import CrossValidation, cross_validate
 from .data import cache as data_cache
@@ -86,7 +86,13 @@ def _comparable(config: Config, base_dir: Path) -> dict:
     return flat
 
 
-_RESUMABLE_CHANGES = ("train.epochs", "train.early_stopping", "train.tolerance", "tune.")  # fit reads no tune:
+_RESUMABLE_CHANGES = (
+    "train.epochs",
+    "train.early_stopping",
+    "train.tolerance",
+    "train.device",
+    "tune.",
+)  # fit reads no tune:
 
 
 def _refuse_changed_config(stored: dict, current: dict, run_dir: Path):
@@ -177,6 +183,7 @@ class _Session:
     target: RunTarget
     data_sha256: dict
     record: RunRecord | None = None
+    device: DeviceChoice | None = None
 
     def resume_command(self, overrides=None) -> str:
         return resume_command(
@@ -198,11 +205,14 @@ class _Session:
                 "monitor": monitor,
             },
             "gelu": "exact",  # run folders without it meant the tanh form by gelu (see api.load)
+            "device": self.device.to_dict() if self.device else None,
             "run": (self.record or RunRecord.start()).to_dict(),
         }
         checkpoint = self.target.checkpoint
         carry = {CHECKPOINT: checkpoint} if checkpoint.exists() else None
-        save_run(self.target.directory, model.state(), manifest, dump_config(stored), history, self.target.lock, carry)
+        save_run(
+            self.target.directory, model.host_params(), manifest, dump_config(stored), history, self.target.lock, carry
+        )
         return metrics
 
 
@@ -246,6 +256,7 @@ def _make_trainer(session: _Session, seeds: Seeds, comparable: dict, callbacks) 
         callbacks,
         on_epoch_saved=_Checkpointer(session, comparable),
         epoch_end_guard=signals.deferred,  # the checkpoint of an epoch and its line, both or neither
+        backend=session.device.backend if session.device else None,
     )
     kernels.warm_up(trainer.kernel_needs(), DEFAULT_DTYPE)  # what the early guess missed, if anything
     return trainer
@@ -479,16 +490,21 @@ def run_fit(
     command_line=None,
     cv: int | None = None,
     on_fold=None,
+    device: str | None = None,
 ) -> FitResult:
     """Train from a config file and commit the run folder; returns where and how it went.
 
     With ``resume``, continue the checkpoint in ``out`` up to ``train.epochs``, bit for bit
     as if training had never stopped. ``command_line`` is recorded in model.json. With ``cv``,
     the config is first cross-validated on ``cv`` folds of the training rows (``crossval``;
-    ``on_fold(index, result)`` after each fold); the run trained after is the same as without."""
+    ``on_fold(index, result)`` after each fold); the run trained after is the same as without. ``device`` (auto, cpu or cuda: --device)
+    replaces ``train.device`` (a checkpoint resumes on either device); the device chosen and why
+    go to ``callbacks.on_device`` before training, and to model.json."""
     record = RunRecord.start(command_line)
     overrides = list(overrides)
     config, base_dir, source = load_config(config_path, overrides)
+    if device is not None:
+        config = config.model_copy(update={"train": config.train.model_copy(update={"device": device})})
     if resume and out is None:
         raise ConfigError("--resume needs --out DIR: the run folder to continue")
     if cv is not None and cv < 2:
@@ -508,6 +524,7 @@ def run_fit(
         if target is not None and checkpoint:
             _refuse_changed_data(checkpoint[0], hashes, files, target.directory)
         config, seeds, data = prepare_fit(config, source, base_dir)
+        chosen = choose_device(config, data.schema, len(data.train), source, flag=device is not None)
         comparable = _comparable(config, base_dir)
         if target is not None and checkpoint:
             _refuse_changed_config(checkpoint[0]["config"], comparable, target.directory)
@@ -516,7 +533,9 @@ def run_fit(
         if on_run_dir:
             on_run_dir(target.directory)
         cross = _cross_validate(config, source, base_dir, cv, target, on_fold) if cv is not None else None
-        session = _Session(Path(config_path), overrides, config, base_dir, data, target, hashes, record)
+        session = _Session(Path(config_path), overrides, config, base_dir, data, target, hashes, record, chosen)
+        if callbacks is not None:
+            callbacks.on_device(chosen.name, chosen.reason)
         trainer = _make_trainer(session, seeds, comparable, callbacks)
         if checkpoint:
             _restore(trainer, checkpoint, target.directory)

@@ -82,9 +82,14 @@ class TrainingReporter(Callbacks):
         if self.progress is not None:
             self.task = self.progress.add_task("", total=self.batches, epoch=epoch, epochs=self.epochs, loss="…")
 
+    def on_device(self, device, reason):
+        if not self.quiet:
+            self.console.print(f"device: {device} ({reason})", markup=False, soft_wrap=True)
+
     def on_batch_end(self, epoch, batch, running_loss):
         if self.progress is not None:
-            self.progress.update(self.task, completed=batch, loss=f"{running_loss:.4f}")
+            loss = "…" if running_loss is None else f"{running_loss:.4f}"  # None: on a device, read once an epoch
+            self.progress.update(self.task, completed=batch, loss=loss)
 
     def on_epoch_end(self, epoch, record):
         if self.progress is not None:

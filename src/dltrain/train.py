@@ -16,7 +16,7 @@ from typing import Any, Callable, ContextManager
 import numpy as np
 
 from .engine import kernels
-from .engine.backend import blas_threads, compute_threads
+from .engine.backend import CPU, blas_threads, compute_threads
 from .engine.schedules import improves
 from .engine.threads import MachineLoad, fused_pays, threads_beside, threads_for
 from .errors import TrainingDiverged
@@ -88,7 +88,13 @@ class TrainResult:
 
 
 class Callbacks:
-    """Hooks the loop calls; the default does nothing. The CLI's reporter overrides them."""
+    """Hooks the loop calls; the default does nothing. The CLI's reporter overrides them.
+
+    ``on_batch_end``'s running loss is None on a device, where reading it would make the step
+    wait for the device."""
+
+    def on_device(self, device: str, reason: str):
+        """Before training (fit): the device chosen (cpu or cuda) and why."""
 
     def on_train_begin(self, epochs: int, batches_per_epoch: int, start_epoch: int = 0):
         pass
@@ -103,25 +109,51 @@ class Callbacks:
         pass
 
 
+# The share of a device's free memory the training data may take when it is uploaded once;
+# the rest is for the model, its gradients, optimizer state and the batches' activations.
+DEVICE_DATA_SHARE = 0.5
+
+
 class BatchIterator:
     """Shuffled mini-batches gathered into buffers that are allocated once and reused.
 
-    Yields ``(rows, features, targets, weights)``; ``rows`` index the training set."""
+    Yields ``(rows, features, targets, weights)``; ``rows`` index the training set. The order
+    comes from the run's generator on the host, so the batches are the same on every device.
+    On a device, the data moves once: uploaded whole when it fits in the device's memory (the
+    batches are then gathered there), else each batch is gathered on the host into pinned
+    memory and copied while the previous step runs (``Backend.batches``)."""
 
-    def __init__(self, features, targets, weights, batch_size, shuffle, rng):
+    def __init__(self, features, targets, weights, batch_size, shuffle, rng, backend=CPU):
         self.arrays = [array for array in (features, targets, weights) if array is not None]
         self.has_weights = weights is not None
         self.n = len(features)
         self.batch_size = min(batch_size, self.n)
         self.shuffle, self.rng = shuffle, rng
+        self.backend = backend
+        self.from_host = None  # batches copied from the host (data too large for the device)
+        if backend.device:
+            free = backend.free_memory()
+            if free is None or sum(array.nbytes for array in self.arrays) <= free * DEVICE_DATA_SHARE:
+                self.arrays = [backend.to_device(array) for array in self.arrays]
+            else:
+                self.from_host = backend.batches(self.arrays, self.batch_size)
         self._buffers = {}
 
     def __len__(self):
         return math.ceil(self.n / self.batch_size)
 
+    def upload_once(self, array):
+        """``array`` (validation rows) on the device where it fits beside the training data;
+        else left on the host, to be sent in batches."""
+        if not self.backend.device or self.from_host is not None:
+            return array
+        free = self.backend.free_memory()
+        return self.backend.to_device(array) if free is None or array.nbytes <= free * DEVICE_DATA_SHARE else array
+
     def _buffers_for(self, size):
         if size not in self._buffers:
-            self._buffers[size] = [np.empty((size,) + array.shape[1:], dtype=array.dtype) for array in self.arrays]
+            xp = self.backend.xp
+            self._buffers[size] = [xp.empty((size,) + array.shape[1:], dtype=array.dtype) for array in self.arrays]
         return self._buffers[size]
 
     def _batch(self, rows, gathered):
@@ -129,33 +161,40 @@ class BatchIterator:
         return rows, features, targets, gathered[2] if self.has_weights else None
 
     def __iter__(self):
-        if not self.shuffle and self.batch_size == self.n:
+        if not self.shuffle and self.batch_size == self.n and self.from_host is None:
             yield self._batch(slice(None), self.arrays)
             return
         order = self.rng.permutation(self.n) if self.shuffle else np.arange(self.n)
+        # On a device, the rows that index its arrays (and the epoch's predictions) go there once an epoch.
+        device_order = self.backend.to_device(order) if self.backend.device else order
         for start in range(0, self.n, self.batch_size):
             rows = order[start : start + self.batch_size]
+            if self.from_host is not None:
+                yield self._batch(device_order[start : start + self.batch_size], self.from_host.load(rows))
+                continue
             buffers = self._buffers_for(len(rows))
+            device_rows = device_order[start : start + self.batch_size]
             for array, buffer in zip(self.arrays, buffers):
-                # mode="clip": with the default "raise", take() first gathers into a temporary
-                # of the batch's size; the rows here are always in range.
-                np.take(array, rows, axis=0, out=buffer, mode="clip")
-            yield self._batch(rows, buffers)
+                self.backend.take_rows(array, device_rows, out=buffer)
+            yield self._batch(device_rows, buffers)
 
 
 class EpochPredictions:
-    """The predictions made while training, kept per row, for metrics without a second pass."""
+    """The predictions made while training, kept per row, for metrics without a second pass
+    (on the model's device, read back once an epoch)."""
 
-    def __init__(self, targets, task, n_outputs, n_classes, target_divisor=None):
+    def __init__(self, targets, task, n_outputs, n_classes, target_divisor=None, backend=CPU):
         self.task, self.targets, self.n_classes = task, targets, n_classes
         self.target_divisor = target_divisor
+        self.backend = backend
+        xp = backend.xp
         n = len(targets)
         if task == "classification":
-            self.classes = np.zeros(n, dtype=np.int64)
-            self.scores = np.zeros(n, dtype=np.float32) if n_classes == 2 else None
+            self.classes = xp.zeros(n, dtype=np.int64)
+            self.scores = xp.zeros(n, dtype=np.float32) if n_classes == 2 else None
             self.true_classes = class_indices(targets)
         else:
-            self.outputs = np.zeros((n, n_outputs), dtype=np.float32)
+            self.outputs = xp.zeros((n, n_outputs), dtype=np.float32)
 
     def record(self, rows, logits, loss):
         if self.task != "classification":
@@ -169,10 +208,11 @@ class EpochPredictions:
                 self.scores[rows] = logits[:, 1] - logits[:, 0]
 
     def metrics(self):
+        to_host = self.backend.to_host
         if self.task != "classification":
-            return regression_metrics(self.targets, self.outputs, self.target_divisor)
-        matrix = confusion_matrix(self.true_classes, self.classes, self.n_classes)
-        return classification_scalars(matrix, self.true_classes, self.scores)
+            return regression_metrics(self.targets, to_host(self.outputs), self.target_divisor)
+        matrix = confusion_matrix(self.true_classes, to_host(self.classes), self.n_classes)
+        return classification_scalars(matrix, self.true_classes, None if self.scores is None else to_host(self.scores))
 
 
 def history_from_checkpoint(meta, arrays) -> list[dict]:
@@ -202,6 +242,7 @@ class Trainer:
         self.callbacks = settings.callbacks or Callbacks()
         self.on_epoch_saved = settings.on_epoch_saved
         self.epoch_end_guard = settings.epoch_end_guard or contextlib.nullcontext
+        self.backend = backend = model.backend
         batch_size = len(train_split) if options.full_batch else options.batch_size
         self.batches = BatchIterator(
             train_split.features,
@@ -210,27 +251,35 @@ class Trainer:
             batch_size,
             options.shuffle and not options.full_batch,
             shuffle_rng,
+            backend,
         )
         # Regression metrics are reported in the target's units, whatever scale training uses.
         self.target_divisor = data.target_divisor
         self.predictions = EpochPredictions(
-            train_split.targets, task, model.n_outputs, data.n_classes, data.target_divisor
+            train_split.targets, task, model.n_outputs, data.n_classes, data.target_divisor, backend
         )
         # None: as many threads as the step's largest product can use (see threads.threads_for),
         # and the fused kernels where they are available and the problem is large enough to pay.
         # Unless told, the thread count follows the cores others leave free, epoch by epoch.
+        # On a device, its kernels wherever they are available.
         largest = model.largest_product(self.batches.batch_size)
         self.wanted_threads = threads_for(largest)
-        self.machine_load = MachineLoad() if blas_threads is None and self.wanted_threads > 1 else None
+        on_host = not backend.device
+        self.machine_load = MachineLoad() if on_host and blas_threads is None and self.wanted_threads > 1 else None
         self.blas_threads = blas_threads or self.wanted_threads
         fused = settings.fused
-        self.fused = (fused_pays(largest) and kernels.ready()) if fused is None else fused
+        if fused is None:
+            fused = (fused_pays(largest) and kernels.ready()) if on_host else backend.kernels.ready()
+        self.fused = fused
         self.requested_kernel_threads = settings.kernel_threads
-        self.kernel_threads = (settings.kernel_threads or self.blas_threads) if self.fused else None
+        self.kernel_threads = (settings.kernel_threads or self.blas_threads) if self.fused and on_host else None
         model.use_kernels(self.fused)
         loss.fused = optimizer.fused = self.fused
         has_validation = validation_split is not None and len(validation_split) > 0
         self.validation = validation_split if has_validation else None
+        self.validation_features = None
+        if has_validation:  # on a device, uploaded once (model.logits takes host or device rows)
+            self.validation_features = self.batches.upload_once(validation_split.features)
         self.validation_threads = None
         if has_validation:
             self.validation_threads = blas_threads or threads_for(
@@ -248,9 +297,9 @@ class Trainer:
         self._history_values, self._history_rows = None, 0  # see _history_matrix
 
     def kernel_needs(self) -> list:
-        """The fused kernels this loop's steps call, with the sizes of their arrays (for
-        ``kernels.warm_up``); none on the reference path."""
-        if not self.fused:
+        """The numba kernels this loop's steps call, with the sizes of their arrays (for
+        ``kernels.warm_up``); none on the reference path or a device."""
+        if not self.fused or self.backend.device:
             return []
         rows, batch_size = self.batches.n, self.batches.batch_size
         # On one thread the kernels run their serial versions, which need no sizes.
@@ -269,7 +318,7 @@ class Trainer:
     def _gradient_buffer(self, logits):
         buffer = self._gradients.get(logits.shape)
         if buffer is None:
-            buffer = self._gradients[logits.shape] = np.empty_like(logits)
+            buffer = self._gradients[logits.shape] = self.backend.xp.empty_like(logits)
         return buffer
 
     def train_epoch(self, epoch, lr, max_batches=None):
@@ -277,6 +326,7 @@ class Trainer:
         if self.machine_load is not None:
             self.blas_threads = threads_beside(self.wanted_threads, self.machine_load.other_busy_cores())
             self.kernel_threads = (self.requested_kernel_threads or self.blas_threads) if self.fused else None
+        self.model.start_epoch(self.dropout_rng)
         # Overflow is caught as a non-finite loss or gradient norm and reported once, as
         # divergence; NumPy's own warnings would only bury that message.
         with (
@@ -288,11 +338,18 @@ class Trainer:
     def _train_batches(self, epoch, lr, max_batches):
         report_every = max(1, len(self.batches) // 100)
         loss_sum, seen = 0.0, 0
+        # On a device nothing is read back during the epoch: each step's loss and gradient norm
+        # are kept there and checked at its end (a read would make every step wait for the
+        # device), and the progress shows no running loss.
+        device = self.backend.device
+        watched = self.backend.xp.zeros((len(self.batches), 2)) if device else None
         for batch, (rows, features, targets, weights) in enumerate(self.batches, start=1):
             logits = self.model.forward(features, training=True)
             grad = self._gradient_buffer(logits)
             batch_loss = self.loss.value_and_gradient(logits, targets, out=grad, sample_weight=weights)
-            if not math.isfinite(batch_loss):
+            if device:
+                watched[batch - 1, 0] = batch_loss
+            elif not math.isfinite(batch_loss):
                 self._diverged("loss", batch_loss, epoch, batch)
             self.model.backward(grad)
             self.predictions.record(rows, logits, self.loss)
@@ -300,16 +357,30 @@ class Trainer:
             # non-finite one has already spoiled the weights in memory; the run is then
             # saved from the last epoch's checkpoint, never from these weights.
             norm = self.optimizer.step(lr)
-            if not math.isfinite(norm):
+            if device:
+                watched[batch - 1, 1] = norm
+            elif not math.isfinite(norm):
                 self._diverged("gradient norm", norm, epoch, batch)
             size = len(features)
             loss_sum += batch_loss * size
             seen += size
             if batch % report_every == 0:
-                self.callbacks.on_batch_end(epoch, batch, loss_sum / seen)
+                self.callbacks.on_batch_end(epoch, batch, None if device else loss_sum / seen)
             if batch == max_batches:
                 break
-        return loss_sum / seen
+        if device:
+            self._check_watched(self.backend.to_host(watched[:batch]), epoch)
+        return float(loss_sum / seen)
+
+    def _check_watched(self, values, epoch):
+        """The first non-finite loss or gradient norm among the epoch's steps, reported as the
+        host reports it at once (the weights after it were spoiled, and are never saved)."""
+        bad = np.flatnonzero(~np.isfinite(values).all(axis=1))
+        if len(bad):
+            batch = int(bad[0])
+            loss, norm = values[batch].tolist()
+            what, value = ("loss", loss) if not math.isfinite(loss) else ("gradient norm", norm)
+            self._diverged(what, value, epoch, batch + 1)
 
     @staticmethod
     def _diverged(what, value, epoch, batch):
@@ -331,7 +402,7 @@ class Trainer:
                 scores = evaluate(
                     self.model,
                     self.loss,
-                    self.validation.features,
+                    self.validation_features,
                     self.validation.targets,
                     self.task,
                     target_divisor=self.target_divisor,
@@ -409,10 +480,11 @@ class Trainer:
     def state(self):
         """(metadata, arrays): everything needed to continue this run bit for bit."""
         optimizer_state = self.optimizer.state()
-        arrays = {f"param/{key}": value for key, value in self.model.params.items()}
-        arrays.update({f"optimizer/{key}": value for key, value in optimizer_state["arrays"].items()})
+        to_host = self.backend.to_host  # a checkpoint holds NumPy arrays: it resumes on either device
+        arrays = {f"param/{key}": value for key, value in self.model.host_params().items()}
+        arrays.update({f"optimizer/{key}": to_host(value) for key, value in optimizer_state["arrays"].items()})
         if self.best_params is not None:
-            arrays.update({f"best/{key}": value for key, value in self.best_params.items()})
+            arrays.update({f"best/{key}": to_host(value) for key, value in self.best_params.items()})
         columns = list(self.history[0]) if self.history else []
         arrays["history"] = self._history_matrix(columns)
         meta = {

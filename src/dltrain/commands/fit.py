@@ -16,6 +16,7 @@ def fit(
     command_line=None,
     cv: int | None = None,
     on_fold=None,
+    device=None,
 ) -> FitResult:
     """Train from a config file and commit the run folder; returns where and how it went.
 
@@ -33,6 +34,7 @@ def fit(
         command_line=command_line,
         cv=cv,
         on_fold=on_fold,
+        device=device,
     )
     assert run.fit_result is not None
     return run.fit_result

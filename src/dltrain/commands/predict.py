@@ -46,14 +46,14 @@ def _prediction_names(header: list, keep: list) -> list:
 
 
 def predict_rows(
-    run_dir, data_path, keep=(), dialect: dict | None = None, on_note=None
+    run_dir, data_path, keep=(), dialect: dict | None = None, on_note=None, device: str | None = None
 ) -> tuple[list[str], list[list]]:
     """Header and rows of predictions: the ``keep`` columns as given, then the target's predicted
     label or value, then prob_<label> per class; a prediction column named like a kept one is
     ``predicted_<name>``. ``dialect``: see ``csv_dialect`` (default: detected), and ``file_dialect``
     for the encoding's fallback, which ``on_note`` is told of."""
     check_argument_order("predict", run_dir, data_path)
-    run = load(run_dir)
+    run = load(run_dir, device)
     dialect = file_dialect(run.schema, data_path, dialect or csv_dialect(), on_note)
     return predict_table(run, data_path, keep, dialect)
 

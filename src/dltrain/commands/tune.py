@@ -42,6 +42,7 @@ def tune(
     out=None,
     on_trial=None,
     on_stage=None,
+    device: str | None = None,
 ) -> TuneResult:
     """Search the config's ``tune.space`` until the study has N finished trials (see ``tune.search.tune``)."""
     return run_search(
@@ -55,4 +56,5 @@ def tune(
         out,
         on_trial=on_trial,
         on_stage=on_stage,
+        device=device,
     )

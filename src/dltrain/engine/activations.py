@@ -2,7 +2,8 @@
 
 ``forward(z)`` returns ``a = f(z)``; ``backward(z, a, grad)`` returns ``dL/dz`` given
 ``dL/da``, as ``grad`` times ``f'(z)``. Both are the formulas as written, on whole arrays, in
-the dtype of ``z`` (float32 stays float32). The fused kernels (kernels.py) cover ReLU and the
+the dtype of ``z`` (float32 stays float32), with the functions of z's array module ``xp``
+(NumPy, or CuPy on a GPU: the same names). The fused kernels (kernels.py) cover ReLU and the
 linear output where a step is large; everything else runs these.
 """
 
@@ -10,7 +11,8 @@ from __future__ import annotations
 
 import math
 
-from .backend import xp
+from .backend import array_module
+from .backend import xp as host
 
 _GELU_C = 0.7978845608028654  # sqrt(2 / pi)
 _SQRT_HALF = 0.7071067811865476
@@ -21,7 +23,7 @@ _ERF_SPLIT, _ERF_END = 2.0, 6.5  # beyond 6.5, erfc < 4e-20: erf is +-1 in float
 # with s mapping [2, 6.5] to [-1, 1]. Both are polynomials (highest power first) evaluated by
 # Horner's rule; ``fit_erf()`` computes them, and a test checks that these are its result and
 # within 1e-13 of math.erf. Written out so that importing the engine fits nothing.
-ERF_CORE = xp.array(
+ERF_CORE = host.array(
     [
         7.338620977060387e-14,
         -3.1728698021188436e-12,
@@ -40,7 +42,7 @@ ERF_CORE = xp.array(
         1.1283791670954995,
     ]
 )
-ERF_TAIL = xp.array(
+ERF_TAIL = host.array(
     [
         -4.476137748708429e-09,
         1.3107617343034213e-08,
@@ -68,18 +70,19 @@ ERF_TAIL = xp.array(
 def fit_erf():
     """(core, tail) as written in ``ERF_CORE`` and ``ERF_TAIL``: least-squares fits to
     ``math.erf`` on 400 Chebyshev nodes (error below 1e-13). Run by the tests, never at import."""
-    nodes = xp.cos(xp.pi * (xp.arange(400) + 0.5) / 400)
+    nodes = host.cos(host.pi * (host.arange(400) + 0.5) / 400)
     squares = (nodes + 1) * _ERF_SPLIT**2 / 2
-    roots = xp.sqrt(squares)
+    roots = host.sqrt(squares)
     core_values = [math.erf(x) / x if x > 0 else 2 / math.sqrt(math.pi) for x in roots]
-    core = xp.polynomial.Polynomial.fit(squares, core_values, 14).convert().coef[::-1]
+    core = host.polynomial.Polynomial.fit(squares, core_values, 14).convert().coef[::-1]
     points = _ERF_SPLIT + (nodes + 1) / 2 * (_ERF_END - _ERF_SPLIT)
     tail_values = [math.log(math.erfc(x)) + x * x for x in points]
-    tail = xp.polynomial.Polynomial.fit(nodes, tail_values, 18, domain=[-1, 1], window=[-1, 1]).convert().coef[::-1]
+    tail = host.polynomial.Polynomial.fit(nodes, tail_values, 18, domain=[-1, 1], window=[-1, 1]).convert().coef[::-1]
     return core, tail
 
 
 def _horner(coefficients, x):
+    xp = array_module(x)
     result = xp.full_like(x, coefficients[0])
     for coefficient in coefficients[1:]:
         result *= x
@@ -90,6 +93,7 @@ def _horner(coefficients, x):
 def erf(x, core=ERF_CORE, tail=ERF_TAIL):
     """The error function, element-wise, in the dtype of ``x`` (``core`` and ``tail``: the
     polynomials' coefficients, as ``fit_erf`` returns them)."""
+    xp = array_module(x)
     size = xp.abs(x)
     near = xp.minimum(size, _ERF_SPLIT)
     small = near * _horner(core, near * near)
@@ -135,6 +139,7 @@ class Sigmoid(Activation):
 
     @staticmethod
     def forward(z):
+        xp = array_module(z)
         # 1 / (1 + e^-z), written as e / (1 + e) with e = exp(-|z|) for z < 0: exp never
         # overflows, and small probabilities stay exact in float32 (1e-9 stays 1e-9;
         # 0.5 * (1 + tanh(z / 2)) rounds it to 0).
@@ -151,6 +156,7 @@ class Tanh(Activation):
 
     @staticmethod
     def forward(z):
+        xp = array_module(z)
         return xp.tanh(z)
 
     @staticmethod
@@ -164,6 +170,7 @@ class ReLU(Activation):
 
     @staticmethod
     def forward(z):
+        xp = array_module(z)
         return xp.maximum(z, 0)
 
     @staticmethod
@@ -178,10 +185,12 @@ class LeakyReLU(Activation):
 
     @staticmethod
     def forward(z):
+        xp = array_module(z)
         return xp.where(z > 0, z, LeakyReLU.slope * z)
 
     @staticmethod
     def backward(z, a, grad):
+        xp = array_module(z)
         return xp.where(z > 0, grad, LeakyReLU.slope * grad)
 
 
@@ -191,10 +200,12 @@ class ELU(Activation):
 
     @staticmethod
     def forward(z):
+        xp = array_module(z)
         return xp.where(z > 0, z, xp.expm1(xp.minimum(z, 0)))  # e^z - 1 for z <= 0 (never exp of a large z)
 
     @staticmethod
     def backward(z, a, grad):
+        xp = array_module(z)
         return xp.where(z > 0, grad, grad * (a + 1.0))  # for z <= 0, a = e^z - 1, so da/dz = e^z = a + 1
 
 
@@ -210,6 +221,7 @@ class GELU(Activation):
 
     @staticmethod
     def backward(z, a, grad):
+        xp = array_module(z)
         # d/dz z Phi(z) = Phi(z) + z phi(z), with the normal density phi
         return grad * (normal_cdf(z) + z * (_INV_SQRT_2PI * xp.exp(-0.5 * z * z)))
 
@@ -223,10 +235,12 @@ class GELUTanh(Activation):
 
     @staticmethod
     def forward(z):
+        xp = array_module(z)
         return 0.5 * z * (1.0 + xp.tanh(_GELU_C * (z + 0.044715 * z**3)))
 
     @staticmethod
     def backward(z, a, grad):
+        xp = array_module(z)
         t = xp.tanh(_GELU_C * (z + 0.044715 * z**3))
         return grad * (0.5 * (1.0 + t) + 0.5 * z * (1.0 - t * t) * _GELU_C * (1.0 + 3 * 0.044715 * z * z))
 
@@ -236,6 +250,7 @@ class Softplus(Activation):
 
     @staticmethod
     def forward(z):
+        xp = array_module(z)
         return xp.maximum(z, 0) + xp.log1p(xp.exp(-xp.abs(z)))  # log(1 + e^z), finite for any z
 
     @staticmethod
@@ -251,6 +266,7 @@ class Softmax(Activation):
 
     @staticmethod
     def forward(z):
+        xp = array_module(z)
         exponentials = xp.exp(z - z.max(axis=1, keepdims=True))  # shifted: never exp of a large number
         return exponentials / exponentials.sum(axis=1, keepdims=True)
 

@@ -1,5 +1,9 @@
 """Layers: forward and backward side by side; parameters and gradients in dicts with equal keys.
 
+A layer's parameters are drawn on the host (the same start on every device) and moved to the
+model's backend when the model is built; from then on ``self.backend.xp`` (NumPy or CuPy)
+computes on them.
+
 The reference path is the formulas on whole arrays. On the fused path (``fused``, set by the
 model when the kernels pay) a Dense layer keeps its output and gradient buffers between steps
 (one set per batch shape), so a training step allocates no new large arrays once the first
@@ -10,9 +14,8 @@ from __future__ import annotations
 
 import math
 
-from . import kernels
 from .activations import ACTIVATIONS
-from .backend import DEFAULT_DTYPE, xp
+from .backend import CPU, DEFAULT_DTYPE, xp
 
 
 def glorot_uniform(fan_in, fan_out, rng):
@@ -51,13 +54,14 @@ class Layer:
         self.grads: dict = {}
         self._buffers: dict = {}
         self.fused = False  # run the fused kernels (set by the model when they pay)
+        self.backend = CPU  # where the parameters live (set by the model)
 
     def _buffer(self, name, shape, dtype):
         """The layer's buffer ``name`` of this shape, made once."""
         key = (name, shape)
         buffer = self._buffers.get(key)
         if buffer is None or buffer.dtype != dtype:
-            buffer = xp.empty(shape, dtype=dtype)
+            buffer = self.backend.xp.empty(shape, dtype=dtype)
             self._buffers[key] = buffer
         return buffer
 
@@ -138,7 +142,7 @@ class Dense(Layer):
         """``grad`` is dL/da; fills dL/dW and dL/db and returns dL/dx (None when not needed)."""
         if self._runs_fused():
             return self._backward_fused(grad, need_input_grad)
-        W = self.params["W"]
+        xp, W = self.backend.xp, self.params["W"]
         dz = self.activation.backward(self._z, self._a, grad)  # dL/dz = dL/da * f'(z)
         # The gradients are views into the model's flat gradient array: written in place.
         xp.matmul(self._input.T, dz, out=self.grads["W"])  # dL/dW = x^T dL/dz
@@ -149,16 +153,16 @@ class Dense(Layer):
         """The same into a kept buffer: z + b and max(z + b, 0) in one pass after the product."""
         W, b = self.params["W"], self.params["b"]
         z = self._buffer("z", (x.shape[0], self.units), W.dtype)
-        xp.matmul(x, W, out=z)
+        self.backend.xp.matmul(x, W, out=z)
         # ReLU's backward needs only a, so a replaces z.
-        self._z = self._a = kernels.bias_activation(z, b, self.activation.name == "relu")
+        self._z = self._a = self.backend.kernels.bias_activation(z, b, self.activation.name == "relu")
         return self._a
 
     def _backward_fused(self, grad, need_input_grad):
         """The same with the ReLU mask and the column sums of dL/dz in one pass; the incoming
         gradient buffer belongs to the next layer and is not read again, so dL/dz replaces it."""
-        W = self.params["W"]
-        dz = kernels.bias_gradient(grad, self._a, self.grads["b"], self.activation.name == "relu")
+        xp, W = self.backend.xp, self.params["W"]
+        dz = self.backend.kernels.bias_gradient(grad, self._a, self.grads["b"], self.activation.name == "relu")
         xp.matmul(self._input.T, dz, out=self.grads["W"])
         if not need_input_grad:
             return None

@@ -1,7 +1,9 @@
 """Losses on the output layer's logits, with the output activation fused where it pays.
 
 Every loss is a mean over the batch. ``value_and_gradient`` returns the loss and writes
-dL/dlogits into ``out``. Optional per-sample weights multiply each row's loss.
+dL/dlogits into ``out``; on a device the loss stays there (a 0-d array, read once per epoch by
+the training loop), ``value`` returns a float. Optional per-sample weights multiply each row's
+loss.
 
 Each loss takes the logits z, not the activations, because paired with its output activation
 the gradient at z is short (``output_gradient``): for softmax + cross-entropy,
@@ -13,9 +15,8 @@ activation's own backward is needed only for mse on a non-linear output.
 
 from __future__ import annotations
 
-from . import kernels
 from .activations import ACTIVATIONS
-from .backend import xp
+from .backend import array_module, backend_of
 
 
 def _row_weights(sample_weight, n):
@@ -83,23 +84,29 @@ class CrossEntropy(Loss):
     @staticmethod
     def _log_softmax(logits):
         """log(softmax(z)) row by row, as z - max - log(sum(exp(z - max))): never exp of a large number."""
+        xp = array_module(logits)
         shifted = logits - logits.max(axis=1, keepdims=True)
         return shifted - xp.log(xp.exp(shifted).sum(axis=1, keepdims=True))
 
     def _row_losses(self, logits, targets):
         """-log(softmax(z)[target]) for each row."""
-        rows = xp.arange(logits.shape[0])
+        rows = array_module(logits).arange(logits.shape[0])
         return -self._log_softmax(logits)[rows, targets]
 
     def value(self, logits, targets, sample_weight=None):
+        return float(self._mean(logits, targets, sample_weight))
+
+    def _mean(self, logits, targets, sample_weight=None):
+        xp = array_module(logits)
         row_loss = self._row_losses(logits, targets)
         if sample_weight is not None:
             row_loss = row_loss * sample_weight
-        return float(row_loss.sum(dtype=xp.float64)) / logits.shape[0]
+        return backend_of(logits).scalar(row_loss.sum(dtype=xp.float64)) / logits.shape[0]
 
     def value_and_gradient(self, logits, targets, out, sample_weight=None):
         if self.fused:
             return self._fused_value_and_gradient(logits, targets, out, sample_weight)
+        xp = array_module(logits)
         n, classes = logits.shape
         log_probabilities = self._log_softmax(logits)
         row_loss = -log_probabilities[xp.arange(n), targets]
@@ -107,19 +114,20 @@ class CrossEntropy(Loss):
             row_loss = row_loss * sample_weight
         onehot = xp.eye(classes, dtype=logits.dtype)[targets]
         out[...] = output_gradient(xp.exp(log_probabilities), onehot, sample_weight, 1.0 / n)  # softmax - onehot
-        return float(row_loss.sum(dtype=xp.float64)) / n
+        return backend_of(logits).scalar(row_loss.sum(dtype=xp.float64)) / n
 
     def _fused_value_and_gradient(self, logits, targets, out, sample_weight):
-        """The same in one pass over the logits (kernels.softmax_cross_entropy)."""
+        """The same in one pass over the logits (the backend's softmax_cross_entropy kernel)."""
+        backend = backend_of(logits)
         n = logits.shape[0]
         key = (n, logits.dtype)
         if key not in self._buffers:
             # Per-row losses, and the weights of an unweighted batch (ones).
-            self._buffers[key] = (xp.empty(n, dtype=logits.dtype), xp.ones(n, dtype=logits.dtype))
+            self._buffers[key] = (backend.xp.empty(n, dtype=logits.dtype), backend.xp.ones(n, dtype=logits.dtype))
         row_loss, ones = self._buffers[key]
         weights = ones if sample_weight is None else sample_weight
-        kernels.softmax_cross_entropy(logits, targets, weights, 1.0 / n, out, row_loss)
-        return float(row_loss.sum(dtype=xp.float64)) / n
+        backend.kernels.softmax_cross_entropy(logits, targets, weights, 1.0 / n, out, row_loss)
+        return backend.scalar(row_loss.sum(dtype=backend.xp.float64)) / n
 
 
 class BinaryCrossEntropy(Loss):
@@ -137,18 +145,22 @@ class BinaryCrossEntropy(Loss):
 
     @staticmethod
     def _elementwise(logits, targets):
+        xp = array_module(logits)
         return xp.maximum(logits, 0) - logits * targets + xp.log1p(xp.exp(-xp.abs(logits)))
 
     def value(self, logits, targets, sample_weight=None):
+        return float(self._mean(logits, targets, sample_weight))
+
+    def _mean(self, logits, targets, sample_weight=None):
         losses = self._elementwise(logits, targets)
         weights = _row_weights(sample_weight, logits.shape[0])
         if weights is not None:
             losses = losses * weights
-        return float(losses.mean(dtype=xp.float64))
+        return backend_of(logits).scalar(losses.mean(dtype=array_module(logits).float64))
 
     def value_and_gradient(self, logits, targets, out, sample_weight=None):
         out[...] = output_gradient(self.predict(logits), targets, sample_weight, 1.0 / logits.size)  # sigmoid - y
-        return self.value(logits, targets, sample_weight)
+        return self._mean(logits, targets, sample_weight)
 
 
 class MeanSquaredError(Loss):
@@ -165,18 +177,21 @@ class MeanSquaredError(Loss):
         return None
 
     def value(self, logits, targets, sample_weight=None):
+        return float(self._mean(logits, targets, sample_weight))
+
+    def _mean(self, logits, targets, sample_weight=None):
         squared = (self.predict(logits) - targets) ** 2
         weights = _row_weights(sample_weight, logits.shape[0])
         if weights is not None:
             squared = squared * weights
-        return float(squared.mean(dtype=xp.float64))
+        return backend_of(logits).scalar(squared.mean(dtype=array_module(logits).float64))
 
     def value_and_gradient(self, logits, targets, out, sample_weight=None):
         predictions = self.predict(logits)
         gradient = output_gradient(predictions, targets, sample_weight, 2.0 / logits.size)  # dL/dy_hat
         # The identity's is the whole gradient; any other output activation chains its own.
         out[...] = self.output_activation.backward(logits, predictions, gradient)
-        return self.value(logits, targets, sample_weight)
+        return self._mean(logits, targets, sample_weight)
 
 
 LOSSES: dict[str, type[Loss]] = {cls.name: cls for cls in (MeanSquaredError, CrossEntropy, BinaryCrossEntropy)}

@@ -25,7 +25,7 @@ import inspect
 import math
 
 from . import kernels
-from .backend import xp
+from .backend import array_module, backend_of
 
 # Arguments every optimizer takes, set by the config's common keys rather than per optimizer.
 COMMON_OPTIONS = ("lr", "weight_decay", "clip_norm")
@@ -51,6 +51,9 @@ class Optimizer:
         self.clip_norm = clip_norm
         self.step_count = 0
         self.fused = False  # run the fused kernel where the optimizer has one (set by the trainer)
+        # Where the parameters live: NumPy or CuPy arrays, and the fused kernels for them.
+        self.backend = backend_of(next(iter(params.values()), None))
+        xp = self.backend.xp
         self.slots = {name: {key: xp.zeros_like(value) for key, value in params.items()} for name in self.slot_names}
         self._squares = {key: xp.empty_like(value) for key, value in params.items()}  # for the gradient norm
 
@@ -63,28 +66,37 @@ class Optimizer:
         """The weight decay of one parameter array: weight matrices decay, biases do not."""
         return self.weight_decay if key.endswith(".W") else 0.0
 
-    def gradient_norm(self) -> float:
-        """Global L2 norm of all gradients."""
-        return math.sqrt(sum(_sum_of_squares(self.grads[key], self._squares[key]) for key in self.grads))
+    def gradient_norm(self):
+        """Global L2 norm of all gradients (on a device, a 0-d array left there)."""
+        return self._root(sum(_sum_of_squares(self.grads[key], self._squares[key]) for key in self.grads))
 
-    def step(self, lr=None) -> float:
+    def _root(self, squares):
+        return self.backend.xp.sqrt(squares) if self.backend.device else math.sqrt(squares)
+
+    def step(self, lr=None):
         """One update of every parameter from its gradient, at ``lr`` (default: ``self.lr``).
 
-        Returns the global gradient norm before clipping. It takes a pass of its own only when
-        clipping needs it first; otherwise it is measured array by array just before each
-        update reads the gradient."""
+        Returns the global gradient norm before clipping (a float; on a device, a 0-d array
+        left there: reading it would make the step wait for the device). It takes a pass of
+        its own only when clipping needs it first; otherwise it is measured array by array just
+        before each update reads the gradient."""
         self.step_count += 1
         lr = self.lr if lr is None else lr
         norm = None
         if self.clip_norm is not None:
             norm = self.gradient_norm()
-            if norm > self.clip_norm:
+            if self.backend.device:
+                # The same rescaling without reading the norm: by exactly 1 when it is not above.
+                factor = self.backend.xp.where(norm > self.clip_norm, self.clip_norm / (norm + 1e-12), 1.0)
+                for grad in self.grads.values():
+                    grad *= factor.astype(grad.dtype)
+            elif norm > self.clip_norm:
                 for grad in self.grads.values():
                     grad *= self.clip_norm / (norm + 1e-12)
         squares = 0.0
         for key in self.params:  # in order: the sum of squares never depends on the machine
             squares += self._step_array(key, lr, measure=norm is None)
-        return math.sqrt(squares) if norm is None else norm
+        return self._root(squares) if norm is None else norm
 
     def _step_array(self, key, lr, measure) -> float:
         """Update one array, block by block; the sum of its squared gradients when ``measure``, else 0."""
@@ -92,8 +104,10 @@ class Optimizer:
         param, grad = self.params[key].reshape(-1), self.grads[key].reshape(-1)  # views: the arrays are contiguous
         state = {name: values[key].reshape(-1) for name, values in self.slots.items()}
         decay = self.decay_of(key)
-        for start in range(0, param.size, UPDATE_BLOCK):
-            block = slice(start, start + UPDATE_BLOCK)
+        # A device has no page faults to avoid, and each block is a kernel launch: whole arrays.
+        block_size = max(1, param.size) if self.backend.device else UPDATE_BLOCK
+        for start in range(0, param.size, block_size):
+            block = slice(start, start + block_size)
             self.update(param[block], grad[block], {name: array[block] for name, array in state.items()}, lr, decay)
         return squares
 
@@ -117,7 +131,7 @@ class Optimizer:
         self.step_count = int(state["step_count"])
         for name, value in state["arrays"].items():
             slot, key = name.split("/", 1)
-            xp.copyto(self.slots[slot][key], value)
+            self.backend.copy_into(self.slots[slot][key], value)
 
 
 def _keyword_defaults(cls, exclude=()) -> dict:
@@ -130,16 +144,18 @@ def _keyword_defaults(cls, exclude=()) -> dict:
 COMMON_DEFAULTS = {name: value for name, value in _keyword_defaults(Optimizer).items() if name in COMMON_OPTIONS}
 
 
-def _sum_of_squares(array, scratch) -> float:
+def _sum_of_squares(array, scratch):
     """Sum of squares through ``scratch``, added in the same order on any machine and thread
-    count (NumPy's pairwise sum; a BLAS dot splits the sum among its threads)."""
-    xp.multiply(array, array, out=scratch)
-    return float(scratch.sum())
+    count (NumPy's pairwise sum; a BLAS dot splits the sum among its threads). A float on the
+    host; on a device, a 0-d array left there."""
+    backend = backend_of(array)
+    backend.xp.multiply(array, array, out=scratch)
+    return backend.scalar(scratch.sum())
 
 
 def smallest_normal(array) -> float:
     """The smallest positive normal number of the array's float type (1.2e-38 for float32)."""
-    return float(xp.finfo(array.dtype).tiny)
+    return float(array_module(array).finfo(array.dtype).tiny)
 
 
 def flush_subnormal(*arrays):
@@ -150,7 +166,7 @@ def flush_subnormal(*arrays):
     the subnormal numbers, where every multiplication takes a slow microcode path. What is
     lost is below 1.2e-38 (float32), a change to the weights far below their rounding."""
     for array in arrays:
-        array[xp.abs(array) < smallest_normal(array)] = 0
+        array[array_module(array).abs(array) < smallest_normal(array)] = 0
 
 
 class SGD(Optimizer):
@@ -194,11 +210,13 @@ class Adam(Optimizer):
     def __init__(self, params, grads, lr=0.001, weight_decay=0.0, clip_norm=None, beta1=0.9, beta2=0.999, eps=1e-8):
         super().__init__(params, grads, lr, weight_decay, clip_norm)
         self.beta1, self.beta2, self.eps = beta1, beta2, eps
+        xp = self.backend.xp
         self._partial = {
             key: xp.empty(kernels.blocks_for(value.size), dtype=xp.float64) for key, value in params.items()
         }
 
     def update(self, param, grad, state, lr, decay):
+        xp = array_module(param)
         m, v, t = state["m"], state["v"], self.step_count
         m[...] = self.beta1 * m + (1 - self.beta1) * grad
         v[...] = self.beta2 * v + (1 - self.beta2) * grad**2
@@ -216,7 +234,7 @@ class Adam(Optimizer):
             array.reshape(-1)
             for array in (self.params[key], self.grads[key], self.slots["m"][key], self.slots["v"][key])
         )
-        squares = kernels.adam(
+        squares = self.backend.kernels.adam(
             param,
             grad,
             m,
@@ -249,7 +267,7 @@ class RMSprop(Optimizer):
         s = state["mean_square"]
         s[...] = self.rho * s + (1 - self.rho) * grad**2
         flush_subnormal(s)
-        param -= lr * grad / (xp.sqrt(s) + self.eps)
+        param -= lr * grad / (array_module(param).sqrt(s) + self.eps)
 
 
 OPTIMIZERS: dict[str, type[Optimizer]] = {cls.name: cls for cls in (GradientDescent, SGD, Adam, RMSprop)}

@@ -89,7 +89,7 @@ def child_worker(place: StudyPlace, n_trials: int, deadline, index: int, workers
     config_path, trials_before = errors.config_path, errors.trials_before
     try:
         with storage_answers(place):
-            plan = load_plan(config_path)
+            plan = load_plan(config_path, errors.device)
             study = _load_study(plan, place, open_storage(place), index, trials_before)
             worker = Worker(plan, study, n_trials, deadline)
             worker.ranking = ranking(study)
@@ -112,6 +112,7 @@ class _ChildErrors:
     queue: Any
     config_path: Any
     trials_before: int
+    device: str | None = None  # --device, for every worker's trials
 
 
 def check_arguments(plan: SearchPlan, workers: int, trials: int | None, timeout: float | None) -> float | None:
@@ -171,6 +172,7 @@ class _Search:
     again: str  # the command that continues the study
     notes: list = field(default_factory=list)
     died: list = field(default_factory=list)  # children that died by a signal
+    device: str | None = None  # --device
 
 
 def continue_command(config_path, place: StudyPlace, named: bool) -> str:
@@ -200,7 +202,7 @@ def _reap(search: _Search, children: list):
 def _run_workers(search: _Search, worker: Worker, trials_before: int, on_stage) -> str:
     """This process's worker and ``workers - 1`` child processes against one study; returns why it stopped."""
     context = multiprocessing.get_context("spawn")
-    errors = _ChildErrors(context.SimpleQueue(), search.plan.config_path, trials_before)
+    errors = _ChildErrors(context.SimpleQueue(), search.plan.config_path, trials_before, search.device)
     arguments = (search.place, worker.n_trials, worker.deadline)
     children = [
         context.Process(target=child_worker, daemon=False, args=(*arguments, index, search.workers, errors))
@@ -309,13 +311,15 @@ def tune(
     out=None,
     on_trial=None,
     on_stage=None,
+    device: str | None = None,
 ) -> TuneResult:
     """Search the config's ``tune.space`` until the study has N finished trials; returns the summary.
 
     ``on_trial(trial, counts, n_trials, metric, best_value)`` is called after every trial this process runs, and
-    ``on_stage(text)`` before each long step, for the CLI to show progress."""
+    ``on_stage(text)`` before each long step, for the CLI to show progress. ``device`` (--device)
+    replaces ``train.device`` in every trial: with cuda, the workers share the GPU."""
     on_stage = on_stage or (lambda text: None)
-    plan = load_plan(config_path)
+    plan = load_plan(config_path, device)
     timeout = check_arguments(plan, workers, trials, timeout)
     load_optuna()
     if storage is not None:
@@ -327,7 +331,7 @@ def tune(
     try:
         place = StudyPlace(folder.directory, storage, name)
         search = _Search(plan, fitting, place, workers, continue_command(config_path, place, study_name is not None))
-        search.notes = notes
+        search.notes, search.device = notes, device
         with storage_answers(place):
             return _search(search, probe, task, n_trials, deadline, on_trial, on_stage)
     finally:

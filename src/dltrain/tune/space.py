@@ -179,10 +179,13 @@ class SearchPlan:
         return size * (n_columns if self.tune.features == "select" else 1)
 
 
-def load_plan(config_path) -> SearchPlan:
-    """Read a config with a ``tune:`` section and check every entry of its space before any trial."""
+def load_plan(config_path, device: str | None = None) -> SearchPlan:
+    """Read a config with a ``tune:`` section and check every entry of its space before any trial.
+    ``device`` (--device: auto, cpu or cuda) replaces its ``train.device``, in every trial."""
     config_path = Path(config_path)
     data, positions = read_config_data(config_path)
+    if device is not None and isinstance(data.get("train", {}), dict):
+        data = {**data, "train": {**data.get("train", {}), "device": device}}
     source = ConfigSource(str(config_path), positions, {})
     config = build_config(data, source)
     if config.tune is None:
