@@ -142,8 +142,8 @@ def fit(
     ``callbacks`` (a ``train.Callbacks``) gets every epoch and batch instead. ``cv=K`` first
     cross-validates the config on K folds of the training rows (``run.fit_result.cross_validation``:
     each fold's held-out scores, and ``summary()``: {name: (mean, spread)}; ``on_fold(index,
-    result)`` after each fold); the run trained after is the one trained without ``cv``. ``device`` ("auto", "cpu" or "cuda") replaces the config's
-    ``train.device``."""
+    result)`` after each fold); the run trained after is the one trained without ``cv``.
+    ``device`` ("auto", "cpu" or "cuda") replaces the config's ``train.device``."""
     if callbacks is None and not quiet:
         callbacks = _EpochLines()
     result = run_fit(

@@ -497,9 +497,10 @@ def run_fit(
     With ``resume``, continue the checkpoint in ``out`` up to ``train.epochs``, bit for bit
     as if training had never stopped. ``command_line`` is recorded in model.json. With ``cv``,
     the config is first cross-validated on ``cv`` folds of the training rows (``crossval``;
-    ``on_fold(index, result)`` after each fold); the run trained after is the same as without. ``device`` (auto, cpu or cuda: --device)
-    replaces ``train.device`` (a checkpoint resumes on either device); the device chosen and why
-    go to ``callbacks.on_device`` before training, and to model.json."""
+    ``on_fold(index, result)`` after each fold); the run trained after is the same as without.
+    ``device`` (auto, cpu or cuda: --device) replaces ``train.device`` (a checkpoint resumes on
+    either device); the device chosen and why go to ``callbacks.on_device`` before training,
+    and to model.json."""
     record = RunRecord.start(command_line)
     overrides = list(overrides)
     config, base_dir, source = load_config(config_path, overrides)
