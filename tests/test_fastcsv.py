@@ -11,6 +11,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from dltrain.commands import check
 from dltrain.data import csv as csv_module
 from dltrain.data import fastcsv
 from dltrain.data.csv import CsvFile
@@ -307,3 +308,55 @@ def test_reading_reports_its_progress_in_bytes(tmp_path, small_blocks):
         CsvFile.open(path).read(numeric=["a", "b"])
     assert seen[-1] == "closed" and len(seen) > 10
     assert seen[:-1] == sorted(seen[:-1]) and seen[-2] == path.stat().st_size
+
+
+def _prepared(config, fast: bool):
+    """check's prepared data (features, targets, schema), or its error, read by one reader."""
+    usable = fastcsv.usable
+    if not fast:
+        fastcsv.usable = lambda *args: False
+    try:
+        data = check.check(config).data
+    except DltrainError as error:
+        return str(error)
+    finally:
+        fastcsv.usable = usable
+    splits = [data.train, data.validation]
+    return [split.features.tobytes() for split in splits], [split.targets.tobytes() for split in splits], data.schema
+
+
+def test_a_fit_prepared_from_the_fast_path_is_the_one_from_the_plain_reader(tmp_path, small_blocks):
+    """Text columns come from the fast path as codes (their distinct values counted, not
+    sorted); the categories, fills, one-hot inputs and messages are the plain reader's."""
+    rng = np.random.default_rng(0)
+    colors = np.array(["red", "green", "", "blue", " blue ", "NA", '"teal"'])
+    rows = [
+        f"{rng.normal():.4f},{colors[rng.integers(len(colors))]},{'' if index % 9 == 0 else rng.integers(5)},"
+        f"{'yes' if index % 3 else 'no'}"
+        for index in range(300)
+    ]
+    (tmp_path / "train.csv").write_text("x,color,n,y\n" + "\n".join(rows) + "\n")
+    (tmp_path / "test.csv").write_text("x,color,n,y\n1.5,red,2,yes\n0.5,mauve,1,no\n")
+    config = tmp_path / "config.yaml"
+    settings = "data: {train: train.csv, target: y, validation: 0.25, missing: mode, cache: false}"
+    config.write_text(f"name: t\n{settings}\nmodel: {{layers: []}}\ntrain: {{epochs: 1}}\n")
+    fast, plain = _prepared(config, fast=True), _prepared(config, fast=False)
+    assert fast[:2] == plain[:2] and fast[2].to_dict() == plain[2].to_dict()
+    assert fast[2].columns[1].categories == ["blue", "green", "red", "teal"]
+    config.write_text(config.read_text().replace("cache: false", "cache: false, test: test.csv"))
+    message = _prepared(config, fast=True)
+    assert message == _prepared(config, fast=False)
+    assert "test.csv:3: column 'color' has 'mauve', which training never saw" in message
+
+
+def test_the_distinct_cells_of_a_text_column_from_codes_are_numpys(tmp_path, small_blocks):
+    words = ["pear", "apple", "", "fig", "Apple", "apple "]
+    path = _write(tmp_path, "a,w\n" + "".join(f"{index},{words[index * 7 % 6]}\n" for index in range(120)))
+    columns = CsvFile.open(path).read(numeric=["a"], text=["w"])
+    assert "w" in columns.categories  # read by the fast path, as codes
+    rows = np.arange(3, 120, 5)
+    for chosen in (None, rows):
+        values = columns.text["w"] if chosen is None else columns.text["w"][chosen]
+        expected = np.unique(values, return_inverse=True, return_counts=True)
+        for got, want in zip(columns.distinct("w", chosen), expected):
+            assert got.tolist() == want.reshape(-1).tolist()

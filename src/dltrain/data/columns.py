@@ -261,11 +261,9 @@ def fit_column(columns: Columns, encoding: ColumnEncoding, train_rows: np.ndarra
                 unique, counts = np.unique(present, return_counts=True)
                 fill = float(unique[np.argmax(counts)])
         return ColumnEncoding(name, "numeric", encoding.missing, fill)
-    values = columns.text[name]
     if encoding.missing == "mode":
-        present = values[train_rows]
         if encoding.type == "boolean":
-            words = boolean_values(present)[0]
+            words = boolean_values(columns.text[name][train_rows])[0]
             words = words[~np.isnan(words)]
             if words.size == 0:
                 raise DataError(
@@ -274,17 +272,18 @@ def fit_column(columns: Columns, encoding: ColumnEncoding, train_rows: np.ndarra
                 )
             fill = bool(np.count_nonzero(words) * 2 >= words.size)  # ties go to true
         else:
-            present = present[present != ""]
-            if present.size == 0:
+            unique, _, counts = columns.distinct(name, train_rows)
+            unique, counts = unique[unique != ""], counts[unique != ""]
+            if unique.size == 0:
                 raise DataError(
                     f"{columns.path}: column {name!r} has no values in the training rows to take "
                     "the mode of; fill it in or exclude the column"
                 )
-            unique, counts = np.unique(present, return_counts=True)
             fill = str(unique[np.argmax(counts)])
     if encoding.type == "boolean":
         return ColumnEncoding(name, "boolean", encoding.missing, fill)
-    categories = sorted(set(np.unique(values[all_rows]).tolist()) - {""} | ({str(fill)} if fill is not None else set()))
+    distinct = columns.distinct(name, all_rows)[0]
+    categories = sorted(set(distinct.tolist()) - {""} | ({str(fill)} if fill is not None else set()))
     if len(categories) > MAX_CATEGORIES:
         raise DataError(
             f"{columns.path}: column {name!r} has {len(categories)} distinct values, too many to "
@@ -443,7 +442,8 @@ def column_encodings(columns: Columns, plan: DataPlan) -> list:
         elif name in columns.text:
             values = columns.text[name]
             if kind is None:
-                mostly = mostly_numbers(values)
+                distinct = columns.distinct(name)
+                mostly = mostly_numbers(values, distinct)
                 if mostly is not None:
                     bad, numbers, present = mostly
                     row = int(bad[0])
@@ -465,8 +465,7 @@ def column_encodings(columns: Columns, plan: DataPlan) -> list:
                 if date_format is not None:
                     kind = "date"
                 else:
-                    present = np.unique(values)
-                    words = {word.lower() for word in present.tolist()} - {""}
+                    words = {word.lower() for word in distinct[0].tolist()} - {""}
                     kind = "boolean" if words and words <= set(BOOLEAN_WORDS) else "categorical"
             elif kind == "boolean":
                 _, bad = boolean_values(values)

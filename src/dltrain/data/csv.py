@@ -85,9 +85,11 @@ def numeric_markers(tokens) -> list[float]:
     return [number for number in map(_number_or_none, tokens) if number is not None]
 
 
-def mostly_numbers(values: np.ndarray):
-    """(indices of the non-numbers, numbers, non-missing) when at least half the cells are numbers."""
-    unique, inverse, counts = np.unique(values, return_inverse=True, return_counts=True)
+def mostly_numbers(values: np.ndarray, distinct=None):
+    """(indices of the non-numbers, numbers, non-missing) when at least half the cells are numbers.
+
+    ``distinct``: ``np.unique(values, return_inverse=True, return_counts=True)`` if known."""
+    unique, inverse, counts = distinct or np.unique(values, return_inverse=True, return_counts=True)
     numeric = np.zeros(unique.size, dtype=bool)
     for index, word in enumerate(unique):
         try:
@@ -116,6 +118,9 @@ class Columns:
     integral: bool = False  # every numeric cell was parsed as an integer
     # Text columns already read as dates, by (name, format): several steps need them.
     parsed: dict = field(default_factory=dict, repr=False, compare=False)
+    # Text columns as the fast reader found them: name -> (int codes, the distinct words), so
+    # that their distinct values take a count of codes, not a sort of millions of strings.
+    categories: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def n_rows(self) -> int:
@@ -149,6 +154,22 @@ class Columns:
     def line(self, row: int) -> int:
         return int(self.lines[row])
 
+    def distinct(self, name: str, rows: np.ndarray | None = None):
+        """``np.unique(text column[rows], return_inverse=True, return_counts=True)``: the sorted
+        distinct cells, each row's index among them, and their counts."""
+        if name not in self.categories:
+            values = self.text[name] if rows is None else self.text[name][rows]
+            unique, inverse, counts = np.unique(values, return_inverse=True, return_counts=True)
+            return unique, inverse.reshape(-1), counts
+        codes, words = self.categories[name]
+        codes = codes if rows is None else codes[rows]
+        counts = np.bincount(codes, minlength=len(words))
+        used = np.flatnonzero(counts)
+        order = used[np.argsort(words[used], kind="stable")]
+        rank = np.zeros(len(words), dtype=np.intp)
+        rank[order] = np.arange(len(order))
+        return words[order], rank[codes], counts[order]
+
     def take(self, rows: np.ndarray) -> "Columns":
         """A copy holding only ``rows``."""
         return Columns(
@@ -159,6 +180,7 @@ class Columns:
             {name: values[rows] for name, values in self.wide.items()},
             {name: values[rows] for name, values in self.text.items()},
             self.integral,
+            categories={name: (codes[rows], words) for name, (codes, words) in self.categories.items()},
         )
 
 
@@ -671,11 +693,12 @@ class _Gathered:
             raise DataError(f"{table.path}: the file has a header but no data rows")
         table._numeric_markers_as_missing(self.matrix[:rows], self.numeric)
         table._numeric_markers_as_missing(self.wide_values[:rows], self.wide)
+        categories: dict = {}
         if self.use_codes:
-            text_columns = {
-                name: np.array(list(self.vocabularies[column]), dtype=str)[self.code_matrix[column, :rows]]
-                for column, name in enumerate(self.text)
-            }
+            for column, name in enumerate(self.text):
+                words = np.array(list(self.vocabularies[column]), dtype=str)
+                categories[name] = (self.code_matrix[column, :rows], words)
+            text_columns = {name: words[codes] for name, (codes, words) in categories.items()}
         else:
             text_columns = {name: np.concatenate(blocks)[:rows] for name, blocks in self.text_blocks.items()}
         return Columns(
@@ -686,6 +709,7 @@ class _Gathered:
             {name: self.wide_values[:rows, index] for index, name in enumerate(self.wide)},
             text_columns,
             self.integral,
+            categories=categories,
         )
 
 

@@ -288,6 +288,9 @@ class DataSchema:
         return {column.name for _, column in chosen}
 
     def _one_hot(self, columns: Columns, column: ColumnEncoding, rows, out: np.ndarray):
+        if column.name in columns.categories:
+            self._one_hot_codes(columns, column, rows, out)
+            return
         values = columns.text[column.name] if rows is None else columns.text[column.name][rows]
         if column.fill is not None:
             values = np.where(values == "", str(column.fill), values)
@@ -299,16 +302,33 @@ class DataSchema:
         known = sorted_categories[positions] == values
         if not known.all() and column.unknown == "error":
             bad = int(np.flatnonzero(~known)[0])
-            row = bad if rows is None else int(rows[bad])
-            shown = ", ".join(column.categories[:KNOWN_SHOWN])
-            shown += " …" if len(column.categories) > KNOWN_SHOWN else ""
-            raise DataError(
-                f"{columns.path}:{columns.line(row)}: column {column.name!r} has {str(values[bad])!r}, "
-                f"which training never saw; known values: {shown} (to encode unseen values as all zeros, "
-                f"set data.columns.{column.name}.unknown: ignore in the config and train again)"
-            )
+            self._unseen(columns, column, bad if rows is None else int(rows[bad]), str(values[bad]))
         hit = np.flatnonzero(known)
         out[hit, order[positions[hit]]] = 1.0
+
+    def _one_hot_codes(self, columns: Columns, column: ColumnEncoding, rows, out: np.ndarray):
+        """``_one_hot`` for a column the fast reader gave as codes: each distinct word looked up once."""
+        codes, words = columns.categories[column.name]
+        codes = codes if rows is None else codes[rows]
+        index_of = {category: index for index, category in enumerate(column.categories)}
+        fill = None if column.fill is None else str(column.fill)
+        lookup = [index_of.get(fill if word == "" and fill is not None else word, -1) for word in words.tolist()]
+        index = np.array(lookup, dtype=np.intp)[codes]
+        known = index >= 0
+        if not known.all() and column.unknown == "error":
+            bad = int(np.flatnonzero(~known)[0])
+            self._unseen(columns, column, bad if rows is None else int(rows[bad]), str(words[codes[bad]]))
+        hit = np.flatnonzero(known)
+        out[hit, index[hit]] = 1.0
+
+    def _unseen(self, columns: Columns, column: ColumnEncoding, row: int, word: str):
+        shown = ", ".join(column.categories[:KNOWN_SHOWN])
+        shown += " …" if len(column.categories) > KNOWN_SHOWN else ""
+        raise DataError(
+            f"{columns.path}:{columns.line(row)}: column {column.name!r} has {word!r}, "
+            f"which training never saw; known values: {shown} (to encode unseen values as all zeros, "
+            f"set data.columns.{column.name}.unknown: ignore in the config and train again)"
+        )
 
     def encode_target(self, columns: Columns, rows: np.ndarray | None = None) -> np.ndarray:
         """Class indices (int64), a 0/1 column (binary) or float32 values, one column per target."""
