@@ -20,7 +20,7 @@ from dltrain.errors import DltrainError
 
 pytestmark = pytest.mark.skipif(not kernels.ready(), reason="numba is not installed")
 
-PROPERTIES = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+PROPERTIES = settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
 @pytest.fixture

@@ -44,9 +44,10 @@ def test_a_wide_file_costs_about_what_a_narrow_one_does_per_cell(tmp_path):
         _seconds_per_cell(narrow, cells, repeats=1)  # warm-up: imports, BLAS threads
         narrow_cost = _seconds_per_cell(narrow, cells)
         wide_cost = _seconds_per_cell(wide, cells)
-    # Linear handling measured about 2x per cell here (a fixed cost per column over only 40
-    # rows); the quadratic one was over 100x. 5x leaves room for a busy machine.
-    assert wide_cost < 5 * narrow_cost, f"{wide_cost * 1e9:.0f} ns per cell wide, {narrow_cost * 1e9:.0f} narrow"
+    # Linear handling measures 3-5x per cell here (a fixed cost per column over only 40 rows,
+    # against a narrow file whose per-row work is vectorised; it was 2x before that); the
+    # quadratic one was over 100x. 10x leaves room for a busy machine.
+    assert wide_cost < 10 * narrow_cost, f"{wide_cost * 1e9:.0f} ns per cell wide, {narrow_cost * 1e9:.0f} narrow"
 
 
 def test_a_one_line_file_of_a_million_columns_is_answered(tmp_path):
