@@ -210,6 +210,25 @@ def test_cuda_without_cupy_is_one_message_naming_the_install(arguments, expected
     assert not (tmp_path / "run").exists()
 
 
+def test_eval_and_predict_take_the_device_too(no_cupy, root, tmp_path):
+    iris = root / "configs" / "iris.yaml"
+    api.fit(iris, tmp_path / "run", {"train.epochs": 1})
+    data = str(root / "data" / "iris.csv")
+    for command in (["predict", str(tmp_path / "run"), data], ["eval", str(tmp_path / "run"), data]):
+        assert runner.invoke(app, [*command, "--device", "cpu"]).exit_code == 0
+        refused = runner.invoke(app, [*command, "--device", "cuda"])
+        assert refused.exit_code == 2 and "--device cuda: CuPy is not installed" in refused.output
+
+
+def test_tune_device_reaches_every_trial(root):
+    from dltrain.tune.space import load_plan
+
+    plan = load_plan(root / "configs" / "iris.yaml", "cuda")
+    assert plan.config.train.device == "cuda"
+    assert plan.config_with({}).train.device == "cuda"  # each trial's config (workers load the plan with it too)
+    assert load_plan(root / "configs" / "iris.yaml").config.train.device == "auto"
+
+
 def test_cuda_without_a_device_says_so(fake_gpu, monkeypatch, root, tmp_path):
     monkeypatch.setattr(cuda, "_backend", None)
     monkeypatch.setattr(fake_cupy.cuda.runtime, "getDeviceCount", lambda: 0)
