@@ -748,7 +748,7 @@ def verify(run, model_bytes: bytes, input_form: str) -> int:
     for row, wanted in enumerate(expected):
         problem = _difference(schema, outputs, row, wanted)
         if problem:
-            if load(run.run_dir).manifest["model_sha256"] != run.manifest["model_sha256"]:
+            if load(run.run_dir, device="cpu").manifest["model_sha256"] != run.manifest["model_sha256"]:
                 raise ArtifactError(
                     f"{run.run_dir}: the run was replaced while it was being exported (a fit "
                     "--force?); nothing was written; run dltrain export again"
@@ -786,7 +786,7 @@ def export_run(
 
 
 def _export_run(run_dir: Path, out: Path, opset: int | None, force: bool, input_form: str) -> ExportResult:
-    run = load(run_dir)
+    run = load(run_dir, device="cpu")  # the graph's weights are NumPy arrays, whatever device trained it
     check_writable(out, make_parents=True)
     if out.name in RUN_FILES + (CHECKPOINT, PENDING_CHECKPOINT, LOCK) and holds_run(out.parent):
         raise ArtifactError(
