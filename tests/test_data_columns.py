@@ -3,6 +3,8 @@
 import csv
 import io
 import json
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,7 +14,7 @@ import dltrain
 from dltrain.cli import app
 from dltrain.commands import check, evaluate, fit, predict
 from dltrain.data import DataSchema, read_features
-from dltrain.errors import ConfigError, DataError
+from dltrain.errors import ArtifactError, ConfigError, DataError
 
 runner = CliRunner()
 
@@ -361,16 +363,20 @@ def test_old_run_schemas_without_column_encodings_still_load():
 @pytest.mark.parametrize(
     "change, message",
     [
-        (lambda data: data["scaler"].update(offset=[0.0]), "the scaler has 1 offsets"),
-        (lambda data: data["columns"][1].update(type="text"), "unknown type 'text'"),
-        (lambda data: data["columns"][1].update(categories=[]), "without categories"),
-        (lambda data: data.update(target=7), "target must be a column name"),
-        (lambda data: data["scaler"].update(divisor=[1.0, 0.0, 1.0, 1.0, 1.0]), "zero divisor"),
+        (lambda data: data["scaler"].update(offset=[0.0]), "scaler.offset: has 1 values for 5 model inputs"),
+        (lambda data: data["columns"][1].update(type="text"), "columns[1].type: must be one of numeric, categorical"),
+        (lambda data: data["columns"][1].update(categories=[]), "columns[1].categories: a categorical column without"),
+        (lambda data: data.update(target=7), "target: must be a column name or a list of them (got 7)"),
+        (
+            lambda data: data["scaler"].update(divisor=[1.0, 0.0, 1.0, 1.0, 1.0]),
+            "scaler.divisor: holds NaN, infinite or zero",
+        ),
     ],
 )
 def test_a_damaged_stored_schema_is_refused(tmp_path, change, message):
     fit.fit(project(tmp_path, customers()), out=tmp_path / "run", overrides=["train.epochs=1"])
     data = dltrain.load(tmp_path / "run").schema.to_dict()
     change(data)
-    with pytest.raises((ValueError, KeyError, TypeError), match=message):
-        DataSchema.from_dict(data)
+    with pytest.raises(ArtifactError, match=re.escape(f"model.json: {message}")) as refused:
+        DataSchema.read(Path("model.json"), data)
+    assert refused.value.hint == "the file is damaged or was changed; train again"

@@ -2,6 +2,8 @@
 
 import datetime
 import json
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,7 +24,7 @@ from dltrain.data.dates import (
     parse_dates,
     varying_parts,
 )
-from dltrain.errors import ConfigError, DataError
+from dltrain.errors import ArtifactError, ConfigError, DataError
 
 runner = CliRunner()
 
@@ -186,14 +188,14 @@ def test_the_schema_round_trips_and_refuses_a_damaged_date_column(tmp_path):
     np.testing.assert_array_equal(original[0], rebuilt[0])
     assert np.isfinite(original[0]).all()
     for change, message in [
-        ({"format": "%d %b"}, "is not a directive"),
-        ({"parts": ["year", "fortnight"]}, "unknown or repeated date parts"),
-        ({"fill": "yesterday"}, "not an ISO date"),
+        ({"format": "%d %b"}, "columns[0].format: '%d %b': %b is not a directive"),
+        ({"parts": ["year", "fortnight"]}, "columns[0].parts: unknown, repeated or no date parts"),
+        ({"fill": "yesterday"}, "columns[0].fill: the date fill 'yesterday' is not an ISO date"),
     ]:
         damaged = json.loads(json.dumps(stored))
         damaged["columns"][0].update(change)
-        with pytest.raises(ValueError, match=message):
-            DataSchema.from_dict(damaged)
+        with pytest.raises(ArtifactError, match=re.escape(f"model.json: {message}")):
+            DataSchema.read(Path("model.json"), damaged)
 
 
 def test_init_fit_and_predict_on_a_csv_with_a_date_column_and_question_marks(tmp_path, monkeypatch):

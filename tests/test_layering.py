@@ -66,11 +66,12 @@ def test_only_backend_names_the_array_library(path):
 # Dependencies point down: a module imports only from its own layer or the layers below it.
 LAYERS = [
     ("engine",),  # the NumPy engine
-    # what differs between systems; errors a user can cause, safe files, label spelling, metrics, the stop signals
-    ("system", "errors", "labels", "files", "metrics", "signals"),
+    # what differs between systems; errors a user can cause, safe files, label spelling, metrics, the stop
+    # signals, stored formats
+    ("system", "errors", "labels", "files", "metrics", "signals", "stored"),
     ("config",),  # specs, YAML with positions, --set
     ("data",),  # CSV -> typed columns -> arrays
-    ("train", "artifacts"),  # the loop, the run folder
+    ("train", "artifacts", "run_folder", "checkpoints"),  # the loop; the run folder written, read; checkpoints
     # model and trainer; K-fold cross-validation; one fit into a run folder; predictions
     ("build", "crossval", "fit_session", "predictions"),
     ("tune",),  # the search: space, storage, liveness, workers, the study folder

@@ -549,7 +549,9 @@ def test_a_damaged_run_is_refused_at_start_with_one_message(runs, tmp_path):
     weights.write_bytes(weights.read_bytes()[:-10] + b"0123456789")
     result = CliRunner().invoke(app, ["serve", str(damaged), "--port", "0"])
     assert result.exit_code == 2
-    assert result.output.count("\n") == 1 and "model.npz" in result.output, result.output
+    lines = result.output.splitlines()
+    assert len(lines) == 2 and "model.npz: checksum mismatch" in lines[0], result.output
+    assert lines[1] == "hint: the file is damaged or was changed; train again", result.output
     result = CliRunner().invoke(app, ["serve", str(runs / "iris"), f"{runs / 'iris'}"])
     assert result.exit_code == 2 and "two runs are named 'iris'" in result.output
 

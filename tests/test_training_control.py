@@ -115,7 +115,7 @@ def test_resume_refuses_a_checkpoint_in_an_earlier_format(tmp_path, root, old_fo
     np.savez(checkpoint, **arrays)
     result = runner.invoke(app, ["fit", str(config), "--out", str(tmp_path / "run"), "--resume"])
     assert result.exit_code == 2
-    assert f"checkpoint format {old_format} is not supported" in result.output
+    assert f"checkpoint format version {old_format} is not supported" in result.output
     assert "train again without --resume" in result.output
 
 

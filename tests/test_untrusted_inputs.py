@@ -113,7 +113,7 @@ def test_a_forged_npy_header_in_the_checkpoint_is_refused(work):
     (work / "run" / "checkpoint.npz").write_bytes(_forged_npz((10**6, 10**6)))
     expect_error(
         ["fit", "base.yaml", "--out", "run", "--resume", "--set", "train.epochs=4", "--quiet"],
-        "checkpoint.npz: the checkpoint is damaged",
+        "checkpoint.npz: cannot be read as a checkpoint",
         "claims shape (1000000, 1000000)",
     )
 
@@ -177,20 +177,24 @@ def _add(name, value):
 
 
 INCONSISTENT_CHECKPOINTS = {
-    "epoch_as_text": (_set("epoch", "two"), None, "'epoch' has the wrong type"),
-    "negative_steps": (_set("optimizer_steps", -1), None, "'optimizer_steps' has the wrong type"),
-    "history_too_short": (_set("epoch", 1), None, "the history has shape (2, 7), but 1 epochs"),
-    "best_after_last": (lambda meta: meta["best"].update(epoch=9), None, "the best epoch 9 comes after"),
+    "epoch_as_text": (_set("epoch", "two"), None, "checkpoint.npz: epoch: must be a whole number (got 'two')"),
+    "negative_steps": (_set("optimizer_steps", -1), None, "checkpoint.npz: optimizer_steps: must be >= 0 (got -1)"),
+    "history_too_short": (_set("epoch", 1), None, "history: has shape (2, 7), but 1 epochs of 7 columns were"),
+    "best_after_last": (lambda meta: meta["best"].update(epoch=9), None, "best.epoch: the best epoch 9 comes after"),
     "rng_state_garbage": (_set("shuffle_rng", {"bit_generator": "MT19937"}), None, "does not fit this model"),
     "param_missing": (None, _pop("param/dense_0.W"), "arrays missing ['param/dense_0.W']"),
     "param_wrong_shape": (None, _reshape("param/dense_0.W", (7, 4)), "parameter dense_0.W has shape (7, 4)"),
     "moment_wrong_shape": (None, _reshape("optimizer/m/dense_0.W", (3,)), "does not fit this model"),
     "best_wrong_shape": (None, _add("best/dense_0.W", np.zeros((2, 2), dtype=np.float32)), "best epoch's parameters"),
-    "nan_param": (None, _add("param/dense_0.b", np.full(4, np.nan, dtype=np.float32)), "holds NaN or infinite"),
+    "nan_param": (
+        None,
+        _add("param/dense_0.b", np.full(4, np.nan, dtype=np.float32)),
+        "dense_0.b: holds NaN or infinite",
+    ),
     "meta_not_mapping": (
         lambda meta: meta.clear() or meta.update(format_version=CHECKPOINT_FORMAT_VERSION),
         None,
-        "'epoch' is missing",
+        "checkpoint.npz: epoch: is missing",
     ),
 }
 

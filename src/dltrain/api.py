@@ -23,9 +23,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
-from pydantic import ValidationError
 
-from .artifacts import read_run
 from .build import build_model, prediction_device
 from .config import DELIMITER_ALIASES, Config, ConfigSource
 from .data import DataSchema, read_labelled
@@ -37,6 +35,7 @@ from .files import decodes_as, text_codec
 from .fit_session import FitResult, run_fit
 from .metrics import epoch_line, evaluate
 from .predictions import Predictions, cells_from_rows, predict_cells, predict_csv
+from .run_folder import read_run
 from .train import Callbacks
 
 
@@ -193,26 +192,9 @@ def load(run_dir, device: str | None = None) -> Run:
     is where it predicts (default: see ``build.prediction_device``); the weights are stored as
     NumPy arrays, so a run trained on either device loads on either."""
     run_dir = Path(run_dir)
-    manifest, arrays = read_run(run_dir)
+    manifest, arrays = read_run(run_dir)  # model.json checked whole, older formats upgraded
     stored = run_dir / "model.json"
-    try:
-        config = Config.model_validate(_upgraded_config(manifest))
-        schema = DataSchema.from_dict(manifest["data"])
-    except ValidationError as error:
-        first = error.errors()[0]
-        where = ".".join(map(str, first["loc"]))
-        raise ArtifactError(
-            f"{stored}: the stored config is invalid at {where} ({first['msg']}); train again"
-        ) from None
-    except (ValueError, KeyError, TypeError, AttributeError, IndexError) as error:
-        raise ArtifactError(f"{stored}: the stored data schema is invalid ({error!r}); train again") from None
-    if schema.task == "classification" and (
-        len(schema.class_labels) < 2 or (schema.binary and len(schema.class_labels) != 2)
-    ):
-        raise ArtifactError(
-            f"{stored}: the stored class labels {schema.class_labels} do not fit the model; the file was "
-            "changed, train again"
-        )
+    config, schema = manifest.config, manifest.data
     backend = prediction_device(config, schema, device).backend
     try:
         model = build_model(config, schema, source=ConfigSource(str(stored), {}, {}), backend=backend)
@@ -222,26 +204,7 @@ def load(run_dir, device: str | None = None) -> Run:
         model.load_state(arrays)
     except (KeyError, ValueError) as error:
         raise ArtifactError(f"{run_dir / 'model.npz'}: does not fit the stored model ({error}); train again") from None
-    return Run(run_dir, config, schema, model, manifest)
-
-
-def _upgraded_config(manifest: dict):
-    """A stored config in the words of this version, so older run folders predict as before."""
-    config = manifest["config"]
-    if manifest.get("gelu") != "exact" and isinstance(config, dict):  # gelu meant the tanh form
-        layers = config.get("model", {}).get("layers", []) if isinstance(config.get("model"), dict) else []
-        for layer in layers if isinstance(layers, list) else []:
-            if isinstance(layer, dict) and layer.get("activation") == "gelu":
-                layer["activation"] = "gelu_tanh"
-    data = manifest.get("data")
-    if (
-        isinstance(data, dict)
-        and "target_scaler" not in data
-        and isinstance(config, dict)
-        and isinstance(config.get("data"), dict)
-    ):
-        config["data"].setdefault("target_scale", "none")  # saved before targets were scaled
-    return config
+    return Run(run_dir, config, schema, model, manifest.document)
 
 
 def csv_dialect(delimiter: str | None = None, encoding: str | None = None) -> dict:

@@ -1,9 +1,10 @@
-"""The run folder: committed as one unit, locked while a fit writes it, loaded safely.
+"""The run folder, written: committed as one unit, locked while a fit writes it, claimed.
 
 Files: ``model.npz`` (weights only, loaded with ``allow_pickle=False``), ``model.json``
 (manifest: versions, resolved config, data schema, metrics, SHA-256 of ``model.npz``),
 ``config.yaml`` (the resolved config), ``history.csv`` (one row per epoch) and
-``checkpoint.npz`` (the training state, for ``--resume``).
+``checkpoint.npz`` (the training state, for ``--resume``). Reading a finished run is
+``run_folder``'s job, reading a checkpoint ``checkpoints``'; their names are importable from here.
 
 A run is committed as one unit: the new files are written and fsynced in a staging folder
 beside the run folder, which then trades places with the run folder in one
@@ -19,43 +20,30 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import hashlib
 import io
-import json
 import os
-import shlex
 import shutil
 import zipfile
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 
-from . import __version__, files, signals, system
-from .errors import ArtifactError, DltrainError
-from .files import (
-    MANIFEST_LIMIT,
-    UMASK,
-    atomic_write,
-    check_npz,
-    disk_error,
-    fsync_folder,
-    read_regular,
-)
-from .system import available_memory
-
-FORMAT_VERSION = 1
-# Checkpoints change more often than run folders: 3 keys the optimizer state by parameter
-# name (m/dense_0.W) and stores Adam's m and v as they are (2 kept decayed sums per half).
-# A run folder's model.npz from before layer names (0.W, 2.W) still loads.
-CHECKPOINT_FORMAT_VERSION = 3
-RUN_FILES = ("model.npz", "model.json", "config.yaml", "history.csv")
-CHECKPOINT = "checkpoint.npz"
-# The checkpoint of a --force replacement, kept apart until the new run is committed.
-PENDING_CHECKPOINT = ".checkpoint-pending.npz"
-LOCK = ".lock"
-# Files made from a run by other commands (plot, export): they belong to the run folder.
-DERIVED_FILES = ("curves.png", "curves.svg", "curves.pdf", "model.onnx")
+from . import files, signals, system
+from .checkpoints import CHECKPOINT as CHECKPOINT
+from .checkpoints import CHECKPOINT_FORMAT_VERSION as CHECKPOINT_FORMAT_VERSION
+from .checkpoints import checkpoint_json, unfinished_message
+from .checkpoints import read_checkpoint as read_checkpoint
+from .checkpoints import resume_command as resume_command
+from .checkpoints import shown_path as shown_path
+from .errors import ArtifactError
+from .files import UMASK, atomic_write, disk_error, fsync_folder
+from .run_folder import DERIVED_FILES as DERIVED_FILES
+from .run_folder import FORMAT_VERSION as FORMAT_VERSION
+from .run_folder import LOCK, PENDING_CHECKPOINT, RunManifest, foreign_entries, holds_run
+from .run_folder import RUN_FILES as RUN_FILES
+from .run_folder import read_manifest as read_manifest
+from .run_folder import read_run as read_run
+from .run_folder import study_message as study_message
 
 
 def npz_bytes(arrays: dict) -> bytes:
@@ -83,41 +71,6 @@ def history_csv(history: list) -> str:
 
 def _format_number(value):
     return repr(value) if isinstance(value, float) else value
-
-
-# ---------------------------------------------------------------------- what a folder holds
-
-
-def _ours(name: str) -> bool:
-    """Hidden files dltrain itself leaves in a run folder: the lock, a pending checkpoint, temporaries."""
-    return name in (LOCK, PENDING_CHECKPOINT) or (name.startswith(".") and name.endswith(".tmp"))
-
-
-def holds_run(directory: Path) -> bool:
-    return any((Path(directory) / name).exists() for name in ("model.json", "model.npz", CHECKPOINT))
-
-
-def foreign_entries(directory: Path) -> list[str]:
-    """Names in ``directory`` that are not part of a dltrain run (a user's config, data, notes)."""
-    directory = Path(directory)
-    entries = sorted(os.listdir(directory))
-    run_like = any(name in entries for name in ("model.json", "model.npz", CHECKPOINT))
-    allowed = set(RUN_FILES + (CHECKPOINT,) + DERIVED_FILES) if run_like else set()
-    return [name for name in entries if not _ours(name) and not (name in allowed and (directory / name).is_file())]
-
-
-def resume_command(config, out, overrides=()) -> str:
-    """The command that continues a run, as a shell reads it: config, --out, --resume and every --set."""
-    argv = ["dltrain", "fit", str(config), "--out", str(out), "--resume"]
-    for override in overrides:
-        argv += ["--set", override]
-    return shlex.join(argv)
-
-
-def shown_path(path) -> str:
-    """A stored absolute path as the user would type it from here: relative below the current folder."""
-    relative = os.path.relpath(path)
-    return path if relative.startswith("..") else relative
 
 
 # ---------------------------------------------------------------------- the lock
@@ -294,24 +247,18 @@ def commit_run(directory, files: dict, lock: RunLock, carry: dict | None = None)
 def save_run(
     directory, arrays: dict, manifest: dict, config_yaml: str, history: list, lock: RunLock, carry: dict | None = None
 ) -> dict:
-    """Commit the run folder's four files (and ``carry``) as one unit; returns the manifest as written."""
+    """Commit the run folder's four files (and ``carry``) as one unit; ``manifest`` holds model.json's
+    content (``RunManifest``: config, data, metrics, training, ...). Returns the manifest as written."""
     weights = npz_bytes(arrays)
-    manifest = {
-        "format_version": FORMAT_VERSION,
-        "dltrain_version": __version__,
-        "numpy_version": np.__version__,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        **manifest,
-        "model_sha256": hashlib.sha256(weights).hexdigest(),
-    }
+    stored = RunManifest.new(manifest, weights)
     files = {
         "model.npz": weights,
         "config.yaml": config_yaml.encode("utf-8"),
         "history.csv": history_csv(history).encode("utf-8"),
-        "model.json": (json.dumps(manifest, indent=2, allow_nan=True) + "\n").encode("utf-8"),
+        "model.json": stored.to_json().encode("utf-8"),
     }
     commit_run(directory, files, lock, carry)
-    return manifest
+    return stored.document
 
 
 # ---------------------------------------------------------------------- checkpoints
@@ -320,282 +267,9 @@ def save_run(
 def save_checkpoint(path, meta: dict, arrays: dict, durable: bool = True):
     """One file holding the training state: arrays, plus the metadata as a JSON text array."""
     payload = dict(arrays)
-    payload["meta.json"] = np.array(json.dumps(meta, allow_nan=True))
+    payload["meta.json"] = np.array(checkpoint_json(meta))
     with signals.deferred():
         atomic_write(path, npz_bytes(payload), durable)
-
-
-def _load_checkpoint(path: Path, only_meta: bool = False):
-    payload = read_regular(
-        path,
-        ArtifactError,
-        kind="checkpoint file",
-        limit=available_memory(),
-        not_found=f"{path}: no checkpoint to resume from; train without --resume first",
-    )
-    try:
-        check_npz(io.BytesIO(payload))  # a forged .npy header must not make np.load allocate terabytes
-        with np.load(io.BytesIO(payload), allow_pickle=False) as archive:
-            meta = json.loads(str(archive["meta.json"]))
-            arrays = {} if only_meta else {key: archive[key] for key in archive.files if key != "meta.json"}
-    except (ValueError, OSError, KeyError, zipfile.BadZipFile, EOFError, json.JSONDecodeError) as error:
-        raise ArtifactError(f"{path}: the checkpoint is damaged ({error}); train again without --resume") from None
-    if not isinstance(meta, dict) or meta.get("format_version") != CHECKPOINT_FORMAT_VERSION:
-        version = meta.get("format_version") if isinstance(meta, dict) else None
-        raise ArtifactError(
-            f"{path}: checkpoint format {version!r} is not supported by "
-            f"dltrain {__version__}; train again without --resume"
-        )
-    return meta, arrays
-
-
-def read_checkpoint(directory):
-    """(metadata, arrays) of a run folder's checkpoint; ArtifactError when absent or damaged."""
-    path = Path(directory) / CHECKPOINT
-    if not path.exists():
-        raise ArtifactError(f"{path}: no checkpoint to resume from; train without --resume first")
-    meta, arrays = _load_checkpoint(path)
-    problem = _checkpoint_problem(meta, arrays)
-    if problem:
-        raise ArtifactError(f"{path}: the checkpoint is inconsistent ({problem}); train again without --resume")
-    return meta, arrays
-
-
-def _is_count(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
-
-
-def _checkpoint_problem(meta: dict, arrays: dict) -> str | None:
-    """What does not fit together in a checkpoint that unpacked fine, or None."""
-    kinds = {
-        "epoch": _is_count,
-        "optimizer_steps": _is_count,
-        "stop_reason": lambda v: isinstance(v, str),
-        "history_columns": lambda v: isinstance(v, list) and all(isinstance(name, str) for name in v),
-        "shuffle_rng": lambda v: isinstance(v, dict),
-        "dropout_rng": lambda v: v is None or isinstance(v, dict),
-        "schedule": lambda v: v is None or isinstance(v, dict),
-        "config": lambda v: isinstance(v, dict),
-        "best": lambda v: (
-            isinstance(v, dict)
-            and _is_count(v.get("epoch"))
-            and _is_count(v.get("wait"))
-            and (
-                v.get("value") is None
-                or isinstance(v.get("value"), (int, float))
-                and not isinstance(v.get("value"), bool)
-            )
-        ),
-    }
-    for key, fits in kinds.items():
-        if key not in meta:
-            return f"{key!r} is missing"
-        if not fits(meta[key]):
-            return f"{key!r} has the wrong type or value ({str(meta[key])[:60]})"
-    history = arrays.get("history")
-    if history is None or history.ndim != 2 or history.shape != (meta["epoch"], len(meta["history_columns"])):
-        shape = None if history is None else history.shape
-        return (
-            f"the history has shape {shape}, but {meta['epoch']} epochs of "
-            f"{len(meta['history_columns'])} columns were recorded"
-        )
-    if meta["best"]["epoch"] > meta["epoch"]:
-        return f"the best epoch {meta['best']['epoch']} comes after the last epoch {meta['epoch']}"
-    for key, values in arrays.items():
-        if values.dtype.kind != "f":
-            return f"array {key!r} holds {values.dtype} values, not numbers"
-        if key.startswith(("param/", "best/")) and not np.all(np.isfinite(values)):
-            return f"array {key!r} holds NaN or infinite values"
-    return None
-
-
-def unfinished_message(directory: Path) -> str | None:
-    """For a folder holding only a checkpoint: what it is and the exact command that continues it."""
-    path = Path(directory) / CHECKPOINT
-    if not path.is_file():
-        return None
-    try:
-        meta, _ = _load_checkpoint(path, only_meta=True)
-        resume = meta["resume"]
-        command = resume_command(shown_path(resume["config"]), directory, resume["overrides"])
-        epochs = f"epoch {meta['epoch']} of {resume['epochs']}"
-    except (DltrainError, KeyError, TypeError):
-        return (
-            f"{directory} holds no finished model, only a training checkpoint; "
-            "continue it with `dltrain fit CONFIG --out " + shlex.quote(str(directory)) + " --resume`"
-        )
-    return (
-        f"{directory} holds no finished model, only a training checkpoint (after {epochs}): the fit "
-        f"was stopped before it saved a model. Continue it with: {command}"
-    )
-
-
-# ---------------------------------------------------------------------- reading a run
-
-
-def _parse_manifest(path: Path, payload: bytes) -> dict:
-    try:
-        manifest = json.loads(payload.decode("utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ArtifactError(f"{path}: not valid JSON ({error}); the file is damaged, train again") from None
-    if not isinstance(manifest, dict) or "format_version" not in manifest:
-        raise ArtifactError(f"{path}: not a dltrain model manifest")
-    if manifest["format_version"] != FORMAT_VERSION:
-        raise ArtifactError(
-            f"{path}: run format version {manifest['format_version']!r} is not supported by "
-            f"dltrain {__version__} (format {FORMAT_VERSION}); use a matching dltrain version "
-            "or train again"
-        )
-    for key in ("config", "data", "model_sha256"):
-        if key not in manifest:
-            raise ArtifactError(f"{path}: the manifest lacks {key!r}; the file is damaged, train again")
-    return manifest
-
-
-def _parse_weights(path: Path, payload: bytes, expected_sha256) -> dict:
-    digest = hashlib.sha256(payload).hexdigest()
-    if digest != expected_sha256:
-        raise ArtifactError(
-            f"{path}: checksum mismatch (SHA-256 {digest[:12]}…, manifest says "
-            f"{str(expected_sha256)[:12]}…); the weights were changed or damaged, train again"
-        )
-    try:
-        check_npz(io.BytesIO(payload))
-        with np.load(io.BytesIO(payload), allow_pickle=False) as archive:
-            arrays = {key: archive[key] for key in archive.files}
-    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as error:
-        raise ArtifactError(f"{path}: cannot be read as weights ({error}); train again") from None
-    for key, values in arrays.items():
-        # A model with NaN weights predicts NaN for every row; refuse it rather than answer nonsense.
-        if values.dtype.kind != "f" or not np.all(np.isfinite(values)):
-            raise ArtifactError(
-                f"{path}: parameter {key!r} holds "
-                f"{'NaN or infinite values' if values.dtype.kind == 'f' else values.dtype}"
-                "; the model cannot predict, train again"
-            )
-    return arrays
-
-
-def _open_folder(directory: Path) -> int:
-    try:
-        return os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    except (FileNotFoundError, NotADirectoryError):
-        raise ArtifactError(f"{directory}: run folder not found; give the folder that `dltrain fit` printed") from None
-    except OSError as error:
-        raise ArtifactError(f"{directory}: cannot open the run folder ({error.strerror})") from None
-
-
-_RUN_FILE_KINDS = {"model.json": "model manifest", "model.npz": "weights file"}
-
-
-def _read_at(folder: int | None, directory: Path, name: str) -> bytes:
-    """A run file's bytes, opened relative to the folder's descriptor (by its path where there is
-    none): a regular file of bounded size (a symlink to /dev/zero or a FIFO planted in a run
-    folder is refused, not read forever)."""
-    limit = available_memory() if name.endswith(".npz") else MANIFEST_LIMIT
-    return read_regular(
-        name if folder is not None else directory / name,
-        ArtifactError,
-        kind=_RUN_FILE_KINDS.get(name, "run file"),
-        limit=limit,
-        dir_fd=folder,
-        shown=directory / name,
-    )
-
-
-# Files of a `dltrain tune` study folder (tune/study_folder.py): its model is the run in best/.
-_STUDY_FILES = ("study.json", "trials.csv", "best.yaml", "journal.log")
-
-
-def study_message(directory: Path) -> str | None:
-    """For a study folder given where a run folder belongs: the run folder to give instead."""
-    directory = Path(directory)
-    if not any((directory / name).is_file() for name in _STUDY_FILES):
-        return None
-    best = directory / "best"
-    if holds_run(best):
-        return (
-            f"{directory} is a study folder of dltrain tune, not a run folder; its best trial, trained, "
-            f"is the run folder {best}: give that instead"
-        )
-    if (directory / "best.yaml").is_file():
-        how = f"train its best trial with: dltrain fit {shlex.quote(str(directory / 'best.yaml'))}"
-    else:
-        how = "no trial has completed yet; continue the search with dltrain tune"
-    return f"{directory} is a study folder of dltrain tune, not a run folder, and holds no trained best/ run; {how}"
-
-
-def _missing(directory: Path, name: str) -> ArtifactError:
-    if name == "model.json":
-        unfinished = unfinished_message(directory) or study_message(directory)
-        return ArtifactError(unfinished or f"{directory / name}: missing; {directory} does not hold a finished run")
-    return ArtifactError(f"{directory / name}: missing; the run folder is incomplete, train again")
-
-
-def _read_by_path(directory: Path, names) -> dict:
-    """Where a folder cannot be opened (Windows): each file by its path. Two files may then come
-    from two commits; the weights' checksum in the manifest tells, and the message says train again."""
-    if not directory.is_dir():
-        raise ArtifactError(f"{directory}: run folder not found; give the folder that `dltrain fit` printed")
-    payloads: dict[str, bytes] = {}
-    for name in names:
-        if not (directory / name).exists():
-            raise _missing(directory, name)
-        payloads[name] = _read_at(None, directory, name)
-    return payloads
-
-
-def _read_files(directory: Path, names) -> dict:
-    """The named files of a run folder, all from the same committed run.
-
-    They are read through one open descriptor on the folder; a commit that exchanges the
-    folder meanwhile (and removes the old run) shows as a vanished file, and the read starts over."""
-    if not system.OPEN_FOLDERS:
-        return _read_by_path(directory, names)
-    for _attempt in range(5):
-        folder = _open_folder(directory)
-        try:
-            payloads: dict[str, bytes] = {}
-            exchanged = False
-            for name in names:
-                try:
-                    payloads[name] = _read_at(folder, directory, name)
-                except FileNotFoundError:
-                    if os.fstat(folder).st_ino == _inode(directory):
-                        raise _missing(directory, name) from None
-                    exchanged = True
-                    break  # the folder was exchanged under us: read the new one
-                except IsADirectoryError:
-                    raise ArtifactError(f"{directory / name}: is a folder, not a file; train again") from None
-                except OSError as error:
-                    raise ArtifactError(f"{directory / name}: cannot be read ({error.strerror})") from None
-            if not exchanged:
-                return payloads
-        finally:
-            os.close(folder)
-    raise ArtifactError(f"{directory}: changed while it was read (a fit is saving into it); try again")
-
-
-def _inode(path: Path):
-    try:
-        return os.stat(path).st_ino
-    except OSError:
-        return None
-
-
-def read_manifest(directory) -> dict:
-    """The manifest of a finished run (``model.json``), checked for format and required keys."""
-    directory = Path(directory)
-    payload = _read_files(directory, ["model.json"])["model.json"]
-    return _parse_manifest(directory / "model.json", payload)
-
-
-def read_run(directory) -> tuple[dict, dict]:
-    """(manifest, weights) of a finished run, from one commit; the weights' SHA-256 is checked."""
-    directory = Path(directory)
-    payloads = _read_files(directory, ["model.json", "model.npz"])
-    manifest = _parse_manifest(directory / "model.json", payloads["model.json"])
-    return manifest, _parse_weights(directory / "model.npz", payloads["model.npz"], manifest["model_sha256"])
 
 
 # ---------------------------------------------------------------------- choosing and claiming a folder

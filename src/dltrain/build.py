@@ -20,6 +20,7 @@ import numpy as np
 from .config import Config, ConfigSource, build_config, closest_match
 from .data import DataSchema, Split
 from .data.prepare import PreparedData, prepare_data, resolve_auto
+from .data.schema import Scaler
 from .engine import cuda
 from .engine.backend import CPU, Backend
 from .engine.losses import make_loss
@@ -349,13 +350,13 @@ def array_data(config: Config, features: np.ndarray, targets: np.ndarray, class_
         target = "target" if targets.ndim == 1 else [f"target_{index}" for index in range(targets.shape[1])]
         targets = targets.reshape(len(targets), -1).astype(np.float32, copy=False)
     schema = DataSchema(
-        [f"input_{index}" for index in range(n_inputs)],
-        target,
-        task,
-        "none",
-        np.zeros(n_inputs, dtype=np.float32),
-        np.ones(n_inputs, dtype=np.float32),
-        [str(label) for label in class_labels] if class_labels is not None else [],
+        target=target,
+        task=task,
+        feature_names=[f"input_{index}" for index in range(n_inputs)],
+        class_labels=[str(label) for label in class_labels] if class_labels is not None else [],
+        scaler=Scaler(
+            method="none", offset=np.zeros(n_inputs, dtype=np.float32), divisor=np.ones(n_inputs, dtype=np.float32)
+        ),
     )
     return PreparedData(config, schema, Split(features, targets), None, None)
 

@@ -195,8 +195,8 @@ class _Session:
         metrics = _split_metrics(model, loss, self.data)
         stored = relocate_paths(self.config, self.base_dir, self.target.directory)
         manifest = {
-            "config": stored.to_dict(),
-            "data": self.data.schema.to_dict(),
+            "config": stored,
+            "data": self.data.schema,
             "metrics": metrics,
             "training": {
                 "epochs_done": len(history),
@@ -204,7 +204,7 @@ class _Session:
                 "best_epoch": best_epoch,
                 "monitor": monitor,
             },
-            "gelu": "exact",  # run folders without it meant the tanh form by gelu (see api.load)
+            "gelu": "exact",  # run folders without it meant the tanh form by gelu (see RunManifest)
             "device": self.device.to_dict() if self.device else None,
             "run": (self.record or RunRecord.start()).to_dict(),
         }
@@ -379,8 +379,8 @@ def _already_finished(session: _Session, trainer: Trainer, reason: str) -> Confi
 def _committed(directory: Path, trainer: Trainer) -> bool:
     """Whether the folder's saved model is the one the checkpoint's training ended with."""
     try:
-        return read_manifest(directory)["training"]["epochs_done"] == trainer.epoch
-    except (ArtifactError, KeyError, TypeError):
+        return read_manifest(directory).training.epochs_done == trainer.epoch
+    except ArtifactError:
         return False
 
 

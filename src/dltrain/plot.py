@@ -8,9 +8,9 @@ import json
 import math
 from pathlib import Path
 
-from .artifacts import read_manifest
 from .errors import ArtifactError, DltrainError, install_hint
 from .files import MANIFEST_LIMIT, check_writable, read_regular, write_output
+from .run_folder import read_manifest
 
 
 def read_history(run_dir) -> list[dict]:
@@ -95,9 +95,7 @@ def plot_curves(run_dir, out=None) -> Path:
     plt, image_format = _pyplot(out)
     manifest = read_manifest(run_dir)
     history = read_history(run_dir)
-    training = manifest.get("training")
-    best_epoch = training.get("best_epoch") if isinstance(training, dict) else None
-    best_epoch = best_epoch if isinstance(best_epoch, int) and not isinstance(best_epoch, bool) else 0
+    best_epoch = manifest.training.best_epoch
     names = [key for key in history[0] if key not in ("epoch", "lr", "seconds") and not key.startswith("val_")]
     epochs = [row["epoch"] for row in history]
     figure, axes = plt.subplots(len(names), 1, figsize=(7, 2.8 * len(names)), sharex=True, squeeze=False)
@@ -111,8 +109,7 @@ def plot_curves(run_dir, out=None) -> Path:
         axis.grid(alpha=0.3)
         axis.legend(loc="best", fontsize="small")
     axes[-1, 0].set_xlabel("epoch")
-    name = manifest["config"].get("name") if isinstance(manifest["config"], dict) else None
-    figure.suptitle(f"{name if isinstance(name, str) else run_dir.name}: learning curves")
+    figure.suptitle(f"{manifest.config.name}: learning curves")
     return _save(plt, figure, out, image_format)
 
 

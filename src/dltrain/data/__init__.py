@@ -1,14 +1,17 @@
 """CSV files to model-ready arrays, one way: read (csv, cache), plan (what the config asks),
-type and fit each column (columns, with dates), store the fitted preprocessing (schema), split
-(split); prepare.py runs the whole step for a config in one call (``prepare_data``).
+type and fit each column (columns, with dates; encoding: how a column becomes inputs), store the
+fitted preprocessing (schema; statistics.py fits its scaling), read other files as training did
+(rows), split (split); prepare.py runs the whole step for a config in one call (``prepare_data``).
 
-The package imports nothing of dltrain but the engine's loss rules, errors, files, labels and
-the config; it never prints."""
+The package imports nothing of dltrain but the engine's loss rules, errors, files, labels, the
+stored-format base (stored) and the config; it never prints."""
 
-from .columns import BOOLEAN_WORDS, MAX_CATEGORIES, ColumnEncoding, checked_rows, column_encodings
+from .columns import BOOLEAN_WORDS, MAX_CATEGORIES, checked_rows, column_encodings
 from .csv import DELIMITER_NAMES, DELIMITERS, MISSING_TOKENS, Columns, CsvFile
+from .encoding import ColumnEncoding
 from .plan import ColumnOptions, DataPlan, infer_target_task, infer_task, plan_data, target_labels
-from .schema import DataSchema, FeatureRows, LabelledRows, read_features, read_labelled, read_rows
+from .rows import FeatureRows, LabelledRows, read_features, read_labelled, read_rows
+from .schema import DataSchema
 from .split import Split, stratified_split
 
 __all__ = [

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -11,7 +10,6 @@ from ..errors import DataError
 from ..labels import canonical_label
 from .csv import Columns, mostly_numbers
 from .dates import (
-    DATE_PARTS,
     ISO_FORMAT,
     ParsedDates,
     compile_format,
@@ -21,11 +19,10 @@ from .dates import (
     parse_dates,
     varying_parts,
 )
+from .encoding import ColumnEncoding
 from .plan import NO_OPTIONS, DataPlan
 
 MAX_CATEGORIES = 1000  # one-hot columns beyond this are almost surely an ID or free text
-MISSING_POLICIES = ("error", "drop", "mean", "median", "mode", "constant")
-COLUMN_TYPES = ("numeric", "categorical", "boolean", "date")
 BOOLEAN_WORDS = {
     "true": True,
     "false": False,
@@ -40,85 +37,6 @@ BOOLEAN_WORDS = {
 }
 KNOWN_SHOWN = 20  # known values listed in an error message
 STATISTICS_ROWS = 8192  # rows per block when statistics or row moves stream through a matrix
-
-
-@dataclass
-class ColumnEncoding:
-    """How one CSV column becomes model inputs: its type, missing-value fill and categories."""
-
-    name: str
-    type: str = "numeric"
-    missing: str = "error"
-    fill: object = None  # the value an empty cell takes (fitted for mean, median, mode)
-    categories: list = field(default_factory=list)
-    unknown: str = "error"  # categorical: an unseen value is an error, or all zeros
-    format: str | None = None  # date: how its cells are written; its fill is ISO text
-    parts: list = field(default_factory=list)  # date: the model inputs it becomes (DATE_PARTS)
-
-    @property
-    def width(self) -> int:
-        if self.type == "date":
-            return len(self.parts)
-        return len(self.categories) if self.type == "categorical" else 1
-
-    def input_names(self) -> list[str]:
-        if self.type == "categorical":
-            return [f"{self.name}={category}" for category in self.categories]
-        if self.type == "date":
-            return [f"{self.name}.{part}" for part in self.parts]
-        return [self.name]
-
-    def to_dict(self) -> dict:
-        data = {"name": self.name, "type": self.type, "missing": self.missing, "fill": self.fill}
-        if self.type == "categorical":
-            data.update(categories=list(self.categories), unknown=self.unknown)
-        if self.type == "date":
-            data.update(format=self.format, parts=list(self.parts))
-        return data
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "ColumnEncoding":
-        encoding = cls(
-            str(data["name"]),
-            data["type"],
-            data["missing"],
-            data.get("fill"),
-            [str(value) for value in data.get("categories", [])],
-            data.get("unknown", "error"),
-            data.get("format"),
-            list(data.get("parts", [])),
-        )
-        if encoding.type == "date":
-            if not isinstance(encoding.format, str) or not encoding.parts:
-                raise ValueError(f"column {encoding.name!r}: a date column without a format or parts")
-            compile_format(encoding.format)  # a ValueError says what is wrong with it
-            unknown_parts = [part for part in encoding.parts if part not in DATE_PARTS]
-            if unknown_parts or len(set(encoding.parts)) != len(encoding.parts):
-                raise ValueError(f"column {encoding.name!r}: unknown or repeated date parts {encoding.parts!r}")
-            if encoding.fill is not None and (
-                not isinstance(encoding.fill, str) or not parse_dates(np.array([encoding.fill]), ISO_FORMAT).valid[0]
-            ):
-                raise ValueError(f"column {encoding.name!r}: the date fill {encoding.fill!r} is not an ISO date")
-        if encoding.type not in COLUMN_TYPES or encoding.missing not in MISSING_POLICIES:
-            raise ValueError(
-                f"column {encoding.name!r}: unknown type {encoding.type!r} or missing policy {encoding.missing!r}"
-            )
-        if encoding.unknown not in ("error", "ignore"):
-            raise ValueError(f"column {encoding.name!r}: unknown must be error or ignore")
-        if encoding.missing in ("mean", "median", "mode", "constant") and encoding.fill is None:
-            raise ValueError(f"column {encoding.name!r}: missing {encoding.missing} without a fill value")
-        if encoding.type == "categorical" and not encoding.categories:
-            raise ValueError(f"column {encoding.name!r}: a categorical column without categories")
-        fill = encoding.fill
-        fits = {
-            "numeric": lambda: isinstance(fill, (int, float)) and not isinstance(fill, bool) and math.isfinite(fill),
-            "boolean": lambda: isinstance(fill, bool),
-            "categorical": lambda: isinstance(fill, str),
-            "date": lambda: isinstance(fill, str),
-        }
-        if fill is not None and not fits[encoding.type]():
-            raise ValueError(f"column {encoding.name!r}: the fill {fill!r} does not suit a {encoding.type} column")
-        return encoding
 
 
 def _missing_mask(columns: Columns, name: str) -> np.ndarray:
@@ -236,52 +154,55 @@ def _fit_date(columns: Columns, encoding: ColumnEncoding, train_rows: np.ndarray
     return ColumnEncoding(encoding.name, "date", encoding.missing, fill, format=encoding.format, parts=parts)
 
 
+def _no_values(columns: Columns, name: str, missing: str) -> DataError:
+    return DataError(
+        f"{columns.path}: column {name!r} has no values in the training rows to take the {missing} of; "
+        "fill it in or exclude the column"
+    )
+
+
+def _numeric_fill(columns: Columns, encoding: ColumnEncoding, train_rows: np.ndarray) -> float:
+    """The mean, median or mode of a numeric column's training rows."""
+    values = columns.numbers(encoding.name)[train_rows]
+    present = values[~np.isnan(values)].astype(np.float64)
+    if present.size == 0:
+        raise _no_values(columns, encoding.name, encoding.missing)
+    if encoding.missing == "mean":
+        return float(present.mean())
+    if encoding.missing == "median":
+        return float(np.median(present))
+    unique, counts = np.unique(present, return_counts=True)
+    return float(unique[np.argmax(counts)])
+
+
+def _text_mode(columns: Columns, encoding: ColumnEncoding, train_rows: np.ndarray) -> bool | str:
+    """The most frequent value of a boolean or categorical column's training rows."""
+    if encoding.type == "boolean":
+        words = boolean_values(columns.text[encoding.name][train_rows])[0]
+        words = words[~np.isnan(words)]
+        if words.size == 0:
+            raise _no_values(columns, encoding.name, "mode")
+        return bool(np.count_nonzero(words) * 2 >= words.size)  # ties go to true
+    unique, _, counts = columns.distinct(encoding.name, train_rows)
+    unique, counts = unique[unique != ""], counts[unique != ""]
+    if unique.size == 0:
+        raise _no_values(columns, encoding.name, "mode")
+    return str(unique[np.argmax(counts)])
+
+
 def fit_column(columns: Columns, encoding: ColumnEncoding, train_rows: np.ndarray, all_rows: np.ndarray):
     """The column with its fill value (mean, median or mode of the training rows) and categories."""
-    name = encoding.name
-    fill = encoding.fill
+    name, missing, fill = encoding.name, encoding.missing, encoding.fill
     if encoding.type == "date":
         return _fit_date(columns, encoding, train_rows)
     if encoding.type == "numeric":
-        if encoding.missing not in ("mean", "median", "mode"):
+        if missing not in ("mean", "median", "mode"):
             return encoding  # nothing to fit (most columns of a wide file)
-        if encoding.missing in ("mean", "median", "mode"):
-            values = columns.numbers(name)[train_rows]
-            present = values[~np.isnan(values)].astype(np.float64)
-            if present.size == 0:
-                raise DataError(
-                    f"{columns.path}: column {name!r} has no values in the training rows to take "
-                    f"the {encoding.missing} of; fill it in or exclude the column"
-                )
-            if encoding.missing == "mean":
-                fill = float(present.mean())
-            elif encoding.missing == "median":
-                fill = float(np.median(present))
-            else:
-                unique, counts = np.unique(present, return_counts=True)
-                fill = float(unique[np.argmax(counts)])
-        return ColumnEncoding(name, "numeric", encoding.missing, fill)
-    if encoding.missing == "mode":
-        if encoding.type == "boolean":
-            words = boolean_values(columns.text[name][train_rows])[0]
-            words = words[~np.isnan(words)]
-            if words.size == 0:
-                raise DataError(
-                    f"{columns.path}: column {name!r} has no values in the training rows to take "
-                    "the mode of; fill it in or exclude the column"
-                )
-            fill = bool(np.count_nonzero(words) * 2 >= words.size)  # ties go to true
-        else:
-            unique, _, counts = columns.distinct(name, train_rows)
-            unique, counts = unique[unique != ""], counts[unique != ""]
-            if unique.size == 0:
-                raise DataError(
-                    f"{columns.path}: column {name!r} has no values in the training rows to take "
-                    "the mode of; fill it in or exclude the column"
-                )
-            fill = str(unique[np.argmax(counts)])
+        return ColumnEncoding(name, "numeric", missing, _numeric_fill(columns, encoding, train_rows))
+    if missing == "mode":
+        fill = _text_mode(columns, encoding, train_rows)
     if encoding.type == "boolean":
-        return ColumnEncoding(name, "boolean", encoding.missing, fill)
+        return ColumnEncoding(name, "boolean", missing, fill)
     distinct = columns.distinct(name, all_rows)[0]
     categories = sorted(set(distinct.tolist()) - {""} | ({str(fill)} if fill is not None else set()))
     if len(categories) > MAX_CATEGORIES:
@@ -290,7 +211,7 @@ def fit_column(columns: Columns, encoding: ColumnEncoding, train_rows: np.ndarra
             f"one-hot encode (at most {MAX_CATEGORIES}); it looks like an ID or free text: add it to "
             "data.exclude"
         )
-    return ColumnEncoding(name, "categorical", encoding.missing, fill, categories, encoding.unknown)
+    return ColumnEncoding(name, "categorical", missing, fill, categories, encoding.unknown)
 
 
 def checked_rows(columns: Columns, encodings: list, targets: list, target_missing: str, mode: str):
@@ -432,74 +353,73 @@ def column_encodings(columns: Columns, plan: DataPlan) -> list:
             if plain is None:
                 plain = _plain_numeric(plan, name)
             encodings.append(ColumnEncoding(name, "numeric", plain.missing, plain.fill))
-            continue
-        option = option or NO_OPTIONS
-        kind = option.type
-        date_format = None
-        if option.format is not None or kind == "date":
-            kind = "date"
-            date_format = _given_date_format(columns, plan, name)
-        elif name in columns.text:
-            values = columns.text[name]
-            if kind is None:
-                distinct = columns.distinct(name)
-                mostly = mostly_numbers(values, distinct)
-                if mostly is not None:
-                    bad, numbers, present = mostly
-                    row = int(bad[0])
-                    others = ""
-                    if bad.size > 1:
-                        shown = ", ".join(f"{columns.line(int(index))} ({str(values[index])!r})" for index in bad[1:6])
-                        others = (
-                            f", nor are {bad.size - 1} more cell{'s' if bad.size > 2 else ''} (line "
-                            f"{shown}{', …' if bad.size > 6 else ''})"
-                        )
-                    raise DataError(
-                        f"{columns.path}:{columns.line(row)}: column {name!r} has {str(values[row])!r}, "
-                        f"which is not a number{others}, though {numbers} of its {present} values are; "
-                        f"if {str(values[row])!r} marks a missing value, add it to data.na_values; else "
-                        f"fix the cell{'s' if bad.size > 1 else ''}, or set data.columns.{name}.type: "
-                        "categorical to treat the column as text"
-                    )
-                date_format = _detected_date_format(columns, plan, name, required=False)
-                if date_format is not None:
-                    kind = "date"
-                else:
-                    words = {word.lower() for word in distinct[0].tolist()} - {""}
-                    kind = "boolean" if words and words <= set(BOOLEAN_WORDS) else "categorical"
-            elif kind == "boolean":
-                _, bad = boolean_values(values)
-                if bad is not None:
-                    raise DataError(
-                        f"{columns.path}:{columns.line(bad)}: column {name!r} has {str(values[bad])!r}, "
-                        f"which is not true/false (or yes/no, 1/0); data.columns.{name}.type is boolean"
-                    )
         else:
-            kind = "numeric"
-        missing, fill, path = plan.policy(name)
-        if kind not in ("numeric", "date") and missing in ("mean", "median"):
-            if path[1] == "columns":
-                raise plan.fail(path, f"{missing} needs a numeric column and {name!r} is {kind}; use mode or constant")
-            missing = "mode"  # the data-wide default falls back to the most frequent value for text
-        if missing == "constant":
-            fill = _constant_fill(plan, name, kind, fill, path, date_format)
-        elif missing not in ("mean", "median", "mode"):
-            fill = None
-        encodings.append(
-            ColumnEncoding(
-                name,
-                kind,
-                missing,
-                fill if missing == "constant" else None,
-                unknown=option.unknown,
-                format=date_format,
-            )
-        )
-        if option.unknown != "error" and kind != "categorical":
-            raise plan.fail(
-                ("data", "columns", name, "unknown"), f"applies to categorical columns, and {name!r} is {kind}"
-            )
+            encodings.append(_requested_encoding(columns, plan, name, option or NO_OPTIONS))
     return encodings
+
+
+def _requested_encoding(columns: Columns, plan: DataPlan, name: str, option) -> ColumnEncoding:
+    """One column's type and missing-value policy, as its settings and cells say (unfitted)."""
+    kind, date_format = _column_kind(columns, plan, name, option)
+    missing, fill, path = plan.policy(name)
+    if kind not in ("numeric", "date") and missing in ("mean", "median"):
+        if path[1] == "columns":
+            raise plan.fail(path, f"{missing} needs a numeric column and {name!r} is {kind}; use mode or constant")
+        missing = "mode"  # the data-wide default falls back to the most frequent value for text
+    if missing == "constant":
+        fill = _constant_fill(plan, name, kind, fill, path, date_format)
+    if option.unknown != "error" and kind != "categorical":
+        raise plan.fail(("data", "columns", name, "unknown"), f"applies to categorical columns, and {name!r} is {kind}")
+    return ColumnEncoding(
+        name, kind, missing, fill if missing == "constant" else None, unknown=option.unknown, format=date_format
+    )
+
+
+def _column_kind(columns: Columns, plan: DataPlan, name: str, option) -> tuple[str, str | None]:
+    """A column's type and date format: as the config gives them, else read from its cells."""
+    if option.format is not None or option.type == "date":
+        return "date", _given_date_format(columns, plan, name)
+    if name not in columns.text:
+        return "numeric", None
+    values = columns.text[name]
+    if option.type == "boolean":
+        _, bad = boolean_values(values)
+        if bad is not None:
+            raise DataError(
+                f"{columns.path}:{columns.line(bad)}: column {name!r} has {str(values[bad])!r}, "
+                f"which is not true/false (or yes/no, 1/0); data.columns.{name}.type is boolean"
+            )
+    if option.type is not None:
+        return option.type, None
+    distinct = columns.distinct(name)
+    mostly = mostly_numbers(values, distinct)
+    if mostly is not None:
+        raise _mostly_numbers_error(columns, name, values, mostly)
+    date_format = _detected_date_format(columns, plan, name, required=False)
+    if date_format is not None:
+        return "date", date_format
+    words = {word.lower() for word in distinct[0].tolist()} - {""}
+    return ("boolean" if words and words <= set(BOOLEAN_WORDS) else "categorical"), None
+
+
+def _mostly_numbers_error(columns: Columns, name: str, values: np.ndarray, mostly) -> DataError:
+    """A column of numbers but for a few cells: name the first of them, and what to do."""
+    bad, numbers, present = mostly
+    row = int(bad[0])
+    others = ""
+    if bad.size > 1:
+        shown = ", ".join(f"{columns.line(int(index))} ({str(values[index])!r})" for index in bad[1:6])
+        others = (
+            f", nor are {bad.size - 1} more cell{'s' if bad.size > 2 else ''} (line "
+            f"{shown}{', …' if bad.size > 6 else ''})"
+        )
+    return DataError(
+        f"{columns.path}:{columns.line(row)}: column {name!r} has {str(values[row])!r}, "
+        f"which is not a number{others}, though {numbers} of its {present} values are; "
+        f"if {str(values[row])!r} marks a missing value, add it to data.na_values; else "
+        f"fix the cell{'s' if bad.size > 1 else ''}, or set data.columns.{name}.type: "
+        "categorical to treat the column as text"
+    )
 
 
 def _given_date_format(columns: Columns, plan: DataPlan, name: str) -> str:

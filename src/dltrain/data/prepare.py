@@ -25,7 +25,8 @@ from . import cache as data_cache
 from .columns import checked_rows, column_encodings
 from .csv import Columns, CsvFile
 from .plan import ColumnOptions, DataPlan, infer_target_task, plan_data, target_labels
-from .schema import DataSchema, read_features
+from .rows import read_features
+from .schema import DataSchema
 from .split import Split, stratified_folds, stratified_split
 
 

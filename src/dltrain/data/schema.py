@@ -1,18 +1,19 @@
 """The fitted preprocessing, stored in the run folder: CSV columns to model inputs and targets.
 
-Fitted on the training rows only; ``read_features`` applies exactly the same steps to any CSV
-at eval or predict time."""
+Fitted on the training rows only; ``rows.read_features`` applies exactly the same steps to any
+CSV at eval or predict time. ``DataSchema`` is the ``data`` part of model.json (a stored format:
+see ``stored``), its fields laid out as the file holds them."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Optional, TypeAlias, Union
 
 import numpy as np
+from pydantic import Field, field_validator, model_validator
 
-from ..errors import DataError, did_you_mean
+from ..errors import DataError
+from ..stored import FieldProblem, Float32Vector, Float64Vector, Stored
 from .columns import (
     KNOWN_SHOWN,
     STATISTICS_ROWS,
@@ -23,47 +24,148 @@ from .columns import (
     fit_column,
     rows_to_front,
 )
-from .csv import (
-    DELIMITERS,
-    FLOAT32_MAX,
-    MISSING_TOKENS,
-    Columns,
-    CsvFile,
-    listed,
-    numeric_markers,
-    refuse_beyond_float32,
-    to_numbers,
-    to_text,
-)
+from .csv import DELIMITERS, MISSING_TOKENS, Columns, CsvFile
 from .plan import label_sort_key, target_labels
+from .rows import read_cells
+from .statistics import input_scaling, target_scaling
+
+if TYPE_CHECKING:  # pydantic checks the choices when stored; code passes a validated config's text
+    ScaleMethod: TypeAlias = str
+    Task: TypeAlias = str
+    TargetMissing: TypeAlias = str
+else:
+    ScaleMethod = Literal["standard", "minmax", "none"]
+    Task = Literal["classification", "regression"]
+    TargetMissing = Literal["error", "drop"]
 
 
-@dataclass
-class DataSchema:
+class Scaler(Stored):
+    """The inputs' scaling, fitted on the training rows: each input becomes (x - offset) / divisor."""
+
+    method: ScaleMethod
+    offset: Float32Vector
+    divisor: Float32Vector
+
+    @model_validator(mode="after")
+    def _usable(self):
+        if not np.all(np.isfinite(self.offset)):
+            raise FieldProblem("offset", "holds NaN or infinite values")
+        if not (np.all(np.isfinite(self.divisor)) and np.all(self.divisor != 0)):
+            raise FieldProblem("divisor", "holds NaN, infinite or zero values")
+        return self
+
+
+class CsvOptions(Stored):
+    """How training read its CSV: eval and predict read files the same way (data.delimiter, …)."""
+
+    delimiter: Optional[str] = None  # None: detected in each file
+    decimal: Literal[".", ","] = "."
+    encoding: str = "utf-8"
+    na_values: list[str] = Field(default_factory=list)  # data.na_values: missing-value markers of every column
+    column_na_values: dict[str, list[str]] = Field(
+        default_factory=dict
+    )  # data.columns.X.na_values, features and targets
+
+    @field_validator("delimiter")
+    @classmethod
+    def _known_delimiter(cls, value):
+        if value is not None and value not in DELIMITERS:
+            raise ValueError(f"must be one of ',', ';', tab, '|' (got {value!r})")
+        return value
+
+
+class TargetScaler(Stored):
+    """Regression targets' scaling (data.target_scale): standard trains on (y - offset) / divisor."""
+
+    method: Literal["none", "standard"] = "none"
+    offset: Optional[Float64Vector] = None
+    divisor: Optional[Float64Vector] = None
+
+    @model_validator(mode="after")
+    def _usable(self):
+        if self.method == "none":
+            self.offset = self.divisor = None
+        elif self.offset is None or self.divisor is None or self.offset.shape != self.divisor.shape:
+            raise FieldProblem("offset", "standard scaling needs as many offsets as divisors")
+        elif not np.all(np.isfinite(self.offset)):
+            raise FieldProblem("offset", "holds NaN or infinite values")
+        elif not (np.all(np.isfinite(self.divisor)) and np.all(self.divisor > 0)):
+            raise FieldProblem("divisor", "holds NaN or infinite values, or values <= 0")
+        return self
+
+
+def _shorthand(part: str, name: str) -> Any:
+    """A read-only attribute for a field of one of the schema's parts (its scaler, csv, target_scaler)."""
+    return property(lambda schema: getattr(getattr(schema, part), name))
+
+
+class DataSchema(Stored):
     """Everything needed to turn a CSV into model inputs and outputs: fitted on train, stored."""
 
+    target: Union[str, list[str]]
+    task: Task
     feature_names: list[str]
-    target: str | list
-    task: str
-    scale: str
-    offset: np.ndarray
-    divisor: np.ndarray
-    class_labels: list[str] = field(default_factory=list)
+    class_labels: list[str] = Field(default_factory=list)
     binary: bool = False  # two classes predicted by one sigmoid output
-    columns: list = field(default_factory=list)  # one ColumnEncoding per feature
-    target_missing: str = "error"  # drop: labelled rows with an empty target are skipped
-    delimiter: str | None = None  # None: detected in each file
-    decimal: str = "."
-    encoding: str = "utf-8"
-    target_scale: str = "none"  # regression: standard trains on (y - offset) / divisor
-    target_offset: np.ndarray | None = None
-    target_divisor: np.ndarray | None = None
-    na_values: list = field(default_factory=list)  # data.na_values: missing-value markers of every column
-    column_na_values: dict = field(default_factory=dict)  # data.columns.X.na_values, features and targets
+    scaler: Scaler
+    columns: list[ColumnEncoding] = Field(default_factory=list)  # one per feature
+    target_missing: TargetMissing = "error"  # drop: labelled rows with an empty target are skipped
+    csv: CsvOptions = Field(default_factory=CsvOptions)
+    target_scaler: TargetScaler = Field(default_factory=TargetScaler)
 
-    def __post_init__(self):
-        if not self.columns:
-            self.columns = [ColumnEncoding(name) for name in self.feature_names]
+    @model_validator(mode="before")
+    @classmethod
+    def _upgrade(cls, data):
+        """Schemas from before column encodings (every feature numeric) and target scaling (none)."""
+        if isinstance(data, dict) and not data.get("columns") and isinstance(data.get("feature_names"), list):
+            data = {**data, "columns": [{"name": name} for name in data["feature_names"]]}
+        if isinstance(data, dict) and data.get("target_scaler", 0) is None:
+            data = {key: value for key, value in data.items() if key != "target_scaler"}
+        return data
+
+    @field_validator("target", mode="before")
+    @classmethod
+    def _named(cls, value):
+        if not value or not (
+            isinstance(value, str) or isinstance(value, list) and all(isinstance(v, str) for v in value)
+        ):
+            raise ValueError(f"must be a column name or a list of them (got {value!r})")
+        return value
+
+    @model_validator(mode="after")
+    def _fits_together(self):
+        if [column.name for column in self.columns] != self.feature_names:
+            raise FieldProblem("columns", "the column encodings do not match feature_names")
+        for name in ("offset", "divisor"):
+            if getattr(self.scaler, name).shape != (self.n_inputs,):
+                size = getattr(self.scaler, name).size
+                raise FieldProblem(f"scaler.{name}", f"has {size} values for {self.n_inputs} model inputs")
+        if self.task == "classification" and (
+            len(self.class_labels) < 2 or (self.binary and len(self.class_labels) != 2)
+        ):
+            needs = "exactly two (binary)" if self.binary else "two or more"
+            raise FieldProblem("class_labels", f"a classifier needs {needs}, not {self.class_labels}")
+        if self.target_offset is not None and (
+            self.task != "regression" or self.target_offset.shape != (len(self.targets),)
+        ):
+            raise FieldProblem(
+                "target_scaler.offset",
+                f"has {self.target_offset.size} values for {len(self.targets)} regression targets",
+            )
+        return self
+
+    # The stored fields by the short names the code reads (read-only): schema.offset is schema.scaler.offset.
+    scale: ClassVar = _shorthand("scaler", "method")
+    offset: ClassVar = _shorthand("scaler", "offset")
+    divisor: ClassVar = _shorthand("scaler", "divisor")
+    delimiter: ClassVar = _shorthand("csv", "delimiter")
+    decimal: ClassVar = _shorthand("csv", "decimal")
+    encoding: ClassVar = _shorthand("csv", "encoding")
+    na_values: ClassVar = _shorthand("csv", "na_values")
+    column_na_values: ClassVar = _shorthand("csv", "column_na_values")
+    target_scale: ClassVar = _shorthand("target_scaler", "method")
+    target_offset: ClassVar = _shorthand("target_scaler", "offset")
+    target_divisor: ClassVar = _shorthand("target_scaler", "divisor")
 
     # ------------------------------------------------------------ shape
 
@@ -108,86 +210,28 @@ class DataSchema:
             name = targets[0]
             raw = columns.text[name] if name in columns.text else columns.numbers(name)
             labels = sorted(set(target_labels(np.unique(raw[all_rows])).tolist()), key=label_sort_key)
-        width = sum(column.width for column in fitted)
-        schema = cls(
-            [column.name for column in fitted],
-            targets[0] if len(targets) == 1 else list(targets),
-            task,
-            scale,
-            np.zeros(width, dtype=np.float32),
-            np.ones(width, dtype=np.float32),
-            labels,
+        offset, divisor = input_scaling(columns, fitted, scale, train_rows)
+        target_scaler = TargetScaler()
+        if task == "regression" and target_scale == "standard":
+            target_offset, target_divisor = target_scaling(columns, targets, train_rows)
+            target_scaler = TargetScaler(method="standard", offset=target_offset, divisor=target_divisor)
+        return cls(
+            target=targets[0] if len(targets) == 1 else list(targets),
+            task=task,
+            feature_names=[column.name for column in fitted],
+            class_labels=labels,
+            scaler=Scaler(method=scale, offset=offset, divisor=divisor),
             columns=fitted,
             target_missing=target_missing,
-            **(csv_options or {}),
+            csv=CsvOptions(**(csv_options or {})),
+            target_scaler=target_scaler,
         )
-        schema._fit_scaling(columns, train_rows)
-        if task == "regression" and target_scale == "standard":
-            schema._fit_target_scaling(columns, train_rows)
-        return schema
-
-    def _fit_target_scaling(self, columns: Columns, train_rows: np.ndarray):
-        """Mean and standard deviation of each regression target on the training rows."""
-        values = np.column_stack([columns.numbers(name)[train_rows] for name in self.targets]).astype(np.float64)
-        offset = values.mean(axis=0)
-        divisor = values.std(axis=0)
-        divisor[~(divisor > 0) | ~np.isfinite(divisor)] = 1.0  # a constant target is only shifted
-        self.target_scale, self.target_offset, self.target_divisor = "standard", offset, divisor
 
     def unscale_targets(self, outputs: np.ndarray) -> np.ndarray:
         """Model outputs in the target's own units (the inverse of the target scaling)."""
         if self.target_divisor is None:
             return outputs
         return outputs * self.target_divisor + self.target_offset
-
-    def _fit_scaling(self, columns: Columns, train_rows: np.ndarray):
-        """Statistics of the numeric inputs on the training rows; one-hot and 0/1 inputs stay as they are.
-
-        Computed in blocks of rows, in float64, so no copy of the training matrix is needed."""
-        if self.scale == "none":
-            return
-        starts = np.cumsum([0] + [column.width for column in self.columns])[:-1]
-        for start, column in zip(starts, self.columns):
-            if column.type == "date":  # a few inputs per column, computed from its parsed cells
-                values = date_inputs(columns, column, train_rows).astype(np.float64)
-                where = slice(start, start + column.width)
-                if self.scale == "standard":
-                    self._store_statistics(where, values.mean(axis=0), values.std(axis=0))
-                else:
-                    low = values.min(axis=0)
-                    self._store_statistics(where, low, values.max(axis=0) - low)
-        numeric = [(start, column) for start, column in zip(starts, self.columns) if column.type == "numeric"]
-        if not numeric:
-            return
-        inputs = np.array([start for start, _ in numeric])
-        positions = columns.numeric_positions([column.name for _, column in numeric])
-        fills = np.array([np.nan if column.fill is None else column.fill for _, column in numeric], dtype=np.float32)
-        every_column = positions == list(range(columns.matrix.shape[1]))
-        any_fill = bool(np.any(~np.isnan(fills)))
-
-        def blocks():
-            for begin in range(0, len(train_rows), STATISTICS_ROWS):
-                chunk = train_rows[begin : begin + STATISTICS_ROWS]
-                block = columns.matrix[chunk] if every_column else columns.matrix[np.ix_(chunk, positions)]
-                if any_fill:
-                    block = np.where(np.isnan(block), fills, block)
-                yield block
-
-        if self.scale == "standard":
-            total = sum(np.add.reduce(block, axis=0, dtype=np.float64) for block in blocks())
-            offset = total / len(train_rows)
-            divisor = np.sqrt(sum(np.add.reduce((block - offset) ** 2, axis=0) for block in blocks()) / len(train_rows))
-        else:
-            extremes = [(block.min(axis=0), block.max(axis=0)) for block in blocks()]
-            offset = np.minimum.reduce([low for low, _ in extremes]).astype(np.float64)
-            divisor = np.maximum.reduce([high for _, high in extremes]).astype(np.float64) - offset
-        self._store_statistics(inputs, offset, divisor)
-
-    def _store_statistics(self, inputs, offset: np.ndarray, divisor: np.ndarray):
-        divisor = np.array(divisor, dtype=np.float64)
-        divisor[~(divisor > 0) | ~np.isfinite(divisor)] = 1.0  # a constant column becomes 0, never NaN
-        self.offset[inputs] = offset
-        self.divisor[inputs] = divisor
 
     # ------------------------------------------------------------ applying
 
@@ -402,312 +446,10 @@ class DataSchema:
         return table.read(numeric=numeric, wide=wide, text=text, fixed=fixed)
 
     def read_cells(self, cells: Mapping[str, Sequence], source: str = "row") -> Columns:
-        """The feature columns of ``cells`` ({column: cells}, as from JSON), typed as ``read_columns``
-        types a CSV's: a cell is a number, a text, a boolean or None, and is read as the same text
-        in a CSV file would be (None, NaN and the missing-value tokens are empty cells). Rows are
-        numbered from 0 in messages, which start ``{source}:{row}:``; extra columns are ignored."""
-        where = Path(source)
-        for name in self.feature_names:
-            if name not in cells:
-                raise DataError(
-                    f"{where}: feature column {name!r} not found{did_you_mean(name, list(cells))}; "
-                    f"the model needs {listed(self.feature_names)}"
-                )
-        lengths = {name: len(cells[name]) for name in self.feature_names}
-        n_rows = lengths[self.feature_names[0]]
-        if n_rows == 0 or any(length != n_rows for length in lengths.values()):
-            other = next((name for name, length in lengths.items() if length != n_rows), None)
-            raise DataError(
-                f"{where}: no rows to predict; give each column a list of cells"
-                if other is None
-                else f"{where}: column {self.feature_names[0]!r} has {n_rows} cells and {other!r} "
-                f"{lengths[other]}; give every column one cell per row"
-            )
-        numeric = [column.name for column in self.columns if column.type == "numeric"]
-        lines = np.arange(n_rows)
-        matrix = np.empty((n_rows, len(numeric)), dtype=np.float64)
-        for position, name in enumerate(numeric):
-            matrix[:, position] = _cell_numbers(cells[name], where, name, frozenset(self.missing_tokens(name)))
-        refuse_beyond_float32(where, matrix, lines, numeric)
-        text = {
-            column.name: to_text(
-                [_cell_text(value, where, column.name, row) for row, value in enumerate(cells[column.name])],
-                frozenset(self.missing_tokens(column.name)),
-            )
-            for column in self.columns
-            if column.type != "numeric"
-        }
-        return Columns(where, lines, numeric, matrix.astype(np.float32), {}, text)
+        """The feature columns of ``cells`` ({column: cells}, as from JSON), typed as a CSV's (``rows.read_cells``)."""
+        return read_cells(self, cells, source)
 
     def usable_rows(self, columns: Columns, labelled: bool) -> np.ndarray | None:
         """Rows a trained model can use; raises for cells it cannot (None: every row)."""
         targets = self.targets if labelled else []
         return checked_rows(columns, self.columns, targets, self.target_missing, "labelled" if labelled else "predict")
-
-    # ------------------------------------------------------------ stored form
-
-    def to_dict(self) -> dict:
-        return {
-            "target": self.target,
-            "task": self.task,
-            "feature_names": self.feature_names,
-            "class_labels": self.class_labels,
-            "binary": self.binary,
-            "scaler": {"method": self.scale, "offset": self.offset.tolist(), "divisor": self.divisor.tolist()},
-            "columns": [column.to_dict() for column in self.columns],
-            "target_missing": self.target_missing,
-            "csv": {
-                "delimiter": self.delimiter,
-                "decimal": self.decimal,
-                "encoding": self.encoding,
-                "na_values": list(self.na_values),
-                "column_na_values": {name: list(values) for name, values in self.column_na_values.items()},
-            },
-            "target_scaler": {
-                "method": self.target_scale,
-                "offset": None if self.target_offset is None else self.target_offset.tolist(),
-                "divisor": None if self.target_divisor is None else self.target_divisor.tolist(),
-            },
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "DataSchema":
-        """Rebuild from ``to_dict``; a ValueError, KeyError or TypeError names what is wrong."""
-        scaler = data["scaler"]
-        feature_names = [str(name) for name in data["feature_names"]]
-        target = data["target"]
-        if not isinstance(target, (str, list)) or not target:
-            raise ValueError(f"target must be a column name or a list of them, not {target!r}")
-        columns = [ColumnEncoding.from_dict(item) for item in data.get("columns", [])]
-        if columns and [column.name for column in columns] != feature_names:
-            raise ValueError("the column encodings do not match feature_names")
-        csv_options = data.get("csv", {})
-        if (
-            not isinstance(csv_options, dict)
-            or not isinstance(scaler, dict)
-            or not isinstance(data["class_labels"], list)
-        ):
-            raise ValueError("csv, scaler and class_labels must be a mapping, a mapping and a list")
-        schema = cls(
-            feature_names=feature_names,
-            target=target,
-            task=data["task"],
-            scale=scaler["method"],
-            offset=np.asarray(scaler["offset"], dtype=np.float32),
-            divisor=np.asarray(scaler["divisor"], dtype=np.float32),
-            class_labels=[str(label) for label in data["class_labels"]],
-            binary=bool(data["binary"]),
-            columns=columns,
-            target_missing=data.get("target_missing", "error"),
-            delimiter=csv_options.get("delimiter"),
-            decimal=csv_options.get("decimal", "."),
-            encoding=csv_options.get("encoding", "utf-8"),
-            na_values=_markers(csv_options.get("na_values", [])),
-            column_na_values=_column_markers(csv_options.get("column_na_values", {})),
-        )
-        if schema.task not in ("classification", "regression") or schema.scale not in ("standard", "minmax", "none"):
-            raise ValueError(f"unknown task {schema.task!r} or scaling {schema.scale!r}")
-        if schema.offset.shape != (schema.n_inputs,) or schema.divisor.shape != (schema.n_inputs,):
-            raise ValueError(
-                f"the scaler has {schema.offset.size} offsets and {schema.divisor.size} divisors "
-                f"for {schema.n_inputs} inputs"
-            )
-        if not (
-            np.all(np.isfinite(schema.offset)) and np.all(np.isfinite(schema.divisor)) and np.all(schema.divisor != 0)
-        ):
-            raise ValueError("the scaler holds non-finite values or a zero divisor")
-        if schema.task == "classification" and len(schema.class_labels) < 2:
-            raise ValueError("a classifier needs at least two class labels")
-        if schema.delimiter not in (None, *DELIMITERS) or schema.decimal not in (".", ","):
-            raise ValueError(f"unknown delimiter {schema.delimiter!r} or decimal mark {schema.decimal!r}")
-        if schema.target_missing not in ("error", "drop"):
-            raise ValueError(f"unknown target_missing {schema.target_missing!r}")
-        target_scaler = data.get("target_scaler") or {"method": "none"}  # none: saved before targets were scaled
-        if target_scaler["method"] == "standard":
-            offset = np.asarray(target_scaler["offset"], dtype=np.float64)
-            divisor = np.asarray(target_scaler["divisor"], dtype=np.float64)
-            if schema.task != "regression" or offset.shape != (len(schema.targets),) or divisor.shape != offset.shape:
-                raise ValueError(
-                    f"the target scaler has {offset.size} offsets and {divisor.size} divisors "
-                    f"for {len(schema.targets)} regression targets"
-                )
-            if not (np.all(np.isfinite(offset)) and np.all(np.isfinite(divisor)) and np.all(divisor > 0)):
-                raise ValueError("the target scaler holds non-finite values or a divisor <= 0")
-            schema.target_scale, schema.target_offset, schema.target_divisor = "standard", offset, divisor
-        elif target_scaler["method"] != "none":
-            raise ValueError(f"unknown target scaling {target_scaler['method']!r}")
-        return schema
-
-
-def _cell_text(value, where: Path, name: str, row: int) -> str:
-    """A JSON cell as the text a CSV would hold: None and NaN are empty, true is "true", 3 is "3"."""
-    if isinstance(value, np.generic):
-        value = value.item()
-    if value is None:
-        return ""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        return "" if math.isnan(value) else repr(value)
-    shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:40] + " …"
-    raise DataError(
-        f"{where}:{row}: column {name!r} has {shown}, a {type(value).__name__}; a cell is a number, "
-        "a text, true/false or null"
-    )
-
-
-_NUMBER_TYPES = {int, float, type(None)}
-
-
-def _cell_numbers(values: Sequence, where: Path, name: str, tokens: frozenset = MISSING_TOKENS) -> np.ndarray:
-    """A numeric column's cells as float64 (NaN: missing, or a marker in ``tokens``); text that is not a
-    number names its row."""
-    markers = numeric_markers(tokens)
-    if isinstance(values, np.ndarray) and values.dtype.kind in "fiu":
-        numbers = values.astype(np.float64).reshape(-1)
-        numbers[np.isin(numbers, markers)] = np.nan
-        return numbers
-    if set(map(type, values)) <= _NUMBER_TYPES:  # map and set at C speed: no Python loop per cell
-        try:
-            numbers = np.array(values, dtype=np.float64).reshape(-1)  # None becomes NaN
-            numbers[np.isin(numbers, markers)] = np.nan
-            return numbers
-        except OverflowError:  # an integer beyond float64: read as text, like a CSV's
-            pass
-    texts = [_cell_text(value, where, name, row) for row, value in enumerate(values)]
-    numbers, bad = to_numbers(texts, ".", tokens)
-    numbers[np.isin(numbers, markers)] = np.nan
-    if bad is not None:
-        raise DataError(
-            f"{where}:{bad}: column {name!r} has {texts[bad].strip()!r}, which is not a number; "
-            "the model was trained on numbers in this column"
-        )
-    return numbers
-
-
-@dataclass
-class FeatureRows:
-    """Model inputs read from a CSV for eval or predict, and the CSV line of each row."""
-
-    path: Path
-    lines: np.ndarray
-    features: np.ndarray
-    targets: np.ndarray | None
-
-    def refuse_non_finite(self, schema: DataSchema, outputs: np.ndarray) -> None:
-        """A row whose model outputs (in the units shown) are not finite float32 numbers is an
-        error naming its line and its input farthest from 0 once scaled: finite inputs can
-        still overflow inside the network, and a label beside NaN probabilities, or a metric
-        over them, would be a wrong answer given as a right one."""
-        with np.errstate(invalid="ignore"):
-            bad = ~(np.abs(outputs) <= FLOAT32_MAX).reshape(len(outputs), -1).all(axis=1)
-        if not bad.any():
-            return
-        row = int(np.flatnonzero(bad)[0])
-        scaled = self.features[row].astype(np.float64)
-        position = int(np.argmax(np.abs(scaled)))
-        raw = scaled[position] * float(schema.divisor[position]) + float(schema.offset[position])
-        raise DataError(
-            f"{self.path}:{int(self.lines[row])}: the model's output for this row is not a number: it "
-            f"overflows inside the network. The input farthest from 0 once scaled is "
-            f"{schema.input_names[position]!r} = {raw:.6g} (scaled: {scaled[position]:.3g}); correct or "
-            "remove the value"
-        )
-
-
-@dataclass
-class LabelledRows(FeatureRows):
-    """A labelled CSV read as training data is: the usable rows' inputs and targets, and what the
-    ``missing: drop`` policies skipped (a target's or a feature's empty cell)."""
-
-    rows_read: int
-    rows_skipped: int
-    skipped_for_target: int  # of the skipped rows, those whose target cell is empty
-    first_skipped_lines: list  # the first few skipped rows' lines in the file
-
-    SHOWN_LINES = 10
-
-
-def _encoded_features(schema: DataSchema, columns: Columns, rows) -> np.ndarray:
-    """``encode_features``, where a number that fits float32 but not once scaled (3e38 over a
-    divisor below 1) is an error naming its cell, instead of an input of inf that the model
-    would turn into NaN."""
-    with np.errstate(over="ignore", invalid="ignore"):  # reported below, by cell
-        features = schema.encode_features(columns, rows)
-    finite = np.isfinite(features)
-    if finite.all():
-        return features
-    row, position = (int(index) for index in np.argwhere(~finite)[0])
-    offset, divisor = float(schema.offset[position]), float(schema.divisor[position])
-    source = row if rows is None else int(rows[row])
-    # The cell itself may be scaled in place by now; what passes the limit is known.
-    raise DataError(
-        f"{columns.path}:{columns.line(source)}: column {schema.input_names[position]!r} has a number too "
-        f"large for this model (beyond about ±{FLOAT32_MAX * divisor:.3g}): scaled with the training "
-        f"statistics, (x - {offset:.6g}) / {divisor:.6g}, it passes float32's largest number "
-        f"({FLOAT32_MAX:.3g}); correct or remove the value"
-    )
-
-
-def read_labelled(path, schema: DataSchema, dialect: dict | None = None, content: bytes | None = None) -> LabelledRows:
-    """Read a labelled CSV (eval, a validation or test file): see ``read_features``, and say which
-    rows were skipped."""
-    table = schema.open(path, dialect, content)
-    columns = schema.read_columns(table, with_target=True)
-    rows = schema.usable_rows(columns, labelled=True)
-    skipped = np.zeros(columns.n_rows, dtype=bool)
-    if rows is not None:
-        skipped[:] = True
-        skipped[rows] = False
-    empty_target = np.zeros(columns.n_rows, dtype=bool)
-    for name in schema.targets:
-        empty_target |= columns.text[name] == "" if name in columns.text else np.isnan(columns.numbers(name))
-    skipped_rows = np.flatnonzero(skipped)
-    return LabelledRows(
-        columns.path,
-        columns.lines if rows is None else columns.lines[rows],
-        _encoded_features(schema, columns, rows),
-        schema.encode_target(columns, rows),
-        columns.n_rows,
-        len(skipped_rows),
-        int(empty_target[skipped_rows].sum()),
-        [columns.line(row) for row in skipped_rows[: LabelledRows.SHOWN_LINES]],
-    )
-
-
-def read_rows(path, schema: DataSchema, dialect: dict | None = None, content: bytes | None = None) -> FeatureRows:
-    """Read a CSV for predict: one row of scaled inputs per row of the file, even an empty one
-    (filled where the model fills, else an error naming the line), with the rows' lines."""
-    table = schema.open(path, dialect, content)
-    table.keep_empty_rows = True
-    columns = schema.read_columns(table, with_target=False)
-    features = _encoded_features(schema, columns, schema.usable_rows(columns, labelled=False))
-    return FeatureRows(columns.path, columns.lines, features, None)
-
-
-def _markers(values) -> list[str]:
-    if not isinstance(values, list) or not all(isinstance(value, str) for value in values):
-        raise ValueError(f"na_values must be a list of text markers, not {values!r}")
-    return list(values)
-
-
-def _column_markers(values) -> dict:
-    if not isinstance(values, dict):
-        raise ValueError(f"column_na_values must map column names to lists of markers, not {values!r}")
-    return {str(name): _markers(markers) for name, markers in values.items()}
-
-
-def read_features(
-    path, schema: DataSchema, *, with_target: bool, dialect: dict | None = None, content: bytes | None = None
-):
-    """Read a CSV for eval or predict: scaled features, and encoded targets when asked.
-
-    Labelled data is treated like training data (rows under ``missing: drop`` are skipped);
-    predictions never skip a row, so an empty cell there is an error unless it can be filled.
-    ``dialect``, ``content``: see ``DataSchema.open`` (None: the config's, for its validation and test files)."""
-    read = read_labelled(path, schema, dialect, content) if with_target else read_rows(path, schema, dialect, content)
-    return read.features, read.targets

@@ -67,12 +67,9 @@ def select_columns(data, keep: list):
     schema = data.schema
     inputs = _column_blocks(schema, keep)
     columns = [column for column in schema.columns if column.name in keep]
-    sub_schema = replace(
-        schema,
-        feature_names=[column.name for column in columns],
-        columns=columns,
-        offset=schema.offset[inputs],
-        divisor=schema.divisor[inputs],
+    scaler = schema.scaler.model_copy(update={"offset": schema.offset[inputs], "divisor": schema.divisor[inputs]})
+    sub_schema = schema.model_copy(
+        update={"feature_names": [column.name for column in columns], "columns": columns, "scaler": scaler}
     )
 
     def cut(split):
