@@ -14,7 +14,9 @@ from typer.testing import CliRunner
 import dltrain
 from dltrain import __version__
 from dltrain.artifacts import npz_bytes
+from dltrain.build import array_trainer
 from dltrain.cli import app
+from dltrain.config import TrainSpec
 
 runner = CliRunner()
 ROOT = Path(__file__).resolve().parents[1]
@@ -164,3 +166,23 @@ def test_a_run_folder_of_an_older_version_loads_and_predicts_as_it_did(tmp_path,
     assert (run_dir / "model.json").read_text() == stored  # loading never rewrites a run folder
     expected = _predictions(OLD_RUNS / f"{name}.predictions.csv")
     np.testing.assert_allclose(run.predict(data).numbers, expected, rtol=1e-5, atol=1e-6)
+
+
+# ---------------------------------------------------------------- the loop's options
+
+
+def test_the_loop_reads_the_train_section_as_validated():
+    settings = {
+        "model": {"layers": [{"units": 3}]},
+        "optimizer": {"name": "gd", "lr": 0.1},
+        "train": {"epochs": 3, "batch_size": 4, "early_stopping": {"monitor": "loss", "patience": 2}},
+    }
+    features = np.random.default_rng(0).normal(size=(20, 2)).astype(np.float32)
+    trainer = array_trainer(settings, features, (features[:, 0] > 0).astype(np.int64), ["no", "yes"])
+    options = trainer.options
+    assert isinstance(options, TrainSpec) and options.full_batch  # gd: every step sees every row
+    assert (
+        options.model_dump(exclude={"full_batch"})
+        == TrainSpec.model_validate({**settings["train"], "metrics": ["accuracy"]}).model_dump()
+    )
+    assert trainer.early_stopping is options.early_stopping and trainer.early_stopping.patience == 2

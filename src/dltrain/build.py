@@ -38,7 +38,7 @@ from .metrics import (
     logged_names,
 )
 from .system import available_memory
-from .train import Callbacks, EarlyStopping, Trainer, TrainingData, TrainOptions, TrainSettings
+from .train import Callbacks, Trainer, TrainingData, TrainOptions, TrainSettings
 
 
 @dataclass
@@ -302,17 +302,7 @@ def build_trainer(
     model = build_model(config, data.schema, seeds, backend=backend)
     loss = make_loss(config.loss, config.model.output.activation)
     optimizer = make_model_optimizer(config.optimizer.name, model, **config.optimizer.engine_options())
-    stopping = None
-    if config.train.early_stopping is not None:
-        stopping = EarlyStopping(**config.train.early_stopping.model_dump())
-    options = TrainOptions(
-        config.train.epochs,
-        config.train.batch_size,
-        config.train.shuffle,
-        config.train.tolerance,
-        full_batch=config.optimizer.name == "gd",
-        metrics=tuple(config.train.metrics),
-    )
+    options = TrainOptions(**dict(config.train), full_batch=config.optimizer.name == "gd")
     training_data = TrainingData(
         data.train,
         data.validation,
@@ -326,7 +316,6 @@ def build_trainer(
         seeds.shuffle,
         dropout_rng=seeds.dropout,
         schedule=_schedule(config),
-        early_stopping=stopping,
         callbacks=callbacks,
         on_epoch_saved=on_epoch_saved,
         epoch_end_guard=epoch_end_guard,

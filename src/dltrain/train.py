@@ -15,6 +15,7 @@ from typing import Any, Callable, ContextManager
 
 import numpy as np
 
+from .config import TrainSpec
 from .engine import kernels
 from .engine.backend import CPU, blas_threads, compute_threads
 from .engine.schedules import improves
@@ -30,22 +31,12 @@ from .metrics import (
 )
 
 
-@dataclass
-class TrainOptions:
-    epochs: int
-    batch_size: int
-    shuffle: bool = True
-    tolerance: float | None = None
-    full_batch: bool = False  # gradient descent: every step sees the whole training set
-    metrics: tuple = ("accuracy",)
+class TrainOptions(TrainSpec):
+    """The config's ``train:`` section as the loop reads it (its metrics resolved), and whether
+    every step sees the whole training set (``full_batch``: optimizer gd). Early stopping is its
+    ``early_stopping`` (an ``EarlyStoppingSpec``), as validated."""
 
-
-@dataclass
-class EarlyStopping:
-    monitor: str = "val_loss"
-    patience: int = 10
-    min_delta: float = 0.0
-    restore_best: bool = True
+    full_batch: bool = False
 
 
 @dataclass
@@ -62,13 +53,12 @@ class TrainingData:
 
 @dataclass
 class TrainSettings:
-    """How the loop runs: options, random streams, stopping rules, hooks and threads."""
+    """How the loop runs: options (stopping rules too), random streams, hooks and threads."""
 
     options: TrainOptions
     shuffle_rng: Any
     dropout_rng: Any = None
     schedule: Any = None
-    early_stopping: EarlyStopping | None = None
     callbacks: Callbacks | None = None
     on_epoch_saved: Callable | None = None
     # A context that holds interrupts (fit: signals.deferred) while an epoch is
@@ -234,7 +224,7 @@ class Trainer:
     def __init__(self, model, loss, optimizer, data: TrainingData, settings: TrainSettings):
         train_split, validation_split, task = data.train, data.validation, data.task
         options, blas_threads = settings.options, settings.blas_threads
-        shuffle_rng, early_stopping = settings.shuffle_rng, settings.early_stopping
+        shuffle_rng, early_stopping = settings.shuffle_rng, options.early_stopping
         self.model, self.loss, self.optimizer = model, loss, optimizer
         self.options, self.task = options, task
         self.shuffle_rng, self.dropout_rng = shuffle_rng, settings.dropout_rng
