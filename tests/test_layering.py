@@ -71,7 +71,7 @@ LAYERS = [
     ("system", "errors", "labels", "files", "metrics", "signals", "stored"),
     ("config",),  # specs, YAML with positions, --set
     ("data",),  # CSV -> typed columns -> arrays
-    ("train", "artifacts", "run_folder", "checkpoints"),  # the loop; the run folder written, read; checkpoints
+    ("train", "batches", "artifacts", "run_folder", "checkpoints"),  # the loop; the run folder; checkpoints
     # model and trainer; K-fold cross-validation; one fit into a run folder; predictions
     ("build", "crossval", "fit_session", "predictions"),
     ("tune",),  # the search: space, storage, liveness, workers, the study folder
