@@ -72,8 +72,8 @@ LAYERS = [
     ("config",),  # specs, YAML with positions, --set
     ("data",),  # CSV -> typed columns -> arrays
     ("train", "batches", "artifacts", "run_folder", "checkpoints"),  # the loop; the run folder; checkpoints
-    # model and trainer; K-fold cross-validation; one fit into a run folder; predictions
-    ("build", "crossval", "fit_session", "predictions"),
+    # model and trainer; K-fold cross-validation; resuming a fit; one fit into a run folder; predictions
+    ("build", "crossval", "resume", "fit_session", "predictions"),
     ("tune",),  # the search: space, storage, liveness, workers, the study folder
     ("api",),  # the Python API: fit, load, Run
     ("commands",),  # one module per command

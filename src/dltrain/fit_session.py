@@ -28,7 +28,6 @@ from .artifacts import (
 from .build import DeviceChoice, Seeds, build_trainer, choose_device, prepare_fit
 from .config import Config, DenseSpec, dump_config, load_config
 from .crossval import CrossValidation, cross_validate
-from .data import cache as data_cache
 from .data.prepare import PreparedData, data_path
 from .engine import kernels
 from .engine.backend import DEFAULT_DTYPE
@@ -36,13 +35,20 @@ from .engine.threads import fused_pays, threads_for
 from .errors import (
     ArtifactError,
     ConfigError,
-    DataError,
     DltrainError,
     TrainingDiverged,
     TrainingInterrupted,
     signal_of,
 )
 from .metrics import evaluate
+from .resume import (
+    comparable_config,
+    data_files,
+    data_hashes,
+    refuse_changed_config,
+    refuse_changed_data,
+    restore_checkpoint,
+)
 from .train import Callbacks, Trainer, history_from_checkpoint
 
 
@@ -68,71 +74,9 @@ def _split_metrics(model, loss, data: PreparedData) -> dict:
     return metrics
 
 
-def _comparable(config: Config, base_dir: Path) -> dict:
-    """The config as a flat {dotted key: value} with absolute data paths, to compare runs."""
-    flat = {}
-
-    def walk(prefix, value):
-        if isinstance(value, dict):
-            for key, item in value.items():
-                walk(f"{prefix}.{key}" if prefix else key, item)
-        else:
-            flat[prefix] = value
-
-    walk("", config.to_dict())
-    for key in ("data.train", "data.test", "data.validation"):
-        if isinstance(flat.get(key), str):
-            flat[key] = str(data_path(base_dir, flat[key]).resolve())
-    return flat
-
-
-_RESUMABLE_CHANGES = (
-    "train.epochs",
-    "train.early_stopping",
-    "train.tolerance",
-    "train.device",
-    "tune.",
-)  # fit reads no tune:
-
-
-def _refuse_changed_config(stored: dict, current: dict, run_dir: Path):
-    keys = sorted(set(stored) | set(current))
-    differing = [key for key in keys if not key.startswith(_RESUMABLE_CHANGES) and stored.get(key) != current.get(key)]
-    if differing:
-        details = "; ".join(f"{key}: {stored.get(key)!r} -> {current.get(key)!r}" for key in differing)
-        raise ConfigError(
-            f"cannot resume {run_dir}: the config differs from the checkpoint in {details}. "
-            "Only train.epochs, train.early_stopping and train.tolerance may change; "
-            "train into a new --out instead"
-        )
-
-
-def _data_files(config: Config, base_dir: Path) -> dict:
-    """The files training reads, by config key: the training CSV, and the validation CSV if one is given."""
-    files = {"data.train": data_path(base_dir, config.data.train)}
-    if isinstance(config.data.validation, str):
-        files["data.validation"] = data_path(base_dir, config.data.validation)
-    return files
-
-
-def _data_hashes(files: dict) -> dict:
-    """SHA-256 of each training input (regular files only), so a resume can tell that the data changed."""
-    return {key: data_cache.file_sha256(path) for key, path in files.items() if path.is_file()}
-
-
-def _refuse_changed_data(meta: dict, hashes: dict, files: dict, run_dir: Path):
-    for key, digest in (meta.get("data_sha256") or {}).items():
-        if hashes.get(key) != digest:
-            raise DataError(
-                f"{files.get(key, key)}: {key} changed since the checkpoint in {run_dir} was written; "
-                "resuming on other data would not continue the same training. Train into a new --out "
-                "instead"
-            )
-
-
 def _input_paths(config_path, config: Config, base_dir: Path) -> list[Path]:
     """Every file a fit reads: none of them may live inside the run folder it replaces."""
-    paths = [Path(config_path), *_data_files(config, base_dir).values()]
+    paths = [Path(config_path), *data_files(config, base_dir).values()]
     return paths + ([data_path(base_dir, config.data.test)] if config.data.test else [])
 
 
@@ -434,33 +378,6 @@ def _train_and_save(session: _Session, trainer: Trainer, resume: bool) -> FitRes
     )
 
 
-def _restore(trainer: Trainer, checkpoint, run_dir: Path):
-    """Load a checkpoint into the trainer; arrays that do not fit this model are an ArtifactError."""
-    meta, arrays = checkpoint
-    expected = {f"param/{key}" for key in trainer.model.params}
-    expected |= {f"optimizer/{key}" for key in trainer.optimizer.state()["arrays"]}
-    given = {key for key in arrays if not key.startswith("best/")} - {"history"}
-    best = {key[len("best/") :] for key in arrays if key.startswith("best/")}
-    problem = None
-    if given != expected:
-        problem = f"arrays missing {sorted(expected - given)[:3]}, unexpected {sorted(given - expected)[:3]}"
-    elif best and (
-        best != set(trainer.model.params)
-        or any(arrays[f"best/{key}"].shape != value.shape for key, value in trainer.model.params.items())
-    ):
-        problem = "the best epoch's parameters do not match the model"
-    if problem is None:
-        try:
-            trainer.load_state(meta, arrays)
-        except (KeyError, ValueError, TypeError, IndexError, AttributeError) as error:
-            problem = str(error) or type(error).__name__
-    if problem is not None:
-        raise ArtifactError(
-            f"{Path(run_dir) / CHECKPOINT}: the checkpoint does not fit this model ({problem}); "
-            "train again without --resume"
-        )
-
-
 def _cross_validate(config: Config, source, base_dir: Path, k: int, target: RunTarget, on_fold) -> CrossValidation:
     """``--cv K`` before the run is trained: nothing is written, so a stop leaves the folder as it was."""
     where = (
@@ -477,6 +394,18 @@ def _cross_validate(config: Config, source, base_dir: Path, k: int, target: RunT
     except TrainingDiverged as error:
         error.add_hint(f"it happened in the cross-validation (--cv {k}), before the run was trained; {where}")
         raise
+
+
+def _check_arguments(out, resume: bool, cv: int | None):
+    if resume and out is None:
+        raise ConfigError("--resume needs --out DIR: the run folder to continue")
+    if cv is not None and cv < 2:
+        raise ConfigError(f"--cv {cv}: give at least 2 folds")
+    if cv is not None and resume:
+        raise ConfigError(
+            f"--cv {cv} with --resume: cross-validation scores a config before its run trains from the start; "
+            "resume without --cv"
+        )
 
 
 def run_fit(
@@ -506,29 +435,21 @@ def run_fit(
     config, base_dir, source = load_config(config_path, overrides)
     if device is not None:
         config = config.model_copy(update={"train": config.train.model_copy(update={"device": device})})
-    if resume and out is None:
-        raise ConfigError("--resume needs --out DIR: the run folder to continue")
-    if cv is not None and cv < 2:
-        raise ConfigError(f"--cv {cv}: give at least 2 folds")
-    if cv is not None and resume:
-        raise ConfigError(
-            f"--cv {cv} with --resume: cross-validation scores a config before its run trains from the start; "
-            "resume without --cv"
-        )
+    _check_arguments(out, resume, cv)
     inputs = _input_paths(config_path, config, base_dir)
     target = claim_run_dir(config.name, out, force, resume, inputs) if out is not None else None
     try:
         _compile_kernels_early(config, base_dir)
-        files = _data_files(config, base_dir)
-        hashes = _data_hashes(files)
+        files = data_files(config, base_dir)
+        hashes = data_hashes(files)
         checkpoint = read_checkpoint(target.directory) if target is not None and resume else None
         if target is not None and checkpoint:
-            _refuse_changed_data(checkpoint[0], hashes, files, target.directory)
+            refuse_changed_data(checkpoint[0], hashes, files, target.directory)
         config, seeds, data = prepare_fit(config, source, base_dir)
         chosen = choose_device(config, data.schema, len(data.train), source, flag=device is not None)
-        comparable = _comparable(config, base_dir)
+        comparable = comparable_config(config, base_dir)
         if target is not None and checkpoint:
-            _refuse_changed_config(checkpoint[0]["config"], comparable, target.directory)
+            refuse_changed_config(checkpoint[0]["config"], comparable, target.directory)
         if target is None:
             target = claim_run_dir(config.name, inputs=inputs)
         if on_run_dir:
@@ -539,7 +460,7 @@ def run_fit(
             callbacks.on_device(chosen.name, chosen.reason)
         trainer = _make_trainer(session, seeds, comparable, callbacks)
         if checkpoint:
-            _restore(trainer, checkpoint, target.directory)
+            restore_checkpoint(trainer, checkpoint, target.directory)
         result = _train_and_save(session, trainer, resume)
         result.cross_validation = cross
         return result
