@@ -145,9 +145,7 @@ def _number_list(dtype):
     def validate(value):
         if isinstance(value, np.ndarray):  # built in code (fit), kept as it is
             return value
-        if not isinstance(value, list) or not all(
-            isinstance(item, (int, float)) and not isinstance(item, bool) for item in value
-        ):
+        if not isinstance(value, list) or not set(map(type, value)) <= {int, float}:  # at C speed
             raise ValueError(f"must be a list of numbers (got {str(value)[:_SHOWN]})")
         return np.asarray(value, dtype=dtype)
 

@@ -136,10 +136,11 @@ class DataSchema(Stored):
     def _fits_together(self):
         if [column.name for column in self.columns] != self.feature_names:
             raise FieldProblem("columns", "the column encodings do not match feature_names")
+        n_inputs = self.n_inputs
         for name in ("offset", "divisor"):
-            if getattr(self.scaler, name).shape != (self.n_inputs,):
+            if getattr(self.scaler, name).shape != (n_inputs,):
                 size = getattr(self.scaler, name).size
-                raise FieldProblem(f"scaler.{name}", f"has {size} values for {self.n_inputs} model inputs")
+                raise FieldProblem(f"scaler.{name}", f"has {size} values for {n_inputs} model inputs")
         if self.task == "classification" and (
             len(self.class_labels) < 2 or (self.binary and len(self.class_labels) != 2)
         ):
