@@ -148,6 +148,13 @@ def csv_files(draw):
     na_values=st.sampled_from([(), ("?",), ("-999", "red")]),
 )
 @example(text="c0,c1\n1,2\n", first_as_text=False, keep_empty=False, fixed=False, na_values=())
+@example(  # the last block ",": NumPy's parser kept it as a row of empty cells, where the csv module skips it
+    text='c0,c1\n0,0\n0,0\n0,0\n0,0\n0,0\n0,0\n0,"a,b"\n"a,b",0\n,',
+    first_as_text=False,
+    keep_empty=False,
+    fixed=False,
+    na_values=(),
+)
 def test_the_fast_path_reads_any_csv_as_the_plain_reader_does(
     tmp_path, small_blocks, text, first_as_text, keep_empty, fixed, na_values
 ):

@@ -527,6 +527,8 @@ class CsvFile:
         stripped = [np.char.strip(cells[:, index]) for index in range(len(text_indices))]
         if width == 1 and (stripped[0] == "").any():
             return None  # a line of spaces or tabs: blank to the csv module, which skips it
+        if not usecols and any(not line.replace(self.delimiter, "").strip() for line in block.splitlines()):
+            return None  # a record of empty cells (",,"): the csv module's loop skips it (or keeps it, for predict)
         return numbers, [_missing_as_empty(column, self.missing_tokens(name)) for column, name in zip(stripped, names)]
 
     def _numbers(self, block: str, usecols, every_column: bool, integer: bool):
