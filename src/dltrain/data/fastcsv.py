@@ -415,11 +415,20 @@ def _parse_records(
                             q += 1
                     c = buf[q]
                     if 0 < count <= 19 and (c == delimiter or c == NL or (c == CR and buf[q + 1] == NL)):
-                        value, exact = _to_float(mantissa, power, negative, False)
-                        if not exact or abs(value) > FLOAT32_MAX:
-                            return row - row0, flags | RANGE, integral
-                        if integral and power < 0 and value != math.floor(value):
-                            integral = False
+                        if mantissa <= U53_BIT and power >= -22:  # Clinger's case, inline: most cells
+                            value = np.float64(mantissa)
+                            if power < 0:
+                                value = value / POWERS_OF_TEN[-power]
+                                if integral and value != math.floor(value):
+                                    integral = False
+                            if negative:
+                                value = -value
+                        else:
+                            value, exact = _to_float(mantissa, power, negative, False)
+                            if not exact or abs(value) > FLOAT32_MAX:
+                                return row - row0, flags | RANGE, integral
+                            if integral and power < 0 and value != math.floor(value):
+                                integral = False
                         if kind == NUMERIC:
                             matrix[row, slot] = np.float32(value)
                         else:
