@@ -154,8 +154,13 @@ def _serial_copy(function):
 
 
 def _parallel(function, size: int) -> bool:
-    """Whether ``function`` runs its parallel version on arrays of ``size`` elements."""
-    return _threads != 1 and size >= PARALLEL_MIN_ELEMENTS * (LIGHT_KERNEL_FACTOR if function in _LIGHT else 1)
+    """Whether ``function`` runs its parallel version on arrays of ``size`` elements: where
+    they are large enough, except on one thread while only the serial version is compiled (the
+    same results, without compiling the parallel one; a process that has it keeps using it, so
+    a thread count that changes between epochs costs no second compilation)."""
+    if size < PARALLEL_MIN_ELEMENTS * (LIGHT_KERNEL_FACTOR if function in _LIGHT else 1):
+        return False
+    return _threads != 1 or (function.__name__, True) in _compiled
 
 
 def _kernel(function, size: int):
