@@ -149,13 +149,13 @@ class Trainer:
             )
         self.monitor = early_stopping.monitor if early_stopping else ("val_loss" if has_validation else "loss")
         self.epoch = 0
-        self.history = []
+        self.history: list[dict] = []
         self.best_value = None
         self.best_epoch = 0
         self.wait = 0
         self.best_params = None
         self.stop_reason = "epochs done"
-        self._gradients = {}
+        self._gradients: dict[tuple, Any] = {}  # the logits gradient buffer per batch shape
         self._history_values, self._history_rows = None, 0  # see _history_matrix
 
     def _choose_threads_and_kernels(self, settings: TrainSettings):
