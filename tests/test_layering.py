@@ -128,7 +128,7 @@ def test_the_named_rules_hold():
         name, imported = _module_name(path), _imports(path)
         if name.startswith("dltrain.data"):
             assert not [m for m in imported if m.startswith(("dltrain.commands", "dltrain.cli", "dltrain.report"))]
-        if name == "dltrain.config":
+        if name == "dltrain.config" or name.startswith("dltrain.config."):
             assert not [m for m in imported if m.startswith("dltrain.data")]
 
 

@@ -8,8 +8,8 @@ import typing
 
 import pytest
 
-from dltrain import config as config_module
 from dltrain.config import DenseSpec, DropoutSpec, OptimizerSpec, ScheduleSpec
+from dltrain.config import specs as config_specs
 from dltrain.engine.layers import LAYERS
 from dltrain.engine.losses import LOSSES, default_loss
 from dltrain.engine.optimizers import COMMON_DEFAULTS, OPTIMIZERS
@@ -47,7 +47,7 @@ def test_an_engine_option_with_two_defaults_is_caught():
             return {"eps": 1e-3}
 
     with pytest.raises(AssertionError, match="eps"):
-        config_module._engine_defaults(list(OPTIMIZERS.values()) + [Odd])
+        config_specs._engine_defaults(list(OPTIMIZERS.values()) + [Odd])
 
 
 def test_the_config_names_exactly_the_registered_layers():
