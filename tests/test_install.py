@@ -62,8 +62,11 @@ def test_the_readme_set_up_starts_in_a_virtual_environment_and_names_the_python(
     readme = (root / "README.md").read_text(encoding="utf-8")
     section = readme.split("## Set-up", 1)[1].split("\n## ", 1)[0]
     lines = _setup_lines(root)
-    assert lines[0] == "python3 -m venv .venv && . .venv/bin/activate"
-    assert lines[1:] == ["pip install . && dltrain fit configs/iris.yaml", "pip install '.[test]' && pytest"]
+    # Two commands, one a line: the first makes the environment, installs and trains; the second tests.
+    assert lines == [
+        "python3 -m venv .venv && . .venv/bin/activate && pip install . && dltrain fit configs/iris.yaml",
+        "pip install '.[test]' && pytest",
+    ]
     requires = tomllib.loads((root / "pyproject.toml").read_text())["project"]["requires-python"]
     assert requires == ">=3.10" and "Python 3.10 or newer" in section
 
