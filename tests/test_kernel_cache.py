@@ -104,6 +104,23 @@ def test_a_damaged_cache_file_is_compiled_again_and_replaced(fresh_kernels, tmp_
 
 
 @needs_numba
+def test_looking_in_the_cache_holds_numbas_compiler_lock(fresh_kernels, monkeypatch):
+    # Looking refreshes numba's typing context: done beside a compilation in another thread (the
+    # CSV reader's, while the warm-up looked for the engine's kernels), that compilation failed
+    # to type ("Unknown attribute 'shape' of type array") and the first fit crashed.
+    import numba
+    from numba.core.compiler_lock import global_compiler_lock
+
+    probe = numba.njit(kernels._serial_copy(kernels._bias_loop))
+    assert kernel_cache.enable(probe)
+    typing_context = probe.targetctx.typing_context
+    refresh, locked = typing_context.refresh, []
+    monkeypatch.setattr(typing_context, "refresh", lambda: locked.append(global_compiler_lock.is_locked()) or refresh())
+    assert not kernel_cache.holds(probe, kernels._signature(kernels._bias_loop, "float32", "int64"))
+    assert locked and all(locked)
+
+
+@needs_numba
 def test_fit_with_an_unusable_kernel_cache_prints_one_warning_line(fresh_kernels, monkeypatch, tmp_path, root):
     from numba.core import caching
 

@@ -75,12 +75,17 @@ def enable(dispatcher) -> bool:
 def holds(dispatcher, signature) -> bool:
     """Whether the disk cache holds ``dispatcher``'s compilation for ``signature`` (its index
     names it; the entry is loaded, and checked, only when the kernel is called)."""
+    from numba.core.compiler_lock import global_compiler_lock
+
     cache = dispatcher._cache
     if not getattr(cache, "_enabled", False):
         return False
-    dispatcher.targetctx.refresh()
-    key = cache._index_key(signature, dispatcher.targetctx.codegen())
-    return key in cache._cache_file._load_index()
+    # Under numba's lock, as its own compilations: refreshing the contexts while another thread
+    # compiles made that compilation fail to type (Unknown attribute 'shape' of type array).
+    with global_compiler_lock:
+        dispatcher.targetctx.refresh()
+        key = cache._index_key(signature, dispatcher.targetctx.codegen())
+        return key in cache._cache_file._load_index()
 
 
 def _first_line(error: Exception) -> str:
