@@ -20,6 +20,7 @@ from dltrain.data import MISSING_TOKENS, read_features  # noqa: E402
 from dltrain.data.csv import FLOAT32_MAX  # noqa: E402
 from dltrain.engine.activations import ACTIVATIONS  # noqa: E402
 from dltrain.engine.layers import LAYERS  # noqa: E402
+from dltrain.errors import DltrainError  # noqa: E402
 
 runner = CliRunner()
 ROOT = Path(__file__).resolve().parents[1]
@@ -390,7 +391,7 @@ def _old_boolean_check(graph, block, is_boolean):
     "patch", [("_boolean_check", _old_boolean_check), ("_missing_cells", lambda schema, name, categories: [""])]
 )
 def test_the_self_check_refuses_a_graph_that_mishandles_hostile_rows(patch, shop_run, tmp_path, monkeypatch):
-    monkeypatch.setattr(export, *patch)
+    monkeypatch.setattr(export.inputs, *patch)
     result = run("export", shop_run / "run", "--out", tmp_path / "x.onnx")
     assert result.exit_code == 1, result.output
     assert "disagrees with dltrain predict on verification row" in result.output
@@ -403,7 +404,7 @@ def test_the_self_check_refuses_a_graph_that_mishandles_hostile_rows(patch, shop
 
 def test_the_self_check_refuses_a_graph_that_answers_an_overflowing_row(shipped_runs, tmp_path, monkeypatch):
     monkeypatch.setattr(
-        export, "_overflowed", lambda graph, outputs, width: graph.constant("no", np.zeros((1, 1), bool))
+        export.outputs, "_overflowed", lambda graph, outputs, width: graph.constant("no", np.zeros((1, 1), bool))
     )
     result = run("export", shipped_runs["iris"], "--out", tmp_path / "x.onnx")
     assert result.exit_code == 1, result.output
@@ -530,7 +531,7 @@ def test_the_exact_gelu_entry_is_ready_for_an_erf_gelu():
     import math
 
     graph = export.GraphBuilder(onnx)
-    export._gelu_erf(graph, "z")
+    export.network._gelu_erf(graph, "z")
     graph.nodes[-1].output[0] = "a"
     model = onnx.helper.make_model(
         onnx.helper.make_graph(
@@ -570,7 +571,7 @@ def test_target_scaling_statistics_are_inverted_in_the_graph(shipped_runs):
     np.testing.assert_allclose(got, expected, rtol=1e-5)
     for method in ("log", "minmax"):  # minmax scales features only, never targets
         loaded.manifest["data"]["target_scaler"] = {"method": method}
-        with pytest.raises(export.DltrainError, match=f"the target scaling '{method}' cannot be expressed in ONNX"):
+        with pytest.raises(DltrainError, match=f"the target scaling '{method}' cannot be expressed in ONNX"):
             export.build_model(loaded)
 
 
@@ -596,7 +597,7 @@ def test_opset_is_the_lowest_holding_every_operator_and_metadata_is_complete(shi
         assert_lowest_opset(model)
         meta = {prop.key: prop.value for prop in model.metadata_props}
         assert meta["model_sha256"] == loaded.manifest["model_sha256"]
-        assert meta["dltrain_version"] == export.__version__
+        assert meta["dltrain_version"] == dltrain.__version__
         assert json.loads(meta["feature_names"]) == loaded.schema.feature_names
         assert json.loads(meta["feature_kinds"]) == [column.type for column in loaded.schema.columns]
         assert json.loads(meta["class_labels"]) == loaded.schema.class_labels
