@@ -142,8 +142,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--write", action="store_true", help="put the table into docs/benchmarks.md")
     args = parser.parse_args(argv)
-    if args.before is not None and not (args.before / "dltrain" / "cli.py").is_file():
-        parser.error(f"--before {args.before}: no dltrain/cli.py there; give a checkout's src/ folder")
+    if args.before is not None and not (args.before / "dltrain" / "__init__.py").is_file():
+        parser.error(f"--before {args.before}: no dltrain package there; give a checkout's src/ folder")
     # The document names the other checkout by its label: a path of this machine means nothing elsewhere.
     words = ["python", "bench/startup.py", "--runs", str(args.runs)]
     if args.before is not None:

@@ -13,7 +13,8 @@ from typer.testing import CliRunner
 
 import dltrain
 from conftest import ROOT
-from dltrain.cli import _json_safe, app
+from dltrain.cli import app
+from dltrain.cli.options import json_safe
 from dltrain.errors import ArtifactError, ConfigError, DataError
 from dltrain.report import evaluation_json
 
@@ -86,7 +87,7 @@ def test_evaluate_is_dltrain_eval(iris):
     assert metrics["rows_scored"] == 150 and 0.0 <= metrics["accuracy"] <= 1.0
     result = runner.invoke(app, ["eval", str(run.run_dir), str(data), "--json"])
     assert result.exit_code == 0, result.output
-    assert json.loads(result.output) == _json_safe(evaluation_json(metrics, run.schema.class_labels))
+    assert json.loads(result.output) == json_safe(evaluation_json(metrics, run.schema.class_labels))
 
 
 def test_a_regression_run_predicts_values_in_the_targets_units(tmp_path):
