@@ -42,20 +42,27 @@ def make_csv(path, rows=200, seed=0):
 REQUEST = {"numeric": ["a", "b"], "wide": ["label"], "text": ["colour"], "fixed": {}}
 
 
-def test_a_second_read_comes_from_the_cache_and_is_identical(tmp_path, cache_everything, parses):
+def entry_files(folder):
+    """(the record, the folder of arrays) of the one entry in a cache folder."""
+    (record,) = folder.glob("*.json")
+    return record, record.with_suffix("")
+
+
+@pytest.mark.parametrize("mapped", [False, True], ids=["in memory", "mapped"])
+def test_a_second_read_comes_from_the_cache_and_is_identical(tmp_path, cache_everything, parses, mapped):
     path = make_csv(tmp_path / "d.csv")
     first = datacache.read_columns(CsvFile.open(path), REQUEST, tmp_path / "cache")
-    second = datacache.read_columns(CsvFile.open(path), REQUEST, tmp_path / "cache")
+    second = datacache.read_columns(CsvFile.open(path), REQUEST, tmp_path / "cache", mapped=mapped)
     assert parses == ["d.csv"]
-    np.testing.assert_array_equal(first.matrix, second.matrix)
+    np.testing.assert_array_equal(first.matrix, second.matrix[np.arange(second.n_rows)])
     assert second.matrix.dtype == np.float32
     np.testing.assert_array_equal(first.wide["label"], second.wide["label"])
     assert second.text["colour"].tolist() == first.text["colour"].tolist()
     np.testing.assert_array_equal(first.lines, second.lines)
-    entries = sorted(path.name for path in (tmp_path / "cache").iterdir())
-    assert len(entries) == 2 and entries[0].endswith(".json") and entries[1].endswith(".npz")
-    with np.load(tmp_path / "cache" / entries[1], allow_pickle=False) as archive:  # plain arrays only
-        assert all(archive[name].dtype != object for name in archive.files)
+    record, arrays = entry_files(tmp_path / "cache")
+    assert sorted(path.name for path in (tmp_path / "cache").iterdir()) == [arrays.name, record.name]
+    for array in arrays.iterdir():  # plain arrays only
+        assert array.suffix == ".npy" and np.load(array, allow_pickle=False).dtype != object
 
 
 def test_integer_data_is_stored_compactly(tmp_path, cache_everything):
@@ -63,9 +70,7 @@ def test_integer_data_is_stored_compactly(tmp_path, cache_everything):
     path.write_text("a,b\n" + "\n".join(f"{i % 256},{(i * 7) % 256}" for i in range(100)) + "\n")
     request = {"numeric": ["a", "b"]}
     datacache.read_columns(CsvFile.open(path), request, tmp_path / "cache")
-    archive_path = next((tmp_path / "cache").glob("*.npz"))
-    with np.load(archive_path, allow_pickle=False) as archive:
-        assert archive["matrix"].dtype == np.uint8
+    assert np.load(entry_files(tmp_path / "cache")[1] / "matrix.npy", allow_pickle=False).dtype == np.uint8
     cached = datacache.read_columns(CsvFile.open(path), request, tmp_path / "cache")
     assert cached.matrix.dtype == np.float32 and cached.matrix[:, 1].tolist() == [(i * 7) % 256 for i in range(100)]
 
@@ -96,12 +101,12 @@ def test_other_options_use_another_entry(tmp_path, cache_everything, parses):
 def test_a_damaged_entry_is_ignored_and_replaced(tmp_path, cache_everything, parses, damage):
     path = make_csv(tmp_path / "d.csv")
     expected = datacache.read_columns(CsvFile.open(path), REQUEST, tmp_path / "cache")
-    arrays = next((tmp_path / "cache").glob("*.npz"))
-    meta = next((tmp_path / "cache").glob("*.json"))
+    meta, folder = entry_files(tmp_path / "cache")
+    arrays = folder / "matrix.npy"
     if damage == "truncate":
         arrays.write_bytes(arrays.read_bytes()[:200])
     elif damage == "garbage":
-        arrays.write_bytes(b"PK\x03\x04" + os.urandom(500))
+        arrays.write_bytes(b"\x93NUMPY" + os.urandom(500))
     elif damage == "delete_arrays":
         arrays.unlink()
     else:
@@ -125,7 +130,7 @@ def test_fit_uses_the_cache_beside_the_config_and_it_can_be_turned_off(tmp_path,
     assert parses == ["d.csv", "d.csv"]
     monkeypatch.setenv(datacache.CACHE_ENV, str(tmp_path / "elsewhere"))
     check.check(tmp_path / "c.yaml")
-    assert len(list((tmp_path / "elsewhere").glob("*.npz"))) == 1
+    assert len(list((tmp_path / "elsewhere").glob("*.json"))) == 1
 
 
 def test_small_files_and_unwritable_folders_skip_the_cache(tmp_path, monkeypatch, parses):
@@ -143,14 +148,10 @@ def test_arrays_replaced_behind_an_intact_record_are_ignored_and_rebuilt(tmp_pat
     # Well-formed arrays of the right shapes and types, but not the CSV's: all-ones features.
     path = make_csv(tmp_path / "d.csv")
     expected = datacache.read_columns(CsvFile.open(path), REQUEST, tmp_path / "cache")
-    arrays = next((tmp_path / "cache").glob("*.npz"))
-    meta = next((tmp_path / "cache").glob("*.json"))
+    meta, folder = entry_files(tmp_path / "cache")
     record = meta.read_bytes()
-    with np.load(arrays, allow_pickle=False) as archive:
-        forged = {name: archive[name] for name in archive.files}
-    forged["matrix"] = np.ones_like(forged["matrix"])
-    with open(arrays, "wb") as handle:
-        np.savez(handle, **forged)
+    matrix = np.load(folder / "matrix.npy", allow_pickle=False)
+    np.save(folder / "matrix.npy", np.ones_like(matrix))
     assert meta.read_bytes() == record
     columns = datacache.read_columns(CsvFile.open(path), REQUEST, tmp_path / "cache")
     np.testing.assert_array_equal(columns.matrix, expected.matrix)

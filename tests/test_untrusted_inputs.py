@@ -121,6 +121,7 @@ def test_a_forged_npy_header_in_the_checkpoint_is_refused(work):
 def test_a_forged_npy_header_in_the_cache_is_ignored(tmp_path, monkeypatch):
     from dltrain.data import cache as datacache
     from dltrain.data.csv import CsvFile
+    from dltrain.data.store import npy_header
 
     monkeypatch.setattr(datacache, "MIN_BYTES", 0)
     data = tmp_path / "d.csv"
@@ -128,11 +129,13 @@ def test_a_forged_npy_header_in_the_cache_is_ignored(tmp_path, monkeypatch):
     table = CsvFile.open(data)
     request = {"numeric": ["a"], "wide": ["b"]}
     datacache.read_columns(table, request, tmp_path / "cache")
-    [entry] = list((tmp_path / "cache").glob("*.npz"))
-    entry.write_bytes(_forged_npz((10**6, 10**6)))
-    with bounded():
-        columns = datacache.read_columns(table, request, tmp_path / "cache")
-    assert columns.n_rows == 50
+    [entry] = [path for path in (tmp_path / "cache").iterdir() if path.is_dir()]
+    matrix = entry / "matrix.npy"
+    matrix.write_bytes(npy_header(np.dtype(np.float32), (10**6, 10**6)) + matrix.read_bytes()[128:])
+    for mapped in (False, True):
+        with bounded():
+            columns = datacache.read_columns(table, request, tmp_path / "cache", mapped=mapped)
+        assert columns.n_rows == 50
 
 
 def _edit_checkpoint(run: Path, meta_edit=None, array_edit=None):

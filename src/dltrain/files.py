@@ -232,7 +232,7 @@ def disk_error(error: OSError, path) -> DltrainError:
     return StorageError(f"{path}: cannot write ({error.strerror or error})")
 
 
-def write_all(handle, payload: bytes):
+def write_all(handle, payload: bytes | memoryview):
     """Every byte a run folder, checkpoint or cache entry gets goes through here (fault tests patch it)."""
     handle.write(payload)
 

@@ -1,38 +1,45 @@
-"""A cache of parsed CSV columns, so the next fit on the same file skips the parsing.
+"""A cache of parsed CSV columns, so the next fit on the same file skips the parsing; it is also
+the on-disk store that training reads large files from (store.py holds the format).
 
-One entry per CSV file and set of read options: ``<name>-<key>.npz`` holds plain arrays only
-(loaded with ``allow_pickle=False``), and ``<name>-<key>.json`` beside it records the CSV's
-SHA-256, the options and the SHA-256 of the ``.npz`` itself. An entry is used only while all
-three match: arrays replaced or damaged behind an intact record are never trained on. Hashing is skipped when the
-file's size, inode, modification and change times are exactly those seen when it was last
-hashed, and that hash was taken well after the last modification (the rule git uses for its
-index). Entries live in ``.dltrain-cache/`` beside the config, or in ``$DLTRAIN_CACHE_DIR``;
-``data.cache: false`` turns the cache off. Files under ``MIN_BYTES`` are never cached: parsing
-them costs less than loading an entry. A damaged or unreadable entry is ignored and replaced;
-a cache that cannot be written is skipped, never an error.
+One entry per CSV file and set of read options: a folder of plain arrays (``.npy``, loaded with
+``allow_pickle=False``) and ``<name>-<key>.json`` beside it, the record of the CSV's SHA-256, the
+options, and each array's type, shape and SHA-256. An entry is used only while all of them
+match: arrays replaced or damaged behind an intact record are never trained on. Hashing the
+CSV is skipped when the file's size, inode, modification and change times are exactly those
+seen when it was last hashed, and that hash was taken well after the last modification (the
+rule git uses for its index). Entries live in ``.dltrain-cache/`` beside the config, or in
+``$DLTRAIN_CACHE_DIR``; ``data.cache: false`` keeps none (a store then lives in a temporary
+folder there while the command runs). Files under ``MIN_BYTES`` are never cached: parsing them
+costs less than loading an entry. A damaged or unreadable entry is ignored and replaced; a
+cache that cannot be written is skipped, never an error, unless the store itself is needed.
 """
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import json
 import os
+import shutil
 import stat
 import time
-import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import DltrainError
-from ..files import MANIFEST_LIMIT, atomic_file, atomic_write, check_npz, open_regular, read_regular
-from .csv import MISSING_TOKENS, Columns, CsvFile
+from ..files import MANIFEST_LIMIT, atomic_write, disk_error, open_regular, read_regular
+from ..system import process_running
+from . import store
+from .csv import MISSING_TOKENS, CsvFile
+from .parsed import Columns
 
-CACHE_FORMAT = 2  # 2: the record holds the arrays' own SHA-256
+CACHE_FORMAT = 3  # 3: the on-disk store, a folder of .npy files (2: one .npz, the arrays' SHA-256 in the record)
 CACHE_ENV = "DLTRAIN_CACHE_DIR"
 MIN_BYTES = 1 << 20
 _RACY_SECONDS = 2.0  # a file modified this close to its hashing may change again within one mtime tick
-_COMPACT_TYPES = (np.uint8, np.int8, np.uint16, np.int16)
+_ARRAY_NAMES = ("matrix", "missing", "lines", "wide_", "codes_", "words_")
+_TEMPORARY = ".incomplete-"  # a folder being written (or left by a killed process): never read
 
 
 def cache_folder(base_dir: Path) -> Path:
@@ -68,14 +75,10 @@ def configured_folder(environ=os.environ) -> Path | None:
 
 def file_sha256(path: Path) -> str:
     with open_regular(path, OSError) as handle:
-        return _handle_sha256(handle)
-
-
-def _handle_sha256(handle) -> str:
-    digest = hashlib.sha256()
-    while chunk := handle.read(1 << 22):
-        digest.update(chunk)
-    return digest.hexdigest()
+        digest = hashlib.sha256()
+        while chunk := handle.read(1 << 22):
+            digest.update(chunk)
+        return digest.hexdigest()
 
 
 def _fingerprint(path: Path) -> list:
@@ -83,14 +86,51 @@ def _fingerprint(path: Path) -> list:
     return [status.st_size, status.st_ino, status.st_mtime_ns, status.st_ctime_ns]
 
 
-def read_columns(table: CsvFile, request: dict, folder: Path | None) -> Columns:
-    """``table.read(**request)``, through the cache in ``folder`` (None: no cache)."""
+def read_columns(table: CsvFile, request: dict, folder: Path | None, *, mapped: bool = False, keep: bool = True):
+    """``table.read(**request)``, through the cache in ``folder`` (None: no cache).
+
+    ``mapped``: the columns stay on disk, in the store (read a block at a time; the CSV is
+    parsed straight into it), else they are in memory. ``keep``: the entry is kept for the next
+    command (the cache); without it a store lives in a temporary folder until this process ends."""
     try:
-        fingerprint = _fingerprint(table.path)
+        fingerprint = _fingerprint(table.path) if table.content is None else None
     except OSError:
+        fingerprint = None
+    if folder is None or fingerprint is None or (fingerprint[0] < MIN_BYTES and not mapped):
         return table.read(**request)
-    if folder is None or fingerprint[0] < MIN_BYTES:
-        return table.read(**request)
+    entry = _entry(table, request, Path(folder))
+    if keep:
+        columns = _load(entry, table, fingerprint, mapped)
+        if columns is not None:
+            return columns
+    digest = file_sha256(table.path) if keep else ""
+    record = {"options": entry.options, "sha256": digest, "fingerprint": fingerprint, "hashed_at": time.time_ns()}
+    if mapped:
+        return _parse_into_store(table, request, entry, record, keep)
+    columns = table.read(**request)
+    if keep and _unchanged(table.path, fingerprint):  # a file rewritten while read is not cached under the old hash
+        try:
+            _commit(
+                entry, record, lambda folder: store.write_columns(folder, columns, list(columns.categories)), columns
+            )
+        except (OSError, DltrainError):
+            pass  # a read-only or full disk only costs the next fit a parse
+    return columns
+
+
+class _Entry:
+    """Where an entry's record and arrays go, and the options it is for."""
+
+    def __init__(self, folder: Path, name: str, options: dict):
+        self.folder, self.name, self.options = folder, name, options
+        self.record = folder / f"{name}.json"
+        self.arrays = folder / name
+
+    def temporary(self) -> Path:
+        return self.folder / f"{_TEMPORARY}{os.getpid()}-{self.name}"
+
+
+def _entry(table: CsvFile, request: dict, folder: Path) -> _Entry:
     options = {
         "format": CACHE_FORMAT,
         "delimiter": table.delimiter,
@@ -107,112 +147,122 @@ def read_columns(table: CsvFile, request: dict, folder: Path | None) -> Columns:
     key = hashlib.sha256(
         json.dumps({"path": str(table.path.resolve()), **options}, sort_keys=True).encode("utf-8")
     ).hexdigest()[:20]
-    stem = "".join(character if character.isalnum() or character in "._-" else "_" for character in table.path.stem)[
-        :40
-    ]
-    entry = Path(folder) / f"{stem}-{key}"
-    columns = _load(entry, table, options, fingerprint)
-    if columns is not None:
-        return columns
-    digest = file_sha256(table.path)
-    hashed_at = time.time_ns()
-    columns = table.read(**request)
+    stem = "".join(character if character.isalnum() or character in "._-" else "_" for character in table.path.stem)
+    return _Entry(folder, f"{stem[:40]}-{key}", options)
+
+
+def _unchanged(path: Path, fingerprint: list) -> bool:
     try:
-        unchanged = _fingerprint(table.path) == fingerprint
+        return _fingerprint(path) == fingerprint
     except OSError:
-        unchanged = False
-    if unchanged:  # a file rewritten while it was read must not be cached under the old hash
-        _store(entry, columns, options, digest, fingerprint, hashed_at)
-    return columns
+        return False
 
 
-def _load(entry: Path, table: CsvFile, options: dict, fingerprint: list) -> Columns | None:
-    meta_path, arrays_path = _paths(entry)
+def _load(entry: _Entry, table: CsvFile, fingerprint: list, mapped: bool) -> Columns | None:
     try:
-        meta = json.loads(read_regular(meta_path, OSError, limit=MANIFEST_LIMIT).decode("utf-8"))
-        if meta.get("options") != options:
+        record = json.loads(read_regular(entry.record, OSError, limit=MANIFEST_LIMIT).decode("utf-8"))
+        if record.get("options") != entry.options:
             return None
         trusted = (
-            meta.get("fingerprint") == fingerprint and meta.get("hashed_at", 0) - fingerprint[2] > _RACY_SECONDS * 1e9
+            record.get("fingerprint") == fingerprint
+            and record.get("hashed_at", 0) - fingerprint[2] > _RACY_SECONDS * 1e9
         )
         if not trusted:
-            if file_sha256(table.path) != meta.get("sha256"):
+            if file_sha256(table.path) != record.get("sha256"):
                 return None
-            meta.update(fingerprint=fingerprint, hashed_at=time.time_ns())
-            _write_meta(meta_path, meta)
-        with open_regular(arrays_path, OSError) as handle:
-            if _handle_sha256(handle) != meta.get("arrays_sha256"):
-                return None  # arrays replaced or damaged behind an intact record
-            handle.seek(0)
-            check_npz(handle)  # a forged header must not make np.load allocate terabytes
-            handle.seek(0)
-            archive = np.load(handle, allow_pickle=False)
-            numeric, wide, text = meta["numeric"], meta["wide"], meta["text"]
-            lines = archive["lines"].astype(np.int64)
-            stored = archive["matrix"]
-            matrix = stored if stored.dtype == np.float32 else stored.astype(np.float32)
-            wide_columns = {name: archive[f"wide_{index}"] for index, name in enumerate(wide)}
-            text_columns = {name: archive[f"text_{index}"] for index, name in enumerate(text)}
-        n_rows = lines.shape[0]
-        if (
-            matrix.shape != (n_rows, len(numeric))
-            or n_rows == 0
-            or any(values.shape != (n_rows,) or values.dtype != np.float64 for values in wide_columns.values())
-            or any(values.shape != (n_rows,) or values.dtype.kind != "U" for values in text_columns.values())
-        ):
+            record.update(fingerprint=fingerprint, hashed_at=time.time_ns())
+            atomic_write(entry.record, json.dumps(record, indent=1) + "\n")
+        arrays = record["arrays"]
+        if not all(isinstance(name, str) and name.startswith(_ARRAY_NAMES) for name in arrays):
             return None
-        return Columns(table.path, lines, list(numeric), matrix, wide_columns, text_columns, bool(meta["integral"]))
-    except (OSError, DltrainError, ValueError, KeyError, TypeError, AttributeError, zipfile.BadZipFile, EOFError):
+        loaded = store.check_arrays(entry.arrays, arrays, mapped)
+        columns = store.open_columns(table.path, loaded, record, bool(record["integral"]))
+        return columns if columns.n_rows == record["rows"] and columns.n_rows else None
+    except (OSError, DltrainError, ValueError, KeyError, TypeError, AttributeError, EOFError):
         return None  # a damaged, foreign or unwritable entry only costs a parse
 
 
-def _paths(entry: Path) -> tuple[Path, Path]:
-    return entry.parent / f"{entry.name}.json", entry.parent / f"{entry.name}.npz"
+def _commit(entry: _Entry, record: dict, write, columns: Columns) -> None:
+    """Write an entry's arrays (``write(folder)`` gives their record) into a temporary folder, put
+    it in place, then write its record: the record comes last, so an entry cut short has none."""
+    _remove_abandoned(entry.folder)
+    entry.record.unlink(missing_ok=True)  # never a record beside arrays being replaced
+    temporary = entry.temporary()
+    arrays = write(temporary)
+    shutil.rmtree(entry.arrays, ignore_errors=True)
+    os.replace(temporary, entry.arrays)
+    record.update(
+        arrays=arrays,
+        rows=columns.n_rows,
+        numeric=list(columns.numeric_names),
+        wide=list(columns.wide),
+        text=list(columns.categories),
+        integral=columns.integral,
+    )
+    atomic_write(entry.record, json.dumps(record, indent=1) + "\n")
 
 
-def _compact(matrix: np.ndarray, integral: bool) -> np.ndarray:
-    """The matrix in the smallest integer type that holds it exactly, when every value is an integer."""
-    if not integral or matrix.size == 0:
-        return matrix
-    low, high = float(matrix.min()), float(matrix.max())
-    if not (np.isfinite(low) and np.isfinite(high)):
-        return matrix
-    for dtype in _COMPACT_TYPES:
-        limits = np.iinfo(dtype)
-        if limits.min <= low and high <= limits.max:
-            return matrix.astype(dtype)
-    return matrix
+def _parse_into_store(table: CsvFile, request: dict, entry: _Entry, record: dict, keep: bool) -> Columns:
+    """Parse the CSV straight into a store and map it: kept as the cache's entry (``keep``, and
+    the file unchanged while it was read), else in a temporary folder removed at exit."""
+    _remove_abandoned(entry.folder)
+    folder = entry.temporary()
+    long_lines = (record["fingerprint"] or [0])[0] >= 2**31
 
+    def finished(sink: store.StoreSink, arrays: dict) -> Columns:
+        names = {"numeric": sink.numeric, "wide": sink.wide, "text": sink.text}
+        final = folder
+        if keep and _unchanged(table.path, record["fingerprint"]):
+            try:
+                entry.record.unlink(missing_ok=True)
+                shutil.rmtree(entry.arrays, ignore_errors=True)
+                os.replace(folder, entry.arrays)
+                final = entry.arrays
+                record.update(arrays=arrays, rows=sink.written, integral=sink.integral, **names)
+                atomic_write(entry.record, json.dumps(record, indent=1) + "\n")
+            except OSError as error:
+                raise disk_error(error, entry.folder) from None
+        if final == folder:
+            _remove_at_exit(folder)
+        mapped = {name: _mapped(final / f"{name}.npy", name) for name in arrays}
+        return store.open_columns(table.path, mapped, names, sink.integral)
 
-def _write_meta(path: Path, meta: dict):
-    atomic_write(path, json.dumps(meta, indent=1) + "\n")
+    def sink(numeric, wide, text):
+        return store.StoreSink(numeric, wide, text, folder, finished, long_lines)
 
-
-def _store(entry: Path, columns: Columns, options: dict, digest: str, fingerprint: list, hashed_at: int):
-    arrays = {
-        "matrix": _compact(columns.matrix, columns.integral),
-        "lines": columns.lines.astype(np.int32) if columns.lines[-1] < 2**31 else columns.lines,
-    }
-    arrays.update({f"wide_{index}": values for index, values in enumerate(columns.wide.values())})
-    arrays.update({f"text_{index}": values for index, values in enumerate(columns.text.values())})
-    meta = {
-        "options": options,
-        "sha256": digest,
-        "fingerprint": fingerprint,
-        "hashed_at": hashed_at,
-        "numeric": columns.numeric_names,
-        "wide": list(columns.wide),
-        "text": list(columns.text),
-        "integral": columns.integral,
-        "rows": columns.n_rows,
-    }
-    meta_path, arrays_path = _paths(entry)
     try:
-        entry.parent.mkdir(parents=True, exist_ok=True)
-        meta_path.unlink(missing_ok=True)  # never a new meta beside old arrays
-        with atomic_file(arrays_path) as handle:
-            np.savez(handle, **arrays)  # type: ignore[arg-type]  # numpy's stub types **kwds too narrowly
-        meta["arrays_sha256"] = file_sha256(arrays_path)
-        _write_meta(meta_path, meta)
-    except (OSError, DltrainError):
-        pass  # a read-only or full disk only costs the next fit a parse
+        return table.read(**request, sink=sink)
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+
+
+def _mapped(path: Path, name: str):
+    array = np.load(path, mmap_mode="r", allow_pickle=False)
+    return np.array(array) if name.startswith("words_") else array
+
+
+_REMOVE_AT_EXIT: list[Path] = []
+
+
+def _remove_at_exit(folder: Path) -> None:
+    if not _REMOVE_AT_EXIT:
+        atexit.register(_remove_stores)
+    _REMOVE_AT_EXIT.append(folder)
+
+
+def _remove_stores() -> None:
+    for path in _REMOVE_AT_EXIT:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _remove_abandoned(folder: Path) -> None:
+    """Temporary folders that processes no longer running left behind (a kill -9 in a parse)."""
+    try:
+        candidates = [path for path in folder.iterdir() if path.name.startswith(_TEMPORARY)]
+    except OSError:
+        return
+    for path in candidates:
+        pid = path.name[len(_TEMPORARY) :].split("-", 1)[0]
+        if pid.isdigit() and int(pid) != os.getpid() and process_running(int(pid)) is False:
+            shutil.rmtree(path, ignore_errors=True)

@@ -8,18 +8,21 @@ import numpy as np
 
 from ..errors import DataError
 from ..labels import canonical_label
-from .csv import Columns, mostly_numbers
+from .csv import numbers_among
 from .dates import (
+    DATE_SAMPLE,
     ISO_FORMAT,
     ParsedDates,
     compile_format,
     date_features,
     detect_date_format,
     iso_text,
+    looks_like_dates,
     parse_dates,
     varying_parts,
 )
 from .encoding import ColumnEncoding
+from .parsed import BLOCK_ROWS, Columns
 from .plan import NO_OPTIONS, DataPlan
 
 MAX_CATEGORIES = 1000  # one-hot columns beyond this are almost surely an ID or free text
@@ -36,68 +39,25 @@ BOOLEAN_WORDS = {
     "0": False,
 }
 KNOWN_SHOWN = 20  # known values listed in an error message
-STATISTICS_ROWS = 8192  # rows per block when statistics or row moves stream through a matrix
+STATISTICS_ROWS = BLOCK_ROWS  # rows per block when statistics or row moves stream through a matrix
 
 
-def _missing_mask(columns: Columns, name: str) -> np.ndarray:
-    if name in columns.text:
-        return columns.text[name] == ""
-    return np.isnan(columns.numbers(name))
+def boolean_words(words: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For each word: its 0/1 value as a boolean (NaN for "" and any other word), and whether it
+    is neither empty nor a boolean word."""
+    lowered = [word.lower() for word in words.tolist()]
+    values = np.array([float(BOOLEAN_WORDS[word]) if word in BOOLEAN_WORDS else np.nan for word in lowered])
+    other = np.array([word != "" and word not in BOOLEAN_WORDS for word in lowered], dtype=bool)
+    return values.astype(np.float32), other
 
 
-def _missing_masks(columns: Columns, names: list) -> tuple[dict, set]:
-    """(name -> mask of its missing cells, the names of numeric columns holding inf or -inf).
-
-    The columns in the reader's matrix are looked at together, a block of rows at a time: one
-    pass over the matrix, not one strided pass per column."""
-    in_matrix = [name for name in names if columns.is_numeric(name)]
-    masks: dict[str, np.ndarray] = {}
-    infinite = {name for name in names if name not in columns.text and not columns.is_numeric(name)}
-    if in_matrix:
-        positions = np.array(columns.numeric_positions(in_matrix))
-        missing = np.empty((len(in_matrix), columns.n_rows), dtype=bool)
-        has_inf = np.zeros(len(in_matrix), dtype=bool)
-        for begin in range(0, columns.n_rows, STATISTICS_ROWS):
-            block = columns.matrix[begin : begin + STATISTICS_ROWS, positions]
-            missing[:, begin : begin + len(block)] = np.isnan(block).T
-            has_inf |= np.isinf(block).any(axis=0)
-        masks.update(zip(in_matrix, missing))
-        infinite.update(name for name, found in zip(in_matrix, has_inf) if found)
-    masks.update((name, _missing_mask(columns, name)) for name in names if name not in masks)
-    return masks, infinite
-
-
-def _suspect_numeric(columns: Columns, names) -> set:
-    """Numeric columns that may hold NaN or inf: one float64 sum per column finds them all."""
-    positions = columns.numeric_positions(names)
-    suspects = {name for name in names if name in columns.wide}
-    if positions:
-        with np.errstate(all="ignore"):
-            sums = np.add.reduce(columns.matrix, axis=0, dtype=np.float64)
-        suspects.update(columns.numeric_names[position] for position in positions if not math.isfinite(sums[position]))
-    return suspects
-
-
-def _first(mask: np.ndarray, rows: np.ndarray | None):
-    """Index (into the full table) of the first True among ``rows``, or None."""
-    if rows is not None:
-        hits = rows[mask[rows]]
-        return int(hits[0]) if hits.size else None
-    hits = np.flatnonzero(mask)
-    return int(hits[0]) if hits.size else None
-
-
-def boolean_values(values: np.ndarray) -> tuple[np.ndarray, int | None]:
-    """0/1 floats for boolean words (NaN for missing), and the index of the first other word."""
-    unique, inverse = np.unique(values, return_inverse=True)
-    inverse = inverse.reshape(-1)
-    words = [word.lower() for word in unique.tolist()]
-    mapped = np.array(
-        [float(BOOLEAN_WORDS[word]) if word in BOOLEAN_WORDS else np.nan for word in words], dtype=np.float32
-    )
-    other = np.array([word != "" and word not in BOOLEAN_WORDS for word in words], dtype=bool)
-    bad_rows = np.flatnonzero(other[inverse])
-    return mapped[inverse], (int(bad_rows[0]) if bad_rows.size else None)
+def boolean_inputs(columns: Columns, name: str, rows=None, fill=None) -> np.ndarray:
+    """A boolean column's 0/1 values (NaN where empty, unless ``fill``) for ``rows`` (all when None)."""
+    codes, words = columns.categories[name]
+    values = boolean_words(words)[0]
+    if fill is not None:
+        values[words == ""] = float(fill)
+    return values[np.asarray(codes) if rows is None else codes[rows]]
 
 
 def rows_to_front(matrix: np.ndarray, rows: np.ndarray) -> np.ndarray:
@@ -178,12 +138,13 @@ def _numeric_fill(columns: Columns, encoding: ColumnEncoding, train_rows: np.nda
 def _text_mode(columns: Columns, encoding: ColumnEncoding, train_rows: np.ndarray) -> bool | str:
     """The most frequent value of a boolean or categorical column's training rows."""
     if encoding.type == "boolean":
-        words = boolean_values(columns.text[encoding.name][train_rows])[0]
-        words = words[~np.isnan(words)]
-        if words.size == 0:
+        unique, counts, _ = columns.word_counts(encoding.name, train_rows)
+        values = boolean_words(unique)[0]
+        present = ~np.isnan(values)
+        if not present.any():
             raise _no_values(columns, encoding.name, "mode")
-        return bool(np.count_nonzero(words) * 2 >= words.size)  # ties go to true
-    unique, _, counts = columns.distinct(encoding.name, train_rows)
+        return bool(counts[values == 1].sum() * 2 >= counts[present].sum())  # ties go to true
+    unique, counts, _ = columns.word_counts(encoding.name, train_rows)
     unique, counts = unique[unique != ""], counts[unique != ""]
     if unique.size == 0:
         raise _no_values(columns, encoding.name, "mode")
@@ -203,7 +164,7 @@ def fit_column(columns: Columns, encoding: ColumnEncoding, train_rows: np.ndarra
         fill = _text_mode(columns, encoding, train_rows)
     if encoding.type == "boolean":
         return ColumnEncoding(name, "boolean", missing, fill)
-    distinct = columns.distinct(name, all_rows)[0]
+    distinct = columns.word_counts(name, all_rows)[0]
     categories = sorted(set(distinct.tolist()) - {""} | ({str(fill)} if fill is not None else set()))
     if len(categories) > MAX_CATEGORIES:
         raise DataError(
@@ -212,135 +173,6 @@ def fit_column(columns: Columns, encoding: ColumnEncoding, train_rows: np.ndarra
             "data.exclude"
         )
     return ColumnEncoding(name, "categorical", missing, fill, categories, encoding.unknown)
-
-
-def checked_rows(columns: Columns, encodings: list, targets: list, target_missing: str, mode: str):
-    """Rows to keep after ``drop`` policies; the earliest cell that cannot be used is a DataError.
-
-    ``mode``: 'train' and 'labelled' drop rows under ``drop``; 'predict' never drops a row."""
-    suspects = _suspect_numeric(columns, [encoding.name for encoding in encodings] + list(targets))
-    names = [encoding.name for encoding in encodings if encoding.name in columns.text or encoding.name in suspects]
-    masks, infinite = _missing_masks(columns, names)
-    drop, problems = _rows_to_drop(columns, encodings, masks, targets, target_missing, mode)
-    keep = np.flatnonzero(~drop) if drop.any() else None
-    problems += _feature_problems(columns, encodings, masks, infinite, keep, mode)
-    problems += _target_problems(columns, targets, keep)
-    if problems:
-        row, _, message = min(problems, key=lambda problem: (columns.line(problem[0]), problem[1]))
-        raise DataError(f"{columns.path}:{columns.line(row)}: {message}")
-    if keep is not None and keep.size == 0:
-        raise DataError(f"{columns.path}: every row has an empty cell in a column with missing: drop; no rows are left")
-    return keep
-
-
-def _rows_to_drop(columns: Columns, encodings: list, masks: dict, targets: list, target_missing: str, mode: str):
-    """(rows that ``drop`` policies skip, problems as (row, column position, message)).
-
-    At predict time nothing is dropped: an empty cell under ``drop`` is a problem instead."""
-    drop = np.zeros(columns.n_rows, dtype=bool)
-    problems = []
-    for position, encoding in enumerate(encodings):
-        mask = masks.get(encoding.name)
-        if mask is None or not mask.any() or encoding.missing != "drop":
-            continue
-        if mode == "predict":
-            problems.append(
-                (
-                    _first(mask, None),
-                    position,
-                    f"column {encoding.name!r} is empty (a missing value); "
-                    "the model was trained without such rows (missing: drop), so it cannot predict this "
-                    "one; fill the cell in",
-                )
-            )
-        else:
-            drop |= mask
-    for name in targets:
-        mask = np.isnan(columns.numbers(name)) if name not in columns.text else columns.text[name] == ""
-        if not mask.any():
-            continue
-        if target_missing == "drop":
-            drop |= mask
-        else:
-            problems.append(
-                (
-                    _first(mask, None),
-                    -1,
-                    f"target {name!r} is empty (a missing value); fill it in, or "
-                    f"set data.columns.{name}.missing: drop to skip rows without a target",
-                )
-            )
-    return drop, problems
-
-
-def _feature_problems(columns: Columns, encodings: list, masks: dict, infinite: set, keep, mode: str) -> list:
-    """The first unusable cell of each feature among the kept rows: empty, infinite, not a boolean.
-
-    ``infinite``: the numeric columns that may hold inf (see _missing_masks)."""
-    problems = []
-    for position, encoding in enumerate(encodings):
-        mask = masks.get(encoding.name)
-        if mask is None:
-            continue
-        if encoding.missing == "error":
-            row = _first(mask, keep)
-            if row is not None:
-                advice = (
-                    "fill it in, or set data.columns.{0}.missing (drop, mean, median, mode or constant)"
-                    if mode == "train"
-                    else "the model was trained without missing values in this column; fill it in"
-                ).format(encoding.name)
-                problems.append((row, position, f"column {encoding.name!r} is empty (a missing value); {advice}"))
-        if encoding.name not in columns.text:
-            if encoding.name not in infinite:
-                continue
-            values = columns.numbers(encoding.name)
-            row = _first(np.isinf(values), keep)
-            if row is not None:
-                problems.append(
-                    (
-                        row,
-                        position,
-                        f"column {encoding.name!r} has {float(values[row])!r}; features must be finite numbers",
-                    )
-                )
-        elif encoding.type == "date":
-            row = _first(parsed_dates(columns, encoding).bad, keep)
-            if row is not None:
-                problems.append((row, position, _not_a_date(columns, encoding, row, mode)))
-        elif encoding.type == "boolean":
-            _, bad = boolean_values(columns.text[encoding.name] if keep is None else columns.text[encoding.name][keep])
-            if bad is not None:
-                row = bad if keep is None else int(keep[bad])
-                word = str(columns.text[encoding.name][row])
-                problems.append(
-                    (row, position, f"column {encoding.name!r} has {word!r}, which is not true/false (or yes/no, 1/0)")
-                )
-    return problems
-
-
-def _not_a_date(columns: Columns, encoding: ColumnEncoding, row: int, mode: str) -> str:
-    name, cell = encoding.name, str(columns.text[encoding.name][row])
-    if mode != "train":
-        return (
-            f"column {name!r} has {cell!r}, which is not a date in the model's format ({encoding.format}); fix the cell"
-        )
-    return (
-        f"column {name!r} has {cell!r}, which is not a date in the format {encoding.format}; fix the cell, "
-        f"add it to data.na_values if it marks a missing value, or set data.columns.{name}.format "
-        "(or type: categorical)"
-    )
-
-
-def _target_problems(columns: Columns, targets: list, keep) -> list:
-    problems = []
-    for name in targets:
-        if name not in columns.text:
-            values = columns.numbers(name)
-            row = _first(np.isinf(values), keep)
-            if row is not None:
-                problems.append((row, -1, f"target {name!r} has {float(values[row])!r}; targets must be finite"))
-    return problems
 
 
 def column_encodings(columns: Columns, plan: DataPlan) -> list:
@@ -381,45 +213,58 @@ def _column_kind(columns: Columns, plan: DataPlan, name: str, option) -> tuple[s
         return "date", _given_date_format(columns, plan, name)
     if name not in columns.text:
         return "numeric", None
-    values = columns.text[name]
+    unique, counts, _ = columns.word_counts(name)
     if option.type == "boolean":
-        _, bad = boolean_values(values)
-        if bad is not None:
+        other = boolean_words(unique)[1]
+        if other.any():
+            bad = int(columns.rows_where(name, other)[0])
             raise DataError(
-                f"{columns.path}:{columns.line(bad)}: column {name!r} has {str(values[bad])!r}, "
+                f"{columns.path}:{columns.line(bad)}: column {name!r} has {columns.cell(name, bad)!r}, "
                 f"which is not true/false (or yes/no, 1/0); data.columns.{name}.type is boolean"
             )
     if option.type is not None:
         return option.type, None
-    distinct = columns.distinct(name)
-    mostly = mostly_numbers(values, distinct)
+    mostly = numbers_among(unique, counts, lambda chosen: columns.rows_where(name, chosen))
     if mostly is not None:
-        raise _mostly_numbers_error(columns, name, values, mostly)
+        raise _mostly_numbers_error(columns, name, mostly)
     date_format = _detected_date_format(columns, plan, name, required=False)
     if date_format is not None:
         return "date", date_format
-    words = {word.lower() for word in distinct[0].tolist()} - {""}
+    words = {word.lower() for word in unique.tolist()} - {""}
     return ("boolean" if words and words <= set(BOOLEAN_WORDS) else "categorical"), None
 
 
-def _mostly_numbers_error(columns: Columns, name: str, values: np.ndarray, mostly) -> DataError:
+def _mostly_numbers_error(columns: Columns, name: str, mostly) -> DataError:
     """A column of numbers but for a few cells: name the first of them, and what to do."""
     bad, numbers, present = mostly
     row = int(bad[0])
     others = ""
     if bad.size > 1:
-        shown = ", ".join(f"{columns.line(int(index))} ({str(values[index])!r})" for index in bad[1:6])
+        shown = ", ".join(f"{columns.line(int(index))} ({columns.cell(name, int(index))!r})" for index in bad[1:6])
         others = (
             f", nor are {bad.size - 1} more cell{'s' if bad.size > 2 else ''} (line "
             f"{shown}{', …' if bad.size > 6 else ''})"
         )
+    cell = columns.cell(name, row)
     return DataError(
-        f"{columns.path}:{columns.line(row)}: column {name!r} has {str(values[row])!r}, "
+        f"{columns.path}:{columns.line(row)}: column {name!r} has {cell!r}, "
         f"which is not a number{others}, though {numbers} of its {present} values are; "
-        f"if {str(values[row])!r} marks a missing value, add it to data.na_values; else "
+        f"if {cell!r} marks a missing value, add it to data.na_values; else "
         f"fix the cell{'s' if bad.size > 1 else ''}, or set data.columns.{name}.type: "
         "categorical to treat the column as text"
     )
+
+
+def _date_sample(columns: Columns, name: str) -> list:
+    """The first DATE_SAMPLE non-empty cells of a text column, read from its codes a block at a time."""
+    codes, words = columns.categories[name]
+    sample: list = []
+    for begin in range(0, columns.n_rows, STATISTICS_ROWS):
+        cells = words[np.asarray(codes[begin : begin + STATISTICS_ROWS])]
+        sample += cells[cells != ""][: DATE_SAMPLE - len(sample)].tolist()
+        if len(sample) == DATE_SAMPLE:
+            break
+    return sample
 
 
 def _given_date_format(columns: Columns, plan: DataPlan, name: str) -> str:
@@ -440,6 +285,8 @@ def _detected_date_format(columns: Columns, plan: DataPlan, name: str, required:
     """The format of a text column of dates (None: not dates, unless ``required``, which makes that an error).
 
     Dates whose day and month could be either way round are an error asking for the format."""
+    if not required and not looks_like_dates(_date_sample(columns, name)):
+        return None  # decided without making the column's cells (a million rows of text)
     values = columns.text[name]
     guess = detect_date_format(values)
     if guess is None:

@@ -18,7 +18,6 @@ import io
 import warnings
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +25,7 @@ import numpy as np
 from ..errors import DataError, did_you_mean
 from ..files import open_regular, text_codec
 from . import fastcsv
+from .parsed import Columns
 
 DELIMITERS = (",", ";", "\t", "|")
 DELIMITER_NAMES = {",": "','", ";": "';'", "\t": "tab", "|": "'|'"}
@@ -90,6 +90,12 @@ def mostly_numbers(values: np.ndarray, distinct=None):
 
     ``distinct``: ``np.unique(values, return_inverse=True, return_counts=True)`` if known."""
     unique, inverse, counts = distinct or np.unique(values, return_inverse=True, return_counts=True)
+    return numbers_among(unique, counts, lambda chosen: np.flatnonzero(chosen[inverse.reshape(-1)]))
+
+
+def numbers_among(unique: np.ndarray, counts: np.ndarray, rows_of):
+    """``mostly_numbers`` from a column's distinct cells and their counts; ``rows_of(mask)`` gives
+    the rows whose cell is one of the distinct cells marked in ``mask``."""
     numeric = np.zeros(unique.size, dtype=bool)
     for index, word in enumerate(unique):
         try:
@@ -100,88 +106,8 @@ def mostly_numbers(values: np.ndarray, distinct=None):
     present = unique != ""
     n_numbers, n_present = int(counts[numeric].sum()), int(counts[present].sum())
     if n_present and n_numbers * 2 >= n_present and n_numbers < n_present:
-        bad = np.flatnonzero((present & ~numeric)[inverse.reshape(-1)])
-        return bad, n_numbers, n_present
+        return rows_of(present & ~numeric), n_numbers, n_present
     return None
-
-
-@dataclass
-class Columns:
-    """The requested columns of one CSV: numbers in a float32 matrix, targets in float64, text as str."""
-
-    path: Path
-    lines: np.ndarray  # the line number where each row starts
-    numeric_names: list[str]
-    matrix: np.ndarray  # float32 (rows, len(numeric_names)); NaN marks a missing cell
-    wide: dict = field(default_factory=dict)  # name -> float64 column (targets keep full precision)
-    text: dict = field(default_factory=dict)  # name -> str column, stripped; "" marks a missing cell
-    integral: bool = False  # every numeric cell was parsed as an integer
-    # Text columns already read as dates, by (name, format): several steps need them.
-    parsed: dict = field(default_factory=dict, repr=False, compare=False)
-    # Text columns as the fast reader found them: name -> (int codes, the distinct words), so
-    # that their distinct values take a count of codes, not a sort of millions of strings.
-    categories: dict = field(default_factory=dict, repr=False, compare=False)
-
-    @property
-    def n_rows(self) -> int:
-        return int(self.lines.shape[0])
-
-    def numbers(self, name: str) -> np.ndarray:
-        """A numeric column (a view into the matrix, or a float64 target column)."""
-        if name in self.wide:
-            return self.wide[name]
-        return self.matrix[:, self.numeric_position(name)]
-
-    def __post_init__(self):
-        # Lookups by name go through a dict: a file may have a million columns.
-        self._positions = dict(zip(self.numeric_names, range(len(self.numeric_names))))
-
-    def numeric_position(self, name: str) -> int:
-        """The matrix column of a numeric column."""
-        return self._positions[name]
-
-    def is_numeric(self, name: str) -> bool:
-        return name in self._positions
-
-    def numeric_positions(self, names) -> list[int]:
-        """Matrix columns of those ``names`` that are numeric, in order."""
-        positions = self._positions
-        return [positions[name] for name in names if name in positions]
-
-    def kind(self, name: str) -> str:
-        return "text" if name in self.text else "numeric"
-
-    def line(self, row: int) -> int:
-        return int(self.lines[row])
-
-    def distinct(self, name: str, rows: np.ndarray | None = None):
-        """``np.unique(text column[rows], return_inverse=True, return_counts=True)``: the sorted
-        distinct cells, each row's index among them, and their counts."""
-        if name not in self.categories:
-            values = self.text[name] if rows is None else self.text[name][rows]
-            unique, inverse, counts = np.unique(values, return_inverse=True, return_counts=True)
-            return unique, inverse.reshape(-1), counts
-        codes, words = self.categories[name]
-        codes = codes if rows is None else codes[rows]
-        counts = np.bincount(codes, minlength=len(words))
-        used = np.flatnonzero(counts)
-        order = used[np.argsort(words[used], kind="stable")]
-        rank = np.zeros(len(words), dtype=np.intp)
-        rank[order] = np.arange(len(order))
-        return words[order], rank[codes], counts[order]
-
-    def take(self, rows: np.ndarray) -> "Columns":
-        """A copy holding only ``rows``."""
-        return Columns(
-            self.path,
-            self.lines[rows],
-            list(self.numeric_names),
-            self.matrix[rows],
-            {name: values[rows] for name, values in self.wide.items()},
-            {name: values[rows] for name, values in self.text.items()},
-            self.integral,
-            categories={name: (codes[rows], words) for name, (codes, words) in self.categories.items()},
-        )
 
 
 def _codec(encoding: str) -> str:
@@ -324,42 +250,52 @@ class CsvFile:
             f"columns are {listed(self.header)}"
         )
 
-    def read(self, numeric=(), wide=(), text=(), fixed: dict | None = None) -> Columns:
+    def read(self, numeric=(), wide=(), text=(), fixed: dict | None = None, sink=None) -> Columns:
         """Read the named columns: ``numeric`` into float32, ``wide`` into float64, ``text`` as str.
 
         A numeric or wide column that holds text becomes a text column, unless it is in
-        ``fixed`` (name -> what to tell the user), where text is a DataError naming the cell."""
+        ``fixed`` (name -> what to tell the user), where text is a DataError naming the cell.
+        ``sink(numeric, wide, text)`` makes the Gathered the rows go into (default: in memory;
+        the on-disk store passes its own, which writes each chunk out)."""
         numeric, wide, text = list(numeric), list(wide), list(text)
         fixed = fixed or {}
         unknown = set(numeric).union(wide, text).difference(self.positions)
         if unknown:
             self.index(next(name for name in numeric + wide + text if name in unknown))
+        plain = False
         while True:
+            gathered = (sink or Gathered)(numeric, wide, text)
             try:
-                return self._read_once(numeric, wide, text, fixed)
+                for _ in self.chunks(gathered, numeric, wide, text, fixed, plain):
+                    gathered.chunk_read(self)
+                return gathered.finish(self)
+            except fastcsv.NotFast:
+                gathered.discard()
+                plain = True
             except _Restart as restart:
+                gathered.discard()
                 moved = set(restart.names)
                 numeric = [name for name in numeric if name not in moved]
                 wide = [name for name in wide if name not in moved]
                 already = set(text)
                 text = text + [name for name in restart.names if name not in already]
 
-    def _read_once(self, numeric, wide, text, fixed) -> Columns:
+    def chunks(self, gathered: "Gathered", numeric, wide, text, fixed: dict, plain: bool = False):
+        """Parse the body into ``gathered``: a generator that yields once each chunk's rows are in
+        place. The fast path (fastcsv.py: the same arrays, parsed from the bytes by numba kernels)
+        where it can, else (or with ``plain``) the plain reader: NumPy's loadtxt block by block,
+        the csv module where it refuses. fastcsv.NotFast: this file needs the plain reader."""
         self._empty_row_lines.clear()
         size = self._size()
-        if fastcsv.usable(self, size):
-            try:
-                return self._read_fast(numeric, wide, text, fixed, size)
-            except fastcsv.NotFast:
-                self._empty_row_lines.clear()
-        return self._read_plain(numeric, wide, text, fixed, size)
-
-    def _read_plain(self, numeric, wide, text, fixed, size: int) -> Columns:
-        """The plain reader: NumPy's loadtxt block by block, the csv module where it refuses."""
-        gathered = _Gathered(numeric, wide, text, count_lines(self.path, self.content))
-        integer = True
-        done = 0
         with _progress(self.path, size) as progress:
+            if not plain and fastcsv.usable(self, size):
+                for done in fastcsv.read_into(self, numeric, wide, text, fixed, gathered):
+                    progress(done)
+                    yield
+                return
+            gathered.reserve(count_lines(self.path, self.content))
+            integer = True
+            done = 0
             for first_line, block, breaks in self._blocks():
                 values, wide_values, lines, text_cells, integral, floats, problem = self._parse_block(
                     first_line, block, breaks, numeric, wide, text, fixed, integer
@@ -368,15 +304,12 @@ class CsvFile:
                 gathered.add(values, wide_values, lines, integral, text_cells, problem)
                 done += len(block)  # characters: bytes, near enough for a progress bar
                 progress(min(done, size))
-        return gathered.finish(self)
+                yield
 
-    def _read_fast(self, numeric, wide, text, fixed, size: int) -> Columns:
-        """The fast path (fastcsv.py): the same arrays, parsed from the bytes by numba kernels."""
-        gathered = _Gathered(numeric, wide, text, 0, codes=True)
-        with _progress(self.path, size) as progress:
-            for done in fastcsv.read_into(self, numeric, wide, text, fixed, gathered):
-                progress(done)
-        return gathered.finish(self)
+    def empty_row(self, line: int) -> bool:
+        """Whether the row starting at ``line`` is a row of empty cells the plain reader kept
+        (``keep_empty_rows``)."""
+        return line in self._empty_row_lines
 
     def parse_block(self, first_line: int, block: str, numeric, wide, text, fixed):
         """A block of whole records (text, line ends as \\n) as the plain reader parses it:
@@ -437,7 +370,7 @@ class CsvFile:
         """The error naming the first line that is not valid text in this file's encoding."""
         return _decode_error(self.path, self.encoding, self.encoding_setting, self.content)
 
-    def _numeric_markers_as_missing(self, values: np.ndarray, names: list):
+    def numeric_markers_as_missing(self, values: np.ndarray, names: list):
         """A marker that is a number (``na_values: [-999]``) makes the cells of that value missing."""
         if not self.na_values and not self.column_na_values:
             return
@@ -621,26 +554,25 @@ class CsvFile:
         return values, np.asarray(lines, dtype=np.int64), text_cells, integral
 
 
-class _Gathered:
+class Gathered:
     """Rows gathered into arrays that grow when needed: numbers in a float32 matrix and a
-    float64 one, line numbers, and text as str blocks (the plain reader) or as codes into one
-    vocabulary per column (the fast path, whose kernels write into these arrays directly)."""
+    float64 one, line numbers, and text as codes into one vocabulary per column (the fast
+    path's kernels write into these arrays directly). In memory, every row is kept; the on-disk
+    store and the streaming readers (store.py, stream.py) take each chunk's rows away instead."""
 
-    def __init__(self, numeric, wide, text, capacity: int, codes: bool = False):
+    def __init__(self, numeric, wide, text):
         self.numeric, self.wide, self.text = list(numeric), list(wide), list(text)
         self.capacity = 0
         self.rows = 0
+        self.settled = 0  # rows whose missing-value markers are applied (see settle)
         self.integral = True
         self.problem: DataError | None = None  # the first number beyond float32, raised at the end
         self.matrix = np.empty((0, len(self.numeric)), dtype=np.float32)
         self.wide_values = np.empty((0, len(self.wide)), dtype=np.float64)
         self.lines = np.empty(0, dtype=np.int64)
         self.empty = np.zeros(0, dtype=np.bool_)  # rows of empty cells, kept for keep_empty_rows
-        self.text_blocks: dict[str, list] = {name: [] for name in self.text}
-        self.use_codes = codes
-        self.code_matrix = np.empty((len(self.text) if codes else 0, 0), dtype=np.int32)
+        self.code_matrix = np.empty((len(self.text), 0), dtype=np.int32)
         self.vocabularies: list[dict] = [{} for _ in self.text]
-        self.reserve(capacity)
 
     def reserve(self, capacity: int, hint: int = 0) -> None:
         """Room for ``capacity`` rows in all (``hint`` of them, if more, when the arrays must grow)."""
@@ -680,38 +612,57 @@ class _Gathered:
         self.lines[rows : rows + count] = lines
         self.empty[rows : rows + count] = False
         self.integral = self.integral and bool(integral)
-        for name, cells in text_cells.items():
-            self.text_blocks[name].append(cells)
+        for column, name in enumerate(self.text):
+            words, inverse = np.unique(text_cells[name], return_inverse=True)
+            self.code_matrix[column, rows : rows + count] = self.word_codes(column, words.tolist())[inverse.reshape(-1)]
         self.rows += count
+
+    def chunk_read(self, table: "CsvFile") -> None:
+        """A chunk's rows are in place (in memory they stay where they are)."""
+
+    def discard(self) -> None:
+        """The read starts over (a column turned out to hold text): forget what was gathered."""
+
+    def settle(self, table: "CsvFile") -> int:
+        """Apply the numeric missing-value markers to the rows gathered since the last call, and
+        return how many leading rows are final: all of them but the rows of empty cells at the
+        end, which wait for a row after them (and are dropped at the end of the file)."""
+        rows = self.rows
+        while rows and (self.empty[rows - 1] or table.empty_row(int(self.lines[rows - 1]))):
+            rows -= 1  # only keep_empty_rows keeps any
+        table.numeric_markers_as_missing(self.matrix[self.settled : self.rows], self.numeric)
+        table.numeric_markers_as_missing(self.wide_values[self.settled : self.rows], self.wide)
+        self.settled = self.rows
+        return rows
+
+    def keep_from(self, start: int) -> None:
+        """Forget rows before ``start`` (taken away by a streaming reader), keeping the rest."""
+        self.move(start, 0, self.rows - start)
+        self.rows -= start
+        self.settled -= start
+
+    def words(self, column: int) -> np.ndarray:
+        """Text column ``column``'s vocabulary, in code order."""
+        return np.array(list(self.vocabularies[column]), dtype=str)
 
     def finish(self, table: "CsvFile") -> Columns:
         """The Columns: trailing empty rows dropped, numeric missing-value markers applied."""
         if self.problem is not None:
             raise self.problem
-        rows, lines = self.rows, self.lines
-        while rows and (self.empty[rows - 1] or int(lines[rows - 1]) in table._empty_row_lines):
-            rows -= 1  # only keep_empty_rows keeps any
+        rows = self.settle(table)
         if rows == 0:
             raise DataError(f"{table.path}: the file has a header but no data rows")
-        table._numeric_markers_as_missing(self.matrix[:rows], self.numeric)
-        table._numeric_markers_as_missing(self.wide_values[:rows], self.wide)
-        categories: dict = {}
-        if self.use_codes:
-            for column, name in enumerate(self.text):
-                words = np.array(list(self.vocabularies[column]), dtype=str)
-                categories[name] = (self.code_matrix[column, :rows], words)
-            text_columns = {name: words[codes] for name, (codes, words) in categories.items()}
-        else:
-            text_columns = {name: np.concatenate(blocks)[:rows] for name, blocks in self.text_blocks.items()}
         return Columns(
             table.path,
-            lines[:rows],
+            self.lines[:rows],
             self.numeric,
             self.matrix[:rows],
             {name: self.wide_values[:rows, index] for index, name in enumerate(self.wide)},
-            text_columns,
+            {},
             self.integral,
-            categories=categories,
+            categories={
+                name: (self.code_matrix[column, :rows], self.words(column)) for column, name in enumerate(self.text)
+            },
         )
 
 

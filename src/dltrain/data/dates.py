@@ -48,7 +48,7 @@ _LOOKS_LIKE_A_DATE = re.compile(
     r"^(\d{4}[-/.]\d{1,2}([-/.]\d{1,2})?|\d{1,2}[-/.]\d{1,2}[-/.]\d{4})"
     r"([ T]\d{1,2}:\d{2}(:\d{2}([.,]\d+)?)?)?(Z|[+-]\d{2}:?\d{2})?$"
 )
-_SAMPLE = 200  # cells looked at before a column is parsed as dates
+DATE_SAMPLE = 200  # cells looked at before a column is parsed as dates
 
 
 @dataclass(frozen=True)
@@ -280,6 +280,12 @@ class DateGuess:
     parsed: ParsedDates
 
 
+def looks_like_dates(sample: list) -> bool:
+    """Whether the first DATE_SAMPLE non-empty cells of a column look enough like dates to try
+    parsing it as dates (``detect_date_format``'s first test)."""
+    return bool(sample) and sum(bool(_LOOKS_LIKE_A_DATE.match(cell)) for cell in sample) * 2 >= len(sample)
+
+
 def detect_date_format(values: np.ndarray) -> DateGuess | None:
     """The format that reads at least half the non-empty cells as dates, or None.
 
@@ -287,10 +293,8 @@ def detect_date_format(values: np.ndarray) -> DateGuess | None:
     is day-first only when some cell has a day above 12 and none reads as month-first; when
     both orders read every cell, ``alternatives`` holds the other one (the caller asks for a format)."""
     present = values[values != ""]
-    if present.size == 0:
-        return None
-    sample = present[:_SAMPLE].tolist()
-    if sum(bool(_LOOKS_LIKE_A_DATE.match(cell)) for cell in sample) * 2 < len(sample):
+    sample = present[:DATE_SAMPLE].tolist()
+    if not looks_like_dates(sample):
         return None
     candidates = [*YEAR_FIRST, *(text for pair in DAY_MONTH for text in pair)]
     results = []

@@ -728,7 +728,7 @@ def read_into(table, numeric, wide, text, fixed, sink):
     """Parse the body of ``table`` (a CsvFile) into ``sink``'s arrays, chunk by chunk; a generator
     that yields the bytes read after each chunk, once its rows are in place.
 
-    ``sink`` (csv._Gathered) holds the arrays the kernels write into: ``matrix``,
+    ``sink`` (csv.Gathered) holds the arrays the kernels write into: ``matrix``,
     ``wide_values``, ``lines``, ``empty`` and ``code_matrix`` (text as codes into one vocabulary
     per column), with ``rows`` filled so far; ``reserve(rows, hint)`` makes room. The table
     parses any block the kernels cannot (and raises its errors, and its _Restart when a numeric

@@ -22,8 +22,10 @@ from ..config import Config, ConfigSource, DataSpec
 from ..engine.losses import LOSSES, default_loss
 from ..errors import DataError, did_you_mean
 from . import cache as data_cache
-from .columns import checked_rows, column_encodings
-from .csv import Columns, CsvFile
+from .checks import checked_rows
+from .columns import column_encodings
+from .csv import CsvFile
+from .parsed import Columns
 from .plan import ColumnOptions, DataPlan, infer_target_task, plan_data, target_labels
 from .rows import read_features
 from .schema import DataSchema

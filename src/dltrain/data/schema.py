@@ -14,17 +14,18 @@ from pydantic import Field, field_validator, model_validator
 
 from ..errors import DataError
 from ..stored import FieldProblem, Float32Vector, Float64Vector, Stored
+from .checks import checked_rows
 from .columns import (
     KNOWN_SHOWN,
     STATISTICS_ROWS,
     ColumnEncoding,
-    boolean_values,
-    checked_rows,
+    boolean_inputs,
     date_inputs,
     fit_column,
     rows_to_front,
 )
-from .csv import DELIMITERS, MISSING_TOKENS, Columns, CsvFile
+from .csv import DELIMITERS, MISSING_TOKENS, CsvFile
+from .parsed import Columns
 from .plan import label_sort_key, target_labels
 from .rows import read_cells
 from .statistics import input_scaling, target_scaling
@@ -259,12 +260,15 @@ class DataSchema(Stored):
         a training split costs no second matrix; the columns are then spent."""
         plain = all(column.type == "numeric" for column in self.columns) and columns.numeric_names == self.feature_names
         if plain:
-            if rows is None:
-                features = columns.matrix
+            matrix = columns.matrix
+            if not isinstance(matrix, np.ndarray):  # a store's: the rows read into memory
+                features = matrix[slice(None) if rows is None else rows]
+            elif rows is None:
+                features = matrix
             elif in_place:
-                features = rows_to_front(columns.matrix, rows)
+                features = rows_to_front(matrix, rows)
             else:
-                features = columns.matrix[rows]
+                features = matrix[rows]
             fills = np.array([np.nan if column.fill is None else column.fill for column in self.columns], np.float32)
             filled = ~np.isnan(fills)
             if filled.any():  # a block of rows at a time: one pass, not one strided pass per column
@@ -283,10 +287,7 @@ class DataSchema(Stored):
             elif column.type == "date":
                 features[:, start : start + column.width] = date_inputs(columns, column, rows)
             elif column.type == "boolean":
-                values = columns.text[column.name] if rows is None else columns.text[column.name][rows]
-                if column.fill is not None:
-                    values = np.where(values == "", "true" if column.fill else "false", values)
-                features[:, start] = boolean_values(values)[0]
+                features[:, start] = boolean_inputs(columns, column.name, rows, column.fill)
             else:
                 self._one_hot(columns, column, rows, features[:, start : start + column.width])
             start += column.width
