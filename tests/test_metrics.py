@@ -79,3 +79,60 @@ def test_regression_metrics_by_hand():
     assert metrics["rmse"] == pytest.approx(np.sqrt(4 / 3))
     assert metrics["mae"] == pytest.approx(2 / 3)
     assert metrics["r2"] == pytest.approx(1 - 4 / 2)
+
+
+class _Identity:
+    """A model whose logits are its inputs, and a loss that reads them as they are."""
+
+    name = "mse"
+
+    def logits(self, features):
+        return features
+
+    def value(self, logits, targets):
+        return float(np.mean((logits - targets) ** 2))
+
+    def predict(self, logits):
+        return logits
+
+
+def test_scores_added_a_chunk_at_a_time_equal_those_of_the_whole_split(monkeypatch):
+    from dltrain import batches
+    from dltrain.metrics import evaluate_chunks, regression_scores, squares_about_mean
+
+    monkeypatch.setattr(batches, "SCORED_ROWS", 1000)
+
+    rng = np.random.default_rng(0)
+    targets = rng.standard_normal((1000, 2)).astype(np.float32)
+    outputs = (targets + rng.standard_normal((1000, 2))).astype(np.float32)
+    chunked = evaluate_chunks(
+        _Identity(),
+        _Identity(),
+        ((outputs[b : b + 96], targets[b : b + 96]) for b in range(0, 1000, 96)),
+        "regression",
+        target_divisor=[2.0, 3.0],
+    )
+    whole = regression_scores(targets, outputs, [2.0, 3.0])
+    for name in ("mse", "mae", "r2"):
+        assert chunked[name] == pytest.approx(float(np.mean(whole[name])), rel=1e-9)
+    assert chunked["loss"] == pytest.approx(float(np.mean((outputs - targets) ** 2)), rel=1e-6)
+
+    truth = rng.integers(0, 2, 5000)
+    logits = np.column_stack([np.zeros(5000), np.round(rng.standard_normal(5000) + truth, 1)]).astype(np.float32)
+    epoch = batches.EpochScores("classification", 2, ranked=True)
+    for begin in range(0, 5000, 300):  # batches that straddle the buffer's edge, in a reused buffer
+        epoch.record(logits[begin : begin + 300], None, truth[begin : begin + 300])
+    expected = classification_scalars(confusion_matrix(truth, logits.argmax(axis=1), 2), truth, logits[:, 1])
+    assert epoch.metrics() == pytest.approx(expected)
+    assert squares_about_mean(np.array_split(targets, 7)) == pytest.approx(
+        np.sum((targets - targets.mean(axis=0)) ** 2, axis=0)
+    )
+
+
+def test_roc_auc_counts_every_pair_of_a_positive_and_a_negative_ties_half():
+    rng = np.random.default_rng(1)
+    truth = rng.integers(0, 2, 300)
+    scores = np.round(rng.standard_normal(300), 1)  # many ties
+    above = scores[truth == 1][:, None] - scores[truth == 0][None, :]
+    pairs = (np.sum(above > 0) + 0.5 * np.sum(above == 0)) / above.size
+    assert roc_auc(truth, scores) == pytest.approx(pairs, rel=1e-12)

@@ -8,11 +8,12 @@ import math
 import numpy as np
 
 from .engine.backend import CPU
-from .metrics import class_indices, classification_scalars, confusion_matrix, regression_metrics
+from .metrics import SplitScores
 
 # The share of a device's free memory the training data may take when it is uploaded once;
 # the rest is for the model, its gradients, optimizer state and the batches' activations.
 DEVICE_DATA_SHARE = 0.5
+SCORED_ROWS = 1 << 14  # the epoch's predictions scored this many rows at a time
 
 
 class BatchIterator:
@@ -80,37 +81,64 @@ class BatchIterator:
             yield self._batch(device_rows, buffers)
 
 
-class EpochPredictions:
-    """The predictions made while training, kept per row, for metrics without a second pass
-    (on the model's device, read back once an epoch)."""
+class EpochScores:
+    """The epoch's metrics, scored as the predictions are made (metrics.SplitScores: a confusion
+    matrix, sums of errors), so that they take no second pass and no memory per row. Each batch's
+    predictions are copied into a buffer of SCORED_ROWS rows, scored when it fills (a few calls
+    per buffer, not per batch); on the model's device, read back once an epoch. ROC AUC, where
+    logged, keeps each row's score."""
 
-    def __init__(self, targets, task, n_outputs, n_classes, target_divisor=None, backend=CPU):
-        self.task, self.targets, self.n_classes = task, targets, n_classes
-        self.target_divisor = target_divisor
-        self.backend = backend
-        xp = backend.xp
-        n = len(targets)
-        if task == "classification":
-            self.classes = xp.zeros(n, dtype=np.int64)
-            self.scores = xp.zeros(n, dtype=np.float32) if n_classes == 2 else None
-            self.true_classes = class_indices(targets)
-        else:
-            self.outputs = xp.zeros((n, n_outputs), dtype=np.float32)
+    def __init__(self, task, n_classes, target_divisor=None, backend=CPU, ranked=False, total_squares=None):
+        self.task, self.n_classes, self.target_divisor = task, n_classes, target_divisor
+        self.backend, self.ranked, self.total_squares = backend, ranked, total_squares
+        self.buffers: list | None = None
+        self.start()
 
-    def record(self, rows, logits, loss):
+    def start(self):
+        """A new epoch."""
+        self.scores = SplitScores(
+            self.task, None, self.target_divisor, self.ranked, self.backend.xp, keep_targets=self.total_squares is None
+        )
+        self.pending = 0
+
+    def record(self, logits, loss, targets):
+        """A batch's logits, the loss that reads them, and its encoded targets."""
         if self.task != "classification":
-            self.outputs[rows] = loss.predict(logits)
+            self._buffer(loss.predict(logits), targets, None)
         elif logits.shape[1] == 1:
-            self.classes[rows] = logits[:, 0] >= 0  # sigmoid(z) >= 0.5 exactly when z >= 0
-            self.scores[rows] = logits[:, 0]  # ROC AUC needs only the order of the scores
+            # sigmoid(z) >= 0.5 exactly when z >= 0; ROC AUC needs only the order of the scores
+            self._buffer(logits[:, 0] >= 0, targets, logits[:, 0] if self.ranked else None)
         else:
-            self.classes[rows] = logits.argmax(axis=1)
-            if self.scores is not None:
-                self.scores[rows] = logits[:, 1] - logits[:, 0]
+            positive = logits[:, 1] - logits[:, 0] if self.ranked and self.n_classes == 2 else None
+            self._buffer(logits.argmax(axis=1), targets, positive)
+
+    def _buffer(self, predicted, targets, positive):
+        parts = (predicted, targets) if positive is None else (predicted, targets, positive)
+        rows = predicted.shape[0]
+        if self.buffers is None or len(self.buffers) != len(parts) or rows > SCORED_ROWS:
+            if rows > SCORED_ROWS:  # a batch larger than the buffer is scored as it is
+                self._flush()
+                self._score(*parts)
+                return
+            xp = self.backend.xp
+            self.buffers = [xp.empty((SCORED_ROWS, *part.shape[1:]), dtype=part.dtype) for part in parts]
+        if self.pending + rows > SCORED_ROWS:
+            self._flush()
+        for buffer, part in zip(self.buffers, parts):
+            buffer[self.pending : self.pending + rows] = part
+        self.pending += rows
+
+    def _flush(self):
+        if self.pending and self.buffers is not None:
+            self._score(*(buffer[: self.pending] for buffer in self.buffers))
+        self.pending = 0
+
+    def _score(self, predicted, targets, positive=None):
+        if self.task != "classification":
+            self.scores.add_outputs(predicted, targets)
+        else:
+            self.scores.add_classes(predicted.astype(np.int64), positive, targets, max(2, self.n_classes))
 
     def metrics(self):
-        to_host = self.backend.to_host
-        if self.task != "classification":
-            return regression_metrics(self.targets, to_host(self.outputs), self.target_divisor)
-        matrix = confusion_matrix(self.true_classes, to_host(self.classes), self.n_classes)
-        return classification_scalars(matrix, self.true_classes, None if self.scores is None else to_host(self.scores))
+        self._flush()
+        return self.scores.result(total_squares=self.total_squares)

@@ -40,7 +40,7 @@ from .errors import (
     TrainingInterrupted,
     signal_of,
 )
-from .metrics import evaluate
+from .metrics import evaluate_chunks
 from .resume import (
     comparable_config,
     data_files,
@@ -66,12 +66,14 @@ class FitResult:
 
 
 def _split_metrics(model, loss, data: PreparedData) -> dict:
+    """Every split's scores, a chunk of rows at a time (from memory or from the store alike)."""
     task, divisor = data.config.task, data.schema.target_divisor
-    metrics = {"train": evaluate(model, loss, data.train.features, data.train.targets, task, target_divisor=divisor)}
-    for name, split in (("validation", data.validation), ("test", data.test)):
-        if split is not None:
-            metrics[name] = evaluate(model, loss, split.features, split.targets, task, target_divisor=divisor)
-    return metrics
+    splits = (("train", data.train), ("validation", data.validation), ("test", data.test))
+    return {
+        name: evaluate_chunks(model, loss, split.chunks(), task, target_divisor=divisor)
+        for name, split in splits
+        if split is not None
+    }
 
 
 def _input_paths(config_path, config: Config, base_dir: Path) -> list[Path]:

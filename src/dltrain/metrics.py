@@ -89,21 +89,23 @@ def per_class_scores(matrix: np.ndarray) -> dict:
 
 
 def roc_auc(true_classes, positive_scores) -> float:
-    """Area under the ROC curve for two classes (Mann-Whitney U, ties counted half)."""
-    positives = true_classes == 1
+    """Area under the ROC curve for two classes (Mann-Whitney U, ties counted half).
+
+    U counts, for each positive, the negatives scored below it (and half of those tied with it):
+    the two classes' scores sorted apart and merged by binary search, 4 bytes a row beyond the
+    scores, the same value ranking every row together gives."""
+    positives = np.asarray(true_classes) == 1
     n_positive, n_negative = int(positives.sum()), int((~positives).sum())
     if n_positive == 0 or n_negative == 0:
         return float("nan")
-    order = np.argsort(positive_scores, kind="mergesort")
-    sorted_scores = positive_scores[order]
-    ranks = np.empty(len(order), dtype=np.float64)
-    ranks[order] = np.arange(1, len(order) + 1)
-    # Average the ranks of tied scores.
-    unique, first, counts = np.unique(sorted_scores, return_index=True, return_counts=True)
-    for start, count in zip(first[counts > 1], counts[counts > 1]):
-        ranks[order[start : start + count]] = start + (count + 1) / 2
-    rank_sum = ranks[positives].sum()
-    return float((rank_sum - n_positive * (n_positive + 1) / 2) / (n_positive * n_negative))
+    scores = np.asarray(positive_scores)
+    negative = np.sort(scores[~positives])
+    positive = scores[positives]
+    twice_u = 0  # below + tied-or-below for each positive: twice U, an exact integer
+    for begin in range(0, n_positive, 1 << 16):
+        chunk = positive[begin : begin + (1 << 16)]
+        twice_u += int(np.searchsorted(negative, chunk, "left").sum() + np.searchsorted(negative, chunk, "right").sum())
+    return float((twice_u / 2) / (n_positive * n_negative))
 
 
 def classification_scalars(matrix: np.ndarray, true_classes=None, positive_scores=None) -> dict:
@@ -165,26 +167,143 @@ def positive_scores(outputs: np.ndarray):
     return outputs[:, 1] if outputs.shape[1] == 2 else None
 
 
+EVAL_ROWS = 1 << 16  # rows scored at a time: a multiple of the model's 4096-row prediction batch
+
+
+def array_chunks(features, targets, size: int = EVAL_ROWS):
+    """(features, targets) of consecutive rows of two arrays, ``size`` rows at a time (views)."""
+    for begin in range(0, len(targets), size):
+        yield features[begin : begin + size], targets[begin : begin + size]
+
+
 def evaluate(model, loss, features, targets, task: str, detailed: bool = False, target_divisor=None) -> dict:
     """Loss and scalar metrics of ``model`` on one split, as a flat dict of lowercase names.
 
     With ``detailed``, classification adds the confusion matrix and per-class scores (as
     arrays in class-index order), and a regression of several targets its scores per target
     (``per_target``, arrays in target order); the caller attaches the names."""
-    logits = model.logits(features)
-    results = {"loss": loss.value(logits, targets)}
-    outputs = loss.predict(logits)
-    if task != "classification":
-        scores = regression_scores(targets, outputs, target_divisor)
-        results.update({name: float(np.mean(values)) for name, values in scores.items()})
-        if detailed and outputs.shape[1] > 1:
-            results["per_target"] = scores
+    return evaluate_chunks(model, loss, array_chunks(features, targets), task, detailed, target_divisor)
+
+
+def evaluate_chunks(
+    model, loss, chunks, task: str, detailed: bool = False, target_divisor=None, ranked: bool = True
+) -> dict:
+    """``evaluate`` on a split given as (features, targets) chunks of EVAL_ROWS rows (the last
+    one shorter), in order: the same values whether the rows are in memory or read from disk.
+    ``ranked``: compute ROC AUC (which keeps every row's score) where there are two classes."""
+    scores = SplitScores(task, loss, target_divisor, ranked=ranked)
+    for features, targets in chunks:
+        scores.add(model.logits(features), targets)
+    return scores.result(detailed)
+
+
+class SplitScores:
+    """The loss and metrics of one split, added a chunk of rows at a time: class counts (a
+    confusion matrix) and sums of errors, so that memory does not grow with the rows, but for
+    the scores ROC AUC ranks and a regression's targets (4 bytes a row each). One chunk gives
+    exactly what computing them over the whole split at once gives."""
+
+    def __init__(self, task: str, loss=None, target_divisor=None, ranked: bool = True, xp=np, keep_targets=True):
+        self.task, self.loss, self.target_divisor, self.ranked, self.xp = task, loss, target_divisor, ranked, xp
+        self.keep_targets = keep_targets  # regression: kept for R² unless its denominator is given
+        self.loss_sum, self.loss_count, self.chunks = 0.0, 0, 0
+        self.matrix = None  # classification: the confusion matrix so far
+        self.positive: list = []  # two classes, ranked: each chunk's score of the second class
+        self.truth: list = []  # ... and its true classes
+        self.squared = self.absolute = None  # regression: sums of squared and absolute errors
+        self.targets: list = []  # regression: each chunk's targets, for R² (total sum of squares)
+        self.rows = 0
+
+    def add(self, logits, targets) -> None:
+        """A chunk's logits (outputs before the output activation) and encoded targets."""
+        value = self.loss.value(logits, targets)
+        size = logits.shape[0] if self.loss.name == "cross_entropy" else logits.size
+        self.loss_sum += value * size
+        self.loss_count += size
+        self.last_loss = value
+        self.chunks += 1
+        outputs = self.loss.predict(logits)
+        if self.task == "classification":
+            self.add_classes(predicted_classes(outputs), positive_scores(outputs), targets, max(2, outputs.shape[1]))
+        else:
+            self.add_outputs(outputs, targets)
+
+    def add_classes(self, predicted, positive, targets, n_classes: int) -> None:
+        """A chunk's predicted classes, their scores of the second class (None beyond two), true targets."""
+        xp = self.xp
+        truth = class_indices(targets)
+        counts = xp.bincount(truth * n_classes + predicted, minlength=n_classes * n_classes)
+        self.matrix = counts if self.matrix is None else self.matrix + counts
+        self.rows += len(truth)
+        if self.ranked and positive is not None:
+            self.positive.append(positive.astype(np.float32, copy=True))  # a chunk may be a reused buffer
+            self.truth.append(truth.astype(np.int8))
+
+    def add_outputs(self, outputs, targets) -> None:
+        """A regression chunk's outputs (in the trained scale) and targets."""
+        xp = self.xp
+        errors = outputs.astype(np.float64) - targets
+        if self.target_divisor is not None:
+            errors = errors * xp.asarray(self.target_divisor, dtype=np.float64)
+        squared, absolute = xp.sum(errors**2, axis=0), xp.sum(xp.abs(errors), axis=0)
+        self.squared = squared if self.squared is None else self.squared + squared
+        self.absolute = absolute if self.absolute is None else self.absolute + absolute
+        self.rows += len(targets)
+        if self.keep_targets:
+            self.targets.append(targets.copy())
+
+    def loss_value(self) -> float:
+        """The mean loss over every row (the chunk's own where there is one chunk)."""
+        return float(self.last_loss if self.chunks == 1 else self.loss_sum / self.loss_count)
+
+    def result(self, detailed: bool = False, total_squares=None) -> dict:
+        """The scores so far, as ``evaluate`` gives them. ``total_squares``: the targets' sum of
+        squared deviations from their mean (R²'s denominator), when known (else from the kept targets)."""
+        results = {"loss": self.loss_value()} if self.chunks else {}
+        if self.task != "classification":
+            scores = self._regression(total_squares)
+            results.update({name: float(np.mean(values)) for name, values in scores.items()})
+            if detailed and len(scores["mse"]) > 1:
+                results["per_target"] = scores
+            return results
+        matrix = _host(self.matrix)
+        n_classes = int(round(math.sqrt(matrix.size)))
+        matrix = matrix.reshape(n_classes, n_classes)
+        truth = np.concatenate([_host(part) for part in self.truth]) if self.positive else None
+        ranks = np.concatenate([_host(part) for part in self.positive]) if self.positive else None
+        results.update(classification_scalars(matrix, truth, ranks))
+        if detailed:
+            results["per_class"] = per_class_scores(matrix)
+            results["confusion_matrix"] = matrix
         return results
-    n_classes = max(2, outputs.shape[1])
-    true_classes = class_indices(targets)
-    matrix = confusion_matrix(true_classes, predicted_classes(outputs), n_classes)
-    results.update(classification_scalars(matrix, true_classes, positive_scores(outputs)))
-    if detailed:
-        results["per_class"] = per_class_scores(matrix)
-        results["confusion_matrix"] = matrix
-    return results
+
+    def _regression(self, total_squares=None) -> dict:
+        divisor = None if self.target_divisor is None else np.asarray(self.target_divisor, dtype=np.float64)
+        residual = _host(self.squared)
+        total = total_squares if total_squares is not None else squares_about_mean(self.targets)
+        if divisor is not None:
+            total = total * divisor**2
+        r2 = np.where(residual == 0, 1.0, 0.0)
+        r2 = np.where(total > 0, 1.0 - np.divide(residual, total, out=np.zeros_like(total), where=total > 0), r2)
+        squared = residual / self.rows
+        return {
+            "mse": squared,
+            "rmse": np.sqrt(squared),
+            "mae": _host(self.absolute) / self.rows,
+            "r2": r2 if self.rows >= 2 else np.full(r2.shape, np.nan),
+        }
+
+
+def squares_about_mean(target_chunks) -> np.ndarray:
+    """The targets' sum of squared deviations from their mean, per target column, in float64: two
+    passes over the chunks (one chunk: what ``np.sum((t - t.mean(axis=0)) ** 2, axis=0)`` gives)."""
+    chunks = [_host(chunk) for chunk in target_chunks]
+    count = sum(len(chunk) for chunk in chunks)
+    total = sum(np.add.reduce(chunk, axis=0, dtype=np.float64) for chunk in chunks)
+    mean = total / count
+    return sum(np.sum((chunk - mean) ** 2, axis=0, dtype=np.float64) for chunk in chunks)
+
+
+def _host(array):
+    """A NumPy array of a chunk's values (a device's are copied back once, at the end)."""
+    return array.get() if hasattr(array, "get") and not isinstance(array, np.ndarray) else np.asarray(array)

@@ -15,14 +15,14 @@ from typing import Any, Callable, ContextManager
 
 import numpy as np
 
-from .batches import BatchIterator, EpochPredictions
+from .batches import BatchIterator, EpochScores
 from .config import TrainSpec
 from .engine import kernels
 from .engine.backend import blas_threads, compute_threads
 from .engine.schedules import improves
 from .engine.threads import MachineLoad, fused_pays, threads_beside, threads_for
 from .errors import TrainingDiverged
-from .metrics import evaluate, higher_is_better
+from .metrics import array_chunks, evaluate_chunks, higher_is_better, squares_about_mean
 
 
 class TrainOptions(TrainSpec):
@@ -133,8 +133,13 @@ class Trainer:
         )
         # Regression metrics are reported in the target's units, whatever scale training uses.
         self.target_divisor = data.target_divisor
-        self.predictions = EpochPredictions(
-            train_split.targets, task, model.n_outputs, data.n_classes, data.target_divisor, backend
+        self.predictions = EpochScores(
+            task,
+            data.n_classes,
+            data.target_divisor,
+            backend,
+            ranked="roc_auc" in (options.metrics or ()),
+            total_squares=squares_about_mean(train_split.target_chunks()) if task != "classification" else None,
         )
         self._choose_threads_and_kernels(settings)
         has_validation = validation_split is not None and len(validation_split) > 0
@@ -225,7 +230,8 @@ class Trainer:
         # device), and the progress shows no running loss.
         device = self.backend.device
         watched = self.backend.xp.zeros((len(self.batches), 2)) if device else None
-        for batch, (rows, features, targets, weights) in enumerate(self.batches, start=1):
+        self.predictions.start()
+        for batch, (_, features, targets, weights) in enumerate(self.batches, start=1):
             logits = self.model.forward(features, training=True)
             grad = self._gradient_buffer(logits)
             batch_loss = self.loss.value_and_gradient(logits, targets, out=grad, sample_weight=weights)
@@ -234,7 +240,7 @@ class Trainer:
             elif not math.isfinite(batch_loss):
                 self._diverged("loss", batch_loss, epoch, batch)
             self.model.backward(grad)
-            self.predictions.record(rows, logits, self.loss)
+            self.predictions.record(logits, self.loss, targets)
             # The norm is measured during the update, while each piece is in cache. A
             # non-finite one has already spoiled the weights in memory; the run is then
             # saved from the last epoch's checkpoint, never from these weights.
@@ -281,13 +287,13 @@ class Trainer:
             # spins idle threads that halved a 2-core machine's speed when it was busy.
             # ...and never more than the step's threads, which leave other processes' cores alone.
             with blas_threads(min(self.validation_threads, self.blas_threads) if self.validation_threads else None):
-                scores = evaluate(
+                scores = evaluate_chunks(
                     self.model,
                     self.loss,
-                    self.validation_features,
-                    self.validation.targets,
+                    array_chunks(self.validation_features, self.validation.targets),
                     self.task,
                     target_divisor=self.target_divisor,
+                    ranked="roc_auc" in logged,
                 )
             record["val_loss"] = scores["loss"]
             record.update({f"val_{name}": scores[name] for name in logged if name in scores})

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+CHUNK_ROWS = 1 << 16  # rows a split gives at a time (metrics.EVAL_ROWS: a multiple of 4096)
+
 
 @dataclass
 class Split:
@@ -16,6 +18,15 @@ class Split:
 
     def __len__(self):
         return self.features.shape[0]
+
+    def chunks(self, size: int = CHUNK_ROWS):
+        """(features, targets) of consecutive rows, ``size`` at a time (views)."""
+        for begin in range(0, len(self), size):
+            yield self.features[begin : begin + size], self.targets[begin : begin + size]
+
+    def target_chunks(self, size: int = CHUNK_ROWS):
+        for begin in range(0, len(self), size):
+            yield self.targets[begin : begin + size]
 
 
 def stratified_split(raw_labels: np.ndarray | None, n_rows: int, fraction: float, rng):
