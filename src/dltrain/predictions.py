@@ -11,6 +11,7 @@ from typing import Protocol
 
 import numpy as np
 
+from .csv_text import format_number, rows_text
 from .data import DataSchema, read_rows
 from .engine.model import Sequential
 from .errors import DataError
@@ -27,15 +28,6 @@ class Trained(Protocol):
     def model(self) -> Sequential: ...
 
 
-def format_number(value) -> str:
-    """The shortest text that reads back as the same float32, the model's precision: 0.5,
-    151.25, 2.55662e-11. One format for predicted values and probabilities alike."""
-    single = np.float32(value)
-    if single == 0 or 1e-4 <= abs(single) < 1e16 or not np.isfinite(single):
-        return np.format_float_positional(single, unique=True, trim="-")
-    return np.format_float_scientific(single, unique=True, trim="-")
-
-
 @dataclass
 class Predictions:
     """A run's predictions, one entry per input row: what `dltrain predict` writes, as arrays."""
@@ -44,6 +36,7 @@ class Predictions:
     labels: np.ndarray | None  # classification: each row's predicted label (str)
     probabilities: np.ndarray | None  # classification: (rows, classes) float32, in the header's order
     values: np.ndarray | None  # regression: (rows, targets) float32, in the targets' own units
+    classes: np.ndarray | None = None  # classification: each row's predicted class index (int64)
 
     def __len__(self) -> int:
         return len(self.numbers)
@@ -61,7 +54,7 @@ class Predictions:
         def cut(array):
             return None if array is None else array[start:stop]
 
-        return Predictions(self.header, cut(self.labels), cut(self.probabilities), cut(self.values))
+        return Predictions(self.header, cut(self.labels), cut(self.probabilities), cut(self.values), cut(self.classes))
 
     def text_rows(self) -> list[list[str]]:
         """The rows as `dltrain predict` writes them (see ``format_number``)."""
@@ -71,6 +64,16 @@ class Predictions:
             [label] + [format_number(p) for p in row]
             for label, row in zip(self.labels.tolist(), self.probabilities.tolist())  # type: ignore[union-attr]
         ]
+
+    def csv_text(self, class_labels, kept=(), encoding: str = "utf-8") -> bytes:
+        """``text_rows`` as CSV lines (``\\n`` after each), encoded, with the ``kept`` columns first
+        (each a pair: its distinct cells, and each row's index among them); ``class_labels``
+        in class-index order. Numbers formatted by the fast path when it pays (csv_text.py)."""
+        if self.values is not None:
+            return rows_text(list(kept), self.values, encoding)
+        assert self.classes is not None, "classification predictions hold their class indices"
+        labels = (np.asarray(class_labels, dtype=object), self.classes)
+        return rows_text([*kept, labels], self.probabilities, encoding)  # type: ignore[arg-type]
 
 
 def predictions_from_features(run: Trained, features: np.ndarray) -> Predictions:
@@ -82,9 +85,10 @@ def predictions_from_features(run: Trained, features: np.ndarray) -> Predictions
             values = schema.unscale_targets(outputs.astype(np.float64)).astype(np.float32)
         return Predictions(list(schema.targets), None, None, values)
     probabilities = np.column_stack([1.0 - outputs[:, 0], outputs[:, 0]]) if schema.binary else outputs
-    labels = np.asarray(schema.class_labels, dtype=object)[predicted_classes(outputs)]
+    classes = predicted_classes(outputs)
+    labels = np.asarray(schema.class_labels, dtype=object)[classes]
     header = [schema.targets[0]] + [f"prob_{label}" for label in schema.class_labels]
-    return Predictions(header, labels, probabilities.astype(np.float32, copy=False), None)
+    return Predictions(header, labels, probabilities.astype(np.float32, copy=False), None, classes)
 
 
 def predict_csv(run: Trained, data_path, dialect: dict | None = None, content: bytes | None = None) -> Predictions:

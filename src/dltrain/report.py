@@ -551,6 +551,23 @@ def write_text(text: str):
     sys.stdout.flush()
 
 
+def write_bytes(data: bytes):
+    """Text already encoded in ``output_encoding()`` to stdout, at once (a block of predictions)."""
+    sys.stdout.flush()
+    stream = getattr(sys.stdout, "buffer", None)
+    if stream is None:  # a stdout without bytes (replaced by a caller): as text
+        sys.stdout.write(data.decode(output_encoding()))
+        sys.stdout.flush()
+        return
+    stream.write(data)
+    stream.flush()
+
+
+def output_encoding() -> str:
+    """The encoding ``write_text`` writes stdout in."""
+    return getattr(sys.stdout, "encoding", None) or "utf-8"
+
+
 def log_line(text: str):
     """One line on stderr, flushed at once (a server's access and lifecycle lines)."""
     sys.stderr.write(text + "\n")

@@ -86,26 +86,27 @@ def predict(
     from .. import report
     from ..api import csv_dialect
     from ..commands import predict as predict_command
-    from ..files import check_writable, write_output
+    from ..files import check_writable
 
     if out is not None:
         predict_command.refuse_overwriting_inputs(out, [data], run_dir)
         check_writable(out, make_parents=True)
+    arguments = (run_dir, data)
+    options = dict(
+        keep=keep or [],
+        dialect=csv_dialect(delimiter, encoding),
+        on_note=report.show_note,
+        device=device_name(device),
+    )
     with report.reading(quiet):
-        header, rows = predict_command.predict_rows(
-            run_dir,
-            data,
-            keep or [],
-            csv_dialect(delimiter, encoding),
-            on_note=report.show_note,
-            device=device_name(device),
-        )
-    text = predict_command.predictions_csv(header, rows)
-    if out is None:
-        report.write_text(text)
-    else:
-        write_output(out, text)
-        report.error_console.print(f"wrote {len(rows)} predictions to {out}", markup=False)
+        if out is None:
+            predict_command.write_predictions(
+                *arguments, report.write_bytes, encoding=report.output_encoding(), **options
+            )
+            return
+        with predict_command.OutputFile(out) as output:
+            rows = predict_command.write_predictions(*arguments, output.write, **options)
+    report.error_console.print(f"wrote {rows} predictions to {out}", markup=False)
 
 
 @user_errors

@@ -1,8 +1,11 @@
 """`dltrain predict`: one output row per input row, as CSV text, with the ``--keep`` columns.
 
 The predictions themselves come from ``predictions`` (the pipeline ``Run.predict`` and
-`dltrain serve` share); this module adds the kept columns and writes the text."""
+`dltrain serve` share); this module adds the kept columns and writes the text, a block of rows
+at a time (``write_predictions``): to stdout as it is made, or to an --out file that appears
+whole or not at all (``OutputFile``)."""
 
+import contextlib
 import csv
 import io
 import os
@@ -14,6 +17,7 @@ from ..api import Run, csv_dialect, file_dialect, load
 from ..artifacts import holds_run
 from ..data import DataSchema
 from ..errors import ArtifactError, ConfigError
+from ..files import atomic_file, make_parent_folders, write_all
 from ..predictions import predict_csv
 from .arguments import check_argument_order
 
@@ -72,6 +76,68 @@ def predict_table(
         header = keep + _prediction_names(header, keep)
         rows = [[column[index] for column in kept] + row for index, row in enumerate(rows)]
     return header, rows
+
+
+# Rows per block of output text: a multiple of the engine's prediction batch (4096 rows), so each
+# row's outputs are computed in the same batch as when the whole file is predicted at once.
+BLOCK_ROWS = 65536
+
+
+def write_predictions(
+    run_dir,
+    data_path,
+    write,
+    keep=(),
+    dialect: dict | None = None,
+    on_note=None,
+    device: str | None = None,
+    encoding: str = "utf-8",
+) -> int:
+    """``predict_rows`` as CSV text, handed to ``write`` (bytes in ``encoding``): the header, then
+    each block of rows as soon as it is made. The bytes are those of ``predictions_csv``. Returns
+    the number of rows."""
+    check_argument_order("predict", run_dir, data_path)
+    run = load(run_dir, device)
+    dialect = file_dialect(run.schema, data_path, dialect or csv_dialect(), on_note)
+    keep = list(dict.fromkeys(keep))
+    kept = _kept_columns(data_path, run.schema, keep, dialect, None)
+    predictions = predict_csv(run, data_path, dialect)
+    header = keep + _prediction_names(list(predictions.header), keep) if keep else list(predictions.header)
+    pending = predictions_csv(header, []).encode(encoding)  # written with the first block
+    for start in range(0, len(predictions), BLOCK_ROWS):
+        stop = min(start + BLOCK_ROWS, len(predictions))
+        columns = [np.unique(column[start:stop], return_inverse=True) for column in kept]
+        pending += predictions.part(start, stop).csv_text(run.schema.class_labels, columns, encoding)
+        write(pending)
+        pending = b""
+    return len(predictions)
+
+
+class OutputFile:
+    """An --out file written a block at a time, that appears whole or not at all: the first
+    block makes the missing folders and a temporary file beside it (files.atomic_file), which
+    is renamed over it when the context ends without an error, and removed otherwise (an error,
+    Ctrl-C; after a kill -9 only the temporary file, a dot file beside it, is left). A disk
+    error is one DltrainError naming the file."""
+
+    def __init__(self, path):
+        self.path = Path(path)
+        self._stack = contextlib.ExitStack()
+        self._handle = None
+
+    def write(self, data: bytes) -> None:
+        if self._handle is None:
+            make_parent_folders(self.path)
+            self._handle = self._stack.enter_context(atomic_file(self.path))
+        write_all(self._handle, data)  # an OSError reaches atomic_file, which names the file
+
+    def __enter__(self) -> "OutputFile":
+        return self
+
+    def __exit__(self, kind, error, traceback) -> None:
+        if self._handle is None and error is None:
+            self.write(b"")  # no block came: an empty file, as before
+        self._stack.__exit__(kind, error, traceback)
 
 
 def predictions_csv(header, rows) -> str:
