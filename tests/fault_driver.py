@@ -5,6 +5,7 @@ The fault comes from the environment, DLTRAIN_FAULT=KIND:ARGS:
   signal-write:SIG:N    send ourselves SIG (a number) at the Nth write
   signal-phase:SIG:P    send ourselves SIG when phase P starts: data, epoch2, evaluate
   kill-exchange:WHEN    SIGKILL just before or after the run folder's exchange (before, after)
+  kill-store:N          SIGKILL ourselves at the Nth write into the on-disk store (parsing the CSV)
 """
 
 import os
@@ -13,6 +14,7 @@ import sys
 
 from dltrain import build, files, fit_session, system, train
 from dltrain.cli import main
+from dltrain.data import store
 
 kind, *args = os.environ["DLTRAIN_FAULT"].split(":")
 writes = [0]
@@ -31,6 +33,20 @@ def counted_write(handle, payload):
 
 
 files.write_all = counted_write
+
+if kind == "kill-store":
+    store_writes = [0]
+    store_write = store.write_all
+
+    def killing_store_write(handle, payload):
+        store_writes[0] += 1
+        if store_writes[0] == int(args[0]):
+            handle.write(payload[: len(payload) // 2])
+            handle.flush()
+            os.kill(os.getpid(), signal.SIGKILL)
+        store_write(handle, payload)
+
+    store.write_all = killing_store_write
 
 if kind == "kill-exchange":
     exchange = system.exchange

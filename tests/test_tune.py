@@ -465,7 +465,7 @@ def test_the_dataset_is_parsed_once_per_worker(tmp_path, monkeypatch):
     calls = []
     original = build.prepare_data
     for module in (tune_worker, build):  # the trials' data, and best/'s fit
-        monkeypatch.setattr(module, "prepare_data", lambda *args: calls.append(1) or original(*args))
+        monkeypatch.setattr(module, "prepare_data", lambda *args, **kw: calls.append(1) or original(*args, **kw))
     config = write_config(tmp_path, trials=5, features="select")
     result = tune_module.tune(config, out=tmp_path / "study", on_trial=lambda *args: None)
     assert result.counts["COMPLETE"] + result.counts["PRUNED"] == 5

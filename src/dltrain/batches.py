@@ -8,12 +8,15 @@ import math
 import numpy as np
 
 from .engine.backend import CPU
-from .metrics import SplitScores
+from .metrics import SplitScores, class_indices
 
 # The share of a device's free memory the training data may take when it is uploaded once;
 # the rest is for the model, its gradients, optimizer state and the batches' activations.
 DEVICE_DATA_SHARE = 0.5
 SCORED_ROWS = 1 << 14  # the epoch's predictions scored this many rows at a time
+STORE_CHUNK_ROWS = 1 << 16  # rows encoded at a time from the store
+SHUFFLE_BLOCK_ROWS = 1 << 14  # rows per block of the block shuffle (rounded to whole batches)
+BLOCKS_MIXED = 8  # blocks read and shuffled together
 
 
 class BatchIterator:
@@ -66,7 +69,7 @@ class BatchIterator:
         if not self.shuffle and self.batch_size == self.n and self.from_host is None:
             yield self._batch(slice(None), self.arrays)
             return
-        order = self.rng.permutation(self.n) if self.shuffle else np.arange(self.n)
+        order = epoch_order(self.rng, self.n) if self.shuffle else np.arange(self.n)
         # On a device, the rows that index its arrays (and the epoch's predictions) go there once an epoch.
         device_order = self.backend.to_device(order) if self.backend.device else order
         for start in range(0, self.n, self.batch_size):
@@ -79,6 +82,84 @@ class BatchIterator:
             for array, buffer in zip(self.arrays, buffers):
                 self.backend.take_rows(array, device_rows, out=buffer)
             yield self._batch(device_rows, buffers)
+
+
+def epoch_order(rng, n: int) -> np.ndarray:
+    """An epoch's shuffled order of ``n`` rows: ``rng.permutation(n)`` (the same draws, so the
+    same order), in 4-byte integers where they fit."""
+    order = np.arange(n, dtype=np.int32 if n < 2**31 else np.int64)
+    rng.shuffle(order)
+    return order
+
+
+class StoredBatches:
+    """Mini-batches of a split left on disk (the store: see data.store), its rows encoded as
+    model inputs a chunk of batches at a time. Yields what BatchIterator does.
+
+    ``order`` "rows": the shuffled order BatchIterator draws, so the batches and the model are
+    those of training from memory; the rows are read where they lie, which is fast while the
+    store fits in the page cache. "blocks": for a store larger than memory, each epoch visits
+    blocks of consecutive rows (about 16,384, a whole number of batches) in a random order,
+    BLOCKS_MIXED at a time, reads those rows in one sweep and shuffles them together."""
+
+    def __init__(self, split, class_weights, batch_size, shuffle, rng, backend=CPU, order="rows"):
+        self.split, self.class_weights = split, class_weights
+        self.n = len(split)
+        self.batch_size = min(batch_size, self.n)
+        self.shuffle, self.rng, self.backend, self.order = shuffle, rng, backend, order
+        self.from_host = None
+        self.chunk = self.batch_size * max(1, STORE_CHUNK_ROWS // self.batch_size)
+        self.block = self.batch_size * max(1, SHUFFLE_BLOCK_ROWS // self.batch_size)
+
+    def __len__(self):
+        return math.ceil(self.n / self.batch_size)
+
+    def upload_once(self, array):
+        return array  # beside data read from disk, other rows stay on the host too
+
+    def __iter__(self):
+        if self.shuffle and self.order == "blocks":
+            yield from self._blocks()
+            return
+        order = epoch_order(self.rng, self.n) if self.shuffle else None
+        for begin in range(0, self.n, self.chunk):
+            positions = (
+                order[begin : begin + self.chunk]
+                if order is not None
+                else np.arange(begin, min(begin + self.chunk, self.n))
+            )
+            yield from self._batches(self.split.columns, self.split.rows[positions], positions)
+
+    def _blocks(self):
+        n_blocks = math.ceil(self.n / self.block)
+        visits = self.rng.permutation(n_blocks)
+        for first in range(0, n_blocks, BLOCKS_MIXED):
+            group = np.sort(visits[first : first + BLOCKS_MIXED])
+            positions = np.concatenate(
+                [np.arange(block * self.block, min((block + 1) * self.block, self.n)) for block in group]
+            )
+            local = self.split.columns.take(self.split.rows[positions])  # one sweep over the store
+            mixed = self.rng.permutation(len(positions))
+            for begin in range(0, len(mixed), self.chunk):
+                chosen = mixed[begin : begin + self.chunk]
+                yield from self._batches(local, chosen, positions[chosen])
+
+    def _batches(self, columns, rows, positions):
+        schema = self.split.schema
+        features = schema.encode_features(columns, rows)
+        targets = schema.encode_target(columns, rows)
+        weights = None
+        if self.class_weights is not None:
+            weights = self.class_weights[class_indices(targets)].astype(np.float32)
+        device = self.backend.to_device if self.backend.device else (lambda array: array)
+        for start in range(0, len(rows), self.batch_size):
+            stop = start + self.batch_size
+            yield (
+                positions[start:stop],
+                device(features[start:stop]),
+                device(targets[start:stop]),
+                None if weights is None else device(weights[start:stop]),
+            )
 
 
 class EpochScores:

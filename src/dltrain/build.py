@@ -135,13 +135,8 @@ PREDICT_BYTES_PER_UNIT = 4 * 2  # per row of a prediction batch: output and acti
 PREDICT_ROWS = 4096  # Sequential.logits' batch
 
 
-def check_model_memory(config: Config, schema: DataSchema, source: ConfigSource, train_rows: int | None = None) -> None:
-    """Refuse a model whose parameters (and one batch of activations) exceed the available memory.
-
-    Estimated from each layer's parameter shapes before anything is allocated, so
-    ``units: 1000000000000`` is a message naming the layer instead of a MemoryError.
-    ``train_rows``: the training split's size, for the activations of a training batch (None:
-    the model only predicts)."""
+def _model_sizes(config: Config, schema: DataSchema, train_rows: int | None) -> list:
+    """Each layer's (index, kind, fan in, fan out, parameters, bytes with a batch of activations)."""
     hidden = [layer.model_dump() for layer in config.model.layers]
     batch = 0
     if train_rows is not None:  # a batch never holds more rows than the training split
@@ -151,6 +146,22 @@ def check_model_memory(config: Config, schema: DataSchema, source: ConfigSource,
     for index, kind, fan_in, fan_out, shapes in Sequential.param_shapes(schema.n_inputs, hidden, schema.n_outputs):
         count = sum(math.prod(shape) for shape in shapes.values())
         sizes.append((index, kind, fan_in, fan_out, count, count * BYTES_PER_PARAMETER + fan_out * per_unit))
+    return sizes
+
+
+def model_memory(config: Config, schema: DataSchema, train_rows: int | None = None) -> int:
+    """The bytes a model takes in training: parameters, gradients, optimizer state and a batch's activations."""
+    return sum(size for *_, size in _model_sizes(config, schema, train_rows))
+
+
+def check_model_memory(config: Config, schema: DataSchema, source: ConfigSource, train_rows: int | None = None) -> None:
+    """Refuse a model whose parameters (and one batch of activations) exceed the available memory.
+
+    Estimated from each layer's parameter shapes before anything is allocated, so
+    ``units: 1000000000000`` is a message naming the layer instead of a MemoryError.
+    ``train_rows``: the training split's size, for the activations of a training batch (None:
+    the model only predicts)."""
+    sizes = _model_sizes(config, schema, train_rows)
     needed = sum(size for *_, size in sizes)
     available = available_memory()
     if needed <= available:
@@ -241,18 +252,24 @@ def choose_device(
     return DeviceChoice("cuda", setting, reason, gpu)
 
 
-def sample_weights(config: Config, schema: DataSchema, targets) -> np.ndarray | None:
-    """Per-row training weights from ``train.class_weight`` (balanced: n / (classes * count))."""
+def class_weights(config: Config, schema: DataSchema, train) -> np.ndarray | None:
+    """The weight of each class in the training loss, from ``train.class_weight`` (balanced:
+    n / (classes * count) over the training split ``train``); None without class weights."""
     weights = config.train.class_weight
     if weights is None:
         return None
-    classes = class_indices(targets)
     if weights == "balanced":
-        counts = np.bincount(classes, minlength=len(schema.class_labels)).astype(np.float64)
-        per_class = np.divide(len(classes), len(counts) * counts, out=np.zeros_like(counts), where=counts > 0)
-    else:
-        per_class = np.array([weights.get(label, 1.0) for label in schema.class_labels])
-    return per_class[classes].astype(np.float32)
+        counts = np.zeros(len(schema.class_labels), dtype=np.float64)
+        for targets in train.target_chunks():
+            counts += np.bincount(class_indices(targets), minlength=len(counts))
+        return np.divide(counts.sum(), len(counts) * counts, out=np.zeros_like(counts), where=counts > 0)
+    return np.array([weights.get(label, 1.0) for label in schema.class_labels])
+
+
+def sample_weights(config: Config, schema: DataSchema, targets) -> np.ndarray | None:
+    """Per-row training weights from ``train.class_weight`` (balanced: n / (classes * count))."""
+    per_class = class_weights(config, schema, Split(targets, targets))
+    return None if per_class is None else per_class[class_indices(targets)].astype(np.float32)
 
 
 def _schedule(config: Config):
@@ -303,13 +320,19 @@ def build_trainer(
     loss = make_loss(config.loss, config.model.output.activation)
     optimizer = make_model_optimizer(config.optimizer.name, model, **config.optimizer.engine_options())
     options = TrainOptions(**dict(config.train), full_batch=config.optimizer.name == "gd")
+    per_class = class_weights(config, data.schema, data.train)
+    per_row = None
+    if per_class is not None and isinstance(data.train, Split):
+        per_row = per_class[class_indices(data.train.targets)].astype(np.float32)
     training_data = TrainingData(
         data.train,
         data.validation,
         config.task,
         n_classes=len(data.schema.class_labels),
-        sample_weight=sample_weights(config, data.schema, data.train.targets),
+        sample_weight=per_row,
         target_divisor=data.schema.target_divisor,
+        class_weights=per_class,
+        shuffle=data.shuffle,
     )
     settings = TrainSettings(
         options,
@@ -370,6 +393,7 @@ def array_trainer(
     config = resolve_config(config, source, data)
     if class_labels is not None and config.loss == "binary_cross_entropy":  # one 0/1 output column
         data.schema.binary = True
+        assert isinstance(data.train, Split), "array_data's split is in memory"
         data.train.targets = data.train.targets.astype(np.float32).reshape(-1, 1)
     seeds = seeds or Seeds.from_seed(config.seed)
     return build_trainer(config, data, seeds, blas_threads=blas_threads, kernel_threads=kernel_threads, fused=fused)

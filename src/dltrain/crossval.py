@@ -19,8 +19,8 @@ import numpy as np
 from .build import Seeds, build_trainer
 from .config import Config, ConfigSource
 from .data.prepare import PreparedData, prepare_folds
-from .data.split import Split
-from .metrics import evaluate
+from .data.split import Split, StoredSplit
+from .metrics import evaluate_chunks
 from .train import Callbacks
 
 
@@ -33,16 +33,11 @@ def mean_and_spread(values) -> tuple[float, float]:
     return float(array.mean()), float(array.std())
 
 
-def scores_of(trainer, data: PreparedData, rows: Split, prefix: str = "") -> dict:
+def scores_of(trainer, data: PreparedData, rows: Split | StoredSplit, prefix: str = "") -> dict:
     """The loss and the config's metrics of the model as trained (the best epoch's weights when
     early stopping restores them) on ``rows``, each name after ``prefix`` (``val_``)."""
-    scores = evaluate(
-        trainer.model,
-        trainer.loss,
-        rows.features,
-        rows.targets,
-        data.config.task,
-        target_divisor=data.schema.target_divisor,
+    scores = evaluate_chunks(
+        trainer.model, trainer.loss, rows.chunks(), data.config.task, target_divisor=data.schema.target_divisor
     )
     logged = ["loss", *(data.config.train.metrics or [name for name in scores if name != "loss"])]
     return {f"{prefix}{name}": float(scores[name]) for name in logged}

@@ -35,6 +35,7 @@ _RESUMABLE_CHANGES = (
     "train.early_stopping",
     "train.tolerance",
     "train.device",
+    "data.store",  # the same batches from memory or from the store
     "tune.",
 )  # fit reads no tune:
 

@@ -15,7 +15,7 @@ from typing import Any, Callable, ContextManager
 
 import numpy as np
 
-from .batches import BatchIterator, EpochScores
+from .batches import BatchIterator, EpochScores, StoredBatches
 from .config import TrainSpec
 from .engine import kernels
 from .engine.backend import blas_threads, compute_threads
@@ -35,14 +35,17 @@ class TrainOptions(TrainSpec):
 
 @dataclass
 class TrainingData:
-    """What the loop trains on: splits (anything with ``features`` and ``targets``) and their meaning."""
+    """What the loop trains on: splits (``data.split``'s: arrays in memory, or rows of the on-disk
+    store, encoded a chunk at a time) and their meaning."""
 
     train: Any
     validation: Any = None
     task: str = "classification"
     n_classes: int = 0
-    sample_weight: Any = None  # per-row weights of the training loss (class weights)
+    sample_weight: Any = None  # per-row weights of the training loss (class weights), for a split in memory
     target_divisor: Any = None  # regression: metrics are reported in the target's own units
+    class_weights: Any = None  # the weight of each class (what sample_weight holds per row)
+    shuffle: str = "rows"  # a split on disk: rows or blocks (see batches.StoredBatches)
 
 
 @dataclass
@@ -122,15 +125,16 @@ class Trainer:
         self.epoch_end_guard = settings.epoch_end_guard or contextlib.nullcontext
         self.backend = backend = model.backend
         batch_size = len(train_split) if options.full_batch else options.batch_size
-        self.batches = BatchIterator(
-            train_split.features,
-            train_split.targets,
-            data.sample_weight,
-            batch_size,
-            options.shuffle and not options.full_batch,
-            shuffle_rng,
-            backend,
-        )
+        shuffle = options.shuffle and not options.full_batch
+        self.batches: BatchIterator | StoredBatches
+        if getattr(train_split, "stored", False):
+            self.batches = StoredBatches(
+                train_split, data.class_weights, batch_size, shuffle, shuffle_rng, backend, data.shuffle
+            )
+        else:
+            self.batches = BatchIterator(
+                train_split.features, train_split.targets, data.sample_weight, batch_size, shuffle, shuffle_rng, backend
+            )
         # Regression metrics are reported in the target's units, whatever scale training uses.
         self.target_divisor = data.target_divisor
         self.predictions = EpochScores(
@@ -145,7 +149,7 @@ class Trainer:
         has_validation = validation_split is not None and len(validation_split) > 0
         self.validation = validation_split if has_validation else None
         self.validation_features = None
-        if has_validation:  # on a device, uploaded once (model.logits takes host or device rows)
+        if has_validation and not getattr(validation_split, "stored", False):  # on a device, uploaded once
             self.validation_features = self.batches.upload_once(validation_split.features)
         self.validation_threads = None
         if has_validation:
@@ -290,7 +294,7 @@ class Trainer:
                 scores = evaluate_chunks(
                     self.model,
                     self.loss,
-                    array_chunks(self.validation_features, self.validation.targets),
+                    self.validation_chunks(),
                     self.task,
                     target_divisor=self.target_divisor,
                     ranked="roc_auc" in logged,
@@ -299,6 +303,12 @@ class Trainer:
             record.update({f"val_{name}": scores[name] for name in logged if name in scores})
         record["seconds"] = time.perf_counter() - started
         return record
+
+    def validation_chunks(self):
+        """The validation rows as (features, targets) chunks (``metrics.evaluate_chunks``)."""
+        if self.validation_features is None:
+            return self.validation.chunks()  # rows of the store, encoded a chunk at a time
+        return array_chunks(self.validation_features, self.validation.targets)
 
     def _track_best(self, epoch, record):
         value = record.get(self.monitor)

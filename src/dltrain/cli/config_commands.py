@@ -88,6 +88,8 @@ def check(ctx: typer.Context, config: ConfigArg, overrides: SetOption = None, qu
     report.console.print(
         f"data: {', '.join(parts)}; {len(schema.feature_names)} features; {target}", markup=False, soft_wrap=True
     )
+    if plan := result.plan():
+        report.console.print(plan, markup=False, soft_wrap=True)
     report.console.print(report.summary_table(result.model.summary()))
     if result.config.tune is not None:
         from ..commands.tune import check_search

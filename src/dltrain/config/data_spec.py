@@ -121,6 +121,9 @@ class DataSpec(Spec):
     na_values: list[str] = []  # cells that mean "missing" in every column, beside empty, NA, null, ...
     columns: dict[str, ColumnSpec] = {}
     cache: bool = True
+    # Batches from the on-disk store (true), from memory (false), or auto: the store for large data.
+    store: Union[bool, Literal["auto"]] = "auto"
+    shuffle: Literal["auto", "rows", "blocks"] = "auto"  # the store's shuffle: exact by row, or by blocks
 
     @field_validator("train", "test", "validation", mode="after")
     @classmethod

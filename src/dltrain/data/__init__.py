@@ -11,10 +11,11 @@ from .columns import BOOLEAN_WORDS, MAX_CATEGORIES, column_encodings
 from .csv import DELIMITER_NAMES, DELIMITERS, MISSING_TOKENS, CsvFile
 from .encoding import ColumnEncoding
 from .parsed import Columns
-from .plan import ColumnOptions, DataPlan, infer_target_task, infer_task, plan_data, target_labels
+from .plan import ColumnOptions, DataPlan, infer_task, plan_data, target_labels
 from .rows import FeatureRows, LabelledRows, read_features, read_labelled, read_rows
 from .schema import DataSchema
 from .split import Split, stratified_split
+from .targets import infer_target_task
 
 __all__ = [
     "BOOLEAN_WORDS",

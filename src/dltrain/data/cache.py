@@ -27,8 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import DltrainError
-from ..files import MANIFEST_LIMIT, atomic_write, disk_error, open_regular, read_regular
+from ..errors import DltrainError, StorageError
+from ..files import MANIFEST_LIMIT, atomic_write, disk_error, human_bytes, open_regular, read_regular
 from ..system import process_running
 from . import store
 from .csv import MISSING_TOKENS, CsvFile
@@ -232,6 +232,14 @@ def _parse_into_store(table: CsvFile, request: dict, entry: _Entry, record: dict
 
     try:
         return table.read(**request, sink=sink)
+    except store.StoreFull as error:
+        shutil.rmtree(folder, ignore_errors=True)
+        size = human_bytes((record["fingerprint"] or [0])[0])
+        raise StorageError(
+            f"{entry.folder}: cannot write the parsed data of {table.path} (up to about the CSV's {size}): "
+            f"{error.reason}, or set {CACHE_ENV} to a folder on a disk with room, "
+            "or set data.store: false to keep the data in memory"
+        ) from None
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
         raise

@@ -114,25 +114,11 @@ def _fit_date(columns: Columns, encoding: ColumnEncoding, train_rows: np.ndarray
     return ColumnEncoding(encoding.name, "date", encoding.missing, fill, format=encoding.format, parts=parts)
 
 
-def _no_values(columns: Columns, name: str, missing: str) -> DataError:
+def no_values(columns: Columns, name: str, missing: str) -> DataError:
     return DataError(
         f"{columns.path}: column {name!r} has no values in the training rows to take the {missing} of; "
         "fill it in or exclude the column"
     )
-
-
-def _numeric_fill(columns: Columns, encoding: ColumnEncoding, train_rows: np.ndarray) -> float:
-    """The mean, median or mode of a numeric column's training rows."""
-    values = columns.numbers(encoding.name)[train_rows]
-    present = values[~np.isnan(values)].astype(np.float64)
-    if present.size == 0:
-        raise _no_values(columns, encoding.name, encoding.missing)
-    if encoding.missing == "mean":
-        return float(present.mean())
-    if encoding.missing == "median":
-        return float(np.median(present))
-    unique, counts = np.unique(present, return_counts=True)
-    return float(unique[np.argmax(counts)])
 
 
 def _text_mode(columns: Columns, encoding: ColumnEncoding, train_rows: np.ndarray) -> bool | str:
@@ -142,24 +128,25 @@ def _text_mode(columns: Columns, encoding: ColumnEncoding, train_rows: np.ndarra
         values = boolean_words(unique)[0]
         present = ~np.isnan(values)
         if not present.any():
-            raise _no_values(columns, encoding.name, "mode")
+            raise no_values(columns, encoding.name, "mode")
         return bool(counts[values == 1].sum() * 2 >= counts[present].sum())  # ties go to true
     unique, counts, _ = columns.word_counts(encoding.name, train_rows)
     unique, counts = unique[unique != ""], counts[unique != ""]
     if unique.size == 0:
-        raise _no_values(columns, encoding.name, "mode")
+        raise no_values(columns, encoding.name, "mode")
     return str(unique[np.argmax(counts)])
 
 
-def fit_column(columns: Columns, encoding: ColumnEncoding, train_rows: np.ndarray, all_rows: np.ndarray):
-    """The column with its fill value (mean, median or mode of the training rows) and categories."""
+def fit_column(columns: Columns, encoding: ColumnEncoding, train_rows: np.ndarray, all_rows: np.ndarray, fills: dict):
+    """The column with its fill value (mean, median or mode of the training rows; ``fills``: the
+    numeric columns', statistics.numeric_fills) and categories."""
     name, missing, fill = encoding.name, encoding.missing, encoding.fill
     if encoding.type == "date":
         return _fit_date(columns, encoding, train_rows)
     if encoding.type == "numeric":
         if missing not in ("mean", "median", "mode"):
             return encoding  # nothing to fit (most columns of a wide file)
-        return ColumnEncoding(name, "numeric", missing, _numeric_fill(columns, encoding, train_rows))
+        return ColumnEncoding(name, "numeric", missing, fills[name])
     if missing == "mode":
         fill = _text_mode(columns, encoding, train_rows)
     if encoding.type == "boolean":

@@ -286,7 +286,7 @@ class CsvFile:
         where it can, else (or with ``plain``) the plain reader: NumPy's loadtxt block by block,
         the csv module where it refuses. fastcsv.NotFast: this file needs the plain reader."""
         self._empty_row_lines.clear()
-        size = self._size()
+        size = self.size()
         with _progress(self.path, size) as progress:
             if not plain and fastcsv.usable(self, size):
                 for done in fastcsv.read_into(self, numeric, wide, text, fixed, gathered):
@@ -351,7 +351,8 @@ class CsvFile:
         )
         return block_numeric, block_wide, block_lines, text_cells, integral, floats, problem
 
-    def _size(self) -> int:
+    def size(self) -> int:
+        """The file's size in bytes (0 when it cannot be read)."""
         if self.content is not None:
             return len(self.content)
         try:

@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from ..config import ConfigSource
-from ..errors import ConfigError, DataError, did_you_mean
+from ..errors import ConfigError, did_you_mean
 from ..labels import canonical_label, canonical_number
-from .csv import Columns, CsvFile, listed, mostly_numbers
-
-MAX_AUTO_CLASSES = 20  # an integer target with at most this many values is taken as classes,
-MIN_ROWS_PER_CLASS = 5  # if it has on average this many rows per value (else it is a count or a score)
+from .csv import CsvFile, listed
+from .targets import task_of
 
 
 def label_sort_key(label: str):
@@ -36,44 +33,14 @@ def target_labels(values: np.ndarray) -> np.ndarray:
 
 
 def infer_task(values: np.ndarray) -> str:
-    """'classification' for text, or for few distinct integers each with enough rows; else 'regression'.
-
-    16 distinct integers in 20 rows are a quantity, not 16 classes: a classifier could not
-    even hold out one row of each."""
-    n_rows = values.size
+    """'classification' for text, or for few distinct integers each with enough rows; else 'regression'
+    (see ``targets.task_of``)."""
     if values.dtype.kind != "f":
         try:
-            values = np.unique(values).astype(np.float64)
+            return task_of(np.unique(values).astype(np.float64), values.size)
         except ValueError:
             return "classification"
-    values = values[~np.isnan(values)]
-    integral = np.all(np.isfinite(values)) and np.all(values == np.round(values))
-    distinct = np.unique(values).size
-    enough_rows = distinct <= 2 or n_rows >= MIN_ROWS_PER_CLASS * distinct
-    return "classification" if integral and distinct <= MAX_AUTO_CLASSES and enough_rows else "regression"
-
-
-def infer_target_task(columns: Columns, name: str, rows: np.ndarray) -> str:
-    """``infer_task`` for a target column, refusing to guess classes for numbers with a marker in them.
-
-    A target of numbers with '?' for missing reads as text, and text means classes: 117 of
-    them, and a stratified split that fails on a class of one row. Name the marker instead."""
-    if name in columns.text:
-        values = columns.text[name][rows]
-        mostly = mostly_numbers(values)
-        if mostly is not None:
-            bad, numbers, present = mostly
-            word = str(values[bad[0]])
-            others = sorted(set(values[bad].tolist()) - {word})
-            also = f" (and {', '.join(map(repr, others[:3]))}{' …' if len(others) > 3 else ''})" if others else ""
-            raise DataError(
-                f"{columns.path}:{columns.line(int(rows[bad[0]]))}: target {name!r} has {word!r}{also}, which is "
-                f"not a number, though {numbers} of its {present} values are; if {word!r} marks a missing "
-                f"value, add it to data.na_values (data.na_values: [{json.dumps(word)}]) and set "
-                f"data.columns.{name}.missing: drop to skip those rows; to predict classes, set task: classification"
-            )
-        return infer_task(values)
-    return infer_task(columns.numbers(name)[rows])
+    return task_of(np.unique(values), values.size)
 
 
 @dataclass

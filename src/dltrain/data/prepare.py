@@ -13,7 +13,7 @@ encoded. Each rule's message names the file, the key and what to do.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -22,25 +22,34 @@ from ..config import Config, ConfigSource, DataSpec
 from ..engine.losses import LOSSES, default_loss
 from ..errors import DataError, did_you_mean
 from . import cache as data_cache
-from .checks import checked_rows
+from .checks import checked_rows, row_type
 from .columns import column_encodings
 from .csv import CsvFile
 from .parsed import Columns
-from .plan import ColumnOptions, DataPlan, infer_target_task, plan_data, target_labels
+from .placement import Placement, place
+from .plan import ColumnOptions, DataPlan, plan_data
 from .rows import read_features
 from .schema import DataSchema
-from .split import Split, stratified_folds, stratified_split
+from .split import Split, StoredSplit, stratified_folds, stratified_split
+from .targets import infer_target_task, target_classes
 
 
 @dataclass
 class PreparedData:
-    """The data package's product: the resolved config, the fitted preprocessing, and the splits."""
+    """The data package's product: the resolved config, the fitted preprocessing, and the splits
+    (arrays in memory, or rows of the on-disk store: see placement.py)."""
 
     config: Config
     schema: DataSchema
-    train: Split
-    validation: Split | None
+    train: Split | StoredSplit
+    validation: Split | StoredSplit | None
     test: Split | None
+    placement: Placement | None = None  # where the training data lives (None: arrays given in memory)
+
+    @property
+    def shuffle(self) -> str:
+        """How batches from the store are shuffled: rows or blocks (see batches.StoredBatches)."""
+        return self.placement.shuffle if self.placement is not None else "rows"
 
 
 def data_path(base_dir: Path, value: str) -> Path:
@@ -86,9 +95,14 @@ class _ParsedTraining:
     encodings: list
     rows: np.ndarray
     target_missing: str
+    placement: Placement
+    # classes: the labels, as text (their sorted order is each label's code)
+    class_names: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=str))
 
 
-def _parse_training_csv(config: Config, source: ConfigSource, base_dir: Path) -> _ParsedTraining:
+def _parse_training_csv(
+    config: Config, source: ConfigSource, base_dir: Path, in_memory: bool = False
+) -> _ParsedTraining:
     spec = config.data
     table = CsvFile.open(
         _existing_data_path(base_dir, spec.train, "train", source), spec.delimiter, spec.encoding, spec.decimal
@@ -104,26 +118,31 @@ def _parse_training_csv(config: Config, source: ConfigSource, base_dir: Path) ->
         raise source.fail(("data", "columns"), "give every target the same missing policy (error or drop)")
     target_missing = target_policies.pop()
     plan.read_markers(table)
-    cache = data_cache.cache_folder(base_dir) if spec.cache else None
-    columns = data_cache.read_columns(table, plan.request(config.task), cache)
+    request = plan.request(config.task)
+    placement = place(False if in_memory else spec.store, spec.shuffle, table, request)
+    cache = data_cache.cache_folder(base_dir) if spec.cache or placement.from_store else None
+    columns = data_cache.read_columns(table, request, cache, mapped=placement.from_store, keep=spec.cache)
+    placement.parsed(columns)
     encodings = column_encodings(columns, plan)
     rows = checked_rows(columns, encodings, plan.targets, target_missing, "train")
-    rows = np.arange(columns.n_rows) if rows is None else rows
-    return _ParsedTraining(table, plan, columns, encodings, rows, target_missing)
+    rows = np.arange(columns.n_rows, dtype=row_type(columns.n_rows)) if rows is None else rows
+    return _ParsedTraining(table, plan, columns, encodings, rows, target_missing, placement)
 
 
 def _task_and_labels(config: Config, parsed: _ParsedTraining) -> tuple[str, np.ndarray | None]:
-    """The task (given, or guessed from the target) and, for classes, each usable row's label."""
+    """The task (given, or guessed from the target) and, for classes, each usable row's class
+    (its code: the place of its label in ``parsed.class_names``, which this sets)."""
     target, columns = parsed.plan.targets[0], parsed.columns
-    raw_target = (columns.text[target] if target in columns.text else columns.numbers(target))[parsed.rows]
     if len(parsed.plan.targets) > 1:
         task = "regression"
     else:
         task = infer_target_task(columns, target, parsed.rows) if config.task == "auto" else config.task
-    labels = target_labels(raw_target) if task == "classification" else None
-    if labels is not None and len(np.unique(labels)) < 2:
+    if task != "classification":
+        return task, None
+    parsed.class_names, labels = target_classes(columns, target, parsed.rows)
+    if len(parsed.class_names) < 2:
         raise DataError(
-            f"{parsed.table.path}: target {target!r} has only one class ({str(labels[0])!r}); "
+            f"{parsed.table.path}: target {target!r} has only one class ({str(parsed.class_names[0])!r}); "
             "a classifier needs at least two"
         )
     return task, labels
@@ -156,7 +175,7 @@ def _split_rows(config: Config, source: ConfigSource, parsed: _ParsedTraining, l
     if labels is not None and spec.validation > 0:
         classes, counts = np.unique(labels, return_counts=True)
         if counts.min() < 2:
-            rare = str(classes[counts.argmin()])
+            rare = str(parsed.class_names[classes[counts.argmin()]])
             raise DataError(
                 f"{path}: target {target!r}: class {rare!r} has only 1 row; a stratified validation "
                 "split needs at least 2 rows per class. Add rows of it or remove it"
@@ -208,34 +227,45 @@ def _fit_schema(config: Config, parsed: _ParsedTraining, train_rows: np.ndarray)
     return schema
 
 
-def prepare_data(config: Config, source: ConfigSource, base_dir: Path, split_rng: np.random.Generator) -> PreparedData:
+def prepare_data(
+    config: Config, source: ConfigSource, base_dir: Path, split_rng: np.random.Generator, in_memory: bool = False
+) -> PreparedData:
     """Read the CSVs, type the columns, resolve ``auto`` settings, split, fit preprocessing on train only.
 
     ``base_dir``: the folder the config's data paths are relative to; ``split_rng``: the
-    random stream of the validation split."""
+    random stream of the validation split; ``in_memory``: splits as arrays whatever data.store
+    says (tune's trials select input columns of them)."""
     spec = config.data
-    parsed = _parse_training_csv(config, source, base_dir)
+    parsed = _parse_training_csv(config, source, base_dir, in_memory)
     task, labels = _task_and_labels(config, parsed)
     guessed = config.task == "auto" and parsed.plan.targets[0] not in parsed.columns.text
-    config = resolve_auto(config, source, task, len(np.unique(labels)) if labels is not None else 0)
+    config = resolve_auto(config, source, task, len(parsed.class_names) if labels is not None else 0)
+    config = config.model_copy(update={"data": spec.model_copy(update={"shuffle": parsed.placement.shuffle})})
     train_rows, validation_rows = _split_rows(config, source, parsed, labels, split_rng, guessed)
+    del labels
     schema = _fit_schema(config, parsed, train_rows)
     columns = parsed.columns
-    validation = None
+    validation: Split | StoredSplit | None = None
     if isinstance(spec.validation, str):
         path = _existing_data_path(base_dir, spec.validation, "validation", source)
         validation = Split(*read_features(path, schema, with_target=True))
     elif validation_rows is not None and len(validation_rows):
-        validation = Split(
-            schema.encode_features(columns, validation_rows), schema.encode_target(columns, validation_rows)
-        )
+        validation = _split(columns, validation_rows, schema, parsed.placement.from_store)
     # Last, as it may reuse the parsed matrix in place instead of copying the training rows.
-    train_targets = schema.encode_target(columns, train_rows)
-    train = Split(schema.encode_features(columns, train_rows, in_place=True), train_targets)
+    train = _split(columns, train_rows, schema, parsed.placement.from_store, in_place=True)
     test = None
     if spec.test is not None:
         test = Split(*read_features(_existing_data_path(base_dir, spec.test, "test", source), schema, with_target=True))
-    return PreparedData(config, schema, train, validation, test)
+    return PreparedData(config, schema, train, validation, test, parsed.placement)
+
+
+def _split(columns: Columns, rows: np.ndarray, schema: DataSchema, stored: bool, in_place: bool = False):
+    """The rows as a split: left in the store, encoded a chunk at a time, or encoded now (with
+    ``in_place``, the training rows are moved to the front of the parsed matrix, not copied)."""
+    if stored:
+        return StoredSplit(columns, rows, schema)
+    targets = schema.encode_target(columns, rows)
+    return Split(schema.encode_features(columns, rows, in_place=in_place), targets)
 
 
 def _check_fold_rows(config: Config, parsed: _ParsedTraining, labels, k: int, setting: str):
@@ -244,7 +274,7 @@ def _check_fold_rows(config: Config, parsed: _ParsedTraining, labels, k: int, se
     if labels is not None:
         classes, counts = np.unique(labels, return_counts=True)
         if counts.min() < k:
-            rare, count = str(classes[counts.argmin()]), int(counts.min())
+            rare, count = str(parsed.class_names[classes[counts.argmin()]]), int(counts.min())
             raise DataError(
                 f"{path}: target {target!r}: class {rare!r} has only {count} row{'s' if count != 1 else ''}; "
                 f"{k}-fold cross-validation ({setting}) holds out some rows of every class in each fold, "
@@ -291,10 +321,10 @@ def prepare_folds(
     are also its validation split, for the per-epoch values. ``setting`` names what asked for the
     folds in messages (``tune.cv: 5``, ``--cv 5``)."""
     spec = config.data
-    parsed = _parse_training_csv(config, source, base_dir)
+    parsed = _parse_training_csv(config, source, base_dir, in_memory=True)
     task, labels = _task_and_labels(config, parsed)
     _check_fold_rows(config, parsed, labels, k, setting)  # before auto is resolved: its hint needs to know
-    config = resolve_auto(config, source, task, len(np.unique(labels)) if labels is not None else 0)
+    config = resolve_auto(config, source, task, len(parsed.class_names) if labels is not None else 0)
     columns, folds = parsed.columns, []
     for train_positions, held_out_positions in stratified_folds(labels, len(parsed.rows), k, split_rng):
         held_out_rows = parsed.rows[held_out_positions]

@@ -26,9 +26,10 @@ from .columns import (
 )
 from .csv import DELIMITERS, MISSING_TOKENS, CsvFile
 from .parsed import Columns
-from .plan import label_sort_key, target_labels
+from .plan import label_sort_key
 from .rows import read_cells
-from .statistics import input_scaling, target_scaling
+from .statistics import input_scaling, numeric_fills, target_scaling
+from .targets import class_labels, target_classes
 
 if TYPE_CHECKING:  # pydantic checks the choices when stored; code passes a validated config's text
     ScaleMethod: TypeAlias = str
@@ -206,12 +207,11 @@ class DataSchema(Stored):
         target_scale: str = "none",
     ) -> "DataSchema":
         """Fit fills and scaling on ``train_rows``; categories and class labels on ``all_rows``."""
-        fitted = [fit_column(columns, encoding, train_rows, all_rows) for encoding in encodings]
+        fills = numeric_fills(columns, encodings, train_rows)
+        fitted = [fit_column(columns, encoding, train_rows, all_rows, fills) for encoding in encodings]
         labels = []
         if task == "classification":
-            name = targets[0]
-            raw = columns.text[name] if name in columns.text else columns.numbers(name)
-            labels = sorted(set(target_labels(np.unique(raw[all_rows])).tolist()), key=label_sort_key)
+            labels = sorted(class_labels(columns, targets[0], all_rows).tolist(), key=label_sort_key)
         offset, divisor = input_scaling(columns, fitted, scale, train_rows)
         target_scaler = TargetScaler()
         if task == "regression" and target_scale == "standard":
@@ -385,12 +385,9 @@ class DataSchema(Stored):
                 return ((values - self.target_offset) / self.target_divisor).astype(np.float32)
             return values.astype(np.float32, copy=False)
         name = self.targets[0]
-        raw = columns.text[name] if name in columns.text else columns.numbers(name)
-        raw = raw if rows is None else raw[rows]
-        distinct, inverse = np.unique(raw, return_inverse=True)  # each distinct value looked up once
-        labels = target_labels(distinct)
+        labels, inverse = target_classes(columns, name, rows)  # each distinct label looked up once
         index_of = {label: index for index, label in enumerate(self.class_labels)}
-        indices = np.array([index_of.get(label, -1) for label in labels.tolist()], dtype=np.int64)[inverse.reshape(-1)]
+        indices = np.array([index_of.get(label, -1) for label in labels.tolist()], dtype=np.int64)[inverse]
         if (indices < 0).any():
             bad = int(np.flatnonzero(indices < 0)[0])
             row = bad if rows is None else int(rows[bad])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -15,6 +16,7 @@ class Split:
 
     features: np.ndarray
     targets: np.ndarray
+    stored = False
 
     def __len__(self):
         return self.features.shape[0]
@@ -27,6 +29,30 @@ class Split:
     def target_chunks(self, size: int = CHUNK_ROWS):
         for begin in range(0, len(self), size):
             yield self.targets[begin : begin + size]
+
+
+@dataclass
+class StoredSplit:
+    """One part of the data left where it lies (the on-disk store, store.py): rows of a table,
+    encoded as model inputs and targets a chunk at a time with the fitted ``schema`` (a
+    DataSchema). What is encoded equals the same rows of an in-memory Split."""
+
+    columns: Any  # parsed.Columns
+    rows: np.ndarray  # the table's rows in this split, ascending
+    schema: Any
+    stored = True
+
+    def __len__(self):
+        return len(self.rows)
+
+    def chunks(self, size: int = CHUNK_ROWS):
+        for begin in range(0, len(self), size):
+            rows = self.rows[begin : begin + size]
+            yield self.schema.encode_features(self.columns, rows), self.schema.encode_target(self.columns, rows)
+
+    def target_chunks(self, size: int = CHUNK_ROWS):
+        for begin in range(0, len(self), size):
+            yield self.schema.encode_target(self.columns, self.rows[begin : begin + size])
 
 
 def stratified_split(raw_labels: np.ndarray | None, n_rows: int, fraction: float, rng):

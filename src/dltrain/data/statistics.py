@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from .columns import STATISTICS_ROWS, date_inputs
-from .csv import Columns
+from .columns import STATISTICS_ROWS, date_inputs, no_values
+from .parsed import Columns
 
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
+_FILLED = ("mean", "median", "mode")
+FILL_ROWS = STATISTICS_ROWS * 8  # rows per block of the fills' and target scaling's passes
+FILL_BYTES = 32 << 20  # the training values of the columns whose median or mode is taken together
 
 
 def input_scaling(columns: Columns, encodings: list, scale: str, train_rows: np.ndarray):
@@ -70,9 +73,70 @@ def _store(offset: np.ndarray, divisor: np.ndarray, inputs, low: np.ndarray, spr
 
 
 def target_scaling(columns: Columns, targets: list, train_rows: np.ndarray):
-    """(offset, divisor), float64: the mean and standard deviation of each regression target."""
-    values = np.column_stack([columns.numbers(name)[train_rows] for name in targets]).astype(np.float64)
-    offset = values.mean(axis=0)
-    divisor = values.std(axis=0)
+    """(offset, divisor), float64: the mean and standard deviation of each regression target, in
+    two passes over the training rows a block at a time (one block: exactly NumPy's mean and std)."""
+    blocks = [(begin, train_rows[begin : begin + FILL_ROWS]) for begin in range(0, len(train_rows), FILL_ROWS)]
+
+    def values(chunk):
+        return np.column_stack([np.asarray(columns.numbers(name)[chunk]) for name in targets]).astype(np.float64)
+
+    offset = sum(np.add.reduce(values(chunk), axis=0) for _, chunk in blocks) / len(train_rows)
+    squares = sum(np.add.reduce((values(chunk) - offset) ** 2, axis=0) for _, chunk in blocks)
+    divisor = np.sqrt(squares / len(train_rows))
     divisor[~(divisor > 0) | ~np.isfinite(divisor)] = 1.0  # a constant target is only shifted
     return offset, divisor
+
+
+def numeric_fills(columns: Columns, encodings: list, train_rows: np.ndarray) -> dict:
+    """{name: fill} of the numeric columns whose missing policy is mean, median or mode, over the
+    training rows. Means come from one pass over the rows for all such columns together (float64
+    sums, a block of rows at a time); a median or mode from the column's training values,
+    gathered a few columns at a time."""
+    fills: dict = {}
+    wanted = [encoding for encoding in encodings if encoding.type == "numeric" and encoding.missing in _FILLED]
+    means = [encoding.name for encoding in wanted if encoding.missing == "mean"]
+    if means:
+        fills.update(zip(means, _means(columns, means, train_rows)))
+    others = [encoding for encoding in wanted if encoding.missing != "mean"]
+    group = max(1, FILL_BYTES // (4 * max(len(train_rows), 1)))
+    for first in range(0, len(others), group):
+        chosen = others[first : first + group]
+        gathered = _gathered(columns, [encoding.name for encoding in chosen], train_rows)
+        for index, encoding in enumerate(chosen):
+            present = gathered[:, index][~np.isnan(gathered[:, index])].astype(np.float64)
+            if present.size == 0:
+                raise no_values(columns, encoding.name, encoding.missing)
+            if encoding.missing == "median":
+                fills[encoding.name] = float(np.median(present))
+            else:
+                unique, counts = np.unique(present, return_counts=True)
+                fills[encoding.name] = float(unique[np.argmax(counts)])
+    for encoding in means:
+        if not np.isfinite(fills[encoding]):
+            raise no_values(columns, encoding, "mean")
+    return fills
+
+
+def _means(columns: Columns, names: list, train_rows: np.ndarray) -> np.ndarray:
+    sums, counts = np.zeros(len(names)), np.zeros(len(names), dtype=np.int64)
+    for begin in range(0, len(train_rows), FILL_ROWS):
+        block = _gathered(columns, names, train_rows[begin : begin + FILL_ROWS])
+        present = ~np.isnan(block)
+        sums += np.add.reduce(np.where(present, block, 0), axis=0, dtype=np.float64)
+        counts += present.sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return sums / counts
+
+
+def _gathered(columns: Columns, names: list, rows: np.ndarray) -> np.ndarray:
+    """float32 (rows, names) of numeric columns, a block of rows at a time."""
+    positions = np.array(columns.numeric_positions(names), dtype=np.intp)
+    values = np.empty((len(rows), len(names)), dtype=np.float32)
+    for begin in range(0, len(rows), FILL_ROWS):
+        chunk = rows[begin : begin + FILL_ROWS]
+        if len(positions) == len(names):
+            values[begin : begin + len(chunk)] = columns.matrix[np.ix_(chunk, positions)]
+        else:
+            for index, name in enumerate(names):
+                values[begin : begin + len(chunk), index] = np.asarray(columns.numbers(name))[chunk]
+    return values

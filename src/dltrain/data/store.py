@@ -20,6 +20,7 @@ full disk) has no record and is never read. A store is read back whole into memo
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import os
@@ -28,14 +29,32 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import DataError
+from ..errors import DataError, DltrainError
 from ..files import disk_error, write_all
 from .csv import Gathered
 from .parsed import BLOCK_ROWS, Columns
 
+_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 HEADER_BYTES = 128  # an appended .npy file's header, padded: its shape is known only at the end
 COMPACT_TYPES = (np.uint8, np.int8, np.uint16, np.int16)
 _HASH_BYTES = 1 << 24
+
+
+class StoreFull(DltrainError):
+    """The disk has no room for the store (a full disk, a quota, a file size limit): exit 1, as
+    every full disk (files.disk_error); cache.py names the folder to free and the ways round it."""
+
+    exit_code = 1
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+def _store_error(error: OSError, path: Path) -> DltrainError:
+    if error.errno in _FULL:
+        return StoreFull(str(disk_error(error, path)).split(": cannot write: ", 1)[-1])
+    return disk_error(error, path)
 
 
 class _ArrayFile:
@@ -50,7 +69,7 @@ class _ArrayFile:
             self.handle = open(path, "wb")
             write_all(self.handle, b" " * HEADER_BYTES)
         except OSError as error:
-            raise disk_error(error, path) from None
+            raise _store_error(error, path) from None
 
     def append(self, block: np.ndarray) -> None:
         data = np.ascontiguousarray(block, dtype=self.dtype)
@@ -59,7 +78,7 @@ class _ArrayFile:
         try:
             write_all(self.handle, payload)
         except OSError as error:
-            raise disk_error(error, self.path) from None
+            raise _store_error(error, self.path) from None
         self.rows += len(data)
 
     def close(self) -> dict:
@@ -70,7 +89,7 @@ class _ArrayFile:
             write_all(self.handle, npy_header(self.dtype, shape))
             self.handle.close()
         except OSError as error:
-            raise disk_error(error, self.path) from None
+            raise _store_error(error, self.path) from None
         return {"dtype": self.dtype.str, "shape": list(shape), "sha256": self.digest.hexdigest()}
 
     def abandon(self) -> None:
@@ -97,7 +116,7 @@ def _write_whole(path: Path, array: np.ndarray) -> dict:
         with open(path, "wb") as handle:
             write_all(handle, payload)
     except OSError as error:
-        raise disk_error(error, path) from None
+        raise _store_error(error, path) from None
     header = len(payload) - array.nbytes
     return {
         "dtype": array.dtype.str,
@@ -119,7 +138,7 @@ class StoreWriter:
         try:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as error:
-            raise disk_error(error, folder) from None
+            raise _store_error(error, folder) from None
         self.files["matrix"] = _ArrayFile(folder / "matrix.npy", np.float32, (len(numeric),))
         self.files["lines"] = _ArrayFile(folder / "lines.npy", np.int64 if long_lines else np.int32)
         for index in range(len(wide)):

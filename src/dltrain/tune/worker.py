@@ -113,7 +113,7 @@ class TrialData:
                 k = plan.tune.cv or 0  # folds are asked for under tune.cv only
                 self.cache[key] = prepare_folds(base, plan.source, plan.base_dir, k, split_rng, f"tune.cv: {k}")
             else:
-                self.cache[key] = prepare_data(base, plan.source, plan.base_dir, split_rng)
+                self.cache[key] = prepare_data(base, plan.source, plan.base_dir, split_rng, in_memory=True)
         return key, self.cache[key]
 
     def _selected(self, key: str, data, features: list):

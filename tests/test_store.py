@@ -1,0 +1,175 @@
+"""The on-disk store as training's source: the same model as from memory, a seeded block shuffle,
+the plan `dltrain check` prints, and faults while the CSV is parsed into it (kill -9, a full disk)."""
+
+import errno
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from dltrain import batches
+from dltrain.cli import app
+from dltrain.commands import fit
+from dltrain.data import cache as datacache
+from dltrain.data import placement, store
+
+runner = CliRunner()
+DRIVER = Path(__file__).with_name("fault_driver.py")
+CONFIG = """name: small
+seed: 4
+data:
+  train: small.csv
+  target: {target}
+  validation: 0.2
+  missing: mean
+  columns: {{c: {{missing: median}}}}
+model: {{layers: [{{units: 8, activation: relu}}]}}
+optimizer: {{name: adam, lr: 0.01}}
+train: {{epochs: 2, batch_size: 16, {extra}}}
+"""
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch):
+    """A small CSV (numbers with empty cells, a text column, a text target) and two configs."""
+    monkeypatch.delenv(datacache.CACHE_ENV, raising=False)
+    rng = np.random.default_rng(0)
+    lines = ["a,b,color,c,label"]
+    for _ in range(600):
+        a, b = rng.standard_normal(2)
+        color = rng.choice(["red", "green", "blue"])
+        label = "yes" if a + b + (color == "red") > 0.3 else "no"
+        cells = [f"{a:.4f}", "" if rng.random() < 0.05 else f"{b:.4f}", color if rng.random() > 0.03 else ""]
+        lines.append(",".join([*cells, str(rng.integers(0, 5)), label]))
+    (tmp_path / "small.csv").write_text("\n".join(lines) + "\n")
+    classes = CONFIG.format(target="label", extra="class_weight: balanced, metrics: [accuracy, roc_auc]")
+    (tmp_path / "classes.yaml").write_text(classes)
+    (tmp_path / "numbers.yaml").write_text(CONFIG.format(target="a", extra="metrics: [mse, r2]"))
+    return tmp_path
+
+
+def _weights(run: Path) -> dict:
+    with np.load(run / "model.npz", allow_pickle=False) as arrays:
+        return {name: arrays[name] for name in arrays.files}
+
+
+@pytest.mark.parametrize("config", ["classes.yaml", "numbers.yaml"])
+def test_the_store_and_memory_give_bit_identical_weights(project, config):
+    in_memory = fit.fit(project / config, ["data.store=false"], out=project / "memory")
+    stored = fit.fit(project / config, ["data.store=true"], out=project / "stored")
+    memory_weights, stored_weights = _weights(project / "memory"), _weights(project / "stored")
+    assert memory_weights.keys() == stored_weights.keys()
+    assert all(np.array_equal(memory_weights[name], stored_weights[name]) for name in memory_weights)
+    drop_seconds = [{k: v for k, v in row.items() if k != "seconds"} for row in in_memory.history]
+    assert drop_seconds == [{k: v for k, v in row.items() if k != "seconds"} for row in stored.history]
+
+
+class _Split:
+    """Rows 0..n-1 of a table whose features are the row numbers."""
+
+    def __init__(self, n):
+        self.rows = np.arange(n)
+        self.columns = self
+        self.schema = self
+
+    def __len__(self):
+        return len(self.rows)
+
+    def take(self, rows):
+        return rows
+
+    def encode_features(self, columns, rows):
+        return np.asarray(columns)[rows].astype(np.float32)[:, None] if columns is not self else rows[:, None]
+
+    def encode_target(self, columns, rows):
+        return np.zeros(len(rows))
+
+
+def test_the_block_shuffle_visits_every_row_once_an_epoch_in_a_seeded_order(monkeypatch):
+    monkeypatch.setattr(batches, "SHUFFLE_BLOCK_ROWS", 40)
+    monkeypatch.setattr(batches, "BLOCKS_MIXED", 3)
+
+    def epoch(seed):
+        iterator = batches.StoredBatches(_Split(1000), None, 20, True, np.random.default_rng(seed), order="blocks")
+        return np.concatenate([features[:, 0] for _, features, _, _ in iterator])
+
+    first = epoch(1)
+    assert np.array_equal(np.sort(first), np.arange(1000))  # each row once
+    assert np.array_equal(first, epoch(1)) and not np.array_equal(first, epoch(2))
+    assert not np.array_equal(first, np.arange(1000))
+    # Rows travel with their block: 3 blocks of 40 rows are read and mixed together.
+    assert np.ptp(first[:120] // 40) >= 1 and len(np.unique(first[:120] // 40)) == 3
+
+
+def test_auto_keeps_small_data_in_memory_and_shuffles_by_blocks_beyond_memory(project, monkeypatch):
+    from dltrain.data.csv import CsvFile
+
+    table = CsvFile.open(project / "small.csv")
+    request = {"numeric": ["a", "b", "c"], "text": ["color", "label"]}
+    assert not placement.place("auto", "auto", table, request).from_store
+    monkeypatch.setattr(placement, "STORE_ABOVE", 1000)
+    chosen = placement.place("auto", "auto", table, request)
+    assert chosen.from_store and chosen.shuffle == "rows"
+    monkeypatch.setattr(placement, "available_memory", lambda: 1000)
+    assert placement.place("auto", "auto", table, request).shuffle == "blocks"
+    assert placement.place("auto", "rows", table, request).shuffle == "rows"
+
+
+def test_check_reports_the_plan(project):
+    result = runner.invoke(app, ["check", str(project / "classes.yaml"), "--set", "data.store=true"])
+    assert result.exit_code == 0, result.output
+    line = next(line for line in result.output.splitlines() if line.startswith("plan: "))
+    assert "600 rows; batches from the on-disk store (" in line and "shuffled by rows" in line
+    assert "expected peak memory of a fit about" in line
+    result = runner.invoke(app, ["check", str(project / "classes.yaml")])
+    assert "600 rows; batches from memory (" in result.output
+
+
+def _tidy_cache(project: Path) -> list:
+    """What a cut-short parse left in the cache: never a record, nor an .incomplete- folder read later."""
+    return sorted(path.name for path in (project / ".dltrain-cache").iterdir())
+
+
+def test_a_full_disk_while_parsing_into_the_store_is_one_message(project, monkeypatch):
+    before = (project / "small.csv").read_bytes(), os.stat(project / "small.csv").st_mtime_ns
+    write = store.write_all
+    calls = [0]
+
+    def full(handle, payload):
+        calls[0] += 1
+        if calls[0] == 3:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        write(handle, payload)
+
+    monkeypatch.setattr(store, "write_all", full)
+    result = runner.invoke(app, ["fit", str(project / "classes.yaml"), "--set", "data.store=true", "--quiet"])
+    assert result.exit_code == 1 and result.output.count("\n") == 1, result.output
+    assert result.output.startswith(f"error: {project / '.dltrain-cache'}: cannot write the parsed data of ")
+    for words in ("no space left on the device; free some space", "DLTRAIN_CACHE_DIR", "data.store: false"):
+        assert words in result.output
+    assert _tidy_cache(project) == []
+    monkeypatch.undo()
+    assert (
+        runner.invoke(app, ["fit", str(project / "classes.yaml"), "--set", "data.store=true", "--quiet"]).exit_code == 0
+    )
+    assert ((project / "small.csv").read_bytes(), os.stat(project / "small.csv").st_mtime_ns) == before
+
+
+def test_kill_9_while_parsing_into_the_store_leaves_nothing_that_is_used(project):
+    before = (project / "small.csv").read_bytes(), os.stat(project / "small.csv").st_mtime_ns
+    command = [sys.executable, str(DRIVER), "fit", "classes.yaml", "--set", "data.store=true", "--quiet"]
+    killed = subprocess.run(
+        command + ["--out", "killed"], cwd=project, env=dict(os.environ, DLTRAIN_FAULT="kill-store:4"), timeout=120
+    )
+    assert killed.returncode == -9
+    left = _tidy_cache(project)
+    assert left and all(name.startswith(".incomplete-") for name in left)  # arrays without a record
+    fit.fit(project / "classes.yaml", ["data.store=false", "data.cache=false"], out=project / "reference")
+    fit.fit(project / "classes.yaml", ["data.store=true"], out=project / "after")
+    assert (project / "after" / "model.npz").read_bytes() == (project / "reference" / "model.npz").read_bytes()
+    assert not [name for name in _tidy_cache(project) if name.startswith(".incomplete-")]  # the abandoned one is gone
+    assert ((project / "small.csv").read_bytes(), os.stat(project / "small.csv").st_mtime_ns) == before
