@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from dltrain.cli import app
 from dltrain.data import cache as data_cache
-from dltrain.engine import kernel_cache, kernels, threads
+from dltrain.engine import kernel_cache, kernel_loops, kernels, threads
 
 runner = CliRunner()
 needs_numba = pytest.mark.skipif(not kernels.active(), reason="numba not installed: only the reference path runs")
@@ -86,8 +86,8 @@ def test_a_cache_folder_that_refuses_the_write_compiles_in_memory(fresh_kernels,
 def test_a_damaged_cache_file_is_compiled_again_and_replaced(fresh_kernels, tmp_path, damage):
     fresh_kernels()
     assert bias_plus_relu_works() == []  # compiled and saved
-    index = next((tmp_path / "numba").rglob("*_bias_relu_loop_serial*.nbi"))
-    data = next((tmp_path / "numba").rglob("*_bias_relu_loop_serial*.nbc"))
+    index = next((tmp_path / "numba").rglob("*bias_relu_loop_serial*.nbi"))
+    data = next((tmp_path / "numba").rglob("*bias_relu_loop_serial*.nbc"))
     target = index if "index" in damage else data
     content = bytearray(target.read_bytes())
     if "truncated" in damage:
@@ -111,12 +111,12 @@ def test_looking_in_the_cache_holds_numbas_compiler_lock(fresh_kernels, monkeypa
     import numba
     from numba.core.compiler_lock import global_compiler_lock
 
-    probe = numba.njit(kernels._serial_copy(kernels._bias_loop))
+    probe = numba.njit(kernels._serial_copy(kernel_loops.bias_loop))
     assert kernel_cache.enable(probe)
     typing_context = probe.targetctx.typing_context
     refresh, locked = typing_context.refresh, []
     monkeypatch.setattr(typing_context, "refresh", lambda: locked.append(global_compiler_lock.is_locked()) or refresh())
-    assert not kernel_cache.holds(probe, kernels._signature(kernels._bias_loop, "float32", "int64"))
+    assert not kernel_cache.holds(probe, kernels._signature(kernel_loops.bias_loop, "float32", "int64"))
     assert locked and all(locked)
 
 

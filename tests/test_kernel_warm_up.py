@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from dltrain import fit_session
-from dltrain.engine import kernels, threads
+from dltrain.engine import kernel_loops, kernels, threads
 from test_kernels import _wide_trainer
 
 needs_numba = pytest.mark.skipif(not kernels.active(), reason="numba not installed: only the reference path runs")
@@ -82,12 +82,12 @@ def test_a_step_runs_the_serial_version_while_the_parallel_one_is_on_its_way(fre
     monkeypatch.setattr(kernels, "PARALLEL_MIN_ELEMENTS", 100)
     serial, parallel = object(), object()
     monkeypatch.setattr(kernels, "_compile", lambda function, parallel_version: parallel)
-    kernels._compiled[("_adam_loop", False)] = serial
-    kernels._warming[("_adam_loop", True)] = pending = threading.Event()
-    assert kernels._kernel(kernels._adam_loop, 1000) is serial
+    kernels._compiled[("adam_loop", False)] = serial
+    kernels._warming[("adam_loop", True)] = pending = threading.Event()
+    assert kernels._kernel(kernel_loops.adam_loop, 1000) is serial
     pending.set()  # the helper has put it in the cache
-    assert kernels._kernel(kernels._adam_loop, 1000) is parallel
-    assert kernels._kernel(kernels._adam_loop, 10) is serial
+    assert kernels._kernel(kernel_loops.adam_loop, 1000) is parallel
+    assert kernels._kernel(kernel_loops.adam_loop, 10) is serial
 
 
 @needs_numba
@@ -116,18 +116,18 @@ def test_what_the_cache_lacks_a_helper_process_compiles_into_it(fresh, monkeypat
     monkeypatch.setattr(numba.config, "CACHE_DIR", str(tmp_path))  # and this process's
     kernels.warm_up([("bias", 0)], np.float32)
     _wait_for_warm_up()
-    assert [path.name.split(".")[0] for path in tmp_path.rglob("*.dltrain.nbi")] == ["kernels"]
+    assert [path.name.split(".")[0] for path in tmp_path.rglob("*.dltrain.nbi")] == ["kernel_loops"]
     z = np.zeros((2, 2), np.float32)
     kernels.bias_activation(z, np.array([1.0, 2.0], np.float32), relu=False)
     assert z.tolist() == [[1.0, 2.0], [1.0, 2.0]]
-    kernel = kernels._compiled[("_bias_loop", False)]
+    kernel = kernels._compiled[("bias_loop", False)]
     assert sum(kernel._cache_hits.values()) == 1 and not kernel._cache_misses  # loaded, not compiled here
 
 
 @needs_numba
 def test_no_helper_takes_the_core_of_a_busy_machine(fresh, monkeypatch):
     monkeypatch.setattr(threads, "idle_cores", lambda: 1.2)  # this process's core, and not one more
-    assert list(kernels._compiled_by_helper([("_bias_loop", False)], "float32", "int64")) == []
+    assert list(kernels._compiled_by_helper([("bias_loop", False)], "float32", "int64")) == []
 
 
 @needs_numba

@@ -1,4 +1,4 @@
-"""The fast path: fused kernels, each a plain loop over the data that numba compiles.
+"""The fast path: fused kernels, each a plain loop over the data (kernel_loops.py) that numba compiles.
 
 Each kernel does in one pass what the reference path (in layers.py, losses.py and
 optimizers.py) writes as several NumPy expressions, and is tested equal to it. A kernel
@@ -33,7 +33,16 @@ import threading
 import types
 from pathlib import Path
 
-from . import kernel_cache
+from . import kernel_cache, kernel_loops
+from .kernel_loops import (
+    LIGHT,
+    REORDERED_SUMS,
+    adam_loop,
+    bias_loop,
+    bias_relu_loop,
+    column_sums_loop,
+    softmax_cross_entropy_loop,
+)
 from .threads import KERNELS_VARIABLE
 
 # The values DLTRAIN_KERNELS may take (case aside): auto (unset or empty too) runs the fused
@@ -55,8 +64,6 @@ LIGHT_KERNEL_FACTOR = 16
 # column reduction: the order of every addition follows from these and the shape alone.
 BLOCK = 4096
 COLUMN_BLOCK = 64
-
-prange = range  # numba.prange once numba is loaded (a plain range in the serial versions)
 
 _numba = None
 _threads = None  # as set_threads last set them (None: numba's default, every core)
@@ -109,12 +116,12 @@ def describe() -> str:
 
 
 def _load_numba():
-    global _numba, prange
+    global _numba
     if _numba is None:
         import numba
 
         _numba = numba
-        prange = numba.prange
+        kernel_loops.use_prange(numba.prange)
     return _numba
 
 
@@ -158,7 +165,7 @@ def _parallel(function, size: int) -> bool:
     they are large enough, except on one thread while only the serial version is compiled (the
     same results, without compiling the parallel one; a process that has it keeps using it, so
     a thread count that changes between epochs costs no second compilation)."""
-    if size < PARALLEL_MIN_ELEMENTS * (LIGHT_KERNEL_FACTOR if function in _LIGHT else 1):
+    if size < PARALLEL_MIN_ELEMENTS * (LIGHT_KERNEL_FACTOR if function in LIGHT else 1):
         return False
     return _threads != 1 or (function.__name__, True) in _compiled
 
@@ -189,7 +196,7 @@ def _compile(function, parallel: bool, signature=None):
     # error_model="numpy": a division never checks for zero (it gives inf or nan, as
     # NumPy does), so the loops vectorise. Only the sums of squares may be reordered
     # ("reassoc", in an order fixed by the code and the block, never by the threads).
-    fastmath = {"reassoc"} if function in _REORDERED_SUMS else False
+    fastmath = {"reassoc"} if function in REORDERED_SUMS else False
     compiled = numba.njit(parallel=parallel, nogil=True, error_model="numpy", fastmath=fastmath)(source)
     kernel_cache.enable(compiled)
     if signature is not None:
@@ -198,137 +205,25 @@ def _compile(function, parallel: bool, signature=None):
     return compiled
 
 
-# --------------------------------------------------------------------------- the loops
-# Plain loops over rows (each row a 1-D view, so the inner loop vectorises). Scalars arrive
-# in the arrays' dtype, so float32 arrays are computed in float32, as the reference path does.
-
-
-def _bias_loop(z, b):
-    rows, columns = z.shape
-    for i in prange(rows):
-        row = z[i]
-        for j in range(columns):
-            row[j] += b[j]
-
-
-def _bias_relu_loop(z, b):
-    rows, columns = z.shape
-    zero = z.dtype.type(0)
-    for i in prange(rows):
-        row = z[i]
-        for j in range(columns):
-            value = row[j] + b[j]
-            row[j] = zero if value < zero else value  # max(z + b, 0), keeping a nan a nan
-
-
-def _column_sums_loop(grad, a, db, relu, column_block):
-    rows, columns = grad.shape
-    zero = grad.dtype.type(0)
-    for block in prange((columns + column_block - 1) // column_block):
-        start = block * column_block
-        stop = min(columns, start + column_block)
-        sums = db[start:stop]
-        sums[:] = zero
-        for i in range(rows):  # rows in order: the same sums on any number of threads
-            row = grad[i, start:stop]
-            if relu:
-                mask = a[i, start:stop]
-                for j in range(stop - start):
-                    value = row[j] if mask[j] > zero else row[j] * zero  # the ReLU mask
-                    row[j] = value
-                    sums[j] += value
-            else:
-                for j in range(stop - start):
-                    sums[j] += row[j]
-
-
-def _softmax_cross_entropy_loop(logits, targets, weights, scale, grad, row_loss):
-    rows, classes = logits.shape
-    for i in prange(rows):
-        z = logits[i]
-        out = grad[i]
-        top = z[0]
-        for j in range(1, classes):
-            top = max(top, z[j])
-        total = 0.0
-        for j in range(classes):
-            shifted = math.exp(z[j] - top)
-            out[j] = shifted
-            total += shifted
-        target = targets[i]
-        weight = weights[i]
-        row_loss[i] = (math.log(total) - (z[target] - top)) * weight
-        factor = weight * scale / total
-        for j in range(classes):
-            out[j] = out[j] * factor  # softmax * weight * scale
-        out[target] -= weight * scale  # - onehot * weight * scale
-
-
-def _adam_loop(
-    param,
-    grad,
-    m,
-    v,
-    step_size,
-    beta1,
-    beta2,
-    one_minus_beta1,
-    one_minus_beta2,
-    inverse_root_correction2,
-    eps,
-    decay,
-    smallest,
-    partial,
-    block_size,
-):
-    size = param.size
-    zero = param.dtype.type(0)
-    for block in prange(partial.size):
-        start = block * block_size
-        stop = min(size, start + block_size)
-        p, g, m_, v_ = param[start:stop], grad[start:stop], m[start:stop], v[start:stop]
-        squares = 0.0
-        for i in range(stop - start):
-            squares += g[i] * g[i]
-        partial[block] = squares
-        for i in range(stop - start):
-            m_i = beta1 * m_[i] + one_minus_beta1 * g[i]
-            v_i = beta2 * v_[i] + one_minus_beta2 * g[i] * g[i]
-            # A moment below the smallest normal number becomes 0 (see ``adam``).
-            m_i = zero if abs(m_i) < smallest else m_i
-            v_i = zero if v_i < smallest else v_i
-            m_[i] = m_i
-            v_[i] = v_i
-            # lr * m_hat / (sqrt(v_hat) + eps) with one division: the bias corrections are
-            # constants folded into step_size = lr / (1 - beta1^t) and 1 / sqrt(1 - beta2^t).
-            p[i] = p[i] * decay - step_size * m_i / (math.sqrt(v_i) * inverse_root_correction2 + eps)
-
-
-_REORDERED_SUMS = (_adam_loop,)
-_LIGHT = (_bias_loop, _bias_relu_loop, _column_sums_loop)
-
-
 # --------------------------------------------------------------------------- the kernels
 
 
 def bias_activation(z, b, relu: bool):
     """z += b, then ReLU when ``relu``, in place: a Dense layer's forward after its product."""
-    _kernel(_bias_relu_loop if relu else _bias_loop, z.size)(z, b)
+    _kernel(bias_relu_loop if relu else bias_loop, z.size)(z, b)
     return z
 
 
 def bias_gradient(grad, a, db, relu: bool):
     """db = column sums of dL/dz, where dL/dz is ``grad`` masked by a > 0 when ``relu`` (in place)."""
-    _kernel(_column_sums_loop, grad.size)(grad, a, db, relu, COLUMN_BLOCK)
+    _kernel(column_sums_loop, grad.size)(grad, a, db, relu, COLUMN_BLOCK)
     return grad
 
 
 def softmax_cross_entropy(logits, targets, weights, scale, grad, row_loss):
     """grad = (softmax(logits) - onehot(targets)) * weights * scale; row_loss = each row's
     weighted cross-entropy."""
-    _kernel(_softmax_cross_entropy_loop, logits.size)(
-        logits, targets, weights, logits.dtype.type(scale), grad, row_loss
-    )
+    _kernel(softmax_cross_entropy_loop, logits.size)(logits, targets, weights, logits.dtype.type(scale), grad, row_loss)
     return row_loss
 
 
@@ -345,7 +240,7 @@ def adam(param, grad, m, v, lr, beta1, beta2, eps, step, decay, smallest, partia
     change to the weights far below their rounding."""
     real = param.dtype.type
     block_size = -(-param.size // partial.size)  # the block size partial was sized for
-    _kernel(_adam_loop, param.size)(
+    _kernel(adam_loop, param.size)(
         param,
         grad,
         m,
@@ -385,11 +280,11 @@ def blocks_for(size: int) -> int:
 
 # The kernels by the name ``warm_up`` knows them, in the order a step first calls them.
 _LOOPS = {
-    "bias_relu": _bias_relu_loop,
-    "bias": _bias_loop,
-    "softmax_cross_entropy": _softmax_cross_entropy_loop,
-    "column_sums": _column_sums_loop,
-    "adam": _adam_loop,
+    "bias_relu": bias_relu_loop,
+    "bias": bias_loop,
+    "softmax_cross_entropy": softmax_cross_entropy_loop,
+    "column_sums": column_sums_loop,
+    "adam": adam_loop,
 }
 _FUNCTIONS = {function.__name__: function for function in _LOOPS.values()}
 _WARM_UP_THREAD = "dltrain kernels"
@@ -440,11 +335,11 @@ def _signature(function, dtype: str, index_dtype: str):
     numba = _load_numba()
     real, index = numba.from_dtype(_dtype(dtype)), numba.from_dtype(_dtype(index_dtype))
     matrix, vector = numba.types.Array(real, 2, "C"), numba.types.Array(real, 1, "C")
-    if function in (_bias_loop, _bias_relu_loop):
+    if function in (bias_loop, bias_relu_loop):
         return matrix, vector
-    if function is _column_sums_loop:
+    if function is column_sums_loop:
         return matrix, matrix, vector, numba.types.boolean, numba.types.int64
-    if function is _softmax_cross_entropy_loop:
+    if function is softmax_cross_entropy_loop:
         return matrix, numba.types.Array(index, 1, "C"), vector, real, matrix, vector
     return (
         vector,
