@@ -1,5 +1,5 @@
 """The dependency rules of the package layout, checked on the source: the engine imports
-nothing of dltrain outside engine/; only the command line (cli/) imports typer; only report.py
+nothing of dltrain outside engine/; only the command line (cli/) imports typer; only report/
 imports rich."""
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ def _imports(path: Path) -> list[tuple[str, int]]:
 
 def test_the_scan_sees_the_package():
     names = {path.relative_to(PACKAGE).as_posix() for path in MODULES}
-    assert {"cli/__init__.py", "cli/app.py", "report.py", "engine/model.py", "engine/kernels.py"} <= names
+    assert {"cli/__init__.py", "cli/app.py", "report/__init__.py", "engine/model.py", "engine/kernels.py"} <= names
     assert "dltrain.engine.backend" in _imports(PACKAGE / "engine" / "model.py")
 
 
@@ -44,9 +44,9 @@ def test_engine_imports_nothing_of_dltrain_outside_engine(path):
     assert outside == [], f"{path.name} imports {outside}"
 
 
-@pytest.mark.parametrize("library, face", [("typer", "cli/"), ("rich", "report.py")])
+@pytest.mark.parametrize("library, face", [("typer", "cli/"), ("rich", "report/")])
 def test_only_the_face_imports_the_ui_libraries(library, face):
-    """The face is a module (report.py) or a package (cli/): the library is imported there and
+    """The face is a module or a package (cli/, report/): the library is imported there and
     nowhere else."""
     importers = sorted(
         path.relative_to(PACKAGE).as_posix()

@@ -184,6 +184,7 @@ def explain(
     """
     from .. import report
     from ..commands.explain import explain_run
+    from ..metrics import format_value
 
     baseline, importances = explain_run(run_dir, data, repeats)
     rows = [
@@ -194,7 +195,7 @@ def explain(
         report.write_text(json_text({"loss": baseline, "repeats": repeats, "columns": rows}) + "\n")
         return
     report.console.print(
-        f"{data}: loss {report.format_value(baseline)}; importance = mean rise of the loss "
+        f"{data}: loss {format_value(baseline)}; importance = mean rise of the loss "
         f"when a column is shuffled ({repeats} repeats)",
         markup=False,
         soft_wrap=True,
