@@ -109,124 +109,167 @@ def create_app(
     """The ASGI app serving ``models``: ``log`` takes one access line per request (None: none),
     ``announce`` the line saying the models are ready. ``before_warm_up`` is awaited before the
     models are warmed up (tests hold /health at 503 with it)."""
-    by_name = {model.name: model for model in models}
-    batchers = {model.name: Batcher(model.name, model.run) for model in models}
-    default = models[0].name if len(models) == 1 else None
-    ready = asyncio.Event()
+    service = _Service(models, settings, announce, before_warm_up)
+    app = Starlette(
+        routes=service.routes(),
+        lifespan=service.lifespan,
+        exception_handlers={
+            RequestError: _request_error,
+            DltrainError: _user_error,
+            HTTPException: _http_error,
+            Exception: _bug,
+        },
+    )
+    app.state.batchers = service.batchers
+    return _Guard(app, settings.token, log)
 
-    def model_of(request: Request) -> ServedModel:
-        name = request.path_params.get("name", default)
-        if name is None:
-            raise RequestError(
-                404, f"several models are served ({', '.join(by_name)}); POST to /models/NAME/predict", model=None
-            )
-        if name not in by_name:
-            raise RequestError(404, f"no model named {name!r}; served: {', '.join(by_name)}")
-        return by_name[name]
 
-    async def warm_up():
-        if before_warm_up is not None:
-            await before_warm_up()
-        started = time.perf_counter()
-        for model in models:  # the network once on the model's thread: BLAS, and the kernels where they run
-            features = warm_up_features(model.run.schema)
-            await batchers[model.name].call(lambda run=model.run, x=features: predictions_from_features(run, x))
-        ready.set()
-        if announce is not None:
-            announce(
-                f"ready: {len(models)} model{'s' if len(models) > 1 else ''} warmed up in "
-                f"{time.perf_counter() - started:.2f}s"
-            )
+class _Service:
+    """The served models and what their routes share (the batchers, whether they are warmed up);
+    each route is a method."""
+
+    def __init__(
+        self,
+        models: list[ServedModel],
+        settings: Settings,
+        announce: Callable[[str], None] | None,
+        before_warm_up: Callable[[], Awaitable[None]] | None,
+    ):
+        self.models, self.settings = models, settings
+        self.announce, self.before_warm_up = announce, before_warm_up
+        self.by_name = {model.name: model for model in models}
+        self.batchers = {model.name: Batcher(model.name, model.run) for model in models}
+        self.default = models[0].name if len(models) == 1 else None
+        self.ready = asyncio.Event()
+
+    def routes(self) -> list[Route]:
+        return [
+            Route("/health", self.health),
+            Route("/metadata", self.metadata),
+            Route("/models", self.model_names),
+            Route("/models/{name}", self.metadata),
+            Route("/predict", self.predict, methods=["POST"]),
+            Route("/models/{name}/predict", self.predict, methods=["POST"]),
+            Route("/v2/health/live", self.v2_live),
+            Route("/v2/health/ready", self.v2_ready),
+            Route("/v2/models/{name}", self.v2_model),
+            Route("/v2/models/{name}/ready", self.v2_ready),
+            Route("/v2/models/{name}/infer", self.v2_infer, methods=["POST"]),
+        ]
+
+    # ------------------------------------------------------------ start and stop
 
     @contextlib.asynccontextmanager
-    async def lifespan(app):
-        for batcher in batchers.values():
+    async def lifespan(self, app):
+        for batcher in self.batchers.values():
             batcher.start()
-        warming = asyncio.get_running_loop().create_task(warm_up())
+        warming = asyncio.get_running_loop().create_task(self.warm_up())
         try:
             yield
         finally:
             warming.cancel()
             await asyncio.gather(warming, return_exceptions=True)
-            for batcher in batchers.values():
+            for batcher in self.batchers.values():
                 await batcher.stop()
 
-    async def health(request: Request) -> Response:
-        if not ready.is_set():
-            return _json({"status": "loading", "models": list(by_name)}, 503, {"Retry-After": "1"})
-        return _json({"status": "ready", "models": list(by_name)})
+    async def warm_up(self):
+        if self.before_warm_up is not None:
+            await self.before_warm_up()
+        started = time.perf_counter()
+        for model in self.models:  # the network once on the model's thread: BLAS, and the kernels where they run
+            features = warm_up_features(model.run.schema)
+            await self.batchers[model.name].call(lambda run=model.run, x=features: predictions_from_features(run, x))
+        self.ready.set()
+        if self.announce is not None:
+            count = len(self.models)
+            self.announce(
+                f"ready: {count} model{'s' if count > 1 else ''} warmed up in {time.perf_counter() - started:.2f}s"
+            )
 
-    async def metadata(request: Request) -> Response:
-        if "name" in request.path_params or default is not None:
-            return _json(model_of(request).metadata)
-        return _json({"models": [model.metadata for model in models]})
+    # ------------------------------------------------------------ what every route needs
 
-    async def model_names(request: Request) -> Response:
-        return _json({"models": list(by_name), "default": default})
+    def model_of(self, request: Request) -> ServedModel:
+        name = request.path_params.get("name", self.default)
+        if name is None:
+            raise RequestError(
+                404, f"several models are served ({', '.join(self.by_name)}); POST to /models/NAME/predict", model=None
+            )
+        if name not in self.by_name:
+            raise RequestError(404, f"no model named {name!r}; served: {', '.join(self.by_name)}")
+        return self.by_name[name]
 
-    async def body_of(request: Request) -> bytes:
+    def check_ready(self):
+        if not self.ready.is_set():
+            raise RequestError(503, "the models are still loading; retry in a second (GET /health says when)")
+
+    async def body_of(self, request: Request) -> bytes:
+        limit = self.settings.max_body
         declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > settings.max_body:
-            raise _too_large(int(declared), settings.max_body)
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise _too_large(int(declared), limit)
         chunks, size = [], 0
         async for chunk in request.stream():
             size += len(chunk)
-            if size > settings.max_body:
-                raise _too_large(size, settings.max_body)
+            if size > limit:
+                raise _too_large(size, limit)
             chunks.append(chunk)
         return b"".join(chunks)
 
-    def check_ready():
-        if not ready.is_set():
-            raise RequestError(503, "the models are still loading; retry in a second (GET /health says when)")
+    # ------------------------------------------------------------ dltrain's routes
 
-    async def predict(request: Request) -> Response:
-        model = model_of(request)
-        check_ready()
-        body = await body_of(request)
+    async def health(self, request: Request) -> Response:
+        if not self.ready.is_set():
+            return _json({"status": "loading", "models": list(self.by_name)}, 503, {"Retry-After": "1"})
+        return _json({"status": "ready", "models": list(self.by_name)})
+
+    async def metadata(self, request: Request) -> Response:
+        if "name" in request.path_params or self.default is not None:
+            return _json(self.model_of(request).metadata)
+        return _json({"models": [model.metadata for model in self.models]})
+
+    async def model_names(self, request: Request) -> Response:
+        return _json({"models": list(self.by_name), "default": self.default})
+
+    async def predict(self, request: Request) -> Response:
+        model = self.model_of(request)
+        self.check_ready()
+        body = await self.body_of(request)
         kind, _, parameters = request.headers.get("content-type", "").partition(";")
         kind = kind.strip().lower()
-        batcher = batchers[model.name]
         if kind in ("text/csv", "application/csv"):
-            return await _predict_csv(request, model, batcher, body, parameters)
+            return await self.predict_csv(request, model, body, parameters)
         if kind != "application/json" and not kind.endswith("+json"):
             raise RequestError(
                 415,
                 f"Content-Type {kind or '(none)'}: send JSON with Content-Type: application/json, "
                 "or a CSV file with Content-Type: text/csv",
             )
-        parse = lambda: json_cells(body, model.run.schema, settings.max_rows)  # noqa: E731
+        parse = lambda: json_cells(body, model.run.schema, self.settings.max_rows)  # noqa: E731
         cells, n_rows, by_columns = await run_in_threadpool(parse) if len(body) > _BIG_BODY else parse()
         request.state.rows = n_rows
-        predictions = await batcher.predict(cells, n_rows)
+        predictions = await self.batchers[model.name].predict(cells, n_rows)
         if n_rows > _BIG_ANSWER_ROWS:
             payload = await run_in_threadpool(predictions_json, predictions, by_columns)
         else:
             payload = predictions_json(predictions, by_columns)
         return Response(payload, media_type="application/json")
 
-    async def _predict_csv(request, model, batcher, body: bytes, parameters: str) -> Response:
-        charset = None
-        for parameter in parameters.split(";"):
-            key, _, value = parameter.partition("=")
-            if key.strip().lower() == "charset":
-                charset = value.strip().strip('"') or None
-        if body.count(b"\n") > settings.max_rows + 1:
+    async def predict_csv(self, request: Request, model: ServedModel, body: bytes, parameters: str) -> Response:
+        """A CSV body, read as ``dltrain predict`` reads a file; the answer is predict's CSV."""
+        max_rows = self.settings.max_rows
+        if body.count(b"\n") > max_rows + 1:
             raise RequestError(
                 413,
-                f"the CSV body has more than {settings.max_rows:,} lines, the most this server takes "
+                f"the CSV body has more than {max_rows:,} lines, the most this server takes "
                 "(dltrain serve --max-rows); send it in several requests",
             )
-        if charset is None and _trained_in_other_codec(model.run.schema.encoding) and not _utf8(body):
-            # As predict reads a file: not UTF-8 and no charset given, so the encoding the run was trained with.
-            charset = model.run.schema.encoding
-        keep = request.query_params.getlist("keep")
         dialect = {
             "delimiter": None,
-            "encoding": charset,
+            "encoding": _csv_charset(parameters, model, body),
             "encoding_setting": "a charset: Content-Type: text/csv; charset=…",
         }
-        header, rows = await batcher.call(
+        keep = request.query_params.getlist("keep")
+        header, rows = await self.batchers[model.name].call(
             lambda: predict_table(model.run, Path(CSV_SOURCE), keep, dialect, content=body)
         )
         request.state.rows = len(rows)
@@ -235,14 +278,14 @@ def create_app(
 
     # ------------------------------------------------------------ KServe V2 (Triton, KServe clients)
 
-    async def v2_live(request: Request) -> Response:
+    async def v2_live(self, request: Request) -> Response:
         return _json({"live": True})
 
-    async def v2_ready(request: Request) -> Response:
-        return _json({"ready": ready.is_set()}, 200 if ready.is_set() else 503)
+    async def v2_ready(self, request: Request) -> Response:
+        return _json({"ready": self.ready.is_set()}, 200 if self.ready.is_set() else 503)
 
-    async def v2_model(request: Request) -> Response:
-        model = model_of(request)
+    async def v2_model(self, request: Request) -> Response:
+        model = self.model_of(request)
         schema = model.run.schema
         inputs = [
             {"name": column.name, "datatype": "FP32" if column.type == "numeric" else "BYTES", "shape": [-1]}
@@ -257,64 +300,57 @@ def create_app(
             outputs = [{"name": "prediction", "datatype": "FP32", "shape": [-1, len(schema.targets)]}]
         return _json({"name": model.name, "versions": [], "platform": "dltrain", "inputs": inputs, "outputs": outputs})
 
-    async def v2_infer(request: Request) -> Response:
-        model = model_of(request)
-        check_ready()
-        body = await body_of(request)
-        parse = lambda: v2_cells(body, model.run.schema, settings.max_rows)  # noqa: E731
+    async def v2_infer(self, request: Request) -> Response:
+        model = self.model_of(request)
+        self.check_ready()
+        body = await self.body_of(request)
+        parse = lambda: v2_cells(body, model.run.schema, self.settings.max_rows)  # noqa: E731
         cells, n_rows = await run_in_threadpool(parse) if len(body) > _BIG_BODY else parse()
         request.state.rows = n_rows
-        predictions = await batchers[model.name].predict(cells, n_rows)
+        predictions = await self.batchers[model.name].predict(cells, n_rows)
         return Response(v2_outputs(model.name, predictions), media_type="application/json")
 
-    routes = [
-        Route("/health", health),
-        Route("/metadata", metadata),
-        Route("/models", model_names),
-        Route("/models/{name}", metadata),
-        Route("/predict", predict, methods=["POST"]),
-        Route("/models/{name}/predict", predict, methods=["POST"]),
-        Route("/v2/health/live", v2_live),
-        Route("/v2/health/ready", v2_ready),
-        Route("/v2/models/{name}", v2_model),
-        Route("/v2/models/{name}/ready", v2_ready),
-        Route("/v2/models/{name}/infer", v2_infer, methods=["POST"]),
-    ]
 
-    async def request_error(request: Request, error: Exception) -> Response:
-        assert isinstance(error, RequestError)
-        return _error(error)
+# ---------------------------------------------------------------- errors, each one JSON answer
 
-    async def user_error(request: Request, error: Exception) -> Response:
-        return _error(from_user_error(str(error)))
 
-    async def http_error(request: Request, error: Exception) -> Response:
-        assert isinstance(error, HTTPException)
-        if error.status_code == 404:
-            message = f"no such path {request.url.path}; see GET /metadata and POST /predict"
-        elif error.status_code == 405:
-            allowed = (error.headers or {}).get("Allow", "another method")
-            message = f"{request.method} {request.url.path} is not allowed; use {allowed}"
-        else:
-            message = str(error.detail)
-        return _error(RequestError(error.status_code, message), error.headers)
+async def _request_error(request: Request, error: Exception) -> Response:
+    assert isinstance(error, RequestError)
+    return _error(error)
 
-    async def bug(request: Request, error: Exception) -> Response:
-        # Starlette raises the error again after this answer, and uvicorn logs its traceback.
-        return _error(RequestError(500, "internal error (a dltrain bug, logged by the server); please report it"))
 
-    app = Starlette(
-        routes=routes,
-        lifespan=lifespan,
-        exception_handlers={
-            RequestError: request_error,
-            DltrainError: user_error,
-            HTTPException: http_error,
-            Exception: bug,
-        },
-    )
-    app.state.batchers = batchers
-    return _Guard(app, settings.token, log)
+async def _user_error(request: Request, error: Exception) -> Response:
+    return _error(from_user_error(str(error)))
+
+
+async def _http_error(request: Request, error: Exception) -> Response:
+    assert isinstance(error, HTTPException)
+    if error.status_code == 404:
+        message = f"no such path {request.url.path}; see GET /metadata and POST /predict"
+    elif error.status_code == 405:
+        allowed = (error.headers or {}).get("Allow", "another method")
+        message = f"{request.method} {request.url.path} is not allowed; use {allowed}"
+    else:
+        message = str(error.detail)
+    return _error(RequestError(error.status_code, message), error.headers)
+
+
+async def _bug(request: Request, error: Exception) -> Response:
+    # Starlette raises the error again after this answer, and uvicorn logs its traceback.
+    return _error(RequestError(500, "internal error (a dltrain bug, logged by the server); please report it"))
+
+
+def _csv_charset(parameters: str, model: ServedModel, body: bytes) -> str | None:
+    """The charset the Content-Type names; else, for a body that is not UTF-8, the encoding the run
+    was trained with (as predict reads a file); else None (UTF-8)."""
+    charset = None
+    for parameter in parameters.split(";"):
+        key, _, value = parameter.partition("=")
+        if key.strip().lower() == "charset":
+            charset = value.strip().strip('"') or None
+    if charset is None and _trained_in_other_codec(model.run.schema.encoding) and not _utf8(body):
+        charset = model.run.schema.encoding
+    return charset
 
 
 def _trained_in_other_codec(encoding: str) -> bool:
