@@ -4,6 +4,7 @@ arrays bit for bit, the same line numbers, the same message for every mistake.
 The fast path runs only on files of MIN_BYTES or more; these tests lower that, and the block
 and chunk sizes, so that small files cross many blocks and chunks."""
 
+import os
 import sys
 
 import numpy as np
@@ -15,7 +16,7 @@ from dltrain.commands import check
 from dltrain.data import csv as csv_module
 from dltrain.data import fastcsv
 from dltrain.data.csv import CsvFile
-from dltrain.engine import kernels
+from dltrain.engine import kernel_cache, kernels
 from dltrain.errors import DltrainError
 
 pytestmark = pytest.mark.skipif(not kernels.ready(), reason="numba is not installed")
@@ -29,6 +30,7 @@ def small_blocks(monkeypatch):
     monkeypatch.setattr(fastcsv, "MIN_BYTES", 0)
     monkeypatch.setattr(fastcsv, "BLOCK_BYTES", 40)
     monkeypatch.setattr(fastcsv, "CHUNK_BYTES", 150)
+    monkeypatch.setattr(fastcsv, "compile_when_cold", True)  # the kernels run, compiled here if need be
 
 
 def _outcome(path, request, *, how="fast", encoding="utf-8", keep_empty=False, na_values=(), **options):
@@ -367,3 +369,127 @@ def test_the_distinct_cells_of_a_text_column_from_codes_are_numpys(tmp_path, sma
         expected = np.unique(values, return_inverse=True, return_counts=True)
         for got, want in zip(columns.distinct("w", chosen), expected):
             assert got.tolist() == want.reshape(-1).tolist()
+
+
+# ---------------------------------------------------------------- no compile wait
+
+
+@pytest.fixture
+def fresh_kernels(monkeypatch):
+    """The kernels as new dispatchers: nothing compiled in this process (each loads from the disk
+    cache, or compiles, on its first call), and no helper started yet."""
+    monkeypatch.setattr(fastcsv, "_compiled_kernels", None)
+    monkeypatch.setattr(fastcsv, "_helper", None)
+    fastcsv._compiled()
+
+
+@pytest.fixture
+def cold_cache(monkeypatch):
+    """A fresh install: the disk cache holds none of the kernels. Helpers started are recorded
+    (not run), and compiling a kernel in this process fails the test."""
+    import subprocess
+
+    monkeypatch.setattr(fastcsv, "compile_when_cold", False)
+    monkeypatch.setattr(fastcsv, "_on_disk", True)
+    monkeypatch.setattr(kernel_cache, "holds", lambda kernel, signature: False)
+    helpers = []
+
+    class Helper:
+        def __init__(self, command, **options):
+            helpers.append(command)
+
+        def poll(self):
+            return None  # still compiling
+
+    monkeypatch.setattr(subprocess, "Popen", Helper)
+    monkeypatch.setattr(fastcsv, "_leave_helper", lambda: None)  # not registered at exit for good
+    kernels_ = fastcsv._compiled()
+    for name in fastcsv._KERNEL_NAMES:
+
+        def compile_(signature, name=name):
+            raise AssertionError(f"{name} compiled while the read waits")
+
+        monkeypatch.setattr(kernels_[name], "compile", compile_)
+    return helpers
+
+
+def _mixed(tmp_path):
+    return _write(tmp_path, "a,b,c\n" + "".join(f'{index},"w{index % 3}",{index / 8}\n' for index in range(300)))
+
+
+def _request(header):
+    return {"numeric": ["a"], "wide": ["c"], "text": ["b"]}
+
+
+def test_a_read_never_waits_for_the_kernels_to_compile(tmp_path, small_blocks, fresh_kernels, cold_cache):
+    path = _mixed(tmp_path)
+    for _ in range(2):
+        _same(_outcome(path, _request), _outcome(path, _request, how="plain"))  # the plain reader's arrays
+    kernels_ = fastcsv._compiled()
+    assert all(not kernels_[name].signatures for name in fastcsv._KERNEL_NAMES)  # nothing compiled here
+    assert cold_cache == [[sys.executable, "-c", fastcsv._HELPER]]  # one helper compiles them, once
+    assert _outcome(path, lambda header: {"numeric": ["a", "b"]}) == _outcome(
+        path, lambda header: {"numeric": ["a", "b"]}, how="plain"
+    )  # and the same message
+
+
+def test_a_big_file_compiles_the_kernels_it_lacks(tmp_path, small_blocks, fresh_kernels, cold_cache, monkeypatch):
+    # Reading a big file takes longer with the plain reader than compiling the kernels does.
+    monkeypatch.setattr(fastcsv, "COMPILE_PAYS_BYTES", 1000)
+    path = _mixed(tmp_path)
+    with pytest.raises(AssertionError, match="compiled while the read waits"):
+        CsvFile.open(path).read(numeric=["a"], wide=["c"], text=["b"])
+    assert not cold_cache
+
+
+def test_the_cache_is_searched_for_the_kernels_a_read_calls(tmp_path, small_blocks, fresh_kernels, monkeypatch):
+    # The types looked up in the cache are those a read calls the kernels with: else a fresh
+    # install would read with the plain reader for ever, or compile while the data waits.
+    predicted = []
+    calls = fastcsv._calls
+    monkeypatch.setattr(fastcsv, "_calls", lambda *args: predicted.extend(calls(*args)) or predicted)
+    CsvFile.open(_mixed(tmp_path)).read(numeric=["a"], wide=["c"], text=["b"])
+    kernels_ = fastcsv._compiled()
+    for name, arguments in predicted:
+        signature = tuple(kernels_[name].typeof_pyval(value) for value in arguments)
+        assert kernels_[name].signatures == [signature], name
+    assert {name for name, _ in predicted} == {"_count_newlines", "_record_cuts", "_parse_block"}
+
+
+def test_the_helper_compiles_what_a_read_calls_unless_another_is_at_it(fresh_kernels, monkeypatch):
+    from dltrain import system
+
+    monkeypatch.setattr(fastcsv, "compile_when_cold", False)
+    min_bytes = fastcsv.MIN_BYTES
+    kernels_ = fastcsv._compiled()
+    folder = kernel_cache.folder(kernels_["_parse_block"])
+    if system.CAN_LOCK:
+        with open(folder / fastcsv._HELPER_LOCK, "ab") as lock:
+            system.lock(lock.fileno())  # another helper holds it
+            fastcsv.compile_into_cache()
+        assert not kernels_["_parse_block"].signatures  # left to the other helper
+    fastcsv.compile_into_cache()
+    for name in ("_count_newlines", "_record_cuts", "_parse_block"):
+        assert len(kernels_[name].signatures) == 1, name  # each compiled (or loaded) for a read's types
+    assert (fastcsv.MIN_BYTES, fastcsv.compile_when_cold) == (min_bytes, False)
+
+
+def test_a_helper_still_compiling_at_exit_is_left_to_finish_in_silence(monkeypatch):
+    import signal
+    import subprocess
+    import warnings
+
+    monkeypatch.setattr(fastcsv, "_helper", subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"]))
+    pid = fastcsv._helper.pid
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            fastcsv._leave_helper()  # the last reference: subprocess would warn that it still runs
+        assert fastcsv._helper is None
+        assert not caught
+    finally:
+        os.kill(pid, signal.SIGKILL)
+        try:
+            os.waitpid(pid, 0)
+        except ChildProcessError:  # reaped already
+            pass

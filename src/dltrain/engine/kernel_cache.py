@@ -20,6 +20,7 @@ import hashlib
 import io
 import pickle
 import warnings
+from pathlib import Path
 
 _MAGIC = b"dltrain kernel cache 1\n"
 _DIGEST_BYTES = 32
@@ -86,6 +87,12 @@ def holds(dispatcher, signature) -> bool:
         dispatcher.targetctx.refresh()
         key = cache._index_key(signature, dispatcher.targetctx.codegen())
         return key in cache._cache_file._load_index()
+
+
+def folder(dispatcher) -> Path | None:
+    """The folder holding ``dispatcher``'s cached compilations; None where they are not cached on disk."""
+    cache = dispatcher._cache
+    return Path(cache._cache_path) if getattr(cache, "_enabled", False) else None
 
 
 def _first_line(error: Exception) -> str:
