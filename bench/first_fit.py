@@ -2,7 +2,7 @@
 
     python bench/prepare_fashion_mnist.py            # once: data/fashion-mnist/*.csv
     python bench/first_fit.py [--rounds 5] [--config configs/fashion_mnist.yaml] [--epochs 1]
-                              [--against OTHER/.venv/bin/python]
+                              [--set KEY=VALUE ...] [--against OTHER/.venv/bin/python]
 
 Each round empties a numba cache folder of its own (NUMBA_CACHE_DIR, as a fresh install has
 no compiled kernels), runs `dltrain fit CONFIG --set train.epochs=N --quiet` in a fresh process
@@ -40,9 +40,11 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 HELPERS_TIMEOUT = 600.0
 
 
-def fit_seconds(python: str, config: Path, epochs: int, out: Path, environ: dict) -> tuple[float, float]:
+def fit_seconds(python: str, config: Path, settings: list, out: Path, environ: dict) -> tuple[float, float]:
     """The fit's wall time, and how long its helper processes ran on after it ended."""
-    command = [python, "-m", "dltrain", "fit", str(config), "--set", f"train.epochs={epochs}"]
+    command = [python, "-m", "dltrain", "fit", str(config)]
+    for setting in settings:
+        command += ["--set", setting]
     command += ["--out", str(out), "--force", "--quiet"]
     started = time.perf_counter()
     # A session of its own: its helpers (started by it, never in a session of their own) are
@@ -88,6 +90,7 @@ def main(argv=None) -> int:
     parser.add_argument("--config", type=Path, default=REPO_ROOT / "configs" / "fashion_mnist.yaml")
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--set", action="append", default=[], help="also --set this (data.test=null: no test CSV)")
     parser.add_argument("--against", help="the Python of another install of dltrain, timed alongside")
     args = parser.parse_args(argv)
     if not (REPO_ROOT / "data" / "fashion-mnist" / "train.csv").is_file() and "fashion" in args.config.name:
@@ -96,6 +99,7 @@ def main(argv=None) -> int:
     if not Path("/proc/self/stat").is_file():
         print("this bench finds the fits' helper processes in /proc (Linux)", file=sys.stderr)
         return 2
+    settings = [f"train.epochs={args.epochs}", *args.set]
     folder = Path(tempfile.mkdtemp(prefix="dltrain-first-fit-"))
     out = folder / "run"
     pythons = {"this": sys.executable} if args.against is None else {"this": sys.executable, args.against: args.against}
@@ -107,12 +111,12 @@ def main(argv=None) -> int:
     times: dict = {name: ([], []) for name in pythons}
     try:
         for name, environ in environs.items():  # the data cache and the page cache, warm
-            fit_seconds(pythons[name], args.config, args.epochs, out, environ)
+            fit_seconds(pythons[name], args.config, settings, out, environ)
         for round_number in range(1, args.rounds + 1):
             for name, environ in environs.items():
                 shutil.rmtree(environ["NUMBA_CACHE_DIR"], ignore_errors=True)
-                first, first_helpers = fit_seconds(pythons[name], args.config, args.epochs, out, environ)
-                second, second_helpers = fit_seconds(pythons[name], args.config, args.epochs, out, environ)
+                first, first_helpers = fit_seconds(pythons[name], args.config, settings, out, environ)
+                second, second_helpers = fit_seconds(pythons[name], args.config, settings, out, environ)
                 times[name][0].append(first)
                 times[name][1].append(second)
                 print(
