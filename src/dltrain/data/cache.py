@@ -235,14 +235,32 @@ def _parse_into_store(table: CsvFile, request: dict, entry: _Entry, record: dict
     except store.StoreFull as error:
         shutil.rmtree(folder, ignore_errors=True)
         size = human_bytes((record["fingerprint"] or [0])[0])
-        raise StorageError(
-            f"{entry.folder}: cannot write the parsed data of {table.path} (up to about the CSV's {size}): "
-            f"{error.reason}, or set {CACHE_ENV} to a folder on a disk with room, "
-            "or set data.store: false to keep the data in memory"
-        ) from None
+        what = f"the parsed data of {table.path} (up to about the CSV's {size})"
+        raise full_disk(entry.folder, what, error) from None
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
         raise
+
+
+def full_disk(folder: Path, what: str, error: store.StoreFull) -> StorageError:
+    """One line for a disk with no room for the store: the folder, what it was writing, the ways round it."""
+    return StorageError(
+        f"{folder}: cannot write {what}: {error.reason}, or set {CACHE_ENV} to a folder on a disk with room, "
+        "or set data.store: false to keep the data in memory"
+    )
+
+
+def scratch_folder(folder: Path, name: str) -> Path:
+    """A folder in the cache ``folder`` for arrays this process alone uses (a fit's model inputs),
+    removed when it ends (or, after a kill -9, by the next command's ``_remove_abandoned``)."""
+    _remove_abandoned(folder)
+    path = folder / f"{_TEMPORARY}{os.getpid()}-{name}-{os.urandom(4).hex()}"
+    try:
+        path.mkdir(parents=True)
+    except OSError as error:
+        raise disk_error(error, path) from None
+    _remove_at_exit(path)
+    return path
 
 
 def _mapped(path: Path, name: str):

@@ -12,6 +12,7 @@ batches.StoredBatches)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from ..files import human_bytes
 from ..system import available_memory
@@ -33,6 +34,7 @@ class Placement:
     from_store: bool  # batches come from the on-disk store
     shuffle: str = "rows"  # rows | blocks
     reason: str = ""
+    folder: Path | None = None  # the cache folder the store is in (model inputs are written beside it)
 
     def parsed(self, columns) -> None:
         """The exact rows and sizes, once the file is parsed."""

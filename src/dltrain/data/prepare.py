@@ -13,6 +13,7 @@ encoded. Each rule's message names the file, the key and what to do.
 from __future__ import annotations
 
 import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,6 +32,7 @@ from .plan import ColumnOptions, DataPlan, plan_data
 from .rows import read_features
 from .schema import DataSchema
 from .split import Split, StoredSplit, stratified_folds, stratified_split
+from .store import StoreFull
 from .targets import infer_target_task, target_classes
 
 
@@ -123,6 +125,7 @@ def _parse_training_csv(
     cache = data_cache.cache_folder(base_dir) if spec.cache or placement.from_store else None
     columns = data_cache.read_columns(table, request, cache, mapped=placement.from_store, keep=spec.cache)
     placement.parsed(columns)
+    placement.folder = cache
     encodings = column_encodings(columns, plan)
     rows = checked_rows(columns, encodings, plan.targets, target_missing, "train")
     rows = np.arange(columns.n_rows, dtype=row_type(columns.n_rows)) if rows is None else rows
@@ -250,20 +253,31 @@ def prepare_data(
         path = _existing_data_path(base_dir, spec.validation, "validation", source)
         validation = Split(*read_features(path, schema, with_target=True))
     elif validation_rows is not None and len(validation_rows):
-        validation = _split(columns, validation_rows, schema, parsed.placement.from_store)
+        validation = _split(columns, validation_rows, schema, parsed.placement, "validation")
     # Last, as it may reuse the parsed matrix in place instead of copying the training rows.
-    train = _split(columns, train_rows, schema, parsed.placement.from_store, in_place=True)
+    train = _split(columns, train_rows, schema, parsed.placement, "train", in_place=True)
     test = None
     if spec.test is not None:
         test = Split(*read_features(_existing_data_path(base_dir, spec.test, "test", source), schema, with_target=True))
     return PreparedData(config, schema, train, validation, test, parsed.placement)
 
 
-def _split(columns: Columns, rows: np.ndarray, schema: DataSchema, stored: bool, in_place: bool = False):
-    """The rows as a split: left in the store, encoded a chunk at a time, or encoded now (with
-    ``in_place``, the training rows are moved to the front of the parsed matrix, not copied)."""
-    if stored:
-        return StoredSplit(columns, rows, schema)
+def _split(columns: Columns, rows: np.ndarray, schema: DataSchema, placement: Placement, name: str, in_place=False):
+    """The rows as a split. From the store: shuffled by rows, their model inputs encoded once
+    into a file beside it (mapped); by blocks, left in the store and encoded a chunk at a time.
+    In memory: encoded now (with ``in_place``, the training rows are moved to the front of the
+    parsed matrix, not copied)."""
+    if placement.from_store:
+        split = StoredSplit(columns, rows, schema)
+        if placement.shuffle == "blocks" or placement.folder is None:
+            return split
+        folder = data_cache.scratch_folder(placement.folder, "inputs")
+        try:
+            return split.encoded(folder / f"{name}.npy")
+        except StoreFull as error:
+            raise data_cache.full_disk(placement.folder, f"the model inputs of the {name} rows", error) from None
+        finally:  # a mapped file stays readable once removed (where the system allows it; else at exit)
+            shutil.rmtree(folder, ignore_errors=True)
     targets = schema.encode_target(columns, rows)
     return Split(schema.encode_features(columns, rows, in_place=in_place), targets)
 

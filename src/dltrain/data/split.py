@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from .store import write_array
 
 CHUNK_ROWS = 1 << 16  # rows a split gives at a time (metrics.EVAL_ROWS: a multiple of 4096)
 
@@ -53,6 +56,13 @@ class StoredSplit:
     def target_chunks(self, size: int = CHUNK_ROWS):
         for begin in range(0, len(self), size):
             yield self.schema.encode_target(self.columns, self.rows[begin : begin + size])
+
+    def encoded(self, path: Path) -> Split:
+        """The split's model inputs encoded once, a chunk at a time, into the .npy file ``path``
+        and mapped from it (the page cache keeps them while they fit), its targets in memory:
+        batches are then gathered as from arrays in memory, the same rows in the same order."""
+        features = write_array(path, (features for features, _ in self.chunks()), np.float32, (self.schema.n_inputs,))
+        return Split(features, np.concatenate(list(self.target_chunks())))
 
 
 def stratified_split(raw_labels: np.ndarray | None, n_rows: int, fraction: float, rng):

@@ -97,6 +97,20 @@ class _ArrayFile:
         self.path.unlink(missing_ok=True)
 
 
+def write_array(path: Path, blocks, dtype, row_shape: tuple = ()) -> np.ndarray:
+    """An array written a block of rows at a time (``blocks``), then mapped read-only (its
+    pages in the page cache, not in the process). StoreFull when the disk has no room."""
+    file = _ArrayFile(path, dtype, row_shape)
+    try:
+        for block in blocks:
+            file.append(block)
+        file.close()
+    except BaseException:
+        file.abandon()
+        raise
+    return np.load(path, mmap_mode="r", allow_pickle=False)
+
+
 def npy_header(dtype: np.dtype, shape: tuple, size: int = HEADER_BYTES) -> bytes:
     """A version 1.0 .npy header of exactly ``size`` bytes (spaces pad it, as NumPy's own do)."""
     text = repr({"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": tuple(shape)})
