@@ -21,6 +21,7 @@ from .config import Config, ConfigSource, build_config, closest_match
 from .data import DataSchema, Split
 from .data.prepare import PreparedData, prepare_data, resolve_auto
 from .data.schema import Scaler
+from .data.split import StoredSplit
 from .engine import cuda
 from .engine.backend import CPU, Backend
 from .engine.losses import make_loss
@@ -322,7 +323,7 @@ def build_trainer(
     options = TrainOptions(**dict(config.train), full_batch=config.optimizer.name == "gd")
     per_class = class_weights(config, data.schema, data.train)
     per_row = None
-    if per_class is not None and isinstance(data.train, Split):
+    if per_class is not None and not isinstance(data.train, StoredSplit):  # per row, for batches gathered from arrays
         per_row = per_class[class_indices(data.train.targets)].astype(np.float32)
     training_data = TrainingData(
         data.train,

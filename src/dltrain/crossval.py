@@ -19,7 +19,7 @@ import numpy as np
 from .build import Seeds, build_trainer
 from .config import Config, ConfigSource
 from .data.prepare import PreparedData, prepare_folds
-from .data.split import Split, StoredSplit
+from .data.split import EncodedSplit, Split, StoredSplit
 from .metrics import evaluate_chunks
 from .train import Callbacks
 
@@ -33,7 +33,7 @@ def mean_and_spread(values) -> tuple[float, float]:
     return float(array.mean()), float(array.std())
 
 
-def scores_of(trainer, data: PreparedData, rows: Split | StoredSplit, prefix: str = "") -> dict:
+def scores_of(trainer, data: PreparedData, rows: Split | StoredSplit | EncodedSplit, prefix: str = "") -> dict:
     """The loss and the config's metrics of the model as trained (the best epoch's weights when
     early stopping restores them) on ``rows``, each name after ``prefix`` (``val_``)."""
     scores = evaluate_chunks(

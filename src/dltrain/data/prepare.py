@@ -31,7 +31,7 @@ from .placement import Placement, place
 from .plan import ColumnOptions, DataPlan, plan_data
 from .rows import read_features
 from .schema import DataSchema
-from .split import Split, StoredSplit, stratified_folds, stratified_split
+from .split import EncodedSplit, Split, StoredSplit, stratified_folds, stratified_split
 from .store import StoreFull
 from .targets import infer_target_task, target_classes
 
@@ -43,8 +43,8 @@ class PreparedData:
 
     config: Config
     schema: DataSchema
-    train: Split | StoredSplit
-    validation: Split | StoredSplit | None
+    train: Split | StoredSplit | EncodedSplit
+    validation: Split | StoredSplit | EncodedSplit | None
     test: Split | None
     placement: Placement | None = None  # where the training data lives (None: arrays given in memory)
 
@@ -248,7 +248,7 @@ def prepare_data(
     del labels
     schema = _fit_schema(config, parsed, train_rows)
     columns = parsed.columns
-    validation: Split | StoredSplit | None = None
+    validation: Split | StoredSplit | EncodedSplit | None = None
     if isinstance(spec.validation, str):
         path = _existing_data_path(base_dir, spec.validation, "validation", source)
         validation = Split(*read_features(path, schema, with_target=True))
@@ -271,15 +271,20 @@ def _split(columns: Columns, rows: np.ndarray, schema: DataSchema, placement: Pl
         split = StoredSplit(columns, rows, schema)
         if placement.shuffle == "blocks" or placement.folder is None:
             return split
-        folder = data_cache.scratch_folder(placement.folder, "inputs")
-        try:
-            return split.encoded(folder / f"{name}.npy")
-        except StoreFull as error:
-            raise data_cache.full_disk(placement.folder, f"the model inputs of the {name} rows", error) from None
-        finally:  # a mapped file stays readable once removed (where the system allows it; else at exit)
-            shutil.rmtree(folder, ignore_errors=True)
+        return EncodedSplit(split, lambda: _encoded(split, placement.folder, name))
     targets = schema.encode_target(columns, rows)
     return Split(schema.encode_features(columns, rows, in_place=in_place), targets)
+
+
+def _encoded(split: StoredSplit, cache: Path, name: str) -> Split:
+    """The split's model inputs encoded into a file in the cache folder, mapped."""
+    folder = data_cache.scratch_folder(cache, "inputs")
+    try:
+        return split.encoded(folder / f"{name}.npy")
+    except StoreFull as error:
+        raise data_cache.full_disk(cache, f"the model inputs of the {name} rows", error) from None
+    finally:  # a mapped file stays readable once removed (where the system allows it; else at exit)
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _check_fold_rows(config: Config, parsed: _ParsedTraining, labels, k: int, setting: str):

@@ -65,6 +65,39 @@ class StoredSplit:
         return Split(features, np.concatenate(list(self.target_chunks())))
 
 
+class EncodedSplit:
+    """A StoredSplit whose model inputs are encoded into a file (``StoredSplit.encoded``, by
+    ``encode``) when first asked for: training and scoring read them, `dltrain check` never does."""
+
+    stored = False
+
+    def __init__(self, split: StoredSplit, encode):
+        self.split, self._encode = split, encode
+        self._encoded: Split | None = None
+
+    def __len__(self):
+        return len(self.split)
+
+    def _ready(self) -> Split:
+        if self._encoded is None:
+            self._encoded = self._encode()
+        return self._encoded
+
+    @property
+    def features(self) -> np.ndarray:
+        return self._ready().features
+
+    @property
+    def targets(self) -> np.ndarray:
+        return self._ready().targets
+
+    def chunks(self, size: int = CHUNK_ROWS):
+        return self._ready().chunks(size)
+
+    def target_chunks(self, size: int = CHUNK_ROWS):
+        return self._ready().target_chunks(size)
+
+
 def stratified_split(raw_labels: np.ndarray | None, n_rows: int, fraction: float, rng):
     """Indices (train, validation); classes keep their proportions when labels are given."""
     if fraction == 0:
