@@ -6,6 +6,7 @@ The fault comes from the environment, DLTRAIN_FAULT=KIND:ARGS:
   signal-phase:SIG:P    send ourselves SIG when phase P starts: data, epoch2, evaluate
   kill-exchange:WHEN    SIGKILL just before or after the run folder's exchange (before, after)
   kill-store:N          SIGKILL ourselves at the Nth write into the on-disk store (parsing the CSV)
+DLTRAIN_FAULT_BLOCK_ROWS=N makes predict write N rows at a time (several writes on a small file).
 """
 
 import os
@@ -81,6 +82,11 @@ if kind == "signal-phase":
         return train_epoch(self, epoch, lr, max_batches)
 
     train.Trainer.train_epoch = epoch_hook
+
+if os.environ.get("DLTRAIN_FAULT_BLOCK_ROWS"):
+    from dltrain.commands import predict
+
+    predict.BLOCK_ROWS = int(os.environ["DLTRAIN_FAULT_BLOCK_ROWS"])
 
 sys.argv = ["dltrain", *sys.argv[1:]]
 main()

@@ -3,6 +3,12 @@ file that appears whole: the bytes are those of the whole file predicted at once
 (``predictions_csv(*predict_rows(...))``), on awkward inputs and with blocks forced small."""
 
 import datetime
+import errno
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,6 +17,7 @@ from typer.testing import CliRunner
 from dltrain import api, csv_text
 from dltrain.cli import app
 from dltrain.commands import predict
+from dltrain.data import csv, fastcsv
 from dltrain.engine.model import Sequential
 
 runner = CliRunner()
@@ -37,6 +44,9 @@ def runs(tmp_path_factory):
         )
     (folder / "train.csv").write_text("\n".join(lines) + "\n")
     (folder / "crlf.csv").write_bytes(("\r\n".join(lines) + "\r\n").encode())
+    # Blank lines inside, empty records and blank lines at the end (dropped, as a whole read drops them)
+    gaps = lines[:40] + ["", "  "] + lines[40:] + [",,,,,,,,", ",,,,,,,,", ""]
+    (folder / "gaps.csv").write_text("\n".join(gaps) + "\n")
     common = (
         "data:\n  train: train.csv\n  exclude: [id]\n  na_values: ['?']\n  columns:\n"
         "    size: {missing: mean}\n    weight: {missing: median}\n    colour: {unknown: ignore}\n"
@@ -52,14 +62,19 @@ def runs(tmp_path_factory):
     return folder
 
 
-@pytest.fixture
-def small_blocks(monkeypatch):
+@pytest.fixture(params=["plain reader", "fast reader"])
+def small_blocks(monkeypatch, request):
     """Blocks of SMALL_BATCH rows, the fast path's kernels whatever the size, and the engine's
-    prediction batch the same size (a row's outputs depend on the batch it is computed in)."""
+    prediction batch the same size (a row's outputs depend on the batch it is computed in); the
+    CSV read in small pieces by the plain reader, or by the fast one (fastcsv.py)."""
+    if request.param == "fast reader":
+        monkeypatch.setattr(fastcsv, "MIN_BYTES", 0)
+        monkeypatch.setattr(fastcsv, "CHUNK_BYTES", 700)
     logits = Sequential.logits
     monkeypatch.setattr(Sequential, "logits", lambda self, x, batch_size=4096: logits(self, x, SMALL_BATCH))
     monkeypatch.setattr(predict, "BLOCK_ROWS", SMALL_BATCH * 2)
     monkeypatch.setattr(csv_text, "FAST_MIN_CELLS", 0)
+    monkeypatch.setattr(csv, "BLOCK_CHARS", 300)  # the reader's own blocks: a few rows each
 
 
 CASES = [
@@ -67,6 +82,7 @@ CASES = [
     ("classes", "crlf.csv", ["id", "label"]),
     ("values", "train.csv", ["id", "when", "colour"]),
     ("values", "crlf.csv", ["price"]),
+    ("classes", "gaps.csv", ["id"]),
 ]
 
 
@@ -82,3 +98,60 @@ def test_streamed_output_is_the_whole_file_at_once(runs, small_blocks, tmp_path,
     assert written.exit_code == 0, written.output
     assert out.read_bytes() == expected
     assert "wrote 90 predictions" in written.stderr
+
+
+def test_a_file_that_goes_wrong_late_gives_the_same_message_and_no_file(runs, small_blocks, tmp_path):
+    """A cell the model cannot use, after blocks have been written: the whole-file read's message
+    (exit 2); stdout has the rows before it, and --out is never created."""
+    lines = (runs / "train.csv").read_text().splitlines()
+    lines[70] = lines[70].replace(lines[70].split(",")[1], "not a date", 1)
+    (tmp_path / "late.csv").write_text("\n".join(lines) + "\n")
+    with pytest.raises(Exception) as whole:
+        predict.predict_rows(runs / "classes", tmp_path / "late.csv")
+    out = tmp_path / "p.csv"
+    result = runner.invoke(app, ["predict", str(runs / "classes"), str(tmp_path / "late.csv"), "--out", str(out)])
+    assert result.exit_code == 2 and str(whole.value) in result.stderr, result.stderr
+    assert not out.exists() and [path.name for path in tmp_path.iterdir()] == ["late.csv"]
+
+
+DRIVER = Path(__file__).with_name("fault_driver.py")
+
+
+def _predict_with_fault(runs, out, fault):
+    env = dict(os.environ, DLTRAIN_FAULT=fault, DLTRAIN_FAULT_BLOCK_ROWS="16")
+    command = [sys.executable, str(DRIVER), "predict", str(runs / "values"), str(runs / "train.csv"), "--out", str(out)]
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("fault, code", [("kill-write:3", -signal.SIGKILL), ("signal-write:2:3", 130)])
+def test_kill_or_ctrl_c_mid_write_leaves_the_old_file(runs, tmp_path, fault, code):
+    out = tmp_path / "predictions.csv"
+    out.write_text("old predictions\n")
+    data = (runs / "train.csv").read_bytes()
+    result = _predict_with_fault(runs, out, fault)
+    assert result.returncode == code, result.stderr
+    assert out.read_text() == "old predictions\n"
+    assert (runs / "train.csv").read_bytes() == data  # the input is only read
+    left = sorted(path.name for path in tmp_path.iterdir() if path != out)
+    if code == 130:  # Ctrl-C: the temporary file is removed too
+        assert left == [] and "interrupted" in result.stderr
+    else:  # kill -9: at most a temporary dot file beside it, never under the name
+        assert all(name.startswith(".predictions.csv.") and name.endswith(".tmp") for name in left)
+
+
+def test_a_full_disk_mid_write_is_one_message_and_leaves_the_old_file(runs, small_blocks, tmp_path, monkeypatch):
+    out = tmp_path / "predictions.csv"
+    out.write_text("old predictions\n")
+    writes = []
+
+    def full_disk(handle, payload):
+        writes.append(len(payload))
+        if len(writes) == 3:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        handle.write(payload)
+
+    monkeypatch.setattr(predict, "write_all", full_disk)
+    result = runner.invoke(app, ["predict", str(runs / "classes"), str(runs / "train.csv"), "--out", str(out)])
+    assert result.exit_code == 1, result.output  # as every command's full disk: not the user's typing
+    assert result.stderr.strip() == f"error: {out}: cannot write: no space left on the device; free some space"
+    assert out.read_text() == "old predictions\n" and [path.name for path in tmp_path.iterdir()] == [out.name]

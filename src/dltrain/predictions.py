@@ -13,6 +13,7 @@ import numpy as np
 
 from .csv_text import format_number, rows_text
 from .data import DataSchema, read_rows
+from .data.rows import feature_rows
 from .engine.model import Sequential
 from .errors import DataError
 from .metrics import predicted_classes
@@ -76,6 +77,13 @@ class Predictions:
         return rows_text([*kept, labels], self.probabilities, encoding)  # type: ignore[arg-type]
 
 
+def prediction_header(schema: DataSchema) -> list[str]:
+    """Predict's columns: the target (or each regression target), then prob_<label> per class."""
+    if schema.task == "regression":
+        return list(schema.targets)
+    return [schema.targets[0]] + [f"prob_{label}" for label in schema.class_labels]
+
+
 def predictions_from_features(run: Trained, features: np.ndarray) -> Predictions:
     """The network on scaled model inputs, its outputs as labels and probabilities, or values."""
     schema = run.schema
@@ -83,12 +91,20 @@ def predictions_from_features(run: Trained, features: np.ndarray) -> Predictions
     if schema.task == "regression":  # one column per target
         with np.errstate(over="ignore"):  # beyond float32: inf, which the callers refuse by row
             values = schema.unscale_targets(outputs.astype(np.float64)).astype(np.float32)
-        return Predictions(list(schema.targets), None, None, values)
+        return Predictions(prediction_header(schema), None, None, values)
     probabilities = np.column_stack([1.0 - outputs[:, 0], outputs[:, 0]]) if schema.binary else outputs
     classes = predicted_classes(outputs)
     labels = np.asarray(schema.class_labels, dtype=object)[classes]
-    header = [schema.targets[0]] + [f"prob_{label}" for label in schema.class_labels]
-    return Predictions(header, labels, probabilities.astype(np.float32, copy=False), None, classes)
+    probabilities = probabilities.astype(np.float32, copy=False)
+    return Predictions(prediction_header(schema), labels, probabilities, None, classes)
+
+
+def predict_chunk(run: Trained, columns) -> Predictions:
+    """Predictions for a chunk of a CSV's rows (data.chunks): as ``predict_csv`` gives them for those rows."""
+    read = feature_rows(run.schema, columns)
+    predictions = predictions_from_features(run, read.features)
+    read.refuse_non_finite(run.schema, predictions.numbers)
+    return predictions
 
 
 def predict_csv(run: Trained, data_path, dialect: dict | None = None, content: bytes | None = None) -> Predictions:

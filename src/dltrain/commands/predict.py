@@ -16,9 +16,10 @@ import numpy as np
 from ..api import Run, csv_dialect, file_dialect, load
 from ..artifacts import holds_run
 from ..data import DataSchema
+from ..data.chunks import ChunkStream, read_in_chunks, text_chunks
 from ..errors import ArtifactError, ConfigError
 from ..files import atomic_file, make_parent_folders, write_all
-from ..predictions import predict_csv
+from ..predictions import predict_chunk, predict_csv, prediction_header
 from .arguments import check_argument_order
 
 
@@ -93,24 +94,51 @@ def write_predictions(
     device: str | None = None,
     encoding: str = "utf-8",
 ) -> int:
-    """``predict_rows`` as CSV text, handed to ``write`` (bytes in ``encoding``): the header, then
-    each block of rows as soon as it is made. The bytes are those of ``predictions_csv``. Returns
-    the number of rows."""
+    """``predict_rows`` as CSV text, read, predicted and handed to ``write`` (bytes in
+    ``encoding``) a block of rows at a time: the header with the first block, then each block as
+    soon as it is made. The bytes are those of ``predictions_csv``. Returns the number of rows."""
     check_argument_order("predict", run_dir, data_path)
     run = load(run_dir, device)
-    dialect = file_dialect(run.schema, data_path, dialect or csv_dialect(), on_note)
+    schema = run.schema
+    dialect = file_dialect(schema, data_path, dialect or csv_dialect(), on_note)
     keep = list(dict.fromkeys(keep))
-    kept = _kept_columns(data_path, run.schema, keep, dialect, None)
-    predictions = predict_csv(run, data_path, dialect)
-    header = keep + _prediction_names(list(predictions.header), keep) if keep else list(predictions.header)
-    pending = predictions_csv(header, []).encode(encoding)  # written with the first block
-    for start in range(0, len(predictions), BLOCK_ROWS):
-        stop = min(start + BLOCK_ROWS, len(predictions))
-        columns = [np.unique(column[start:stop], return_inverse=True) for column in kept]
-        pending += predictions.part(start, stop).csv_text(run.schema.class_labels, columns, encoding)
-        write(pending)
-        pending = b""
-    return len(predictions)
+    table = schema.open(data_path, dialect)
+    table.keep_empty_rows = True  # one output row per input row
+    request = schema.column_request(table, with_target=False)
+    kept = _kept_chunks(data_path, schema, keep, dialect)
+    header = keep + _prediction_names(prediction_header(schema), keep) if keep else prediction_header(schema)
+    pending = [predictions_csv(header, []).encode(encoding)]  # the header, written with the first block
+
+    def take(columns) -> None:
+        text_columns = _kept_cells(next(kept), columns.lines, keep) if keep else []
+        pending.append(predict_chunk(run, columns).csv_text(schema.class_labels, text_columns, encoding))
+        write(b"".join(pending))
+        pending.clear()
+
+    stream = ChunkStream(BLOCK_ROWS, take)
+    read_in_chunks(table, request, stream)
+    return stream.given
+
+
+def _kept_chunks(data_path, schema: DataSchema, keep: list, dialect: dict):
+    """The ``--keep`` columns as written, a block of rows at a time beside the predictions' (a
+    second pass over the file: a kept column may be a numeric feature, read as numbers there)."""
+    if not keep:
+        return iter(())
+    table = schema.open(data_path, dialect)
+    table.keep_empty_rows = True
+    return text_chunks(table, keep, BLOCK_ROWS)
+
+
+def _kept_cells(columns, lines: np.ndarray, keep: list) -> list:
+    """Each kept column of a block as (its distinct cells, each row's index among them)."""
+    assert np.array_equal(columns.lines, lines), "the kept columns' rows are the predictions' rows"
+    cells = []
+    for name in keep:
+        codes, words = columns.categories[name]
+        used, indices = np.unique(codes, return_inverse=True)
+        cells.append((words[used], indices.reshape(-1)))
+    return cells
 
 
 class OutputFile:

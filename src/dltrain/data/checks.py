@@ -33,10 +33,11 @@ class _Problems:
             self.found.append((row, position, message(row)))
 
 
-def checked_rows(columns: Columns, encodings: list, targets: list, target_missing: str, mode: str):
+def checked_rows(columns: Columns, encodings: list, targets: list, target_missing: str, mode: str, whole=True):
     """Rows to keep after ``drop`` policies (None: every row); the earliest cell that cannot be
     used is a DataError. ``mode``: 'train' and 'labelled' drop rows under ``drop``; 'predict'
-    never drops a row (an empty cell there is an error instead)."""
+    never drops a row (an empty cell there is an error instead). ``whole``: the columns are a
+    whole file's, where no row left is an error (not a chunk's, read a chunk at a time)."""
     plan = _Plan(columns, encodings, targets, target_missing, mode)
     kept, dropped = [], False
     for begin in range(0, columns.n_rows, CHECK_ROWS):
@@ -54,7 +55,7 @@ def checked_rows(columns: Columns, encodings: list, targets: list, target_missin
     if not dropped:
         return None
     rows = np.concatenate(kept).astype(row_type(columns.n_rows))
-    if rows.size == 0:
+    if rows.size == 0 and whole:
         raise DataError(f"{columns.path}: every row has an empty cell in a column with missing: drop; no rows are left")
     return rows
 

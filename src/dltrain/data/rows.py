@@ -184,8 +184,13 @@ def read_labelled(path, schema: DataSchema, dialect: dict | None = None, content
     """Read a labelled CSV (eval, a validation or test file): see ``read_features``, and say which
     rows were skipped."""
     table = schema.open(path, dialect, content)
-    columns = schema.read_columns(table, with_target=True)
-    rows = schema.usable_rows(columns, labelled=True)
+    return labelled_rows(schema, schema.read_columns(table, with_target=True))
+
+
+def labelled_rows(schema: DataSchema, columns: Columns, whole: bool = True) -> LabelledRows:
+    """The model inputs and targets of labelled rows, and which were skipped: a whole file's, or
+    (``whole`` False) a chunk's, whose rows may all be skipped."""
+    rows = schema.usable_rows(columns, labelled=True, whole=whole)
     skipped = np.zeros(columns.n_rows, dtype=bool)
     if rows is not None:
         skipped[:] = True
@@ -211,7 +216,11 @@ def read_rows(path, schema: DataSchema, dialect: dict | None = None, content: by
     (filled where the model fills, else an error naming the line), with the rows' lines."""
     table = schema.open(path, dialect, content)
     table.keep_empty_rows = True
-    columns = schema.read_columns(table, with_target=False)
+    return feature_rows(schema, schema.read_columns(table, with_target=False))
+
+
+def feature_rows(schema: DataSchema, columns: Columns) -> FeatureRows:
+    """The model inputs of every row for predict (a whole file's, or a chunk's)."""
     features = _encoded_features(schema, columns, schema.usable_rows(columns, labelled=False))
     return FeatureRows(columns.path, columns.lines, features, None)
 

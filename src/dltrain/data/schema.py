@@ -430,6 +430,11 @@ class DataSchema(Stored):
         return table
 
     def read_columns(self, table: CsvFile, with_target: bool) -> Columns:
+        return table.read(**self.column_request(table, with_target))
+
+    def column_request(self, table: CsvFile, with_target: bool) -> dict:
+        """What ``CsvFile.read`` is asked for to read ``table`` for eval or predict: the numeric,
+        wide (targets) and text columns, and those where text is an error (``fixed``)."""
         numeric = [column.name for column in self.columns if column.type == "numeric"]
         text = [column.name for column in self.columns if column.type != "numeric"]
         fixed = {name: "the model was trained on numbers in this column" for name in numeric}
@@ -442,13 +447,15 @@ class DataSchema(Stored):
                     fixed[name] = "a regression target must be numeric"
         for name in self.feature_names:
             table.index(name, "feature")
-        return table.read(numeric=numeric, wide=wide, text=text, fixed=fixed)
+        return {"numeric": numeric, "wide": wide, "text": text, "fixed": fixed}
 
     def read_cells(self, cells: Mapping[str, Sequence], source: str = "row") -> Columns:
         """The feature columns of ``cells`` ({column: cells}, as from JSON), typed as a CSV's (``rows.read_cells``)."""
         return read_cells(self, cells, source)
 
-    def usable_rows(self, columns: Columns, labelled: bool) -> np.ndarray | None:
-        """Rows a trained model can use; raises for cells it cannot (None: every row)."""
+    def usable_rows(self, columns: Columns, labelled: bool, whole: bool = True) -> np.ndarray | None:
+        """Rows a trained model can use; raises for cells it cannot (None: every row). ``whole``:
+        see ``checks.checked_rows`` (False for a chunk of a file, whose rows may all be skipped)."""
         targets = self.targets if labelled else []
-        return checked_rows(columns, self.columns, targets, self.target_missing, "labelled" if labelled else "predict")
+        mode = "labelled" if labelled else "predict"
+        return checked_rows(columns, self.columns, targets, self.target_missing, mode, whole)
