@@ -77,8 +77,8 @@ LAYERS = [
     ("data",),  # CSV -> typed columns -> arrays
     ("train", "batches", "artifacts", "run_folder", "checkpoints"),  # the loop; the run folder; checkpoints
     # model and trainer; K-fold cross-validation; resuming a fit; one fit into a run folder; predictions
-    # (and their CSV text)
-    ("build", "crossval", "resume", "fit_session", "predictions", "csv_text"),
+    # (and their CSV text); the metrics of a labelled CSV
+    ("build", "crossval", "resume", "fit_session", "predictions", "csv_text", "evaluation"),
     ("tune",),  # the search: space, storage, liveness, workers, the study folder
     ("api",),  # the Python API: fit, load, Run
     ("commands",),  # one module per command

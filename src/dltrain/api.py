@@ -14,7 +14,6 @@ message the command line prints."""
 from __future__ import annotations
 
 import json
-import math
 import os
 import sys
 from collections.abc import Iterable, Mapping
@@ -22,18 +21,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
-
 from .build import build_model, prediction_device
 from .config import DELIMITER_ALIASES, Config, ConfigSource
-from .data import DataSchema, read_labelled
+from .data import DataSchema
 from .data.csv import DELIMITERS
 from .engine.losses import make_loss
 from .engine.model import Sequential
 from .errors import ArtifactError, ConfigError
+from .evaluation import evaluate_csv
 from .files import decodes_as, text_codec
 from .fit_session import FitResult, run_fit
-from .metrics import epoch_line, evaluate
+from .metrics import epoch_line
 from .predictions import Predictions, cells_from_rows, predict_cells, predict_csv
 from .run_folder import read_run
 from .train import Callbacks
@@ -89,32 +87,7 @@ class Run:
         ``per_target``). Beside them: ``rows_scored``, ``rows_skipped`` (rows ``missing: drop``
         left out, of them ``rows_skipped_empty_target``, and the first ones' ``skipped_lines``)."""
         dialect = file_dialect(self.schema, csv_path, csv_dialect(delimiter, encoding), on_note)
-        labelled = read_labelled(csv_path, self.schema, dialect=dialect)
-        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # a NaN row is named below instead
-            metrics = evaluate(
-                self.model,
-                self.loss,
-                labelled.features,
-                labelled.targets,
-                self.schema.task,
-                detailed=True,
-                target_divisor=self.schema.target_divisor,
-            )
-        if not math.isfinite(metrics["loss"]):
-            # Outputs that overflowed make the loss NaN or inf: name the row, never report metrics
-            # computed over NaN. (The check costs a second pass only when the loss shows one.)
-            labelled.refuse_non_finite(self.schema, self.model.logits(labelled.features))
-        per_target = metrics.pop("per_target", None)
-        if per_target is not None:
-            metrics["per_target"] = {
-                target: {name: float(values[index]) for name, values in per_target.items()}
-                for index, target in enumerate(self.schema.targets)
-            }
-        metrics["rows_scored"] = len(labelled.features)
-        metrics["rows_skipped"] = labelled.rows_skipped
-        metrics["rows_skipped_empty_target"] = labelled.skipped_for_target
-        metrics["skipped_lines"] = labelled.first_skipped_lines
-        return metrics
+        return evaluate_csv(self, csv_path, dialect)  # a chunk of rows at a time
 
 
 def fit(

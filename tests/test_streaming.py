@@ -1,6 +1,7 @@
-"""`dltrain predict` writes its CSV a block of rows at a time, to stdout as it goes or to an --out
-file that appears whole: the bytes are those of the whole file predicted at once
-(``predictions_csv(*predict_rows(...))``), on awkward inputs and with blocks forced small."""
+"""`dltrain predict` and `dltrain eval` read their CSV a chunk of rows at a time. predict writes
+each block as it goes, to stdout or to an --out file that appears whole: the bytes are those of
+the whole file predicted at once (``predictions_csv(*predict_rows(...))``); eval's metrics are
+those of the whole file scored at once. On awkward inputs, with chunks forced small."""
 
 import datetime
 import errno
@@ -14,10 +15,10 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from dltrain import api, csv_text
+from dltrain import api, csv_text, evaluation, metrics
 from dltrain.cli import app
 from dltrain.commands import predict
-from dltrain.data import csv, fastcsv
+from dltrain.data import csv, fastcsv, read_labelled
 from dltrain.engine.model import Sequential
 
 runner = CliRunner()
@@ -47,19 +48,36 @@ def runs(tmp_path_factory):
     # Blank lines inside, empty records and blank lines at the end (dropped, as a whole read drops them)
     gaps = lines[:40] + ["", "  "] + lines[40:] + [",,,,,,,,", ",,,,,,,,", ""]
     (folder / "gaps.csv").write_text("\n".join(gaps) + "\n")
+    # Rows whose target is empty, skipped by eval (missing: drop); one a chunk of their own
+    holes = [line if index % 7 or index == 0 else _emptied(line, (6, 7)) for index, line in enumerate(lines)]
+    holes[20:40] = [_emptied(line, (6, 7)) for line in lines[20:40]]
+    (folder / "holes.csv").write_text("\n".join(holes) + "\n")
     common = (
         "data:\n  train: train.csv\n  exclude: [id]\n  na_values: ['?']\n  columns:\n"
         "    size: {missing: mean}\n    weight: {missing: median}\n    colour: {unknown: ignore}\n"
         "model: {layers: [{units: 5}]}\ntrain: {epochs: 2}\n"
     )
-    for name, target, excluded in (("classes", "label", "price, volume"), ("values", "[price, volume]", "label")):
+    runs = (("classes", "label", "price, volume"), ("values", "[price, volume]", "label"))
+    for name, target, excluded in runs + (("binary", "member", "label, price, volume"),):
         config = common.replace("exclude: [id]", f"exclude: [id, {excluded}]").replace(
             "data:\n", f"data:\n  target: {target}\n"
         )
+        for dropped in target.strip("[]").split(", "):  # eval skips the rows where one is empty
+            config = config.replace("model:", f"    {dropped}: {{missing: drop}}\nmodel:")
         (folder / f"{name}.yaml").write_text(f"name: {name}\n" + config)
-    for name in ("classes", "values"):
+    for name in ("classes", "values", "binary"):
         api.fit(folder / f"{name}.yaml", out=folder / name)
     return folder
+
+
+def _emptied(line: str, fields) -> str:
+    """A CSV line (no quoted commas before the fields) with those fields made empty."""
+    cells = line.split(",")
+    if len(cells) != 9:  # "light, blue" holds a comma: count from the end instead
+        fields = [field - 9 for field in fields]
+    for field in fields:
+        cells[field] = ""
+    return ",".join(cells)
 
 
 @pytest.fixture(params=["plain reader", "fast reader"])
@@ -155,3 +173,48 @@ def test_a_full_disk_mid_write_is_one_message_and_leaves_the_old_file(runs, smal
     assert result.exit_code == 1, result.output  # as every command's full disk: not the user's typing
     assert result.stderr.strip() == f"error: {out}: cannot write: no space left on the device; free some space"
     assert out.read_text() == "old predictions\n" and [path.name for path in tmp_path.iterdir()] == [out.name]
+
+
+def _whole_file_metrics(run_dir, data, chunk_rows: int) -> dict:
+    """Run.evaluate as it was: the whole file read at once (read_labelled), then scored in chunks
+    of ``chunk_rows`` (metrics.evaluate's are EVAL_ROWS)."""
+    run = api.load(run_dir)
+    read = read_labelled(data, run.schema, dialect=api.csv_dialect())
+    chunks = metrics.array_chunks(read.features, read.targets, chunk_rows)
+    schema = run.schema
+    scores = metrics.evaluate_chunks(run.model, run.loss, chunks, schema.task, True, schema.target_divisor)
+    per_target = scores.pop("per_target", None)
+    if per_target is not None:
+        scores["per_target"] = {
+            target: {name: float(values[index]) for name, values in per_target.items()}
+            for index, target in enumerate(schema.targets)
+        }
+    skipped = {"rows_skipped": read.rows_skipped, "rows_skipped_empty_target": read.skipped_for_target}
+    return {**scores, "rows_scored": len(read.features), **skipped, "skipped_lines": read.first_skipped_lines}
+
+
+def _same(streamed, whole) -> bool:
+    """Equal values, bit for bit (NaN equal to NaN), in nested dicts, lists and arrays."""
+    if isinstance(whole, dict):
+        return streamed.keys() == whole.keys() and all(_same(streamed[key], whole[key]) for key in whole)
+    if isinstance(whole, (np.ndarray, list)):
+        return np.array_equal(np.asarray(streamed), np.asarray(whole), equal_nan=np.asarray(whole).dtype.kind == "f")
+    return type(streamed) is type(whole) and (streamed == whole or (streamed != streamed and whole != whole))
+
+
+@pytest.mark.parametrize(
+    "run_name, data",
+    [("classes", "holes.csv"), ("values", "holes.csv"), ("binary", "crlf.csv"), ("classes", "gaps.csv")],
+)
+def test_streamed_eval_scores_what_the_whole_file_scores(runs, small_blocks, monkeypatch, run_name, data):
+    """The metrics of the whole file at once (as eval gave them), and with chunks of a few rows
+    read, skipped and scored in turn: those of the whole file scored in chunks of that size."""
+    assert _same(
+        api.load(runs / run_name).evaluate(runs / data), _whole_file_metrics(runs / run_name, runs / data, 65536)
+    )
+    monkeypatch.setattr(evaluation, "EVAL_ROWS", SMALL_BATCH)
+    streamed = api.load(runs / run_name).evaluate(runs / data)
+    assert _same(streamed, _whole_file_metrics(runs / run_name, runs / data, SMALL_BATCH))
+    if data == "holes.csv":  # a whole chunk of skipped rows on the way, and the first lines shown
+        assert streamed["rows_skipped"] == streamed["rows_skipped_empty_target"] == 29
+        assert streamed["skipped_lines"] == [8, 15, 21, 22, 23, 24, 25, 26, 27, 28]
