@@ -2,7 +2,7 @@
 `dltrain eval` and ``Run.evaluate`` report, in memory that does not grow with the file.
 
 The CSV is read in chunks (data/chunks.py); each chunk's usable rows (``missing: drop`` skips
-some) wait in a buffer until there are EVAL_ROWS of them, which are scored together
+some) are copied into a buffer of EVAL_ROWS rows, scored together when it is full
 (metrics.SplitScores), so the rows are scored in the very chunks ``metrics.evaluate`` cuts a
 whole file's rows into: the metrics are equal, bit for bit, to those of the whole file read at
 once. What the scores keep per row is the metrics' own: ROC AUC's scores (two classes) and a
@@ -36,6 +36,10 @@ class Trained(Protocol):
     def loss(self): ...
 
 
+# Rows read at a time: the usable ones are copied into a buffer of EVAL_ROWS rows, scored when full.
+READ_ROWS = 1 << 14
+
+
 class _Scoring:
     """The scores of one pass over a labelled CSV, added a chunk at a time."""
 
@@ -47,49 +51,62 @@ class _Scoring:
         """Start over (the read starts over: a column turned out to hold text)."""
         schema = self.run.schema
         self.scores = SplitScores(schema.task, self.run.loss, schema.target_divisor)
-        self.pending: list[LabelledRows] = []  # usable rows not yet scored
-        self.waiting = 0
+        self.buffer: LabelledRows | None = None  # EVAL_ROWS rows of inputs, targets and lines, made once
+        self.waiting = 0  # rows in the buffer, not yet scored
         self.scored = self.rows_skipped = self.skipped_for_target = 0
         self.skipped_lines: list = []
         self.first_bad: FeatureRows | None = None  # the first row whose outputs are not finite
 
     def take(self, columns) -> None:
-        """A chunk of the file: its usable rows wait to be scored, its skipped rows are counted."""
+        """A chunk of the file: its usable rows join the buffer, its skipped rows are counted."""
         labelled = labelled_rows(self.run.schema, columns, whole=False)
         self.rows_skipped += labelled.rows_skipped
         self.skipped_for_target += labelled.skipped_for_target
         room = LabelledRows.SHOWN_LINES - len(self.skipped_lines)
         self.skipped_lines += labelled.first_skipped_lines[:room]
-        if len(labelled.features):
-            self.pending.append(labelled)
-            self.waiting += len(labelled.features)
-        while self.waiting >= EVAL_ROWS:
-            self._score(EVAL_ROWS)
+        start, rows = 0, len(labelled.features)
+        while start < rows:
+            buffer = self.buffer or self._make_buffer(labelled)
+            count = min(EVAL_ROWS - self.waiting, rows - start)
+            for name in ("features", "targets", "lines"):
+                getattr(buffer, name)[self.waiting : self.waiting + count] = getattr(labelled, name)[
+                    start : start + count
+                ]
+            self.waiting += count
+            start += count
+            if self.waiting == EVAL_ROWS:
+                self._score()
 
-    def _score(self, count: int) -> None:
-        """Score the first ``count`` waiting rows together (as ``metrics.evaluate`` cuts its chunks)."""
-        lines = np.concatenate([part.lines for part in self.pending])
-        features = np.concatenate([part.features for part in self.pending])
-        targets = np.concatenate([part.targets for part in self.pending])  # type: ignore[misc]
-        path = self.pending[0].path
-        rest = len(lines) - count
-        self.pending = (
-            [LabelledRows(path, lines[count:], features[count:], targets[count:], 0, 0, 0, [])] if rest else []
+    def _make_buffer(self, labelled: LabelledRows) -> LabelledRows:
+        def like(array):
+            return np.empty((EVAL_ROWS, *array.shape[1:]), dtype=array.dtype)
+
+        targets = labelled.targets
+        assert targets is not None, "labelled rows hold targets"
+        self.buffer = LabelledRows(
+            labelled.path, like(labelled.lines), like(labelled.features), like(targets), 0, 0, 0, []
         )
-        self.waiting = rest
-        features, targets, lines = features[:count], targets[:count], lines[:count]
+        return self.buffer
+
+    def _score(self) -> None:
+        """Score the rows waiting in the buffer together (as ``metrics.evaluate`` cuts its chunks)."""
+        assert self.buffer is not None
+        count, buffer = self.waiting, self.buffer
+        features, targets, lines = buffer.features[:count], buffer.targets[:count], buffer.lines[:count]  # type: ignore[index]
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # a NaN row is named instead
             logits = self.run.model.logits(features)
             if self.first_bad is None and not np.isfinite(logits).all():
                 row = int(np.flatnonzero(~np.isfinite(logits).reshape(len(logits), -1).all(axis=1))[0])
-                self.first_bad = FeatureRows(path, lines[row : row + 1], features[row : row + 1].copy(), None)
-            self.scores.add(logits, targets)
+                bad = features[row : row + 1].copy()
+                self.first_bad = FeatureRows(buffer.path, lines[row : row + 1].copy(), bad, None)
+            self.scores.add(logits, targets)  # it copies what it keeps
         self.scored += count
+        self.waiting = 0
 
     def metrics(self, path) -> dict:
         """The metrics, as ``Run.evaluate`` gives them."""
         if self.waiting:
-            self._score(self.waiting)
+            self._score()
         if self.scored == 0:
             raise DataError(f"{path}: every row has an empty cell in a column with missing: drop; no rows are left")
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
@@ -118,6 +135,6 @@ def evaluate_csv(run: Trained, csv_path, dialect: dict | None = None) -> dict:
     schema = run.schema
     table = schema.open(csv_path, dialect)
     scoring = _Scoring(run)
-    stream = ChunkStream(EVAL_ROWS, scoring.take, replay=True, on_restart=scoring.reset)
+    stream = ChunkStream(min(READ_ROWS, EVAL_ROWS), scoring.take, replay=True, on_restart=scoring.reset)
     read_in_chunks(table, schema.column_request(table, with_target=True), stream)
     return scoring.metrics(table.path)

@@ -81,7 +81,7 @@ def predict_table(
 
 # Rows per block of output text: a multiple of the engine's prediction batch (4096 rows), so each
 # row's outputs are computed in the same batch as when the whole file is predicted at once.
-BLOCK_ROWS = 65536
+BLOCK_ROWS = 32768
 
 
 def write_predictions(
@@ -127,6 +127,8 @@ def _kept_chunks(data_path, schema: DataSchema, keep: list, dialect: dict):
         return iter(())
     table = schema.open(data_path, dialect)
     table.keep_empty_rows = True
+    for name in keep:  # before anything is read
+        table.index(name, "--keep")
     return text_chunks(table, keep, BLOCK_ROWS)
 
 

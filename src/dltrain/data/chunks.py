@@ -136,8 +136,6 @@ def text_chunks(table: CsvFile, names: list, rows: int) -> Iterator[Columns]:
     """Columns ``names`` of ``table`` as text, ``rows`` rows at a time: the same rows, in the
     same chunks, as ``read_in_chunks`` gives when ``table`` reads the same file the same way."""
     given, plain = 0, False
-    for name in names:
-        table.index(name, "--keep")
     while True:
         gathered = _Chunked([], [], names, rows)
         gathered.skip = given
