@@ -1,7 +1,8 @@
 """`dltrain predict --out` and `dltrain eval` on a big CSV: peak anonymous memory and time, against
 a pandas script doing the same work, side by side in one run.
 
-    python bench/stream.py [--rows 2000000] [--scale 0] [--runs 3] [--keep DIR]
+    python bench/stream.py [--rows 2000000] [--scale 0] [--runs 3] [--scale-runs 1] [--keep DIR]
+                           [--before OTHER_CHECKOUT/src]
 
 Files (bench/csv_big.py's generator, into a temporary folder, or DIR with --keep, where they are
 reused): ROWS rows x 50 float columns (1% empty cells), one text column of 40 categories and a
@@ -18,7 +19,9 @@ Each command runs in a child process, its RssAnon read from /proc/PID/status eve
                            three columns: what a user would write by hand
 
 Medians of --runs, the three interleaved so that the machine's load falls on each alike; the
-ratio is dltrain predict's time over the pandas script's. Linux only (/proc).
+ratio is dltrain predict's time over the pandas script's. With --before, predict and eval of
+another checkout (its src folder: the code before a change) run too, in the first round only
+(the whole-file code is slow). Linux only (/proc).
 """
 
 from __future__ import annotations
@@ -73,10 +76,11 @@ pd.DataFrame({"target": labels, "prob_0": 1 - positive, "prob_1": positive}).to_
 """
 
 
-def measured(command: list, cwd: Path) -> dict:
-    """A command in a child process: its peak RssAnon and wall time."""
+def measured(command: list, cwd: Path, source: Path | None = None) -> dict:
+    """A command in a child process (dltrain from ``source`` when given): its peak RssAnon and wall time."""
+    env = dict(os.environ, PYTHONPATH=str(source)) if source else None
     started = time.perf_counter()
-    child = subprocess.Popen(command, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    child = subprocess.Popen(command, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
     peak = 0
     while child.poll() is None:
         peak = max(peak, rss_anon(child.pid))
@@ -101,34 +105,34 @@ def trained_run(folder: Path) -> Path:
     return run
 
 
-def bench_file(folder: Path, run: Path, csv_path: Path, runs: int) -> dict:
+def bench_file(folder: Path, run: Path, csv_path: Path, runs: int, before: Path | None = None) -> dict:
     dltrain = [sys.executable, "-m", "dltrain"]
+    predict = [*dltrain, "predict", str(run), str(csv_path), "--out", str(folder / "p.csv"), "--quiet"]
+    evaluate = [*dltrain, "eval", str(run), str(csv_path), "--json", "--quiet"]
     commands = {
-        "dltrain predict --out": [
-            *dltrain,
-            "predict",
-            str(run),
-            str(csv_path),
-            "--out",
-            str(folder / "p.csv"),
-            "--quiet",
-        ],
-        "dltrain eval": [*dltrain, "eval", str(run), str(csv_path), "--json", "--quiet"],
-        "pandas script": [sys.executable, "-c", PANDAS_SCRIPT, str(run), str(csv_path), str(folder / "pandas.csv")],
+        "dltrain predict --out": (predict, None),
+        "dltrain eval": (evaluate, None),
+        "pandas script": ([sys.executable, "-c", PANDAS_SCRIPT, str(run), str(csv_path), str(folder / "pd.csv")], None),
     }
+    if before:
+        commands["predict --out, before"] = (predict[:-3] + ["--out", str(folder / "p-before.csv"), "--quiet"], before)
+        commands["eval, before"] = (evaluate, before)
     results: dict = {name: [] for name in commands}
-    for _ in range(runs):
-        for name, command in commands.items():
-            results[name].append(measured(command, folder))
+    for round_ in range(runs):
+        for name, (command, source) in commands.items():
+            if source is None or round_ == 0:
+                results[name].append(measured(command, folder, source))
     print(f"\n{csv_path.name} ({csv_path.stat().st_size / 1e9:.2f} GB), {runs} runs, medians:")
     for name, measures in results.items():
         peak = statistics.median(m["peak"] for m in measures) / 1e6
         wall = statistics.median(m["wall"] for m in measures)
-        print(f"  {name:<24} peak RssAnon {peak:6.0f} MB   {wall:6.1f} s", flush=True)
+        print(f"  {name:<24} peak RssAnon {peak:6.0f} MB   {wall:6.1f} s   ({len(measures)} runs)", flush=True)
     ratio = statistics.median(
         p["wall"] / q["wall"] for p, q in zip(results["dltrain predict --out"], results["pandas script"])
     )
     print(f"  {'predict / pandas':<24} {ratio:.2f}x (median of the runs' ratios)", flush=True)
+    if before and (folder / "p-before.csv").read_bytes() == (folder / "p.csv").read_bytes():
+        print("  predictions: the same bytes before and after", flush=True)
     return results
 
 
@@ -137,7 +141,9 @@ def main(argv=None) -> int:
     parser.add_argument("--rows", type=int, default=2_000_000)
     parser.add_argument("--scale", type=int, default=0, help="also a file of this many times the rows (0: none)")
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--scale-runs", type=int, default=1, help="runs on the --scale file (slow)")
     parser.add_argument("--keep", type=Path, help="generate the files here and keep them for the next run")
+    parser.add_argument("--before", type=Path, help="another checkout's src folder: its predict and eval too")
     args = parser.parse_args(argv)
     folder = args.keep or Path(tempfile.mkdtemp(prefix="dltrain-stream-"))
     folder.mkdir(parents=True, exist_ok=True)
@@ -150,8 +156,12 @@ def main(argv=None) -> int:
                 started = time.perf_counter()
                 write_csv(path, rows, 0.01, True, seed=10)
                 print(f"wrote {path} ({path.stat().st_size / 1e9:.2f} GB) in {time.perf_counter() - started:.0f} s")
-            results = bench_file(folder, run, path, args.runs)
+            first = rows == args.rows
+            results = bench_file(
+                folder, run, path, args.runs if first else args.scale_runs, args.before if first else None
+            )
             peaks.append({name: statistics.median(m["peak"] for m in measures) for name, measures in results.items()})
+            print(f"  load average after: {os.getloadavg()[0]:.1f} (1 min) on {os.cpu_count()} CPUs", flush=True)
         if len(peaks) == 2:
             for name in ("dltrain predict --out", "dltrain eval"):
                 ratio = peaks[1][name] / peaks[0][name]

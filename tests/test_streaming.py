@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from dltrain import api, csv_text, evaluation, metrics
+from dltrain import api, csv_text, evaluation, metrics, report
 from dltrain.cli import app
 from dltrain.commands import predict
 from dltrain.data import csv, fastcsv, read_labelled
@@ -218,3 +218,19 @@ def test_streamed_eval_scores_what_the_whole_file_scores(runs, small_blocks, mon
     if data == "holes.csv":  # a whole chunk of skipped rows on the way, and the first lines shown
         assert streamed["rows_skipped"] == streamed["rows_skipped_empty_target"] == 29
         assert streamed["skipped_lines"] == [8, 15, 21, 22, 23, 24, 25, 26, 27, 28]
+
+
+def test_a_reader_that_goes_away_stops_predict_quietly(runs, small_blocks, monkeypatch):
+    """`dltrain predict ... | head`: the pipe closes after the first block; no traceback, the
+    exit status a writer killed by SIGPIPE has."""
+    blocks = []
+
+    def closed_after_one(data: bytes):
+        if blocks:
+            raise BrokenPipeError(32, "Broken pipe")
+        blocks.append(data)
+
+    monkeypatch.setattr(report, "write_bytes", closed_after_one)
+    result = runner.invoke(app, ["predict", str(runs / "classes"), str(runs / "train.csv"), "--quiet"])
+    assert result.exit_code == 128 + signal.SIGPIPE and result.stderr == "", result.stderr
+    assert blocks[0].startswith(b"label,prob_big")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 from typing import Annotated, List, Optional
 
@@ -100,9 +101,13 @@ def predict(
     )
     with report.reading(quiet):
         if out is None:
-            predict_command.write_predictions(
-                *arguments, report.write_bytes, encoding=report.output_encoding(), **options
-            )
+            try:
+                predict_command.write_predictions(
+                    *arguments, report.write_bytes, encoding=report.output_encoding(), **options
+                )
+            except BrokenPipeError:  # `| head`: the reader has what it wanted; stop as a pipe's writer does
+                report.stdout_gone()
+                raise typer.Exit(128 + signal.SIGPIPE) from None
             return
         with predict_command.OutputFile(out) as output:
             rows = predict_command.write_predictions(*arguments, output.write, **options)

@@ -16,6 +16,7 @@ from .console import (
     show_error,
     show_note,
     show_warning,
+    stdout_gone,
     write_bytes,
     write_text,
 )
@@ -53,6 +54,7 @@ __all__ = [
     "summary_table",
     "tune_summary",
     "tune_trial_line",
+    "stdout_gone",
     "write_bytes",
     "write_text",
 ]

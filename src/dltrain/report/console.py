@@ -3,6 +3,7 @@ elsewhere, tables whose cells are plain text, and the one-line error, warning an
 
 from __future__ import annotations
 
+import os
 import sys
 
 from rich.console import Console
@@ -65,6 +66,16 @@ def write_bytes(data: bytes):
         return
     stream.write(data)
     stream.flush()
+
+
+def stdout_gone() -> None:
+    """The reader of stdout went away (``dltrain predict ... | head``): what is still buffered, and
+    Python's last flush at exit, go nowhere instead of failing again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # a stdout without a descriptor (a test's)
+        pass
 
 
 def output_encoding() -> str:
