@@ -148,3 +148,47 @@ def test_fit_starts_the_warm_up_before_it_reads_the_data(fresh, monkeypatch, tmp
     # From the config and the CSV's header alone: 4 inputs, 16 ReLU units, Adam, cross-entropy.
     assert {name for name, _ in events[0][1]} == {"bias_relu", "bias", "column_sums", "softmax_cross_entropy", "adam"}
     assert ("adam", 4 * 16) in events[0][1]
+
+
+@needs_numba
+def test_helpers_still_compiling_when_the_fit_ends_are_left_to_finish_in_silence(monkeypatch):
+    import os
+    import signal
+    import subprocess
+    import warnings
+
+    stop, started, popen = threading.Event(), [], subprocess.Popen
+    monkeypatch.setattr(threads, "idle_cores", lambda: 3.0)  # two helpers
+    monkeypatch.setattr(kernels, "_warm_up_stop", stop)
+    monkeypatch.setattr(kernels, "_running_helpers", [], raising=False)
+    monkeypatch.setattr(subprocess, "Popen", _recording(popen, started, stop))
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            missing = [("bias_loop", False), ("adam_loop", False)]
+            assert list(kernels._compiled_by_helper(missing, "float32", "int64")) == []  # none reported
+            kernels._finish_warm_up()  # at exit
+        assert len(started) == 2
+        assert [str(warning.message) for warning in caught] == []  # "subprocess N is still running", before
+        assert not kernels._running_helpers
+    finally:
+        for pid in started:
+            os.kill(pid, signal.SIGKILL)
+            try:
+                os.waitpid(pid, 0)
+            except ChildProcessError:  # reaped already
+                pass
+
+
+def _recording(popen, started, stop):
+    """subprocess.Popen starting, in place of each helper, one that never reports; ``stop`` is
+    set (the fit ends) once two have started."""
+
+    def start(command, **options):
+        process = popen([command[0], "-c", "import time; time.sleep(30)"], **options)
+        started.append(process.pid)
+        if len(started) == 2:
+            stop.set()
+        return process
+
+    return start

@@ -31,6 +31,7 @@ import math
 import os
 import threading
 import types
+import warnings
 from pathlib import Path
 
 from . import kernel_cache, kernel_loops
@@ -73,6 +74,7 @@ _warm_up_lock = threading.Lock()
 _DONE = threading.Event()
 _DONE.set()
 _warm_up_stop = threading.Event()
+_running_helpers: list = []  # helper processes still compiling when last looked at (see _finish_warm_up)
 
 
 def installed() -> bool:
@@ -413,31 +415,39 @@ def _compiled_by_helper(missing, dtype: str, index_dtype: str):
     script = "from dltrain.engine import kernels; kernels.compile_into_cache()"
     source_root = str(Path(__file__).resolve().parents[2])  # where this dltrain is imported from
     environ = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [source_root, os.environ.get("PYTHONPATH")]))}
-    selector = selectors.DefaultSelector()
+    selector, helpers = selectors.DefaultSelector(), []
     for share in shares:
         keys = [f"{name}:{int(parallel)}" for name, parallel in share]
-        helper = subprocess.Popen(
-            [sys.executable, "-c", script, dtype, index_dtype, *keys],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            env=environ,
-            text=True,
+        helpers.append(
+            subprocess.Popen(
+                [sys.executable, "-c", script, dtype, index_dtype, *keys],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                env=environ,
+                text=True,
+            )
         )
-        reports = helper.stdout
+        reports = helpers[-1].stdout
         assert reports is not None  # stdout=PIPE
         selector.register(reports, selectors.EVENT_READ, reports)
-    with selector:
-        while selector.get_map() and not _warm_up_stop.is_set():
-            for ready, _ in selector.select(timeout=0.1):
-                line = ready.data.readline()
-                if not line:
-                    selector.unregister(ready.data)
-                    ready.data.close()
-                    continue
-                name, _, parallel = line.strip().partition(":")
-                if (name, parallel == "1") in missing:
-                    yield name, parallel == "1"
+    try:
+        with selector:
+            while selector.get_map() and not _warm_up_stop.is_set():
+                for ready, _ in selector.select(timeout=0.1):
+                    line = ready.data.readline()
+                    if not line:
+                        selector.unregister(ready.data)
+                        ready.data.close()
+                        continue
+                    name, _, parallel = line.strip().partition(":")
+                    if (name, parallel == "1") in missing:
+                        yield name, parallel == "1"
+    finally:
+        for helper in helpers:
+            if helper.stdout is not None:  # stdout=PIPE
+                helper.stdout.close()  # a helper reporting after this fills the cache all the same
+        _running_helpers.extend(helper for helper in helpers if helper.poll() is None)
 
 
 def compile_into_cache(arguments=None) -> None:
@@ -471,3 +481,6 @@ def _finish_warm_up():
     for thread in threading.enumerate():
         if thread.name == _WARM_UP_THREAD:
             thread.join()
+    with warnings.catch_warnings():  # here, with no thread left to change the filters meanwhile
+        warnings.simplefilter("ignore", ResourceWarning)  # Python's warning that a helper still runs
+        _running_helpers.clear()
