@@ -3,14 +3,19 @@
 Loopback only, bounded in requests and time. Side by side in one run:
 
 1. latency and throughput: CLIENTS concurrent keep-alive clients, each sending one-row JSON
-   requests for SECONDS, against each server in turn (the same client code for both, checking
+   requests for SECONDS, against each server in turn (the same client code for all, checking
    every answer's label); 0 errors expected; p50, p99 and requests per second;
+   and the CPU time each request costs the server process and the client (microseconds, from
+   /proc/PID/stat and the bench's own process time), which is what stays meaningful on a
+   machine other work keeps busy: the clock figures move with the load, CPU per request
+   barely. A third server gives the floor: a raw ASGI app on the same uvicorn settings that
+   answers a constant JSON body (uvicorn and httptools alone, no routing, no model);
 2. one 10,000-row request (JSON columns, and CSV) against the same prediction in process
    (``predict_cells`` on the same columns, ``predict_rows`` on the same file), medians of 5;
 3. answers equal ``dltrain predict`` (labels identical, probabilities within 1e-6, CSV bytes
    equal) on every shipped dataset (configs/*.yaml whose data is in data/).
 
-    python bench/serve.py [--seconds 10] [--clients 32] [--config configs/iris.yaml]
+    python bench/serve.py [--seconds 10] [--clients 32] [--config configs/iris.yaml] [--only latency]
 
 Needs the serve, onnx and bench extras (FastAPI for the reference app)."""
 
@@ -84,6 +89,37 @@ def run_reference(model_path: str) -> None:
     uvicorn.Server(config).run(sockets=[listener])
 
 
+FLOOR_ANSWER = b'{"predictions":[{"species":"setosa","prob_setosa":0.99944836}]}'
+
+
+async def floor_app(scope, receive, send):
+    """What uvicorn and httptools cost alone: any request answered with a constant JSON body."""
+    if scope["type"] != "http":
+        return
+    more = True
+    while more:  # the body read, as any server must
+        more = (await receive()).get("more_body", False)
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(FLOOR_ANSWER)).encode())]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": FLOOR_ANSWER})
+
+
+def run_floor() -> None:
+    """The floor app on dltrain serve's uvicorn settings (but the lifespan, which it has none of)."""
+    import socket
+
+    import uvicorn
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(2048)
+    print(f"serving at http://127.0.0.1:{listener.getsockname()[1]}", file=sys.stderr, flush=True)
+    config = uvicorn.Config(
+        floor_app, log_config=None, log_level="warning", access_log=False, lifespan="off", server_header=False
+    )
+    uvicorn.Server(config).run(sockets=[listener])
+
+
 # ---------------------------------------------------------------- servers as processes
 
 
@@ -103,18 +139,27 @@ class ServerProcess:
             time.sleep(0.05)
 
     def wait_ready(self) -> "ServerProcess":
-        """Until GET /health answers 200 (dltrain serve warms its models up after it listens)."""
+        """Until GET /health answers but 503 (dltrain serve warms its models up after it listens;
+        the reference app has no /health and answers 404 once it listens)."""
         deadline = time.monotonic() + 60
         while True:
             request = b"GET /health HTTP/1.1\r\nHost: bench\r\n\r\n"
             try:
-                if one_request(self.port, request)[0] == 200:
+                if one_request(self.port, request)[0] != 503:
                     return self
             except OSError:
                 pass
             if time.monotonic() > deadline:
                 raise SystemExit(f"the server never became ready:\n{self.log.read_text()}")
             time.sleep(0.05)
+
+    def cpu_seconds(self) -> float | None:
+        """User and system CPU time of the server process so far (Linux: /proc; else None)."""
+        try:
+            fields = Path(f"/proc/{self.process.pid}/stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            return None
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def stop(self) -> None:
         self.process.send_signal(signal.SIGTERM)
@@ -160,7 +205,8 @@ async def _client(port, requests, labels_of, stop_at, latencies, errors):
     writer.close()
 
 
-def load_test(port: int, requests, labels_of, clients: int, seconds: float) -> dict:
+def load_test(server: ServerProcess, requests, labels_of, clients: int, seconds: float) -> dict:
+    """The load, and its cost: the server's and this client's CPU microseconds per request."""
     latencies: list[float] = []
     errors: list[str] = []
 
@@ -168,16 +214,22 @@ def load_test(port: int, requests, labels_of, clients: int, seconds: float) -> d
         stop_at = time.perf_counter() + seconds
         await asyncio.gather(
             *(
-                _client(port, requests[i::clients] or requests, labels_of, stop_at, latencies, errors)
+                _client(server.port, requests[i::clients] or requests, labels_of, stop_at, latencies, errors)
                 for i in range(clients)
             )
         )
 
+    server_cpu, client_cpu = server.cpu_seconds(), time.process_time()
     started = time.perf_counter()
     asyncio.run(asyncio.wait_for(run(), seconds + 30))
     elapsed = time.perf_counter() - started
+    client_cpu = time.process_time() - client_cpu
+    server_cpu = None if server_cpu is None else server.cpu_seconds() - server_cpu  # type: ignore[operator]
     latencies.sort()
+    count = max(len(latencies), 1)
     return {
+        "server_cpu_us": None if server_cpu is None else 1e6 * server_cpu / count,
+        "client_cpu_us": 1e6 * client_cpu / count,
         "requests": len(latencies),
         "errors": len(errors),
         "first_error": errors[0] if errors else None,
@@ -245,40 +297,28 @@ def latency_section(folder: Path, config: Path, clients: int, seconds: float) ->
     ours = [
         (_request("/predict", json.dumps({"rows": [row]}).encode()), [line[0]]) for row, line in zip(one_rows, expected)
     ]
-    results = {}
-    for _ in (1, 2):  # each server twice, alternating, so a neighbour's load hits both alike
-        server = ServerProcess(
-            [sys.executable, "-m", "dltrain", "serve", str(run), "--port", "0", "--quiet"],
-            folder / "dltrain.log",
-            folder,
-        ).wait_ready()
-        try:
-            results.setdefault("dltrain serve", []).append(
-                load_test(
-                    server.port,
-                    ours,
-                    lambda answer: [item[header[0]] for item in answer["predictions"]],
-                    clients,
-                    seconds,
+    servers = {  # name: (command, the labels of an answer)
+        "dltrain serve": (
+            ["-m", "dltrain", "serve", str(run), "--port", "0", "--quiet"],
+            lambda answer: [item[header[0]] for item in answer["predictions"]],
+        ),
+        "FastAPI + onnxruntime": (
+            [__file__, "--reference", str(run / "model.onnx")],
+            lambda answer: [item["label"] for item in answer["predictions"]],
+        ),
+        "floor (raw ASGI)": ([__file__, "--floor"], None),
+    }
+    results: dict = {}
+    for _ in (1, 2):  # each server twice, in turns, so a neighbour's load hits all alike
+        for server_name, (command, labels_of) in servers.items():
+            server = ServerProcess([sys.executable, *command], folder / "server.log", folder).wait_ready()
+            requests = ours if labels_of else [(request, None) for request, _ in ours]
+            try:
+                results.setdefault(server_name, []).append(
+                    load_test(server, requests, labels_of or (lambda answer: None), clients, seconds)
                 )
-            )
-        finally:
-            server.stop()
-        reference = ServerProcess(
-            [sys.executable, __file__, "--reference", str(run / "model.onnx")], folder / "reference.log", folder
-        )
-        try:
-            results.setdefault("FastAPI + onnxruntime", []).append(
-                load_test(
-                    reference.port,
-                    ours,
-                    lambda answer: [item["label"] for item in answer["predictions"]],
-                    clients,
-                    seconds,
-                )
-            )
-        finally:
-            reference.stop()
+            finally:
+                server.stop()
     return results
 
 
@@ -381,16 +421,35 @@ def equality_section(folder: Path) -> dict:
     return results
 
 
+def _print_cpu(latency: dict) -> None:
+    """CPU per request, the figure a busy machine does not move, and the rate it allows."""
+    for server, rounds in latency.items():
+        costs = [figures["server_cpu_us"] for figures in rounds if figures["server_cpu_us"] is not None]
+        client = statistics.median(figures["client_cpu_us"] for figures in rounds)
+        if costs:
+            server_us = statistics.median(costs)
+            print(
+                f"{server}: {server_us:.0f} us of server CPU per request (one core: at most "
+                f"{1e6 / server_us:,.0f} requests/s), {client:.0f} us of client CPU; both on one core: "
+                f"{1e6 / (server_us + client):,.0f} requests/s"
+            )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--config", type=Path, default=ROOT / "configs" / "iris.yaml")
     parser.add_argument("--reference", help=argparse.SUPPRESS)  # run the reference app on this ONNX file
+    parser.add_argument("--floor", action="store_true", help=argparse.SUPPRESS)  # run the floor app
+    parser.add_argument("--only", choices=["latency"], help="only the latency section (the quickest look)")
     parser.add_argument("--json", action="store_true", help="print the results as one JSON object")
     arguments = parser.parse_args()
     if arguments.reference:
         run_reference(arguments.reference)
+        return
+    if arguments.floor:
+        run_floor()
         return
     arguments.seconds = min(arguments.seconds, 60.0)
     with tempfile.TemporaryDirectory(prefix="dltrain-bench-serve-") as temporary:
@@ -402,9 +461,10 @@ def main() -> None:
         results = {
             "machine": f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f} at start",
             "latency": latency_section(folder, config, arguments.clients, arguments.seconds),
-            "big_request": big_request_section(folder, config),
-            "equal_to_predict": equality_section(folder),
         }
+        if arguments.only is None:
+            results["big_request"] = big_request_section(folder, config)
+            results["equal_to_predict"] = equality_section(folder)
     if arguments.json:
         print(json.dumps(results, indent=2))
         return
@@ -412,16 +472,24 @@ def main() -> None:
         f"dltrain serve bench ({results['machine']}); {arguments.clients} clients x "
         f"{arguments.seconds:g} s, one-row JSON"
     )
-    print(f"{'server':<24}{'requests':>10}{'errors':>8}{'p50 ms':>9}{'p99 ms':>9}{'req/s':>9}")
+    print(
+        f"{'server':<24}{'requests':>10}{'errors':>8}{'p50 ms':>9}{'p99 ms':>9}{'req/s':>9}"
+        f"{'server CPU us/req':>19}{'client CPU us/req':>19}"
+    )
     for server, rounds in results["latency"].items():
         for figures in rounds:
+            server_cpu = "n/a" if figures["server_cpu_us"] is None else f"{figures['server_cpu_us']:.0f}"
             print(
                 f"{server:<24}{figures['requests']:>10}{figures['errors']:>8}{figures['p50_ms']:>9.2f}"
-                f"{figures['p99_ms']:>9.2f}{figures['per_second']:>9.0f}"
+                f"{figures['p99_ms']:>9.2f}{figures['per_second']:>9.0f}{server_cpu:>19}"
+                f"{figures['client_cpu_us']:>19.0f}"
             )
     ours = statistics.median(item["per_second"] for item in results["latency"]["dltrain serve"])
     theirs = statistics.median(item["per_second"] for item in results["latency"]["FastAPI + onnxruntime"])
     print(f"throughput, dltrain serve / reference (medians): {ours / theirs:.2f}x")
+    _print_cpu(results["latency"])
+    if arguments.only is not None:
+        return
     big = results["big_request"]
     print(
         f"{big['rows']:,}-row request: JSON columns {big['json_request_s'] * 1e3:.1f} ms vs in process "
