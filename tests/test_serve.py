@@ -620,3 +620,161 @@ def test_predict_cells_gives_predicts_numbers_on_every_shipped_dataset(config, t
     for cells in (as_text, as_numbers):
         predictions = predict_cells(run, cells)
         assert predictions.header == header and predictions.text_rows() == expected
+
+
+CUSTOMER_ROW = {"signup_date": "2024-09-20", "age": 76, "region": "east", "monthly_spend": 78.53}
+_ASGI_REQUESTS = [  # (method, path, body chunks, content type, declared length): each answered by both paths
+    ("POST", "/models/iris/predict", [json.dumps({"rows": [IRIS_ROW]}).encode()], "application/json", True),
+    (
+        "POST",
+        "/models/iris/predict",
+        [
+            b'{"columns": {"sepal_length": [5.1, 6.7], ',
+            b'"sepal_width": [3.5, 3.0], "petal_length": [1.4, 5.2], "petal_width": [0.2, 2.3]}}',
+        ],
+        "application/json",
+        False,
+    ),
+    (
+        "POST",
+        "/models/customers/predict",
+        [json.dumps({"rows": [CUSTOMER_ROW] * 3}).encode()],
+        "application/vnd.x+json; charset=utf-8",
+        True,
+    ),
+    ("POST", "/predict", [json.dumps({"rows": [IRIS_ROW]}).encode()], "application/json", True),  # no default: 404
+    ("POST", "/models/iris/predict", [b'{"rows": [{"sepal_length": 5'], "application/json", True),  # 400
+    ("POST", "/models/iris/predict", [b'{"rows": [{"sepal_length": "wide"}]}'], "application/json", True),  # 422
+    (
+        "POST",
+        "/models/iris/predict",
+        [json.dumps({"rows": [{**IRIS_ROW, "petal_width": "x"}]}).encode()],
+        "application/json",
+        True,
+    ),
+    ("POST", "/models/iris/predict", [json.dumps({"rows": [IRIS_ROW] * 51}).encode()], "application/json", True),
+    ("POST", "/models/iris/predict", [b"{}", b" " * 5000], "application/json", True),  # over the body limit
+    ("POST", "/models/iris/predict", [b"{}", b" " * 5000], "application/json", False),  # over it, undeclared
+    ("POST", "/models/nobody/predict", [b"{}"], "application/json", True),
+    ("POST", "/models/iris/predict", [b"{}"], "text/plain", True),
+    (
+        "POST",
+        "/models/iris/predict",
+        [b"sepal_length,sepal_width,petal_length,petal_width\n5.1,3.5,1.4,.2\n"],
+        "text/csv",
+        True,
+    ),
+    ("GET", "/models/iris/predict", [b""], "application/json", True),
+    ("POST", "/models/iris/predict", None, "application/json", False),  # the client goes away: a 500, raised
+]
+
+
+async def _asgi_exchange(app, method, path, chunks, kind, declared):
+    """One request to an ASGI app in process: (messages it sent, the exception it raised, if any)."""
+    headers = [(b"host", b"test"), (b"content-type", kind.encode())]
+    if declared:
+        headers.append((b"content-length", str(sum(map(len, chunks))).encode()))
+    incoming = (
+        [{"type": "http.disconnect"}]
+        if chunks is None
+        else [
+            {"type": "http.request", "body": chunk, "more_body": index < len(chunks) - 1}
+            for index, chunk in enumerate(chunks)
+        ]
+    )
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "root_path": "",
+        "query_string": b"",
+        "headers": headers,
+        "server": ("127.0.0.1", 8000),
+        "client": ("127.0.0.1", 5000),
+        "state": {},
+    }
+    sent = []
+
+    async def send(message):
+        sent.append(message)
+
+    async def receive():
+        return incoming.pop(0)
+
+    try:
+        await app(scope, receive, send)
+    except Exception as error:
+        return sent, type(error).__name__
+    return sent, None
+
+
+def test_json_predictions_skip_starlette_and_answer_its_bytes(runs, monkeypatch):
+    """The plain-ASGI path for JSON predictions: the same status, headers, body, access line and
+    raised error as the Starlette route for every request, and Starlette never called for them."""
+    from dltrain.commands.serve import app as app_module
+    from dltrain.commands.serve.models import load_models
+
+    models = load_models([str(runs / "iris"), str(runs / "customers")])
+    logs: dict = {"fast": [], "starlette": []}
+    fast, plain = (app_module.create_app(models, app_module.Settings(4096, 50), logs[name].append) for name in logs)
+    plain.fast.model_for = lambda scope: None
+    starlette_calls: list = []
+    starlette = fast.app
+
+    async def recorded(scope, receive, send):
+        starlette_calls.append(scope.get("path"))
+        await starlette(scope, receive, send)
+
+    fast.app = recorded
+
+    async def exchange_all(failing=False):
+        lifespans = []
+        for application in (fast, plain):
+            queue: asyncio.Queue = asyncio.Queue()
+            await queue.put({"type": "lifespan.startup"})
+            lifespans.append((queue, asyncio.create_task(application({"type": "lifespan"}, queue.get, _ignore))))
+        while (await _asgi_exchange(plain, "GET", "/health", [b""], "", True))[0][0]["status"] != 200:
+            await asyncio.sleep(0.01)
+        while (await _asgi_exchange(fast, "GET", "/health", [b""], "", True))[0][0]["status"] != 200:
+            await asyncio.sleep(0.01)
+        results = [
+            [await _asgi_exchange(application, *request) for request in _ASGI_REQUESTS[: 1 if failing else None]]
+            for application in (fast, plain)
+        ]
+        for queue, task in lifespans:
+            await queue.put({"type": "lifespan.shutdown"})
+            await task
+        return results
+
+    starlette_calls.clear()
+    through_fast, through_starlette = asyncio.run(exchange_all())
+    assert through_fast == through_starlette
+    statuses = [sent[0]["status"] for sent, _ in through_fast]
+    assert statuses == [200, 200, 200, 404, 400, 422, 422, 413, 413, 413, 404, 415, 200, 405, 500]
+    assert through_fast[-1][1] == "ClientDisconnect"
+    answers = [json.loads(sent[1]["body"])["predictions"] for sent, _ in through_fast[:3]]
+    assert len(answers[0]) == 1 and len(answers[1]["species"]) == 2 and len(answers[2]) == 3
+    taken = {path for path in starlette_calls if path not in (None, "/health")}  # None: the lifespan
+    assert starlette_calls.count("/models/iris/predict") == 3 and taken == {
+        "/predict",
+        "/models/nobody/predict",
+        "/models/iris/predict",
+    }
+    without_ms = [[re.sub(r" [\d.]+ms$", "", line) for line in logs[name] if "/health" not in line] for name in logs]
+    assert without_ms[0] == without_ms[1] and "POST /models/customers/predict 200 3" in without_ms[0]
+
+    def bug(*arguments):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(app_module, "predictions_json", bug)
+    through_fast, through_starlette = asyncio.run(exchange_all(failing=True))
+    assert through_fast == through_starlette and through_fast[0][1] == "RuntimeError"
+    assert through_fast[0][0][0]["status"] == 500
+
+
+async def _ignore(message):
+    pass

@@ -28,8 +28,19 @@ from ...files import text_codec
 from ...predictions import predictions_from_features
 from ..predict import predict_table, predictions_csv
 from .batching import Batcher
+from .fast_path import JsonPredictPath
 from .models import ServedModel, warm_up_features
-from .wire import CSV_SOURCE, RequestError, from_user_error, json_cells, predictions_json, v2_cells, v2_outputs
+from .wire import (
+    BUG_MESSAGE,
+    CSV_SOURCE,
+    RequestError,
+    from_user_error,
+    json_cells,
+    predictions_json,
+    too_large,
+    v2_cells,
+    v2_outputs,
+)
 
 # Bodies above this are parsed, and answers above this many rows written, on a worker thread,
 # so that one big request does not hold up the event loop's other clients.
@@ -56,8 +67,8 @@ class _Guard:
     """ASGI middleware: the token check before anything else, and one access line per request
     (method, path, status, rows, milliseconds; never a header, so never the token)."""
 
-    def __init__(self, app, token: str | None, log: Callable[[str], None] | None):
-        self.app, self.log = app, log
+    def __init__(self, app, fast: JsonPredictPath, token: str | None, log: Callable[[str], None] | None):
+        self.app, self.fast, self.log = app, fast, log
         self.token = token.encode() if token else None
 
     def _authorized(self, scope) -> bool:
@@ -83,15 +94,17 @@ class _Guard:
             await send(message)
 
         try:
-            if self._authorized(scope):
-                await self.app(scope, receive, sending)
-            else:
+            if not self._authorized(scope):
                 error = RequestError(
                     401,
                     "this server needs a token: send the header Authorization: Bearer <token>, with "
                     "the DLTRAIN_SERVE_TOKEN the server was started with",
                 )
                 await _error(error, {"WWW-Authenticate": "Bearer"})(scope, receive, sending)
+            elif (model := self.fast.model_for(scope)) is not None:
+                await self.fast(model, scope, receive, sending)
+            else:
+                await self.app(scope, receive, sending)
         finally:
             if self.log is not None:
                 rows = scope.get("state", {}).get("rows", "-")
@@ -109,7 +122,7 @@ def create_app(
     """The ASGI app serving ``models``: ``log`` takes one access line per request (None: none),
     ``announce`` the line saying the models are ready. ``before_warm_up`` is awaited before the
     models are warmed up (tests hold /health at 503 with it)."""
-    service = _Service(models, settings, announce, before_warm_up)
+    service = Service(models, settings, announce, before_warm_up)
     app = Starlette(
         routes=service.routes(),
         lifespan=service.lifespan,
@@ -121,10 +134,10 @@ def create_app(
         },
     )
     app.state.batchers = service.batchers
-    return _Guard(app, settings.token, log)
+    return _Guard(app, JsonPredictPath(service), settings.token, log)
 
 
-class _Service:
+class Service:
     """The served models and what their routes share (the batchers, whether they are warmed up);
     each route is a method."""
 
@@ -206,12 +219,12 @@ class _Service:
         limit = self.settings.max_body
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
-            raise _too_large(int(declared), limit)
+            raise too_large(int(declared), limit)
         chunks, size = [], 0
         async for chunk in request.stream():
             size += len(chunk)
             if size > limit:
-                raise _too_large(size, limit)
+                raise too_large(size, limit)
             chunks.append(chunk)
         return b"".join(chunks)
 
@@ -244,15 +257,18 @@ class _Service:
                 f"Content-Type {kind or '(none)'}: send JSON with Content-Type: application/json, "
                 "or a CSV file with Content-Type: text/csv",
             )
+        return Response(await self.json_answer(model, body, request.scope), media_type="application/json")
+
+    async def json_answer(self, model: ServedModel, body: bytes, scope) -> bytes:
+        """The JSON answer to a JSON body (the Starlette route's and JsonPredictPath's); the rows
+        go to the access line through ``scope["state"]``, as ``request.state.rows`` puts them."""
         parse = lambda: json_cells(body, model.run.schema, self.settings.max_rows)  # noqa: E731
         cells, n_rows, by_columns = await run_in_threadpool(parse) if len(body) > _BIG_BODY else parse()
-        request.state.rows = n_rows
+        scope.setdefault("state", {})["rows"] = n_rows
         predictions = await self.batchers[model.name].predict(cells, n_rows)
         if n_rows > _BIG_ANSWER_ROWS:
-            payload = await run_in_threadpool(predictions_json, predictions, by_columns)
-        else:
-            payload = predictions_json(predictions, by_columns)
-        return Response(payload, media_type="application/json")
+            return await run_in_threadpool(predictions_json, predictions, by_columns)
+        return predictions_json(predictions, by_columns)
 
     async def predict_csv(self, request: Request, model: ServedModel, body: bytes, parameters: str) -> Response:
         """A CSV body, read as ``dltrain predict`` reads a file; the answer is predict's CSV."""
@@ -337,7 +353,7 @@ async def _http_error(request: Request, error: Exception) -> Response:
 
 async def _bug(request: Request, error: Exception) -> Response:
     # Starlette raises the error again after this answer, and uvicorn logs its traceback.
-    return _error(RequestError(500, "internal error (a dltrain bug, logged by the server); please report it"))
+    return _error(RequestError(500, BUG_MESSAGE))
 
 
 def _csv_charset(parameters: str, model: ServedModel, body: bytes) -> str | None:
@@ -366,11 +382,3 @@ def _utf8(data: bytes) -> bool:
     except UnicodeDecodeError:
         return False
     return True
-
-
-def _too_large(size: int, limit: int) -> RequestError:
-    return RequestError(
-        413,
-        f"the body is {size / 2**20:.1f} MB, more than the {limit / 2**20:g} MB this server takes "
-        "(dltrain serve --max-body); send the rows in several requests",
-    )

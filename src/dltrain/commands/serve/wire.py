@@ -20,6 +20,8 @@ from ...predictions import Predictions, cells_from_rows
 ROW_SOURCE = "row"  # JSON rows in messages: row:<index from 0>:
 CSV_SOURCE = "body"  # a CSV body in messages: body:<line>:
 
+BUG_MESSAGE = "internal error (a dltrain bug, logged by the server); please report it"
+
 _PLACE = re.compile(r"^(row|body):(?:(\d+):)? ")
 _COLUMN = re.compile(r"\b(?:column|target) ('(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\")")
 
@@ -55,6 +57,15 @@ def from_user_error(message: str, status: int = 422) -> RequestError:
     if column:
         place["column"] = ast.literal_eval(column.group(1))
     return RequestError(status, message, **place)
+
+
+def too_large(size: int, limit: int) -> RequestError:
+    """The 413 for a body of ``size`` bytes over ``limit``."""
+    return RequestError(
+        413,
+        f"the body is {size / 2**20:.1f} MB, more than the {limit / 2**20:g} MB this server takes "
+        "(dltrain serve --max-body); send the rows in several requests",
+    )
 
 
 _SHAPES = 'send {"rows": [{"column": value, ...}, ...]} or {"columns": {"column": [value, ...], ...}}'
