@@ -3,6 +3,7 @@ the trained schema's columns, markers and encodings, and the rows' lines for mes
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -93,26 +94,33 @@ _NUMBER_TYPES = {int, float, type(None)}
 def _cell_numbers(values: Sequence, where: Path, name: str, tokens: frozenset = MISSING_TOKENS) -> np.ndarray:
     """A numeric column's cells as float64 (NaN: missing, or a marker in ``tokens``); text that is not a
     number names its row."""
-    markers = numeric_markers(tokens)
     if isinstance(values, np.ndarray) and values.dtype.kind in "fiu":
-        numbers = values.astype(np.float64).reshape(-1)
-        numbers[np.isin(numbers, markers)] = np.nan
-        return numbers
+        return _without_markers(values.astype(np.float64).reshape(-1), tokens)
     if set(map(type, values)) <= _NUMBER_TYPES:  # map and set at C speed: no Python loop per cell
         try:
-            numbers = np.array(values, dtype=np.float64).reshape(-1)  # None becomes NaN
-            numbers[np.isin(numbers, markers)] = np.nan
-            return numbers
+            return _without_markers(np.array(values, dtype=np.float64).reshape(-1), tokens)  # None becomes NaN
         except OverflowError:  # an integer beyond float64: read as text, like a CSV's
             pass
     texts = [_cell_text(value, where, name, row) for row, value in enumerate(values)]
     numbers, bad = to_numbers(texts, ".", tokens)
-    numbers[np.isin(numbers, markers)] = np.nan
+    _without_markers(numbers, tokens)
     if bad is not None:
         raise DataError(
             f"{where}:{bad}: column {name!r} has {texts[bad].strip()!r}, which is not a number; "
             "the model was trained on numbers in this column"
         )
+    return numbers
+
+
+# A server reads a few rows a call: the markers of each column's tokens are worked out once.
+_numeric_markers = functools.lru_cache(maxsize=256)(numeric_markers)
+
+
+def _without_markers(numbers: np.ndarray, tokens: frozenset) -> np.ndarray:
+    """``numbers`` with the cells equal to a numeric marker among ``tokens`` made NaN, in place."""
+    markers = _numeric_markers(tokens)
+    if markers:
+        numbers[np.isin(numbers, markers)] = np.nan
     return numbers
 
 

@@ -121,9 +121,8 @@ def predictions_json(predictions: Predictions, by_columns: bool = False) -> byte
     ``by_columns`` {"predictions": {column: [value, ...], ...}} (the fast form for many rows)."""
     numbers = predictions.values if predictions.values is not None else predictions.probabilities
     assert numbers is not None
-    finite = np.isfinite(numbers).all(axis=1)
-    if not finite.all():
-        row = int(np.flatnonzero(~finite)[0])
+    if not np.isfinite(numbers).all():  # one check for the usual answer; the row only when one is bad
+        row = int(np.flatnonzero(~np.isfinite(numbers).all(axis=1))[0])
         raise RequestError(
             422,
             f"row {row}: the model's output is not a finite number (its inputs are far outside the "
