@@ -64,12 +64,25 @@ def _error(error: RequestError, headers: dict | None = None) -> Response:
 
 
 class _Guard:
-    """ASGI middleware: the token check before anything else, and one access line per request
-    (method, path, status, rows, milliseconds; never a header, so never the token)."""
+    """ASGI middleware: the token check before anything else, JSON predictions to the fast path,
+    and one access line per request (method, path, status, rows, milliseconds; never a header,
+    so never the token). The lines of the requests answered in one turn of the event loop are
+    handed to ``log`` together, one write instead of one per request."""
 
     def __init__(self, app, fast: JsonPredictPath, token: str | None, log: Callable[[str], None] | None):
         self.app, self.fast, self.log = app, fast, log
         self.token = token.encode() if token else None
+        self.lines: list[str] = []  # access lines waiting for the end of the loop's turn
+
+    def _access_line(self, line: str) -> None:
+        if not self.lines:
+            asyncio.get_running_loop().call_soon(self._write_lines)
+        self.lines.append(line)
+
+    def _write_lines(self) -> None:
+        lines, self.lines = self.lines, []
+        if lines and self.log is not None:
+            self.log("\n".join(lines))
 
     def _authorized(self, scope) -> bool:
         if self.token is None:
@@ -83,7 +96,10 @@ class _Guard:
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
-            return await self.app(scope, receive, send)
+            try:
+                return await self.app(scope, receive, send)
+            finally:  # the lifespan's end: no line left unwritten
+                self._write_lines()
         started = time.perf_counter()
         status = 500
 
@@ -109,7 +125,9 @@ class _Guard:
             if self.log is not None:
                 rows = scope.get("state", {}).get("rows", "-")
                 path = scope.get("raw_path", b"").decode("latin-1") or scope["path"]
-                self.log(f"{scope['method']} {path} {status} {rows} {(time.perf_counter() - started) * 1e3:.1f}ms")
+                self._access_line(
+                    f"{scope['method']} {path} {status} {rows} {(time.perf_counter() - started) * 1e3:.1f}ms"
+                )
 
 
 def create_app(
@@ -119,7 +137,8 @@ def create_app(
     announce: Callable[[str], None] | None = None,
     before_warm_up: Callable[[], Awaitable[None]] | None = None,
 ):
-    """The ASGI app serving ``models``: ``log`` takes one access line per request (None: none),
+    """The ASGI app serving ``models``: ``log`` takes the access lines, one per request (None: none;
+    those of one turn of the event loop in one call, joined by newlines),
     ``announce`` the line saying the models are ready. ``before_warm_up`` is awaited before the
     models are warmed up (tests hold /health at 503 with it)."""
     service = Service(models, settings, announce, before_warm_up)
