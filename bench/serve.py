@@ -16,6 +16,7 @@ Loopback only, bounded in requests and time. Side by side in one run:
    equal) on every shipped dataset (configs/*.yaml whose data is in data/).
 
     python bench/serve.py [--seconds 10] [--clients 32] [--config configs/iris.yaml] [--only latency]
+                          [--against OTHER_CHECKOUT/src]
 
 Needs the serve, onnx and bench extras (FastAPI for the reference app)."""
 
@@ -124,10 +125,10 @@ def run_floor() -> None:
 
 
 class ServerProcess:
-    def __init__(self, command: list[str], log: Path, cwd: Path):
+    def __init__(self, command: list[str], log: Path, cwd: Path, env: dict | None = None):
         self.log = log
         self.handle = open(log, "w")
-        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=self.handle, cwd=cwd)
+        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=self.handle, cwd=cwd, env=env)
         deadline = time.monotonic() + 60
         while True:
             found = re.search(r"at http://127\.0\.0\.1:(\d+)", log.read_text())
@@ -277,7 +278,8 @@ def _rows(path: Path) -> list[dict]:
         return list(csv.DictReader(handle))
 
 
-def latency_section(folder: Path, config: Path, clients: int, seconds: float) -> dict:
+def latency_section(folder: Path, config: Path, clients: int, seconds: float, against: Path | None = None) -> dict:
+    """Each server loaded in turn; ``against``: another checkout's src/, served too (before and after)."""
     from dltrain.api import load
     from dltrain.commands.predict import predict_rows
 
@@ -308,10 +310,16 @@ def latency_section(folder: Path, config: Path, clients: int, seconds: float) ->
         ),
         "floor (raw ASGI)": ([__file__, "--floor"], None),
     }
+    environments = {name: None for name in servers}
+    if against is not None:
+        servers = {"dltrain serve --against": servers["dltrain serve"], **servers}
+        environments["dltrain serve --against"] = {**os.environ, "PYTHONPATH": str(against.resolve())}
     results: dict = {}
     for _ in (1, 2):  # each server twice, in turns, so a neighbour's load hits all alike
         for server_name, (command, labels_of) in servers.items():
-            server = ServerProcess([sys.executable, *command], folder / "server.log", folder).wait_ready()
+            server = ServerProcess(
+                [sys.executable, *command], folder / "server.log", folder, environments[server_name]
+            ).wait_ready()
             requests = ours if labels_of else [(request, None) for request, _ in ours]
             try:
                 results.setdefault(server_name, []).append(
@@ -442,6 +450,9 @@ def main() -> None:
     parser.add_argument("--config", type=Path, default=ROOT / "configs" / "iris.yaml")
     parser.add_argument("--reference", help=argparse.SUPPRESS)  # run the reference app on this ONNX file
     parser.add_argument("--floor", action="store_true", help=argparse.SUPPRESS)  # run the floor app
+    parser.add_argument(
+        "--against", type=Path, help="another checkout's src/ folder, whose dltrain serve is loaded in the same rounds"
+    )
     parser.add_argument("--only", choices=["latency"], help="only the latency section (the quickest look)")
     parser.add_argument("--json", action="store_true", help="print the results as one JSON object")
     arguments = parser.parse_args()
@@ -460,7 +471,7 @@ def main() -> None:
         _dltrain("fit", f"configs/{config.name}", "--quiet", "--out", f"runs/{config.stem}", cwd=folder)
         results = {
             "machine": f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f} at start",
-            "latency": latency_section(folder, config, arguments.clients, arguments.seconds),
+            "latency": latency_section(folder, config, arguments.clients, arguments.seconds, arguments.against),
         }
         if arguments.only is None:
             results["big_request"] = big_request_section(folder, config)
