@@ -20,7 +20,6 @@ LONG_FUNCTIONS = {
     "data/fastrecords.py:_parse_records": "a numba kernel: one pass over the bytes, its length is the loop",
     "data/fastnumbers.py:parse_number": "a numba kernel: a number's grammar (sign, digits, point, exponent), one pass",
     "data/plan.py:plan_data": "its split belongs to the work on data/ in progress",
-    "engine/kernel_cache.py:_build_cache_class": "its split belongs to the work on the kernel cache in progress",
 }
 
 

@@ -109,6 +109,10 @@ def _cache_class():
 def _build_cache_class():
     from numba.core import caching
 
+    return _guarded_cache_class(caching, _sealed_file_class(caching))
+
+
+def _sealed_file_class(caching):
     class SealedFile(caching.IndexDataCacheFile):
         """numba's index and data files, each sealed with its checksum."""
 
@@ -152,6 +156,10 @@ def _build_cache_class():
         def _save_data(self, name, data):
             self._write_sealed(self._data_path(name), self._dump(data))
 
+    return SealedFile
+
+
+def _guarded_cache_class(caching, SealedFile):  # noqa: N803 (a class, named as one)
     class GuardedCache(caching.FunctionCache):
         """A per-function cache whose failures cost a compilation, never the run."""
 
