@@ -16,7 +16,8 @@ Each command runs in a child process, its RssAnon read from /proc/PID/status eve
   dltrain eval             loss and metrics, a chunk at a time
   pandas script            pandas.read_csv, the run's preprocessing (fills, one-hot, scaling)
                            and its two matrix products in NumPy, DataFrame.to_csv of the same
-                           three columns: what a user would write by hand
+                           three columns: what a user would write by hand (not on the --scale
+                           file: it holds the whole file in memory)
 
 Medians of --runs, the three interleaved so that the machine's load falls on each alike; the
 ratio is dltrain predict's time over the pandas script's. With --before, predict and eval of
@@ -91,29 +92,40 @@ def measured(command: list, cwd: Path, source: Path | None = None) -> dict:
     return {"peak": peak, "wall": wall}
 
 
-def trained_run(folder: Path) -> Path:
-    """A run trained on 100,000 rows like the big file's (made once per folder)."""
+def trained_run(folder: Path, before: Path | None) -> Path:
+    """A run trained on 100,000 rows like the big file's (made once per folder); by the --before
+    checkout when there is one, as older code cannot read newer run folders (newer code reads older)."""
     run = folder / "run"
     if not (run / "model.json").is_file():
         train = folder / "train-100000.csv"
         write_csv(train, 100_000, 0.01, True, seed=10)  # the big file's first rows
         (folder / "stream.yaml").write_text(CONFIG.format(csv=train.resolve()))
-        dltrain = [sys.executable, "-m", "dltrain"]
-        subprocess.run(
-            [*dltrain, "fit", str(folder / "stream.yaml"), "--out", str(run), "--force", "--quiet"], check=True
-        )
+        command = [sys.executable, "-m", "dltrain", "fit", str(folder / "stream.yaml"), "--out", str(run), "--force"]
+        env = dict(os.environ, PYTHONPATH=str(before)) if before else None
+        subprocess.run([*command, "--quiet"], check=True, env=env)
     return run
 
 
-def bench_file(folder: Path, run: Path, csv_path: Path, runs: int, before: Path | None = None) -> dict:
+def warm_up(folder: Path, run: Path, before: Path | None) -> None:
+    """Each side's compiled kernels loaded once (compiled, on a fresh checkout) on the first rows of
+    the training file, so that no timed run pays for a compilation."""
+    for source in [None] + ([before] if before else []):
+        for command in (["predict", "--out", str(folder / "warm.csv")], ["eval"]):
+            arguments = [command[0], str(run), str(folder / "train-100000.csv"), *command[1:], "--quiet"]
+            measured([sys.executable, "-m", "dltrain", *arguments], folder, source)
+
+
+def bench_file(folder: Path, run: Path, csv_path: Path, runs: int, before: Path | None, with_pandas: bool) -> dict:
     dltrain = [sys.executable, "-m", "dltrain"]
     predict = [*dltrain, "predict", str(run), str(csv_path), "--out", str(folder / "p.csv"), "--quiet"]
     evaluate = [*dltrain, "eval", str(run), str(csv_path), "--json", "--quiet"]
     commands = {
         "dltrain predict --out": (predict, None),
         "dltrain eval": (evaluate, None),
-        "pandas script": ([sys.executable, "-c", PANDAS_SCRIPT, str(run), str(csv_path), str(folder / "pd.csv")], None),
     }
+    if with_pandas:  # not on the --scale file: pandas holds the whole file, 1.75 GB a million rows here
+        pandas = [sys.executable, "-c", PANDAS_SCRIPT, str(run), str(csv_path), str(folder / "pd.csv")]
+        commands["pandas script"] = (pandas, None)
     if before:
         commands["predict --out, before"] = (predict[:-3] + ["--out", str(folder / "p-before.csv"), "--quiet"], before)
         commands["eval, before"] = (evaluate, before)
@@ -127,10 +139,10 @@ def bench_file(folder: Path, run: Path, csv_path: Path, runs: int, before: Path 
         peak = statistics.median(m["peak"] for m in measures) / 1e6
         wall = statistics.median(m["wall"] for m in measures)
         print(f"  {name:<24} peak RssAnon {peak:6.0f} MB   {wall:6.1f} s   ({len(measures)} runs)", flush=True)
-    ratio = statistics.median(
-        p["wall"] / q["wall"] for p, q in zip(results["dltrain predict --out"], results["pandas script"])
-    )
-    print(f"  {'predict / pandas':<24} {ratio:.2f}x (median of the runs' ratios)", flush=True)
+    if with_pandas:
+        pairs = zip(results["dltrain predict --out"], results["pandas script"])
+        ratio = statistics.median(p["wall"] / q["wall"] for p, q in pairs)
+        print(f"  {'predict / pandas':<24} {ratio:.2f}x (median of the runs' ratios)", flush=True)
     if before and (folder / "p-before.csv").read_bytes() == (folder / "p.csv").read_bytes():
         print("  predictions: the same bytes before and after", flush=True)
     return results
@@ -148,7 +160,8 @@ def main(argv=None) -> int:
     folder = args.keep or Path(tempfile.mkdtemp(prefix="dltrain-stream-"))
     folder.mkdir(parents=True, exist_ok=True)
     try:
-        run = trained_run(folder)
+        run = trained_run(folder, args.before)
+        warm_up(folder, run, args.before)
         peaks = []
         for rows in [args.rows] + ([args.rows * args.scale] if args.scale else []):
             path = folder / f"realistic-{rows}.csv"
@@ -157,9 +170,8 @@ def main(argv=None) -> int:
                 write_csv(path, rows, 0.01, True, seed=10)
                 print(f"wrote {path} ({path.stat().st_size / 1e9:.2f} GB) in {time.perf_counter() - started:.0f} s")
             first = rows == args.rows
-            results = bench_file(
-                folder, run, path, args.runs if first else args.scale_runs, args.before if first else None
-            )
+            runs, before = (args.runs, args.before) if first else (args.scale_runs, None)
+            results = bench_file(folder, run, path, runs, before, with_pandas=first)
             peaks.append({name: statistics.median(m["peak"] for m in measures) for name, measures in results.items()})
             print(f"  load average after: {os.getloadavg()[0]:.1f} (1 min) on {os.cpu_count()} CPUs", flush=True)
         if len(peaks) == 2:
