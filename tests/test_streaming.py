@@ -87,6 +87,7 @@ def small_blocks(monkeypatch, request):
     CSV read in small pieces by the plain reader, or by the fast one (fastcsv.py)."""
     if request.param == "fast reader":
         monkeypatch.setattr(fastcsv, "MIN_BYTES", 0)
+        monkeypatch.setattr(fastcsv, "compile_when_cold", True)  # compiled here if need be, not left to a helper
         monkeypatch.setattr(fastcsv, "CHUNK_BYTES", 700)
     logits = Sequential.logits
     monkeypatch.setattr(Sequential, "logits", lambda self, x, batch_size=4096: logits(self, x, SMALL_BATCH))
