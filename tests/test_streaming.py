@@ -170,7 +170,8 @@ def test_a_full_disk_mid_write_is_one_message_and_leaves_the_old_file(runs, smal
         handle.write(payload)
 
     monkeypatch.setattr(predict, "write_all", full_disk)
-    result = runner.invoke(app, ["predict", str(runs / "classes"), str(runs / "train.csv"), "--out", str(out)])
+    arguments = ["predict", str(runs / "classes"), str(runs / "train.csv"), "--out", str(out), "--quiet"]
+    result = runner.invoke(app, arguments)  # --quiet: on a busy machine a read may report its progress
     assert result.exit_code == 1, result.output  # as every command's full disk: not the user's typing
     assert result.stderr.strip() == f"error: {out}: cannot write: no space left on the device; free some space"
     assert out.read_text() == "old predictions\n" and [path.name for path in tmp_path.iterdir()] == [out.name]
@@ -235,3 +236,22 @@ def test_a_reader_that_goes_away_stops_predict_quietly(runs, small_blocks, monke
     result = runner.invoke(app, ["predict", str(runs / "classes"), str(runs / "train.csv"), "--quiet"])
     assert result.exit_code == 128 + signal.SIGPIPE and result.stderr == "", result.stderr
     assert blocks[0].startswith(b"label,prob_big")
+
+
+def test_a_row_of_empty_cells_keeps_its_place_beside_the_kept_column(tmp_path):
+    """A record of empty cells is a row of missing values for predict (filled here): the kept
+    column has an empty cell there, in the whole-file answer (predict_rows: the IndexError of a
+    kept column read without that row) and in the streamed one alike."""
+    rng = np.random.default_rng(0)
+    lines = ["id,a,b,y"] + [f"r{i},{rng.normal():.3f},{rng.normal():.3f},{rng.normal():.3f}" for i in range(40)]
+    (tmp_path / "train.csv").write_text("\n".join(lines) + "\n")
+    (tmp_path / "c.yaml").write_text(
+        "name: k\ndata: {train: train.csv, target: y, exclude: [id], missing: mean}\n"
+        "model: {layers: [{units: 3}]}\ntrain: {epochs: 1}\n"
+    )
+    api.fit(tmp_path / "c.yaml", out=tmp_path / "run")
+    (tmp_path / "new.csv").write_text("\n".join(lines[:5] + [",,,"] + lines[5:10]) + "\n")
+    header, rows = predict.predict_rows(tmp_path / "run", tmp_path / "new.csv", keep=["id"])
+    assert len(rows) == 10 and rows[4][0] == "" and rows[5][0] == "r4"
+    shown = runner.invoke(app, ["predict", str(tmp_path / "run"), str(tmp_path / "new.csv"), "--keep", "id"])
+    assert shown.exit_code == 0 and shown.stdout_bytes == predict.predictions_csv(header, rows).encode()

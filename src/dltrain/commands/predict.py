@@ -28,6 +28,7 @@ def _kept_columns(data_path, schema: DataSchema, keep, dialect: dict, content: b
     if not keep:
         return []
     table = schema.open(data_path, dialect, content)
+    table.keep_empty_rows = True  # the rows predict keeps: one kept cell per prediction
     for name in keep:
         table.index(name, "--keep")
     columns = table.read(text=list(keep))
