@@ -20,7 +20,9 @@ from .csv import CsvFile
 
 STORE_ABOVE = 512 << 20  # bytes of training arrays in memory above which auto reads from the store
 BASE_BYTES = 110 << 20  # Python, NumPy, numba and the engine, before any data (measured: a fit of a small file)
-ROW_BYTES_FROM_STORE = 10  # per row, with batches from the store: row numbers, the epoch's order, labels
+# Per row, with batches from the store: row numbers, classes, the split, targets, the epoch's order
+# (bench/fit_memory.py: peak RssAnon 161 MB at 2,000,000 rows, 278 MB at 8,000,000; this says 174 and 294).
+ROW_BYTES_FROM_STORE = 20
 _SAMPLE_BYTES = 1 << 20
 
 
@@ -47,7 +49,7 @@ class Placement:
         if not self.from_store:  # the parsed columns and, made from them, the model inputs
             self.memory_bytes = self.parsed_bytes + self.rows * max(n_inputs, 1) * 4
             return BASE_BYTES + self.memory_bytes + model_bytes
-        chunk = 3 * chunk_rows * max(n_inputs, 1) * 4  # a chunk of inputs, and their making
+        chunk = chunk_rows * max(n_inputs, 1) * 4  # a chunk of inputs being encoded
         return BASE_BYTES + chunk + self.rows * ROW_BYTES_FROM_STORE + model_bytes
 
     def describe(self, peak_bytes: int) -> str:
