@@ -61,8 +61,19 @@ class StoredSplit:
         """The split's model inputs encoded once, a chunk at a time, into the .npy file ``path``
         and mapped from it (the page cache keeps them while they fit), its targets in memory:
         batches are then gathered as from arrays in memory, the same rows in the same order."""
-        features = write_array(path, (features for features, _ in self.chunks()), np.float32, (self.schema.n_inputs,))
-        return Split(features, np.concatenate(list(self.target_chunks())))
+        blocks = (self.schema.encode_features(self.columns, rows) for rows in self._row_chunks())
+        features = write_array(path, blocks, np.float32, (self.schema.n_inputs,))
+        targets = None
+        for begin, chunk in zip(range(0, len(self), CHUNK_ROWS), self.target_chunks()):
+            if targets is None:  # filled in place: never a list of chunks beside their concatenation
+                targets = np.empty((len(self), *chunk.shape[1:]), dtype=chunk.dtype)
+            targets[begin : begin + len(chunk)] = chunk
+        assert targets is not None, "a split holds rows"
+        return Split(features, targets)
+
+    def _row_chunks(self):
+        for begin in range(0, len(self), CHUNK_ROWS):
+            yield self.rows[begin : begin + CHUNK_ROWS]
 
 
 class EncodedSplit:
@@ -72,15 +83,16 @@ class EncodedSplit:
     stored = False
 
     def __init__(self, split: StoredSplit, encode):
-        self.split, self._encode = split, encode
+        self._encode, self._rows = encode, len(split)
         self._encoded: Split | None = None
 
     def __len__(self):
-        return len(self.split)
+        return self._rows
 
     def _ready(self) -> Split:
         if self._encoded is None:
             self._encoded = self._encode()
+            self._encode = None  # the row numbers it holds are no longer needed
         return self._encoded
 
     @property
@@ -107,13 +119,14 @@ def stratified_split(raw_labels: np.ndarray | None, n_rows: int, fraction: float
         n_validation = max(1, int(round(fraction * n_rows)))
         return np.sort(order[n_validation:]), np.sort(order[:n_validation])
     per_class = []
+    index_type = np.int32 if n_rows < 2**31 else np.int64  # the same draws in either type, half the memory
     for label in np.unique(raw_labels):
-        members = rng.permutation(np.flatnonzero(raw_labels == label))
-        per_class.append(members[: int(round(fraction * members.size))])
+        members = rng.permutation(np.flatnonzero(raw_labels == label).astype(index_type))
+        per_class.append(members[: int(round(fraction * members.size))].copy())  # not a view keeping every row
     validation = np.sort(np.concatenate(per_class))
     mask = np.ones(n_rows, dtype=bool)
     mask[validation] = False
-    return np.flatnonzero(mask), validation
+    return np.flatnonzero(mask).astype(index_type), validation
 
 
 def stratified_folds(raw_labels: np.ndarray | None, n_rows: int, k: int, rng) -> list:
