@@ -55,3 +55,24 @@ def test_the_kernels_write_the_reference_bytes():
     assert csv_rows([(FieldTable.of_words(latin[0][0], "latin-1"), latin[0][1])], numbers) == csv_rows_reference(
         latin, numbers, "latin-1"
     )
+
+
+@pytest.mark.skipif(not kernels.ready(), reason="numba is not installed")
+def test_a_cold_kernel_cache_costs_no_compile_wait_until_compiling_pays(monkeypatch):
+    """A fresh install: the blocks go by the reference path and one helper process compiles the
+    kernels into the cache, until the numbers written so amount to a compile's cost."""
+    started, by_kernels = [], []
+    monkeypatch.setattr(csv_text, "_warm", lambda: False)
+    monkeypatch.setattr(csv_text, "_helper", None)
+    monkeypatch.setattr(csv_text, "_written_cold", 0)
+    monkeypatch.setattr(csv_text.kernel_cache, "start_helper", lambda code: started.append(code) or object())
+    monkeypatch.setattr(csv_text, "FAST_MIN_CELLS", 10)
+    monkeypatch.setattr(csv_text, "COMPILE_PAYS_CELLS", 50)
+    real_csv_rows = csv_text.csv_rows
+    monkeypatch.setattr(csv_text, "csv_rows", lambda *args: by_kernels.append(True) or real_csv_rows(*args))
+    numbers = np.random.default_rng(3).random((10, 3)).astype(np.float32)  # 30 numbers a block
+    labels = (["a,b", "c"], np.arange(10) % 2)
+    texts = [csv_text.rows_text([labels], numbers) for _ in range(3)]
+    assert texts == [csv_rows_reference([labels], numbers)] * 3
+    assert len(by_kernels) == 1  # 30, then 60 numbers by the reference path; the third block compiles
+    assert started == [csv_text._HELPER]  # one helper, once

@@ -19,6 +19,7 @@ from __future__ import annotations
 import csv
 import io
 import types
+import warnings
 
 import numpy as np
 
@@ -27,6 +28,16 @@ from .engine import kernel_cache, kernels
 # Blocks smaller than this are written by the reference path: importing numba and loading the
 # kernels costs more than formatting a few thousand cells in Python.
 FAST_MIN_CELLS = 20_000
+# Where the kernels are compiled neither in this process nor in the disk cache (a fresh install),
+# compiling them makes the output wait 10-17 s here, what the reference path takes for about
+# 3 million numbers (~4 us each): the reference path writes the blocks, and a helper process
+# compiles the kernels into the cache for the next command, until this process has written this
+# many numbers by the reference path; after that it compiles them (a file that big pays for it).
+# So a cold cache never costs more than about twice the better of the two choices.
+COMPILE_PAYS_CELLS = 3_000_000
+_written_cold = 0  # numbers written by the reference path while the kernels were cold
+_helper = None  # the helper process this process started (one at most), as subprocess.Popen
+_HELPER = "import os; os.nice(19); from dltrain import csv_text; csv_text.compile_into_cache()"
 
 _INV_BITCOUNT, _BITCOUNT = 59, 61  # Ryu's precision for 5^-q and 5^i (f2s.c)
 # Positional layout from float32(1e-4) up to, not including, float32(1e16) (see format_number):
@@ -312,8 +323,52 @@ def _compiled() -> dict:
 
 
 def fast_path(cells: int) -> bool:
-    """Whether ``cells`` numbers are written by the kernels (numba there, and enough of them)."""
-    return cells >= FAST_MIN_CELLS and kernels.ready()
+    """Whether ``cells`` numbers are written by the kernels: numba there, enough of them, and
+    the kernels compiled (in this process or the disk cache), or enough written without them."""
+    global _written_cold
+    if cells < FAST_MIN_CELLS or not kernels.ready():
+        return False
+    if _written_cold >= COMPILE_PAYS_CELLS or _warm():
+        return True
+    _start_helper()
+    _written_cold += cells
+    return False
+
+
+def _warm() -> bool:
+    compiled = _compiled()
+    bits, data, offsets, out = (np.zeros(2, dtype=dtype) for dtype in (np.int64, np.uint8, np.int64, np.uint8))
+    calls = {
+        "_format_numbers": (bits, *compiled["_TABLES"]),
+        "_join_fields": (data, offsets, np.zeros((1, 1), np.int64), out),
+    }
+    return all(kernel_cache.warm(compiled[name], arguments) for name, arguments in calls.items())
+
+
+def _start_helper() -> None:
+    """Start a helper process (once per process) that compiles the kernels into the disk cache."""
+    global _helper
+    if _helper is None:
+        _helper = kernel_cache.start_helper(_HELPER)
+        if _helper is not None:
+            import atexit
+
+            atexit.register(_leave_helper)
+
+
+def _leave_helper() -> None:
+    """At exit: let the helper finish on its own, without Python's warning that it still runs."""
+    global _helper
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        _helper = None
+
+
+def compile_into_cache() -> None:
+    """The helper process: compile the kernels into the disk cache by writing two rows through
+    them (the types every block passes them)."""
+    table = FieldTable.of_words(["a"])
+    csv_rows([(table, np.zeros(2, dtype=np.int64))], np.zeros((2, 2), dtype=np.float32))
 
 
 def number_texts(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

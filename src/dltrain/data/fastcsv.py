@@ -28,7 +28,6 @@ import codecs
 import csv
 import io
 import os
-import sys
 import types
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -123,41 +122,24 @@ def _ready(kernels_: dict, calls: list, size: int) -> bool:
     same messages). Where there is no disk cache, or the file is big, they are compiled here."""
     if compile_when_cold or not _on_disk or size >= COMPILE_PAYS_BYTES:
         return True
-    for name, arguments in calls:
-        kernel = kernels_[name]
-        signature = tuple(kernel.typeof_pyval(value) for value in arguments)  # as numba looks it up
-        if signature not in kernel.overloads and not kernel_cache.holds(kernel, signature):
-            _start_helper()
-            return False
-    return True
+    if all(kernel_cache.warm(kernels_[name], arguments) for name, arguments in calls):
+        return True
+    _start_helper()
+    return False
 
 
 def _start_helper() -> None:
-    """Start a helper process (once per process) that compiles the kernels into the disk cache.
-    It runs at the lowest priority, so it takes only a core that nothing else wants; nothing
-    waits for it (it goes on after this process ends) and it writes nowhere but to the cache."""
+    """Start a helper process (once per process) that compiles the kernels into the disk cache
+    (kernel_cache.start_helper: at the lowest priority, waited for by nothing)."""
     global _helper
     if _helper is not None:
         _helper.poll()  # reaped once it has ended
         return
-    if not sys.executable:
-        return
-    import atexit
-    import subprocess
+    _helper = kernel_cache.start_helper(_HELPER)
+    if _helper is not None:
+        import atexit
 
-    source_root = str(Path(__file__).resolve().parents[2])  # where this dltrain is imported from
-    environ = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [source_root, os.environ.get("PYTHONPATH")]))}
-    try:
-        _helper = subprocess.Popen(
-            [sys.executable, "-c", _HELPER],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            env=environ,
-        )
-    except OSError:
-        return  # reading goes on without it; a later read starts another
-    atexit.register(_leave_helper)
+        atexit.register(_leave_helper)
 
 
 def _leave_helper() -> None:

@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import pickle
+import sys
 import warnings
 from pathlib import Path
 
@@ -87,6 +89,36 @@ def holds(dispatcher, signature) -> bool:
         dispatcher.targetctx.refresh()
         key = cache._index_key(signature, dispatcher.targetctx.codegen())
         return key in cache._cache_file._load_index()
+
+
+def warm(dispatcher, arguments: tuple) -> bool:
+    """Whether a call of ``dispatcher`` with ``arguments`` runs at once: its compilation for their
+    types is in this process or in the disk cache (looked up as numba looks it up)."""
+    signature = tuple(dispatcher.typeof_pyval(value) for value in arguments)
+    return signature in dispatcher.overloads or holds(dispatcher, signature)
+
+
+def start_helper(code: str):
+    """A helper process running ``code`` (Python that compiles kernels into the disk cache), as
+    subprocess.Popen, or None where none can start. The code should lower its own priority, so
+    that it takes only a core nothing else wants; nothing waits for it (it goes on after this
+    process ends) and it writes nowhere but to the cache. It imports this same dltrain."""
+    if not sys.executable:
+        return None
+    import subprocess
+
+    source_root = str(Path(__file__).resolve().parents[2])  # where this dltrain is imported from
+    environ = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [source_root, os.environ.get("PYTHONPATH")]))}
+    try:
+        return subprocess.Popen(
+            [sys.executable, "-c", code],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=environ,
+        )
+    except OSError:
+        return None  # the work goes on without it; a later call starts another
 
 
 def folder(dispatcher) -> Path | None:
