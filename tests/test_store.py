@@ -176,3 +176,16 @@ def test_kill_9_while_parsing_into_the_store_leaves_nothing_that_is_used(project
     assert (project / "after" / "model.npz").read_bytes() == (project / "reference" / "model.npz").read_bytes()
     assert not [name for name in _tidy_cache(project) if name.startswith(".incomplete-")]  # the abandoned one is gone
     assert ((project / "small.csv").read_bytes(), os.stat(project / "small.csv").st_mtime_ns) == before
+
+
+def test_a_fit_shuffled_by_blocks_is_seeded_and_trains(project, monkeypatch):
+    monkeypatch.setattr(batches, "SHUFFLE_BLOCK_ROWS", 64)  # 480 training rows: 8 blocks, mixed 3 at a time
+    monkeypatch.setattr(batches, "BLOCKS_MIXED", 3)
+    runs = {}
+    for name, shuffle in (("blocks", "blocks"), ("again", "blocks"), ("rows", "rows")):
+        result = fit.fit(project / "classes.yaml", ["data.store=true", f"data.shuffle={shuffle}"], out=project / name)
+        assert result.history[-1]["val_accuracy"] > 0.8
+        runs[name] = _weights(project / name)
+    assert all(np.array_equal(runs["blocks"][name], runs["again"][name]) for name in runs["blocks"])
+    assert not all(np.array_equal(runs["blocks"][name], runs["rows"][name]) for name in runs["blocks"])
+    assert "shuffle: blocks" in (project / "blocks" / "config.yaml").read_text()
