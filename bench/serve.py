@@ -330,7 +330,10 @@ def latency_section(folder: Path, config: Path, clients: int, seconds: float, ag
     return results
 
 
-def big_request_section(folder: Path, config: Path, n_rows: int = 10_000) -> dict:
+def big_request_section(folder: Path, config: Path, against: Path | None = None, n_rows: int = 10_000) -> dict:
+    """One ``n_rows`` request as JSON columns, JSON rows and CSV, each server (and ``against``'s) in
+    turn, against the same prediction in process: ``predict_cells`` on the same columns (the
+    JSON forms' cells, already Python lists) and ``predict_rows`` on the same file."""
     from dltrain.api import load
     from dltrain.commands.predict import predict_rows, predictions_csv
     from dltrain.predictions import predict_cells
@@ -342,28 +345,56 @@ def big_request_section(folder: Path, config: Path, n_rows: int = 10_000) -> dic
     body_lines = lines[1:] * (n_rows // (len(lines) - 1) + 1)
     big_csv = folder / "big.csv"
     big_csv.write_text(lines[0] + "".join(body_lines[:n_rows]))
-    rows = _rows(big_csv)
-    columns = {column: [float(row[column]) for row in rows] for column in run.schema.feature_names}
-    json_body = json.dumps({"columns": columns}).encode()
-    csv_body = big_csv.read_bytes()
-    server = ServerProcess(
-        [sys.executable, "-m", "dltrain", "serve", str(run_dir), "--port", "0", "--quiet"], folder / "big.log", folder
-    ).wait_ready()
-    try:
-        status, answer = one_request(server.port, _request("/predict", csv_body, "text/csv"))
-        expected = predictions_csv(*predict_rows(run_dir, big_csv)).encode()
-        assert status == 200 and answer == expected, "the CSV answer differs from dltrain predict"
-        return {
-            "rows": n_rows,
-            "json_request_s": _median_seconds(lambda: one_request(server.port, _request("/predict", json_body))),
-            "json_in_process_s": _median_seconds(lambda: predict_cells(run, columns)),
-            "csv_request_s": _median_seconds(
-                lambda: one_request(server.port, _request("/predict", csv_body, "text/csv"))
-            ),
-            "csv_in_process_s": _median_seconds(lambda: predict_rows(run_dir, big_csv)),
-        }
-    finally:
-        server.stop()
+    numeric = {column.name for column in run.schema.columns if column.type == "numeric"}
+    rows = [
+        {column: float(row[column]) if column in numeric else row[column] for column in run.schema.feature_names}
+        for row in _rows(big_csv)
+    ]
+    columns = {column: [row[column] for row in rows] for column in run.schema.feature_names}
+    bodies = {
+        "json_columns": _request("/predict", json.dumps({"columns": columns}).encode()),
+        "json_rows": _request("/predict", json.dumps({"rows": rows}).encode()),
+        "csv": _request("/predict", big_csv.read_bytes(), "text/csv"),
+    }
+    expected = predictions_csv(*predict_rows(run_dir, big_csv)).encode()
+    results: dict = {
+        "rows": n_rows,
+        "in_process_s": {
+            "predict_cells": _median_seconds(lambda: predict_cells(run, columns)),
+            "predict_rows": _median_seconds(lambda: predict_rows(run_dir, big_csv)),
+        },
+    }
+    servers = {"dltrain serve": None}
+    if against is not None:
+        servers = {"dltrain serve --against": {**os.environ, "PYTHONPATH": str(against.resolve())}, **servers}
+    for server_name, environment in servers.items():
+        command = [sys.executable, "-m", "dltrain", "serve", str(run_dir), "--port", "0", "--quiet"]
+        server = ServerProcess(command, folder / "big.log", folder, environment).wait_ready()
+        try:
+            assert one_request(server.port, bodies["csv"]) == (200, expected), "the CSV answer differs from predict"
+            results[server_name] = {
+                form: _median_seconds(lambda body=body, port=server.port: one_request(port, body))
+                for form, body in bodies.items()
+            }
+        finally:
+            server.stop()
+    return results
+
+
+def _print_big(big: dict) -> None:
+    cells, rows = big["in_process_s"]["predict_cells"], big["in_process_s"]["predict_rows"]
+    print(
+        f"{big['rows']:,}-row request (medians of 5): in process predict_cells {cells * 1e3:.1f} ms, "
+        f"predict_rows {rows * 1e3:.1f} ms"
+    )
+    for server, figures in big.items():
+        if server in ("rows", "in_process_s"):
+            continue
+        print(
+            f"  {server}: JSON columns {figures['json_columns'] * 1e3:.1f} ms ({figures['json_columns'] / cells:.2f}x "
+            f"predict_cells), JSON rows {figures['json_rows'] * 1e3:.1f} ms ({figures['json_rows'] / cells:.2f}x), "
+            f"CSV {figures['csv'] * 1e3:.1f} ms ({figures['csv'] / rows:.2f}x predict_rows)"
+        )
 
 
 def equality_section(folder: Path) -> dict:
@@ -443,6 +474,26 @@ def _print_cpu(latency: dict) -> None:
             )
 
 
+def _print_latency(latency: dict, clients: int, seconds: float) -> None:
+    print(f"{clients} clients x {seconds:g} s, one-row JSON")
+    print(
+        f"{'server':<24}{'requests':>10}{'errors':>8}{'p50 ms':>9}{'p99 ms':>9}{'req/s':>9}"
+        f"{'server CPU us/req':>19}{'client CPU us/req':>19}"
+    )
+    for server, rounds in latency.items():
+        for figures in rounds:
+            server_cpu = "n/a" if figures["server_cpu_us"] is None else f"{figures['server_cpu_us']:.0f}"
+            print(
+                f"{server:<24}{figures['requests']:>10}{figures['errors']:>8}{figures['p50_ms']:>9.2f}"
+                f"{figures['p99_ms']:>9.2f}{figures['per_second']:>9.0f}{server_cpu:>19}"
+                f"{figures['client_cpu_us']:>19.0f}"
+            )
+    ours = statistics.median(item["per_second"] for item in latency["dltrain serve"])
+    theirs = statistics.median(item["per_second"] for item in latency["FastAPI + onnxruntime"])
+    print(f"throughput, dltrain serve / reference (medians): {ours / theirs:.2f}x")
+    _print_cpu(latency)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=10.0)
@@ -453,7 +504,9 @@ def main() -> None:
     parser.add_argument(
         "--against", type=Path, help="another checkout's src/ folder, whose dltrain serve is loaded in the same rounds"
     )
-    parser.add_argument("--only", choices=["latency"], help="only the latency section (the quickest look)")
+    parser.add_argument(
+        "--only", choices=["latency", "big"], help="only the latency section (the quickest look), or the big request's"
+    )
     parser.add_argument("--json", action="store_true", help="print the results as one JSON object")
     arguments = parser.parse_args()
     if arguments.reference:
@@ -469,45 +522,25 @@ def main() -> None:
             shutil.copytree(ROOT / name, folder / name, ignore=shutil.ignore_patterns(".dltrain-cache"))
         config = folder / "configs" / arguments.config.name
         _dltrain("fit", f"configs/{config.name}", "--quiet", "--out", f"runs/{config.stem}", cwd=folder)
-        results = {
-            "machine": f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f} at start",
-            "latency": latency_section(folder, config, arguments.clients, arguments.seconds, arguments.against),
-        }
+        results: dict = {"machine": f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f} at start"}
+        if arguments.only in (None, "latency"):
+            results["latency"] = latency_section(
+                folder, config, arguments.clients, arguments.seconds, arguments.against
+            )
+        if arguments.only in (None, "big"):
+            results["big_request"] = big_request_section(folder, config, arguments.against)
         if arguments.only is None:
-            results["big_request"] = big_request_section(folder, config)
             results["equal_to_predict"] = equality_section(folder)
     if arguments.json:
         print(json.dumps(results, indent=2))
         return
-    print(
-        f"dltrain serve bench ({results['machine']}); {arguments.clients} clients x "
-        f"{arguments.seconds:g} s, one-row JSON"
-    )
-    print(
-        f"{'server':<24}{'requests':>10}{'errors':>8}{'p50 ms':>9}{'p99 ms':>9}{'req/s':>9}"
-        f"{'server CPU us/req':>19}{'client CPU us/req':>19}"
-    )
-    for server, rounds in results["latency"].items():
-        for figures in rounds:
-            server_cpu = "n/a" if figures["server_cpu_us"] is None else f"{figures['server_cpu_us']:.0f}"
-            print(
-                f"{server:<24}{figures['requests']:>10}{figures['errors']:>8}{figures['p50_ms']:>9.2f}"
-                f"{figures['p99_ms']:>9.2f}{figures['per_second']:>9.0f}{server_cpu:>19}"
-                f"{figures['client_cpu_us']:>19.0f}"
-            )
-    ours = statistics.median(item["per_second"] for item in results["latency"]["dltrain serve"])
-    theirs = statistics.median(item["per_second"] for item in results["latency"]["FastAPI + onnxruntime"])
-    print(f"throughput, dltrain serve / reference (medians): {ours / theirs:.2f}x")
-    _print_cpu(results["latency"])
+    print(f"dltrain serve bench ({results['machine']})")
+    if "latency" in results:
+        _print_latency(results["latency"], arguments.clients, arguments.seconds)
+    if "big_request" in results:
+        _print_big(results["big_request"])
     if arguments.only is not None:
         return
-    big = results["big_request"]
-    print(
-        f"{big['rows']:,}-row request: JSON columns {big['json_request_s'] * 1e3:.1f} ms vs in process "
-        f"{big['json_in_process_s'] * 1e3:.1f} ms ({big['json_request_s'] / big['json_in_process_s']:.2f}x); CSV "
-        f"{big['csv_request_s'] * 1e3:.1f} ms vs predict_rows {big['csv_in_process_s'] * 1e3:.1f} ms "
-        f"({big['csv_request_s'] / big['csv_in_process_s']:.2f}x)"
-    )
     for name, figures in results["equal_to_predict"].items():
         print(
             f"{name}: {figures['rows']} rows, labels identical {figures['labels_identical']}, largest difference "
