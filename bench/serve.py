@@ -331,11 +331,14 @@ def latency_section(folder: Path, config: Path, clients: int, seconds: float, ag
 
 
 def big_request_section(folder: Path, config: Path, against: Path | None = None, n_rows: int = 10_000) -> dict:
-    """One ``n_rows`` request as JSON columns, JSON rows and CSV, each server (and ``against``'s) in
-    turn, against the same prediction in process: ``predict_cells`` on the same columns (the
-    JSON forms' cells, already Python lists) and ``predict_rows`` on the same file."""
+    """One ``n_rows`` request as JSON columns, JSON rows and CSV to each server (and ``against``'s),
+    the servers in turns so that a neighbour's load hits all alike, against the same prediction
+    in process: ``predict_cells`` on the same columns (the JSON forms' cells, already Python
+    lists), the whole JSON round in process (the body parsed, predicted, the answer written, as
+    the server does it; this checkout's code), and ``predict_rows`` on the same file."""
     from dltrain.api import load
     from dltrain.commands.predict import predict_rows, predictions_csv
+    from dltrain.commands.serve.wire import json_cells, predictions_json
     from dltrain.predictions import predict_cells
 
     name = config.stem
@@ -351,40 +354,62 @@ def big_request_section(folder: Path, config: Path, against: Path | None = None,
         for row in _rows(big_csv)
     ]
     columns = {column: [row[column] for row in rows] for column in run.schema.feature_names}
-    bodies = {
-        "json_columns": _request("/predict", json.dumps({"columns": columns}).encode()),
-        "json_rows": _request("/predict", json.dumps({"rows": rows}).encode()),
-        "csv": _request("/predict", big_csv.read_bytes(), "text/csv"),
+    json_bodies = {
+        "json_columns": json.dumps({"columns": columns}).encode(),
+        "json_rows": json.dumps({"rows": rows}).encode(),
     }
+    bodies = {form: _request("/predict", body) for form, body in json_bodies.items()}
+    bodies["csv"] = _request("/predict", big_csv.read_bytes(), "text/csv")
+
+    def json_in_process(body: bytes) -> bytes:
+        cells, n, by_columns = json_cells(body, run.schema, n_rows)
+        return predictions_json(predict_cells(run, cells), by_columns)
+
     expected = predictions_csv(*predict_rows(run_dir, big_csv)).encode()
     results: dict = {
         "rows": n_rows,
         "in_process_s": {
-            "predict_cells": _median_seconds(lambda: predict_cells(run, columns)),
-            "predict_rows": _median_seconds(lambda: predict_rows(run_dir, big_csv)),
+            "predict_cells": _median_seconds(lambda: predict_cells(run, columns), 9),
+            "predict_rows": _median_seconds(lambda: predict_rows(run_dir, big_csv), 9),
+            **{form: _median_seconds(lambda body=body: json_in_process(body), 9) for form, body in json_bodies.items()},
         },
     }
-    servers = {"dltrain serve": None}
+    environments: dict = {"dltrain serve": None}
     if against is not None:
-        servers = {"dltrain serve --against": {**os.environ, "PYTHONPATH": str(against.resolve())}, **servers}
-    for server_name, environment in servers.items():
-        command = [sys.executable, "-m", "dltrain", "serve", str(run_dir), "--port", "0", "--quiet"]
-        server = ServerProcess(command, folder / "big.log", folder, environment).wait_ready()
-        try:
+        environments = {"dltrain serve --against": {**os.environ, "PYTHONPATH": str(against.resolve())}, **environments}
+    command = [sys.executable, "-m", "dltrain", "serve", str(run_dir), "--port", "0", "--quiet"]
+    servers = {
+        server_name: ServerProcess(command, folder / f"big-{index}.log", folder, environment)
+        for index, (server_name, environment) in enumerate(environments.items())
+    }
+    try:
+        times: dict = {server_name: {form: [] for form in bodies} for server_name in servers}
+        for server in servers.values():
+            server.wait_ready()
             assert one_request(server.port, bodies["csv"]) == (200, expected), "the CSV answer differs from predict"
-            results[server_name] = {
-                form: _median_seconds(lambda body=body, port=server.port: one_request(port, body))
-                for form, body in bodies.items()
-            }
-        finally:
+        for _ in range(9):
+            for form, body in bodies.items():
+                for server_name, server in servers.items():
+                    started = time.perf_counter()
+                    one_request(server.port, body)
+                    times[server_name][form].append(time.perf_counter() - started)
+    finally:
+        for server in servers.values():
             server.stop()
+    results.update(
+        (server_name, {form: statistics.median(values) for form, values in forms.items()})
+        for server_name, forms in times.items()
+    )
     return results
 
 
 def _print_big(big: dict) -> None:
-    cells, rows = big["in_process_s"]["predict_cells"], big["in_process_s"]["predict_rows"]
+    in_process = big["in_process_s"]
+    cells, rows = in_process["predict_cells"], in_process["predict_rows"]
     print(
-        f"{big['rows']:,}-row request (medians of 5): in process predict_cells {cells * 1e3:.1f} ms, "
+        f"{big['rows']:,}-row request (medians of 9, the servers in turns): in process predict_cells "
+        f"{cells * 1e3:.1f} ms, the JSON columns body parsed + predicted + answer written "
+        f"{in_process['json_columns'] * 1e3:.1f} ms, the JSON rows one {in_process['json_rows'] * 1e3:.1f} ms, "
         f"predict_rows {rows * 1e3:.1f} ms"
     )
     for server, figures in big.items():
@@ -392,7 +417,9 @@ def _print_big(big: dict) -> None:
             continue
         print(
             f"  {server}: JSON columns {figures['json_columns'] * 1e3:.1f} ms ({figures['json_columns'] / cells:.2f}x "
-            f"predict_cells), JSON rows {figures['json_rows'] * 1e3:.1f} ms ({figures['json_rows'] / cells:.2f}x), "
+            f"predict_cells, {figures['json_columns'] / in_process['json_columns']:.2f}x in process), JSON rows "
+            f"{figures['json_rows'] * 1e3:.1f} ms ({figures['json_rows'] / cells:.2f}x, "
+            f"{figures['json_rows'] / in_process['json_rows']:.2f}x), "
             f"CSV {figures['csv'] * 1e3:.1f} ms ({figures['csv'] / rows:.2f}x predict_rows)"
         )
 
