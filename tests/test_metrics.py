@@ -3,7 +3,14 @@
 import numpy as np
 import pytest
 
-from dltrain.metrics import classification_scalars, confusion_matrix, per_class_scores, regression_metrics, roc_auc
+from dltrain.metrics import (
+    RankedScores,
+    classification_scalars,
+    confusion_matrix,
+    per_class_scores,
+    regression_metrics,
+    roc_auc,
+)
 
 
 def test_macro_averages_skip_classes_absent_from_truth_and_predictions():
@@ -136,3 +143,19 @@ def test_roc_auc_counts_every_pair_of_a_positive_and_a_negative_ties_half():
     above = scores[truth == 1][:, None] - scores[truth == 0][None, :]
     pairs = (np.sum(above > 0) + 0.5 * np.sum(above == 0)) / above.size
     assert roc_auc(truth, scores) == pytest.approx(pairs, rel=1e-12)
+
+
+def test_roc_auc_of_scores_beyond_memory_is_ranked_in_files_and_equal(monkeypatch):
+    """Past SPILL_ROWS rows the scores go to temporary files, ranked there: the same value, to the bit."""
+    rng = np.random.default_rng(2)
+    truth = rng.integers(0, 2, 5_000)
+    scores = np.round(rng.random(5_000), 2).astype(np.float32)  # many ties
+    monkeypatch.setattr(RankedScores, "SPILL_ROWS", 1_000)
+    ranked = RankedScores()
+    for part in np.array_split(np.arange(5_000), 13):
+        ranked.add(scores[part], truth[part])
+    assert ranked.files is not None and ranked.chunks == []  # in the files, not in memory
+    assert ranked.auc() == roc_auc(truth, scores)
+    one_class = RankedScores()
+    one_class.add(scores, np.ones(5_000, dtype=np.int64))
+    assert np.isnan(one_class.auc())

@@ -5,8 +5,8 @@ The CSV is read in chunks (data/chunks.py); each chunk's usable rows (``missing:
 some) are copied into a buffer of EVAL_ROWS rows, scored together when it is full
 (metrics.SplitScores), so the rows are scored in the very chunks ``metrics.evaluate`` cuts a
 whole file's rows into: the metrics are equal, bit for bit, to those of the whole file read at
-once. What the scores keep per row is the metrics' own: ROC AUC's scores (two classes) and a
-regression's targets (R²), 4 bytes a row."""
+once. What the scores keep per row is the metrics' own: a regression's targets (R²), 4 bytes a
+row; ROC AUC's scores (two classes) too, up to a million rows, beyond that in temporary files."""
 
 from __future__ import annotations
 

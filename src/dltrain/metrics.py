@@ -89,23 +89,73 @@ def per_class_scores(matrix: np.ndarray) -> dict:
 
 
 def roc_auc(true_classes, positive_scores) -> float:
-    """Area under the ROC curve for two classes (Mann-Whitney U, ties counted half).
+    """Area under the ROC curve for two classes (Mann-Whitney U, ties counted half)."""
+    positives = np.asarray(true_classes) == 1
+    scores = np.asarray(positive_scores)
+    return mann_whitney_auc(np.sort(scores[~positives]), scores[positives])
+
+
+def mann_whitney_auc(sorted_negatives, positives) -> float:
+    """ROC AUC from the negatives' scores, sorted, and the positives' (in any order).
 
     U counts, for each positive, the negatives scored below it (and half of those tied with it):
-    the two classes' scores sorted apart and merged by binary search, 4 bytes a row beyond the
-    scores, the same value ranking every row together gives."""
-    positives = np.asarray(true_classes) == 1
-    n_positive, n_negative = int(positives.sum()), int((~positives).sum())
+    the positives merged into the negatives by binary search, 4 bytes a row beyond the scores,
+    the same value ranking every row together gives."""
+    n_positive, n_negative = len(positives), len(sorted_negatives)
     if n_positive == 0 or n_negative == 0:
         return float("nan")
-    scores = np.asarray(positive_scores)
-    negative = np.sort(scores[~positives])
-    positive = scores[positives]
     twice_u = 0  # below + tied-or-below for each positive: twice U, an exact integer
     for begin in range(0, n_positive, 1 << 16):
-        chunk = positive[begin : begin + (1 << 16)]
-        twice_u += int(np.searchsorted(negative, chunk, "left").sum() + np.searchsorted(negative, chunk, "right").sum())
+        chunk = np.asarray(positives[begin : begin + (1 << 16)])
+        below = np.searchsorted(sorted_negatives, chunk, "left").sum()
+        twice_u += int(below + np.searchsorted(sorted_negatives, chunk, "right").sum())
     return float((twice_u / 2) / (n_positive * n_negative))
+
+
+class RankedScores:
+    """ROC AUC's scores of the second class with the rows' true classes, added a chunk at a
+    time: in memory up to SPILL_ROWS rows; beyond, each class's scores are appended to an unnamed
+    temporary file (in TMPDIR; gone with the process, whatever ends it) and ranked there, the
+    negatives sorted in the file's mapped pages, so the process's own memory stays flat."""
+
+    SPILL_ROWS = 1 << 20
+
+    def __init__(self):
+        self.chunks: list = []  # (scores, true classes) of the chunks not yet in the files
+        self.rows = 0
+        self.files: tuple | None = None  # the negatives' file, the positives'
+
+    def add(self, positive, truth) -> None:
+        self.chunks.append((positive.astype(np.float32, copy=True), truth.astype(np.int8)))  # may be reused buffers
+        self.rows += len(truth)
+        if self.rows > self.SPILL_ROWS:
+            self._spill()
+
+    def _spill(self) -> None:
+        if self.files is None:
+            import tempfile
+
+            self.files = (tempfile.TemporaryFile(), tempfile.TemporaryFile())
+        for scores, truth in self.chunks:
+            scores, positives = _host(scores), _host(truth) == 1
+            self.files[0].write(scores[~positives].tobytes())
+            self.files[1].write(scores[positives].tobytes())
+        self.chunks = []
+
+    def auc(self) -> float:
+        if self.files is None:
+            truth = np.concatenate([_host(truth) for _, truth in self.chunks])
+            return roc_auc(truth, np.concatenate([_host(scores) for scores, _ in self.chunks]))
+        self._spill()
+        negatives, positives = (self._mapped(handle) for handle in self.files)
+        negatives.sort()  # in place, in the file's pages
+        return mann_whitney_auc(negatives, positives)
+
+    @staticmethod
+    def _mapped(handle):
+        handle.flush()
+        count = handle.seek(0, 2) // 4
+        return np.memmap(handle, dtype=np.float32, mode="r+", shape=(count,)) if count else np.zeros(0, np.float32)
 
 
 def classification_scalars(matrix: np.ndarray, true_classes=None, positive_scores=None) -> dict:
@@ -123,7 +173,9 @@ def classification_scalars(matrix: np.ndarray, true_classes=None, positive_score
         "recall_macro": float(scores["recall"][seen].mean()) if seen.any() else float("nan"),
         "f1_macro": float(scores["f1"][seen].mean()) if seen.any() else float("nan"),
     }
-    if matrix.shape[0] == 2 and positive_scores is not None:
+    if matrix.shape[0] == 2 and isinstance(positive_scores, RankedScores):
+        results["roc_auc"] = positive_scores.auc()
+    elif matrix.shape[0] == 2 and positive_scores is not None:
         results["roc_auc"] = roc_auc(true_classes, positive_scores)
     return results
 
@@ -200,7 +252,8 @@ def evaluate_chunks(
 class SplitScores:
     """The loss and metrics of one split, added a chunk of rows at a time: class counts (a
     confusion matrix) and sums of errors, so that memory does not grow with the rows, but for
-    the scores ROC AUC ranks and a regression's targets (4 bytes a row each). One chunk gives
+    a regression's targets (4 bytes a row, for R²); the scores ROC AUC ranks go to temporary
+    files beyond RankedScores.SPILL_ROWS rows. One chunk gives
     exactly what computing them over the whole split at once gives."""
 
     def __init__(self, task: str, loss=None, target_divisor=None, ranked: bool = True, xp=np, keep_targets=True):
@@ -208,8 +261,7 @@ class SplitScores:
         self.keep_targets = keep_targets  # regression: kept for R² unless its denominator is given
         self.loss_sum, self.loss_count, self.chunks = 0.0, 0, 0
         self.matrix = None  # classification: the confusion matrix so far
-        self.positive: list = []  # two classes, ranked: each chunk's score of the second class
-        self.truth: list = []  # ... and its true classes
+        self.ranks = RankedScores()  # two classes, ranked: each row's score of the second class
         self.squared = self.absolute = None  # regression: sums of squared and absolute errors
         self.targets: list = []  # regression: each chunk's targets, for R² (total sum of squares)
         self.rows = 0
@@ -236,8 +288,7 @@ class SplitScores:
         self.matrix = counts if self.matrix is None else self.matrix + counts
         self.rows += len(truth)
         if self.ranked and positive is not None:
-            self.positive.append(positive.astype(np.float32, copy=True))  # a chunk may be a reused buffer
-            self.truth.append(truth.astype(np.int8))
+            self.ranks.add(positive, truth)
 
     def add_outputs(self, outputs, targets) -> None:
         """A regression chunk's outputs (in the trained scale) and targets."""
@@ -269,9 +320,7 @@ class SplitScores:
         matrix = _host(self.matrix)
         n_classes = int(round(math.sqrt(matrix.size)))
         matrix = matrix.reshape(n_classes, n_classes)
-        truth = np.concatenate([_host(part) for part in self.truth]) if self.positive else None
-        ranks = np.concatenate([_host(part) for part in self.positive]) if self.positive else None
-        results.update(classification_scalars(matrix, truth, ranks))
+        results.update(classification_scalars(matrix, positive_scores=self.ranks if self.ranks.rows else None))
         if detailed:
             results["per_class"] = per_class_scores(matrix)
             results["confusion_matrix"] = matrix
