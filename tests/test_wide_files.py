@@ -48,9 +48,10 @@ def test_eight_times_the_columns_cost_about_eight_times_as_much(tmp_path):
         _best_seconds([small], repeats=1)  # warm-up: imports, BLAS threads
         small_cost, wide_cost = _best_seconds([small, wide])
     # Linear handling measures at most 8x (less: the check's fixed cost is shared); the quadratic
-    # handling (list.index per column, 19-45 s for 20,000 columns) measured 64x. 20x leaves room
-    # for a busy machine and still fails the quadratic one.
-    assert wide_cost < 20 * small_cost, f"{wide_cost:.3f} s for 20,000 columns, {small_cost:.3f} s for 2,500"
+    # handling (list.index per column, 19-45 s for 20,000 columns) measured 64x and more. 32x
+    # leaves room for a machine busy enough to slow one file's caches (19.8x seen once) and still
+    # fails the quadratic one.
+    assert wide_cost < 32 * small_cost, f"{wide_cost:.3f} s for 20,000 columns, {small_cost:.3f} s for 2,500"
 
 
 def test_a_one_line_file_of_a_million_columns_is_answered(tmp_path):
