@@ -24,7 +24,7 @@ from typing import Any, Callable
 from .build import build_model, prediction_device
 from .config import DELIMITER_ALIASES, Config, ConfigSource
 from .data import DataSchema
-from .data.csv import DELIMITERS
+from .data.dialect import DELIMITERS
 from .engine.losses import make_loss
 from .engine.model import Sequential
 from .errors import ArtifactError, ConfigError

@@ -25,7 +25,7 @@ def _delimiter(value: str | None) -> str | None:
     if value is None:
         return None
     from ..config import DELIMITER_ALIASES
-    from ..data.csv import DELIMITERS
+    from ..data.dialect import DELIMITERS
 
     delimiter = DELIMITER_ALIASES.get(value, value)
     if delimiter not in DELIMITERS:

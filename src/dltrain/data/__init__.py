@@ -6,9 +6,11 @@ fitted preprocessing (schema; statistics.py fits its scaling), read other files 
 The package imports nothing of dltrain but the engine's loss rules, errors, files, labels, the
 stored-format base (stored) and the config; it never prints."""
 
+from .cells import MISSING_TOKENS
 from .checks import checked_rows
 from .columns import BOOLEAN_WORDS, MAX_CATEGORIES, column_encodings
-from .csv import DELIMITER_NAMES, DELIMITERS, MISSING_TOKENS, CsvFile
+from .csv import CsvFile
+from .dialect import DELIMITER_NAMES, DELIMITERS
 from .encoding import ColumnEncoding
 from .parsed import Columns
 from .plan import ColumnOptions, DataPlan, infer_task, plan_data, target_labels

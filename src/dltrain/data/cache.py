@@ -31,7 +31,8 @@ from ..errors import DltrainError, StorageError
 from ..files import MANIFEST_LIMIT, atomic_write, disk_error, human_bytes, open_regular, read_regular
 from ..system import process_running
 from . import store
-from .csv import MISSING_TOKENS, CsvFile
+from .cells import MISSING_TOKENS
+from .csv import CsvFile
 from .parsed import Columns
 
 CACHE_FORMAT = 3  # 3: the on-disk store, a folder of .npy files (2: one .npz, the arrays' SHA-256 in the record)

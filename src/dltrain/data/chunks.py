@@ -20,7 +20,8 @@ import numpy as np
 
 from ..errors import DataError
 from . import fastcsv
-from .csv import CsvFile, Gathered
+from .csv import CsvFile
+from .gathered import Gathered
 from .parsed import Columns
 
 FIRST_ROWS = 1 << 16  # rows reserved before the first chunk (the plain reader asks for the whole file's)

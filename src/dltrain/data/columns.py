@@ -8,7 +8,7 @@ import numpy as np
 
 from ..errors import DataError
 from ..labels import canonical_label
-from .csv import numbers_among
+from .cells import numbers_among
 from .dates import (
     DATE_SAMPLE,
     ISO_FORMAT,

@@ -8,7 +8,7 @@ Eisel-Lemire algorithm, which says when it cannot be sure), text cells deduplica
 small vocabulary per block. What the kernel cannot do exactly (a cell that is not a number,
 a record of the wrong width, an odd quote, a NUL byte, a number float32 cannot hold, or whose
 rounding the fast algorithms cannot settle) marks the block, and that block is read again by
-the plain reader (csv.py), which gives the same arrays and every message as it always has.
+the plain reader (csv.py, plainreader.py), which gives the same arrays and every message as it always has.
 So the plain reader is the fast path's oracle, and the one path where numba is missing.
 The kernels live in fastrecords.py (records, fields, markers, text codes) and fastnumbers.py
 (a number from its bytes); this module cuts the file into blocks, runs them in threads and
@@ -259,10 +259,10 @@ def read_into(table, numeric, wide, text, fixed, sink):
     """Parse the body of ``table`` (a CsvFile) into ``sink``'s arrays, chunk by chunk; a generator
     that yields the bytes read after each chunk, once its rows are in place.
 
-    ``sink`` (csv.Gathered) holds the arrays the kernels write into: ``matrix``,
+    ``sink`` (gathered.Gathered) holds the arrays the kernels write into: ``matrix``,
     ``wide_values``, ``lines``, ``empty`` and ``code_matrix`` (text as codes into one vocabulary
     per column), with ``rows`` filled so far; ``reserve(rows, hint)`` makes room. The table
-    parses any block the kernels cannot (and raises its errors, and its _Restart when a numeric
+    parses any block the kernels cannot (and raises its errors, and its plainreader.Restart when a numeric
     column turns out to hold text)."""
     codec = body_codec(table.encoding)
     kernels_ = _compiled()

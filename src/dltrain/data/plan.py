@@ -129,31 +129,40 @@ def plan_data(
     na_values=(),
 ) -> DataPlan:
     """Check the column names a config uses against the CSV header and build the plan."""
-    header = table.header
-    known = table.positions  # membership tests by dict: a file may have 10⁶ columns
     targets = [target] if isinstance(target, str) else list(target)
-    excluded = set(exclude)
+    _check_targets_and_exclude(table, targets, exclude, source)
+    feature_names = _feature_names(table, targets, features, set(exclude), source)
+    options = _column_options(table, targets, feature_names, set(exclude), columns, source)
+    return DataPlan(table.path, feature_names, targets, options, missing, fill, source, tuple(na_values))
 
-    fail = source.fail
 
-    def unknown_column(path, name):
-        return fail(
-            path,
-            f"column {name!r} is not in {table.path}{did_you_mean(name, header)}; columns are {listed(header)}",
-            key=path[1] == "columns",
-        )
+def _unknown_column(table: CsvFile, source: ConfigSource, path: tuple, name: str) -> ConfigError:
+    return source.fail(
+        path,
+        f"column {name!r} is not in {table.path}{did_you_mean(name, table.header)}; columns are {listed(table.header)}",
+        key=path[1] == "columns",
+    )
 
+
+def _check_targets_and_exclude(table: CsvFile, targets: list, exclude, source: ConfigSource) -> None:
+    """Every target is a column; every excluded name is a column and not a target."""
+    known = table.positions  # membership tests by dict: a file may have 10⁶ columns
     for name in targets:
         if name not in known:
             raise table.column_not_found(name, "target")
     for index, name in enumerate(exclude):
         if name not in known:
-            raise unknown_column(("data", "exclude", index), name)
+            raise _unknown_column(table, source, ("data", "exclude", index), name)
         if name in targets:
-            raise fail(("data", "exclude", index), f"excludes the target {name!r}; remove it from data.exclude")
+            raise source.fail(("data", "exclude", index), f"excludes the target {name!r}; remove it from data.exclude")
+
+
+def _feature_names(table: CsvFile, targets: list, features, excluded: set, source: ConfigSource) -> list[str]:
+    """data.features checked against the header, or every column but the targets and the excluded."""
+    fail = source.fail
     if features is not None:
         for name in features:
-            if name not in known:
+            if name not in table.positions:
                 raise table.column_not_found(name, "feature")
             if name in targets:
                 raise fail(("data", "features"), f"lists the target {name!r}; remove it from the features")
@@ -161,36 +170,48 @@ def plan_data(
                 raise fail(("data", "features"), f"lists {name!r}, which data.exclude excludes; keep one of them")
         feature_names = list(features)
     else:
-        feature_names = [name for name in header if name not in excluded and name not in targets]
+        feature_names = [name for name in table.header if name not in excluded and name not in targets]
     if not feature_names:
         raise fail(("data",), f"no feature columns; {table.path} has only the target and excluded columns")
+    return feature_names
+
+
+def _column_options(
+    table: CsvFile, targets: list, feature_names: list, excluded: set, columns: dict, source: ConfigSource
+) -> dict:
+    """data.columns checked: each names a used column, and a target's only the settings a target takes."""
     options = {}
     features_set = set(feature_names)
     for name, spec in columns.items():
-        if name not in known:
-            raise unknown_column(("data", "columns", name), name)
+        if name not in table.positions:
+            raise _unknown_column(table, source, ("data", "columns", name), name)
         if name in excluded:
-            raise fail(("data", "columns", name), f"{name!r} is excluded by data.exclude; remove one of them")
+            raise source.fail(("data", "columns", name), f"{name!r} is excluded by data.exclude; remove one of them")
         if name not in targets and name not in features_set:
-            raise fail(("data", "columns", name), f"{name!r} is not a feature (data.features leaves it out)")
+            raise source.fail(("data", "columns", name), f"{name!r} is not a feature (data.features leaves it out)")
         if name in targets:
-            if spec.type is not None:
-                raise fail(
-                    ("data", "columns", name, "type"),
-                    "not used for the target; set task: classification or regression instead",
-                )
-            if spec.unknown != "error":
-                raise fail(
-                    ("data", "columns", name, "unknown"),
-                    "a class label training never saw is always an error; remove unknown from the target",
-                )
-            if spec.format is not None:
-                raise fail(("data", "columns", name, "format"), "not used for the target; dates are features only")
-            if spec.missing not in (None, "error", "drop"):
-                raise fail(
-                    ("data", "columns", name, "missing"),
-                    f"a target cannot be filled in "
-                    f"({spec.missing}); use error, or drop to skip rows with an empty target",
-                )
+            _check_target_options(name, spec, source)
         options[name] = spec
-    return DataPlan(table.path, feature_names, targets, options, missing, fill, source, tuple(na_values))
+    return options
+
+
+def _check_target_options(name: str, spec: ColumnOptions, source: ConfigSource) -> None:
+    """A target's data.columns entry: no type, unknown, format, or filling of its missing cells."""
+    fail = source.fail
+    if spec.type is not None:
+        raise fail(
+            ("data", "columns", name, "type"),
+            "not used for the target; set task: classification or regression instead",
+        )
+    if spec.unknown != "error":
+        raise fail(
+            ("data", "columns", name, "unknown"),
+            "a class label training never saw is always an error; remove unknown from the target",
+        )
+    if spec.format is not None:
+        raise fail(("data", "columns", name, "format"), "not used for the target; dates are features only")
+    if spec.missing not in (None, "error", "drop"):
+        raise fail(
+            ("data", "columns", name, "missing"),
+            f"a target cannot be filled in ({spec.missing}); use error, or drop to skip rows with an empty target",
+        )

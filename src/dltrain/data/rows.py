@@ -13,16 +13,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..errors import DataError, did_you_mean
-from .csv import (
-    FLOAT32_MAX,
-    MISSING_TOKENS,
-    Columns,
-    listed,
-    numeric_markers,
-    refuse_beyond_float32,
-    to_numbers,
-    to_text,
-)
+from .cells import FLOAT32_MAX, MISSING_TOKENS, numeric_markers, refuse_beyond_float32, to_numbers, to_text
+from .csv import listed
+from .parsed import Columns
 
 if TYPE_CHECKING:
     from .schema import DataSchema

@@ -14,6 +14,7 @@ from pydantic import Field, field_validator, model_validator
 
 from ..errors import DataError
 from ..stored import FieldProblem, Float32Vector, Float64Vector, Stored
+from .cells import MISSING_TOKENS
 from .checks import checked_rows
 from .columns import (
     KNOWN_SHOWN,
@@ -24,7 +25,8 @@ from .columns import (
     fit_column,
     rows_to_front,
 )
-from .csv import DELIMITERS, MISSING_TOKENS, CsvFile
+from .csv import CsvFile
+from .dialect import DELIMITERS
 from .parsed import Columns
 from .plan import label_sort_key
 from .rows import read_cells

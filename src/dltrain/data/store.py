@@ -9,7 +9,7 @@ An entry is a folder of arrays and, beside it, its record (``NAME.json``, see ca
   codes_K.npy   text column K as int32 codes (rows,) into words_K.npy, its distinct cells
   lines.npy     the line where each row starts, int32 (int64 past 2**31)
 
-The CSV is parsed straight into these files a chunk at a time (csv.Gathered's rows written out
+The CSV is parsed straight into these files a chunk at a time (gathered.Gathered's rows written out
 after each chunk), so parsing holds one chunk in memory, whatever the file's size. They are
 written with plain writes, not through a memory map: a full disk is then an error to report,
 where a write into a mapped page would kill the process (SIGBUS). Each file's SHA-256 is taken
@@ -31,7 +31,7 @@ import numpy as np
 
 from ..errors import DataError, DltrainError
 from ..files import disk_error, write_all
-from .csv import Gathered
+from .gathered import Gathered
 from .parsed import BLOCK_ROWS, Columns
 
 _FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)

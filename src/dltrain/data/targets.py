@@ -10,7 +10,7 @@ import numpy as np
 
 from ..errors import DataError
 from ..labels import canonical_label, canonical_number
-from .csv import numbers_among
+from .cells import numbers_among
 from .parsed import BLOCK_ROWS, Columns
 
 MAX_AUTO_CLASSES = 20  # an integer target with at most this many values is taken as classes,

@@ -18,7 +18,7 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
-from ..data.csv import reading_progress
+from ..data.read_progress import reading_progress
 from ..files import human_bytes
 from ..metrics import epoch_line
 from ..train import Callbacks

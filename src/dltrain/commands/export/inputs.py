@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from ...data import DataSchema
-from ...data.csv import numeric_markers
+from ...data.cells import numeric_markers
 from .graph import ML_DOMAIN, GraphBuilder
 
 

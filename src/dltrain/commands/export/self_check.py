@@ -13,7 +13,7 @@ import numpy as np
 
 from ...api import load
 from ...data import BOOLEAN_WORDS, DataSchema
-from ...data.csv import numeric_markers
+from ...data.cells import numeric_markers
 from ...errors import ArtifactError, DltrainError
 from ..predict import predict_rows
 from .graph import onnx_modules

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from ...data import BOOLEAN_WORDS, MAX_CATEGORIES, infer_task, target_labels
-from ...data.csv import mostly_numbers
+from ...data.cells import mostly_numbers
 from ...data.dates import YEAR_FIRST, detect_date_format, varying_parts
 from ...errors import DataError
 from .reading import Markers

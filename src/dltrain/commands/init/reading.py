@@ -10,7 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ...data.csv import CsvFile, mostly_numbers
+from ...data.cells import mostly_numbers
+from ...data.csv import CsvFile
 from ...data.dates import detect_date_format
 from ...errors import DataError
 from ...files import open_regular

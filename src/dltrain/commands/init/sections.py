@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ...data.csv import DELIMITER_NAMES
+from ...data.dialect import DELIMITER_NAMES
 from .reading import Markers
 
 if TYPE_CHECKING:
