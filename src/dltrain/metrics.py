@@ -310,7 +310,7 @@ class SplitScores:
     def result(self, detailed: bool = False, total_squares=None) -> dict:
         """The scores so far, as ``evaluate`` gives them. ``total_squares``: the targets' sum of
         squared deviations from their mean (R²'s denominator), when known (else from the kept targets)."""
-        results = {"loss": self.loss_value()} if self.chunks else {}
+        results: dict = {"loss": self.loss_value()} if self.chunks else {}
         if self.task != "classification":
             scores = self._regression(total_squares)
             results.update({name: float(np.mean(values)) for name, values in scores.items()})
@@ -348,9 +348,14 @@ def squares_about_mean(target_chunks) -> np.ndarray:
     passes over the chunks (one chunk: what ``np.sum((t - t.mean(axis=0)) ** 2, axis=0)`` gives)."""
     chunks = [_host(chunk) for chunk in target_chunks]
     count = sum(len(chunk) for chunk in chunks)
-    total = sum(np.add.reduce(chunk, axis=0, dtype=np.float64) for chunk in chunks)
+    total = np.zeros(chunks[0].shape[1:], dtype=np.float64)
+    for chunk in chunks:
+        total = total + np.add.reduce(chunk, axis=0, dtype=np.float64)
     mean = total / count
-    return sum(np.sum((chunk - mean) ** 2, axis=0, dtype=np.float64) for chunk in chunks)
+    squares = np.zeros_like(total)
+    for chunk in chunks:
+        squares = squares + np.sum((chunk - mean) ** 2, axis=0, dtype=np.float64)
+    return squares
 
 
 def _host(array):
