@@ -77,6 +77,9 @@ class _Plan:
         self.positions = np.array(
             columns.numeric_positions([encoding.name for _, encoding in self.in_matrix]), dtype=np.intp
         )
+        # Columns side by side in the matrix are a view of it, not a copy of the block.
+        side_by_side = len(self.positions) and np.array_equal(np.diff(self.positions), np.ones(len(self.positions) - 1))
+        self.columns_at = slice(self.positions[0], self.positions[-1] + 1) if side_by_side else self.positions
         self.missing_words: dict = {}  # text column -> which of its words is empty
         self.other_words = {
             encoding.name: boolean_words(columns.categories[encoding.name][1])[1]
@@ -102,9 +105,11 @@ class _Plan:
     def dropped(self, begin: int, stop: int, problems: _Problems) -> np.ndarray | None:
         """The block's rows that ``drop`` policies skip (None: none); in predict mode, a problem instead."""
         columns = self.columns
-        numbers = columns.matrix[begin:stop, self.positions] if len(self.positions) else np.empty((stop - begin, 0))
+        numbers = columns.matrix[begin:stop, self.columns_at] if len(self.positions) else np.empty((stop - begin, 0))
         # The block's numbers looked at together: only columns holding NaN or inf are looked at alone.
-        suspect = np.asarray(np.isnan(numbers).any(axis=0) | np.isinf(numbers).any(axis=0))
+        # A column's sum in float64 is NaN or inf exactly where the column holds one (float32's
+        # largest times any row count stays finite in float64): one pass, no mask of the block.
+        suspect = ~np.isfinite(np.add.reduce(numbers, axis=0, dtype=np.float64))
         self.block = {
             encoding.name: numbers[:, index] for index, (_, encoding) in enumerate(self.in_matrix) if suspect[index]
         }
