@@ -61,11 +61,16 @@ def test_the_kernels_write_the_reference_bytes():
 def test_a_cold_kernel_cache_costs_no_compile_wait_until_compiling_pays(monkeypatch):
     """A fresh install: the blocks go by the reference path and one helper process compiles the
     kernels into the cache, until the numbers written so amount to a compile's cost."""
+
+    class Still:  # a helper process still compiling
+        def poll(self):
+            return None
+
     started, by_kernels = [], []
     monkeypatch.setattr(csv_text, "_warm", lambda: False)
-    monkeypatch.setattr(csv_text, "_helper", None)
+    monkeypatch.setattr(csv_text, "_helper", csv_text.kernel_cache.CompileHelper(csv_text._HELPER))
     monkeypatch.setattr(csv_text, "_written_cold", 0)
-    monkeypatch.setattr(csv_text.kernel_cache, "start_helper", lambda code: started.append(code) or object())
+    monkeypatch.setattr(csv_text.kernel_cache, "start_helper", lambda code: started.append(code) or Still())
     monkeypatch.setattr(csv_text, "FAST_MIN_CELLS", 10)
     monkeypatch.setattr(csv_text, "COMPILE_PAYS_CELLS", 50)
     real_csv_rows = csv_text.csv_rows

@@ -379,7 +379,7 @@ def fresh_kernels(monkeypatch):
     """The kernels as new dispatchers: nothing compiled in this process (each loads from the disk
     cache, or compiles, on its first call), and no helper started yet."""
     monkeypatch.setattr(fastcsv, "_compiled_kernels", None)
-    monkeypatch.setattr(fastcsv, "_helper", None)
+    monkeypatch.setattr(fastcsv, "_helper", kernel_cache.CompileHelper(fastcsv._HELPER))
     fastcsv._compiled()
 
 
@@ -402,7 +402,6 @@ def cold_cache(monkeypatch):
             return None  # still compiling
 
     monkeypatch.setattr(subprocess, "Popen", Helper)
-    monkeypatch.setattr(fastcsv, "_leave_helper", lambda: None)  # not registered at exit for good
     kernels_ = fastcsv._compiled()
     for name in fastcsv._KERNEL_NAMES:
 
@@ -474,18 +473,19 @@ def test_the_helper_compiles_what_a_read_calls_unless_another_is_at_it(fresh_ker
     assert (fastcsv.MIN_BYTES, fastcsv.compile_when_cold) == (min_bytes, False)
 
 
-def test_a_helper_still_compiling_at_exit_is_left_to_finish_in_silence(monkeypatch):
+def test_a_helper_still_compiling_at_exit_is_left_to_finish_in_silence():
     import signal
     import subprocess
     import warnings
 
-    monkeypatch.setattr(fastcsv, "_helper", subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"]))
-    pid = fastcsv._helper.pid
+    helper = kernel_cache.CompileHelper(fastcsv._HELPER)
+    helper.process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    pid = helper.process.pid
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            fastcsv._leave_helper()  # the last reference: subprocess would warn that it still runs
-        assert fastcsv._helper is None
+            helper.leave()  # the last reference: subprocess would warn that it still runs
+        assert helper.process is None
         assert not caught
     finally:
         os.kill(pid, signal.SIGKILL)

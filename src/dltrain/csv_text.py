@@ -19,7 +19,6 @@ from __future__ import annotations
 import csv
 import io
 import types
-import warnings
 
 import numpy as np
 
@@ -36,8 +35,8 @@ FAST_MIN_CELLS = 20_000
 # So a cold cache never costs more than about twice the better of the two choices.
 COMPILE_PAYS_CELLS = 3_000_000
 _written_cold = 0  # numbers written by the reference path while the kernels were cold
-_helper = None  # the helper process this process started (one at most), as subprocess.Popen
 _HELPER = "import os; os.nice(19); from dltrain import csv_text; csv_text.compile_into_cache()"
+_helper = kernel_cache.CompileHelper(_HELPER)  # compiles the kernels into the disk cache
 
 _INV_BITCOUNT, _BITCOUNT = 59, 61  # Ryu's precision for 5^-q and 5^i (f2s.c)
 # Positional layout from float32(1e-4) up to, not including, float32(1e16) (see format_number):
@@ -330,7 +329,7 @@ def fast_path(cells: int) -> bool:
         return False
     if _written_cold >= COMPILE_PAYS_CELLS or _warm():
         return True
-    _start_helper()
+    _helper.start()
     _written_cold += cells
     return False
 
@@ -343,25 +342,6 @@ def _warm() -> bool:
         "_join_fields": (data, offsets, np.zeros((1, 1), np.int64), out),
     }
     return all(kernel_cache.warm(compiled[name], arguments) for name, arguments in calls.items())
-
-
-def _start_helper() -> None:
-    """Start a helper process (once per process) that compiles the kernels into the disk cache."""
-    global _helper
-    if _helper is None:
-        _helper = kernel_cache.start_helper(_HELPER)
-        if _helper is not None:
-            import atexit
-
-            atexit.register(_leave_helper)
-
-
-def _leave_helper() -> None:
-    """At exit: let the helper finish on its own, without Python's warning that it still runs."""
-    global _helper
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ResourceWarning)
-        _helper = None
 
 
 def compile_into_cache() -> None:

@@ -29,7 +29,6 @@ import csv
 import io
 import os
 import types
-import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -72,8 +71,8 @@ compile_when_cold = False
 # From this size a read compiles the kernels it lacks (5-15 s here) rather than take the plain
 # reader, which reads Fashion-MNIST's 133 MB training CSV about 2 s slower than the kernels.
 COMPILE_PAYS_BYTES = 512 << 20
-_helper = None  # the helper process this process started (one at most), as subprocess.Popen
 _HELPER = "import os; os.nice(19); from dltrain.data import fastcsv; fastcsv.compile_into_cache()"
+_helper = kernel_cache.CompileHelper(_HELPER)  # compiles the kernels into the disk cache
 _HELPER_LOCK = "fastcsv.compiling.lock"  # held by the helper compiling, in the cache folder
 
 
@@ -124,30 +123,8 @@ def _ready(kernels_: dict, calls: list, size: int) -> bool:
         return True
     if all(kernel_cache.warm(kernels_[name], arguments) for name, arguments in calls):
         return True
-    _start_helper()
+    _helper.start()
     return False
-
-
-def _start_helper() -> None:
-    """Start a helper process (once per process) that compiles the kernels into the disk cache
-    (kernel_cache.start_helper: at the lowest priority, waited for by nothing)."""
-    global _helper
-    if _helper is not None:
-        _helper.poll()  # reaped once it has ended
-        return
-    _helper = kernel_cache.start_helper(_HELPER)
-    if _helper is not None:
-        import atexit
-
-        atexit.register(_leave_helper)
-
-
-def _leave_helper() -> None:
-    """At exit: let the helper finish on its own, without Python's warning that it still runs."""
-    global _helper
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ResourceWarning)
-        _helper = None
 
 
 def compile_into_cache() -> None:

@@ -121,6 +121,31 @@ def start_helper(code: str):
         return None  # the work goes on without it; a later call starts another
 
 
+class CompileHelper:
+    """One helper process at most that runs ``code`` (see ``start_helper``) to compile kernels into
+    the disk cache while the work goes on without them."""
+
+    def __init__(self, code: str):
+        self.code, self.process = code, None
+
+    def start(self) -> None:
+        """Start it, unless it was started (then it is reaped once it has ended)."""
+        if self.process is not None:
+            self.process.poll()
+            return
+        self.process = start_helper(self.code)
+        if self.process is not None:
+            import atexit
+
+            atexit.register(self.leave)
+
+    def leave(self) -> None:
+        """At exit: let it finish on its own, without Python's warning that it still runs."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ResourceWarning)
+            self.process = None
+
+
 def folder(dispatcher) -> Path | None:
     """The folder holding ``dispatcher``'s cached compilations; None where they are not cached on disk."""
     cache = dispatcher._cache
