@@ -24,6 +24,7 @@ the same one, so both sides do the same work):
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 
@@ -183,11 +184,15 @@ def step_breakdown(trainer, X: np.ndarray, y: np.ndarray, batches: int) -> dict[
     inner.loss.value_and_gradient = timer.wrap("loss", inner.loss.value_and_gradient)
     inner.predictions.record = timer.wrap("record", inner.predictions.record)
     inner.optimizer.step = timer.wrap("optimizer", inner.optimizer.step)
+    timed_arrays = TimedArrays()
     for layer in inner.model.layers:
         for name in ("forward", "backward"):
             saved[(layer, name)] = None
             setattr(layer, name, timer.wrap(f"layer.{name}", getattr(layer, name)))
-    layers.xp = TimedArrays()
+        if getattr(layer, "backend", None) is not None:  # the model's array module (a frozen Backend)
+            saved[(layer, "backend")] = layer.backend
+            layer.backend = dataclasses.replace(layer.backend, xp=timed_arrays)
+    layers.xp = timed_arrays
     try:
         start = time.perf_counter()
         trainer.train_epoch(X, y, batches)
