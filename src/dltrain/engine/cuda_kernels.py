@@ -14,8 +14,9 @@ by CuPy on first use and cached on disk by it (``~/.cupy/kernel_cache``).
 
 from __future__ import annotations
 
-import math
 from typing import Any
+
+from .kernels import adam_scalars
 
 _cupy: Any = None
 _compiled: dict = {}
@@ -162,21 +163,7 @@ def softmax_cross_entropy(logits, targets, weights, scale, grad, row_loss):
 def adam(param, grad, m, v, lr, beta1, beta2, eps, step, decay, smallest, partial):
     """One Adam update of a flat array in place (kernels.adam's arithmetic); returns the sum of
     squared gradients as a 0-d array on the device (``partial`` is not needed here)."""
-    real = param.dtype.type
     squares = _kernel("sum_of_squares", grad.dtype)(grad)
-    _kernel("adam", param.dtype)(
-        grad,
-        real(lr / (1.0 - beta1**step)),
-        real(beta1),
-        real(beta2),
-        real(1.0 - beta1),
-        real(1.0 - beta2),
-        real(1.0 / math.sqrt(1.0 - beta2**step)),
-        real(eps),
-        real(decay),
-        real(smallest),
-        param,
-        m,
-        v,
-    )
+    scalars = adam_scalars(param.dtype.type, lr, beta1, beta2, eps, step, decay, smallest)
+    _kernel("adam", param.dtype)(grad, *scalars, param, m, v)
     return squares

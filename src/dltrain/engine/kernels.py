@@ -229,6 +229,23 @@ def softmax_cross_entropy(logits, targets, weights, scale, grad, row_loss):
     return row_loss
 
 
+def adam_scalars(real, lr, beta1, beta2, eps, step, decay, smallest) -> tuple:
+    """The scalars of one fused Adam update, in the parameters' type ``real``, for both devices'
+    kernels: the bias corrections folded into the step size, lr / (1 - beta1^t), and into the
+    second moment's divisor, 1 / sqrt(1 - beta2^t) (one division per element, as PyTorch)."""
+    return (
+        real(lr / (1.0 - beta1**step)),
+        real(beta1),
+        real(beta2),
+        real(1.0 - beta1),
+        real(1.0 - beta2),
+        real(1.0 / math.sqrt(1.0 - beta2**step)),
+        real(eps),
+        real(decay),
+        real(smallest),
+    )
+
+
 def adam(param, grad, m, v, lr, beta1, beta2, eps, step, decay, smallest, partial) -> float:
     """One Adam update of a flat array in place; returns the sum of squared gradients.
 
@@ -240,25 +257,9 @@ def adam(param, grad, m, v, lr, beta1, beta2, eps, step, decay, smallest, partia
     microcode path: with 4% of the first layer's moments subnormal, an update of the
     784-128-10 network took twice as long. What is lost is below 1.2e-38 (float32), a
     change to the weights far below their rounding."""
-    real = param.dtype.type
     block_size = -(-param.size // partial.size)  # the block size partial was sized for
-    _kernel(adam_loop, param.size)(
-        param,
-        grad,
-        m,
-        v,
-        real(lr / (1.0 - beta1**step)),
-        real(beta1),
-        real(beta2),
-        real(1.0 - beta1),
-        real(1.0 - beta2),
-        real(1.0 / math.sqrt(1.0 - beta2**step)),
-        real(eps),
-        real(decay),
-        real(smallest),
-        partial,
-        block_size,
-    )
+    scalars = adam_scalars(param.dtype.type, lr, beta1, beta2, eps, step, decay, smallest)
+    _kernel(adam_loop, param.size)(param, grad, m, v, *scalars, partial, block_size)
     total = 0.0
     for value in partial.tolist():  # block by block, in order
         total += value
