@@ -380,3 +380,32 @@ def test_a_damaged_stored_schema_is_refused(tmp_path, change, message):
     with pytest.raises(ArtifactError, match=re.escape(f"model.json: {message}")) as refused:
         DataSchema.read(Path("model.json"), data)
     assert refused.value.hint == "the file is damaged or was changed; train again"
+
+
+@pytest.mark.parametrize("scale", ["standard", "minmax"])
+def test_scaling_of_filled_columns_equals_the_statistics_of_the_filled_values(tmp_path, scale):
+    """The fills' share is added to the present cells' statistics, not by filling a copy: the
+    result equals NumPy's mean/std (or min/range) of the training values once filled, for
+    columns with empty cells, with none, and with only one present value."""
+    from dltrain.data.parsed import Columns
+    from dltrain.data.statistics import present_values
+
+    rng = np.random.default_rng(4)
+    matrix = (rng.standard_normal((9_000, 4)) * [1, 1e4, 1e-3, 5] + [0, 7e5, 0, -3]).astype(np.float32)
+    matrix[rng.random(9_000) < 0.2, 0] = np.nan
+    matrix[rng.random(9_000) < 0.5, 1] = np.nan
+    matrix[1:, 3] = np.nan  # one present value
+    columns = Columns(Path("x.csv"), np.arange(9_000), ["a", "b", "c", "d"], matrix)
+    rows = np.sort(rng.permutation(9_000)[:7_000])
+    fills = np.array([0.5, 123.25, np.nan, -2.0])
+    present = present_values(columns, ["a", "b", "c", "d"], rows, scale)
+    offset, spread = present.filled(["a", "b", "c", "d"], fills, len(rows), scale)
+    values = matrix[rows].astype(np.float64)
+    values = np.where(np.isnan(values), fills, values)
+    if scale == "standard":
+        expected = values.mean(axis=0), values.std(axis=0)
+    else:
+        expected = values.min(axis=0), values.max(axis=0) - values.min(axis=0)
+    np.testing.assert_allclose(offset, expected[0], rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(spread, expected[1], rtol=1e-9, atol=1e-12)
+    assert present.count.tolist() == np.count_nonzero(~np.isnan(matrix[rows]), axis=0).tolist()

@@ -30,7 +30,7 @@ from .dialect import DELIMITERS
 from .parsed import Columns
 from .plan import label_sort_key
 from .rows import read_cells
-from .statistics import input_scaling, numeric_fills, target_scaling
+from .statistics import input_scaling, numeric_fills, present_values, target_scaling
 from .targets import class_labels, target_classes
 
 if TYPE_CHECKING:  # pydantic checks the choices when stored; code passes a validated config's text
@@ -209,12 +209,14 @@ class DataSchema(Stored):
         target_scale: str = "none",
     ) -> "DataSchema":
         """Fit fills and scaling on ``train_rows``; categories and class labels on ``all_rows``."""
-        fills = numeric_fills(columns, encodings, train_rows)
+        numeric = [encoding.name for encoding in encodings if encoding.type == "numeric"]
+        present = present_values(columns, numeric, train_rows, scale) if numeric else None
+        fills = numeric_fills(columns, encodings, train_rows, present)
         fitted = [fit_column(columns, encoding, train_rows, all_rows, fills) for encoding in encodings]
         labels = []
         if task == "classification":
             labels = sorted(class_labels(columns, targets[0], all_rows).tolist(), key=label_sort_key)
-        offset, divisor = input_scaling(columns, fitted, scale, train_rows)
+        offset, divisor = input_scaling(columns, fitted, scale, train_rows, present)
         target_scaler = TargetScaler()
         if task == "regression" and target_scale == "standard":
             target_offset, target_divisor = target_scaling(columns, targets, train_rows)
