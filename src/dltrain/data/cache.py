@@ -229,7 +229,7 @@ def _parse_into_store(table: CsvFile, request: dict, entry: _Entry, record: dict
         return store.open_columns(table.path, mapped, names, sink.integral)
 
     def sink(numeric, wide, text):
-        return store.StoreSink(numeric, wide, text, folder, finished, long_lines)
+        return store.StoreSink(numeric, wide, text, folder, finished, long_lines, hashed=keep)
 
     try:
         return table.read(**request, sink=sink)

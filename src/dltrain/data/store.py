@@ -14,7 +14,8 @@ after each chunk), so parsing holds one chunk in memory, whatever the file's siz
 written with plain writes, not through a memory map: a full disk is then an error to report,
 where a write into a mapped page would kill the process (SIGBUS). Each file's SHA-256 is taken
 as it is written and kept in the record, which is written last: an entry cut short (kill -9, a
-full disk) has no record and is never read. A store is read back whole into memory, or mapped
+full disk) has no record and is never read. (A store kept only while one command runs,
+``data.cache: false``, is never recorded, so no SHA-256 is taken.) A store is read back whole into memory, or mapped
 (``StoreMatrix``), its pages then in the operating system's page cache, not in the process.
 """
 
@@ -59,12 +60,13 @@ def _store_error(error: OSError, path: Path) -> DltrainError:
 
 class _ArrayFile:
     """A .npy file written a block of rows at a time: a header placeholder, the data, then the
-    true header; the SHA-256 of the data as it goes."""
+    true header; the SHA-256 of the data as it goes (unless not ``hashed``: a store for this
+    process alone, never recorded)."""
 
-    def __init__(self, path: Path, dtype, row_shape: tuple = ()):
+    def __init__(self, path: Path, dtype, row_shape: tuple = (), hashed: bool = True):
         self.path, self.dtype, self.row_shape = path, np.dtype(dtype), row_shape
         self.rows = 0
-        self.digest = hashlib.sha256()
+        self.digest = hashlib.sha256() if hashed else None
         try:
             self.handle = open(path, "wb")
             write_all(self.handle, b" " * HEADER_BYTES)
@@ -74,7 +76,8 @@ class _ArrayFile:
     def append(self, block: np.ndarray) -> None:
         data = np.ascontiguousarray(block, dtype=self.dtype)
         payload = data.reshape(-1).view(np.uint8).data
-        self.digest.update(payload)
+        if self.digest is not None:
+            self.digest.update(payload)
         try:
             write_all(self.handle, payload)
         except OSError as error:
@@ -90,7 +93,8 @@ class _ArrayFile:
             self.handle.close()
         except OSError as error:
             raise _store_error(error, self.path) from None
-        return {"dtype": self.dtype.str, "shape": list(shape), "sha256": self.digest.hexdigest()}
+        digest = self.digest.hexdigest() if self.digest is not None else None
+        return {"dtype": self.dtype.str, "shape": list(shape), "sha256": digest}
 
     def abandon(self) -> None:
         self.handle.close()
@@ -140,10 +144,13 @@ def _write_whole(path: Path, array: np.ndarray) -> dict:
 
 
 class StoreWriter:
-    """Writes a store's arrays into ``folder``: rows appended a block at a time."""
+    """Writes a store's arrays into ``folder``: rows appended a block at a time (``hashed``: with
+    each array's SHA-256 for the record)."""
 
-    def __init__(self, folder: Path, numeric: list, wide: list, text: list, long_lines: bool = True):
-        self.folder = folder
+    def __init__(
+        self, folder: Path, numeric: list, wide: list, text: list, long_lines: bool = True, hashed: bool = True
+    ):
+        self.folder, self.hashed = folder, hashed
         self.numeric, self.wide, self.text = numeric, wide, text
         self.files: dict[str, _ArrayFile] = {}
         self.extremes = [np.inf, -np.inf]  # of the finite numbers, for an integer matrix
@@ -153,12 +160,12 @@ class StoreWriter:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as error:
             raise _store_error(error, folder) from None
-        self.files["matrix"] = _ArrayFile(folder / "matrix.npy", np.float32, (len(numeric),))
-        self.files["lines"] = _ArrayFile(folder / "lines.npy", np.int64 if long_lines else np.int32)
+        self.files["matrix"] = _ArrayFile(folder / "matrix.npy", np.float32, (len(numeric),), hashed)
+        self.files["lines"] = _ArrayFile(folder / "lines.npy", np.int64 if long_lines else np.int32, (), hashed)
         for index in range(len(wide)):
-            self.files[f"wide_{index}"] = _ArrayFile(folder / f"wide_{index}.npy", np.float64)
+            self.files[f"wide_{index}"] = _ArrayFile(folder / f"wide_{index}.npy", np.float64, (), hashed)
         for index in range(len(text)):
-            self.files[f"codes_{index}"] = _ArrayFile(folder / f"codes_{index}.npy", np.int32)
+            self.files[f"codes_{index}"] = _ArrayFile(folder / f"codes_{index}.npy", np.int32, (), hashed)
 
     def append(self, matrix: np.ndarray, wide: np.ndarray, lines: np.ndarray, codes: np.ndarray, integral: bool):
         """Rows: numbers (rows, numeric), targets (rows, wide), lines, text codes (text, rows)."""
@@ -181,7 +188,7 @@ class StoreWriter:
         arrays = {name: file.close() for name, file in self.files.items()}
         compact = self._compact_type(integral)
         if compact is not None:
-            arrays.update(_compacted(self.folder, compact, self.has_missing))
+            arrays.update(_compacted(self.folder, compact, self.has_missing, self.hashed))
         for index, words in enumerate(vocabularies):
             arrays[f"words_{index}"] = _write_whole(self.folder / f"words_{index}.npy", words)
         return arrays
@@ -200,11 +207,11 @@ class StoreWriter:
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
-def _compacted(folder: Path, dtype, has_missing: bool) -> dict:
+def _compacted(folder: Path, dtype, has_missing: bool, hashed: bool) -> dict:
     """The float32 matrix rewritten in ``dtype`` (and its empty cells as bits); their record entries."""
     source = np.load(folder / "matrix.npy", mmap_mode="r", allow_pickle=False)
-    target = _ArrayFile(folder / "matrix.compact", dtype, source.shape[1:])
-    bits = _ArrayFile(folder / "missing.npy", np.uint8, ((source.shape[1] + 7) // 8,)) if has_missing else None
+    target = _ArrayFile(folder / "matrix.compact", dtype, source.shape[1:], hashed)
+    bits = _ArrayFile(folder / "missing.npy", np.uint8, ((source.shape[1] + 7) // 8,), hashed) if has_missing else None
     for begin in range(0, len(source), BLOCK_ROWS * 16):
         block = np.array(source[begin : begin + BLOCK_ROWS * 16])
         missing = np.isnan(block)
@@ -223,11 +230,12 @@ def _compacted(folder: Path, dtype, has_missing: bool) -> dict:
 class StoreSink(Gathered):
     """The rows of a CSV being parsed, written to a store after each chunk (csv.CsvFile.read's
     ``sink``): memory holds one chunk. ``finish`` closes the files and gives the record's arrays
-    to ``on_finish``, whose Columns it returns."""
+    to ``on_finish``, whose Columns it returns. ``hashed``: the arrays' SHA-256 are taken for the
+    record (a store that will not be kept needs none)."""
 
-    def __init__(self, numeric, wide, text, folder: Path, on_finish, long_lines: bool = True):
+    def __init__(self, numeric, wide, text, folder: Path, on_finish, long_lines: bool = True, hashed: bool = True):
         super().__init__(numeric, wide, text)
-        self.writer = StoreWriter(folder, self.numeric, self.wide, self.text, long_lines)
+        self.writer = StoreWriter(folder, self.numeric, self.wide, self.text, long_lines, hashed)
         self.on_finish = on_finish
         self.written = 0
 
