@@ -125,7 +125,7 @@ def test_fit_uses_the_cache_beside_the_config_and_it_can_be_turned_off(tmp_path,
     second = check.check(tmp_path / "c.yaml")
     assert parses == ["d.csv"]
     assert (tmp_path / ".dltrain-cache").is_dir()
-    np.testing.assert_array_equal(first.data.train.features, second.data.train.features)
+    np.testing.assert_array_equal(first.data.train.in_memory().features, second.data.train.in_memory().features)
     check.check(tmp_path / "c.yaml", ["data.cache=false"])
     assert parses == ["d.csv", "d.csv"]
     monkeypatch.setenv(datacache.CACHE_ENV, str(tmp_path / "elsewhere"))

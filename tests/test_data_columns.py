@@ -55,7 +55,7 @@ def test_types_are_inferred_and_encoded(tmp_path):
         ("member", "boolean"),
     ]
     assert schema.input_names == ["income", "region=east", "region=north", "region=south", "member"]
-    features = result.data.train.features
+    features = result.data.train.in_memory().features
     assert features.shape[1] == 5
     one_hot = features[:, 1:4]
     assert set(np.unique(one_hot)) == {0.0, 1.0} and np.all(one_hot.sum(axis=1) == 1)
@@ -128,7 +128,7 @@ def test_fills_use_training_statistics_only_and_are_reused_at_predict(tmp_path):
     all_values = np.array([float(row["income"]) for row in csv.DictReader(io.StringIO(text)) if row["income"]])
     assert income.fill != pytest.approx(all_values.mean(), abs=1e-9)
     offset, divisor = run.schema.offset[0], run.schema.divisor[0]
-    np.testing.assert_allclose(data.data.train.features[:, 0].mean(), 0, atol=1e-5)
+    np.testing.assert_allclose(data.data.train.in_memory().features[:, 0].mean(), 0, atol=1e-5)
     (tmp_path / "new.csv").write_text("income,region,member\n,north,yes\n")
     features, _ = read_features(tmp_path / "new.csv", run.schema, with_target=False)
     assert features[0, 0] == pytest.approx((income.fill - offset) / divisor, rel=1e-5)

@@ -166,7 +166,7 @@ def test_a_date_column_is_typed_expanded_and_stored(tmp_path):
     assert day.parts == list(DATE_PARTS[:9])  # no time in the cells: no hour or minute
     assert schema.input_names[:3] == ["day.year", "day.month", "day.month_sin"]
     assert schema.n_inputs == 9 + 1 + 2
-    assert np.allclose(result.data.train.features[:, :9].mean(axis=0), 0, atol=1e-5)  # scaled like numbers
+    assert np.allclose(result.data.train.in_memory().features[:, :9].mean(axis=0), 0, atol=1e-5)  # scaled like numbers
 
 
 def test_the_schema_round_trips_and_refuses_a_damaged_date_column(tmp_path):

@@ -330,7 +330,7 @@ def _prepared(config, fast: bool):
         return str(error)
     finally:
         fastcsv.usable = usable
-    splits = [data.train, data.validation]
+    splits = [data.train.in_memory(), data.validation.in_memory()]
     return [split.features.tobytes() for split in splits], [split.targets.tobytes() for split in splits], data.schema
 
 

@@ -307,7 +307,7 @@ def test_any_csv_through_check_trains_or_refuses_with_a_dltrain_error(tmp_path, 
     except DltrainError as error:
         assert str(error)
         return
-    assert np.all(np.isfinite(result.data.train.features))
+    assert np.all(np.isfinite(result.data.train.in_memory().features))
 
 
 @FAST

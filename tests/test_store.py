@@ -16,6 +16,7 @@ from dltrain.cli import app
 from dltrain.commands import fit
 from dltrain.data import cache as datacache
 from dltrain.data import placement, store
+from dltrain.files import human_bytes
 
 runner = CliRunner()
 DRIVER = Path(__file__).with_name("fault_driver.py")
@@ -127,6 +128,37 @@ def test_check_reports_the_plan(project):
     assert "expected peak memory of a fit about" in line
     result = runner.invoke(app, ["check", str(project / "classes.yaml")])
     assert "600 rows; batches from memory (" in result.output
+
+
+@pytest.mark.parametrize("integers", [False, True])
+def test_check_without_the_cache_parses_into_memory_and_plans_the_stores_size(project, integers):
+    """data.cache: false and a store planned: check writes nothing (the store would be thrown
+    away) yet prints what the store would take, as a check that wrote it does; for integers,
+    with empty cells, the store's compact type and bits."""
+    if integers:
+        rows = ["a,b,c,label"] + [
+            f"{i % 7},{'' if i % 11 == 0 else i % 300},{i % 5},{'yes' if i % 3 else 'no'}" for i in range(600)
+        ]
+        (project / "small.csv").write_text("\n".join(rows) + "\n")
+        (project / "classes.yaml").write_text(
+            CONFIG.format(target="label", extra="metrics: [accuracy]").replace("{c: {missing: median}}", "{}")
+        )
+
+    def plan(cache: str):
+        result = runner.invoke(
+            app, ["check", str(project / "classes.yaml"), "--set", "data.store=true", "--set", cache]
+        )
+        assert result.exit_code == 0, result.output
+        return [line for line in result.output.splitlines() if line.startswith(("plan: ", "data: "))]
+
+    without = plan("data.cache=false")
+    assert not (project / ".dltrain-cache").exists() or not any((project / ".dltrain-cache").iterdir())
+    assert plan("data.cache=true") == without and "batches from the on-disk store (" in without[1]
+    entry = next(path for path in (project / ".dltrain-cache").iterdir() if path.is_dir())
+    on_disk = sum(
+        np.load(path, mmap_mode="r").nbytes for path in entry.glob("*.npy") if not path.name.startswith("words_")
+    )
+    assert f"({human_bytes(on_disk)} on disk)" in without[1]
 
 
 def _tidy_cache(project: Path) -> list:

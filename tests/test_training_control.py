@@ -219,8 +219,9 @@ def test_balanced_class_weights(tmp_path, root):
         "train: {epochs: 2, class_weight: balanced}\n"
     )
     result = check.check(path)
-    weights = build.sample_weights(result.config, result.data.schema, result.data.train.targets)
-    classes = result.data.train.targets[:, 0].astype(int)
+    targets = result.data.train.in_memory().targets
+    weights = build.sample_weights(result.config, result.data.schema, targets)
+    classes = targets[:, 0].astype(int)
     counts = np.bincount(classes)
     assert weights[classes == 0][0] == pytest.approx(len(classes) / (2 * counts[0]))
     assert (weights * (classes == 1)).sum() == pytest.approx((weights * (classes == 0)).sum(), rel=1e-5)

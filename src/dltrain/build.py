@@ -56,11 +56,14 @@ class Seeds:
         return cls(*(np.random.default_rng(child) for child in np.random.SeedSequence(seed).spawn(4)))
 
 
-def prepare_fit(config: Config, source: ConfigSource, base_dir: Path) -> tuple[Config, Seeds, PreparedData]:
+def prepare_fit(
+    config: Config, source: ConfigSource, base_dir: Path, checking: bool = False
+) -> tuple[Config, Seeds, PreparedData]:
     """Config and data checked together, as fit and check both need them: the CSVs read and split,
-    every ``auto`` resolved, the training options checked, and the model's memory estimated."""
+    every ``auto`` resolved, the training options checked, and the model's memory estimated.
+    ``checking``: for `dltrain check`, which trains nothing (see data.prepare.prepare_data)."""
     seeds = Seeds.from_seed(config.seed)
-    data = prepare_data(config, source, base_dir, seeds.split)
+    data = prepare_data(config, source, base_dir, seeds.split, checking=checking)
     config = check_training_options(data.config, source, data)
     check_model_memory(config, data.schema, source, len(data.train))  # before a run folder is made
     return config, seeds, data

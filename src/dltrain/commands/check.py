@@ -31,5 +31,5 @@ class CheckResult:
 def check(config_path, overrides=()) -> CheckResult:
     """Validate config and data and build the model, without training."""
     config, base_dir, source = load_config(config_path, overrides)
-    config, seeds, data = prepare_fit(config, source, base_dir)
+    config, seeds, data = prepare_fit(config, source, base_dir, checking=True)
     return CheckResult(config, build_model(config, data.schema, seeds, source, len(data.train)), data)

@@ -14,9 +14,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from ..files import human_bytes
 from ..system import available_memory
 from .csv import CsvFile
+from .store import stored_bytes
 
 STORE_ABOVE = 512 << 20  # bytes of training arrays in memory above which auto reads from the store
 BASE_BYTES = 110 << 20  # Python, NumPy, numba and the engine, before any data (measured: a fit of a small file)
@@ -37,11 +40,18 @@ class Placement:
     shuffle: str = "rows"  # rows | blocks
     reason: str = ""
     folder: Path | None = None  # the cache folder the store is in (model inputs are written beside it)
+    available: int = 0  # bytes of memory available when it was placed
+
+    def fits_in_memory(self) -> bool:
+        """The parsed columns would take at most a quarter of the memory available."""
+        return self.parsed_bytes <= self.available // 4
 
     def parsed(self, columns) -> None:
-        """The exact rows and sizes, once the file is parsed."""
+        """The exact rows and sizes, once the file is parsed (from the store: its size on disk,
+        also where the columns were parsed into memory, as a check does)."""
         self.rows = columns.n_rows
-        self.parsed_bytes = parsed_bytes(columns)
+        in_memory = isinstance(columns.matrix, np.ndarray)  # a store's is a StoreMatrix
+        self.parsed_bytes = stored_bytes(columns) if self.from_store and in_memory else parsed_bytes(columns)
 
     def peak_memory(self, n_inputs: int, model_bytes: int, chunk_rows: int) -> int:
         """The memory a fit is expected to take at its peak (anonymous memory: the store's pages
@@ -101,7 +111,7 @@ def place(setting, shuffle: str, table: CsvFile, request: dict) -> Placement:
     order = shuffle
     if shuffle == "auto":
         order = "rows" if not from_store or parsed <= available // 2 else "blocks"
-    return Placement(rows, parsed, memory, from_store, order, reason)
+    return Placement(rows, parsed, memory, from_store, order, reason, available=available)
 
 
 def parsed_bytes(columns) -> int:

@@ -103,7 +103,7 @@ class _ParsedTraining:
 
 
 def _parse_training_csv(
-    config: Config, source: ConfigSource, base_dir: Path, in_memory: bool = False
+    config: Config, source: ConfigSource, base_dir: Path, in_memory: bool = False, checking: bool = False
 ) -> _ParsedTraining:
     spec = config.data
     table = CsvFile.open(
@@ -122,8 +122,11 @@ def _parse_training_csv(
     plan.read_markers(table)
     request = plan.request(config.task)
     placement = place(False if in_memory else spec.store, spec.shuffle, table, request)
-    cache = data_cache.cache_folder(base_dir) if spec.cache or placement.from_store else None
-    columns = data_cache.read_columns(table, request, cache, mapped=placement.from_store, keep=spec.cache)
+    # A check trains nothing: with data.cache: false a store it wrote would only be thrown away,
+    # so it parses into memory while the columns fit there (the plan still says where a fit reads).
+    mapped = placement.from_store and not (checking and not spec.cache and placement.fits_in_memory())
+    cache = data_cache.cache_folder(base_dir) if spec.cache or mapped else None
+    columns = data_cache.read_columns(table, request, cache, mapped=mapped, keep=spec.cache)
     placement.parsed(columns)
     placement.folder = cache
     encodings = column_encodings(columns, plan)
@@ -231,15 +234,22 @@ def _fit_schema(config: Config, parsed: _ParsedTraining, train_rows: np.ndarray)
 
 
 def prepare_data(
-    config: Config, source: ConfigSource, base_dir: Path, split_rng: np.random.Generator, in_memory: bool = False
+    config: Config,
+    source: ConfigSource,
+    base_dir: Path,
+    split_rng: np.random.Generator,
+    in_memory: bool = False,
+    checking: bool = False,
 ) -> PreparedData:
     """Read the CSVs, type the columns, resolve ``auto`` settings, split, fit preprocessing on train only.
 
     ``base_dir``: the folder the config's data paths are relative to; ``split_rng``: the
     random stream of the validation split; ``in_memory``: splits as arrays whatever data.store
-    says (tune's trials select input columns of them)."""
+    says (tune's trials select input columns of them); ``checking``: for `dltrain check`, which
+    trains nothing: the splits are left as rows of the parsed columns (StoredSplit), never
+    encoded, and with data.cache: false the file is parsed into memory while it fits there."""
     spec = config.data
-    parsed = _parse_training_csv(config, source, base_dir, in_memory)
+    parsed = _parse_training_csv(config, source, base_dir, in_memory, checking)
     task, labels = _task_and_labels(config, parsed)
     guessed = config.task == "auto" and parsed.plan.targets[0] not in parsed.columns.text
     config = resolve_auto(config, source, task, len(parsed.class_names) if labels is not None else 0)
@@ -253,20 +263,24 @@ def prepare_data(
         path = _existing_data_path(base_dir, spec.validation, "validation", source)
         validation = Split(*read_features(path, schema, with_target=True))
     elif validation_rows is not None and len(validation_rows):
-        validation = _split(columns, validation_rows, schema, parsed.placement, "validation")
+        validation = _split(columns, validation_rows, schema, parsed.placement, "validation", checking)
     # Last, as it may reuse the parsed matrix in place instead of copying the training rows.
-    train = _split(columns, train_rows, schema, parsed.placement, "train", in_place=True)
+    train = _split(columns, train_rows, schema, parsed.placement, "train", checking, in_place=True)
     test = None
     if spec.test is not None:
         test = Split(*read_features(_existing_data_path(base_dir, spec.test, "test", source), schema, with_target=True))
     return PreparedData(config, schema, train, validation, test, parsed.placement)
 
 
-def _split(columns: Columns, rows: np.ndarray, schema: DataSchema, placement: Placement, name: str, in_place=False):
+def _split(
+    columns: Columns, rows: np.ndarray, schema: DataSchema, placement: Placement, name: str, checking, in_place=False
+):
     """The rows as a split. From the store: shuffled by rows, their model inputs encoded once
     into a file beside it (mapped); by blocks, left in the store and encoded a chunk at a time.
     In memory: encoded now (with ``in_place``, the training rows are moved to the front of the
-    parsed matrix, not copied)."""
+    parsed matrix, not copied). ``checking``: never encoded (a check trains nothing)."""
+    if checking:
+        return StoredSplit(columns, rows, schema)
     if placement.from_store:
         split = StoredSplit(columns, rows, schema)
         if placement.shuffle == "blocks" or placement.folder is None:

@@ -57,6 +57,12 @@ class StoredSplit:
         for begin in range(0, len(self), size):
             yield self.schema.encode_target(self.columns, self.rows[begin : begin + size])
 
+    def in_memory(self) -> Split:
+        """The split's model inputs and targets encoded whole into memory (for small data)."""
+        return Split(
+            self.schema.encode_features(self.columns, self.rows), self.schema.encode_target(self.columns, self.rows)
+        )
+
     def encoded(self, path: Path) -> Split:
         """The split's model inputs encoded once, a chunk at a time, into the .npy file ``path``
         and mapped from it (the page cache keeps them while they fit), its targets in memory:

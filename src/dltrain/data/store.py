@@ -194,17 +194,39 @@ class StoreWriter:
         return arrays
 
     def _compact_type(self, integral: bool):
-        low, high = self.extremes
-        if not integral or self.has_infinite or not len(self.numeric) or low > high:
-            return None
-        return next(
-            (dtype for dtype in COMPACT_TYPES if np.iinfo(dtype).min <= low and high <= np.iinfo(dtype).max), None
-        )
+        return compact_type(integral and not self.has_infinite and len(self.numeric) > 0, *self.extremes)
 
     def abandon(self) -> None:
         for file in self.files.values():
             file.abandon()
         shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def compact_type(integral: bool, low: float, high: float):
+    """The smallest integer type a matrix of integers between ``low`` and ``high`` is kept in
+    (None: float32, as for numbers that are not all integers, or an empty matrix)."""
+    if not integral or low > high:
+        return None
+    return next((dtype for dtype in COMPACT_TYPES if np.iinfo(dtype).min <= low and high <= np.iinfo(dtype).max), None)
+
+
+def stored_bytes(columns: Columns) -> int:
+    """The bytes a store of ``columns`` (parsed into memory) would take on disk, as StoreWriter
+    writes it: the matrix in its compact type where it has one, its empty cells then as bits."""
+    matrix = columns.matrix
+    assert isinstance(matrix, np.ndarray), "columns parsed into memory"
+    long_lines = columns.n_rows > 0 and columns.line(columns.n_rows - 1) >= 2**31
+    total = columns.n_rows * (8 if long_lines else 4) + sum(values.nbytes for values in columns.wide.values())
+    total += sum(np.asarray(codes).nbytes for codes, _ in columns.categories.values())
+    dtype, has_missing = None, False
+    if columns.integral and matrix.size:
+        has_missing = bool(np.isnan(matrix).any())
+        if not np.isinf(matrix).any() and not np.isnan(matrix).all():
+            dtype = compact_type(True, float(np.nanmin(matrix)), float(np.nanmax(matrix)))
+    if dtype is None:
+        return total + matrix.nbytes
+    bits = (matrix.shape[1] + 7) // 8 * len(matrix) if has_missing else 0
+    return total + matrix.size * np.dtype(dtype).itemsize + bits
 
 
 def _compacted(folder: Path, dtype, has_missing: bool, hashed: bool) -> dict:
