@@ -10,7 +10,11 @@ Files (generated into a temporary folder, or DIR with --keep, where they are reu
   fashion    Fashion-MNIST's training CSV (integer pixels), made by
              `python bench/prepare_fashion_mnist.py` (skipped when absent)
 
-Rows of the table (median of --runs, the methods interleaved so machine noise hits all alike):
+Rows of the table (median of --runs, the methods interleaved so machine noise hits all alike).
+Each measurement is one child process that reads the file once to warm up (page cache, imports,
+compiled kernels, the allocator) and then times one more read: in a shared process one library's
+thread pools and allocator slowed the next method (pyarrow made a following `dltrain check` of
+Fashion-MNIST 0.35 s slower, in system time):
   dltrain check        commands.check.check on a config for the file (parse, typing, split,
                        fitted preprocessing, model): what `dltrain check` does after start-up
   dltrain read         CsvFile.read alone (the fast path: numba kernels over the bytes)
@@ -25,6 +29,7 @@ import argparse
 import gc
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -173,6 +178,25 @@ def methods(path: Path, config: Path, plain: bool) -> dict:
     return found
 
 
+def _child(method: str, path: Path, config: Path, plain: bool) -> None:
+    """One measurement in this process: a warm-up call, then one timed call (printed, seconds)."""
+    function = methods(path, config, plain)[method]
+    if method != "dltrain plain read":
+        function()
+    gc.collect()
+    started = time.perf_counter()
+    function()
+    print(f"{time.perf_counter() - started:.6f}")
+
+
+def _measured(method: str, path: Path, config: Path, plain: bool) -> float:
+    command = [sys.executable, __file__, "--child", method, str(path), str(config)] + (["--plain"] if plain else [])
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode:
+        raise SystemExit(f"{method} on {path} failed:\n{done.stderr}")
+    return float(done.stdout.split()[-1])
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
@@ -180,25 +204,23 @@ def main(argv=None) -> int:
     parser.add_argument("--files", default="realistic,clean,fashion")
     parser.add_argument("--keep", type=Path, help="generate the files here and keep them for the next run")
     parser.add_argument("--plain", action="store_true", help="also time the plain reader (one run: it is slow)")
+    parser.add_argument("--child", nargs=3, metavar=("METHOD", "CSV", "CONFIG"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.child:
+        _child(args.child[0], Path(args.child[1]), Path(args.child[2]), args.plain)
+        return 0
     folder = args.keep or Path(tempfile.mkdtemp(prefix="dltrain-csv-big-"))
     folder.mkdir(parents=True, exist_ok=True)
     try:
         files = prepare(folder, args.files.split(","), args.rows)
         for name, (path, config) in files.items():
             table = methods(path, config, args.plain)
-            for method in table.values():  # warm the page cache, the imports and the compiled kernels
-                if method is not table.get("dltrain plain read"):
-                    method()
             times: dict = {method: [] for method in table}
             for run in range(args.runs):
-                for method, function in table.items():
+                for method in table:
                     if method == "dltrain plain read" and run:
                         continue
-                    gc.collect()
-                    started = time.perf_counter()
-                    function()
-                    times[method].append(time.perf_counter() - started)
+                    times[method].append(_measured(method, path, config, args.plain))
             medians = {method: statistics.median(values) for method, values in times.items()}
             reference = medians.get("pandas.read_csv")
             print(f"\n{name}: {path.name}, {path.stat().st_size / 1e6:.0f} MB; median of {args.runs} runs")

@@ -87,6 +87,7 @@ class _Plan:
             if encoding.type == "boolean" and encoding.name in columns.categories
         }
         self.block: dict = {}
+        self.infinite: set = set()
 
     def _plain(self, name: str) -> bool:
         """A numeric column of the matrix without NaN or inf in this block: nothing to look at."""
@@ -113,6 +114,10 @@ class _Plan:
         self.block = {
             encoding.name: numbers[:, index] for index, (_, encoding) in enumerate(self.in_matrix) if suspect[index]
         }
+        # Of those, the columns holding an infinite number: one pass over the block, not one
+        # strided pass per column (a file with empty cells has NaN in most columns of a block).
+        infinite = np.isinf(numbers).any(axis=0) if suspect.any() else suspect
+        self.infinite = {encoding.name for index, (_, encoding) in enumerate(self.in_matrix) if infinite[index]}
         drop = None
         for position, encoding in enumerate(self.encodings):
             if encoding.missing != "drop" or self._plain(encoding.name):
@@ -170,6 +175,8 @@ class _Plan:
                     position,
                     lambda row, name=name, advice=advice: f"column {name!r} is empty (a missing value); {advice}",
                 )
+            if name in self.block and name not in self.infinite:
+                continue  # a matrix column with empty cells but nothing infinite
             if name not in columns.categories:
                 values = self.block[name] if name in self.block else np.asarray(columns.numbers(name)[begin:stop])
                 problems.first(
