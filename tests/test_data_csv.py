@@ -165,3 +165,41 @@ def test_missing_files_and_folders(tmp_path):
 def test_old_mac_line_endings(tmp_path):
     columns = read_all(write(tmp_path, "a,b\r1,2\r3,4\r"))[1]
     np.testing.assert_array_equal(columns.matrix, [[1, 2], [3, 4]])
+
+
+def test_text_in_the_first_rows_is_read_as_text_from_the_start(tmp_path, monkeypatch):
+    """A column asked for as numbers whose first rows hold text is read as text at once, not
+    found in the first block and read again; the columns are those the second read gave. Text
+    found only later (past the sample) still turns the column into text."""
+    colors, labels = ["red", "blue", ""], ["no", "yes"]
+    lines = ["a;color;late;label"] + [
+        f"{index * 0.5};{colors[index % 3]};{'n/a!' if index == 5000 else index};{labels[index % 2]}"
+        for index in range(6000)
+    ]
+    path = tmp_path / "d.csv"
+    path.write_text("\n".join(lines) + "\n")
+    starts = []
+
+    class Counted(csvio.Gathered):
+        def __init__(self, *args):
+            starts.append(args)
+            super().__init__(*args)
+
+    monkeypatch.setattr(csvio, "Gathered", Counted)
+    monkeypatch.setattr(csvio, "BLOCK_CHARS", 1 << 14)  # blocks of a few hundred rows
+
+    def read():
+        starts.clear()
+        columns = CsvFile.open(path).read(numeric=["a", "color", "late"], wide=["label"])
+        return columns, len(starts)
+
+    columns, reads = read()
+    assert reads == 2  # once, then again when "late" turns out to hold text at line 5002
+    assert starts[0] == (["a", "late"], [], ["color", "label"])
+    monkeypatch.setattr(CsvFile, "_text_at_start", lambda self, names: [])
+    before, reads_before = read()
+    assert reads_before == 3
+    assert columns.numeric_names == before.numeric_names == ["a"]
+    assert np.array_equal(columns.matrix, before.matrix) and np.array_equal(columns.lines, before.lines)
+    for name in ("color", "late", "label"):
+        assert np.array_equal(columns.text[name], before.text[name])

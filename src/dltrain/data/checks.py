@@ -116,7 +116,7 @@ class _Plan:
         }
         # Of those, the columns holding an infinite number: one pass over the block, not one
         # strided pass per column (a file with empty cells has NaN in most columns of a block).
-        infinite = np.isinf(numbers).any(axis=0) if suspect.any() else suspect
+        infinite = np.asarray(np.isinf(numbers).any(axis=0)) if suspect.any() else suspect
         self.infinite = {encoding.name for index, (_, encoding) in enumerate(self.in_matrix) if infinite[index]}
         drop = None
         for position, encoding in enumerate(self.encodings):

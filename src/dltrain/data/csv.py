@@ -22,7 +22,7 @@ import numpy as np
 
 from ..errors import DataError, did_you_mean
 from . import fastcsv, plainreader
-from .cells import FLOAT32_MAX, MISSING_TOKENS, beyond_float32, na_tokens, numeric_markers
+from .cells import FLOAT32_MAX, MISSING_TOKENS, beyond_float32, na_tokens, numeric_markers, to_numbers
 from .dialect import (
     DELIMITER_NAMES,
     DELIMITERS,
@@ -205,6 +205,11 @@ class CsvFile:
         unknown = set(numeric).union(wide, text).difference(self.positions)
         if unknown:
             self.index(next(name for name in numeric + wide + text if name in unknown))
+        at_start = self._text_at_start([name for name in numeric + wide if name not in fixed])
+        if at_start:
+            numeric = [name for name in numeric if name not in at_start]
+            wide = [name for name in wide if name not in at_start]
+            text = text + [name for name in at_start if name not in text]
         plain = False
         while True:
             gathered = (sink or Gathered)(numeric, wide, text)
@@ -222,6 +227,30 @@ class CsvFile:
                 wide = [name for name in wide if name not in moved]
                 already = set(text)
                 text = text + [name for name in restart.names if name not in already]
+
+    def _text_at_start(self, names: list) -> list:
+        """Of ``names`` (columns asked for as numbers that may turn out to be text), those whose
+        first rows already hold text, as the plain reader decides (cells.to_numbers): read as
+        text from the start, instead of found in the first block, which is then read again
+        (plainreader.Restart). A sample that cannot be parsed here is left to the read."""
+        if not names:
+            return []
+        try:
+            sample = read_sample(self.path, self.encoding, self.encoding_setting, self.content)
+            lines = normalized(sample, self.cr_lines).split("\n")[self.header_lines : -1]  # the last may be cut
+            body = io.StringIO("".join(line + "\n" for line in lines))
+            records = [record for record in csv.reader(body, delimiter=self.delimiter) if record]
+        except (DataError, csv.Error):
+            return []
+        width = len(self.header)
+        if not records or any(len(record) != width for record in records):
+            return []  # a quote open across the cut, a ragged row: the read reports or settles it
+        found = []
+        for name in names:
+            cells = [record[self.positions[name]] for record in records]
+            if to_numbers(cells, self.decimal, self.missing_tokens(name))[1] is not None:
+                found.append(name)
+        return found
 
     def chunks(self, gathered: "Gathered", numeric, wide, text, fixed: dict, plain: bool = False):
         """Parse the body into ``gathered``: a generator that yields once each chunk's rows are in
