@@ -15,7 +15,7 @@ from dltrain import batches
 from dltrain.cli import app
 from dltrain.commands import fit
 from dltrain.data import cache as datacache
-from dltrain.data import placement, store
+from dltrain.data import placement, split, store
 from dltrain.files import human_bytes
 
 runner = CliRunner()
@@ -88,6 +88,28 @@ class _Split:
 
     def encode_target(self, columns, rows):
         return np.zeros(len(rows))
+
+
+def test_rows_kept_under_drop_are_the_same_whatever_the_check_blocks(project, monkeypatch):
+    """Rows skipped under missing: drop, found a block at a time (blocks with none to skip keep
+    no row numbers): many small blocks, some skipping rows and some not, train the same model."""
+    from dltrain.data import checks, prepare
+
+    kept = []
+
+    def spied(*args, **kwargs):
+        kept.append(checks.checked_rows(*args, **kwargs))
+        return kept[-1]
+
+    monkeypatch.setattr(prepare, "checked_rows", spied)
+    fit.fit(project / "classes.yaml", ["data.missing=drop"], out=project / "whole")
+    monkeypatch.setattr(checks, "CHECK_ROWS", 7)
+    fit.fit(project / "classes.yaml", ["data.missing=drop"], out=project / "blocks")
+    assert kept[0] is not None and 500 < len(kept[0]) < 600  # about 8% of the rows skipped
+    assert kept[0].dtype == kept[1].dtype == np.int32
+    np.testing.assert_array_equal(kept[0], kept[1])
+    whole_weights, block_weights = _weights(project / "whole"), _weights(project / "blocks")
+    assert all(np.array_equal(whole_weights[name], block_weights[name]) for name in whole_weights)
 
 
 def test_the_block_shuffle_visits_every_row_once_an_epoch_in_a_seeded_order(monkeypatch):
@@ -221,3 +243,31 @@ def test_a_fit_shuffled_by_blocks_is_seeded_and_trains(project, monkeypatch):
     assert all(np.array_equal(runs["blocks"][name], runs["again"][name]) for name in runs["blocks"])
     assert not all(np.array_equal(runs["blocks"][name], runs["rows"][name]) for name in runs["blocks"])
     assert "shuffle: blocks" in (project / "blocks" / "config.yaml").read_text()
+
+
+@pytest.mark.parametrize("n_classes", [0, 2, 3])
+def test_the_split_taken_a_block_at_a_time_is_the_split_of_whole_arrays(monkeypatch, n_classes):
+    """The validation split finds each class's rows, and the training rows left, a block at a
+    time in 4-byte integers (a big file's 8-byte positions would cost 8 bytes a row): the same
+    rows, from the same draws, as the plain whole-array rule, across many small blocks."""
+    n_rows, fraction = 1003, 0.2
+    labels = None if n_classes == 0 else np.random.default_rng(1).integers(0, n_classes, n_rows).astype(np.int16)
+    rng = np.random.default_rng(7)
+    if labels is None:
+        order = rng.permutation(n_rows)
+        expected_validation = np.sort(order[: round(fraction * n_rows)])
+    else:
+        picked = []
+        for label in np.unique(labels):
+            members = rng.permutation(np.flatnonzero(labels == label))
+            picked.append(members[: round(fraction * members.size)])
+        expected_validation = np.sort(np.concatenate(picked))
+    expected_train = np.setdiff1d(np.arange(n_rows), expected_validation)
+    monkeypatch.setattr(split, "CHUNK_ROWS", 2)  # blocks of 32 rows
+    train, validation = split.stratified_split(labels, n_rows, fraction, np.random.default_rng(7))
+    assert train.dtype == validation.dtype == np.int32
+    np.testing.assert_array_equal(validation, expected_validation)
+    np.testing.assert_array_equal(train, expected_train)
+    if labels is not None:
+        counts = split.class_counts(labels, n_classes)
+        np.testing.assert_array_equal(counts, np.bincount(labels, minlength=n_classes))

@@ -39,7 +39,9 @@ def checked_rows(columns: Columns, encodings: list, targets: list, target_missin
     never drops a row (an empty cell there is an error instead). ``whole``: the columns are a
     whole file's, where no row left is an error (not a chunk's, read a chunk at a time)."""
     plan = _Plan(columns, encodings, targets, target_missing, mode)
-    kept, dropped = [], False
+    index_type = row_type(columns.n_rows)
+    kept: list = []  # each block's kept rows, or (begin, stop) where it keeps all: no row numbers held
+    dropped = False
     for begin in range(0, columns.n_rows, CHECK_ROWS):
         stop = min(begin + CHECK_ROWS, columns.n_rows)
         problems = _Problems()
@@ -50,11 +52,16 @@ def checked_rows(columns: Columns, encodings: list, targets: list, target_missin
         if problems.found:
             row, _, message = min(problems.found, key=lambda problem: (columns.line(problem[0]), problem[1]))
             raise DataError(f"{columns.path}:{columns.line(row)}: {message}")
-        dropped = dropped or keep is not None and not keep.all()
-        kept.append(np.flatnonzero(keep) + begin if keep is not None else np.arange(begin, stop))
+        if keep is None or keep.all():
+            kept.append((begin, stop))
+        else:
+            dropped = True
+            kept.append((np.flatnonzero(keep) + begin).astype(index_type))
     if not dropped:
         return None
-    rows = np.concatenate(kept).astype(row_type(columns.n_rows))
+    rows = np.concatenate(
+        [np.arange(*block, dtype=index_type) if isinstance(block, tuple) else block for block in kept]
+    )
     if rows.size == 0 and whole:
         raise DataError(f"{columns.path}: every row has an empty cell in a column with missing: drop; no rows are left")
     return rows

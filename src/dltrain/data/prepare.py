@@ -31,7 +31,7 @@ from .placement import Placement, place
 from .plan import ColumnOptions, DataPlan, plan_data
 from .rows import read_features
 from .schema import DataSchema
-from .split import EncodedSplit, Split, StoredSplit, stratified_folds, stratified_split
+from .split import EncodedSplit, Split, StoredSplit, class_counts, stratified_folds, stratified_split
 from .store import StoreFull
 from .targets import infer_target_task, target_classes
 
@@ -178,10 +178,10 @@ def _split_rows(config: Config, source: ConfigSource, parsed: _ParsedTraining, l
     spec, rows, path, target = config.data, parsed.rows, parsed.table.path, parsed.plan.targets[0]
     if isinstance(spec.validation, str):
         return rows, None
-    if labels is not None and spec.validation > 0:
-        classes, counts = np.unique(labels, return_counts=True)
+    counts = class_counts(labels, len(parsed.class_names)) if labels is not None else None
+    if counts is not None and spec.validation > 0:
         if counts.min() < 2:
-            rare = str(parsed.class_names[classes[counts.argmin()]])
+            rare = str(parsed.class_names[counts.argmin()])
             raise DataError(
                 f"{path}: target {target!r}: class {rare!r} has only 1 row; a stratified validation "
                 "split needs at least 2 rows per class. Add rows of it or remove it"
@@ -202,8 +202,10 @@ def _split_rows(config: Config, source: ConfigSource, parsed: _ParsedTraining, l
             f"{spec.validation:g} leave no rows to train on; add rows, or lower data.validation "
             "(0 trains on every row)"
         )
-    if labels is not None and len(np.unique(labels[train_positions])) < 2:
+    if counts is not None and np.count_nonzero(counts - class_counts(labels[validation_positions], len(counts))) < 2:
         raise DataError(f"{path}: the training split has only one class; lower data.validation")
+    if len(rows) == parsed.columns.n_rows:  # every row usable: positions are rows, no copies needed
+        return train_positions, validation_positions
     return rows[train_positions], rows[validation_positions]
 
 

@@ -118,21 +118,61 @@ class EncodedSplit:
 
 def stratified_split(raw_labels: np.ndarray | None, n_rows: int, fraction: float, rng):
     """Indices (train, validation); classes keep their proportions when labels are given."""
+    index_type = np.int32 if n_rows < 2**31 else np.int64  # the same draws in either type, half the memory
     if fraction == 0:
-        return np.arange(n_rows), np.arange(0)
+        return np.arange(n_rows, dtype=index_type), np.arange(0, dtype=index_type)
     if raw_labels is None:
-        order = rng.permutation(n_rows)
+        order = np.arange(n_rows, dtype=index_type)
+        rng.shuffle(order)  # what rng.permutation(n_rows) draws
         n_validation = max(1, int(round(fraction * n_rows)))
         return np.sort(order[n_validation:]), np.sort(order[:n_validation])
     per_class = []
-    index_type = np.int32 if n_rows < 2**31 else np.int64  # the same draws in either type, half the memory
     for label in np.unique(raw_labels):
-        members = rng.permutation(np.flatnonzero(raw_labels == label).astype(index_type))
+        members = _where(raw_labels == label, index_type)
+        rng.shuffle(members)  # what rng.permutation(members) draws, without its copy
         per_class.append(members[: int(round(fraction * members.size))].copy())  # not a view keeping every row
+        del members
     validation = np.sort(np.concatenate(per_class))
-    mask = np.ones(n_rows, dtype=bool)
-    mask[validation] = False
-    return np.flatnonzero(mask).astype(index_type), validation
+    del per_class
+    return _others(validation, n_rows, index_type), validation
+
+
+def class_counts(labels: np.ndarray, n_classes: int) -> np.ndarray:
+    """How many rows of each class ``labels`` (class indices) holds, counted a block at a time
+    (np.unique would sort a copy of them all; np.bincount would widen them all to 8 bytes)."""
+    counts = np.zeros(n_classes, dtype=np.int64)
+    for begin in range(0, len(labels), CHUNK_ROWS * 16):
+        counts += np.bincount(labels[begin : begin + CHUNK_ROWS * 16], minlength=n_classes)
+    return counts
+
+
+def _others(rows: np.ndarray, n_rows: int, index_type) -> np.ndarray:
+    """The numbers below ``n_rows`` not in ``rows`` (sorted, distinct), ascending: a block's mask
+    at a time, never one of every row."""
+    others = np.empty(n_rows - len(rows), dtype=index_type)
+    at, block = 0, CHUNK_ROWS * 16
+    for begin in range(0, n_rows, block):
+        stop = min(begin + block, n_rows)
+        mask = np.ones(stop - begin, dtype=bool)
+        mask[rows[np.searchsorted(rows, begin) : np.searchsorted(rows, stop)] - begin] = False
+        hits = np.flatnonzero(mask)
+        others[at : at + len(hits)] = hits
+        others[at : at + len(hits)] += begin
+        at += len(hits)
+    return others
+
+
+def _where(mask: np.ndarray, index_type) -> np.ndarray:
+    """``np.flatnonzero(mask)`` in ``index_type``, found a block at a time: never the whole
+    file's row numbers in the 8 bytes np.flatnonzero gives."""
+    found = np.empty(int(np.count_nonzero(mask)), dtype=index_type)
+    at = 0
+    for begin in range(0, len(mask), CHUNK_ROWS * 16):
+        hits = np.flatnonzero(mask[begin : begin + CHUNK_ROWS * 16])
+        found[at : at + len(hits)] = hits
+        found[at : at + len(hits)] += begin
+        at += len(hits)
+    return found
 
 
 def stratified_folds(raw_labels: np.ndarray | None, n_rows: int, k: int, rng) -> list:
