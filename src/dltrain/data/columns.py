@@ -137,7 +137,9 @@ def _text_mode(columns: Columns, encoding: ColumnEncoding, train_rows: np.ndarra
     return str(unique[np.argmax(counts)])
 
 
-def fit_column(columns: Columns, encoding: ColumnEncoding, train_rows: np.ndarray, all_rows: np.ndarray, fills: dict):
+def fit_column(
+    columns: Columns, encoding: ColumnEncoding, train_rows: np.ndarray, all_rows: np.ndarray | None, fills: dict
+):
     """The column with its fill value (mean, median or mode of the training rows; ``fills``: the
     numeric columns', statistics.numeric_fills) and categories."""
     name, missing, fill = encoding.name, encoding.missing, encoding.fill

@@ -95,11 +95,19 @@ class _ParsedTraining:
     plan: DataPlan
     columns: Columns
     encodings: list
-    rows: np.ndarray
+    rows: np.ndarray | None  # None: every row (no list of a big file's row numbers kept)
     target_missing: str
     placement: Placement
     # classes: the labels, as text (their sorted order is each label's code)
     class_names: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=str))
+
+    @property
+    def n_rows(self) -> int:
+        return self.columns.n_rows if self.rows is None else len(self.rows)
+
+    def at(self, positions: np.ndarray) -> np.ndarray:
+        """The rows at ``positions`` among the usable rows."""
+        return positions if self.rows is None else self.rows[positions]
 
 
 def _parse_training_csv(
@@ -131,7 +139,6 @@ def _parse_training_csv(
     placement.folder = cache
     encodings = column_encodings(columns, plan)
     rows = checked_rows(columns, encodings, plan.targets, target_missing, "train")
-    rows = np.arange(columns.n_rows, dtype=row_type(columns.n_rows)) if rows is None else rows
     return _ParsedTraining(table, plan, columns, encodings, rows, target_missing, placement)
 
 
@@ -175,9 +182,9 @@ def resolve_auto(config: Config, source: ConfigSource, task: str, n_classes: int
 def _split_rows(config: Config, source: ConfigSource, parsed: _ParsedTraining, labels, split_rng, guessed: bool):
     """(training rows, validation rows or None): a fraction held out, stratified by class.
     ``guessed``: the task was guessed (task: auto) from a target of numbers."""
-    spec, rows, path, target = config.data, parsed.rows, parsed.table.path, parsed.plan.targets[0]
+    spec, n_rows, path, target = config.data, parsed.n_rows, parsed.table.path, parsed.plan.targets[0]
     if isinstance(spec.validation, str):
-        return rows, None
+        return parsed.at(np.arange(n_rows, dtype=row_type(n_rows))), None
     counts = class_counts(labels, len(parsed.class_names)) if labels is not None else None
     if counts is not None and spec.validation > 0:
         if counts.min() < 2:
@@ -188,25 +195,23 @@ def _split_rows(config: Config, source: ConfigSource, parsed: _ParsedTraining, l
                 + (", set task: regression if the target is a quantity" if guessed else "")
                 + ", or give data.validation a CSV file"
             )
-    train_positions, validation_positions = stratified_split(labels, len(rows), spec.validation, split_rng)
+    train_positions, validation_positions = stratified_split(labels, n_rows, spec.validation, split_rng)
     if spec.validation > 0 and len(validation_positions) == 0:
         raise source.fail(
             ("data", "validation"),
-            f"{spec.validation:g} of {len(rows)} rows "
+            f"{spec.validation:g} of {n_rows} rows "
             f"leaves no validation rows{' once each class is split' if labels is not None else ''}; "
             "raise it, give a CSV file, or set 0 to train without validation",
         )
     if not len(train_positions):
         raise DataError(
-            f"{path}: {len(rows)} usable row{'s' if len(rows) != 1 else ''} and data.validation: "
+            f"{path}: {n_rows} usable row{'s' if n_rows != 1 else ''} and data.validation: "
             f"{spec.validation:g} leave no rows to train on; add rows, or lower data.validation "
             "(0 trains on every row)"
         )
     if counts is not None and np.count_nonzero(counts - class_counts(labels[validation_positions], len(counts))) < 2:
         raise DataError(f"{path}: the training split has only one class; lower data.validation")
-    if len(rows) == parsed.columns.n_rows:  # every row usable: positions are rows, no copies needed
-        return train_positions, validation_positions
-    return rows[train_positions], rows[validation_positions]
+    return parsed.at(train_positions), parsed.at(validation_positions)
 
 
 def _fit_schema(config: Config, parsed: _ParsedTraining, train_rows: np.ndarray) -> DataSchema:
@@ -305,7 +310,7 @@ def _encoded(split: StoredSplit, cache: Path, name: str) -> Split:
 
 def _check_fold_rows(config: Config, parsed: _ParsedTraining, labels, k: int, setting: str):
     """Rows enough for K folds: each fold holds some of every class, and at least 2 rows."""
-    rows, path, target = parsed.rows, parsed.table.path, parsed.plan.targets[0]
+    n_rows, path, target = parsed.n_rows, parsed.table.path, parsed.plan.targets[0]
     if labels is not None:
         classes, counts = np.unique(labels, return_counts=True)
         if counts.min() < k:
@@ -316,9 +321,9 @@ def _check_fold_rows(config: Config, parsed: _ParsedTraining, labels, k: int, se
                 f"so it needs at least {k} rows per class. Add rows of it or remove it, or use fewer folds"
                 + (", or set task: regression if the target is a quantity" if config.task == "auto" else "")
             )
-    elif len(rows) < 2 * k:
+    elif n_rows < 2 * k:
         raise DataError(
-            f"{path}: {len(rows)} usable row{'s' if len(rows) != 1 else ''} are too few for {k}-fold "
+            f"{path}: {n_rows} usable row{'s' if n_rows != 1 else ''} are too few for {k}-fold "
             f"cross-validation ({setting}): each fold needs at least 2 rows to be scored on; use fewer folds"
         )
 
@@ -339,7 +344,7 @@ def _early_stopping_rows(
         )
     if fold_labels is not None and len(np.unique(fold_labels[fit])) < 2:
         raise DataError(f"{path}: a fold's training rows have only one class once data.validation is held out")
-    return parsed.rows[positions[fit]], parsed.rows[positions[watch]]
+    return parsed.at(positions[fit]), parsed.at(positions[watch])
 
 
 def prepare_folds(
@@ -361,11 +366,11 @@ def prepare_folds(
     _check_fold_rows(config, parsed, labels, k, setting)  # before auto is resolved: its hint needs to know
     config = resolve_auto(config, source, task, len(parsed.class_names) if labels is not None else 0)
     columns, folds = parsed.columns, []
-    for train_positions, held_out_positions in stratified_folds(labels, len(parsed.rows), k, split_rng):
-        held_out_rows = parsed.rows[held_out_positions]
+    for train_positions, held_out_positions in stratified_folds(labels, parsed.n_rows, k, split_rng):
+        held_out_rows = parsed.at(held_out_positions)
         watch_rows = None
         if isinstance(spec.validation, str) or not spec.validation:
-            train_rows = parsed.rows[train_positions]
+            train_rows = parsed.at(train_positions)
         else:
             train_rows, watch_rows = _early_stopping_rows(
                 spec.validation, parsed, labels, train_positions, setting, split_rng

@@ -200,7 +200,7 @@ class DataSchema(Stored):
         columns: Columns,
         encodings: list,
         train_rows: np.ndarray,
-        all_rows: np.ndarray,
+        all_rows: np.ndarray | None,
         targets,
         task: str,
         scale: str,
@@ -208,7 +208,7 @@ class DataSchema(Stored):
         csv_options: dict | None = None,
         target_scale: str = "none",
     ) -> "DataSchema":
-        """Fit fills and scaling on ``train_rows``; categories and class labels on ``all_rows``."""
+        """Fit fills and scaling on ``train_rows``; categories and class labels on ``all_rows`` (None: every row)."""
         numeric = [encoding.name for encoding in encodings if encoding.type == "numeric"]
         present = present_values(columns, numeric, train_rows, scale) if numeric else None
         fills = numeric_fills(columns, encodings, train_rows, present)

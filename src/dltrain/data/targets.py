@@ -29,26 +29,40 @@ def task_of(distinct: np.ndarray, n_rows: int) -> str:
     return "classification" if integral and count <= MAX_AUTO_CLASSES and enough_rows else "regression"
 
 
-def distinct_numbers(values: np.ndarray, rows: np.ndarray, limit: int | None = None) -> np.ndarray | None:
-    """The sorted distinct values of ``values[rows]`` (a block of rows at a time); None once
-    there are more than ``limit``."""
+def _block(rows: np.ndarray | None, begin: int, count: int):
+    """Rows ``begin`` onwards, a block's worth: of ``rows``, or a slice where every row is meant (None)."""
+    return slice(begin, min(begin + _ROWS, count)) if rows is None else rows[begin : begin + _ROWS]
+
+
+def distinct_numbers(values: np.ndarray, rows: np.ndarray | None, limit: int | None = None) -> np.ndarray | None:
+    """The sorted distinct values of ``values[rows]`` (every row when None; a block of rows at a
+    time); None once there are more than ``limit``."""
     found = np.empty(0, dtype=values.dtype)
-    for begin in range(0, len(rows), _ROWS):
-        found = np.union1d(found, np.asarray(values[rows[begin : begin + _ROWS]]))
+    count = len(values) if rows is None else len(rows)
+    for begin in range(0, count, _ROWS):
+        found = np.union1d(found, np.asarray(values[_block(rows, begin, count)]))
         if limit is not None and found.size > limit:
             return None
     return found
 
 
-def infer_target_task(columns: Columns, name: str, rows: np.ndarray) -> str:
-    """The task a target column's values suggest (``task_of``), refusing to guess classes for
-    numbers with a marker in them: a target of numbers with '?' for missing reads as text, and
-    text means classes (117 of them, and a split that fails on a class of one row)."""
+def infer_target_task(columns: Columns, name: str, rows: np.ndarray | None) -> str:
+    """The task a target column's values suggest (``task_of``) on ``rows`` (every row when
+    None), refusing to guess classes for numbers with a marker in them: a target of numbers with
+    '?' for missing reads as text, and text means classes (117 of them, and a split that fails on
+    a class of one row)."""
+    n_rows = columns.n_rows if rows is None else len(rows)
     if name not in columns.categories:
         distinct = distinct_numbers(columns.numbers(name), rows, limit=MAX_AUTO_CLASSES + 1)
-        return "regression" if distinct is None else task_of(distinct, len(rows))
+        return "regression" if distinct is None else task_of(distinct, n_rows)
     unique, counts, _ = columns.word_counts(name, rows)
-    mostly = numbers_among(unique, counts, lambda chosen: np.intersect1d(columns.rows_where(name, chosen), rows))
+    mostly = numbers_among(
+        unique,
+        counts,
+        lambda chosen: (
+            columns.rows_where(name, chosen) if rows is None else np.intersect1d(columns.rows_where(name, chosen), rows)
+        ),
+    )
     if mostly is not None:
         bad, numbers, present = mostly
         word = columns.cell(name, int(bad[0]))
@@ -64,7 +78,7 @@ def infer_target_task(columns: Columns, name: str, rows: np.ndarray) -> str:
         distinct = unique.astype(np.float64)
     except ValueError:
         return "classification"
-    return task_of(distinct, len(rows))
+    return task_of(distinct, n_rows)
 
 
 def class_labels(columns: Columns, name: str, rows: np.ndarray | None = None) -> np.ndarray:
@@ -81,7 +95,7 @@ def _spelled(columns: Columns, name: str, rows):
         spelled = np.array([canonical_label(word) for word in words.tolist()], dtype=str)
         return np.unique(spelled[used]), spelled, None
     values = columns.numbers(name)
-    distinct = distinct_numbers(values, np.arange(len(values)) if rows is None else rows)
+    distinct = distinct_numbers(values, rows)
     assert distinct is not None
     spelled = np.array([canonical_number(float(value)) for value in distinct], dtype=str)
     return np.unique(spelled), spelled, distinct
@@ -93,11 +107,11 @@ def target_classes(columns: Columns, name: str, rows: np.ndarray | None = None) 
     if distinct is None:
         return labels, _gather(np.searchsorted(labels, spelled), columns.categories[name][0], rows, len(labels))
     values = columns.numbers(name)
-    everything = np.arange(len(values)) if rows is None else rows
+    count = len(values) if rows is None else len(rows)
     of_value = np.searchsorted(labels, spelled)
-    indices = np.empty(len(everything), dtype=_index_type(len(labels)))
-    for begin in range(0, len(everything), _ROWS):
-        chunk = np.asarray(values[everything[begin : begin + _ROWS]])
+    indices = np.empty(count, dtype=_index_type(len(labels)))
+    for begin in range(0, count, _ROWS):
+        chunk = np.asarray(values[_block(rows, begin, count)])
         indices[begin : begin + len(chunk)] = of_value[np.searchsorted(distinct, chunk)]
     return labels, indices
 
