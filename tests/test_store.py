@@ -189,7 +189,12 @@ def _tidy_cache(project: Path) -> list:
 
 
 @pytest.mark.parametrize(
-    "where, what", [("matrix", "the parsed data of "), ("-inputs-", "the model inputs of the train rows")]
+    "where, what",
+    [
+        ("matrix", "the parsed data of "),
+        ("-inputs-", "the model inputs and targets of the train rows"),
+        ("train-targets", "the model inputs and targets of the train rows"),
+    ],
 )
 def test_a_full_disk_while_writing_the_store_is_one_message(project, monkeypatch, where, what):
     before = (project / "small.csv").read_bytes(), os.stat(project / "small.csv").st_mtime_ns

@@ -303,7 +303,7 @@ def _encoded(split: StoredSplit, cache: Path, name: str) -> Split:
     try:
         return split.encoded(folder / f"{name}.npy")
     except StoreFull as error:
-        raise data_cache.full_disk(cache, f"the model inputs of the {name} rows", error) from None
+        raise data_cache.full_disk(cache, f"the model inputs and targets of the {name} rows", error) from None
     finally:  # a mapped file stays readable once removed (where the system allows it; else at exit)
         shutil.rmtree(folder, ignore_errors=True)
 

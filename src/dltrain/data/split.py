@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -64,17 +65,17 @@ class StoredSplit:
         )
 
     def encoded(self, path: Path) -> Split:
-        """The split's model inputs encoded once, a chunk at a time, into the .npy file ``path``
-        and mapped from it (the page cache keeps them while they fit), its targets in memory:
-        batches are then gathered as from arrays in memory, the same rows in the same order."""
+        """The split's model inputs and targets encoded once, a chunk at a time, into the .npy
+        file ``path`` and one beside it, and mapped from them (the page cache keeps them while
+        they fit; the process holds no array of the split's size): batches are then gathered as
+        from arrays in memory, the same rows in the same order."""
         blocks = (self.schema.encode_features(self.columns, rows) for rows in self._row_chunks())
         features = write_array(path, blocks, np.float32, (self.schema.n_inputs,))
-        targets = None
-        for begin, chunk in zip(range(0, len(self), CHUNK_ROWS), self.target_chunks()):
-            if targets is None:  # filled in place: never a list of chunks beside their concatenation
-                targets = np.empty((len(self), *chunk.shape[1:]), dtype=chunk.dtype)
-            targets[begin : begin + len(chunk)] = chunk
-        assert targets is not None, "a split holds rows"
+        chunks = self.target_chunks()
+        first = next(chunks)  # its type and shape: class indices, a 0/1 column, or values
+        targets = write_array(
+            path.with_name(f"{path.stem}-targets.npy"), itertools.chain([first], chunks), first.dtype, first.shape[1:]
+        )
         return Split(features, targets)
 
     def _row_chunks(self):
