@@ -4,7 +4,7 @@
 In memory, the parsed columns and the model inputs made from them are arrays; from the store,
 the parsed columns stay on disk (store.py: the page cache keeps what fits) and the model inputs
 are made a chunk of rows at a time, so the memory a fit takes no longer grows with its rows but
-for a few bytes a row (row numbers, the epoch's order). ``auto`` keeps a file in memory while its
+for a few bytes a row (the split's row numbers, the epoch's order). ``auto`` keeps a file in memory while its
 arrays would take at most STORE_ABOVE (and a quarter of the memory available), and shuffles
 rows exactly while the store fits in half the available memory (else in blocks: see
 batches.StoredBatches)."""
@@ -23,9 +23,10 @@ from .store import stored_bytes
 
 STORE_ABOVE = 512 << 20  # bytes of training arrays in memory above which auto reads from the store
 BASE_BYTES = 110 << 20  # Python, NumPy, numba and the engine, before any data (measured: a fit of a small file)
-# Per row, with batches from the store: row numbers, classes, the split, targets, the epoch's order
-# (bench/fit_memory.py: peak RssAnon 161 MB at 2,000,000 rows, 278 MB at 8,000,000; this says 174 and 294).
-ROW_BYTES_FROM_STORE = 20
+# Per row, with batches from the store: the split's row numbers and the epoch's order, 4 bytes
+# each (the targets and model inputs are mapped from files) (bench/fit_memory.py: peak RssAnon
+# 144 MB at 2,000,000 rows, 178 MB at 8,000,000 with the parse; this says 154 and 190).
+ROW_BYTES_FROM_STORE = 6
 _SAMPLE_BYTES = 1 << 20
 
 
