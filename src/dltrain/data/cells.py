@@ -14,10 +14,6 @@ MISSING_TOKENS = frozenset(
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
-def is_missing(cell: str) -> bool:
-    return cell.strip() in MISSING_TOKENS
-
-
 def na_tokens(values) -> frozenset:
     """Extra missing-value markers (``data.na_values``) as the stripped cells they match."""
     return frozenset(str(value).strip() for value in values or ())
