@@ -108,6 +108,17 @@ def write_csv(path: Path, rows: int, empty_fraction: float, text: bool, seed: in
             handle.write(np.concatenate(pieces, axis=1)[np.concatenate(masks, axis=1)].tobytes())
 
 
+def realistic_file(folder: Path, rows: int) -> Path:
+    """``folder/realistic-ROWS.csv``: the issue's file (50 floats, 1% empty, a text column of 40
+    categories, a 0/1 target) with ``rows`` rows, seed 10; written if it is not there yet."""
+    path = folder / f"realistic-{rows}.csv"
+    if not path.is_file():
+        started = time.perf_counter()
+        write_csv(path, rows, 0.01, True, seed=10)
+        print(f"wrote {path} ({path.stat().st_size / 1e9:.2f} GB) in {time.perf_counter() - started:.0f} s")
+    return path
+
+
 def prepare(folder: Path, names: list, rows: int) -> dict:
     """name -> (csv path, config path) for the files asked for, generated unless already there."""
     files = {}

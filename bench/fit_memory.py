@@ -37,7 +37,7 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT / "bench"))
 
-from csv_big import write_csv  # noqa: E402
+from csv_big import realistic_file  # noqa: E402
 
 CONFIG = """name: big
 seed: 0
@@ -127,11 +127,7 @@ def main(argv=None) -> int:
         sizes = [args.rows] + ([args.rows * args.scale] if args.scale else [])
         results = {}
         for rows in sizes:
-            path = folder / f"realistic-{rows}.csv"
-            if not path.is_file():
-                started = time.perf_counter()
-                write_csv(path, rows, 0.01, True, seed=10)
-                print(f"wrote {path} ({path.stat().st_size / 1e9:.2f} GB) in {time.perf_counter() - started:.0f} s")
+            path = realistic_file(folder, rows)
             results[rows] = bench_file(folder, path, args.runs, with_memory=rows == args.rows)
         if len(sizes) == 2:
             small, large = (_median(results[rows]["store"], "peak") for rows in sizes)

@@ -40,7 +40,7 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT / "bench"))
 
-from csv_big import write_csv  # noqa: E402
+from csv_big import realistic_file, write_csv  # noqa: E402
 from fit_memory import rss_anon  # noqa: E402
 
 CONFIG = """name: stream
@@ -164,11 +164,7 @@ def main(argv=None) -> int:
         warm_up(folder, run, args.before)
         peaks = []
         for rows in [args.rows] + ([args.rows * args.scale] if args.scale else []):
-            path = folder / f"realistic-{rows}.csv"
-            if not path.is_file():
-                started = time.perf_counter()
-                write_csv(path, rows, 0.01, True, seed=10)
-                print(f"wrote {path} ({path.stat().st_size / 1e9:.2f} GB) in {time.perf_counter() - started:.0f} s")
+            path = realistic_file(folder, rows)
             first = rows == args.rows
             runs, before = (args.runs, args.before) if first else (args.scale_runs, None)
             results = bench_file(folder, run, path, runs, before, with_pandas=first)

@@ -148,28 +148,29 @@ def class_counts(labels: np.ndarray, n_classes: int) -> np.ndarray:
 
 
 def _others(rows: np.ndarray, n_rows: int, index_type) -> np.ndarray:
-    """The numbers below ``n_rows`` not in ``rows`` (sorted, distinct), ascending: a block's mask
-    at a time, never one of every row."""
-    others = np.empty(n_rows - len(rows), dtype=index_type)
-    at, block = 0, CHUNK_ROWS * 16
-    for begin in range(0, n_rows, block):
-        stop = min(begin + block, n_rows)
+    """The numbers below ``n_rows`` not in ``rows`` (sorted, distinct), ascending."""
+
+    def block_mask(begin: int, stop: int) -> np.ndarray:
         mask = np.ones(stop - begin, dtype=bool)
         mask[rows[np.searchsorted(rows, begin) : np.searchsorted(rows, stop)] - begin] = False
-        hits = np.flatnonzero(mask)
-        others[at : at + len(hits)] = hits
-        others[at : at + len(hits)] += begin
-        at += len(hits)
-    return others
+        return mask
+
+    return _found(block_mask, n_rows, n_rows - len(rows), index_type)
 
 
 def _where(mask: np.ndarray, index_type) -> np.ndarray:
-    """``np.flatnonzero(mask)`` in ``index_type``, found a block at a time: never the whole
-    file's row numbers in the 8 bytes np.flatnonzero gives."""
-    found = np.empty(int(np.count_nonzero(mask)), dtype=index_type)
-    at = 0
-    for begin in range(0, len(mask), CHUNK_ROWS * 16):
-        hits = np.flatnonzero(mask[begin : begin + CHUNK_ROWS * 16])
+    """``np.flatnonzero(mask)`` in ``index_type``."""
+    return _found(lambda begin, stop: mask[begin:stop], len(mask), int(np.count_nonzero(mask)), index_type)
+
+
+def _found(block_mask, n_rows: int, count: int, index_type) -> np.ndarray:
+    """The ``count`` rows below ``n_rows`` where ``block_mask(begin, stop)`` is true, ascending,
+    in ``index_type``: a block of rows at a time, never a mask of every row nor their numbers in
+    the 8 bytes np.flatnonzero gives."""
+    found = np.empty(count, dtype=index_type)
+    at, block = 0, CHUNK_ROWS * 16
+    for begin in range(0, n_rows, block):
+        hits = np.flatnonzero(block_mask(begin, min(begin + block, n_rows)))
         found[at : at + len(hits)] = hits
         found[at : at + len(hits)] += begin
         at += len(hits)
