@@ -4,10 +4,9 @@ they replace: the same cells (the same objects), the same messages, the same ans
 from __future__ import annotations
 
 import numpy as np
-import orjson
 import pytest
 
-from dltrain.commands.serve.wire import float32_lists, predictions_json, rows_as_cells
+from dltrain.commands.serve.wire import dict_rows_json, predictions_json, rows_as_cells
 from dltrain.errors import DataError
 from dltrain.predictions import Predictions, cells_from_rows
 
@@ -76,14 +75,7 @@ def _plain_rows_json(predictions: Predictions) -> bytes:
     """The answer as it was written before: a dict per row, dumped by orjson."""
     numbers = predictions.numbers
     header = predictions.header
-    names = header if predictions.labels is None else header[1:]
-    values = float32_lists(numbers)
-    if predictions.labels is None:
-        items = [dict(zip(names, row)) for row in values]
-    else:
-        target = header[0]
-        items = [{target: label, **dict(zip(names, row))} for label, row in zip(predictions.labels.tolist(), values)]
-    return orjson.dumps({"predictions": items})
+    return dict_rows_json(predictions, header, header if predictions.labels is None else header[1:], numbers)
 
 
 NUMBERS = [0.0, -0.0, 1.0, 0.1, 1 / 3, 0.99944836, 1e-7, 1e-45, 1e-320, 1.17549435e-38, 123456.79, 1e20, 3.4e38, -2.5]
